@@ -1,0 +1,134 @@
+# czctl build. `make` builds ./czctl; `make test` checks the Debian packages,
+# builds, builds the C unit tests and runs tests/run. See `make help`.
+
+VERSION   ?= $(shell cat VERSION 2>/dev/null || echo 0.1.0)
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+BUILD     ?= build
+CC        ?= cc
+HOSTCC    ?= $(CC)
+CFLAGS    ?= -O2 -g
+SANFLAGS  ?=
+
+MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || $(CC) -print-multiarch)
+CJSON_A   := /usr/lib/$(MULTIARCH)/liblua5.4-cjson.a
+PKGS      := lua5.4 libcurl yaml-0.1
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+ALL_CFLAGS  = -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) \
+              -Icore -I$(BUILD) $(PKG_CFLAGS) -DCZCTL_VERSION='"$(VERSION)"'
+ALL_LDFLAGS = $(SANFLAGS) $(LDFLAGS)
+LIBS        = $(CJSON_A) $(PKG_LIBS) -lm
+
+CORE_SRCS := $(sort $(wildcard core/*.c))
+CORE_OBJS := $(patsubst core/%.c,$(BUILD)/core/%.o,$(CORE_SRCS))
+LIB_OBJS  := $(filter-out $(BUILD)/core/main.o,$(CORE_OBJS)) $(BUILD)/embedded.o
+LUA_SRCS  := $(shell find lua -name '*.lua' 2>/dev/null | LC_ALL=C sort) \
+             $(sort $(wildcard recipes/*.lua))
+CTEST_SRCS := $(sort $(wildcard tests/c/test_*.c))
+# The normal build puts test programs next to their sources (tests/run finds
+# them there); other builds (sanitize) keep theirs under $(BUILD).
+ifeq ($(BUILD),build)
+CTEST_BINS := $(CTEST_SRCS:.c=)
+BIN        := czctl
+else
+CTEST_BINS := $(patsubst tests/c/%.c,$(BUILD)/tests/c/%,$(CTEST_SRCS))
+BIN        := $(BUILD)/czctl
+endif
+
+.PHONY: all deps test ctests demo sanitize valgrind install clean help bench FORCE
+.DEFAULT_GOAL := all
+
+all: $(BIN)
+
+help:
+	@echo "make            build ./czctl"
+	@echo "make test       install missing packages, build, run tests/run"
+	@echo "make demo       install missing packages, build, run scripts/demo"
+	@echo "make sanitize   C tests and Lua specs under ASan+UBSan (build/san)"
+	@echo "make valgrind   C unit tests under valgrind"
+	@echo "make install    install czctl to \$$(PREFIX)/bin (PREFIX=$(PREFIX))"
+	@echo "make bench      bench/version.sh"
+	@echo "make clean      remove build outputs"
+
+deps:
+	@scripts/deps
+
+# Every build directory records its flags; a change rebuilds everything.
+$(BUILD)/flags: FORCE
+	@mkdir -p $(BUILD)/core $(BUILD)/tests/c
+	@echo '$(ALL_CFLAGS) $(ALL_LDFLAGS) $(LIBS)' > $@.new; \
+	 if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
+
+# The list of embedded files; adding or removing a .lua file regenerates.
+$(BUILD)/embed.list: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(LUA_SRCS)' > $@.new; \
+	 if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
+
+$(BUILD)/embed-tool: core/tools/embed.c
+	@mkdir -p $(BUILD)
+	$(HOSTCC) -std=c11 -Wall -Wextra -Werror -O1 -o $@ $<
+
+$(BUILD)/embedded.c: $(BUILD)/embed-tool $(BUILD)/embed.list $(LUA_SRCS)
+	@echo "embed $@ ($(words $(LUA_SRCS)) Lua files)"
+	@$(BUILD)/embed-tool $@ $(LUA_SRCS)
+
+$(BUILD)/embedded.o: $(BUILD)/embedded.c core/embed.h $(BUILD)/flags
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/core/%.o: core/%.c $(BUILD)/flags
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/libczctl.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/core/main.o $(BUILD)/libczctl.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $(BUILD)/core/main.o $(BUILD)/libczctl.a $(LIBS)
+
+# C unit tests: one program per tests/c/test_*.c, linked against the core.
+$(BUILD)/tests/c/%.o: tests/c/%.c $(BUILD)/flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/c -MMD -MP -c -o $@ $<
+
+.SECONDEXPANSION:
+$(CTEST_BINS): $(BUILD)/tests/c/$$(notdir $$@).o $(BUILD)/libczctl.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(BUILD)/libczctl.a $(LIBS)
+
+ctests: $(CTEST_BINS)
+
+-include $(wildcard $(BUILD)/core/*.d $(BUILD)/tests/c/*.d)
+
+test: deps
+	@$(MAKE) --no-print-directory all ctests
+	@tests/run
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/demo
+
+# Build everything again under ASan+UBSan into build/san and run the C unit
+# tests and the Lua specs with that binary; any sanitizer report fails.
+sanitize: deps
+	@$(MAKE) --no-print-directory BUILD=build/san \
+	  SANFLAGS='-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' \
+	  CFLAGS='-O1 -g' all ctests
+	@scripts/run-sanitized build/san
+
+valgrind: deps
+	@$(MAKE) --no-print-directory all ctests
+	@scripts/run-valgrind $(CTEST_BINS)
+
+bench: all
+	@bench/version.sh
+
+install: $(BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/czctl
+
+clean:
+	rm -rf build czctl $(CTEST_SRCS:.c=)
+
+FORCE:

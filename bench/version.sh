@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# bench/version.sh: start-up cost of `czctl version` against
+# `kubectl version --client` (a Go binary doing the same job).
+#
+# Runs both commands interleaved (czctl, kubectl, czctl, ...) RUNS times,
+# reports the median wall time of each, their ratio, and the peak RSS of each
+# (ru_maxrss from wait4, the figure /usr/bin/time -v prints as "Maximum
+# resident set size"). Goal: ratio <= 0.15, czctl peak RSS < 8 MiB.
+# Writes the figures into bench/RESULTS.md, section "czctl version vs kubectl".
+# Not a test: nothing here fails on a slow machine.
+#
+# usage: bench/version.sh [RUNS]   (default 60)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps --bench
+make -s all >/dev/null
+RUNS=${1:-60}
+command -v kubectl >/dev/null || { echo "bench/version.sh: kubectl is not on PATH" >&2; exit 1; }
+
+python3 - "$RUNS" <<'PY'
+import os, re, statistics, subprocess, sys, time
+
+runs = int(sys.argv[1])
+cmds = {"czctl": ["./czctl", "version"], "kubectl": ["kubectl", "version", "--client"]}
+wall = {k: [] for k in cmds}
+rss = {k: [] for k in cmds}
+devnull = os.open(os.devnull, os.O_WRONLY)
+
+def once(argv):
+    t0 = time.perf_counter()
+    pid = os.posix_spawnp(argv[0], argv, os.environ,
+                          file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1)])
+    _, status, usage = os.wait4(pid, 0)
+    dt = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit("bench/version.sh: %s failed" % " ".join(argv))
+    return dt, usage.ru_maxrss  # KiB
+
+for name, argv in cmds.items():      # warm the page cache
+    for _ in range(3):
+        once(argv)
+for _ in range(runs):                 # interleaved
+    for name, argv in cmds.items():
+        dt, kib = once(argv)
+        wall[name].append(dt)
+        rss[name].append(kib)
+
+med = {k: statistics.median(v) for k, v in wall.items()}
+peak = {k: max(v) for k, v in rss.items()}
+ratio = med["czctl"] / med["kubectl"]
+rows = [
+    "| command | median wall time | peak RSS |",
+    "|---|---|---|",
+    "| `./czctl version` | %.2f ms | %.1f MiB |" % (med["czctl"] * 1e3, peak["czctl"] / 1024),
+    "| `kubectl version --client` | %.2f ms | %.1f MiB |" % (med["kubectl"] * 1e3, peak["kubectl"] / 1024),
+]
+verdict = "ratio %.3f (goal <= 0.15): %s; czctl peak RSS %.1f MiB (goal < 8 MiB): %s" % (
+    ratio, "met" if ratio <= 0.15 else "NOT met",
+    peak["czctl"] / 1024, "met" if peak["czctl"] < 8 * 1024 else "NOT met")
+kver = subprocess.run(["kubectl", "version", "--client"], capture_output=True, text=True).stdout.split("\n")[0]
+section = "\n".join([
+    "## czctl version vs kubectl",
+    "",
+    "Command: `bench/version.sh %d` (%d interleaved runs of each, medians; peak RSS is" % (runs, runs),
+    "the largest ru_maxrss over the runs). Machine: %d CPUs, %s; %s." % (
+        os.cpu_count(), os.uname().release, kver.strip()),
+    "",
+    *rows,
+    "",
+    "Median wall-time ratio czctl/kubectl: **%.3f**. %s." % (ratio, verdict),
+    "",
+])
+print(section)
+
+path = "bench/RESULTS.md"
+text = open(path).read() if os.path.exists(path) else "# Benchmark results\n\n"
+pattern = re.compile(r"^## czctl version vs kubectl\n.*?(?=^## |\Z)", re.S | re.M)
+if pattern.search(text):
+    text = pattern.sub(lambda m: section + "\n", text)
+else:
+    text = text.rstrip("\n") + "\n\n" + section
+open(path, "w").write(text)
+PY

@@ -1,0 +1,85 @@
+/*
+ * czctl.h: what the C files of core/ share with each other.
+ *
+ * The Lua module entry points (one per C file), the signal machinery every
+ * blocking call must wake on, the lazy libcurl initialisation, and a small
+ * "resource box" so no C function longjmps past a live fd, malloc or handle.
+ * Nothing here knows about intercepts, sessions or recipes.
+ */
+#ifndef CZCTL_H
+#define CZCTL_H
+
+#include <stddef.h>
+#include <lua.h>
+
+/* Lua module entry points; each may raise only on memory errors. */
+int luaopen_czctl_core_proc(lua_State *L);  /* core/proc.c */
+int luaopen_czctl_core_sys(lua_State *L);   /* core/sys.c */
+int luaopen_czctl_core_net(lua_State *L);   /* core/net.c */
+int luaopen_czctl_core_kube(lua_State *L);  /* core/kube.c (core-kube) */
+int luaopen_czctl_core_embed(lua_State *L); /* core/embed.c */
+
+/*
+ * Register every C module, cjson, czctl.core.embed and every embedded Lua
+ * module as package.preload loaders (nothing is loaded eagerly). Raises only
+ * on memory errors. Defined in core/embed.c.
+ */
+void czctl_preload_all(lua_State *L);
+
+/* ---- signals (core/sys.c) ------------------------------------------------
+ * SIGINT, SIGTERM and SIGHUP set a pending flag and write a byte to a
+ * non-blocking self-pipe; SIGPIPE is ignored. Handlers run without
+ * SA_RESTART so blocking system calls return EINTR. A blocking call polls
+ * czctl_signal_fd() next to its own fds and gives up with "interrupted"
+ * when czctl_signal_pending() is non-zero. The pending signal stays pending
+ * until czctl_signal_clear(). */
+
+/* Install the handlers and create the pipe; idempotent. 0 or -1 (errno). */
+int czctl_signal_init(void);
+/* Read end of the self-pipe (readable while a signal is pending), or -1. */
+int czctl_signal_fd(void);
+/* The first pending signal number since the last clear, or 0. */
+int czctl_signal_pending(void);
+/* Forget the pending signal and drain the pipe. */
+void czctl_signal_clear(void);
+/* "SIGINT", "SIGTERM", "SIGHUP" or NULL for anything else. */
+const char *czctl_signal_name(int signo);
+
+/*
+ * Wait until one of fd (if >= 0) becomes readable, a signal is pending or
+ * timeout_s passes (timeout_s < 0: forever). Restarts poll after EINTR with
+ * the remaining time. Returns 1 (fd readable or hung up), 0 (timeout),
+ * -2 (signal pending) or -1 (poll failed, errno set). events is POLLIN or
+ * POLLOUT.
+ */
+int czctl_wait_fd(int fd, short events, double timeout_s);
+
+/* Monotonic clock in seconds. */
+double czctl_now(void);
+
+/* ---- libcurl (core/net.c) ------------------------------------------------
+ * curl_global_init is expensive (TLS library set-up); it runs on first use
+ * only. Returns 0 on success. czctl_curl_cleanup() is called by main after
+ * lua_close, so it is safe to call when nothing was initialised. */
+int czctl_curl_init(void);
+void czctl_curl_cleanup(void);
+
+/* ---- resource box (core/sys.c) -------------------------------------------
+ * A full userdata that owns one fd, one malloc'd buffer and one opaque
+ * pointer with its release function, all freed by __gc/__close. Create it
+ * before acquiring the resources; any later raise (memory error included)
+ * leaves nothing behind. czctl_box_new raises on memory errors. */
+typedef struct czctl_box {
+    int fd;                     /* -1 when none */
+    char *buf;                  /* malloc'd, freed with free() */
+    size_t len, cap;
+    void *ptr;                  /* released with release(ptr) */
+    void (*release)(void *ptr);
+} czctl_box;
+
+czctl_box *czctl_box_new(lua_State *L);   /* pushes the box */
+void czctl_box_release(czctl_box *box);   /* idempotent */
+/* Append n bytes to box->buf, growing it; 0 or -1 (ENOMEM, nothing lost). */
+int czctl_box_append(czctl_box *box, const char *data, size_t n);
+
+#endif

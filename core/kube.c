@@ -1,0 +1,1145 @@
+/*
+ * kube.c: the czctl.core.kube Lua module: load a kubeconfig (kubeconfig.c),
+ * make REST requests and stream watches over libcurl.
+ *
+ * Handles are userdata with named metatables ("czctl.kube.config",
+ * "czctl.kube.client", "czctl.kube.watch"); each has one idempotent close
+ * behind :close(), __close and __gc. Every malloc'd buffer, CURL and CURLM
+ * handle is owned by a userdata created before it is acquired, so a Lua error
+ * (memory errors included) never leaks one. Misuse raises; failures of the
+ * world return nil, message.
+ *
+ * Credentials stay here: they are put into libcurl options and request
+ * headers only, never pushed to Lua, never logged (verbose mode prints the
+ * method, URL, status, timing and whether a new connection was opened), never
+ * put into an error message.
+ *
+ * tls-server-name: libcurl has no SNI override (curl/curl#607, PR #5239: the
+ * maintainers point at --resolve/--connect-to). So the request URL carries
+ * tls-server-name as its host (libcurl sends it as SNI and verifies the
+ * certificate against it), CURLOPT_CONNECT_TO sends the connection to the
+ * real server host:port, and an explicit Host header keeps the server's own
+ * authority in the request, as client-go does.
+ */
+#define _GNU_SOURCE
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "czctl.h"
+#include "kubeconfig.h"
+
+#ifndef CZCTL_VERSION
+#define CZCTL_VERSION "0.0.0-dev"
+#endif
+
+#define CFG_MT "czctl.kube.config"
+#define CLIENT_MT "czctl.kube.client"
+#define WATCH_MT "czctl.kube.watch"
+
+#define MAX_BODY (512u * 1024u * 1024u)   /* refuse absurd responses */
+#define WATCH_PAUSE_AT (8u * 1024u * 1024u)
+
+/* ---- growable byte buffer --------------------------------------------- */
+
+typedef struct kbuf {
+    char *p;
+    size_t len, cap, start;   /* start: consumed prefix (watch lines) */
+} kbuf;
+
+static int kbuf_add(kbuf *b, const char *d, size_t n)
+{
+    if (n > MAX_BODY || b->len + n > MAX_BODY)
+        return -1;
+    if (b->len + n + 1 > b->cap) {
+        if (b->start > 0) { /* compact before growing */
+            memmove(b->p, b->p + b->start, b->len - b->start);
+            b->len -= b->start;
+            b->start = 0;
+        }
+        if (b->len + n + 1 > b->cap) {
+            size_t ncap = b->cap ? b->cap : 16384;
+            while (ncap < b->len + n + 1)
+                ncap *= 2;
+            char *np = realloc(b->p, ncap);
+            if (!np)
+                return -1;
+            b->p = np;
+            b->cap = ncap;
+        }
+    }
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return 0;
+}
+
+static void kbuf_reset(kbuf *b)
+{
+    b->len = b->start = 0;
+    if (b->p)
+        b->p[0] = 0;
+}
+
+static void kbuf_free(kbuf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+static size_t on_body(char *d, size_t sz, size_t n, void *ud)
+{
+    return kbuf_add(ud, d, sz * n) == 0 ? sz * n : 0;
+}
+
+/* Header lines of the last response only (a new status line starts over). */
+static size_t on_header(char *d, size_t sz, size_t n, void *ud)
+{
+    kbuf *b = ud;
+    if (sz * n >= 5 && !memcmp(d, "HTTP/", 5))
+        kbuf_reset(b);
+    return kbuf_add(b, d, sz * n) == 0 ? sz * n : 0;
+}
+
+/* Wipe secrets in a header list (Authorization) before freeing it. */
+static void slist_wipe_free(struct curl_slist **l)
+{
+    for (struct curl_slist *s = *l; s; s = s->next)
+        if (s->data)
+            explicit_bzero(s->data, strlen(s->data));
+    curl_slist_free_all(*l);
+    *l = NULL;
+}
+
+/* ---- config ------------------------------------------------------------ */
+
+typedef struct kube_cfg {
+    kc_config *c;
+} kube_cfg;
+
+static kube_cfg *check_cfg(lua_State *L, int i)
+{
+    kube_cfg *k = luaL_checkudata(L, i, CFG_MT);
+    if (!k->c)
+        luaL_argerror(L, i, "kube config is closed");
+    return k;
+}
+
+static int cfg_close(lua_State *L)
+{
+    kube_cfg *k = luaL_checkudata(L, 1, CFG_MT);
+    kubeconfig_free(k->c);
+    k->c = NULL;
+    return 0;
+}
+
+static const char *opt_string(lua_State *L, int t, const char *key)
+{
+    const char *s = NULL;
+    if (lua_getfield(L, t, key) != LUA_TNIL) {
+        if (!lua_isstring(L, -1))
+            luaL_error(L, "option '%s' must be a string", key);
+        s = lua_tostring(L, -1);
+    }
+    lua_pop(L, 1); /* the string stays referenced by the options table */
+    return s;
+}
+
+static double opt_number(lua_State *L, int t, const char *key, double dflt)
+{
+    double v = dflt;
+    if (lua_getfield(L, t, key) != LUA_TNIL) {
+        if (!lua_isnumber(L, -1))
+            luaL_error(L, "option '%s' must be a number", key);
+        v = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static int opt_bool(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* load_config{kubeconfig=, context=} -> cfg | nil, err */
+static int kube_load_config(lua_State *L)
+{
+    kc_options o = {0};
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        o.kubeconfig = opt_string(L, 1, "kubeconfig");
+        o.context = opt_string(L, 1, "context");
+    }
+    kube_cfg *k = lua_newuserdatauv(L, sizeof *k, 0);
+    k->c = NULL;
+    luaL_setmetatable(L, CFG_MT);
+    char *err = NULL;
+    if (kubeconfig_load(&o, &k->c, &err) < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, err);  /* may raise on OOM: err is leaked then, nothing else */
+        free(err);
+        return 2;
+    }
+    return 1;
+}
+
+static void set_str(lua_State *L, const char *key, const char *v)
+{
+    if (v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, key);
+    }
+}
+
+/* cfg:info() -> table without secrets */
+static int cfg_info(lua_State *L)
+{
+    kc_config *c = check_cfg(L, 1)->c;
+    lua_createtable(L, 0, 16);
+    set_str(L, "context", c->context);
+    set_str(L, "cluster", c->cluster);
+    set_str(L, "user", c->user);
+    set_str(L, "namespace", c->namespace);
+    set_str(L, "server", c->server);
+    set_str(L, "auth", c->auth);
+    set_str(L, "source", c->source);
+    set_str(L, "tls_server_name", c->tls_server_name);
+    set_str(L, "proxy_url", c->proxy_url);
+    set_str(L, "certificate_authority", c->ca_file);
+    set_str(L, "client_certificate", c->cert_file);
+    set_str(L, "client_key", c->key_file);
+    set_str(L, "token_file", c->token_file);
+    if (c->exec)
+        set_str(L, "exec_command", c->exec->command);
+    lua_pushboolean(L, c->insecure);
+    lua_setfield(L, -2, "insecure");
+    lua_pushboolean(L, c->in_cluster);
+    lua_setfield(L, -2, "in_cluster");
+    lua_pushboolean(L, c->ca.data != NULL && c->ca_file == NULL);
+    lua_setfield(L, -2, "certificate_authority_data");
+    return 1;
+}
+
+/* ---- signals & driving a transfer -------------------------------------- */
+
+enum { DRIVE_DONE = 1, DRIVE_READY = 0, DRIVE_TIMEOUT = -1, DRIVE_INTR = -2, DRIVE_ERR = -3 };
+
+/*
+ * Run the multi handle until the transfer of easy completes (DRIVE_DONE,
+ * *res set), ready(ud) becomes true (DRIVE_READY), timeout_s passes
+ * (timeout_s < 0: none), or a signal is pending (DRIVE_INTR).
+ */
+static int drive(CURLM *m, CURL *easy, double timeout_s, int (*ready)(void *), void *ud, CURLcode *res)
+{
+    double deadline = timeout_s >= 0 ? czctl_now() + timeout_s : -1;
+    int use_sigfd = 1, done = 0;
+    for (;;) {
+        int running = 0;
+        if (curl_multi_perform(m, &running) != CURLM_OK)
+            return DRIVE_ERR;
+        CURLMsg *msg;
+        int q;
+        while ((msg = curl_multi_info_read(m, &q)))
+            if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy) {
+                *res = msg->data.result;
+                done = 1;
+            }
+        if (ready && ready(ud))
+            return DRIVE_READY;
+        if (done)
+            return DRIVE_DONE;
+        if (czctl_signal_pending())
+            return DRIVE_INTR;
+        int wait_ms = 1000;
+        if (deadline >= 0) {
+            double rem = deadline - czctl_now();
+            if (rem <= 0)
+                return DRIVE_TIMEOUT;
+            if (rem * 1000 < wait_ms)
+                wait_ms = (int)(rem * 1000) + 1;
+        }
+        struct curl_waitfd extra = {.fd = czctl_signal_fd(), .events = CURL_WAIT_POLLIN, .revents = 0};
+        int nextra = use_sigfd && extra.fd >= 0;
+        if (curl_multi_poll(m, nextra ? &extra : NULL, (unsigned)nextra, wait_ms, NULL) != CURLM_OK)
+            return DRIVE_ERR;
+        if (nextra && extra.revents && !czctl_signal_pending())
+            use_sigfd = 0; /* readable without a pending signal: don't spin on it */
+    }
+}
+
+/* ---- client ------------------------------------------------------------- */
+
+typedef struct kube_client {
+    CURL *easy;
+    CURLM *multi;
+    kc_config *c;               /* owned by the cfg userdata (uservalue 1) */
+    double timeout, connect_timeout;
+    int verbose;
+    char *base;                 /* server URL without trailing '/', host possibly = tls-server-name */
+    char *host_header;          /* "Host: ..." when tls-server-name rewrites the URL */
+    struct curl_slist *connect_to;
+    int no_proxy;               /* loopback server without proxy-url: Go never proxies it */
+    struct curl_slist *headers; /* per request; may hold Authorization, wiped */
+    kbuf body, hdrs;
+    char errbuf[CURL_ERROR_SIZE];
+    unsigned long requests, connections;
+} kube_client;
+
+static kube_client *check_client(lua_State *L, int i)
+{
+    kube_client *k = luaL_checkudata(L, i, CLIENT_MT);
+    if (!k->easy)
+        luaL_argerror(L, i, "kube client is closed");
+    return k;
+}
+
+static void client_release(kube_client *k)
+{
+    if (k->easy) {
+        if (k->multi)
+            curl_multi_remove_handle(k->multi, k->easy);
+        curl_easy_cleanup(k->easy);
+        k->easy = NULL;
+    }
+    if (k->multi) {
+        curl_multi_cleanup(k->multi);
+        k->multi = NULL;
+    }
+    slist_wipe_free(&k->headers);
+    curl_slist_free_all(k->connect_to);
+    k->connect_to = NULL;
+    free(k->base);
+    k->base = NULL;
+    free(k->host_header);
+    k->host_header = NULL;
+    if (k->body.p)
+        explicit_bzero(k->body.p, k->body.cap);
+    kbuf_free(&k->body);
+    kbuf_free(&k->hdrs);
+    k->c = NULL;
+}
+
+static int client_close(lua_State *L)
+{
+    client_release(luaL_checkudata(L, 1, CLIENT_MT));
+    return 0;
+}
+
+static int is_loopback_host(const char *h)
+{
+    return !strcmp(h, "localhost") || !strncmp(h, "127.", 4) || !strcmp(h, "[::1]") || !strcmp(h, "::1");
+}
+
+/* Work out base URL, connect-to and Host header. 0 or -1 with *err. */
+static int client_prepare_url(kube_client *k, char **err)
+{
+    kc_config *c = k->c;
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL, *dport = NULL, *scheme = NULL, *url = NULL;
+    int rc = -1;
+    if (!u) {
+        *err = kc_errf("out of memory");
+        return -1;
+    }
+    if (curl_url_set(u, CURLUPART_URL, c->server, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &dport, CURLU_DEFAULT_PORT) != CURLUE_OK) {
+        *err = kc_errf("cluster \"%s\": invalid server URL \"%s\"", c->cluster, c->server);
+        goto out;
+    }
+    if (strcmp(scheme, "https") && strcmp(scheme, "http")) {
+        *err = kc_errf("cluster \"%s\": unsupported scheme in server URL \"%s\"", c->cluster, c->server);
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+        port = NULL;
+    k->no_proxy = !c->proxy_url && is_loopback_host(host);
+    if (c->tls_server_name && !strcmp(scheme, "https")) {
+        char *ct = NULL;
+        if (asprintf(&k->host_header, port ? "Host: %s:%s" : "Host: %s", host, port) < 0) {
+            k->host_header = NULL;
+            goto oom;
+        }
+        if (asprintf(&ct, "%s:%s:%s:%s", c->tls_server_name, dport, host, dport) < 0)
+            goto oom;
+        struct curl_slist *l = curl_slist_append(NULL, ct);
+        free(ct);
+        if (!l)
+            goto oom;
+        k->connect_to = l;
+        if (curl_url_set(u, CURLUPART_HOST, c->tls_server_name, 0) != CURLUE_OK ||
+            curl_url_set(u, CURLUPART_PORT, dport, 0) != CURLUE_OK) {
+            *err = kc_errf("cluster \"%s\": invalid tls-server-name \"%s\"", c->cluster, c->tls_server_name);
+            goto out;
+        }
+    }
+    if (curl_url_get(u, CURLUPART_URL, &url, 0) != CURLUE_OK)
+        goto oom;
+    size_t n = strlen(url);
+    while (n > 0 && url[n - 1] == '/')
+        n--;
+    k->base = strndup(url, n);
+    if (!k->base)
+        goto oom;
+    rc = 0;
+    goto out;
+oom:
+    *err = kc_errf("out of memory");
+out:
+    curl_free(host);
+    curl_free(port);
+    curl_free(dport);
+    curl_free(scheme);
+    curl_free(url);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+/* Options shared by the request handle and every watch handle. */
+static int setup_easy(kube_client *k, CURL *e, kbuf *body, kbuf *hdrs, char *errbuf)
+{
+    kc_config *c = k->c;
+    int bad = 0;
+#define SET(opt, val) bad |= curl_easy_setopt(e, opt, val) != CURLE_OK
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    SET(CURLOPT_USERAGENT, "czctl/" CZCTL_VERSION);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, (long)(k->connect_timeout * 1000));
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_ERRORBUFFER, errbuf);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, body);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, hdrs);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    if (!c->disable_compression)
+        SET(CURLOPT_ACCEPT_ENCODING, "");
+    if (c->insecure) {
+        SET(CURLOPT_SSL_VERIFYPEER, 0L);
+        SET(CURLOPT_SSL_VERIFYHOST, 0L);
+    } else if (c->ca.data) {
+        /* only the configured CA, as client-go (RootCAs = that pool) */
+        struct curl_blob blob = {c->ca.data, c->ca.len, CURL_BLOB_COPY};
+        SET(CURLOPT_CAINFO, NULL);
+        SET(CURLOPT_CAPATH, NULL);
+        SET(CURLOPT_CAINFO_BLOB, &blob);
+    }
+    if (c->cert.data && c->key.data) {
+        struct curl_blob cb = {c->cert.data, c->cert.len, CURL_BLOB_COPY};
+        struct curl_blob kb = {c->key.data, c->key.len, CURL_BLOB_COPY};
+        SET(CURLOPT_SSLCERTTYPE, "PEM");
+        SET(CURLOPT_SSLCERT_BLOB, &cb);
+        SET(CURLOPT_SSLKEYTYPE, "PEM");
+        SET(CURLOPT_SSLKEY_BLOB, &kb);
+    }
+    if (!c->exec && (c->username || c->password) && !(c->token || c->token_file)) {
+        SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        SET(CURLOPT_USERNAME, c->username ? c->username : "");
+        SET(CURLOPT_PASSWORD, c->password ? c->password : "");
+    }
+    if (c->proxy_url)
+        SET(CURLOPT_PROXY, c->proxy_url);
+    else if (k->no_proxy)
+        SET(CURLOPT_PROXY, "");
+    if (k->connect_to)
+        SET(CURLOPT_CONNECT_TO, k->connect_to);
+#undef SET
+    return bad ? -1 : 0;
+}
+
+/* client(cfg, {timeout=, connect_timeout=, verbose=}) -> client | nil, err */
+static int kube_client_new(lua_State *L)
+{
+    kube_cfg *cfg = check_cfg(L, 1);
+    double timeout = 30, connect_timeout = 10;
+    int verbose = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        timeout = opt_number(L, 2, "timeout", timeout);
+        connect_timeout = opt_number(L, 2, "connect_timeout", connect_timeout);
+        verbose = opt_bool(L, 2, "verbose");
+    }
+    kube_client *k = lua_newuserdatauv(L, sizeof *k, 1);
+    memset(k, 0, sizeof *k);
+    luaL_setmetatable(L, CLIENT_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1); /* keep the config alive */
+    k->c = cfg->c;
+    k->timeout = timeout;
+    k->connect_timeout = connect_timeout;
+    k->verbose = verbose;
+    char *err = NULL;
+    if (czctl_curl_init() != 0) {
+        err = kc_errf("libcurl initialisation failed");
+    } else if (kubeconfig_load_files(k->c, &err) == 0 && client_prepare_url(k, &err) == 0) {
+        k->easy = curl_easy_init();
+        k->multi = curl_multi_init();
+        if (!k->easy || !k->multi || setup_easy(k, k->easy, &k->body, &k->hdrs, k->errbuf) < 0)
+            err = kc_errf("libcurl: cannot create a handle");
+    }
+    if (err) {
+        client_release(k);
+        luaL_pushfail(L);
+        lua_pushstring(L, err);
+        free(err);
+        return 2;
+    }
+    return 1;
+}
+
+static void push_escaped(luaL_Buffer *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+            ch == '.' || ch == '_' || ch == '~') {
+            luaL_addchar(b, (char)ch);
+        } else {
+            luaL_addchar(b, '%');
+            luaL_addchar(b, hex[ch >> 4]);
+            luaL_addchar(b, hex[ch & 15]);
+        }
+    }
+}
+
+/* Push the full URL for request table t (path, query). Raises on misuse.
+ * Uses the stack only in balanced steps (no luaL_Buffer across lua_next). */
+static void push_url(lua_State *L, kube_client *k, int t)
+{
+    lua_getfield(L, t, "path");
+    const char *path = lua_tostring(L, -1);
+    if (!path || lua_type(L, -1) != LUA_TSTRING || path[0] != '/')
+        luaL_error(L, "request: 'path' must be a string starting with '/'");
+    int pathi = lua_gettop(L);
+    int q = lua_getfield(L, t, "query");
+    int qi = lua_gettop(L);
+    if (q == LUA_TTABLE) {
+        lua_pushliteral(L, "");
+        int acci = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, qi)) {
+            if (lua_type(L, -2) != LUA_TSTRING)
+                luaL_error(L, "request: query keys must be strings");
+            int vt = lua_type(L, -1);
+            if (vt != LUA_TSTRING && vt != LUA_TNUMBER && vt != LUA_TBOOLEAN)
+                luaL_error(L, "request: query value for '%s' must be a string, number or boolean",
+                           lua_tostring(L, -2));
+            size_t kl, vl;
+            const char *key = lua_tolstring(L, -2, &kl);
+            const char *val = luaL_tolstring(L, -1, &vl); /* pushes a string copy */
+            luaL_Buffer piece;
+            luaL_buffinit(L, &piece);
+            luaL_addchar(&piece, '&');
+            push_escaped(&piece, key, kl);
+            luaL_addchar(&piece, '=');
+            push_escaped(&piece, val, vl);
+            luaL_pushresult(&piece);
+            lua_pushvalue(L, acci);
+            lua_insert(L, -2);
+            lua_concat(L, 2);
+            lua_replace(L, acci);
+            lua_pop(L, 2); /* value string copy, value */
+        }
+        size_t n;
+        const char *acc = lua_tolstring(L, acci, &n);
+        lua_pushstring(L, n ? acc + 1 : "");
+        lua_replace(L, qi);
+        lua_settop(L, qi);
+    } else if (q != LUA_TNIL && q != LUA_TSTRING) {
+        luaL_error(L, "request: 'query' must be a table or a string");
+    }
+    size_t qlen = 0;
+    if (q != LUA_TNIL)
+        lua_tolstring(L, qi, &qlen);
+    lua_pushstring(L, k->base);
+    lua_pushvalue(L, pathi);
+    if (qlen) {
+        lua_pushstring(L, strchr(path, '?') ? "&" : "?");
+        lua_pushvalue(L, qi);
+        lua_concat(L, 4);
+    } else {
+        lua_concat(L, 2);
+    }
+    lua_replace(L, pathi);
+    lua_settop(L, pathi);
+}
+
+/* Build the per-request header list (Authorization etc). 0, -1 (*err), -2 (interrupted). */
+static int build_headers(kube_client *k, struct curl_slist **out, const char *accept, const char *ctype,
+                         int force_refresh, CURL *e, char **err)
+{
+    kc_config *c = k->c;
+    struct curl_slist *l = NULL, *n;
+    char *line = NULL;
+    int rc = -1;
+    *err = NULL;
+#define ADD(s)                                   \
+    do {                                         \
+        if (!(n = curl_slist_append(l, (s))))    \
+            goto oom;                            \
+        l = n;                                   \
+    } while (0)
+    if (asprintf(&line, "Accept: %s", accept ? accept : "application/json") < 0) {
+        line = NULL;
+        goto oom;
+    }
+    ADD(line);
+    free(line);
+    line = NULL;
+    if (ctype) {
+        if (asprintf(&line, "Content-Type: %s", ctype) < 0) {
+            line = NULL;
+            goto oom;
+        }
+        ADD(line);
+        free(line);
+        line = NULL;
+    }
+    ADD("Expect:");
+    if (k->host_header)
+        ADD(k->host_header);
+    char *token = NULL;
+    if (c->exec) {
+        int r = kube_exec_credential(c, force_refresh, err);
+        if (r < 0) {
+            rc = r;
+            goto out;
+        }
+        if (c->exec_cert.data) {
+            struct curl_blob cb = {c->exec_cert.data, c->exec_cert.len, CURL_BLOB_COPY};
+            struct curl_blob kb = {c->exec_key.data, c->exec_key.len, CURL_BLOB_COPY};
+            curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+            curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cb);
+            curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+            curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &kb);
+        }
+        if (c->exec_token && !(token = strdup(c->exec_token)))
+            goto oom;
+    } else {
+        token = kubeconfig_bearer_token(c, err);
+        if (!token && *err)
+            goto out;
+    }
+    if (token) {
+        int r = asprintf(&line, "Authorization: Bearer %s", token);
+        explicit_bzero(token, strlen(token));
+        free(token);
+        if (r < 0) {
+            line = NULL;
+            goto oom;
+        }
+        n = curl_slist_append(l, line);
+        explicit_bzero(line, strlen(line));
+        free(line);
+        line = NULL;
+        if (!n)
+            goto oom;
+        l = n;
+    }
+#undef ADD
+    *out = l;
+    return 0;
+oom:
+    *err = kc_errf("out of memory");
+out:
+    free(line);
+    slist_wipe_free(&l);
+    return rc;
+}
+
+static void push_headers(lua_State *L, const kbuf *h)
+{
+    lua_newtable(L);
+    const char *p = h->p ? h->p : "", *end = p + h->len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            eol = end;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon && colon > p && memcmp(p, "HTTP/", 5)) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (const char *q = p; q < colon; q++)
+                luaL_addchar(&b, (char)((*q >= 'A' && *q <= 'Z') ? *q + 32 : *q));
+            luaL_pushresult(&b);
+            const char *v = colon + 1, *ve = eol;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            lua_pushvalue(L, -1);
+            if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join */
+                lua_pushliteral(L, ", ");
+                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_concat(L, 3);
+            } else {
+                lua_pop(L, 1);
+                lua_pushlstring(L, v, (size_t)(ve - v));
+            }
+            lua_rawset(L, -3);
+        }
+        p = eol + 1;
+    }
+}
+
+static const char *method_of(lua_State *L, int t)
+{
+    lua_getfield(L, t, "method");
+    const char *m = lua_isnil(L, -1) ? "GET" : lua_tostring(L, -1);
+    if (!m)
+        luaL_error(L, "request: 'method' must be a string");
+    lua_pop(L, 1);
+    return m; /* "GET" literal or a string held by the table */
+}
+
+/* Apply method and body to a handle. */
+static void set_method(CURL *e, const char *method, const char *body, size_t blen)
+{
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+    if (body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    }
+    if (!strcmp(method, "GET") && !body)
+        return;
+    if (!strcmp(method, "HEAD")) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        return;
+    }
+    if (!body) { /* POST/PUT/PATCH/DELETE without body: empty body for writes */
+        if (strcmp(method, "GET") && strcmp(method, "DELETE")) {
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+            curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+        }
+    }
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+}
+
+static void log_verbose(kube_client *k, const char *method, const char *url, long status, double secs,
+                        long newconn, const char *what)
+{
+    if (!k->verbose)
+        return;
+    if (what)
+        fprintf(stderr, "kube: %s %s -> %s (%.1f ms)\n", method, url, what, secs * 1000);
+    else
+        fprintf(stderr, "kube: %s %s -> %ld (%.1f ms%s)\n", method, url, status, secs * 1000,
+                newconn ? ", new connection" : "");
+}
+
+/* client:request{method=, path=, query=, body=, content_type=, accept=, timeout=}
+ *   -> status, body, headers | nil, message */
+static int client_request(lua_State *L)
+{
+    kube_client *k = check_client(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    const char *method = method_of(L, 2);
+    const char *accept = opt_string(L, 2, "accept");
+    const char *ctype = opt_string(L, 2, "content_type");
+    double timeout = opt_number(L, 2, "timeout", k->timeout);
+    size_t blen = 0;
+    const char *body = NULL;
+    if (lua_getfield(L, 2, "body") != LUA_TNIL) {
+        body = lua_tolstring(L, -1, &blen);
+        if (!body || lua_type(L, -1) != LUA_TSTRING)
+            return luaL_error(L, "request: 'body' must be a string");
+    }
+    lua_pop(L, 1);
+    push_url(L, k, 2);
+    const char *url = lua_tostring(L, -1);
+
+    for (int attempt = 0;; attempt++) {
+        char *err = NULL;
+        CURLcode res = CURLE_OK;
+        slist_wipe_free(&k->headers);
+        int hr = build_headers(k, &k->headers, accept, ctype, attempt > 0, k->easy, &err);
+        if (hr < 0) {
+            luaL_pushfail(L);
+            lua_pushstring(L, hr == -2 ? "interrupted" : err);
+            free(err);
+            return 2;
+        }
+        kbuf_reset(&k->body);
+        kbuf_reset(&k->hdrs);
+        k->errbuf[0] = 0;
+        curl_easy_setopt(k->easy, CURLOPT_URL, url);
+        curl_easy_setopt(k->easy, CURLOPT_HTTPHEADER, k->headers);
+        curl_easy_setopt(k->easy, CURLOPT_TIMEOUT_MS, timeout > 0 ? (long)(timeout * 1000) : 0L);
+        set_method(k->easy, method, body, blen);
+        double t0 = czctl_now();
+        curl_multi_add_handle(k->multi, k->easy);
+        int r = drive(k->multi, k->easy, timeout > 0 ? timeout + 1 : -1, NULL, NULL, &res);
+        curl_multi_remove_handle(k->multi, k->easy);
+        double dt = czctl_now() - t0;
+        k->requests++;
+        long newconn = 0, status = 0;
+        curl_easy_getinfo(k->easy, CURLINFO_NUM_CONNECTS, &newconn);
+        k->connections += (unsigned long)newconn;
+        if (r == DRIVE_INTR) {
+            log_verbose(k, method, url, 0, dt, 0, "interrupted");
+            luaL_pushfail(L);
+            lua_pushliteral(L, "interrupted");
+            return 2;
+        }
+        if (r == DRIVE_TIMEOUT || r == DRIVE_ERR || res != CURLE_OK) {
+            const char *why = r == DRIVE_TIMEOUT ? "request timed out"
+                              : r == DRIVE_ERR   ? "libcurl multi error"
+                              : k->errbuf[0]     ? k->errbuf
+                                                 : curl_easy_strerror(res);
+            log_verbose(k, method, url, 0, dt, 0, why);
+            luaL_pushfail(L);
+            lua_pushfstring(L, "%s %s: %s", method, url, why);
+            return 2;
+        }
+        curl_easy_getinfo(k->easy, CURLINFO_RESPONSE_CODE, &status);
+        log_verbose(k, method, url, status, dt, newconn, NULL);
+        if (status == 401 && k->c->exec && attempt == 0)
+            continue; /* refresh the exec credential once and retry */
+        lua_pushinteger(L, status);
+        lua_pushlstring(L, k->body.p ? k->body.p : "", k->body.len);
+        push_headers(L, &k->hdrs);
+        return 3;
+    }
+}
+
+/* client:stats() -> {requests=, connections=, exec_runs=} (no secrets) */
+static int client_stats(lua_State *L)
+{
+    kube_client *k = check_client(L, 1);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)k->requests);
+    lua_setfield(L, -2, "requests");
+    lua_pushinteger(L, (lua_Integer)k->connections);
+    lua_setfield(L, -2, "connections");
+    lua_pushinteger(L, (lua_Integer)k->c->exec_runs);
+    lua_setfield(L, -2, "exec_runs");
+    return 1;
+}
+
+/* ---- watch -------------------------------------------------------------- */
+
+typedef struct kube_watch {
+    CURL *easy;
+    CURLM *multi;
+    struct curl_slist *headers;
+    kbuf buf, hdrs;
+    char errbuf[CURL_ERROR_SIZE];
+    int headers_done, done, paused, added;
+    CURLcode result;
+} kube_watch;
+
+static kube_watch *check_watch(lua_State *L, int i)
+{
+    return luaL_checkudata(L, i, WATCH_MT);
+}
+
+static void watch_release(kube_watch *w)
+{
+    if (w->easy) {
+        if (w->multi && w->added)
+            curl_multi_remove_handle(w->multi, w->easy);
+        curl_easy_cleanup(w->easy);
+        w->easy = NULL;
+    }
+    if (w->multi) {
+        curl_multi_cleanup(w->multi);
+        w->multi = NULL;
+    }
+    w->added = 0;
+    slist_wipe_free(&w->headers);
+    kbuf_free(&w->buf);
+    kbuf_free(&w->hdrs);
+}
+
+static int watch_close(lua_State *L)
+{
+    watch_release(check_watch(L, 1));
+    return 0;
+}
+
+static int has_line(const kbuf *b)
+{
+    return b->len > b->start && memchr(b->p + b->start, '\n', b->len - b->start) != NULL;
+}
+
+static size_t on_watch_body(char *d, size_t sz, size_t n, void *ud)
+{
+    kube_watch *w = ud;
+    if (w->buf.len - w->buf.start >= WATCH_PAUSE_AT && has_line(&w->buf)) {
+        w->paused = 1;
+        return CURL_WRITEFUNC_PAUSE; /* the reader is behind: let TCP push back */
+    }
+    return kbuf_add(&w->buf, d, sz * n) == 0 ? sz * n : 0;
+}
+
+static size_t on_watch_header(char *d, size_t sz, size_t n, void *ud)
+{
+    kube_watch *w = ud;
+    size_t len = sz * n;
+    if (len >= 5 && !memcmp(d, "HTTP/", 5))
+        kbuf_reset(&w->hdrs);
+    if (kbuf_add(&w->hdrs, d, len) < 0)
+        return 0;
+    if ((len == 2 && d[0] == '\r' && d[1] == '\n') || (len == 1 && d[0] == '\n')) {
+        long code = 0;
+        curl_easy_getinfo(w->easy, CURLINFO_RESPONSE_CODE, &code);
+        if (code >= 200)
+            w->headers_done = 1;
+    }
+    return len;
+}
+
+static int watch_headers_ready(void *ud)
+{
+    return ((kube_watch *)ud)->headers_done;
+}
+
+static int watch_line_ready(void *ud)
+{
+    return has_line(&((kube_watch *)ud)->buf);
+}
+
+/* client:watch{path=, query=, timeout=} -> w | nil, err, status, body */
+static int client_watch(lua_State *L)
+{
+    kube_client *k = check_client(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    double timeout = opt_number(L, 2, "timeout", k->timeout);
+    push_url(L, k, 2);
+    const char *url = lua_tostring(L, -1);
+    int urli = lua_gettop(L);
+
+    kube_watch *w = lua_newuserdatauv(L, sizeof *w, 1);
+    memset(w, 0, sizeof *w);
+    luaL_setmetatable(L, WATCH_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+
+    for (int attempt = 0;; attempt++) {
+        char *err = NULL;
+        watch_release(w);
+        w->headers_done = w->done = w->paused = 0;
+        w->result = CURLE_OK;
+        w->easy = curl_easy_init();
+        w->multi = curl_multi_init();
+        if (!w->easy || !w->multi || setup_easy(k, w->easy, &w->buf, &w->hdrs, w->errbuf) < 0) {
+            watch_release(w);
+            luaL_pushfail(L);
+            lua_pushliteral(L, "libcurl: cannot create a handle");
+            return 2;
+        }
+        curl_easy_setopt(w->easy, CURLOPT_WRITEFUNCTION, on_watch_body);
+        curl_easy_setopt(w->easy, CURLOPT_WRITEDATA, w);
+        curl_easy_setopt(w->easy, CURLOPT_HEADERFUNCTION, on_watch_header);
+        curl_easy_setopt(w->easy, CURLOPT_HEADERDATA, w);
+        int hr = build_headers(k, &w->headers, NULL, NULL, attempt > 0, w->easy, &err);
+        if (hr < 0) {
+            watch_release(w);
+            luaL_pushfail(L);
+            lua_pushstring(L, hr == -2 ? "interrupted" : err);
+            free(err);
+            return 2;
+        }
+        curl_easy_setopt(w->easy, CURLOPT_URL, url);
+        curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, w->headers);
+        if (curl_multi_add_handle(w->multi, w->easy) != CURLM_OK) {
+            watch_release(w);
+            luaL_pushfail(L);
+            lua_pushliteral(L, "libcurl: cannot start the watch");
+            return 2;
+        }
+        w->added = 1;
+        double t0 = czctl_now();
+        CURLcode res = CURLE_OK;
+        int r = drive(w->multi, w->easy, timeout > 0 ? timeout : -1, watch_headers_ready, w, &res);
+        long status = 0, newconn = 0;
+        curl_easy_getinfo(w->easy, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(w->easy, CURLINFO_NUM_CONNECTS, &newconn);
+        double dt = czctl_now() - t0;
+        if (r == DRIVE_DONE) {
+            w->done = 1;
+            w->result = res;
+        }
+        if (r == DRIVE_INTR || r == DRIVE_TIMEOUT || r == DRIVE_ERR || (r == DRIVE_DONE && res != CURLE_OK)) {
+            const char *why = r == DRIVE_INTR      ? "interrupted"
+                              : r == DRIVE_TIMEOUT ? "timed out waiting for the watch to start"
+                              : r == DRIVE_ERR     ? "libcurl multi error"
+                              : w->errbuf[0]       ? w->errbuf
+                                                   : curl_easy_strerror(res);
+            log_verbose(k, "WATCH", url, 0, dt, 0, why);
+            watch_release(w);
+            luaL_pushfail(L);
+            if (r == DRIVE_INTR)
+                lua_pushliteral(L, "interrupted");
+            else
+                lua_pushfstring(L, "WATCH %s: %s", url, why);
+            return 2;
+        }
+        log_verbose(k, "WATCH", url, status, dt, newconn, NULL);
+        if (status == 401 && k->c->exec && attempt == 0)
+            continue;
+        if (status != 200) {
+            /* an error answer: read it whole (small) for the Status body */
+            if (!w->done) {
+                r = drive(w->multi, w->easy, timeout > 0 ? timeout : 30, NULL, NULL, &res);
+                if (r != DRIVE_DONE) {
+                    watch_release(w);
+                    luaL_pushfail(L);
+                    lua_pushstring(L, r == DRIVE_INTR ? "interrupted" : "timed out reading the watch error");
+                    return 2;
+                }
+            }
+            luaL_pushfail(L);
+            lua_pushfstring(L, "HTTP %d", (int)status);
+            lua_pushinteger(L, status);
+            lua_pushlstring(L, w->buf.p ? w->buf.p : "", w->buf.len);
+            watch_release(w);
+            return 4;
+        }
+        lua_pushvalue(L, urli + 1);
+        return 1;
+    }
+}
+
+/* Pop one line from the buffer (without the newline); 1 if pushed. */
+static int pop_line(lua_State *L, kube_watch *w, int final)
+{
+    while (w->buf.len > w->buf.start) {
+        char *s = w->buf.p + w->buf.start;
+        size_t avail = w->buf.len - w->buf.start;
+        char *nl = memchr(s, '\n', avail);
+        size_t n = nl ? (size_t)(nl - s) : avail;
+        if (!nl && !final)
+            return 0;
+        w->buf.start += nl ? n + 1 : n;
+        size_t m = n;
+        while (m > 0 && (s[m - 1] == '\r' || s[m - 1] == ' '))
+            m--;
+        if (m == 0)
+            continue; /* keep-alive blank line */
+        lua_pushlstring(L, s, m);
+        return 1;
+    }
+    return 0;
+}
+
+/* w:next(timeout) -> line | nil, "timeout"|"eof"|"interrupted"|message */
+static int watch_next(lua_State *L)
+{
+    kube_watch *w = check_watch(L, 1);
+    double timeout = luaL_optnumber(L, 2, -1);
+    if (!w->easy) {
+        luaL_pushfail(L);
+        lua_pushliteral(L, "eof");
+        return 2;
+    }
+    double deadline = timeout >= 0 ? czctl_now() + timeout : -1;
+    for (;;) {
+        if (pop_line(L, w, w->done)) {
+            if (w->paused && w->buf.len - w->buf.start < WATCH_PAUSE_AT / 2) {
+                w->paused = 0;
+                curl_easy_pause(w->easy, CURLPAUSE_CONT);
+            }
+            return 1;
+        }
+        if (w->paused) {
+            w->paused = 0;
+            curl_easy_pause(w->easy, CURLPAUSE_CONT);
+        }
+        if (w->done) {
+            luaL_pushfail(L);
+            if (w->result == CURLE_OK)
+                lua_pushliteral(L, "eof");
+            else
+                lua_pushstring(L, w->errbuf[0] ? w->errbuf : curl_easy_strerror(w->result));
+            return 2;
+        }
+        double rem = -1;
+        if (deadline >= 0) {
+            rem = deadline - czctl_now();
+            if (rem < 0)
+                rem = 0;
+        }
+        CURLcode res = CURLE_OK;
+        int r = drive(w->multi, w->easy, rem, watch_line_ready, w, &res);
+        if (r == DRIVE_DONE) {
+            w->done = 1;
+            w->result = res;
+        } else if (r == DRIVE_TIMEOUT) {
+            luaL_pushfail(L);
+            lua_pushliteral(L, "timeout");
+            return 2;
+        } else if (r == DRIVE_INTR) {
+            luaL_pushfail(L);
+            lua_pushliteral(L, "interrupted");
+            return 2;
+        } else if (r == DRIVE_ERR) {
+            w->done = 1;
+            w->result = CURLE_RECV_ERROR;
+        }
+    }
+}
+
+/* ---- registration ------------------------------------------------------- */
+
+static const luaL_Reg kube_funcs[] = {
+    {"client", kube_client_new},
+    {"load_config", kube_load_config},
+    {NULL, NULL},
+};
+
+static const luaL_Reg cfg_methods[] = {
+    {"close", cfg_close},
+    {"info", cfg_info},
+    {NULL, NULL},
+};
+
+static const luaL_Reg client_methods[] = {
+    {"close", client_close},
+    {"request", client_request},
+    {"stats", client_stats},
+    {"watch", client_watch},
+    {NULL, NULL},
+};
+
+static const luaL_Reg watch_methods[] = {
+    {"close", watch_close},
+    {"next", watch_next},
+    {NULL, NULL},
+};
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction closer)
+{
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, closer);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, closer);
+    lua_setfield(L, -2, "__close");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}
+
+int luaopen_czctl_core_kube(lua_State *L)
+{
+    new_class(L, CFG_MT, cfg_methods, cfg_close);
+    new_class(L, CLIENT_MT, client_methods, client_close);
+    new_class(L, WATCH_MT, watch_methods, watch_close);
+    luaL_newlib(L, kube_funcs);
+    return 1;
+}

@@ -1,0 +1,487 @@
+/*
+ * kube_exec.c: exec credential plugins (client.authentication.k8s.io/v1 and
+ * v1beta1), as client-go's plugin/pkg/client/auth/exec runs them.
+ *
+ * The plugin gets the host environment plus exec.env plus
+ * KUBERNETES_EXEC_INFO, stdin /dev/null (never interactive), stderr passed
+ * through; its stdout must be an ExecCredential. The credential is cached in
+ * the kc_config until expirationTimestamp. Output is parsed with libyaml
+ * (JSON is YAML) and never copied into an error message, a log or Lua.
+ * Must not raise (no Lua here) and must reap every child it starts.
+ */
+#define _GNU_SOURCE
+#include "kubeconfig.h"
+#include "czctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <yaml.h>
+
+extern char **environ;
+
+#define EXEC_MAX_OUTPUT (4u * 1024u * 1024u)
+
+/* A growable string buffer for KUBERNETES_EXEC_INFO. */
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *p, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t ncap = b->cap ? b->cap : 256;
+        while (ncap < b->len + n + 1)
+            ncap *= 2;
+        char *ns = realloc(b->s, ncap);
+        if (!ns) {
+            b->oom = 1;
+            return;
+        }
+        b->s = ns;
+        b->cap = ncap;
+    }
+    memcpy(b->s + b->len, p, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+static void sb_json_string(sbuf *b, const char *s)
+{
+    sb_add(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[8];
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            sb_add(b, esc, 2);
+        } else if (*p < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", *p);
+            sb_add(b, esc, 6);
+        } else {
+            sb_add(b, (const char *)p, 1);
+        }
+    }
+    sb_add(b, "\"", 1);
+}
+
+static void sb_base64(sbuf *b, const unsigned char *d, size_t n)
+{
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)d[i] << 16;
+        if (i + 1 < n) v |= (unsigned)d[i + 1] << 8;
+        if (i + 2 < n) v |= d[i + 2];
+        char o[4] = {tbl[(v >> 18) & 63], tbl[(v >> 12) & 63], i + 1 < n ? tbl[(v >> 6) & 63] : '=',
+                     i + 2 < n ? tbl[v & 63] : '='};
+        sb_add(b, o, 4);
+    }
+}
+
+static char *exec_info_json(const kc_config *c)
+{
+    sbuf b = {0};
+    sb_str(&b, "{\"apiVersion\":");
+    sb_json_string(&b, c->exec->api_version);
+    sb_str(&b, ",\"kind\":\"ExecCredential\",\"spec\":{\"interactive\":false");
+    if (c->exec->provide_cluster_info) {
+        sb_str(&b, ",\"cluster\":{\"server\":");
+        sb_json_string(&b, c->server);
+        if (c->tls_server_name) {
+            sb_str(&b, ",\"tls-server-name\":");
+            sb_json_string(&b, c->tls_server_name);
+        }
+        if (c->insecure)
+            sb_str(&b, ",\"insecure-skip-tls-verify\":true");
+        if (c->ca.data) {
+            sb_str(&b, ",\"certificate-authority-data\":\"");
+            sb_base64(&b, c->ca.data, c->ca.len);
+            sb_str(&b, "\"");
+        }
+        if (c->proxy_url) {
+            sb_str(&b, ",\"proxy-url\":");
+            sb_json_string(&b, c->proxy_url);
+        }
+        if (c->disable_compression)
+            sb_str(&b, ",\"disable-compression\":true");
+        sb_str(&b, "}");
+    }
+    sb_str(&b, "}}");
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
+
+/* exec.LookPath: a command with a '/' is used as is; otherwise PATH. */
+static char *look_path(const char *cmd)
+{
+    struct stat st;
+    if (strchr(cmd, '/'))
+        return (stat(cmd, &st) == 0 && S_ISREG(st.st_mode) && access(cmd, X_OK) == 0) ? strdup(cmd) : NULL;
+    const char *path = getenv("PATH");
+    if (!path)
+        return NULL;
+    const char *p = path;
+    for (;;) {
+        const char *end = strchr(p, ':');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char *cand = NULL;
+        if (asprintf(&cand, "%.*s/%s", (int)n, n ? p : ".", cmd) < 0)
+            return NULL;
+        if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0)
+            return cand;
+        free(cand);
+        if (!end)
+            return NULL;
+        p = end + 1;
+    }
+}
+
+static int env_name_overridden(const char *entry, char **over, size_t n)
+{
+    const char *eq = strchr(entry, '=');
+    size_t len = eq ? (size_t)(eq - entry) : strlen(entry);
+    if (len == strlen("KUBERNETES_EXEC_INFO") && !strncmp(entry, "KUBERNETES_EXEC_INFO", len))
+        return 1;
+    for (size_t i = 0; i < n; i++)
+        if (!strncmp(over[i], entry, len) && over[i][len] == '=')
+            return 1;
+    return 0;
+}
+
+/* One line for an install hint: kubectl prints it on separate lines. */
+static char *one_line(const char *s)
+{
+    char *o = strdup(s ? s : "");
+    if (!o)
+        return NULL;
+    size_t w = 0;
+    int space = 0;
+    for (size_t r = 0; o[r]; r++) {
+        char ch = o[r];
+        if (ch == '\n' || ch == '\r' || ch == '\t' || ch == ' ') {
+            space = w > 0;
+            continue;
+        }
+        if (space)
+            o[w++] = ' ';
+        space = 0;
+        o[w++] = ch;
+    }
+    o[w] = 0;
+    return o;
+}
+
+static void clear_cache(kc_config *c)
+{
+    c->exec_valid = 0;
+    c->exec_expiry = 0;
+    kc_str_wipe(&c->exec_token);
+    kc_blob_wipe(&c->exec_cert);
+    kc_blob_wipe(&c->exec_key);
+}
+
+/* Tabs are not YAML whitespace everywhere; outside strings JSON allows them. */
+static void detab(char *s, size_t n)
+{
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (in_str) {
+            if (s[i] == '\\')
+                i++;
+            else if (s[i] == '"')
+                in_str = 0;
+        } else if (s[i] == '"') {
+            in_str = 1;
+        } else if (s[i] == '\t') {
+            s[i] = ' ';
+        }
+    }
+}
+
+static yaml_node_t *jget(yaml_document_t *d, yaml_node_t *m, const char *key)
+{
+    if (!m || m->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(d, p->key);
+        if (k && k->type == YAML_SCALAR_NODE && !strcmp((char *)k->data.scalar.value, key))
+            return yaml_document_get_node(d, p->value);
+    }
+    return NULL;
+}
+
+static const char *jstr(yaml_document_t *d, yaml_node_t *m, const char *key)
+{
+    yaml_node_t *n = jget(d, m, key);
+    if (!n || n->type != YAML_SCALAR_NODE)
+        return NULL;
+    if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !strcmp((char *)n->data.scalar.value, "null"))
+        return NULL;
+    return (const char *)n->data.scalar.value;
+}
+
+static int parse_credential(kc_config *c, char *out, size_t len, const char *cmd, char **err)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    int rc = -1;
+    detab(out, len);
+    if (!yaml_parser_initialize(&parser)) {
+        *err = kc_errf("out of memory");
+        return -1;
+    }
+    yaml_parser_set_input_string(&parser, (unsigned char *)out, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        *err = kc_errf("exec plugin %s: decoding stdout: invalid JSON at line %lu", cmd,
+                       (unsigned long)parser.problem_mark.line + 1);
+        yaml_parser_delete(&parser);
+        return -1;
+    }
+    yaml_parser_delete(&parser);
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (!root || root->type != YAML_MAPPING_NODE) {
+        *err = kc_errf("exec plugin %s: decoding stdout: not a JSON object", cmd);
+        goto out;
+    }
+    const char *api = jstr(&doc, root, "apiVersion");
+    const char *kind = jstr(&doc, root, "kind");
+    if (!api || strcmp(api, c->exec->api_version)) {
+        *err = kc_errf("exec plugin is configured to use API version %s, plugin returned version %s",
+                       c->exec->api_version, api ? api : "(none)");
+        goto out;
+    }
+    if (!kind || strcmp(kind, "ExecCredential")) {
+        *err = kc_errf("exec plugin %s: returned kind %s, want ExecCredential", cmd, kind ? kind : "(none)");
+        goto out;
+    }
+    yaml_node_t *st = jget(&doc, root, "status");
+    if (!st || st->type != YAML_MAPPING_NODE) {
+        *err = kc_errf("exec plugin didn't return a status field");
+        goto out;
+    }
+    const char *token = jstr(&doc, st, "token");
+    const char *cert = jstr(&doc, st, "clientCertificateData");
+    const char *key = jstr(&doc, st, "clientKeyData");
+    const char *exp = jstr(&doc, st, "expirationTimestamp");
+    if ((cert && cert[0]) != (key && key[0])) {
+        *err = kc_errf("exec plugin returned only certificate or key, not both");
+        goto out;
+    }
+    if (!(token && token[0]) && !(cert && cert[0])) {
+        *err = kc_errf("exec plugin didn't return a token or cert/key pair");
+        goto out;
+    }
+    time_t expiry = 0;
+    if (exp && exp[0] && kc_parse_rfc3339(exp, &expiry) < 0) {
+        *err = kc_errf("exec plugin %s: invalid expirationTimestamp", cmd);
+        goto out;
+    }
+    if (token && token[0] && !(c->exec_token = strdup(token)))
+        goto oom;
+    if (cert && cert[0]) {
+        size_t cl = strlen(cert), kl = strlen(key);
+        c->exec_cert.data = malloc(cl + 1);
+        c->exec_key.data = malloc(kl + 1);
+        if (!c->exec_cert.data || !c->exec_key.data)
+            goto oom;
+        memcpy(c->exec_cert.data, cert, cl + 1);
+        memcpy(c->exec_key.data, key, kl + 1);
+        c->exec_cert.len = cl;
+        c->exec_key.len = kl;
+    }
+    c->exec_expiry = expiry;
+    c->exec_valid = 1;
+    rc = 0;
+    goto out;
+oom:
+    clear_cache(c);
+    *err = kc_errf("out of memory");
+out:
+    /* wipe the scalars that held the credential before freeing */
+    for (yaml_node_t *n = doc.nodes.start; n < doc.nodes.top; n++)
+        if (n->type == YAML_SCALAR_NODE)
+            explicit_bzero(n->data.scalar.value, n->data.scalar.length);
+    yaml_document_delete(&doc);
+    return rc;
+}
+
+int kube_exec_credential(kc_config *c, int force, char **err)
+{
+    *err = NULL;
+    if (!c->exec) {
+        *err = kc_errf("user has no exec plugin");
+        return -1;
+    }
+    if (!force && c->exec_valid && (c->exec_expiry == 0 || time(NULL) < c->exec_expiry))
+        return 0;
+    clear_cache(c);
+    kc_exec *e = c->exec;
+    if (!strcmp(e->interactive_mode, "Always")) {
+        *err = kc_errf("exec plugin cannot support interactive mode: standard input is not used by czctl");
+        return -1;
+    }
+    char *path = look_path(e->command);
+    if (!path) {
+        char *hint = one_line(e->install_hint);
+        if (hint && hint[0])
+            *err = kc_errf("exec: executable %s not found: %s", e->command, hint);
+        else
+            *err = kc_errf("exec: executable %s not found", e->command);
+        free(hint);
+        return -1;
+    }
+
+    char *info = exec_info_json(c);
+    size_t nenv = 0;
+    while (environ[nenv])
+        nenv++;
+    char **envp = calloc(nenv + e->nenv + 2, sizeof *envp);
+    char **argv = calloc(e->nargs + 2, sizeof *argv);
+    char *infoenv = NULL;
+    int rc = -1, pfd[2] = {-1, -1};
+    char *out = NULL;
+    size_t len = 0, cap = 0;
+    pid_t pid = -1;
+    if (!info || !envp || !argv || asprintf(&infoenv, "KUBERNETES_EXEC_INFO=%s", info) < 0) {
+        infoenv = NULL;
+        *err = kc_errf("out of memory");
+        goto done;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < nenv; i++)
+        if (!env_name_overridden(environ[i], e->env, e->nenv))
+            envp[k++] = environ[i];
+    for (size_t i = 0; i < e->nenv; i++)
+        envp[k++] = e->env[i];
+    envp[k++] = infoenv;
+    argv[0] = e->command;
+    for (size_t i = 0; i < e->nargs; i++)
+        argv[i + 1] = e->args[i];
+
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        *err = kc_errf("exec: pipe: %s", strerror(errno));
+        goto done;
+    }
+    pid = fork();
+    if (pid < 0) {
+        *err = kc_errf("exec: fork: %s", strerror(errno));
+        goto done;
+    }
+    if (pid == 0) {
+        int nul = open("/dev/null", O_RDONLY);
+        if (nul < 0 || dup2(nul, 0) < 0 || dup2(pfd[1], 1) < 0)
+            _exit(127);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        execve(path, argv, envp);
+        _exit(127);
+    }
+    close(pfd[1]);
+    pfd[1] = -1;
+    for (;;) {
+        int w = czctl_wait_fd(pfd[0], POLLIN, -1);
+        if (w == -2) {
+            kill(pid, SIGTERM);
+            rc = -2;
+            *err = kc_errf("interrupted");
+            break;
+        }
+        if (w < 0) {
+            *err = kc_errf("exec: poll: %s", strerror(errno));
+            kill(pid, SIGKILL);
+            break;
+        }
+        if (len == cap) {
+            if (cap >= EXEC_MAX_OUTPUT) {
+                *err = kc_errf("exec plugin %s: output too large", e->command);
+                kill(pid, SIGKILL);
+                break;
+            }
+            size_t ncap = cap ? cap * 2 : 4096;
+            char *nb = malloc(ncap + 1);
+            if (!nb) {
+                *err = kc_errf("out of memory");
+                kill(pid, SIGKILL);
+                break;
+            }
+            if (out) {
+                memcpy(nb, out, len);
+                explicit_bzero(out, len);
+                free(out);
+            }
+            out = nb;
+            cap = ncap;
+        }
+        ssize_t n = read(pfd[0], out + len, cap - len);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0) {
+            *err = kc_errf("exec: read: %s", strerror(errno));
+            kill(pid, SIGKILL);
+            break;
+        }
+        if (n == 0) {
+            rc = 0;
+            break;
+        }
+        len += (size_t)n;
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (rc != 0)
+        goto done;
+    rc = -1;
+    if (WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0)) {
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        *err = kc_errf("exec: executable %s failed with exit code %d", e->command, code);
+        goto done;
+    }
+    c->exec_runs++;
+    if (!out) {
+        *err = kc_errf("exec plugin %s: no output", e->command);
+        goto done;
+    }
+    out[len] = 0;
+    rc = parse_credential(c, out, len, e->command, err);
+done:
+    if (pfd[0] >= 0)
+        close(pfd[0]);
+    if (pfd[1] >= 0)
+        close(pfd[1]);
+    if (out) {
+        explicit_bzero(out, cap);
+        free(out);
+    }
+    free(path);
+    free(info);
+    if (infoenv) {
+        explicit_bzero(infoenv, strlen(infoenv));
+        free(infoenv);
+    }
+    free(envp);
+    free(argv);
+    return rc;
+}

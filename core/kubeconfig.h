@@ -1,0 +1,120 @@
+/*
+ * kubeconfig.h: resolve a kubeconfig exactly as kubectl (client-go's
+ * clientcmd) does, into one flat description of "where is the API server and
+ * how do I authenticate".
+ *
+ * Pure C, no Lua: the Lua binding lives in core/kube.c. Nothing here talks to
+ * the network. Secrets (tokens, passwords, keys, exec credentials) live only
+ * in kc_config and are wiped when it is freed; they must never be logged or
+ * copied into error messages.
+ */
+#ifndef CZCTL_KUBECONFIG_H
+#define CZCTL_KUBECONFIG_H
+
+#include <stddef.h>
+#include <time.h>
+
+typedef struct kc_blob {
+    unsigned char *data;   /* malloc'd, NUL-terminated for convenience */
+    size_t len;
+} kc_blob;
+
+typedef struct kc_exec {
+    char *command;          /* as configured; resolved against the file's dir if it has a '/' */
+    char **args;            /* nargs entries */
+    size_t nargs;
+    char **env;             /* "NAME=value", nenv entries */
+    size_t nenv;
+    char *api_version;      /* client.authentication.k8s.io/v1 or /v1beta1 */
+    char *install_hint;
+    char *interactive_mode; /* Never | IfAvailable | Always */
+    int provide_cluster_info;
+} kc_exec;
+
+typedef struct kc_config {
+    /* identity */
+    char *context, *cluster, *user, *namespace; /* namespace "default" if unset */
+    char *server;
+    char *source;           /* file that defined the context ("" in-cluster) */
+    int in_cluster;
+    const char *auth;       /* "token" | "tokenFile" | "client-certificate" | "basic" | "exec" | "none" */
+
+    /* cluster / TLS */
+    char *ca_file;          /* absolute; NULL if none or data given */
+    kc_blob ca;             /* certificate-authority-data, or ca_file once loaded */
+    int insecure;
+    char *tls_server_name;
+    char *proxy_url;
+    int disable_compression;
+
+    /* user (secrets) */
+    char *token;
+    char *token_file;       /* absolute; re-read on every use, wins over token */
+    char *cert_file, *key_file;
+    kc_blob cert, key;      /* -data variants, or the files once loaded */
+    char *username, *password;
+    kc_exec *exec;
+
+    /* exec credential cache (secrets) */
+    int exec_valid;
+    time_t exec_expiry;     /* 0: no expiry */
+    char *exec_token;
+    kc_blob exec_cert, exec_key;
+    unsigned exec_runs;     /* how many times the plugin ran (for verbose/tests) */
+} kc_config;
+
+typedef struct kc_options {
+    const char *kubeconfig; /* --kubeconfig, or NULL */
+    const char *context;    /* --context, or NULL */
+} kc_options;
+
+/*
+ * Resolve the configuration. On success returns 0 and *out; on failure
+ * returns -1 and *err (malloc'd one-line message, caller frees). Reads the
+ * environment (KUBECONFIG, HOME, KUBERNETES_SERVICE_HOST/PORT, POD_NAMESPACE,
+ * CZCTL_SERVICEACCOUNT_DIR). Does not read certificate files (see
+ * kubeconfig_load_files) so that `config view` works like kubectl's.
+ */
+int kubeconfig_load(const kc_options *opts, kc_config **out, char **err);
+
+/* Read CA / client certificate / key files into the blobs (once).
+ * 0 or -1 with *err. */
+int kubeconfig_load_files(kc_config *cfg, char **err);
+
+/* Current bearer token for token / tokenFile auth, re-reading tokenFile.
+ * Returns a malloc'd string (caller wipes and frees), NULL with *err on a read
+ * error, or NULL with *err == NULL when the method has no token. */
+char *kubeconfig_bearer_token(const kc_config *cfg, char **err);
+
+/* Free everything, wiping secrets. NULL is fine. */
+void kubeconfig_free(kc_config *cfg);
+
+/* ---- helpers shared with kube.c and the unit tests -------------------- */
+
+/* Go's filepath.Clean for absolute or relative paths; malloc'd or NULL. */
+char *kc_path_clean(const char *path);
+/* filepath.Join(base, p) when p is relative, Clean(p) when absolute. */
+char *kc_path_resolve(const char *base_dir, const char *p);
+/* Standard base64 (padding optional, whitespace ignored). 0 or -1. */
+int kc_base64_decode(const char *in, size_t inlen, kc_blob *out);
+/* Parse an RFC 3339 timestamp into a UTC time_t. 0 or -1. */
+int kc_parse_rfc3339(const char *s, time_t *out);
+/* Read a whole file into a blob (NUL-terminated). 0 or -1 with *err. */
+int kc_read_file(const char *path, kc_blob *out, char **err);
+/* Wipe and free a blob / string. */
+void kc_blob_wipe(kc_blob *b);
+void kc_str_wipe(char **s);
+/* Format an error message (malloc'd; "out of memory" fallback is static-safe). */
+char *kc_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- exec credential plugins (core/kube_exec.c) ------------------------ */
+
+/*
+ * Make sure cfg holds a valid exec credential: returns 0 when the cached one
+ * is still valid (or was refreshed), -1 with *err on failure, -2 when a
+ * signal interrupted the plugin. force != 0 discards the cache first (after
+ * a 401). The credential is stored in cfg->exec_token / exec_cert / exec_key.
+ */
+int kube_exec_credential(kc_config *cfg, int force, char **err);
+
+#endif

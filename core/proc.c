@@ -1,0 +1,1014 @@
+/*
+ * proc.c: czctl.core.proc: child processes for recipes (nginx, tunnel
+ * agents, kubectl, exec helpers).
+ *
+ * spawn() gives a process handle with line-buffered pipes, waits with
+ * timeouts that wake on signals, and a close that always reaps; detach()
+ * starts a long-lived helper in its own session and leaves no zombie.
+ * Children inherit no fd of ours except the three they are given. This
+ * file must not know what the programs are for.
+ */
+#define _GNU_SOURCE   /* pipe2, close_range, O_CLOEXEC */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "czctl.h"
+
+extern char **environ;
+
+#define PROC_MT "czctl.process"
+
+/* ---- signal names ---------------------------------------------------------- */
+
+static const struct { const char *name; int signo; } signal_names[] = {
+    {"ALRM", SIGALRM}, {"CHLD", SIGCHLD}, {"CONT", SIGCONT}, {"HUP", SIGHUP},
+    {"INT", SIGINT},   {"KILL", SIGKILL}, {"PIPE", SIGPIPE}, {"QUIT", SIGQUIT},
+    {"STOP", SIGSTOP}, {"TERM", SIGTERM}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
+    {"WINCH", SIGWINCH},
+};
+
+/* "TERM", "SIGTERM", "term" or 15; raises on anything else. */
+static int check_signal(lua_State *L, int arg, int def)
+{
+    if (lua_isnoneornil(L, arg))
+        return def;
+    if (lua_type(L, arg) == LUA_TNUMBER) {
+        lua_Integer n = luaL_checkinteger(L, arg);
+        luaL_argcheck(L, n >= 0 && n < NSIG, arg, "bad signal number");
+        return (int)n;
+    }
+    const char *s = luaL_checkstring(L, arg);
+    if (strncasecmp(s, "SIG", 3) == 0)
+        s += 3;
+    for (size_t i = 0; i < sizeof signal_names / sizeof signal_names[0]; i++)
+        if (strcasecmp(s, signal_names[i].name) == 0)
+            return signal_names[i].signo;
+    return luaL_argerror(L, arg, lua_pushfstring(L, "unknown signal '%s'", lua_tostring(L, arg)));
+}
+
+/* ---- small helpers ------------------------------------------------------------ */
+
+static int proc_fail(lua_State *L, const char *msg)
+{
+    luaL_pushfail(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+static int proc_fail_errno(lua_State *L, const char *what, int e)
+{
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s: %s", what, strerror(e));
+    lua_pushinteger(L, e);
+    return 3;
+}
+
+static double opt_timeout(lua_State *L, int arg)
+{
+    if (lua_isnoneornil(L, arg))
+        return -1;
+    double t = luaL_checknumber(L, arg);
+    luaL_argcheck(L, t >= 0, arg, "timeout must be >= 0");
+    return t;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+/* pidfd_open, remembered as unavailable after ENOSYS (old kernels, valgrind). */
+static int pidfd_open_compat(pid_t pid)
+{
+    static int unsupported;
+#ifdef SYS_pidfd_open
+    if (!unsupported) {
+        int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (fd >= 0 || errno != ENOSYS)
+            return fd;
+        unsupported = 1;
+    }
+#endif
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+}
+
+/* Without pidfds, waits wake on SIGCHLD through a second self-pipe. The
+ * handler is installed only then (SA_RESTART: other calls are unaffected). */
+static int chld_pipe[2] = {-1, -1};
+
+static void chld_handler(int signo)
+{
+    int saved = errno;
+    char c = (char)signo;
+    ssize_t r = write(chld_pipe[1], &c, 1);
+    (void)r;
+    errno = saved;
+}
+
+static int chld_fd(void)
+{
+    if (chld_pipe[0] < 0 && pipe2(chld_pipe, O_CLOEXEC | O_NONBLOCK) == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = chld_handler;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+        sigaction(SIGCHLD, &sa, NULL);
+    }
+    return chld_pipe[0];
+}
+
+/* Empties the SIGCHLD pipe; call before checking for an exit, then poll. */
+static void chld_drain(void)
+{
+    char buf[64];
+    if (chld_pipe[0] >= 0)
+        while (read(chld_pipe[0], buf, sizeof buf) > 0)
+            ;
+}
+
+static int exit_code_of(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return 255;
+}
+
+/* ---- the exec plan: everything the child needs, built before fork -------- */
+
+struct exec_plan {
+    const char *path;      /* resolved executable */
+    char **argv;
+    char **envp;
+    const char *cwd;       /* or NULL */
+    int src[3];            /* fds to install as 0, 1, 2 */
+    int errfd;             /* write end of the CLOEXEC error pipe */
+    int new_session;
+};
+
+/* Runs in the child after fork: async-signal-safe calls only. Never returns. */
+static void child_exec(const struct exec_plan *plan)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    static const int reset[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD, SIGQUIT};
+    for (size_t i = 0; i < sizeof reset / sizeof reset[0]; i++)
+        sigaction(reset[i], &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    int err = 0, kind = 1;   /* 1: exec failed, 2: cwd failed */
+    if (plan->new_session && setsid() < 0)
+        err = errno;
+    int src[3];
+    for (int i = 0; i < 3 && !err; i++) {
+        /* move sources out of 0..2 first so installing one cannot clobber another */
+        src[i] = plan->src[i] < 3 ? fcntl(plan->src[i], F_DUPFD_CLOEXEC, 3) : plan->src[i];
+        if (src[i] < 0)
+            err = errno;
+    }
+    for (int i = 0; i < 3 && !err; i++)
+        if (dup2(src[i], i) < 0)
+            err = errno;
+    if (!err && plan->cwd && chdir(plan->cwd) != 0)
+        err = errno, kind = 2;
+    if (!err) {
+        /* no fd of ours may leak into the program (curl sockets, other pipes) */
+        if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
+            for (int fd = 3; fd < 65536; fd++)
+                fcntl(fd, F_SETFD, FD_CLOEXEC);
+        execve(plan->path, plan->argv, plan->envp);
+        err = errno;
+    }
+    int msg[2] = {kind, err};
+    ssize_t r = write(plan->errfd, msg, sizeof msg);
+    (void)r;
+    _exit(127);
+}
+
+/* Is path an executable regular file? */
+static int is_executable(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* Resolve argv[0] through PATH like execvp. Pushes the path (or nothing and
+ * returns 0 when not found). Raises only on memory errors. */
+static int resolve_command(lua_State *L, const char *cmd, const char *path_var)
+{
+    if (strchr(cmd, '/')) {
+        lua_pushstring(L, cmd);
+        return 1;
+    }
+    if (!path_var)
+        path_var = "/usr/local/bin:/usr/bin:/bin";
+    const char *p = path_var;
+    for (;;) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        if (n == 0)
+            lua_pushfstring(L, "./%s", cmd);
+        else {
+            lua_pushlstring(L, p, n);
+            lua_pushfstring(L, "/%s", cmd);
+            lua_concat(L, 2);
+        }
+        if (is_executable(lua_tostring(L, -1)))
+            return 1;
+        lua_pop(L, 1);
+        if (!colon)
+            return 0;
+        p = colon + 1;
+    }
+}
+
+/* Reads opts.argv (a non-empty list of strings) into a NULL-terminated
+ * array kept alive by a userdata pushed on the stack (pointing into the
+ * strings of opts.argv, which the caller keeps on the stack). Raises on misuse. */
+static char **check_argv(lua_State *L, int opts)
+{
+    if (lua_getfield(L, opts, "argv") != LUA_TTABLE)
+        luaL_argerror(L, 1, "argv must be a non-empty list of strings");
+    int t = lua_gettop(L);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, t);
+    luaL_argcheck(L, n > 0 && n < INT_MAX / 2, 1, "argv must be a non-empty list of strings");
+    char **argv = lua_newuserdatauv(L, sizeof(char *) * ((size_t)n + 1), 1);
+    lua_pushvalue(L, t);
+    lua_setiuservalue(L, -2, 1);   /* keeps the strings alive */
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, t, i) != LUA_TSTRING)
+            luaL_argerror(L, 1, "argv must be a non-empty list of strings");
+        argv[i - 1] = (char *)lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    argv[n] = NULL;
+    lua_remove(L, t);
+    return argv;
+}
+
+/* Adds every NAME=value of the table at idx into the table at env (keyed by
+ * name). Raises unless it maps strings to strings/numbers. */
+static void merge_env(lua_State *L, int env, int idx, const char *field)
+{
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1) ||
+            strchr(lua_tostring(L, -2), '=') || !*lua_tostring(L, -2))
+            luaL_error(L, "bad argument #1 (%s must map names to strings)", field);
+        lua_pushvalue(L, -2);
+        lua_pushfstring(L, "%s=%s", lua_tostring(L, -3), lua_tostring(L, -2));
+        lua_rawset(L, env);
+        lua_pop(L, 1);
+    }
+}
+
+/* Builds the environment from opts.env (replaces) or the inherited one, plus
+ * opts.env_extra. Pushes an anchor userdata; returns the envp array.
+ * *path_var receives the PATH the child will have (or NULL). */
+static char **check_env(lua_State *L, int opts, const char **path_var)
+{
+    lua_newtable(L);   /* name -> "name=value" */
+    int env = lua_gettop(L);
+    int t = lua_getfield(L, opts, "env");
+    if (t == LUA_TTABLE) {
+        merge_env(L, env, lua_gettop(L), "env");
+    } else if (t != LUA_TNIL) {
+        luaL_argerror(L, 1, "env must be a table");
+    } else {
+        for (char **e = environ; e && *e; e++) {
+            const char *eq = strchr(*e, '=');
+            if (!eq || eq == *e)
+                continue;
+            lua_pushlstring(L, *e, (size_t)(eq - *e));
+            lua_pushstring(L, *e);
+            lua_rawset(L, env);
+        }
+    }
+    lua_pop(L, 1);
+    t = lua_getfield(L, opts, "env_extra");
+    if (t == LUA_TTABLE)
+        merge_env(L, env, lua_gettop(L), "env_extra");
+    else if (t != LUA_TNIL)
+        luaL_argerror(L, 1, "env_extra must be a table");
+    lua_pop(L, 1);
+
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, env)) {
+        n++;
+        lua_pop(L, 1);
+    }
+    char **envp = lua_newuserdatauv(L, sizeof(char *) * (n + 1), 1);
+    lua_pushvalue(L, env);
+    lua_setiuservalue(L, -2, 1);
+    size_t i = 0;
+    *path_var = NULL;
+    lua_pushnil(L);
+    while (lua_next(L, env)) {
+        envp[i++] = (char *)lua_tostring(L, -1);
+        if (strcmp(lua_tostring(L, -2), "PATH") == 0)
+            *path_var = lua_tostring(L, -1) + 5;
+        lua_pop(L, 1);
+    }
+    envp[i] = NULL;
+    lua_remove(L, env);
+    return envp;
+}
+
+/* Optional string field of the options table; raises on a wrong type. */
+static const char *opt_field_string(lua_State *L, int opts, const char *field)
+{
+    int t = lua_getfield(L, opts, field);
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (t != LUA_TSTRING)
+        luaL_error(L, "bad argument #1 (%s must be a string)", field);
+    const char *s = lua_tostring(L, -1);
+    lua_pop(L, 1);   /* still referenced by opts */
+    return s;
+}
+
+/* ---- process handle ----------------------------------------------------------- */
+
+struct stream {
+    int fd;          /* parent's read end, non-blocking, or -1 */
+    char *buf;       /* unread bytes are buf[start..len) */
+    size_t start, len, cap;
+    int eof;
+};
+
+struct proc {
+    pid_t pid;
+    int pidfd;       /* -1 when pidfd_open is unavailable */
+    int in_fd;       /* parent's write end of stdin, or -1 */
+    struct stream out, err;
+    int reaped;
+    int code;        /* exit code once reaped (128+N for signal N) */
+};
+
+static struct proc *check_process(lua_State *L, int arg)
+{
+    return luaL_checkudata(L, arg, PROC_MT);
+}
+
+static void stream_close(struct stream *s)
+{
+    close_fd(&s->fd);
+    free(s->buf);
+    s->buf = NULL;
+    s->start = s->len = s->cap = 0;
+}
+
+/* Reap without blocking: 1 reaped (now or before), 0 still running. */
+static int proc_try_reap(struct proc *p)
+{
+    if (p->reaped)
+        return 1;
+    int status;
+    pid_t r;
+    do
+        r = waitpid(p->pid, &status, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return 0;
+    p->reaped = 1;
+    p->code = r == p->pid ? exit_code_of(status) : 255;   /* ECHILD: reaped elsewhere */
+    close_fd(&p->pidfd);
+    return 1;
+}
+
+/* Waits until the child exits or timeout_s passes, ignoring signals (used by
+ * close, which must always finish). 1 reaped, 0 timeout. */
+static int proc_wait_quietly(struct proc *p, double timeout_s)
+{
+    double deadline = czctl_now() + timeout_s;
+    if (p->pidfd < 0 && !p->reaped)
+        chld_fd();   /* before the first check, so no exit goes unnoticed */
+    while (!proc_try_reap(p)) {
+        double left = deadline - czctl_now();
+        if (left <= 0)
+            return 0;
+        struct pollfd pfd = {.fd = p->pidfd >= 0 ? p->pidfd : chld_fd(), .events = POLLIN};
+        poll(&pfd, 1, (int)(left * 1000) + 1);
+        if (p->pidfd < 0)
+            chld_drain();
+    }
+    return 1;
+}
+
+/* The one close: stdin, pipes, then TERM (KILL after 2 s) and reap. Idempotent. */
+static void proc_release(struct proc *p)
+{
+    close_fd(&p->in_fd);
+    stream_close(&p->out);
+    stream_close(&p->err);
+    if (p->pid > 0 && !proc_try_reap(p)) {
+        kill(p->pid, SIGTERM);
+        if (!proc_wait_quietly(p, 2.0)) {
+            kill(p->pid, SIGKILL);
+            int status = 0;
+            while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            p->reaped = 1;
+            p->code = exit_code_of(status);
+        }
+    }
+    close_fd(&p->pidfd);
+}
+
+/* p:close() -> exit code (killing and reaping the process if still running) */
+static int proc_close(lua_State *L)
+{
+    struct proc *p = check_process(L, 1);
+    proc_release(p);
+    if (p->reaped)
+        lua_pushinteger(L, p->code);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int proc_gc(lua_State *L)
+{
+    proc_release(check_process(L, 1));
+    return 0;
+}
+
+static int proc_tostring(lua_State *L)
+{
+    struct proc *p = check_process(L, 1);
+    if (p->reaped)
+        lua_pushfstring(L, "process %d (exited %d)", (int)p->pid, p->code);
+    else
+        lua_pushfstring(L, "process %d", (int)p->pid);
+    return 1;
+}
+
+/* p:pid() -> integer */
+static int proc_pid(lua_State *L)
+{
+    lua_pushinteger(L, check_process(L, 1)->pid);
+    return 1;
+}
+
+/* Read whatever is available into s (after poll said so). 0 ok, -1 errno. */
+static int stream_fill(struct stream *s)
+{
+    for (;;) {
+        if (s->start > 0 && (s->start == s->len || s->start > s->cap / 2)) {
+            memmove(s->buf, s->buf + s->start, s->len - s->start);
+            s->len -= s->start;
+            s->start = 0;
+        }
+        if (s->cap - s->len < 4096) {
+            size_t cap = s->cap ? s->cap * 2 : 8192;
+            if (cap < s->cap) {
+                errno = ENOMEM;
+                return -1;
+            }
+            char *nb = realloc(s->buf, cap);
+            if (!nb) {
+                errno = ENOMEM;
+                return -1;
+            }
+            s->buf = nb;
+            s->cap = cap;
+        }
+        ssize_t n = read(s->fd, s->buf + s->len, s->cap - s->len);
+        if (n > 0) {
+            s->len += (size_t)n;
+            if (s->len < s->cap)
+                return 0;   /* drained what was there */
+            continue;
+        }
+        if (n == 0) {
+            s->eof = 1;
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        return -1;
+    }
+}
+
+/* p:read_line([timeout[, "stdout"|"stderr"]]) -> line (without "\n") |
+ *   nil, "timeout"|"eof"|"interrupted"|msg
+ * A last line without "\n" is returned at end of file. Lines have no length
+ * limit. Raises when the stream was not spawned as a pipe. */
+static int proc_read_line(lua_State *L)
+{
+    struct proc *p = check_process(L, 1);
+    double timeout = opt_timeout(L, 2);
+    static const char *const names[] = {"stdout", "stderr", NULL};
+    int which = luaL_checkoption(L, 3, "stdout", names);
+    struct stream *s = which == 0 ? &p->out : &p->err;
+    if (s->fd < 0 && s->len == s->start)
+        return luaL_argerror(L, 3, lua_pushfstring(L, "%s is not a pipe (or was closed)", names[which]));
+    double deadline = timeout >= 0 ? czctl_now() + timeout : 0;
+    size_t scanned = s->start;
+    for (;;) {
+        char *nl = s->len > scanned ? memchr(s->buf + scanned, '\n', s->len - scanned) : NULL;
+        if (nl) {
+            lua_pushlstring(L, s->buf + s->start, (size_t)(nl - (s->buf + s->start)));
+            s->start = (size_t)(nl - s->buf) + 1;
+            return 1;
+        }
+        if (s->eof || s->fd < 0) {
+            if (s->len > s->start) {
+                lua_pushlstring(L, s->buf + s->start, s->len - s->start);
+                s->start = s->len;
+                return 1;
+            }
+            return proc_fail(L, "eof");
+        }
+        double left = timeout >= 0 ? deadline - czctl_now() : -1;
+        int w = czctl_wait_fd(s->fd, POLLIN, timeout >= 0 && left < 0 ? 0 : left);
+        if (w == -2)
+            return proc_fail(L, "interrupted");
+        if (w == 0)
+            return proc_fail(L, "timeout");
+        if (w < 0)
+            return proc_fail_errno(L, "read_line", errno);
+        size_t offset = s->len - s->start;   /* bytes already scanned */
+        if (stream_fill(s) != 0)
+            return proc_fail_errno(L, "read_line", errno);
+        scanned = s->start + offset;
+    }
+}
+
+/* p:write(data) -> true | nil, "interrupted"|msg. Blocks (waking on signals)
+ * until everything is written. Raises when stdin is not a pipe. */
+static int proc_write(lua_State *L)
+{
+    struct proc *p = check_process(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    luaL_argcheck(L, p->in_fd >= 0, 1, "stdin is not a pipe (or was closed)");
+    while (len > 0) {
+        ssize_t n = write(p->in_fd, data, len);
+        if (n > 0) {
+            data += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN)
+            return proc_fail_errno(L, "write", errno);
+        int w = czctl_wait_fd(p->in_fd, POLLOUT, -1);
+        if (w == -2)
+            return proc_fail(L, "interrupted");
+        if (w < 0)
+            return proc_fail_errno(L, "write", errno);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* p:close_stdin() -- idempotent */
+static int proc_close_stdin(lua_State *L)
+{
+    close_fd(&check_process(L, 1)->in_fd);
+    return 0;
+}
+
+/* p:wait([timeout]) -> code (128+N for signal N) | nil, "timeout"|"interrupted"
+ * nil timeout waits forever. An exit that already happened is reported even
+ * while a signal is pending. */
+static int proc_wait(lua_State *L)
+{
+    struct proc *p = check_process(L, 1);
+    double timeout = opt_timeout(L, 2);
+    double deadline = timeout >= 0 ? czctl_now() + timeout : 0;
+    if (p->pidfd < 0 && !p->reaped)
+        chld_fd();   /* before the first check, so no exit goes unnoticed */
+    for (;;) {
+        if (proc_try_reap(p)) {
+            lua_pushinteger(L, p->code);
+            return 1;
+        }
+        double left = timeout >= 0 ? deadline - czctl_now() : -1;
+        if (timeout >= 0 && left <= 0)
+            return proc_fail(L, "timeout");
+        int w = czctl_wait_fd(p->pidfd >= 0 ? p->pidfd : chld_fd(), POLLIN, left);
+        if (p->pidfd < 0)
+            chld_drain();   /* then proc_try_reap looks again */
+        if (w == -2)
+            return proc_fail(L, "interrupted");
+        if (w < 0)
+            return proc_fail_errno(L, "wait", errno);
+    }
+}
+
+/* p:kill([signal="TERM"]) -> true | nil, msg. Raises on an unknown signal. */
+static int proc_kill(lua_State *L)
+{
+    struct proc *p = check_process(L, 1);
+    int sig = check_signal(L, 2, SIGTERM);
+    if (proc_try_reap(p))
+        return proc_fail(L, "process has exited");
+    if (kill(p->pid, sig) != 0)
+        return proc_fail_errno(L, "kill", errno);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- spawn ---------------------------------------------------------------------- */
+
+enum { IO_NULL, IO_PIPE, IO_INHERIT, IO_STDOUT, IO_FILE };
+
+/* Parses a stdio option; for {file=path} pushes nothing but sets *file. */
+static int check_io(lua_State *L, int opts, const char *field, int def, int allow_stdout,
+                    const char **file)
+{
+    *file = NULL;
+    int t = lua_getfield(L, opts, field);
+    int mode = def;
+    if (t == LUA_TSTRING) {
+        const char *s = lua_tostring(L, -1);
+        if (strcmp(s, "null") == 0)
+            mode = IO_NULL;
+        else if (strcmp(s, "pipe") == 0)
+            mode = IO_PIPE;
+        else if (strcmp(s, "inherit") == 0)
+            mode = IO_INHERIT;
+        else if (allow_stdout && strcmp(s, "stdout") == 0)
+            mode = IO_STDOUT;
+        else
+            luaL_error(L, "bad argument #1 (%s: unknown mode '%s')", field, s);
+    } else if (t == LUA_TTABLE && strcmp(field, "stdin") != 0) {
+        lua_getfield(L, -1, "file");
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad argument #1 (%s.file must be a path)", field);
+        *file = lua_tostring(L, -1);   /* anchored by opts */
+        lua_pop(L, 1);
+        mode = IO_FILE;
+    } else if (t != LUA_TNIL) {
+        luaL_error(L, "bad argument #1 (%s has a wrong type)", field);
+    }
+    lua_pop(L, 1);
+    return mode;
+}
+
+/* Fds the parent opened for one spawn; closed on every path. */
+struct spawn_fds {
+    int in[2], out[2], err[2], errpipe[2];
+    int devnull, outfile, errfile;
+};
+
+static void spawn_fds_close(struct spawn_fds *f)
+{
+    int *all[] = {&f->in[0], &f->in[1], &f->out[0], &f->out[1], &f->err[0], &f->err[1],
+                  &f->errpipe[0], &f->errpipe[1], &f->devnull, &f->outfile, &f->errfile};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        close_fd(all[i]);
+}
+
+static int open_log(const char *path)
+{
+    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+}
+
+/* Reads the error pipe after fork: 0 when exec succeeded, else errno, with
+ * *kind 2 when changing to the working directory failed. */
+static int read_exec_error(int fd, int *kind)
+{
+    int msg[2];
+    ssize_t n;
+    do
+        n = read(fd, msg, sizeof msg);
+    while (n < 0 && errno == EINTR);
+    *kind = n == (ssize_t)sizeof msg ? msg[0] : 0;
+    return n == (ssize_t)sizeof msg ? (msg[1] ? msg[1] : EIO) : 0;
+}
+
+static const char *exec_error_message(lua_State *L, const char *cmd, int e)
+{
+    if (e == ENOENT)
+        return lua_pushfstring(L, "%s: command not found", cmd);
+    return lua_pushfstring(L, "%s: %s", cmd, strerror(e));
+}
+
+/* Forks with signals blocked so no handler runs in the child before exec. */
+static pid_t fork_blocked(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t pid = fork();
+    if (pid != 0)
+        sigprocmask(SIG_SETMASK, &old, NULL);
+    return pid;
+}
+
+/* cproc.spawn{ argv=, env=, env_extra=, cwd=, stdin=, stdout=, stderr= }
+ *   -> process | nil, msg
+ * Defaults: stdin "null", stdout "pipe", stderr "pipe". Raises on misuse;
+ * a missing program gives nil, "<cmd>: command not found". */
+static int proc_spawn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    char **argv = check_argv(L, 1);
+    const char *path_var = NULL;
+    char **envp = check_env(L, 1, &path_var);
+    const char *cwd = opt_field_string(L, 1, "cwd");
+    const char *outfile, *errfile, *nofile;
+    int in_mode = check_io(L, 1, "stdin", IO_NULL, 0, &nofile);
+    int out_mode = check_io(L, 1, "stdout", IO_PIPE, 0, &outfile);
+    int err_mode = check_io(L, 1, "stderr", IO_PIPE, 1, &errfile);
+    luaL_argcheck(L, in_mode != IO_FILE, 1, "stdin must be \"null\", \"pipe\" or \"inherit\"");
+
+    if (czctl_signal_pending())
+        return proc_fail(L, "interrupted");
+    if (!resolve_command(L, argv[0], path_var ? path_var : getenv("PATH")))
+        return proc_fail(L, lua_pushfstring(L, "%s: command not found", argv[0]));
+    const char *exe = lua_tostring(L, -1);
+
+    /* the handle exists before any fd, so a memory error leaks nothing */
+    struct proc *p = lua_newuserdatauv(L, sizeof *p, 0);
+    memset(p, 0, sizeof *p);
+    p->pid = -1;
+    p->pidfd = p->in_fd = p->out.fd = p->err.fd = -1;
+    luaL_setmetatable(L, PROC_MT);
+
+    struct spawn_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}, -1, -1, -1};
+    int e = 0;
+    const char *what = "spawn";
+    if (pipe2(f.errpipe, O_CLOEXEC) != 0)
+        e = errno;
+    if (!e && (in_mode == IO_NULL || out_mode == IO_NULL || err_mode == IO_NULL) &&
+        (f.devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+        e = errno;
+    if (!e && in_mode == IO_PIPE && pipe2(f.in, O_CLOEXEC) != 0)
+        e = errno;
+    if (!e && out_mode == IO_PIPE && pipe2(f.out, O_CLOEXEC) != 0)
+        e = errno;
+    if (!e && err_mode == IO_PIPE && pipe2(f.err, O_CLOEXEC) != 0)
+        e = errno;
+    if (!e && out_mode == IO_FILE && (f.outfile = open_log(outfile)) < 0)
+        e = errno, what = outfile;
+    if (!e && err_mode == IO_FILE && (f.errfile = open_log(errfile)) < 0)
+        e = errno, what = errfile;
+    if (e) {
+        spawn_fds_close(&f);
+        return proc_fail_errno(L, what, e);
+    }
+
+    struct exec_plan plan = {.path = exe, .argv = argv, .envp = envp, .cwd = cwd,
+                             .errfd = f.errpipe[1], .new_session = 0};
+    plan.src[0] = in_mode == IO_PIPE ? f.in[0] : in_mode == IO_NULL ? f.devnull : 0;
+    plan.src[1] = out_mode == IO_PIPE ? f.out[1] : out_mode == IO_NULL ? f.devnull
+                : out_mode == IO_FILE ? f.outfile : 1;
+    plan.src[2] = err_mode == IO_PIPE ? f.err[1] : err_mode == IO_NULL ? f.devnull
+                : err_mode == IO_FILE ? f.errfile : err_mode == IO_STDOUT ? plan.src[1] : 2;
+
+    pid_t pid = fork_blocked();
+    if (pid < 0) {
+        e = errno;
+        spawn_fds_close(&f);
+        return proc_fail_errno(L, "fork", e);
+    }
+    if (pid == 0)
+        child_exec(&plan);
+
+    close_fd(&f.errpipe[1]);
+    int kind;
+    e = read_exec_error(f.errpipe[0], &kind);
+    if (e) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        spawn_fds_close(&f);
+        if (kind == 2)
+            return proc_fail_errno(L, cwd, e);
+        return proc_fail(L, exec_error_message(L, argv[0], e));
+    }
+    p->pid = pid;
+    p->pidfd = pidfd_open_compat(pid);
+    if (p->pidfd >= 0)
+        fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
+    p->in_fd = f.in[1];
+    f.in[1] = -1;
+    p->out.fd = f.out[0];
+    f.out[0] = -1;
+    p->err.fd = f.err[0];
+    f.err[0] = -1;
+    spawn_fds_close(&f);   /* the child's ends and the rest */
+    if (p->in_fd >= 0)
+        fcntl(p->in_fd, F_SETFL, O_NONBLOCK);
+    if (p->out.fd >= 0)
+        fcntl(p->out.fd, F_SETFL, O_NONBLOCK);
+    if (p->err.fd >= 0)
+        fcntl(p->err.fd, F_SETFL, O_NONBLOCK);
+    return 1;
+}
+
+/* ---- detach ------------------------------------------------------------------------ */
+
+/* cproc.detach{ argv=, env=, env_extra=, cwd=, log= } -> pid | nil, msg
+ * Double fork: the helper runs in its own session (setsid), is not our child
+ * (no zombie, survives us), reads /dev/null and appends stdout and stderr to
+ * log (created 0600; /dev/null when absent). The intermediate child is
+ * reaped here. */
+static int proc_detach(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    char **argv = check_argv(L, 1);
+    const char *path_var = NULL;
+    char **envp = check_env(L, 1, &path_var);
+    const char *cwd = opt_field_string(L, 1, "cwd");
+    const char *log = opt_field_string(L, 1, "log");
+    if (czctl_signal_pending())
+        return proc_fail(L, "interrupted");
+    if (!resolve_command(L, argv[0], path_var ? path_var : getenv("PATH")))
+        return proc_fail(L, lua_pushfstring(L, "%s: command not found", argv[0]));
+    const char *exe = lua_tostring(L, -1);
+
+    struct spawn_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}, -1, -1, -1};
+    int e = 0;
+    const char *what = "detach";
+    if (pipe2(f.errpipe, O_CLOEXEC) != 0)
+        e = errno;
+    if (!e && (f.devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+        e = errno;
+    if (!e && log && (f.outfile = open_log(log)) < 0)
+        e = errno, what = log;
+    if (e) {
+        spawn_fds_close(&f);
+        return proc_fail_errno(L, what, e);
+    }
+    struct exec_plan plan = {.path = exe, .argv = argv, .envp = envp, .cwd = cwd,
+                             .errfd = f.errpipe[1], .new_session = 0};
+    plan.src[0] = f.devnull;
+    plan.src[1] = plan.src[2] = log ? f.outfile : f.devnull;
+
+    pid_t mid = fork_blocked();
+    if (mid < 0) {
+        e = errno;
+        spawn_fds_close(&f);
+        return proc_fail_errno(L, "fork", e);
+    }
+    if (mid == 0) {
+        /* intermediate: new session, fork the helper, report its pid, exit */
+        int msg[2] = {0, 0};
+        if (setsid() < 0) {
+            msg[0] = 1, msg[1] = errno;
+        } else {
+            pid_t helper = fork();
+            if (helper == 0)
+                child_exec(&plan);
+            if (helper < 0)
+                msg[0] = 1, msg[1] = errno;
+            else
+                msg[0] = 3, msg[1] = (int)helper;
+        }
+        ssize_t r = write(f.errpipe[1], msg, sizeof msg);
+        (void)r;
+        _exit(0);
+    }
+    close_fd(&f.errpipe[1]);
+    /* messages: {3, pid} from the intermediate, {1|2, errno} on failure;
+     * EOF once the helper exec'd (its copy of the pipe is CLOEXEC). */
+    pid_t helper = -1;
+    int kind = 0;
+    e = 0;
+    for (;;) {
+        int msg[2];
+        ssize_t n = read(f.errpipe[0], msg, sizeof msg);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof msg)
+            break;
+        if (msg[0] == 3)
+            helper = msg[1];
+        else
+            kind = msg[0], e = msg[1] ? msg[1] : EIO;
+    }
+    int status;
+    while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
+        ;
+    spawn_fds_close(&f);
+    if (e && kind == 2)
+        return proc_fail_errno(L, cwd, e);
+    if (e)
+        return proc_fail(L, exec_error_message(L, argv[0], e));
+    if (helper <= 0)
+        return proc_fail(L, "detach: the helper did not start");
+    lua_pushinteger(L, helper);
+    return 1;
+}
+
+/* ---- pid functions --------------------------------------------------------------- */
+
+static pid_t check_pid(lua_State *L, int arg)
+{
+    lua_Integer pid = luaL_checkinteger(L, arg);
+    /* 0 and negative pids address process groups: never what is meant here */
+    luaL_argcheck(L, pid > 0 && pid <= INT_MAX, arg, "pid must be a positive integer");
+    return (pid_t)pid;
+}
+
+/* cproc.alive(pid) -> boolean (false for zombies) */
+static int proc_alive(lua_State *L)
+{
+    pid_t pid = check_pid(L, 1);
+    int alive = kill(pid, 0) == 0 || errno == EPERM;
+    if (alive) {
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t n = read(fd, buf, sizeof buf - 1);
+            close(fd);
+            if (n > 0) {
+                buf[n] = '\0';
+                const char *rp = strrchr(buf, ')');   /* comm may contain spaces */
+                if (rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'))
+                    alive = 0;
+            }
+        }
+    }
+    lua_pushboolean(L, alive);
+    return 1;
+}
+
+/* cproc.kill(pid[, signal="TERM"]) -> true | nil, msg, errno */
+static int proc_kill_pid(lua_State *L)
+{
+    pid_t pid = check_pid(L, 1);
+    int sig = check_signal(L, 2, SIGTERM);
+    if (kill(pid, sig) != 0)
+        return proc_fail_errno(L, "kill", errno);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static const luaL_Reg proc_methods[] = {
+    {"close", proc_close},
+    {"close_stdin", proc_close_stdin},
+    {"kill", proc_kill},
+    {"pid", proc_pid},
+    {"read_line", proc_read_line},
+    {"wait", proc_wait},
+    {"write", proc_write},
+    {NULL, NULL},
+};
+
+static const luaL_Reg proc_metamethods[] = {
+    {"__close", proc_gc},
+    {"__gc", proc_gc},
+    {"__index", NULL},
+    {"__tostring", proc_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg proc_funcs[] = {
+    {"alive", proc_alive},
+    {"detach", proc_detach},
+    {"kill", proc_kill_pid},
+    {"spawn", proc_spawn},
+    {NULL, NULL},
+};
+
+int luaopen_czctl_core_proc(lua_State *L)
+{
+    czctl_signal_init();
+    luaL_newlib(L, proc_funcs);
+    if (luaL_newmetatable(L, PROC_MT)) {
+        luaL_setfuncs(L, proc_metamethods, 0);
+        luaL_newlibtable(L, proc_methods);
+        luaL_setfuncs(L, proc_methods, 0);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    return 1;
+}

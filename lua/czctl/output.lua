@@ -1,0 +1,220 @@
+-- czctl.output: what a recipe shows the user, in three modes.
+--
+--   normal  progress (steps, info, warnings) on stderr; the result on stdout,
+--           so `czctl ... > file` captures only the result. On a TTY the
+--           running step is a live line redrawn in place ("… title", then
+--           "✓ title  0.12s" or "✗ title  0.12s"); otherwise plain lines
+--           "✓ title (0.12s)" when each step ends.
+--   quiet   only errors (out:error); steps, info, warnings and results are silent.
+--   json    exactly one JSON document on stdout (out:result); progress is
+--           silent, warnings and errors still go to stderr.
+--
+-- It never decides what to show: recipes do. Writers are injectable so tests
+-- capture output without a terminal.
+local util = require "czctl.util"
+
+local M = {}
+
+---@class czctl.Output
+---@field mode "normal"|"quiet"|"json"
+local Out = {}
+Out.__index = Out
+Out.__name = "czctl.output"
+
+local function default_clock()
+  local ok, sys = pcall(require, "czctl.core.sys")
+  if ok then return sys.now end
+  return os.clock
+end
+
+local function default_tty()
+  local ok, sys = pcall(require, "czctl.core.sys")
+  if not ok or not sys.isatty(2) then return false end
+  local term = os.getenv("TERM")
+  return term ~= "dumb"
+end
+
+--- A new output object.
+---@param opts? {mode?: "normal"|"quiet"|"json", stdout?: fun(s: string), stderr?: fun(s: string), tty?: boolean, color?: boolean, verbose?: boolean, clock?: fun(): number}
+--- stdout/stderr default to the process streams; tty defaults to isatty(2)
+--- (and TERM ~= "dumb"); color defaults to tty without NO_COLOR.
+---@return czctl.Output
+function M.new(opts)
+  opts = opts or {}
+  local mode = opts.mode or "normal"
+  if mode ~= "normal" and mode ~= "quiet" and mode ~= "json" then
+    error("output.new: unknown mode " .. tostring(mode), 2)
+  end
+  local tty = opts.tty
+  if tty == nil then tty = default_tty() end
+  local color = opts.color
+  if color == nil then color = tty and os.getenv("NO_COLOR") == nil end
+  return setmetatable({
+    mode = mode,
+    tty = tty,
+    color = color,
+    verbose = opts.verbose or false,
+    clock = opts.clock or default_clock(),
+    write_out = opts.stdout or function(s) io.stdout:write(s); io.stdout:flush() end,
+    write_err = opts.stderr or function(s) io.stderr:write(s); io.stderr:flush() end,
+    running = {},       -- steps started and not finished, outermost first
+    live = false,       -- a live line is on screen (TTY only)
+    results = 0,
+  }, Out)
+end
+
+local function fmt(f, ...)
+  if select("#", ...) == 0 then return tostring(f) end
+  return string.format(f, ...)
+end
+
+local function paint(self, code, s)
+  if not self.color then return s end
+  return "\27[" .. code .. "m" .. s .. "\27[0m"
+end
+
+-- Remove the live line before printing anything else on the terminal.
+local function clear_live(self)
+  if self.live then
+    self.write_err("\r\27[2K")
+    self.live = false
+  end
+end
+
+-- Show the innermost running step as the live line.
+local function draw_live(self)
+  local step = self.running[#self.running]
+  if not (self.tty and step and self.mode == "normal") then return end
+  self.write_err(string.rep("  ", #self.running - 1) .. paint(self, "2", "…") .. " " .. step.title)
+  self.live = true
+end
+
+-- Print one complete line on stderr without disturbing the live line.
+local function err_line(self, line)
+  clear_live(self)
+  self.write_err(line .. "\n")
+  draw_live(self)
+end
+
+--- Run fn as a named step and show it with its duration. Returns what fn
+--- returns; an error from fn marks the step failed (✗) and propagates
+--- unchanged (tracebacks keep the original location).
+---@param title string
+---@param fn fun(...): ...
+---@return ...
+function Out:step(title, fn, ...)
+  if type(fn) ~= "function" then error("out:step: fn must be a function", 2) end
+  local step = { title = tostring(title), start = self.clock() }
+  clear_live(self)
+  self.running[#self.running + 1] = step
+  draw_live(self)
+  local guard <close> = setmetatable({}, { __close = function(_, err)
+    local depth = #self.running
+    for i = depth, 1, -1 do
+      if self.running[i] == step then table.remove(self.running, i); depth = i; break end
+    end
+    if self.mode ~= "normal" then return end
+    local mark = err ~= nil and paint(self, "31", "✗") or paint(self, "32", "✓")
+    local dur = util.format_duration(self.clock() - step.start)
+    local indent = string.rep("  ", depth - 1)
+    clear_live(self)
+    if self.tty then
+      self.write_err(indent .. mark .. " " .. step.title .. "  " .. paint(self, "2", dur) .. "\n")
+    else
+      self.write_err(indent .. mark .. " " .. step.title .. " (" .. dur .. ")\n")
+    end
+    draw_live(self)
+  end })
+  return fn(...)
+end
+
+--- A progress message on stderr (normal mode only).
+---@param f string format (or plain text when no arguments follow)
+function Out:info(f, ...)
+  if self.mode ~= "normal" then return end
+  err_line(self, fmt(f, ...))
+end
+
+--- Extra detail shown only with --verbose (normal mode only).
+function Out:detail(f, ...)
+  if self.mode ~= "normal" or not self.verbose then return end
+  err_line(self, paint(self, "2", fmt(f, ...)))
+end
+
+--- "warning: ..." on stderr, except in quiet mode.
+function Out:warn(f, ...)
+  if self.mode == "quiet" then return end
+  err_line(self, paint(self, "33", "warning:") .. " " .. fmt(f, ...))
+end
+
+--- "error: ..." on stderr, in every mode (for problems that do not stop the
+--- recipe, e.g. an undo step that failed; fatal errors are printed by the runner).
+function Out:error(f, ...)
+  err_line(self, paint(self, "31", "error:") .. " " .. fmt(f, ...))
+end
+
+--- A line of result text on stdout (normal mode only).
+function Out:print(f, ...)
+  if self.mode ~= "normal" then return end
+  clear_live(self)
+  self.write_out(fmt(f, ...) .. "\n")
+  draw_live(self)
+end
+
+--- The recipe's result. json: `tbl` as one JSON document (sorted keys) on
+--- stdout, and only once. normal: render(tbl) on stdout (a string result is
+--- printed as is; without render, indented JSON). quiet: nothing.
+---@param tbl any
+---@param render? fun(tbl: any): string
+function Out:result(tbl, render)
+  if self.mode == "quiet" then return end
+  if self.mode == "json" then
+    if self.results > 0 then error("out:result: json mode prints one document only", 2) end
+    self.results = 1
+    self.write_out(util.json_encode(tbl, { indent = true }) .. "\n")
+    return
+  end
+  local text
+  if render then
+    text = render(tbl)
+  elseif type(tbl) == "string" then
+    text = tbl
+  else
+    text = util.json_encode(tbl, { indent = true })
+  end
+  if text == nil or text == "" then return end
+  text = tostring(text)
+  if text:sub(-1) ~= "\n" then text = text .. "\n" end
+  clear_live(self)
+  self.write_out(text)
+  self.results = self.results + 1
+  draw_live(self)
+end
+
+--- Format rows as an aligned text table (for result renderers).
+---@param headers string[]
+---@param rows string[][]
+---@return string
+function M.table(headers, rows)
+  local widths = {}
+  local all = { headers }
+  for _, r in ipairs(rows) do all[#all + 1] = r end
+  for _, r in ipairs(all) do
+    for i = 1, #headers do
+      local cell = tostring(r[i] == nil and "" or r[i])
+      widths[i] = math.max(widths[i] or 0, utf8.len(cell) or #cell)
+    end
+  end
+  local lines = {}
+  for _, r in ipairs(all) do
+    local cells = {}
+    for i = 1, #headers do
+      local cell = tostring(r[i] == nil and "" or r[i])
+      cells[i] = i < #headers and cell .. string.rep(" ", widths[i] - (utf8.len(cell) or #cell)) or cell
+    end
+    lines[#lines + 1] = (table.concat(cells, "   "):gsub("%s+$", ""))
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+return M

@@ -1,0 +1,91 @@
+-- session-keep: the keeper of an intercept session started without --wait
+-- (internal; started detached by `czctl service intercept`).
+--
+-- It starts the session's tunnel, so the tunnel outlives the command that
+-- set the session up, reports it in the session's .tunnel.json, and stops it
+-- when the session ends: the session file is removed (session close), the
+-- setting-up command died before finishing, the intercepted Service no
+-- longer carries this session (closed from another machine), or SIGTERM.
+-- A tunnel that dies is reported in .tunnel.json and the log.
+local session = require "czctl.session"
+local intercept = require "czctl.intercept"
+local signal = require "czctl.signal"
+local process = require "czctl.process"
+local sys = require "czctl.core.sys"
+
+local CLUSTER_CHECK_INTERVAL = 15
+
+local function log(fmt, ...)
+  io.stdout:write(os.date("!%Y-%m-%dT%H:%M:%SZ "), string.format(fmt, ...), "\n")
+  io.stdout:flush()
+end
+
+return {
+  summary = "Hold the tunnel of an intercept session (internal)",
+  hidden = true,
+  usage = "SESSION",
+  args = { { name = "session", help = "session id", required = true } },
+  flags = {},
+  run = function(ctx)
+    local id = ctx.args.session
+    local s = session.load(id)
+    if not s then error("no local session " .. id, 0) end
+    local provider, perr = session.tunnel_provider(s.tunnel.provider)
+    if not provider then
+      session.write_tunnel_status(id, { status = "failed", error = perr })
+      error(perr, 0)
+    end
+    local handle, err = provider.start{ local_port = s.local_port, host = s.tunnel_host or "127.0.0.1" }
+    if not handle then
+      session.write_tunnel_status(id, { status = "failed", error = tostring(err) })
+      log("tunnel failed: %s", tostring(err))
+      return 1
+    end
+    local facts = session.tunnel_facts(handle, s.tunnel.provider)
+    facts.status, facts.keeper_pid = "up", sys.getpid()
+    session.write_tunnel_status(id, facts)
+    log("tunnel up: %s -> localhost:%d", tostring(handle.url), s.local_port)
+
+    local client
+    local next_cluster_check = sys.now() + CLUSTER_CHECK_INTERVAL
+    local reason
+    while true do
+      local sig = signal.wait(1)
+      if sig then reason = "received " .. sig; break end
+      local current = session.load(id)
+      if not current then reason = "session closed"; break end
+      if current.state == "starting" and current.parent_pid and not process.alive(current.parent_pid) then
+        reason = "the command setting up the session exited before finishing"
+        break
+      end
+      if handle.pid then
+        local ok, why = handle:healthy()
+        if not ok then
+          facts.status, facts.error = "dead", tostring(why or "the tunnel stopped")
+          session.write_tunnel_status(id, facts)
+          reason = "tunnel died: " .. facts.error
+          break
+        end
+      end
+      if current.state == "active" and sys.now() >= next_cluster_check then
+        next_cluster_check = sys.now() + CLUSTER_CHECK_INTERVAL
+        if not client then
+          client = require("czctl.kube").connect{ kubeconfig = current.kubeconfig, context = current.context }
+        end
+        if client then
+          local svc, gerr = client:get("Service", current.service, { namespace = current.namespace })
+          local record = svc and intercept.record(svc)
+          if (svc and (not record or record.session ~= id))
+             or (not svc and require("czctl.kube").not_found(gerr)) then
+            reason = "the Service no longer carries this session (closed elsewhere)"
+            break
+          end
+        end
+      end
+    end
+    signal.clear()
+    log("stopping: %s", reason)
+    handle:stop()
+    return 0
+  end,
+}

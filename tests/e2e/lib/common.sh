@@ -1,0 +1,148 @@
+# Shared setup for the end-to-end tests: source it from tests/e2e/test_*.sh.
+# Each test file gets its own sandbox cluster and state directory in a temp
+# dir; the EXIT trap stops every process it started and the sandbox.
+# shellcheck shell=bash
+E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+# shellcheck source=../../lib/tap.sh
+source "$E2E_ROOT/tests/lib/tap.sh"
+CZCTL="$E2E_ROOT/czctl"
+SANDBOX="$E2E_ROOT/tests/sandbox/sandbox"
+E2E_LIB="$E2E_ROOT/tests/e2e/lib"
+WORK=$(mktemp -d /tmp/czctl-e2e.XXXXXX)
+CLUSTER="$WORK/cluster"
+export KUBECONFIG="$CLUSTER/kubeconfig"
+export XDG_STATE_HOME="$WORK/state"
+export CZCTL_ROOT="$E2E_ROOT"
+E2E_PIDS=()
+
+e2e_cleanup() {
+  local p
+  for p in "${E2E_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  # keepers of sessions left behind by a failing test
+  for f in "$XDG_STATE_HOME"/czctl/sessions/*.json; do
+    [ -e "$f" ] || continue
+    python3 - "$f" <<'PY' 2>/dev/null
+import json, os, signal, sys
+try:
+    s = json.load(open(sys.argv[1]))
+except Exception:
+    sys.exit(0)
+for k in ("keeper_pid",):
+    pid = s.get(k)
+    if pid and pid != os.getpid():
+        try: os.kill(pid, signal.SIGKILL)
+        except OSError: pass
+PY
+  done
+  "$SANDBOX" down "$CLUSTER" >/dev/null 2>&1
+  if [ -n "${E2E_KEEP:-}" ]; then echo "# kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap e2e_cleanup EXIT
+
+# sandbox_up: start the cluster or bail out (the whole file fails).
+sandbox_up() {
+  if ! "$SANDBOX" up "$CLUSTER" >"$WORK/sandbox-up.log" 2>&1; then
+    fail "sandbox starts"; sed 's/^/# /' "$WORK/sandbox-up.log"; exit 1
+  fi
+}
+
+# deploy FILE DEPLOYMENT...: apply a manifest and wait for its deployments.
+deploy() {
+  local file=$1; shift
+  kubectl apply -f "$file" >/dev/null || return 1
+  local d
+  for d in "$@"; do kubectl rollout status "deployment/$d" --timeout=60s >/dev/null || return 1; done
+}
+
+# local_server NAME: start the echo app on a free loopback port as "pod"
+# NAME; prints the port. Answers JSON with {"pod": NAME, ...}, WebSocket too.
+local_server() {
+  local name=$1 port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  POD_NAME=$name POD_NAMESPACE=laptop python3 "$E2E_ROOT/tests/sandbox/k8s/echo.py" \
+    --ip 127.0.0.1 --port "$port" --container laptop >"$WORK/local-$name.log" 2>&1 &
+  E2E_PIDS+=($!)
+  local i
+  for i in $(seq 200); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null && break
+    sleep 0.02
+  done
+  echo "$port"
+}
+
+cluster_ip() { kubectl get service "$1" -n "${2:-default}" -o jsonpath='{.spec.clusterIP}'; }
+
+# who URL [curl args...]: the pod name that answered (the echo app's JSON).
+who() {
+  local url=$1; shift
+  curl -s --max-time 10 "$@" "$url" | python3 -c 'import json,sys
+try: print(json.load(sys.stdin)["pod"])
+except Exception: print("(no answer)")'
+}
+
+# snapshot FILE: the normalised state of the cluster (kubectl get all,cm,secret -A).
+snapshot() {
+  kubectl get all,cm,secret -A -o json | python3 "$E2E_LIB/normalise.py" >"$1"
+}
+
+# same_snapshot A B NAME: ok when equal, else the diff as comments.
+same_snapshot() {
+  if diff -u "$1" "$2" >"$WORK/snapshot.diff"; then ok "$3"
+  else fail "$3"; head -40 "$WORK/snapshot.diff" | sed 's/^/# /'; fi
+}
+
+# service_state NAME: the Service's spec and annotations, normalised.
+service_state() {
+  kubectl get service "$1" -n "${2:-default}" -o json | python3 -c 'import json,sys
+o=json.load(sys.stdin); print(json.dumps({"spec":o["spec"],"annotations":o["metadata"].get("annotations") or {},"labels":o["metadata"].get("labels") or {}},sort_keys=True))'
+}
+
+# czctl_leftovers: objects labelled by czctl, across namespaces (empty = none).
+czctl_leftovers() {
+  kubectl get deploy,rs,pods,cm,svc -A -l app.kubernetes.io/managed-by=czctl -o name 2>/dev/null
+}
+
+# session_ids: ids of the local session files.
+session_ids() {
+  local f
+  for f in "$XDG_STATE_HOME"/czctl/sessions/*.json; do
+    [ -e "$f" ] || continue
+    case "$f" in *.tunnel.json) continue ;; esac
+    basename "$f" .json
+  done
+}
+
+# wait_for_cmd TIMEOUT CMD...: run CMD until it succeeds (every 50 ms).
+wait_for_cmd() {
+  local t=$1; shift
+  local end=$((SECONDS + t))
+  while [ $SECONDS -le $end ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
+  return 1
+}
+
+# faults JSON: replace the sandbox's file fault rules ('[]' clears them).
+faults() { printf '%s\n' "$1" >"$CLUSTER/faults.json.tmp" && mv "$CLUSTER/faults.json.tmp" "$CLUSTER/faults.json"; }
+
+# fault_fired: the sandbox has fired its first file fault rule (a stalled
+# request is in flight).
+fault_fired() {
+  kubectl get --raw /sandbox/faults 2>/dev/null |
+    python3 -c 'import json,sys; r=json.load(sys.stdin).get("fileRules") or []; sys.exit(0 if r and r[0].get("fired",0)>=1 else 1)'
+}
+
+# audit_count METHOD PATH_REGEX: how many requests the audit log has recorded.
+audit_count() {
+  python3 - "$CLUSTER/audit.jsonl" "$1" "$2" <<'PY'
+import json, re, sys
+n = 0
+try:
+    for line in open(sys.argv[1]):
+        try: r = json.loads(line)
+        except ValueError: continue
+        if r.get("method") == sys.argv[2] and re.search(sys.argv[3], r.get("path", "")):
+            n += 1
+except FileNotFoundError:
+    pass
+print(n)
+PY
+}

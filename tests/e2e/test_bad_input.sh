@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Acceptance 6: bad input gets a one-line error, exit 1 or 2, and nothing in
+# the cluster changes (snapshots compared): unknown Service or namespace, a
+# port the Service does not have, a malformed header, a Service without a
+# selector, an ExternalName Service, a refused permission (restricted user).
+source "$(dirname "$0")/lib/common.sh"
+
+sandbox_up
+deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
+deploy "$E2E_ROOT/examples/multi-port-app.yaml" multi || { fail "multi-port app deploys"; exit 1; }
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Service
+metadata: {name: manual, namespace: default}
+spec:
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: external, namespace: default}
+spec:
+  type: ExternalName
+  externalName: example.invalid
+YAML
+snapshot "$WORK/before.json"
+
+# bad_input NAME REGEX CODES ARGS...: one line on stderr matching REGEX, an
+# exit code among CODES, nothing on stdout, the cluster unchanged.
+bad_input() {
+  local name=$1 regex=$2 codes=$3; shift 3
+  local out err rc
+  out=$("$CZCTL" "$@" 2>"$WORK/err"); rc=$?
+  err=$(cat "$WORK/err")
+  like "$rc" "^($codes)\$" "$name: exit code $codes"
+  like "$err" "$regex" "$name: the error says what is wrong"
+  is "$(printf '%s\n' "$err" | wc -l)" 1 "$name: the error is one line"
+  snapshot "$WORK/now.json"
+  same_snapshot "$WORK/before.json" "$WORK/now.json" "$name: nothing changed in the cluster"
+}
+
+bad_input "unknown Service" 'Service "nope" not found in namespace "default"' 1 \
+  service intercept nope -l 3000 --tunnel direct
+bad_input "unknown namespace" 'namespace "nowhere" not found' 1 \
+  service intercept demo -n nowhere -l 3000 --tunnel direct
+bad_input "a port the Service does not have" 'has no port 81 \(its ports: 80 \(http\)\)' '1|2' \
+  service intercept demo -r 81 -l 3000 --tunnel direct
+bad_input "no -r on a two-port Service" 'has 2 ports: pick one with -r \(80 \(web\), 9090 \(admin\)\)' '1|2' \
+  service intercept multi -l 3000 --tunnel direct
+bad_input "a malformed header" 'invalid --header "no-colon"' 2 \
+  service intercept demo -x no-colon -l 3000 --tunnel direct
+bad_input "a header with an empty name" 'invalid --header ":yes"' 2 \
+  service intercept demo -x :yes -l 3000 --tunnel direct
+bad_input "a Service without a selector" 'Service "manual" has no selector' 1 \
+  service intercept manual -l 3000 --tunnel direct
+bad_input "an ExternalName Service" 'Service "external" is of type ExternalName' 1 \
+  service intercept external -l 3000 --tunnel direct
+bad_input "an unknown tunnel provider" 'unknown tunnel provider "carrier-pigeon"' 2 \
+  service intercept demo -l 3000 --tunnel carrier-pigeon
+bad_input "a refused permission (restricted user)" 'forbidden' 1 \
+  service intercept demo -l 3000 --tunnel direct --context restricted
+is "$(session_ids)" "" "no local session file is left by any failure"
+done_testing

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Acceptance 1 and 5: routing through the Service's ClusterIP while a
+# session runs (header, -x, --all, multi-port with a named targetPort,
+# WebSocket, 5 MiB uploads on both routes), and the cluster exactly as
+# before once each session is closed.
+source "$(dirname "$0")/lib/common.sh"
+source "$E2E_LIB/upload.sh"
+
+sandbox_up
+deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
+deploy "$E2E_ROOT/examples/multi-port-app.yaml" multi || { fail "multi-port app deploys"; exit 1; }
+snapshot "$WORK/before.json"
+PORT=$(local_server laptop)
+IP=$(cluster_ip demo)
+
+# --- default header -------------------------------------------------------
+out=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct 2>"$WORK/err") ; rc=$?
+is "$rc" 0 "intercept demo with the default header exits 0"
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
+like "$out" "X-C6O-INTERCEPT" "the result names the header to send"
+like "$out" "curl -H" "the result has a curl example"
+like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "a request with the header reaches the local server"
+like "$(who "http://$IP/")" '^demo-' "a request without the header reaches the in-cluster pod"
+like "$(who "http://$IP/" -H 'x-c6o-intercept: yes')" '^laptop$' "the header name matches case-insensitively"
+like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: YES')" '^demo-' "the header value matches exactly (YES is not yes)"
+host=$(curl -s -H 'X-C6O-INTERCEPT: yes' "http://$IP/" | python3 -c 'import json,sys; h=json.load(sys.stdin)["headers"]; print(h.get("Host") or h.get("host"))')
+is "$host" "$IP" "the local server sees the original Host header"
+like "$(python3 "$E2E_LIB/wsclient.py" "$IP" 80 hello X-C6O-INTERCEPT:yes 2>&1)" '^laptop: hello$' \
+  "a WebSocket with the header round-trips through the local server"
+like "$(python3 "$E2E_LIB/wsclient.py" "$IP" 80 hello 2>&1)" '^demo-.*: hello$' \
+  "a WebSocket without the header round-trips through the in-cluster pod"
+read -r sent seen len pod < <(upload_check "http://$IP/upload" -H 'X-C6O-INTERCEPT: yes')
+is "$seen/$len/$pod" "$sent/5242880/laptop" "a 5 MiB upload with the header arrives intact at the local server"
+read -r sent seen len pod < <(upload_check "http://$IP/upload")
+like "$seen/$len/$pod" "^$sent/5242880/demo-" "a 5 MiB upload without the header arrives intact in the cluster"
+list=$("$CZCTL" session list)
+like "$list" "demo +80 +X-C6O-INTERCEPT:yes" "session list shows the session"
+"$CZCTL" session close -q; is "$?" 0 "session close exits 0"
+like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: yes')" '^demo-' "after close the header no longer reaches the local server"
+snapshot "$WORK/after1.json"
+same_snapshot "$WORK/before.json" "$WORK/after1.json" "after the session the cluster equals the snapshot from before"
+
+# --- -x custom header -----------------------------------------------------
+"$CZCTL" service intercept demo -l "$PORT" --tunnel direct -x 'X-Dev: alice' -q; is "$?" 0 "intercept with -x exits 0"
+like "$(who "http://$IP/" -H 'X-Dev: alice')" '^laptop$' "-x: the custom header reaches the local server"
+like "$(who "http://$IP/" -H 'X-Dev: bob')" '^demo-' "-x: another value reaches the in-cluster pod"
+like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: yes')" '^demo-' "-x: the default header no longer routes"
+"$CZCTL" session close -q; is "$?" 0 "session close after -x exits 0"
+
+# --- --all ----------------------------------------------------------------
+"$CZCTL" service intercept demo -l "$PORT" --tunnel direct --all -q; is "$?" 0 "intercept with --all exits 0"
+like "$(who "http://$IP/")" '^laptop$' "--all: a request without any header reaches the local server"
+like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: no')" '^laptop$' "--all: any header reaches the local server"
+"$CZCTL" session close -q; is "$?" 0 "session close after --all exits 0"
+snapshot "$WORK/after2.json"
+same_snapshot "$WORK/before.json" "$WORK/after2.json" "after -x and --all sessions the cluster equals the snapshot"
+
+# --- multi-port Service, named targetPort, only -r routed ------------------
+MIP=$(cluster_ip multi)
+"$CZCTL" service intercept multi -r web -l "$PORT" --tunnel direct -q 2>"$WORK/err"; rc=$?
+is "$rc" 0 "intercept port web of a two-port Service exits 0"
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
+like "$(who "http://$MIP:80/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "multi-port: the intercepted port routes the header to the local server"
+like "$(who "http://$MIP:80/")" '^multi-' "multi-port: the intercepted port without the header reaches the pod (named targetPort)"
+port_seen=$(curl -s "http://$MIP:9090/" -H 'X-C6O-INTERCEPT: yes' | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["pod"].split("-")[0], o["port"])')
+is "$port_seen" "multi 9090" "multi-port: the other port passes through to the original, header or not"
+like "$(python3 "$E2E_LIB/wsclient.py" "$MIP" 9090 hi 2>&1)" '^multi-.*: hi$' "multi-port: WebSocket on the other port reaches the original"
+"$CZCTL" session close -q; is "$?" 0 "session close of the multi-port session exits 0"
+snapshot "$WORK/after3.json"
+same_snapshot "$WORK/before.json" "$WORK/after3.json" "after the multi-port session the cluster equals the snapshot"
+is "$(czctl_leftovers)" "" "nothing labelled managed-by=czctl is left"
+is "$(session_ids)" "" "no local session file is left"
+done_testing

@@ -1,0 +1,139 @@
+-- czctl.output: what each mode prints, and where (captured through injected writers).
+local output = require "czctl.output"
+
+-- An output object whose streams and clock are captured.
+local function capture(mode, opts)
+  opts = opts or {}
+  local cap = { out = {}, err = {} }
+  local t = 0
+  cap.o = output.new{
+    mode = mode, tty = opts.tty or false, color = false, verbose = opts.verbose,
+    stdout = function(s) cap.out[#cap.out + 1] = s end,
+    stderr = function(s) cap.err[#cap.err + 1] = s end,
+    clock = function() t = t + 0.125; return t end,
+  }
+  function cap.stdout() return table.concat(cap.out) end
+  function cap.stderr() return table.concat(cap.err) end
+  return cap
+end
+
+describe("output in normal mode without a terminal", function()
+  it("prints a plain line with the duration when a step ends", function()
+    local c = capture("normal")
+    local a, b = c.o:step("Create ConfigMap", function() return 1, 2 end)
+    assert.equal(1, a)
+    assert.equal(2, b)
+    assert.equal("✓ Create ConfigMap (0.12s)\n", c.stderr())
+    assert.equal("", c.stdout())
+  end)
+
+  it("marks a failed step and lets its error through unchanged", function()
+    local c = capture("normal")
+    local marker = {}
+    local ok, err = pcall(c.o.step, c.o, "Patch Service", function() error(marker) end)
+    assert.falsy(ok)
+    assert.equal(marker, err)
+    assert.equal("✗ Patch Service (0.12s)\n", c.stderr())
+  end)
+
+  it("indents nested steps", function()
+    local c = capture("normal")
+    c.o:step("outer", function() c.o:step("inner", function() end) end)
+    assert.equal("  ✓ inner (0.12s)\n✓ outer (0.38s)\n", c.stderr())
+  end)
+
+  it("sends info and warnings to stderr and results to stdout", function()
+    local c = capture("normal")
+    c.o:info("tunnel at %s", "http://x")
+    c.o:warn("Helm may revert %d change", 1)
+    c.o:result({ id = "abc" }, function(r) return "session " .. r.id end)
+    c.o:print("%d%% done", 100)
+    assert.equal("tunnel at http://x\nwarning: Helm may revert 1 change\n", c.stderr())
+    assert.equal("session abc\n100% done\n", c.stdout())
+  end)
+
+  it("prints a message with a percent sign as is when no arguments follow", function()
+    local c = capture("normal")
+    c.o:info("100% ready")
+    assert.equal("100% ready\n", c.stderr())
+  end)
+
+  it("shows details only when verbose", function()
+    local quiet, loud = capture("normal"), capture("normal", { verbose = true })
+    quiet.o:detail("GET /api")
+    loud.o:detail("GET /api")
+    assert.equal("", quiet.stderr())
+    assert.equal("GET /api\n", loud.stderr())
+  end)
+end)
+
+describe("output in normal mode on a terminal", function()
+  it("draws the running step and redraws it in place when done", function()
+    local c = capture("normal", { tty = true })
+    c.o:step("Wait for proxy", function()
+      assert.equal("… Wait for proxy", c.stderr())
+    end)
+    assert.equal("… Wait for proxy\r\27[2K✓ Wait for proxy  0.12s\n", c.stderr())
+  end)
+
+  it("keeps the running step at the bottom when a message is printed", function()
+    local c = capture("normal", { tty = true })
+    c.o:step("Start tunnel", function() c.o:warn("slow") end)
+    assert.equal("… Start tunnel\r\27[2Kwarning: slow\n… Start tunnel\r\27[2K✓ Start tunnel  0.12s\n",
+                 c.stderr())
+  end)
+end)
+
+describe("output in quiet mode", function()
+  it("prints nothing but errors", function()
+    local c = capture("quiet")
+    c.o:step("x", function() end)
+    c.o:info("info")
+    c.o:warn("warn")
+    c.o:print("text")
+    c.o:result({ a = 1 })
+    c.o:error("undo failed")
+    assert.equal("", c.stdout())
+    assert.equal("error: undo failed\n", c.stderr())
+  end)
+end)
+
+describe("output in json mode", function()
+  it("prints exactly one JSON document with sorted keys on stdout", function()
+    local c = capture("json")
+    c.o:step("x", function() end)
+    c.o:info("info")
+    c.o:print("text")
+    c.o:result({ session = "s1", ports = { 80, 443 }, all = false }, function() return "text" end)
+    assert.equal('{\n  "all": false,\n  "ports": [\n    80,\n    443\n  ],\n  "session": "s1"\n}\n', c.stdout())
+    assert.equal("", c.stderr())
+    local cjson = require "cjson"
+    assert.equal("s1", cjson.decode(c.stdout()).session)
+  end)
+
+  it("refuses a second document", function()
+    local c = capture("json")
+    c.o:result({})
+    assert.error_matches(function() c.o:result({}) end, "one document")
+  end)
+
+  it("still shows warnings on stderr", function()
+    local c = capture("json")
+    c.o:warn("careful")
+    assert.equal("warning: careful\n", c.stderr())
+    assert.equal("", c.stdout())
+  end)
+end)
+
+describe("output.table", function()
+  it("aligns columns", function()
+    assert.equal("NAME                SOURCE\nhello               /x/hello.lua\nservice-intercept   built-in\n",
+      output.table({ "NAME", "SOURCE" }, { { "hello", "/x/hello.lua" }, { "service-intercept", "built-in" } }))
+  end)
+end)
+
+describe("output.new", function()
+  it("rejects an unknown mode", function()
+    assert.error_matches(function() output.new{ mode = "yaml" } end, "unknown mode")
+  end)
+end)

@@ -1,0 +1,300 @@
+-- czctl.proxy: routing rules (validation, flags), escaping, and what the
+-- rendered NGINX configuration contains for each rule and option. The
+-- behaviour of that configuration under a real nginx is tests/proxy/test_routing.sh.
+local proxy = require "czctl.proxy"
+
+local function has(text, needle)
+  return text:find(needle, 1, true) ~= nil
+end
+
+local function render(overrides)
+  local opts = {
+    ports = { { name = "http", port = 80, listen = 8080, original = "10.0.0.7:80", intercept = true },
+              { name = "metrics", port = 9090, listen = 8081, original = "10.0.0.7:9090" } },
+    rule = { header = { name = "X-C6O-INTERCEPT", equals = "yes" } },
+    tunnel_upstream = { url = "http://127.0.0.1:3000" },
+    session = "abc123",
+  }
+  for k, v in pairs(overrides or {}) do opts[k] = v end
+  local conf, warnings = proxy.render(opts)
+  assert(conf, warnings)
+  return conf, warnings
+end
+
+describe("proxy.from_flags", function()
+  local cases = {
+    { "no flags gives the default header", {}, { header = { name = "X-C6O-INTERCEPT", equals = "yes" } } },
+    { "--all routes everything", { all = true, header = "X-A:b" }, { all = true } },
+    { "splits at the first colon", { header = "X-Target:http://a:b" },
+      { header = { name = "X-Target", equals = "http://a:b" } } },
+    { "trims whitespace around name and value", { header = "  X-Dev :  alice  " },
+      { header = { name = "X-Dev", equals = "alice" } } },
+    { "keeps the value's case", { header = "X-Dev:Alice" }, { header = { name = "X-Dev", equals = "Alice" } } },
+  }
+  for _, c in ipairs(cases) do
+    it(c[1], function() assert.same(c[3], proxy.from_flags(c[2])) end)
+  end
+
+  local bad = {
+    { "a header without a colon", "X-Dev", "expected NAME:VALUE" },
+    { "an empty name", ":yes", "name before ':' is empty" },
+    { "an empty value", "X-Dev:  ", "value after ':' is empty" },
+    { "a name with a space", "X Dev:1", "invalid header name" },
+    { "a name with a character NGINX ignores", "X.Dev:1", "NGINX ignores" },
+    { "a name with non-token characters", "X(Dev):1", "invalid header name" },
+  }
+  for _, c in ipairs(bad) do
+    it("rejects " .. c[1] .. " with a one-line message", function()
+      local rule, err = proxy.from_flags{ header = c[2] }
+      assert.is_nil(rule)
+      assert.truthy(has(err, c[3]), err)
+      assert.truthy(has(err, "--header"), err)
+      assert.falsy(err:find("\n"), "one line")
+    end)
+  end
+end)
+
+describe("proxy.validate", function()
+  local good = {
+    { header = { name = "X-A", equals = "1" } },
+    { header = { name = "X-A", matches = "^v[0-9]+$" } },
+    { cookie = { name = "dev", equals = "me" } },
+    { path_prefix = "/api" },
+    { all = true },
+    { any = { { path_prefix = "/a" }, { all = true } } },
+    { every = { { path_prefix = "/a" }, { ["not"] = { cookie = { name = "x", equals = "1" } } } } },
+  }
+  for i, rule in ipairs(good) do
+    it("accepts valid rule #" .. i .. " (" .. proxy.describe(rule) .. ")", function()
+      assert.truthy(proxy.validate(rule))
+    end)
+  end
+
+  local bad = {
+    { "an empty rule", {}, "empty rule" },
+    { "two kinds in one rule", { all = true, path_prefix = "/" }, "exactly one" },
+    { "an unknown key", { hedaer = {} }, "unknown rule key" },
+    { "a header with both equals and matches", { header = { name = "X", equals = "a", matches = "b" } }, "exactly one of" },
+    { "a header with an empty value", { header = { name = "X", equals = "" } }, "empty" },
+    { "a value with a newline", { header = { name = "X", equals = "a\nb" } }, "control character" },
+    { "a path without a leading slash", { path_prefix = "api" }, "must start with '/'" },
+    { "an empty any", { any = {} }, "non-empty list" },
+    { "all = false", { all = false }, "all must be true" },
+    { "a nested error, with its path", { every = { { all = true }, { header = { name = "", equals = "x" } } } },
+      "rule.every[2]" },
+  }
+  for _, c in ipairs(bad) do
+    it("rejects " .. c[1], function()
+      local ok, err = proxy.validate(c[2])
+      assert.is_nil(ok)
+      assert.truthy(has(err, c[3]), err)
+    end)
+  end
+
+  it("warns that NGINX treats '_' and '-' alike in an underscore header name", function()
+    local ok, warnings = proxy.validate{ header = { name = "X_Team", equals = "a" } }
+    assert.truthy(ok)
+    assert.equal(1, #warnings)
+    assert.truthy(has(warnings[1], "X-Team"), warnings[1])
+  end)
+end)
+
+describe("escaping", function()
+  it("escapes every PCRE metacharacter and keeps letters and digits", function()
+    assert.equal("abc123", proxy.pcre_escape("abc123"))
+    assert.equal("a\\.b\\*c\\$\\(\\)\\[\\]\\{\\}\\|\\?\\+\\^\\\\", proxy.pcre_escape("a.b*c$()[]{}|?+^\\"))
+  end)
+  it("writes non-ASCII and control bytes as \\xHH", function()
+    assert.equal("\\xc3\\xa9", proxy.pcre_escape("é"))
+    assert.equal("a\\x09b", proxy.pcre_escape("a\tb"))
+  end)
+  it("quotes for NGINX by escaping backslashes and double quotes only", function()
+    assert.equal([["a\"b\\c$d;{}"]], proxy.nginx_quote([[a"b\c$d;{}]]))
+  end)
+  it("puts an exact-match value into an anchored, case-sensitive regex", function()
+    local conf = render{ rule = { header = { name = "X-Odd", equals = 'a"b.c' } } }
+    assert.truthy(has(conf, [["~^a\\\"b\\.c$" 1;]]), conf)
+  end)
+end)
+
+describe("proxy.render: the rule", function()
+  it("matches a header through its $http_ variable, value exact", function()
+    local conf = render()
+    assert.truthy(has(conf, "map $http_x_c6o_intercept $czctl_rule_1 {"))
+    assert.truthy(has(conf, [["~^yes$" 1;]]))
+    assert.falsy(conf:find("\n%s*yes%s+1;"), "no case-insensitive string key")
+  end)
+  it("uses the user's regular expression as is for matches=", function()
+    local conf = render{ rule = { header = { name = "X-V", matches = "^v2(\\.\\d+)?$" } } }
+    assert.truthy(has(conf, [["~^v2(\\.\\d+)?$" 1;]]), conf)
+  end)
+  it("matches a cookie on the raw Cookie header with exact name and value", function()
+    local conf = render{ rule = { cookie = { name = "dev", equals = "me" } } }
+    assert.truthy(has(conf, "map $http_cookie $czctl_rule_1"))
+    assert.truthy(has(conf, [["~(?:^|;)\\s*dev=me\\s*(?:;|$)" 1;]]), conf)
+  end)
+  it("matches a path prefix on the normalised $uri", function()
+    local conf = render{ rule = { path_prefix = "/api/" } }
+    assert.truthy(has(conf, "map $uri $czctl_rule_1"))
+    assert.truthy(has(conf, [["~^\\/api\\/" 1;]]))
+  end)
+  it("routes everything with all = true, without any rule map", function()
+    local conf = render{ rule = { all = true } }
+    assert.falsy(has(conf, "$czctl_rule_1"))
+    assert.truthy(has(conf, 'map "1" $czctl_route_rule'))
+  end)
+  it("composes every with a map over the concatenation of its parts", function()
+    local conf = render{ rule = { every = { { header = { name = "X-A", equals = "1" } }, { path_prefix = "/a" } } } }
+    assert.truthy(has(conf, 'map "$czctl_rule_1$czctl_rule_2" $czctl_rule_3'), conf)
+    assert.truthy(has(conf, [["~^11$" 1;]]))
+  end)
+  it("composes any with a map that matches when one part is 1", function()
+    local conf = render{ rule = { any = { { header = { name = "X-A", equals = "1" } }, { path_prefix = "/a" } } } }
+    assert.truthy(has(conf, 'map "$czctl_rule_1$czctl_rule_2" $czctl_rule_3'), conf)
+    assert.truthy(has(conf, '"~1" 1;'))
+  end)
+  it("negates with not", function()
+    local conf = render{ rule = { ["not"] = { path_prefix = "/health" } } }
+    assert.truthy(has(conf, 'map "$czctl_rule_1" $czctl_rule_2 {\n        default 1;\n        "~1" "";'), conf)
+  end)
+  it("enables underscores_in_headers only when the rule needs it", function()
+    assert.falsy(has(render(), "underscores_in_headers"))
+    assert.truthy(has(render{ rule = { header = { name = "X_A", equals = "1" } } }, "underscores_in_headers on;"))
+  end)
+  it("refuses an invalid rule", function()
+    local conf, err = proxy.render{ ports = { { listen = 8080, original = "1.2.3.4:80", intercept = true } },
+                                    rule = { path_prefix = "x" }, tunnel_upstream = { url = "http://127.0.0.1:1" } }
+    assert.is_nil(conf)
+    assert.truthy(has(err, "path_prefix"), err)
+  end)
+end)
+
+describe("proxy.render: the server blocks", function()
+  local conf = render()
+  local required = {
+    { "runs unprivileged: pid in /tmp", "pid /tmp/nginx.pid;" },
+    { "temp paths in /tmp", "client_body_temp_path /tmp/client_temp;" },
+    { "logs errors to stderr", "error_log stderr" },
+    { "logs requests to stdout with route and upstream", "route=$czctl_route upstream=$upstream_addr" },
+    { "scales workers", "worker_processes auto;" },
+    { "sizes events", "worker_connections 4096;" },
+    { "keeps the original Host", "proxy_set_header Host              $czctl_host;" },
+    { "adds X-Forwarded-For", "X-Forwarded-For   $proxy_add_x_forwarded_for;" },
+    { "adds X-Forwarded-Proto", "X-Forwarded-Proto $czctl_forwarded_proto;" },
+    { "adds X-Forwarded-Host", "X-Forwarded-Host  $czctl_host;" },
+    { "speaks HTTP/1.1 upstream", "proxy_http_version 1.1;" },
+    { "keeps upstream connections", "keepalive 64;" },
+    { "passes Upgrade", "proxy_set_header Upgrade           $http_upgrade;" },
+    { "maps Connection for upgrades", "map $http_upgrade $czctl_connection {\n        default upgrade;\n        \"\"      \"\";" },
+    { "streams request bodies", "proxy_request_buffering off;" },
+    { "accepts any body size", "client_max_body_size 0;" },
+    { "keeps WebSockets open", "proxy_read_timeout 3600s;" },
+    { "never retries on the other route", "proxy_next_upstream off;" },
+    { "listens on the intercepted proxy port", "listen 8080 reuseport;" },
+    { "listens on the pass-through proxy port", "listen 8081 reuseport;" },
+    { "passes the other port straight through", "proxy_pass http://czctl_original_metrics;" },
+    { "routes the intercepted port by rule", "proxy_pass $czctl_target_http;" },
+    { "reaches the original by ClusterIP", "server 10.0.0.7:80;" },
+    { "reaches a direct tunnel", "server 127.0.0.1:3000;" },
+    { "has a health endpoint", "listen 8079;" },
+    { "answers the probe itself", "return 200 \"ok\\n\";" },
+    { "names the session", "session abc123" },
+  }
+  for _, c in ipairs(required) do
+    it(c[1], function() assert.truthy(has(conf, c[2]), c[2]) end)
+  end
+  it("has no user directive", function() assert.falsy(conf:find("\nuser ")) end)
+  it("does not add X-Czctl-Route unless asked", function()
+    assert.falsy(has(conf, "X-Czctl-Route"))
+    assert.truthy(has(render{ route_header = true }, "add_header X-Czctl-Route $czctl_route always;"))
+  end)
+  it("drops upstream keep-alive when upstream_keepalive = 0 (benchmark baseline)", function()
+    assert.falsy(has(render{ upstream_keepalive = 0 }, "keepalive 64"))
+  end)
+  it("does not modify the caller's ports", function()
+    local ports = { { listen = 8080, original = "1.2.3.4:80", intercept = true } }
+    proxy.render{ ports = ports, tunnel_upstream = { url = "http://127.0.0.1:1" } }
+    assert.same({ { listen = 8080, original = "1.2.3.4:80", intercept = true } }, ports)
+  end)
+  local bad = {
+    { "no ports", { ports = {} }, "ports is empty" },
+    { "a bad listen port", { ports = { { listen = 0, original = "1.2.3.4:80" } } }, "listen" },
+    { "two ports on one listen port", { ports = { { listen = 8080, original = "1.2.3.4:80" },
+                                                { listen = 8080, original = "1.2.3.4:81" } } }, "used twice" },
+    { "the health port reused", { ports = { { listen = 8079, original = "1.2.3.4:80" } } }, "used twice" },
+    { "an original without a port", { ports = { { listen = 8080, original = "1.2.3.4" } } }, "HOST:PORT" },
+    { "an intercepted port without tunnel", { tunnel_upstream = false }, "tunnel_upstream is required" },
+    { "a tunnel URL that is not http(s)", { tunnel_upstream = { url = "tcp://x:1" } }, "http:// or https://" },
+    { "a session id with spaces", { session = "a b" }, "session id" },
+  }
+  for _, c in ipairs(bad) do
+    it("refuses " .. c[1], function()
+      local opts = {
+        ports = { { name = "http", port = 80, listen = 8080, original = "10.0.0.7:80", intercept = true } },
+        tunnel_upstream = { url = "http://127.0.0.1:3000" },
+      }
+      for k, v in pairs(c[2]) do opts[k] = v or nil end
+      local conf2, err = proxy.render(opts)
+      assert.is_nil(conf2)
+      assert.truthy(has(err, c[3]), err)
+    end)
+  end
+end)
+
+describe("proxy.render: an HTTPS tunnel (ngrok)", function()
+  local up = { url = "https://ab12.ngrok-free.app", host_header = "ab12.ngrok-free.app",
+               extra_headers = { ["ngrok-skip-browser-warning"] = "1" } }
+  local conf = render{ tunnel_upstream = up }
+  it("sends SNI and checks the tunnel's name", function()
+    assert.truthy(has(conf, "proxy_ssl_server_name on;"))
+    assert.truthy(has(conf, "proxy_ssl_name ab12.ngrok-free.app;"))
+  end)
+  it("sends the tunnel's Host on the intercept route only", function()
+    assert.truthy(has(conf, 'intercept "ab12.ngrok-free.app";'))
+    assert.truthy(has(conf, "default   $czctl_host;"))
+  end)
+  it("keeps the original Host in X-Forwarded-Host", function()
+    assert.truthy(has(conf, "X-Forwarded-Host  $czctl_host;"))
+  end)
+  it("adds ngrok-skip-browser-warning into the tunnel only", function()
+    assert.truthy(has(conf, "proxy_set_header ngrok-skip-browser-warning $czctl_extra_header_1;"))
+    assert.truthy(has(conf, 'map $czctl_route_rule $czctl_extra_header_1 {\n        default   "";\n        intercept "1";'))
+  end)
+  it("resolves the tunnel's host name per request through the cluster DNS by default", function()
+    assert.truthy(has(conf, "resolver kube-dns.kube-system.svc.cluster.local valid=30s"))
+    assert.truthy(has(conf, "intercept https://ab12.ngrok-free.app:443;"))
+    assert.falsy(has(conf, "upstream czctl_tunnel"))
+  end)
+  it("uses a given resolver address", function()
+    local c = render{ tunnel_upstream = { url = up.url, resolver = "10.96.0.10" } }
+    assert.truthy(has(c, "resolver 10.96.0.10 valid=30s"))
+  end)
+  it("resolves once at start, with keep-alive, when resolver = false", function()
+    local c = render{ tunnel_upstream = { url = up.url, resolver = false } }
+    assert.truthy(has(c, "upstream czctl_tunnel {\n        server ab12.ngrok-free.app:443;\n        keepalive"))
+    assert.truthy(has(c, "intercept https://czctl_tunnel;"))
+    assert.falsy(has(c, "\n    resolver "))
+  end)
+  it("needs no resolver for an IP address tunnel", function()
+    local c = render{ tunnel_upstream = { url = "https://127.0.0.1:4443", host_header = "127.0.0.1:4443" } }
+    assert.falsy(has(c, "\n    resolver "))
+    assert.truthy(has(c, "server 127.0.0.1:4443;"))
+    assert.falsy(has(c, "proxy_ssl_name"), "no SNI for an address")
+  end)
+end)
+
+describe("proxy.describe and proxy.example_headers", function()
+  it("describes the default rule as the header to send", function()
+    assert.equal("X-C6O-INTERCEPT: yes", proxy.describe(proxy.from_flags{}))
+    assert.same({ "X-C6O-INTERCEPT: yes" }, proxy.example_headers(proxy.from_flags{}))
+  end)
+  it("gives the headers that satisfy a combined rule", function()
+    local rule = { every = { { header = { name = "X-Team", equals = "blue" } },
+                             { any = { { cookie = { name = "c", equals = "1" } }, { path_prefix = "/a" } } } } }
+    assert.same({ "X-Team: blue", "Cookie: c=1" }, proxy.example_headers(rule))
+  end)
+  it("gives no headers for rules headers cannot express", function()
+    assert.is_nil(proxy.example_headers{ path_prefix = "/api" })
+    assert.same({}, proxy.example_headers{ all = true })
+  end)
+end)

@@ -1,0 +1,31 @@
+-- Test helper: render a proxy config from a JSON spec (the proxy.render
+-- options, plus "flags" = {header=, all=} to build the rule like the CLI).
+--   czctl run tests/proxy/render.lua SPEC.json > nginx.conf
+-- Prints warnings on stderr as "warning: ..."; a render error exits 1.
+local cjson = require "cjson"
+local proxy = require "czctl.proxy"
+
+local f = assert(io.open(arg[1], "rb"))
+local spec = cjson.decode(f:read("a"))
+f:close()
+local function plain(v)  -- cjson.null -> nil, recursively
+  if v == cjson.null then return nil end
+  if type(v) == "table" then
+    local t = {}
+    for k, x in pairs(v) do t[k] = plain(x) end
+    return t
+  end
+  return v
+end
+spec = plain(spec)
+if spec.flags then
+  local rule, err = proxy.from_flags(spec.flags)
+  if not rule then io.stderr:write("error: ", err, "\n"); return 1 end
+  spec.rule = rule
+  spec.flags = nil
+end
+local conf, warnings = proxy.render(spec)
+if not conf then io.stderr:write("error: ", warnings, "\n"); return 1 end
+for _, w in ipairs(warnings) do io.stderr:write("warning: ", w, "\n") end
+io.write(conf)
+return 0

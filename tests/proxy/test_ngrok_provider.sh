@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# The ngrok tunnel provider (lua/czctl/tunnel/ngrok.lua) against the stand-in
+# agent in tests/fake-ngrok: the URL and inspector are learned, traffic
+# through the "public" endpoint reaches the local server, the rendered proxy
+# sends intercepted requests into the tunnel with the tunnel's Host and
+# ngrok-skip-browser-warning, and every failure gives its one-line message and
+# leaves no agent running. Also the direct provider, and "not installed".
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+ROOT=$(pwd)
+source tests/lib/tap.sh
+CZCTL=${CZCTL:-$ROOT/czctl}
+NGINX=${NGINX:-/usr/sbin/nginx}
+FAKE_DIR=$ROOT/tests/fake-ngrok
+
+T=$(mktemp -d /tmp/czctl-ngrok-test.XXXXXX)
+chmod 755 "$T"
+PIDS=()
+export FAKE_NGROK_PIDFILE=$T/agent.pids
+: >"$FAKE_NGROK_PIDFILE"
+cleanup() {
+  local p
+  exec {DRV[1]}>&- 2>/dev/null
+  for p in "${PIDS[@]}" $(cat "$FAKE_NGROK_PIDFILE" 2>/dev/null); do kill -TERM "$p" 2>/dev/null; done
+  sleep 0.1
+  for p in "${PIDS[@]}" $(cat "$FAKE_NGROK_PIDFILE" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+wait_port() {
+  local i
+  for i in $(seq 200); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+agents_alive() {  # how many stand-in agents started by this test still run
+  local n=0 p
+  for p in $(cat "$FAKE_NGROK_PIDFILE"); do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
+  echo "$n"
+}
+json() {  # FIELD JSON
+  python3 -c 'import json,sys; v=json.loads(sys.argv[2])
+for k in sys.argv[1].split("."): v=v.get(k) if isinstance(v, dict) else None
+print("" if v is None else v)' "$1" "$2"
+}
+
+python3 tests/proxy/backend.py original 127.0.78.1:8000 >/dev/null 2>&1 & PIDS+=($!)
+python3 tests/proxy/backend.py local 127.0.0.1:38111 >/dev/null 2>&1 & PIDS+=($!)
+wait_port 127.0.78.1 8000 && wait_port 127.0.0.1 38111 || { fail "test backends start"; done_testing; exit 1; }
+
+# ---------------------------------------------------------------- the happy path
+# Keep 4040 busy so the agent moves its web service, as the real one does:
+# the provider must read the address from the agent's log, not assume 4040.
+python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 4040)); s.listen(1); time.sleep(120)' 2>/dev/null & PIDS+=($!)
+sleep 0.2
+
+coproc DRV { PATH="$FAKE_DIR:$PATH" exec "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 2>"$T/driver.err"; }
+PIDS+=($DRV_PID)
+read -r -t 15 facts <&"${DRV[0]}" || facts=""
+url=$(json url "$facts")
+like "$url" '^https://127\.0\.0\.1:[0-9]+$' "the provider learns the public URL from the agent"
+inspector=$(json inspector "$facts")
+like "$inspector" '^http://localhost:40[4-9][0-9]$' "the provider reports the inspector URL"
+if [ "$(ss -ltnH 'sport = :4040' 2>/dev/null | wc -l)" -ge 1 ] && [ "$inspector" != "http://localhost:4040" ]; then
+  ok "the inspector address comes from the agent's log (4040 was busy: $inspector)"
+else
+  fail "the inspector address comes from the agent's log (got $inspector)"
+fi
+is "$(curl -sS --max-time 5 "${inspector/localhost/127.0.0.1}/api/tunnels" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tunnels"][0]["public_url"])' 2>/dev/null)" \
+  "$url" "the agent API at the inspector address lists the same URL"
+pid=$(json pid "$facts")
+check "the handle names the agent's pid, which is running" kill -0 "${pid:-0}"
+is "$(json upstream.url "$facts")" "$url" "the proxy upstream is the public URL"
+is "$(json upstream.host_header "$facts")" "${url#https://}" "the proxy sends the tunnel's own Host (ngrok routes by Host)"
+is "$(json upstream.extra_headers.ngrok-skip-browser-warning "$facts")" 1 "the proxy adds ngrok-skip-browser-warning"
+like "$(cat "$T/driver.err")" "ngrok tunnel $url -> localhost:38111" "the provider logs the tunnel through opts.log"
+
+got=$(curl -sSk --max-time 5 "$url/hello" | python3 -c 'import json,sys; print(json.load(sys.stdin)["backend"])' 2>/dev/null)
+is "$got" local "traffic sent to the public URL reaches the local server"
+
+# The rendered proxy, sending intercepted traffic into the tunnel.
+mkdir -p "$T/proxy"
+python3 - "$facts" "$T/proxy" >"$T/proxy/spec.json" <<'EOF'
+import json, sys
+facts, d = json.loads(sys.argv[1]), sys.argv[2]
+print(json.dumps({"flags": {}, "session": "ngrok-test", "runtime_dir": d, "listen_address": "127.0.78.10",
+                  "ports": [{"name": "http", "port": 80, "listen": 8080, "original": "127.0.78.1:8000", "intercept": True}],
+                  "tunnel_upstream": facts["upstream"]}))
+EOF
+"$CZCTL" run tests/proxy/render.lua "$T/proxy/spec.json" >"$T/proxy/nginx.conf" 2>"$T/proxy/render.err"
+check "nginx -t accepts the config rendered for the ngrok tunnel" \
+  "$NGINX" -t -q -p "$T/proxy" -c "$T/proxy/nginx.conf" -e "$T/proxy/test.err"
+"$NGINX" -p "$T/proxy" -c "$T/proxy/nginx.conf" -e stderr -g 'daemon off;' >/dev/null 2>"$T/proxy/error.log" &
+PIDS+=($!)
+wait_port 127.0.78.10 8080
+answer=$(curl -sS --max-time 5 -H 'Host: shop.example.com' -H 'X-C6O-INTERCEPT: yes' http://127.0.78.10:8080/p)
+is "$(json backend "$answer")" local "an intercepted request goes through the proxy and the tunnel to the local server"
+is "$(json headers.ngrok-skip-browser-warning "$answer")" 1 "requests into the tunnel carry ngrok-skip-browser-warning"
+is "$(json headers.x-forwarded-host "$answer")" shop.example.com "the original Host arrives in X-Forwarded-Host"
+is "$(json headers.host "$answer")" "${url#https://}" "the tunnel gets its own Host, so its edge can route the request"
+answer=$(curl -sS --max-time 5 -H 'Host: shop.example.com' http://127.0.78.10:8080/p)
+is "$(json backend "$answer")" original "a request without the header still reaches the original"
+is "$(json headers.ngrok-skip-browser-warning "$answer")" "" "the original route gets no ngrok header"
+is "$(python3 tests/proxy/wsclient.py 127.0.78.10:8080 /ws through-ngrok 'X-C6O-INTERCEPT: yes' 2>&1)" \
+  "local:through-ngrok" "a WebSocket round trip works through the proxy and the tunnel"
+
+echo healthy >&"${DRV[1]}"; read -r -t 10 h <&"${DRV[0]}" || h=""
+is "$h" healthy "healthy() is true while the agent runs and lists the tunnel"
+kill -KILL "$pid" 2>/dev/null
+sleep 0.2
+echo healthy >&"${DRV[1]}"; read -r -t 10 h <&"${DRV[0]}" || h=""
+like "$h" '^unhealthy: ngrok exited \(status 137\)' "healthy() reports an agent that died"
+echo stop >&"${DRV[1]}"; read -r -t 10 h <&"${DRV[0]}" || h=""
+is "$h" stopped "stop() is idempotent"
+exec {DRV[1]}>&-
+wait "$DRV_PID" 2>/dev/null
+
+# stop() of a running agent: TERM, reaped.
+coproc DRV { PATH="$FAKE_DIR:$PATH" exec "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 2>/dev/null; }
+read -r -t 15 facts <&"${DRV[0]}" || facts=""
+pid=$(json pid "$facts")
+echo stop >&"${DRV[1]}"; read -r -t 10 h <&"${DRV[0]}" || h=""
+if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && ! [ -e "/proc/$pid" ]; then
+  ok "stop() ends the agent and reaps it"
+else
+  fail "stop() ends the agent and reaps it (pid ${pid:-none})"
+fi
+exec {DRV[1]}>&-
+wait "$DRV_PID" 2>/dev/null
+
+# ---------------------------------------------------------------- other ways to learn the URL
+out=$(FAKE_NGROK_MODE=api-only PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 </dev/null 2>/dev/null | head -1)
+like "$(json url "$out")" '^https://127\.0\.0\.1:' "the URL is learned from /api/tunnels when the log does not carry it"
+out=$(FAKE_NGROK_MODE=slow FAKE_NGROK_DELAY=1.5 PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 </dev/null 2>/dev/null | head -1)
+like "$(json url "$out")" '^https://127\.0\.0\.1:' "a slow agent is waited for"
+sleep 0.2
+is "$(agents_alive)" 0 "no agent is left running after the handles are stopped"
+
+# ---------------------------------------------------------------- failures
+fails() {  # MODE TIMEOUT WANT_REGEX NAME
+  local out rc
+  : >"$FAKE_NGROK_PIDFILE.before"
+  out=$(FAKE_NGROK_MODE=$1 PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 "$2" </dev/null 2>/dev/null)
+  rc=$?
+  is "$rc" 1 "$4: the start fails"
+  like "$out" "$3" "$4: one clear line"
+  is "$(printf '%s\n' "$out" | wc -l)" 1 "$4: the message is a single line"
+  is "$(agents_alive)" 0 "$4: no agent is left running"
+}
+fails no-authtoken 10 '^error: ngrok needs an authtoken: run "ngrok config add-authtoken <TOKEN>" \(ERR_NGROK_4018\)$' \
+  "no authtoken"
+fails exit-early 10 '^error: ngrok exited \(status 1\): failed to start tunnel: Your account is limited to 1 simultaneous ngrok agent sessions\. ERR_NGROK_108$' \
+  "an agent that exits early reports its last log line"
+fails no-url 1.5 '^error: ngrok did not report a public URL within 1.5s \(last log line: client session established\)$' \
+  "an agent that never reports a URL"
+
+out=$(PATH=/usr/bin:/bin "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 5 </dev/null 2>/dev/null)
+is "$out" "error: ngrok is not installed: install it from https://ngrok.com/download (or use --tunnel direct)" \
+  "ngrok not installed: how to install it, or use the direct tunnel"
+
+# ---------------------------------------------------------------- direct, and the registry
+out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38111 </dev/null 2>"$T/direct.err" | head -1)
+is "$(json url "$out")" "http://127.0.0.1:38111" "direct: the URL is http://127.0.0.1:LOCALPORT"
+is "$(json pid "$out")$(json inspector "$out")" "" "direct: nothing to keep alive and no inspector"
+is "$(cat "$T/direct.err")" "" "direct: no warning when something listens"
+out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38119 </dev/null 2>"$T/direct.err" | head -1)
+is "$(json url "$out")" "http://127.0.0.1:38119" "direct: starts even when nothing listens yet"
+like "$(cat "$T/direct.err")" 'warning: nothing listens on 127\.0\.0\.1:38119 yet' "direct: warns when nothing listens yet"
+out=$("$CZCTL" run tests/proxy/ngrok_driver.lua nosuch 38111 </dev/null 2>/dev/null)
+like "$out" '^error: unknown tunnel provider "nosuch" \(built in: ngrok, direct' "an unknown provider is named with the built-in ones"
+
+# A user's provider on package.path (here: the script's directory).
+mkdir -p "$T/user/czctl/tunnel"
+cat >"$T/user/czctl/tunnel/mine.lua" <<'EOF'
+local M = {}
+function M.start(opts)
+  local url = "http://127.0.0.1:" .. opts.local_port
+  return { url = url, upstream = { url = url }, stop = function() return true end,
+           healthy = function() return true end }
+end
+return M
+EOF
+cp tests/proxy/ngrok_driver.lua "$T/user/driver.lua"
+out=$("$CZCTL" run "$T/user/driver.lua" mine 38111 </dev/null 2>/dev/null | head -1)
+is "$(json url "$out")" "http://127.0.0.1:38111" "a user's provider module on package.path is found by name"
+
+done_testing

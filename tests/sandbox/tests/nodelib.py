@@ -1,0 +1,204 @@
+"""Helpers for the node tests: a sandbox per module, kubectl, a small API client,
+condition waits (no fixed sleeps) and process lookups."""
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SANDBOX = os.path.join(os.path.dirname(HERE), "sandbox")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+
+
+class Sandbox:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="sandbox-node-")
+        self.kubeconfig = os.path.join(self.dir, "kubeconfig")
+        self.up = False
+
+    def start(self):
+        r = subprocess.run([SANDBOX, "up", self.dir], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("sandbox up failed: %s%s" % (r.stdout, r.stderr))
+        self.up = True
+        self.api = Api(self.kubeconfig)
+        return self
+
+    def stop(self):
+        if self.up:
+            r = subprocess.run([SANDBOX, "down", self.dir], capture_output=True, text=True, timeout=60)
+            self.up = False
+            if r.returncode != 0:
+                sys.stderr.write("sandbox down failed: %s%s" % (r.stdout, r.stderr))
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kubectl(self, *args, check=True, timeout=60, stdin=None):
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig)
+        r = subprocess.run(["kubectl"] + list(args), capture_output=True, text=True, timeout=timeout, env=env,
+                           input=stdin)
+        if check and r.returncode != 0:
+            raise AssertionError("kubectl %s failed (%d): %s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def apply(self, obj):
+        return self.kubectl("apply", "-f", "-", stdin=json.dumps(obj))
+
+    def wait_for(self, fn, timeout=15, what="condition"):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = fn()
+            if last:
+                return last
+            time.sleep(0.02)
+        raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+
+    def pods(self, ns="default", prefix=""):
+        return [p for p in self.api.get("/api/v1/namespaces/%s/pods" % ns)["items"]
+                if p["metadata"]["name"].startswith(prefix)]
+
+    def wait_available(self, name, ns="default", replicas=None, timeout=15):
+        def ok():
+            d = self.api.get("/apis/apps/v1/namespaces/%s/deployments/%s" % (ns, name), missing=None)
+            if d is None:
+                return False
+            s = d.get("status") or {}
+            want = d["spec"].get("replicas", 1) if replicas is None else replicas
+            return (s.get("observedGeneration", 0) >= d["metadata"]["generation"]
+                    and s.get("updatedReplicas", 0) == want and s.get("availableReplicas", 0) == want
+                    and s.get("replicas", 0) == want) and d
+        return self.wait_for(ok, timeout, "deployment %s/%s available" % (ns, name))
+
+
+class Api:
+    """Just enough of a Kubernetes client for test set-up and waits (admin token)."""
+
+    def __init__(self, kubeconfig):
+        text = open(kubeconfig).read()
+        self.server = re.search(r"server:\s*(\S+)", text).group(1).strip("'\"")
+        self.token = re.search(r"token:\s*(\S+)", text).group(1).strip("'\"")
+        ctx = ssl.create_default_context()
+        m = re.search(r"certificate-authority-data:\s*(\S+)", text)
+        if m:
+            ctx.load_verify_locations(cadata=base64.b64decode(m.group(1)).decode())
+        else:
+            m = re.search(r"certificate-authority:\s*(\S+)", text)
+            ctx.load_verify_locations(cafile=m.group(1).strip("'\""))
+        self.ctx = ctx
+        hp = self.server.split("://", 1)[1].rstrip("/")
+        self.host, self.port = hp.rsplit(":", 1)
+
+    def request(self, method, path, body=None, content_type="application/json"):
+        conn = http.client.HTTPSConnection(self.host, int(self.port), context=self.ctx, timeout=30)
+        headers = {"Authorization": "Bearer " + self.token, "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        conn.request(method, path, body=data, headers=headers)
+        r = conn.getresponse()
+        out = r.read()
+        conn.close()
+        return r.status, (json.loads(out) if out else None)
+
+    def get(self, path, missing=KeyError):
+        code, body = self.request("GET", path)
+        if code == 404 and missing is not KeyError:
+            return missing
+        if code != 200:
+            raise AssertionError("GET %s: %d %s" % (path, code, body))
+        return body
+
+    def create(self, path, obj):
+        code, body = self.request("POST", path, obj)
+        if code != 201:
+            raise AssertionError("POST %s: %d %s" % (path, code, body))
+        return body
+
+    def merge_patch(self, path, patch):
+        code, body = self.request("PATCH", path, patch, "application/merge-patch+json")
+        if code != 200:
+            raise AssertionError("PATCH %s: %d %s" % (path, code, body))
+        return body
+
+    def delete(self, path):
+        code, body = self.request("DELETE", path)
+        if code not in (200, 202):
+            raise AssertionError("DELETE %s: %d %s" % (path, code, body))
+        return body
+
+
+def deployment(name, image, replicas=1, ports=None, labels=None, volumes=None, mounts=None, container=None):
+    labels = labels or {"app": name}
+    c = {"name": "main", "image": image}
+    if ports:
+        c["ports"] = ports
+    if mounts:
+        c["volumeMounts"] = mounts
+    c.update(container or {})
+    spec = {"containers": [c]}
+    if volumes:
+        spec["volumes"] = volumes
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": dict(labels)},
+                     "template": {"metadata": {"labels": dict(labels)}, "spec": spec}}}
+
+
+def service(name, selector, ports):
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": selector, "ports": ports}}
+
+
+def http_get(host, port, path="/", headers=None, timeout=3):
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn.request("GET", path, headers=headers or {})
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    return r.status, body
+
+
+def pids_of_pod(ns, pod, ip=None):
+    """Processes that belong to a pod: nginx masters have the pod directory in
+    their argv, echo servers --ip POD_IP; plus their descendants (nginx workers)."""
+    procs = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = b" ".join(f.read().split(b"\0")).decode(errors="replace")
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+            ppid = int(st[st.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        procs[int(d)] = (ppid, cmd)
+    found = {pid for pid, (_, cmd) in procs.items()
+             if "/pods/%s/%s/" % (ns, pod) in cmd or (ip and "--ip %s " % ip in cmd + " ")}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _) in procs.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return sorted(found)
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+        return st[st.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):
+        return False
