@@ -11,15 +11,19 @@ CFLAGS    ?= -O2 -g
 SANFLAGS  ?=
 
 MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || $(CC) -print-multiarch)
-CJSON_A   := /usr/lib/$(MULTIARCH)/liblua5.4-cjson.a
+LIBDIR    := /usr/lib/$(MULTIARCH)
 PKGS      := lua5.4 libcurl yaml-0.1
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Lua, libyaml and lua-cjson are linked statically (small, and a shared
+# liblua costs start-up time). libcurl is NOT linked: core/curl_lazy.c loads
+# libcurl.so.4 with dlopen on first use, so `czctl version` or `help` never
+# pay for its ~30 shared libraries.
+STATIC_LIBS := $(LIBDIR)/liblua5.4-cjson.a $(LIBDIR)/liblua5.4.a $(LIBDIR)/libyaml.a
 
 ALL_CFLAGS  = -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) \
               -Icore -I$(BUILD) $(PKG_CFLAGS) -DCZCTL_VERSION='"$(VERSION)"'
 ALL_LDFLAGS = $(SANFLAGS) $(LDFLAGS)
-LIBS        = $(CJSON_A) $(PKG_LIBS) -lm
+LIBS        = $(STATIC_LIBS) -lm -ldl
 
 CORE_SRCS := $(sort $(wildcard core/*.c))
 CORE_OBJS := $(patsubst core/%.c,$(BUILD)/core/%.o,$(CORE_SRCS))
@@ -117,7 +121,8 @@ sanitize: deps
 	  CFLAGS='-O1 -g' all ctests
 	@scripts/run-sanitized build/san
 
-valgrind: deps
+valgrind:
+	@scripts/deps --valgrind
 	@$(MAKE) --no-print-directory all ctests
 	@scripts/run-valgrind $(CTEST_BINS)
 

@@ -117,14 +117,18 @@ static void slist_wipe_free(struct curl_slist **l)
 
 /* ---- config ------------------------------------------------------------ */
 
+/* Clients keep their config alive (uservalue) and use its kc_config, so
+ * close() only marks the config closed for further use from Lua; the memory
+ * (secrets wiped) goes with __gc, when no client can reference it any more. */
 typedef struct kube_cfg {
     kc_config *c;
+    int closed;
 } kube_cfg;
 
 static kube_cfg *check_cfg(lua_State *L, int i)
 {
     kube_cfg *k = luaL_checkudata(L, i, CFG_MT);
-    if (!k->c)
+    if (!k->c || k->closed)
         luaL_argerror(L, i, "kube config is closed");
     return k;
 }
@@ -132,8 +136,16 @@ static kube_cfg *check_cfg(lua_State *L, int i)
 static int cfg_close(lua_State *L)
 {
     kube_cfg *k = luaL_checkudata(L, 1, CFG_MT);
+    k->closed = 1;
+    return 0;
+}
+
+static int cfg_gc(lua_State *L)
+{
+    kube_cfg *k = luaL_checkudata(L, 1, CFG_MT);
     kubeconfig_free(k->c);
     k->c = NULL;
+    k->closed = 1;
     return 0;
 }
 
@@ -180,6 +192,7 @@ static int kube_load_config(lua_State *L)
     }
     kube_cfg *k = lua_newuserdatauv(L, sizeof *k, 0);
     k->c = NULL;
+    k->closed = 0;
     luaL_setmetatable(L, CFG_MT);
     char *err = NULL;
     if (kubeconfig_load(&o, &k->c, &err) < 0) {
@@ -252,10 +265,10 @@ static int drive(CURLM *m, CURL *easy, double timeout_s, int (*ready)(void *), v
                 *res = msg->data.result;
                 done = 1;
             }
+        if (done) /* before ready(): the DONE message is only reported once */
+            return DRIVE_DONE;
         if (ready && ready(ud))
             return DRIVE_READY;
-        if (done)
-            return DRIVE_DONE;
         if (czctl_signal_pending())
             return DRIVE_INTR;
         int wait_ms = 1000;
@@ -441,7 +454,7 @@ static int setup_easy(kube_client *k, CURL *e, kbuf *body, kbuf *hdrs, char *err
         SET(CURLOPT_SSLKEYTYPE, "PEM");
         SET(CURLOPT_SSLKEY_BLOB, &kb);
     }
-    if (!c->exec && (c->username || c->password) && !(c->token || c->token_file)) {
+    if (!strcmp(c->auth, "basic")) {
         SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         SET(CURLOPT_USERNAME, c->username ? c->username : "");
         SET(CURLOPT_PASSWORD, c->password ? c->password : "");
@@ -609,7 +622,7 @@ static int build_headers(kube_client *k, struct curl_slist **out, const char *ac
     if (k->host_header)
         ADD(k->host_header);
     char *token = NULL;
-    if (c->exec) {
+    if (!strcmp(c->auth, "exec")) {
         int r = kube_exec_credential(c, force_refresh, err);
         if (r < 0) {
             rc = r;
@@ -727,7 +740,21 @@ static void set_method(CURL *e, const char *method, const char *body, size_t ble
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 }
 
-static void log_verbose(kube_client *k, const char *method, const char *url, long status, double secs,
+static const char *http_version_name(CURL *e)
+{
+    long v = 0;
+    curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &v);
+    switch (v) {
+    case CURL_HTTP_VERSION_1_0: return "HTTP/1.0";
+    case CURL_HTTP_VERSION_1_1: return "HTTP/1.1";
+    case CURL_HTTP_VERSION_2_0: return "HTTP/2";
+    case CURL_HTTP_VERSION_3: return "HTTP/3";
+    default: return "HTTP";
+    }
+}
+
+/* One stderr line per request in verbose mode: never a header. */
+static void log_verbose(kube_client *k, CURL *e, const char *method, const char *url, long status, double secs,
                         long newconn, const char *what)
 {
     if (!k->verbose)
@@ -735,8 +762,8 @@ static void log_verbose(kube_client *k, const char *method, const char *url, lon
     if (what)
         fprintf(stderr, "kube: %s %s -> %s (%.1f ms)\n", method, url, what, secs * 1000);
     else
-        fprintf(stderr, "kube: %s %s -> %ld (%.1f ms%s)\n", method, url, status, secs * 1000,
-                newconn ? ", new connection" : "");
+        fprintf(stderr, "kube: %s %s -> %ld (%.1f ms, %s%s)\n", method, url, status, secs * 1000,
+                http_version_name(e), newconn ? ", new connection" : "");
 }
 
 /* client:request{method=, path=, query=, body=, content_type=, accept=, timeout=}
@@ -788,7 +815,7 @@ static int client_request(lua_State *L)
         curl_easy_getinfo(k->easy, CURLINFO_NUM_CONNECTS, &newconn);
         k->connections += (unsigned long)newconn;
         if (r == DRIVE_INTR) {
-            log_verbose(k, method, url, 0, dt, 0, "interrupted");
+            log_verbose(k, k->easy, method, url, 0, dt, 0, "interrupted");
             luaL_pushfail(L);
             lua_pushliteral(L, "interrupted");
             return 2;
@@ -798,14 +825,14 @@ static int client_request(lua_State *L)
                               : r == DRIVE_ERR   ? "libcurl multi error"
                               : k->errbuf[0]     ? k->errbuf
                                                  : curl_easy_strerror(res);
-            log_verbose(k, method, url, 0, dt, 0, why);
+            log_verbose(k, k->easy, method, url, 0, dt, 0, why);
             luaL_pushfail(L);
             lua_pushfstring(L, "%s %s: %s", method, url, why);
             return 2;
         }
         curl_easy_getinfo(k->easy, CURLINFO_RESPONSE_CODE, &status);
-        log_verbose(k, method, url, status, dt, newconn, NULL);
-        if (status == 401 && k->c->exec && attempt == 0)
+        log_verbose(k, k->easy, method, url, status, dt, newconn, NULL);
+        if (status == 401 && !strcmp(k->c->auth, "exec") && attempt == 0)
             continue; /* refresh the exec credential once and retry */
         lua_pushinteger(L, status);
         lua_pushlstring(L, k->body.p ? k->body.p : "", k->body.len);
@@ -978,7 +1005,7 @@ static int client_watch(lua_State *L)
                               : r == DRIVE_ERR     ? "libcurl multi error"
                               : w->errbuf[0]       ? w->errbuf
                                                    : curl_easy_strerror(res);
-            log_verbose(k, "WATCH", url, 0, dt, 0, why);
+            log_verbose(k, w->easy, "WATCH", url, 0, dt, 0, why);
             watch_release(w);
             luaL_pushfail(L);
             if (r == DRIVE_INTR)
@@ -987,8 +1014,8 @@ static int client_watch(lua_State *L)
                 lua_pushfstring(L, "WATCH %s: %s", url, why);
             return 2;
         }
-        log_verbose(k, "WATCH", url, status, dt, newconn, NULL);
-        if (status == 401 && k->c->exec && attempt == 0)
+        log_verbose(k, w->easy, "WATCH", url, status, dt, newconn, NULL);
+        if (status == 401 && !strcmp(k->c->auth, "exec") && attempt == 0)
             continue;
         if (status != 200) {
             /* an error answer: read it whole (small) for the Status body */
@@ -1120,13 +1147,14 @@ static const luaL_Reg watch_methods[] = {
     {NULL, NULL},
 };
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction closer)
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction closer,
+                      lua_CFunction gc)
 {
     luaL_newmetatable(L, name);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, closer);
+    lua_pushcfunction(L, gc);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, closer);
     lua_setfield(L, -2, "__close");
@@ -1137,9 +1165,9 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
 
 int luaopen_czctl_core_kube(lua_State *L)
 {
-    new_class(L, CFG_MT, cfg_methods, cfg_close);
-    new_class(L, CLIENT_MT, client_methods, client_close);
-    new_class(L, WATCH_MT, watch_methods, watch_close);
+    new_class(L, CFG_MT, cfg_methods, cfg_close, cfg_gc);
+    new_class(L, CLIENT_MT, client_methods, client_close, client_close);
+    new_class(L, WATCH_MT, watch_methods, watch_close, watch_close);
     luaL_newlib(L, kube_funcs);
     return 1;
 }

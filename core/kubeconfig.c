@@ -849,13 +849,16 @@ out:
     return rc;
 }
 
+/* client-go's exec authenticator stands aside when the user also has a
+ * token, basic auth or a client certificate (exec.go UpdateTransportConfig:
+ * "we should assume the intention is to use the provided token"). */
 static const char *auth_method(const kc_config *c)
 {
-    if (c->exec) return "exec";
     if (c->token_file) return "tokenFile";
     if (c->token) return "token";
     if (c->username || c->password) return "basic";
     if (c->cert.data || c->cert_file) return "client-certificate";
+    if (c->exec) return "exec";
     return "none";
 }
 

@@ -281,6 +281,39 @@ static void http_push_headers(lua_State *L, struct http_req *h)
     }
 }
 
+/* No CR, LF or other control characters (they would split a request line). */
+static int has_ctl(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 && *s != '\t')
+            return 1;
+    return 0;
+}
+
+/* An HTTP token: method or header name. */
+static int is_token(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", *s))
+            return 0;
+    return 1;
+}
+
+/* A non-negative number field of the options table at 1; raises otherwise. */
+static double field_seconds(lua_State *L, const char *name, double def)
+{
+    int t = lua_getfield(L, 1, name);
+    double v = def;
+    if (t != LUA_TNIL) {
+        if (t != LUA_TNUMBER || (v = lua_tonumber(L, -1)) < 0)
+            luaL_error(L, "bad argument #1 to 'http' (%s must be a number >= 0)", name);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
 /* net.http{ method=, url=, headers=, body=, timeout=30, connect_timeout=10,
  *           insecure=false } -> status, body, headers | nil, msg
  * Raises on bad arguments; transport failures (and signals: "interrupted")
@@ -289,20 +322,18 @@ static int net_http(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "url");
-    const char *url = lua_tostring(L, -1);
-    luaL_argcheck(L, url != NULL, 1, "url (a string) is required");
+    const char *url = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    luaL_argcheck(L, url && !has_ctl(url), 1, "url must be a string without control characters");
     lua_getfield(L, 1, "method");
-    const char *method = luaL_optstring(L, -1, "GET");
+    const char *method = lua_isnil(L, -1) ? "GET" : lua_tostring(L, -1);
+    luaL_argcheck(L, method && is_token(method), 1, "method must be a word such as \"GET\"");
     lua_getfield(L, 1, "body");
     size_t body_len = 0;
-    const char *body = lua_isnil(L, -1) ? NULL : lua_tolstring(L, -1, &body_len);
     luaL_argcheck(L, lua_isnil(L, -1) || lua_type(L, -1) == LUA_TSTRING, 1,
                   "body must be a string");
-    lua_getfield(L, 1, "timeout");
-    double timeout = lua_isnil(L, -1) ? 30.0 : luaL_checknumber(L, -1);
-    lua_getfield(L, 1, "connect_timeout");
-    double ctimeout = lua_isnil(L, -1) ? 10.0 : luaL_checknumber(L, -1);
-    luaL_argcheck(L, timeout >= 0 && ctimeout >= 0, 1, "timeouts must be >= 0");
+    const char *body = lua_isnil(L, -1) ? NULL : lua_tolstring(L, -1, &body_len);
+    double timeout = field_seconds(L, "timeout", 30.0);
+    double ctimeout = field_seconds(L, "connect_timeout", 10.0);
     lua_getfield(L, 1, "insecure");
     int insecure = lua_toboolean(L, -1);
     lua_getfield(L, 1, "headers");
@@ -325,7 +356,8 @@ static int net_http(lua_State *L)
     if (lua_istable(L, headers_idx)) {
         lua_pushnil(L);
         while (lua_next(L, headers_idx)) {
-            if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1)) {
+            if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1) ||
+                !is_token(lua_tostring(L, -2)) || has_ctl(lua_tostring(L, -1))) {
                 http_release(h);
                 return luaL_argerror(L, 1, "headers must map strings to strings");
             }

@@ -39,11 +39,13 @@ local function given(ctx, name)
   return v ~= nil and v ~= false
 end
 
-local function curl_example(facts)
+local function curl_example(facts, rule)
+  local example = intercept.example_request(rule)
+  if not example then return nil end
   local parts = { "curl" }
-  for _, h in ipairs(facts.example_headers or {}) do parts[#parts + 1] = "-H " .. util.shell_quote(h) end
-  parts[#parts + 1] = string.format("http://%s.%s.svc.cluster.local:%d/", facts.service, facts.namespace,
-                                    facts.port)
+  for _, h in ipairs(example.headers) do parts[#parts + 1] = "-H " .. util.shell_quote(h) end
+  parts[#parts + 1] = util.shell_quote(string.format("http://%s.%s.svc.cluster.local:%d%s", facts.service,
+                                                     facts.namespace, facts.port, example.path))
   return table.concat(parts, " ")
 end
 
@@ -302,9 +304,9 @@ local function start(ctx, opts)
     pod_port = pod_port, local_port = local_port, header = opts.header, all = all,
     rule = rule_text, tunnel = opts.tunnel, tunnel_url = tunnel.url, inspector = tunnel.inspector,
     cluster_ip = svc.spec.clusterIP, proxy = names, wait = opts.wait or false,
-    example_headers = proxy.example_headers(rule), close_command = session.close_command(id, ns),
+    close_command = session.close_command(id, ns),
   }
-  facts.curl = curl_example(facts)
+  facts.curl = curl_example(facts, rule)
 
   if not opts.wait then
     ctx.undo:discard() -- the session now lives in the cluster and in the keeper

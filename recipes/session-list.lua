@@ -32,7 +32,7 @@ return {
       local tunnel = mine and (session.tunnel_status(s.id) or mine.tunnel) or nil
       sessions[#sessions + 1] = {
         session = s.id, namespace = s.namespace, service = s.service or (mine and mine.service),
-        port = record.port, header = record.all and "(all)" or record.header, rule = record.rule,
+        port = record.port, header = record.all and "(all)" or record.header or record.rule, rule = record.rule,
         started = record.started or s.started, ["local"] = mine ~= nil,
         complete = s.record ~= nil, objects = s.objects,
         tunnel_url = tunnel and tunnel.url, tunnel_status = tunnel and tunnel.status,

@@ -561,7 +561,23 @@ local function traceback_handler(e)
   else
     tb = debug.traceback(error_text(e), 2)
   end
-  return { value = e, traceback = tb }
+  local record = { value = e, traceback = tb }
+  -- error("message") and assert(x, "message") are how a recipe says what
+  -- went wrong: show the message alone. Their position prefix names the
+  -- caller's line; a message carrying another position (a rethrown runtime
+  -- error) keeps it.
+  if type(e) == "string" then
+    local raiser = debug.getinfo(2, "f")
+    if raiser and (raiser.func == error or raiser.func == assert) then
+      local caller = debug.getinfo(3, "Sl")
+      if caller and caller.currentline and caller.currentline > 0 then
+        local prefix = caller.short_src .. ":" .. caller.currentline .. ": "
+        local rest = e:sub(#prefix + 1)
+        if e:sub(1, #prefix) == prefix and rest ~= "assertion failed!" then record.message = rest end
+      end
+    end
+  end
+  return record
 end
 
 local function new_env(extra)
@@ -676,6 +692,9 @@ local function report_error(caught, hint, state, quiet)
   if M.is_usage_error(e) then
     line = "czctl: " .. one_line(e.message) .. (hint and " (see " .. hint .. ")" or "")
     code = 2
+  elseif type(e) == "string" and caught.message then
+    line = "czctl: error: " .. one_line(caught.message)
+    code = 1
   elseif type(e) == "string" then
     local loc, msg = e:match("^(.-:%d+): (.*)$")
     if loc and caught.what then
@@ -774,8 +793,8 @@ local function general_help(reg)
   out[#out + 1] = "Usage:\n  czctl COMMAND [ARGS...] [flags]\n"
   local rows = {}
   for _, rec in ipairs(reg:list()) do
-    local summary = recipe_summary(rec)
-    rows[#rows + 1] = { command_name(rec.name), summary }
+    local summary, recipe = recipe_summary(rec)
+    if not (recipe and recipe.hidden) then rows[#rows + 1] = { command_name(rec.name), summary } end
   end
   if #rows > 0 then out[#out + 1] = "Commands:\n" .. format_rows(rows) .. "\n" end
   rows = {}
@@ -917,7 +936,7 @@ local function run_script(words, state)
   for i, a in ipairs(argv) do arg[i] = a end
   local dir = util.dirname(path)
   package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
-  local cmd = { name = util.basename(path):gsub("%.lua$", ""), display = path,
+  local cmd = { name = util.basename(path):gsub("%.lua$", ""), display = "run " .. path,
                 what = what, help_command = "run " .. path }
   local ctx = make_ctx(cmd, {}, { flags = {}, args = {}, positional = argv, sources = {} }, state)
   state.undo = ctx.undo
@@ -1041,9 +1060,11 @@ function M.print_help(cmd, reg, state)
         for _, b in ipairs(BUILTINS) do if b.name == "recipe " .. verb then summary = b.summary end end
       else
         local rec = reg:find(cmd.noun .. "-" .. verb)
-        summary = rec and recipe_summary(rec) or ""
+        local recipe
+        if rec then summary, recipe = recipe_summary(rec) end
+        if recipe and recipe.hidden then summary = nil end
       end
-      rows[#rows + 1] = { cmd.noun .. " " .. verb, summary }
+      if summary then rows[#rows + 1] = { cmd.noun .. " " .. verb, summary } end
     end
     state.stdout("Usage:\n  czctl " .. cmd.noun .. " COMMAND [flags]\n\nCommands:\n" .. format_rows(rows) .. "\n")
   else

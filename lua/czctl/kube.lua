@@ -171,7 +171,7 @@ local function status_error(status, body, req)
     local msg = st.message ~= cjson.null and st.message or ""
     if msg == "" then msg = string.format("HTTP %d", status) end
     return new_error({
-      code = tonumber(st.code) or status,
+      code = math.tointeger(tonumber(st.code)) or status,
       reason = (st.reason ~= cjson.null and st.reason ~= "" and st.reason) or reasons_by_code[status] or "Unknown",
       message = msg, details = details, causes = causes,
     }, req)
@@ -529,6 +529,11 @@ local function now()
   return os.time()
 end
 
+local function expired_message(ctx, rv, server_message)
+  return string.format("watch of %s expired: resourceVersion %s is too old (%s); list again to get a current resourceVersion",
+                       ctx.resource, tostring(rv), server_message)
+end
+
 --- Watch a collection, calling handler(event_type, obj) for each ADDED,
 --- MODIFIED and DELETED event until it returns true (then returns that obj).
 --- Re-watches from the last resourceVersion when the server ends the stream;
@@ -568,7 +573,17 @@ function Client:watch(kind, opts, handler)
                     timeoutSeconds = server_timeout }
     local w, werr, status, body = self.raw:watch{ path = path, query = query, timeout = rem }
     if not w then
-      if status then return nil, status_error(status, body, ctx) end
+      if status then
+        local e = status_error(status, body, ctx)
+        if e.code == 410 then
+          if opts.relist and rv ~= nil then
+            rv = nil
+            goto continue
+          end
+          e.message = expired_message(ctx, rv, e.message)
+        end
+        return nil, e
+      end
       if werr == "interrupted" then return nil, interrupt_error(ctx) end
       failures = failures + 1
       if failures >= 3 or (rem and remaining() <= 0) then return nil, transport_error(werr, ctx) end
@@ -590,14 +605,13 @@ function Client:watch(kind, opts, handler)
         end
         local obj = ev.object
         if ev.type == "ERROR" then
-          local e = status_error(tonumber(type(obj) == "table" and obj.code) or 500, obj, ctx)
+          local e = status_error(math.tointeger(tonumber(type(obj) == "table" and obj.code)) or 500, obj, ctx)
           if e.code == 410 then
             if opts.relist then
               rv = nil
               break
             end
-            e.message = string.format("watch of %s expired (resourceVersion %s is too old): %s; list again",
-                                      ctx.resource, tostring(rv), e.message)
+            e.message = expired_message(ctx, rv, e.message)
           end
           return nil, e
         end
@@ -611,6 +625,7 @@ function Client:watch(kind, opts, handler)
         end
       end
     end
+    ::continue::
   end
 end
 

@@ -206,14 +206,15 @@ function M.describe(rule)
 end
 
 --- Headers a client can send to satisfy a rule, for the curl example: the
---- first alternative of `any`, every part of `every`. Returns nil when the
---- rule cannot be expressed as fixed headers (a regex, a path, a negation).
+--- first alternative of `any`, every part of `every`, nothing for `not`
+--- (not sending a header is how to avoid it). Returns nil when the rule
+--- cannot be expressed as fixed headers (a regex, a path prefix).
 ---@param rule table
 ---@return string[]|nil headers  e.g. { "X-C6O-INTERCEPT: yes" }
 function M.example_headers(rule)
   local kind = rule_kind(rule)
   local v = rule[kind]
-  if kind == "all" then return {} end
+  if kind == "all" or kind == "not" then return {} end
   if kind == "header" then return v.equals and { v.name .. ": " .. v.equals } or nil end
   if kind == "cookie" then return { "Cookie: " .. v.name .. "=" .. v.equals } end
   if kind == "any" then
@@ -418,13 +419,15 @@ function M.render(opts)
     local err
     tunnel, err = parse_url(up.url)
     if not tunnel then return nil, err end
-    if up.host_header ~= nil and (type(up.host_header) ~= "string" or has_control(up.host_header) or up.host_header == "") then
+    if up.host_header ~= nil and (type(up.host_header) ~= "string" or not up.host_header:find("^[%w.%-:%[%]]+$")) then
       return fail("proxy.render: tunnel_upstream.host_header must be a host name")
     end
     for k, v in pairs(up.extra_headers or {}) do
       local okh, eh = check_header_name(k)
       if not okh then return fail("proxy.render: extra header: %s", eh) end
-      if type(v) ~= "string" or has_control(v) then return fail("proxy.render: extra header %s has an invalid value", k) end
+      if type(v) ~= "string" or has_control(v) or v:find("$", 1, true) then
+        return fail("proxy.render: extra header %s: the value must be printable text without '$'", k)
+      end
     end
     if up.resolver ~= nil and up.resolver ~= false and not tostring(up.resolver):find("^[%w.:%[%]%- ]+$") then
       return fail("proxy.render: tunnel_upstream.resolver must be one or more DNS server addresses, or false")
@@ -573,7 +576,11 @@ function M.render(opts)
       add("    # (No upstream keep-alive on this hop: NGINX cannot pool connections")
       add("    # to a name resolved per request.)")
       add("    resolver %s valid=30s ipv6=off;", resolver)
-      tunnel_target = string.format("%s://%s", tunnel.scheme, hostport)
+      add("    # A variable in proxy_pass is what makes NGINX resolve at request time.")
+      add("    map \"\" $czctl_tunnel_address {")
+      add("        default %s;", M.nginx_quote(hostport))
+      add("    }")
+      tunnel_target = tunnel.scheme .. "://$czctl_tunnel_address"
     else
       add("    # The tunnel: %s", up.url)
       if not tunnel.is_ip then
@@ -593,24 +600,20 @@ function M.render(opts)
   end
   add("")
 
-  -- Per-route header values, chosen by the route.
+  -- Headers that differ by route. proxy_set_header is not allowed inside
+  -- `if`, so the route picks their values through maps.
   local extra = {}
   if any_intercept then
     for k, v in pairs(up.extra_headers or {}) do extra[#extra + 1] = { k, v } end
     table.sort(extra, function(a, b) return a[1] < b[1] end)
-    for _, p in ipairs(intercepted) do
-      add("    # Port %s: where each route goes.", p.name)
-      add("    map $czctl_route_rule $czctl_target_%s {", p.id)
-      add("        default   http://czctl_original_%s;", p.id)
-      add("        intercept %s;", tunnel_target)
+    if tunnel_host_header then
+      add("    # Host sent upstream: the original, except into the tunnel, which routes")
+      add("    # by Host and gets its own (the original travels in X-Forwarded-Host).")
+      add("    map $czctl_route_rule $czctl_upstream_host {")
+      add("        default   $czctl_host;")
+      add("        intercept %s;", M.nginx_quote(tunnel_host_header))
       add("    }")
     end
-    add("    # Host sent upstream: the original on both routes%s.",
-      tunnel_host_header and (", except the tunnel, which routes by Host and gets " .. tunnel_host_header) or "")
-    add("    map $czctl_route_rule $czctl_upstream_host {")
-    add("        default   $czctl_host;")
-    add("        intercept %s;", tunnel_host_header and M.nginx_quote(tunnel_host_header) or "$czctl_host")
-    add("    }")
     for i, h in ipairs(extra) do
       add("    # %s: sent into the tunnel only.", h[1])
       add("    map $czctl_route_rule $czctl_extra_header_%d {", i)
@@ -645,7 +648,7 @@ function M.render(opts)
     end
     add("        location / {")
     if p.intercept then
-      common_headers("            ", "$czctl_upstream_host")
+      common_headers("            ", tunnel_host_header and "$czctl_upstream_host" or "$czctl_host")
       for i, h in ipairs(extra) do
         add("            proxy_set_header %-17s $czctl_extra_header_%d;", h[1], i)
       end
@@ -657,7 +660,12 @@ function M.render(opts)
       add("            # Never replay a request to the other route: a retry could run it twice.")
       add("            proxy_next_upstream off;")
       if route_header then add("            add_header X-Czctl-Route $czctl_route always;") end
-      add("            proxy_pass $czctl_target_%s;", p.id)
+      add("            # Requests matching the rule go into the tunnel (proxy_pass is allowed")
+      add("            # in `if`, and a fixed target costs less than a variable one).")
+      add("            if ($czctl_route_rule = intercept) {")
+      add("                proxy_pass %s;", tunnel_target)
+      add("            }")
+      add("            proxy_pass http://czctl_original_%s;", p.id)
     else
       common_headers("            ", "$czctl_host")
       add("            proxy_next_upstream off;")

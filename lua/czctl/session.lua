@@ -347,7 +347,8 @@ function M.close(client, target, step)
   end
   M.delete_objects(client, target.namespace, target.id, step)
   local s = target.local_session or M.load(target.id)
-  if s then
+  local t = s and (M.tunnel_status(s.id) or s.tunnel or {})
+  if s and (s.keeper_pid and s.keeper_pid ~= sys.getpid() or t.pid) then
     step("Stop local tunnel and keeper", function() M.stop_processes(s) end)
   end
   M.remove(target.id)

@@ -73,6 +73,15 @@ int main(void)
                tostring(err)
     ));
 
+    t_lua(L, "misuse raises: control characters in method, url or headers", LUA(
+        return not pcall(net.http, { url = base, method = "GET / HTTP/1.1\r\nX: y" }) and
+               not pcall(net.http, { url = base .. "/\r\nX: y" }) and
+               not pcall(net.http, { url = base, headers = { ["X-A\r\nX-B"] = "1" } }) and
+               not pcall(net.http, { url = base, headers = { ["X-A"] = "1\r\nX-B: 2" } }) and
+               not pcall(net.http, { url = base, timeout = -1 }) and
+               not pcall(net.http, { url = base, timeout = "soon" })
+    ));
+
     t_lua(L, "misuse raises: bad port, missing url, headers of the wrong type", LUA(
         return not pcall(net.probe, "127.0.0.1", 0) and not pcall(net.probe, "127.0.0.1", 70000) and
                not pcall(net.http, {}) and not pcall(net.http, { url = base, headers = "x" }) and

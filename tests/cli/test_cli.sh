@@ -65,13 +65,13 @@ return { twice = function(s) return s .. s end }
 LUA
 cat >"$WORK/scripts/plain.lua" <<'LUA'
 local helper = require "lib.helper"
-print(helper.twice(arg[1]), select("#", ...), arg[0]:match("plain%.lua$"))
 leaked_global = true
+print(helper.twice(arg[1]), select("#", ...), arg[0]:match("plain%.lua$"), rawget(_G, "leaked_global"))
 return 7
 LUA
 run "$CZCTL" run scripts/plain.lua ab cd
 is "$RC" 7 "run returns the script's exit code"
-is "$OUT" "abab	2	plain.lua" "run passes arg and ... and finds sibling modules"
+is "$OUT" "abab	2	plain.lua	nil" "run passes arg and ..., finds sibling modules, leaks no global"
 
 cat >"$WORK/scripts/greet.lua" <<'LUA'
 return {
@@ -87,7 +87,27 @@ run "$CZCTL" run scripts/greet.lua world -g hi --times=2
 is "$OUT" "hi, world
 hi, world" "run parses a returned recipe's flags from ARGS"
 run "$CZCTL" run scripts/greet.lua --help
-like "$OUT" "czctl scripts/greet.lua NAME \[flags\]" "run FILE --help shows the script recipe's help"
+like "$OUT" "czctl run scripts/greet.lua NAME \[flags\]" "run FILE --help shows the script recipe's help"
+
+# the spec runner: TAP lines, failures explained, exit status
+cat >"$WORK/scripts/mixed_spec.lua" <<'LUA'
+describe("group", function()
+  local n = 0
+  before_each(function() n = n + 1 end)
+  it("passes", function() assert.equal(1, n) end)
+  it("fails", function() assert.same({ a = 1 }, { a = 2 }) end)
+  pending("later")
+end)
+LUA
+run "$CZCTL" run "$ROOT/tests/lib/spec.lua" scripts/mixed_spec.lua
+is "$RC" 1 "the spec runner exits 1 when a test fails"
+like "$OUT" "^ok 1 - group passes" "the spec runner prints ok lines"
+like "$OUT" "not ok 2 - group fails" "the spec runner prints not ok lines"
+like "$OUT" "# scripts/mixed_spec.lua:5: tables differ at a" "the spec runner says where and why a test failed"
+like "$OUT" "ok 3 - group later # SKIP pending" "the spec runner reports pending tests"
+sed -i '/fails/d' "$WORK/scripts/mixed_spec.lua"
+run "$CZCTL" run "$ROOT/tests/lib/spec.lua" scripts/mixed_spec.lua
+is "$RC" 0 "the spec runner exits 0 when every test passes"
 
 # a user recipe overrides the built-in of the same name
 mkdir -p "$WORK/config/czctl/recipes"
@@ -100,6 +120,24 @@ printf 'return { summary = "path", run = function(ctx) ctx.out:print("path versi
 CZCTL_RECIPE_PATH="$WORK/recipes" run "$CZCTL" service intercept
 is "$OUT" "path version" "CZCTL_RECIPE_PATH overrides ~/.config/czctl/recipes"
 rm -f "$WORK/config/czctl/recipes/service-intercept.lua" "$WORK/recipes/service-intercept.lua"
+
+# the documented example recipe
+run "$CZCTL" run "$ROOT/examples/recipes/hello.lua" world --loud -t 2
+is "$OUT" "HELLO, WORLD
+HELLO, WORLD" "examples/recipes/hello.lua runs through czctl run"
+run "$CZCTL" run "$ROOT/examples/recipes/hello.lua" world --output json
+if printf '%s' "$OUT" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["greeting"]=="hello, world"' 2>/dev/null; then
+  ok "the example recipe prints one JSON document with --output json"
+else
+  fail "the example recipe prints one JSON document with --output json"; echo "# $OUT"
+fi
+cp "$ROOT/examples/recipes/hello.lua" "$WORK/config/czctl/recipes/hello.lua"
+HELLO_TIMES=2 run "$CZCTL" hello you -g hi
+is "$OUT" "hi, you
+hi, you" "the example recipe installed in ~/.config/czctl/recipes runs as czctl hello, env default applied"
+run "$CZCTL" recipe list
+like "$OUT" "hello +$WORK/config/czctl/recipes/hello.lua +Say hello" "recipe list shows the installed user recipe"
+rm -f "$WORK/config/czctl/recipes/hello.lua"
 
 # ---- acceptance 6: SIGTERM while blocked in wait_signal -------------------
 cat >"$WORK/scripts/waiter.lua" <<'LUA'

@@ -24,12 +24,12 @@ spec:
 YAML
 snapshot "$WORK/before.json"
 
-# bad_input NAME REGEX CODES ARGS...: one line on stderr matching REGEX, an
+# bad_input NAME REGEX CODES ARGS...: with -q, one line on stderr matching REGEX, an
 # exit code among CODES, nothing on stdout, the cluster unchanged.
 bad_input() {
   local name=$1 regex=$2 codes=$3; shift 3
   local out err rc
-  out=$("$CZCTL" "$@" 2>"$WORK/err"); rc=$?
+  out=$("$CZCTL" "$@" -q 2>"$WORK/err"); rc=$?
   err=$(cat "$WORK/err")
   like "$rc" "^($codes)\$" "$name: exit code $codes"
   like "$err" "$regex" "$name: the error says what is wrong"

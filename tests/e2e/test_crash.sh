@@ -13,7 +13,7 @@ export PATH="$E2E_ROOT/tests/fake-ngrok:$PATH"
 sandbox_up
 deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
 snapshot "$WORK/before.json"
-svc_before=$(service_state demo)
+svc_before=$(service_in "$WORK/before.json" demo)
 PORT=$(local_server laptop)
 NS=/api/v1/namespaces/default
 APPS=/apis/apps/v1/namespaces/default
@@ -24,16 +24,18 @@ APPS=/apis/apps/v1/namespaces/default
 # flight, then close with ("file") or without ("nofile") the session file.
 crash_at() {
   local name=$1 method=$2 path=$3 query=$4 mode=$5
-  faults "[{\"method\":\"$method\",\"path\":\"$path\",\"query\":\"$query\",\"action\":\"stall\",\"seconds\":1,\"times\":1}]"
+  local rule="crash-$RANDOM"
+  stall_next "$rule" "$method" "$path" "$query" 2
   local before_audit
   before_audit=$(audit_count "$method" "$path")
   "$CZCTL" service intercept demo -l "$PORT" --tunnel ngrok -q >"$WORK/crash.out" 2>&1 &
   local pid=$!
-  if ! wait_for_cmd 30 fault_fired; then
+  if ! wait_for_cmd 30 fault_fired "$rule"; then
     fail "$name ($mode): the stalled request was reached"; sed 's/^/# /' "$WORK/crash.out"
     kill -KILL "$pid" 2>/dev/null; faults '[]'; return
   fi
-  kill -KILL "$pid"; wait "$pid" 2>/dev/null
+  check "$name ($mode): czctl is killed while the next request is in flight" kill -KILL "$pid"
+  wait "$pid" 2>/dev/null
   faults '[]'
   # let the stalled request finish on the server (it may still create its object)
   wait_for_cmd 10 test "$(audit_count "$method" "$path")" -gt "$before_audit"
@@ -48,9 +50,9 @@ crash_at() {
   out=$("$CZCTL" session close 2>&1); rc=$?
   is "$rc" 0 "$name ($mode): session close exits 0"
   [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/# /'
-  is "$(service_state demo)" "$svc_before" "$name ($mode): the Service spec and annotations equal those before"
-  is "$(czctl_leftovers)" "" "$name ($mode): nothing the session created is left"
   snapshot "$WORK/after.json"
+  is "$(service_in "$WORK/after.json" demo)" "$svc_before" "$name ($mode): the Service spec and annotations equal those before"
+  is "$(leftovers_in "$WORK/after.json")" "" "$name ($mode): nothing the session created is left"
   same_snapshot "$WORK/before.json" "$WORK/after.json" "$name ($mode): the cluster equals the snapshot from before"
   if [ -n "$keeper" ]; then
     check "$name ($mode): the keeper is gone" wait_for_cmd 10 sh -c "! kill -0 $keeper 2>/dev/null"
@@ -83,8 +85,8 @@ for mode in file nofile; do
   [ "$mode" = nofile ] && rm -rf "$XDG_STATE_HOME/czctl/sessions"
   out=$("$CZCTL" session close 2>&1); rc=$?
   is "$rc" 0 "killed after the Service patch ($mode): session close exits 0"
-  is "$(service_state demo)" "$svc_before" "killed after the Service patch ($mode): the Service equals the one before"
   snapshot "$WORK/after.json"
+  is "$(service_in "$WORK/after.json" demo)" "$svc_before" "killed after the Service patch ($mode): the Service equals the one before"
   same_snapshot "$WORK/before.json" "$WORK/after.json" "killed after the Service patch ($mode): the cluster equals the snapshot"
   out=$("$CZCTL" session close 2>&1); rc=$?
   is "$rc" 0 "killed after the Service patch ($mode): a second close exits 0 (idempotent)"

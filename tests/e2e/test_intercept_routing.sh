@@ -55,6 +55,15 @@ like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: no')" '^laptop$' "--all: any head
 snapshot "$WORK/after2.json"
 same_snapshot "$WORK/before.json" "$WORK/after2.json" "after -x and --all sessions the cluster equals the snapshot"
 
+# --- a scripted rule: examples/team-routing.lua ------------------------------
+"$CZCTL" run "$E2E_ROOT/examples/team-routing.lua" demo --team blue -l "$PORT" --tunnel direct -q
+is "$?" 0 "the team-routing example script starts a session"
+like "$(who "http://$IP/api/orders" -H 'Cookie: a=1; team=blue')" '^laptop$' "team-routing: cookie team=blue under /api/ reaches the local server"
+like "$(who "http://$IP/api/orders" -H 'X-Team: blue-2')" '^laptop$' "team-routing: header X-Team matching the regex reaches the local server"
+like "$(who "http://$IP/other" -H 'Cookie: team=blue')" '^demo-' "team-routing: outside the path prefix stays in the cluster"
+like "$(who "http://$IP/api/orders" -H 'X-Team: red')" '^demo-' "team-routing: another team stays in the cluster"
+"$CZCTL" session close -q; is "$?" 0 "session close after the team-routing script exits 0"
+
 # --- multi-port Service, named targetPort, only -r routed ------------------
 MIP=$(cluster_ip multi)
 "$CZCTL" service intercept multi -r web -l "$PORT" --tunnel direct -q 2>"$WORK/err"; rc=$?

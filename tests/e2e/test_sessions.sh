@@ -31,7 +31,8 @@ out=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct -x X-Other:1 2>
 is "$rc" 1 "intercepting with another header exits 1"
 like "$out" "already intercepted by session $id.*czctl session close $id -n default" \
   "the error names the session and the command that closes it"
-is "$(echo "$out" | wc -l)" 1 "the error is one line"
+out=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct -x X-Other:1 -q 2>&1)
+is "$(echo "$out" | wc -l)" 1 "with -q the error is the only output, on one line"
 
 # --- session list -------------------------------------------------------------
 list=$("$CZCTL" session list)

@@ -8,7 +8,7 @@ export PATH="$E2E_ROOT/tests/fake-ngrok:$PATH"
 sandbox_up
 deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
 snapshot "$WORK/before.json"
-svc_before=$(service_state demo)
+svc_before=$(service_in "$WORK/before.json" demo)
 PORT=$(local_server laptop)
 NS=/api/v1/namespaces/default
 APPS=/apis/apps/v1/namespaces/default
@@ -16,12 +16,13 @@ APPS=/apis/apps/v1/namespaces/default
 # interrupt_at NAME SIGNAL CODE TUNNEL METHOD PATH [QUERY]
 interrupt_at() {
   local name=$1 sig=$2 code=$3 tunnel=$4 method=$5 path=$6 query=$7
-  faults "[{\"method\":\"$method\",\"path\":\"$path\",\"query\":\"$query\",\"action\":\"stall\",\"seconds\":2,\"times\":1}]"
+  local rule="sig-$RANDOM"
+  stall_next "$rule" "$method" "$path" "$query" 2
   local before_audit
   before_audit=$(audit_count "$method" "$path")
   "$CZCTL" service intercept demo -l "$PORT" --tunnel "$tunnel" >"$WORK/sig.out" 2>"$WORK/sig.err" &
   local pid=$!
-  if ! wait_for_cmd 30 fault_fired; then
+  if ! wait_for_cmd 30 fault_fired "$rule"; then
     fail "$name: the stalled request was reached"; sed 's/^/# /' "$WORK/sig.err"
     kill -KILL "$pid" 2>/dev/null; faults '[]'; return
   fi
@@ -36,9 +37,9 @@ interrupt_at() {
   wait_for_cmd 10 test "$(audit_count "$method" "$path")" -gt "$before_audit"
   # an object created by the stalled request after the rollback is not ours
   # to miss: the rollback deleted by name, so only a late create could remain
-  is "$(service_state demo)" "$svc_before" "$name: the Service is unchanged"
-  check "$name: nothing the session created is left" wait_for_cmd 10 test -z "$(czctl_leftovers)"
   snapshot "$WORK/after.json"
+  is "$(service_in "$WORK/after.json" demo)" "$svc_before" "$name: the Service is unchanged"
+  is "$(leftovers_in "$WORK/after.json")" "" "$name: nothing the session created is left"
   same_snapshot "$WORK/before.json" "$WORK/after.json" "$name: the cluster equals the snapshot from before"
   is "$(session_ids)" "" "$name: no local session file is left"
   if [ -n "$keeper" ]; then

@@ -21,8 +21,7 @@ def resolve(p, is_command=False):
 
 
 def kubectl_auth(user):
-    if user.get("exec"):
-        return "exec"
+    # client-go: a token, basic auth or a client certificate wins over exec
     if user.get("tokenFile"):
         return "tokenFile"
     if user.get("token"):
@@ -31,6 +30,8 @@ def kubectl_auth(user):
         return "basic"
     if user.get("client-certificate") or user.get("client-certificate-data"):
         return "client-certificate"
+    if user.get("exec"):
+        return "exec"
     return "none"
 
 

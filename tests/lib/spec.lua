@@ -134,6 +134,31 @@ function assert_table.has_error(fn, msg)
   return err
 end
 
+function assert_table.not_nil(v, msg)
+  if v == nil then fail((msg and msg .. ": " or "") .. "expected a value, got nil") end
+  return v
+end
+
+--- fn must not raise; returns what it returns.
+function assert_table.no_error(fn, msg)
+  local res = table.pack(pcall(fn))
+  if not res[1] then fail((msg and msg .. ": " or "") .. "expected no error, got " .. describe_error(res[2])) end
+  return table.unpack(res, 2, res.n)
+end
+
+-- A few busted spellings, so specs written from habit still work.
+assert_table.are = assert_table
+assert_table.is = assert_table
+assert_table.equals = assert_table.equal
+assert_table.are_equal = assert_table.equal
+assert_table.are_same = assert_table.same
+assert_table.matches = assert_table.match
+assert_table.has_errors = assert_table.has_error
+assert_table.is_not_nil = assert_table.not_nil
+assert_table.has_no_error = assert_table.no_error
+function assert_table.is_true(v, msg) assert_table.equal(true, v, msg) end
+function assert_table.is_false(v, msg) assert_table.equal(false, v, msg) end
+
 -- assert(v, msg) still works like Lua's own assert.
 setmetatable(assert_table, { __call = function(_, v, msg, ...)
   if not v then fail(msg or "assertion failed!") end

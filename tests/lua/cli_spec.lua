@@ -309,6 +309,10 @@ describe("recipe lookup", function()
       '^czctl: unknown flag "%-%-bogus" for "service intercept" %(see czctl service intercept %-%-help%)\n$' },
     { "a string error", { "fails" }, 1, "^czctl: error: no such thing\n$" },
     { "ctx.fail", { "failf" }, 1, "^czctl: error: bad 42\n$" },
+    { "error(message) without its position", { "errpos" }, 1, "^czctl: error: service web not found\n$" },
+    { "assert(nil, message) without its position", { "assertmsg" }, 1, "^czctl: error: /nonexistent/x: No such file" },
+    { "a bare assert with its position", { "assertbare" }, 1,
+      "^czctl: error in recipe assertbare %(.-/assertbare%.lua:1%): assertion failed!\n$" },
     { "ctx.usage_error", { "usage" }, 2, '^czctl: need a port %(see czctl usage %-%-help%)\n$' },
     { "an error object with __tostring", { "kubeerr" }, 1, "^czctl: error: services \"web\" not found\n$" },
     { "a Lua error, with file and line", { "buggy" }, 1,
@@ -324,6 +328,9 @@ describe("recipe lookup", function()
     it("reports " .. name .. " in one line with exit code " .. want_code, function()
       write(path_dir .. "/fails.lua", recipe_source("x", "error('no such thing', 0)"))
       write(path_dir .. "/failf.lua", recipe_source("x", "ctx.fail('bad %d', 42)"))
+      write(path_dir .. "/errpos.lua", recipe_source("x", "error('service web not found')"))
+      write(path_dir .. "/assertmsg.lua", recipe_source("x", "assert(io.open('/nonexistent/x'))"))
+      write(path_dir .. "/assertbare.lua", recipe_source("x", "assert(false)"))
       write(path_dir .. "/usage.lua", recipe_source("x", "ctx.usage_error('need a port')"))
       write(path_dir .. "/kubeerr.lua", recipe_source("x",
         "error(setmetatable({ code = 404 }, { __tostring = function() return 'services \"web\" not found' end }))"))
@@ -385,6 +392,15 @@ describe("recipe lookup", function()
     local code, out = main({ "version" })
     assert.equal(0, code)
     assert.match("^czctl %d+%.%d+%.%d+", out)
+  end)
+
+  it("leaves hidden recipes out of the general help but not out of recipe list", function()
+    write(path_dir .. "/session-keep.lua", "return { summary = 'internal', hidden = true, run = function() end }")
+    local _, help = main({ "help" })
+    assert.falsy(help:find("session keep", 1, true))
+    assert.truthy(help:find("service intercept", 1, true))
+    local _, list = main({ "recipe", "list" })
+    assert.truthy(list:find("session-keep", 1, true))
   end)
 
   it("suggests the verb for a noun alone", function()

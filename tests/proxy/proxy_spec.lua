@@ -193,7 +193,8 @@ describe("proxy.render: the server blocks", function()
     { "listens on the intercepted proxy port", "listen 8080 reuseport;" },
     { "listens on the pass-through proxy port", "listen 8081 reuseport;" },
     { "passes the other port straight through", "proxy_pass http://czctl_original_metrics;" },
-    { "routes the intercepted port by rule", "proxy_pass $czctl_target_http;" },
+    { "routes the intercepted port by rule", "if ($czctl_route_rule = intercept) {\n                proxy_pass http://czctl_tunnel;" },
+    { "sends the other requests of the intercepted port to the original", "proxy_pass http://czctl_original_http;" },
     { "reaches the original by ClusterIP", "server 10.0.0.7:80;" },
     { "reaches a direct tunnel", "server 127.0.0.1:3000;" },
     { "has a health endpoint", "listen 8079;" },
@@ -226,6 +227,8 @@ describe("proxy.render: the server blocks", function()
     { "an intercepted port without tunnel", { tunnel_upstream = false }, "tunnel_upstream is required" },
     { "a tunnel URL that is not http(s)", { tunnel_upstream = { url = "tcp://x:1" } }, "http:// or https://" },
     { "a session id with spaces", { session = "a b" }, "session id" },
+    { "an extra header value NGINX would expand", { tunnel_upstream = { url = "http://127.0.0.1:1",
+        extra_headers = { ["X-A"] = "$host" } } }, "without '$'" },
   }
   for _, c in ipairs(bad) do
     it("refuses " .. c[1], function()
@@ -250,8 +253,8 @@ describe("proxy.render: an HTTPS tunnel (ngrok)", function()
     assert.truthy(has(conf, "proxy_ssl_name ab12.ngrok-free.app;"))
   end)
   it("sends the tunnel's Host on the intercept route only", function()
-    assert.truthy(has(conf, 'intercept "ab12.ngrok-free.app";'))
-    assert.truthy(has(conf, "default   $czctl_host;"))
+    assert.truthy(has(conf, 'map $czctl_route_rule $czctl_upstream_host {\n        default   $czctl_host;\n        intercept "ab12.ngrok-free.app";'), conf)
+    assert.truthy(has(conf, "            proxy_set_header Host              $czctl_upstream_host;"))
   end)
   it("keeps the original Host in X-Forwarded-Host", function()
     assert.truthy(has(conf, "X-Forwarded-Host  $czctl_host;"))
@@ -262,7 +265,8 @@ describe("proxy.render: an HTTPS tunnel (ngrok)", function()
   end)
   it("resolves the tunnel's host name per request through the cluster DNS by default", function()
     assert.truthy(has(conf, "resolver kube-dns.kube-system.svc.cluster.local valid=30s"))
-    assert.truthy(has(conf, "intercept https://ab12.ngrok-free.app:443;"))
+    assert.truthy(has(conf, 'map "" $czctl_tunnel_address {\n        default "ab12.ngrok-free.app:443";'))
+    assert.truthy(has(conf, "proxy_pass https://$czctl_tunnel_address;"))
     assert.falsy(has(conf, "upstream czctl_tunnel"))
   end)
   it("uses a given resolver address", function()
@@ -272,7 +276,7 @@ describe("proxy.render: an HTTPS tunnel (ngrok)", function()
   it("resolves once at start, with keep-alive, when resolver = false", function()
     local c = render{ tunnel_upstream = { url = up.url, resolver = false } }
     assert.truthy(has(c, "upstream czctl_tunnel {\n        server ab12.ngrok-free.app:443;\n        keepalive"))
-    assert.truthy(has(c, "intercept https://czctl_tunnel;"))
+    assert.truthy(has(c, "proxy_pass https://czctl_tunnel;"))
     assert.falsy(has(c, "\n    resolver "))
   end)
   it("needs no resolver for an IP address tunnel", function()
@@ -290,7 +294,8 @@ describe("proxy.describe and proxy.example_headers", function()
   end)
   it("gives the headers that satisfy a combined rule", function()
     local rule = { every = { { header = { name = "X-Team", equals = "blue" } },
-                             { any = { { cookie = { name = "c", equals = "1" } }, { path_prefix = "/a" } } } } }
+                             { any = { { cookie = { name = "c", equals = "1" } }, { path_prefix = "/a" } } },
+                             { ["not"] = { header = { name = "X-Skip", equals = "1" } } } } }
     assert.same({ "X-Team: blue", "Cookie: c=1" }, proxy.example_headers(rule))
   end)
   it("gives no headers for rules headers cannot express", function()

@@ -20,7 +20,6 @@ export FAKE_NGROK_PIDFILE=$T/agent.pids
 : >"$FAKE_NGROK_PIDFILE"
 cleanup() {
   local p
-  exec {DRV[1]}>&- 2>/dev/null
   for p in "${PIDS[@]}" $(cat "$FAKE_NGROK_PIDFILE" 2>/dev/null); do kill -TERM "$p" 2>/dev/null; done
   sleep 0.1
   for p in "${PIDS[@]}" $(cat "$FAKE_NGROK_PIDFILE" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
@@ -61,8 +60,10 @@ s.bind(("127.0.0.1", 4040)); s.listen(1); time.sleep(120)' 2>/dev/null & PIDS+=(
 sleep 0.2
 
 coproc DRV { PATH="$FAKE_DIR:$PATH" exec "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 2>"$T/driver.err"; }
-PIDS+=($DRV_PID)
-read -r -t 15 facts <&"${DRV[0]}" || facts=""
+# bash forgets DRV and DRV_PID as soon as the coprocess ends: keep copies
+drv_out=${DRV[0]} drv_in=${DRV[1]} dpid=$DRV_PID
+PIDS+=($dpid)
+read -r -t 15 facts <&"$drv_out" || facts=""
 url=$(json url "$facts")
 like "$url" '^https://127\.0\.0\.1:[0-9]+$' "the provider learns the public URL from the agent"
 inspector=$(json inspector "$facts")
@@ -110,29 +111,31 @@ is "$(json headers.ngrok-skip-browser-warning "$answer")" "" "the original route
 is "$(python3 tests/proxy/wsclient.py 127.0.78.10:8080 /ws through-ngrok 'X-C6O-INTERCEPT: yes' 2>&1)" \
   "local:through-ngrok" "a WebSocket round trip works through the proxy and the tunnel"
 
-echo healthy >&"${DRV[1]}"; read -r -t 10 h <&"${DRV[0]}" || h=""
+echo healthy >&"$drv_in"; read -r -t 10 h <&"$drv_out" || h=""
 is "$h" healthy "healthy() is true while the agent runs and lists the tunnel"
 kill -KILL "$pid" 2>/dev/null
 sleep 0.2
-echo healthy >&"${DRV[1]}"; read -r -t 10 h <&"${DRV[0]}" || h=""
+echo healthy >&"$drv_in"; read -r -t 10 h <&"$drv_out" || h=""
 like "$h" '^unhealthy: ngrok exited \(status 137\)' "healthy() reports an agent that died"
-echo stop >&"${DRV[1]}"; read -r -t 10 h <&"${DRV[0]}" || h=""
+echo stop >&"$drv_in"; read -r -t 10 h <&"$drv_out" || h=""
 is "$h" stopped "stop() is idempotent"
-exec {DRV[1]}>&-
-wait "$DRV_PID" 2>/dev/null
+exec {drv_in}>&-
+wait "$dpid" 2>/dev/null
 
 # stop() of a running agent: TERM, reaped.
 coproc DRV { PATH="$FAKE_DIR:$PATH" exec "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 2>/dev/null; }
-read -r -t 15 facts <&"${DRV[0]}" || facts=""
+drv_out=${DRV[0]} drv_in=${DRV[1]} dpid=$DRV_PID
+PIDS+=($dpid)
+read -r -t 15 facts <&"$drv_out" || facts=""
 pid=$(json pid "$facts")
-echo stop >&"${DRV[1]}"; read -r -t 10 h <&"${DRV[0]}" || h=""
+echo stop >&"$drv_in"; read -r -t 10 h <&"$drv_out" || h=""
 if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && ! [ -e "/proc/$pid" ]; then
   ok "stop() ends the agent and reaps it"
 else
   fail "stop() ends the agent and reaps it (pid ${pid:-none})"
 fi
-exec {DRV[1]}>&-
-wait "$DRV_PID" 2>/dev/null
+exec {drv_in}>&-
+wait "$dpid" 2>/dev/null
 
 # ---------------------------------------------------------------- other ways to learn the URL
 out=$(FAKE_NGROK_MODE=api-only PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 </dev/null 2>/dev/null | head -1)

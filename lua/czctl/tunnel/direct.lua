@@ -6,6 +6,9 @@ local net = require "czctl.core.net"
 local M = {}
 
 M.DEFAULT_HOST = "127.0.0.1"
+-- Optional provider field: no process to keep alive, so a session needs no
+-- keeper for this provider.
+M.needs_process = false
 
 local Handle = {}
 Handle.__index = Handle

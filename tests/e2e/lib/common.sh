@@ -59,7 +59,7 @@ deploy() {
 local_server() {
   local name=$1 port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  POD_NAME=$name POD_NAMESPACE=laptop python3 "$E2E_ROOT/tests/sandbox/k8s/echo.py" \
+  POD_NAME=$name POD_NAMESPACE=laptop python3 -I "$E2E_ROOT/tests/sandbox/k8s/echo.py" \
     --ip 127.0.0.1 --port "$port" --container laptop >"$WORK/local-$name.log" 2>&1 &
   E2E_PIDS+=($!)
   local i
@@ -123,11 +123,29 @@ wait_for_cmd() {
 # faults JSON: replace the sandbox's file fault rules ('[]' clears them).
 faults() { printf '%s\n' "$1" >"$CLUSTER/faults.json.tmp" && mv "$CLUSTER/faults.json.tmp" "$CLUSTER/faults.json"; }
 
-# fault_fired: the sandbox has fired its first file fault rule (a stalled
-# request is in flight).
-fault_fired() {
-  kubectl get --raw /sandbox/faults 2>/dev/null |
-    python3 -c 'import json,sys; r=json.load(sys.stdin).get("fileRules") or []; sys.exit(0 if r and r[0].get("fired",0)>=1 else 1)'
+# sandbox_get PATH: GET a path of the sandbox API as admin (curl: much
+# faster to start than kubectl, for polling).
+sandbox_get() {
+  local server token
+  server=$(sed -n 's/^ *server: *//p' "$KUBECONFIG" | head -1)
+  token=$(sed -n 's/^ *token: *//p' "$KUBECONFIG" | head -1)
+  curl -s --max-time 5 --cacert "$CLUSTER/ca.crt" -H "Authorization: Bearer $token" "$server$1"
+}
+
+# fault_state NAME: "loaded N" (N = times fired) for the file fault rule NAME, or nothing.
+fault_state() {
+  sandbox_get /sandbox/faults | python3 -c 'import json,sys
+for r in json.load(sys.stdin).get("fileRules") or []:
+    if r.get("name") == sys.argv[1]: print("loaded", r.get("fired", 0))' "$1"
+}
+fault_loaded() { [ -n "$(fault_state "$1")" ]; }
+fault_fired() { local s; s=$(fault_state "$1"); [ -n "$s" ] && [ "${s#loaded }" -ge 1 ]; }
+
+# stall_next NAME METHOD PATH_REGEX [QUERY] [SECONDS]: make the sandbox stall
+# the next matching request (once) and wait until the rule is loaded.
+stall_next() {
+  faults "[{\"name\":\"$1\",\"method\":\"$2\",\"path\":\"$3\",\"query\":\"${4:-}\",\"action\":\"stall\",\"seconds\":${5:-2},\"times\":1}]"
+  wait_for_cmd 10 fault_loaded "$1"
 }
 
 # audit_count METHOD PATH_REGEX: how many requests the audit log has recorded.
@@ -145,4 +163,22 @@ except FileNotFoundError:
     pass
 print(n)
 PY
+}
+
+# service_in SNAPSHOT NAME: a Service's spec and annotations from a snapshot file.
+service_in() {
+  python3 -c 'import json,sys
+for o in json.load(open(sys.argv[1])):
+    if o["kind"] == "Service" and o["metadata"]["name"] == sys.argv[2] and o["metadata"].get("namespace") == "default":
+        print(json.dumps({"spec": o["spec"], "annotations": o["metadata"].get("annotations") or {}}, sort_keys=True))' "$1" "$2"
+}
+
+# leftovers_in SNAPSHOT: objects labelled app.kubernetes.io/managed-by=czctl (or
+# pods/ReplicaSets of a czctl proxy) in a snapshot file, one per line.
+leftovers_in() {
+  python3 -c 'import json,sys
+for o in json.load(open(sys.argv[1])):
+    l = o["metadata"].get("labels") or {}
+    if l.get("app.kubernetes.io/managed-by") == "czctl" or "czctl.io/proxy" in l:
+        print(o["kind"] + "/" + o["metadata"]["name"])' "$1"
 }

@@ -4,7 +4,6 @@ They follow kube-controller-manager's logic (pkg/controller/deployment,
 replicaset, endpoint) closely enough that kubectl's rollout status, wait and
 describe read the same fields and conditions they read on a real cluster."""
 import copy
-import json
 import math
 import struct
 import time

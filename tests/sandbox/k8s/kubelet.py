@@ -4,7 +4,6 @@ One PodWorker thread per pod owns that pod's containers and writes its status;
 process exits and probe results wake it. See README "Node: kubelet"."""
 import base64
 import copy
-import errno
 import http.client
 import ipaddress
 import os
@@ -32,19 +31,24 @@ class IPAM:
     """Pod IPs from 127.1.0.0/16, unique while allocated, handed out round robin
     so that a freed address is not reused at once."""
 
-    def __init__(self, net=POD_NET):
+    def __init__(self, net=POD_NET, start=None):
         self.lock = threading.Lock()
         self.first = int(net.network_address) + 1
         self.last = int(net.broadcast_address) - 1
-        self.next = self.first
+        # Several sandboxes may run on one machine: start at a per-process offset
+        # and skip addresses some other process already listens on.
+        if start is None:
+            start = self.first + (os.getpid() * 257) % (self.last - self.first)
+        self.next = start
         self.used = set()
 
     def allocate(self):
         with self.lock:
+            busy = u.listening_ipv4()
             for _ in range(self.last - self.first + 1):
                 ip = self.next
                 self.next = self.first if self.next >= self.last else self.next + 1
-                if ip in self.used or (ip & 0xff) in (0, 255):
+                if ip in self.used or ip in busy or (ip & 0xff) in (0, 255):
                     continue
                 self.used.add(ip)
                 return str(ipaddress.ip_address(ip))
@@ -255,7 +259,11 @@ class PodWorker:
                 self.volume_error = str(e)
                 self._schedule(time.monotonic() + 2.0)
         if self.volumes_ready:
+            specs = {s.get("name"): s for s in (self.pod.get("spec") or {}).get("containers") or []}
             for c in self.containers:
+                new = specs.get(c.name)
+                if new is not None and (new.get("image") or "") != c.image:
+                    self._change_image(c, new)
                 self._sync_container(c)
         self._write_status()
         return False
@@ -472,6 +480,37 @@ class PodWorker:
 
     def _root(self, c):
         return os.path.join(self.dir, "root" if c.index == 0 else "root-%s" % c.name)
+
+    def _change_image(self, c, spec):
+        """A pod update changed the image (the only container field that may
+        change): the kubelet kills the container and starts the new image."""
+        u.record_event(self.store, self._ref(), "Normal", "Killing",
+                       "Container %s definition changed, will be restarted" % c.name, "kubelet")
+        proc = c.proc
+        c.probe_gen += 1
+        if proc is not None:
+            grace = (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+            self._term_then_kill(proc, grace)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            c.exited = False
+            c.proc = None
+            rc = proc.returncode if proc.returncode is not None else -9
+            c.exit_code = 128 - rc if rc < 0 else rc
+            c.finished_at = u.now_rfc3339()
+            c.last_state = {"terminated": {"exitCode": c.exit_code, "reason": "Completed" if c.exit_code == 0
+                                           else "Error", "startedAt": c.started_at, "finishedAt": c.finished_at,
+                                           "containerID": c.container_id}}
+        c.spec = spec
+        c.image = spec.get("image") or ""
+        c.kind = images.kind_of(c.image)
+        c.state, c.waiting_reason, c.waiting_message = "waiting", "ContainerCreating", None
+        c.ready = c.started = False
+        c.next_start = c.next_pull = 0.0
+        c.pull_backoff = 0.0
+        c.pulled = False
 
     def _sync_container(self, c):
         nowm = time.monotonic()

@@ -14,6 +14,7 @@ from . import discovery
 from . import errors as E
 from . import faults as F
 from . import patch as P
+from . import protobuf
 from . import resources as R
 from . import schema
 from . import selectors
@@ -336,6 +337,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _decode_body(self, res, allow_kind=None):
         ctype = (self.headers.get("Content-Type") or JSON).split(";")[0].strip()
+        if ctype == "application/vnd.kubernetes.protobuf":
+            try:
+                return protobuf.decode(self.body)
+            except (protobuf.ProtoError, UnicodeDecodeError, IndexError) as e:
+                raise E.bad_request("couldn't decode protobuf body: %s" % e)
         if ctype not in (JSON, "application/yaml", "*/*", ""):
             raise E.ApiError(415, "UnsupportedMediaType",
                              'the body of the request was in an unknown format - accepted media types include: '
@@ -507,7 +513,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _delete_options(self):
         opts = {}
-        if self.body:
+        if self.body and self.body.startswith(protobuf.MAGIC):
+            try:
+                opts = protobuf.decode(self.body)
+            except (protobuf.ProtoError, UnicodeDecodeError, IndexError) as e:
+                raise E.bad_request("couldn't decode protobuf body: %s" % e)
+        elif self.body:
             try:
                 opts = json.loads(self.body)
             except ValueError as e:

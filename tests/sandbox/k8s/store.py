@@ -20,6 +20,7 @@ from . import errors as E
 from . import resources as R
 from . import selectors
 from . import validation as V
+from .nodeutil import listening_ipv4
 
 
 def deepcopy(o):
@@ -396,10 +397,11 @@ class Store:
                 first = int(self.CLUSTER_IP_NET.network_address) + 1
                 last = int(self.CLUSTER_IP_NET.broadcast_address) - 1
                 n = self._next_ip
+                busy = listening_ipv4()   # another sandbox's proxy may hold an address
                 for _ in range(last - first + 1):
                     cand = str(ipaddress.ip_address(n))
                     n = n + 1 if n < last else first
-                    if cand not in self._ips:
+                    if cand not in self._ips and int(ipaddress.ip_address(cand)) not in busy:
                         ip = cand
                         break
                 else:

@@ -85,7 +85,8 @@ class Api:
     def __init__(self, kubeconfig):
         text = open(kubeconfig).read()
         self.server = re.search(r"server:\s*(\S+)", text).group(1).strip("'\"")
-        self.token = re.search(r"token:\s*(\S+)", text).group(1).strip("'\"")
+        m = re.search(r"-\s*name:\s*admin\s+user:\s+token:\s*(\S+)", text)
+        self.token = (m or re.search(r"token:\s*(\S+)", text)).group(1).strip("'\"")
         ctx = ssl.create_default_context()
         m = re.search(r"certificate-authority-data:\s*(\S+)", text)
         if m:

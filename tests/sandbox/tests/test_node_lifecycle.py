@@ -129,10 +129,9 @@ class LifecycleTest(unittest.TestCase):
         w = pod["status"]["containerStatuses"][0]["state"]["waiting"]
         self.assertIn('Back-off pulling image "example.invalid/ghost:v1"', w["message"])
         events = SB.kubectl("get", "events", "--field-selector", "involvedObject.name=" + pod["metadata"]["name"],
-                            "-o", "json", check=False)
-        if events.returncode == 0:
-            msgs = [e["message"] for e in json.loads(events.stdout)["items"]]
-            self.assertTrue(any(m.startswith('Failed to pull image "example.invalid/ghost:v1": ') for m in msgs), msgs)
+                            "-o", "json")
+        msgs = [e["message"] for e in json.loads(events.stdout)["items"]]
+        self.assertTrue(any(m.startswith('Failed to pull image "example.invalid/ghost:v1": ') for m in msgs), msgs)
         d = SB.api.get("/apis/apps/v1/namespaces/default/deployments/ghost")
         self.assertEqual(conditions(d)["Available"]["reason"], "MinimumReplicasUnavailable")
 
@@ -184,6 +183,32 @@ class LifecycleTest(unittest.TestCase):
                                                             "periodSeconds": 1, "failureThreshold": 1}}))
         cs = SB.wait_for(lambda: (lambda s: s if s and s["restartCount"] >= 1 else None)(container_status("unlively-")),
                          what="restart after failed liveness probe")
+        self.assertIn("terminated", cs["lastState"])
+
+    def test_missing_configmap_holds_the_pod_until_it_appears(self):
+        SB.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "waits-for-cm"},
+                  "spec": {"containers": [{"name": "main", "image": "nginx",
+                                           "volumeMounts": [{"name": "c", "mountPath": "/usr/share/nginx/html"}]}],
+                           "volumes": [{"name": "c", "configMap": {"name": "late"}}]}})
+        SB.wait_for(lambda: (container_status("waits-for-cm") or {}).get("state", {}).get("waiting", {})
+                    .get("reason") == "ContainerCreating", what="ContainerCreating")
+        r = SB.kubectl("get", "events", "--field-selector", "involvedObject.name=waits-for-cm", "-o", "json")
+        msgs = [e["message"] for e in json.loads(r.stdout)["items"] if e["reason"] == "FailedMount"]
+        self.assertIn('MountVolume.SetUp failed for volume "c" : configmap "late" not found', msgs)
+        SB.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late"},
+                  "data": {"index.html": "late but here\n"}})
+        SB.kubectl("wait", "--for=condition=Ready", "pod/waits-for-cm", "--timeout=20s")
+        ip = SB.api.get("/api/v1/namespaces/default/pods/waits-for-cm")["status"]["podIP"]
+        self.assertEqual(nl.http_get(ip, 80, "/"), (200, b"late but here\n"))
+
+    def test_changing_a_pod_image_restarts_its_container(self):
+        SB.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reimaged"},
+                  "spec": {"containers": [{"name": "main", "image": "sandbox/echo:1"}]}})
+        SB.kubectl("wait", "--for=condition=Ready", "pod/reimaged", "--timeout=20s")
+        SB.kubectl("set", "image", "pod/reimaged", "main=sandbox/echo:2")
+        cs = SB.wait_for(lambda: (lambda s: s if s and s["image"].endswith("echo:2") and s["ready"] else None)(
+            container_status("reimaged")), what="new image running")
+        self.assertEqual(cs["restartCount"], 1)
         self.assertIn("terminated", cs["lastState"])
 
     def test_pod_security_refusal_is_reported_as_replica_failure(self):

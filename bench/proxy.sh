@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Throughput and latency of the czctl intercept proxy (the NGINX config that
+# lua/czctl/proxy.lua renders), against the app directly, a minimal
+# hand-written keep-alive reverse proxy, and the czctl config without upstream
+# keep-alive. Everything runs as local nginx processes on loopback, so the
+# figures are NGINX's, not the sandbox's: the sandbox pod path adds the
+# sandbox's Python ClusterIP forwarder, which is not what we measure here.
+#
+#   bench/proxy.sh [ROUNDS]        (default 9; BENCH_SECONDS per run, default 2)
+#
+# Configurations (all interleaved round by round; medians reported):
+#   a  direct         wrk -> app nginx
+#   b  minimal        wrk -> hand-written keep-alive proxy (no routing) -> app
+#   c  czctl-original wrk -> czctl proxy (no header: original route) -> app
+#   d  czctl-intercept wrk -> czctl proxy (X-C6O-INTERCEPT: yes, direct tunnel) -> local app
+#   e  czctl-nokeep   wrk -> czctl proxy rendered with upstream_keepalive = 0 -> app
+# Throughput: wrk -t2 -c64. Latency: wrk -t1 -c1 --latency, the 50th percentile.
+# Results are appended (or replaced) under "Proxy throughput and latency" in
+# bench/RESULTS.md, with the commands.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+ROUNDS=${1:-9}
+SECS=${BENCH_SECONDS:-2}
+CZCTL=${CZCTL:-$ROOT/czctl}
+NGINX=${NGINX:-/usr/sbin/nginx}
+command -v wrk >/dev/null || { echo "bench/proxy.sh: wrk is not installed" >&2; exit 1; }
+[ -x "$CZCTL" ] || { echo "bench/proxy.sh: build czctl first (make)" >&2; exit 1; }
+
+T=$(mktemp -d /tmp/czctl-proxy-bench.XXXXXX)
+chmod 755 "$T"
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  sleep 0.2
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+wait_port() {
+  local i
+  for i in $(seq 200); do (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0; sleep 0.05; done
+  echo "bench/proxy.sh: nothing listens on $1:$2" >&2; exit 1
+}
+run_nginx() {  # DIR
+  "$NGINX" -t -q -p "$1" -c "$1/nginx.conf" -e "$1/test.err" || { cat "$1/test.err" >&2; exit 1; }
+  "$NGINX" -p "$1" -c "$1/nginx.conf" -e stderr -g 'daemon off;' >/dev/null 2>"$1/error.log" &
+  PIDS+=($!)
+}
+
+# ---- the two apps: nginx answering a small body, one worker each
+app() {  # NAME ADDR PORT
+  mkdir -p "$T/$1"
+  cat >"$T/$1/nginx.conf" <<EOF
+worker_processes 1;
+pid $T/$1/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $T/$1/client_temp;
+    proxy_temp_path $T/$1/proxy_temp;
+    fastcgi_temp_path $T/$1/fastcgi_temp;
+    uwsgi_temp_path $T/$1/uwsgi_temp;
+    scgi_temp_path $T/$1/scgi_temp;
+    server {
+        listen $2:$3;
+        location / { default_type text/plain; return 200 "hello from $1\n"; }
+    }
+}
+EOF
+  run_nginx "$T/$1"
+}
+app app 127.0.79.1 8000
+app localapp 127.0.79.2 3000
+
+# ---- b: the minimal hand-written keep-alive reverse proxy
+mkdir -p "$T/minimal"
+cat >"$T/minimal/nginx.conf" <<EOF
+worker_processes auto;
+pid $T/minimal/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000;
+    client_body_temp_path $T/minimal/client_temp;
+    proxy_temp_path $T/minimal/proxy_temp;
+    fastcgi_temp_path $T/minimal/fastcgi_temp;
+    uwsgi_temp_path $T/minimal/uwsgi_temp;
+    scgi_temp_path $T/minimal/scgi_temp;
+    upstream app { server 127.0.79.1:8000; keepalive 64; }
+    server {
+        listen 127.0.79.11:8080;
+        location / {
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://app;
+        }
+    }
+}
+EOF
+run_nginx "$T/minimal"
+
+# ---- c/d/e: the rendered czctl proxy (as shipped), and without keep-alive
+render() {  # NAME ADDR EXTRA_JSON
+  mkdir -p "$T/$1"
+  cat >"$T/$1/spec.json" <<EOF
+{ "flags": {}, "session": "bench", "runtime_dir": "$T/$1", "listen_address": "$2", "health_port": 8079,
+  "ports": [ {"name": "http", "port": 80, "listen": 8080, "original": "127.0.79.1:8000", "intercept": true} ],
+  "tunnel_upstream": {"url": "http://127.0.79.2:3000"} $3 }
+EOF
+  "$CZCTL" run tests/proxy/render.lua "$T/$1/spec.json" >"$T/$1/nginx.conf" || exit 1
+  run_nginx "$T/$1"
+}
+render czctl 127.0.79.12 ""
+render nokeep 127.0.79.13 ', "upstream_keepalive": 0'
+for a in 127.0.79.1:8000 127.0.79.2:3000 127.0.79.11:8080 127.0.79.12:8080 127.0.79.13:8080; do
+  wait_port "${a%:*}" "${a#*:}"
+done
+
+HDR='X-C6O-INTERCEPT: yes'
+# sanity: each configuration reaches the app it should
+check_body() {  # URL WANT [HEADER]
+  local got
+  got=$(curl -sS --max-time 5 ${3:+-H "$3"} "$1")
+  [ "$got" = "$2" ] || { echo "bench/proxy.sh: $1 answered '$got', want '$2'" >&2; exit 1; }
+}
+check_body http://127.0.79.1:8000/ "hello from app"
+check_body http://127.0.79.11:8080/ "hello from app"
+check_body http://127.0.79.12:8080/ "hello from app"
+check_body http://127.0.79.12:8080/ "hello from localapp" "$HDR"
+check_body http://127.0.79.13:8080/ "hello from app"
+
+declare -A URL=( [direct]=http://127.0.79.1:8000/ [minimal]=http://127.0.79.11:8080/
+                 [czctl-original]=http://127.0.79.12:8080/ [czctl-intercept]=http://127.0.79.12:8080/
+                 [czctl-nokeep]=http://127.0.79.13:8080/ [direct-local]=http://127.0.79.2:3000/ )
+CONFIGS=(direct minimal czctl-original czctl-intercept czctl-nokeep)
+LAT_CONFIGS=(direct direct-local minimal czctl-original czctl-intercept)
+
+wrk_rps() {  # CONFIG
+  local h=(); [ "$1" = czctl-intercept ] && h=(-H "$HDR")
+  wrk -t2 -c64 -d"${SECS}s" "${h[@]}" "${URL[$1]}" 2>&1 | awk '/^Requests\/sec:/ {print $2}'
+}
+wrk_p50_ms() {  # CONFIG: median latency in ms at one connection
+  local h=(); [ "$1" = czctl-intercept ] && h=(-H "$HDR")
+  wrk -t1 -c1 -d"${SECS}s" --latency "${h[@]}" "${URL[$1]}" 2>&1 | awk '
+    /^ +50%/ { v=$2; u=v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
+               if (u=="us") v=v/1000; else if (u=="s") v=v*1000; printf "%.4f\n", v }'
+}
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+# warm-up (connection pools, page cache)
+for c in "${CONFIGS[@]}"; do wrk -t1 -c8 -d1s ${c/czctl-intercept/} "${URL[$c]}" >/dev/null 2>&1; done
+
+# The machine's speed drifts by tens of percent over seconds (shared CPUs), so
+# besides medians of each configuration, ratios are taken within each round
+# (runs seconds apart) and the median of those per-round ratios is reported.
+declare -A RPS LAT CUR_RPS CUR_LAT
+R_MIN="" R_MIN_I="" R_NOK="" A_O="" A_I="" A_M=""
+for r in $(seq "$ROUNDS"); do
+  # rotate the order each round so no configuration always runs first
+  n=${#CONFIGS[@]}
+  for i in $(seq 0 $((n - 1))); do
+    c=${CONFIGS[$(((i + r) % n))]}
+    v=$(wrk_rps "$c"); RPS[$c]+="$v "; CUR_RPS[$c]=$v
+    echo "round $r throughput $c: $v req/s" >&2
+  done
+  n=${#LAT_CONFIGS[@]}
+  for i in $(seq 0 $((n - 1))); do
+    c=${LAT_CONFIGS[$(((i + r) % n))]}
+    v=$(wrk_p50_ms "$c"); LAT[$c]+="$v "; CUR_LAT[$c]=$v
+    echo "round $r latency $c: $v ms" >&2
+  done
+  R_MIN+="$(awk -v a="${CUR_RPS[czctl-original]}" -v b="${CUR_RPS[minimal]}" 'BEGIN{printf "%.4f", a/b}') "
+  R_MIN_I+="$(awk -v a="${CUR_RPS[czctl-intercept]}" -v b="${CUR_RPS[minimal]}" 'BEGIN{printf "%.4f", a/b}') "
+  R_NOK+="$(awk -v a="${CUR_RPS[czctl-original]}" -v b="${CUR_RPS[czctl-nokeep]}" 'BEGIN{printf "%.4f", a/b}') "
+  A_O+="$(awk -v a="${CUR_LAT[czctl-original]}" -v b="${CUR_LAT[direct]}" 'BEGIN{printf "%.4f", a-b}') "
+  A_I+="$(awk -v a="${CUR_LAT[czctl-intercept]}" -v b="${CUR_LAT[direct-local]}" 'BEGIN{printf "%.4f", a-b}') "
+  A_M+="$(awk -v a="${CUR_LAT[minimal]}" -v b="${CUR_LAT[direct]}" 'BEGIN{printf "%.4f", a-b}') "
+done
+
+med_rps() { printf '%s\n' ${RPS[$1]} | median; }
+med_lat() { printf '%s\n' ${LAT[$1]} | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+diffms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
+goal() { awk -v v="$1" -v g="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >= g : v <= g; print ok ? "met" : "NOT met" }'; }
+
+med3() { printf '%s\n' $1 | median | awk '{printf "%.3f", $1}'; }
+r_min=$(med3 "$R_MIN"); r_min_i=$(med3 "$R_MIN_I"); r_nok=$(med3 "$R_NOK")
+add_o=$(med3 "$A_O"); add_i=$(med3 "$A_I"); add_m=$(med3 "$A_M")
+
+section=$(mktemp)
+{
+  echo "## Proxy throughput and latency"
+  echo
+  echo "Command: \`bench/proxy.sh $ROUNDS\` (BENCH_SECONDS=$SECS): $ROUNDS interleaved rounds, medians."
+  echo "Machine: $(nproc) CPUs, $(uname -r), $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')."
+  echo "Everything is a local nginx process on 127.0.79.0/24 (the app: nginx returning a"
+  echo "14-byte body, 1 worker; the proxies: \`worker_processes auto\`). The sandbox pod path is"
+  echo "not used: it adds the sandbox's Python ClusterIP forwarder, which is not what we measure."
+  echo "wrk shares the 2 CPUs with the proxy and the app, so absolute numbers are low; the ratios"
+  echo "are what matter."
+  echo
+  echo "- throughput: \`wrk -t2 -c64 -d${SECS}s URL\` (intercept: \`-H '$HDR'\`)"
+  echo "- latency: \`wrk -t1 -c1 -d${SECS}s --latency URL\`, the 50% line"
+  echo
+  echo "| configuration | median req/s | median p50 latency at 1 connection |"
+  echo "|---|---|---|"
+  echo "| a. app directly | $(med_rps direct) | $(med_lat direct) ms |"
+  echo "| a'. local app directly (intercept target) | – | $(med_lat direct-local) ms |"
+  echo "| b. minimal keep-alive proxy, no routing | $(med_rps minimal) | $(med_lat minimal) ms |"
+  echo "| c. czctl proxy, original route | $(med_rps czctl-original) | $(med_lat czctl-original) ms |"
+  echo "| d. czctl proxy, intercept route (direct tunnel) | $(med_rps czctl-intercept) | $(med_lat czctl-intercept) ms |"
+  echo "| e. czctl proxy without upstream keep-alive | $(med_rps czctl-nokeep) | – |"
+  echo
+  echo "Ratios and added latencies are medians of the per-round values (each round runs every"
+  echo "configuration seconds apart), which cancels the machine's drift better than a ratio of medians."
+  echo
+  echo "- czctl/minimal throughput: original route **$r_min**, intercept route **$r_min_i** (goal ≥ 0.95): $(goal "$r_min" ">=" 0.95) / $(goal "$r_min_i" ">=" 0.95)"
+  echo "- czctl/no-keep-alive throughput: **$r_nok** (goal ≥ 3): $(goal "$r_nok" ">=" 3)"
+  echo "- median latency added over direct at one connection: original route **$add_o ms**, intercept route **$add_i ms** (goal ≤ 0.15 ms): $(goal "$add_o" "<=" 0.15) / $(goal "$add_i" "<=" 0.15); the minimal proxy adds $add_m ms"
+  echo
+  echo "Raw per-round figures (req/s; ms):"
+  echo
+  echo '```'
+  for c in "${CONFIGS[@]}"; do echo "throughput $c: ${RPS[$c]}"; done
+  for c in "${LAT_CONFIGS[@]}"; do echo "latency $c: ${LAT[$c]}"; done
+  echo "ratio czctl-original/minimal: $R_MIN"
+  echo "ratio czctl-intercept/minimal: $R_MIN_I"
+  echo "ratio czctl-original/czctl-nokeep: $R_NOK"
+  echo "added ms czctl-original - direct: $A_O"
+  echo "added ms czctl-intercept - direct-local: $A_I"
+  echo "added ms minimal - direct: $A_M"
+  echo '```'
+} >"$section"
+cat "$section"
+
+# Replace our section in bench/RESULTS.md (other sections are left alone).
+python3 - "$ROOT/bench/RESULTS.md" "$section" <<'EOF'
+import os, re, sys
+path, section = sys.argv[1], open(sys.argv[2], encoding="utf-8").read().rstrip("\n") + "\n"
+text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmark results\n"
+pat = re.compile(r"^## Proxy throughput and latency\n.*?(?=^## |\Z)", re.S | re.M)
+if pat.search(text):
+    text = pat.sub(lambda m: section + "\n", text, count=1)
+else:
+    text = text.rstrip("\n") + "\n\n" + section
+open(path, "w", encoding="utf-8").write(text.rstrip("\n") + "\n")
+EOF
+rm -f "$section"
