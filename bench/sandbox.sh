@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 N=${1:-5}
 exec python3 - "$N" <<'PY'
 import json, os, shutil, statistics, subprocess, sys, tempfile, time
+sys.dont_write_bytecode = True
 sys.path.insert(0, "tests/sandbox/tests")
 import nodelib as nl
 

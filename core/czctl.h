@@ -57,10 +57,14 @@ int czctl_wait_fd(int fd, short events, double timeout_s);
 /* Monotonic clock in seconds. */
 double czctl_now(void);
 
-/* ---- libcurl (core/net.c) ------------------------------------------------
- * curl_global_init is expensive (TLS library set-up); it runs on first use
- * only. Returns 0 on success. czctl_curl_cleanup() is called by main after
- * lua_close, so it is safe to call when nothing was initialised. */
+/* ---- libcurl (core/net.c, core/curl_lazy.c) -----------------------------
+ * czctl is not linked against libcurl: core/curl_lazy.c defines the libcurl
+ * functions core/ uses and loads libcurl.so.4 on the first call (a new
+ * libcurl function needs one line there). curl_global_init is expensive
+ * (TLS set-up); call czctl_curl_init() before the first curl_easy_init or
+ * curl_multi_init. Returns 0 on success, -1 when libcurl cannot be loaded or
+ * initialised. czctl_curl_cleanup() is called by main after lua_close; it is
+ * safe when nothing was initialised. */
 int czctl_curl_init(void);
 void czctl_curl_cleanup(void);
 

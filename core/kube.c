@@ -122,6 +122,7 @@ static void slist_wipe_free(struct curl_slist **l)
  * (secrets wiped) goes with __gc, when no client can reference it any more. */
 typedef struct kube_cfg {
     kc_config *c;
+    char *err;      /* load error, owned here so a raise while pushing it cannot leak it */
     int closed;
 } kube_cfg;
 
@@ -145,6 +146,8 @@ static int cfg_gc(lua_State *L)
     kube_cfg *k = luaL_checkudata(L, 1, CFG_MT);
     kubeconfig_free(k->c);
     k->c = NULL;
+    free(k->err);
+    k->err = NULL;
     k->closed = 1;
     return 0;
 }
@@ -192,13 +195,12 @@ static int kube_load_config(lua_State *L)
     }
     kube_cfg *k = lua_newuserdatauv(L, sizeof *k, 0);
     k->c = NULL;
+    k->err = NULL;
     k->closed = 0;
     luaL_setmetatable(L, CFG_MT);
-    char *err = NULL;
-    if (kubeconfig_load(&o, &k->c, &err) < 0) {
+    if (kubeconfig_load(&o, &k->c, &k->err) < 0) {
         luaL_pushfail(L);
-        lua_pushstring(L, err);  /* may raise on OOM: err is leaked then, nothing else */
-        free(err);
+        lua_pushstring(L, k->err);
         return 2;
     }
     return 1;
@@ -302,6 +304,7 @@ typedef struct kube_client {
     int no_proxy;               /* loopback server without proxy-url: Go never proxies it */
     struct curl_slist *headers; /* per request; may hold Authorization, wiped */
     kbuf body, hdrs;
+    char *errmsg;               /* last error message, owned here (see client_fail) */
     char errbuf[CURL_ERROR_SIZE];
     unsigned long requests, connections;
 } kube_client;
@@ -337,7 +340,20 @@ static void client_release(kube_client *k)
         explicit_bzero(k->body.p, k->body.cap);
     kbuf_free(&k->body);
     kbuf_free(&k->hdrs);
+    free(k->errmsg);
+    k->errmsg = NULL;
     k->c = NULL;
+}
+
+/* Return nil, msg for a malloc'd msg: the client owns it until the next error
+ * or close, so a memory error while pushing it leaks nothing. */
+static int client_fail(lua_State *L, kube_client *k, char *msg)
+{
+    free(k->errmsg);
+    k->errmsg = msg;
+    luaL_pushfail(L);
+    lua_pushstring(L, msg ? msg : "out of memory");
+    return 2;
 }
 
 static int client_close(lua_State *L)
@@ -501,10 +517,7 @@ static int kube_client_new(lua_State *L)
     }
     if (err) {
         client_release(k);
-        luaL_pushfail(L);
-        lua_pushstring(L, err);
-        free(err);
-        return 2;
+        return client_fail(L, k, err);
     }
     return 1;
 }
@@ -793,10 +806,11 @@ static int client_request(lua_State *L)
         slist_wipe_free(&k->headers);
         int hr = build_headers(k, &k->headers, accept, ctype, attempt > 0, k->easy, &err);
         if (hr < 0) {
-            luaL_pushfail(L);
-            lua_pushstring(L, hr == -2 ? "interrupted" : err);
-            free(err);
-            return 2;
+            if (hr == -2) {
+                free(err);
+                err = strdup("interrupted");
+            }
+            return client_fail(L, k, err);
         }
         kbuf_reset(&k->body);
         kbuf_reset(&k->hdrs);
@@ -974,10 +988,11 @@ static int client_watch(lua_State *L)
         int hr = build_headers(k, &w->headers, NULL, NULL, attempt > 0, w->easy, &err);
         if (hr < 0) {
             watch_release(w);
-            luaL_pushfail(L);
-            lua_pushstring(L, hr == -2 ? "interrupted" : err);
-            free(err);
-            return 2;
+            if (hr == -2) {
+                free(err);
+                err = strdup("interrupted");
+            }
+            return client_fail(L, k, err);
         }
         curl_easy_setopt(w->easy, CURLOPT_URL, url);
         curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, w->headers);

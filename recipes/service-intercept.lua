@@ -28,7 +28,7 @@ local TUNNEL_TIMEOUT = 30
 -- pending signal wins, so the runner reports the interrupt instead.
 local function fail(err)
   signal.check()
-  error(type(err) == "table" and (err.message and tostring(err) or util.json_encode(err)) or tostring(err), 0)
+  intercept.raise(err)
 end
 
 -- Whether the user gave a flag on the command line (not its default).
@@ -194,7 +194,10 @@ local function start(ctx, opts)
 
   -- 3. The tunnel, first, so its URL is known for the proxy config.
   local tunnel = out:step(string.format("Start %s tunnel to localhost:%d", opts.tunnel, local_port), function()
-    local keeper = not opts.wait and opts.tunnel ~= "direct" and provider.needs_process ~= false
+    -- A tunnel process is owned by a keeper, with or without --wait: it must
+    -- outlive this command without --wait, and must not outlive it (even
+    -- killed with SIGKILL) with --wait.
+    local keeper = opts.tunnel ~= "direct" and provider.needs_process ~= false
     if keeper then
       -- The keeper starts and owns the tunnel so it outlives this command.
       ctx.undo:defer("stop the session keeper", function() session.stop_processes(s) end)
@@ -316,17 +319,14 @@ local function start(ctx, opts)
 
   -- --wait: stay until a signal or the tunnel dies, then undo everything.
   out:result(facts, render_result)
-  local handle = tunnel.handle
   local tunnel_died
   while true do
     local sig = signal.wait(2)
     if sig then break end
     -- Only a tunnel process can die; a direct tunnel's "unhealthy" just means
     -- the local server is not running right now, which a developer restarts.
-    if handle and handle.pid then
-      local ok, why = handle:healthy()
-      if not ok then tunnel_died = why or "the tunnel stopped"; break end
-    end
+    tunnel_died = session.keeper_problem(s)
+    if tunnel_died then break end
   end
   signal.clear()
   if tunnel_died then out:error("the tunnel stopped: %s; closing the session", tostring(tunnel_died)) end
@@ -335,9 +335,9 @@ local function start(ctx, opts)
     on_error = function(title, err) out:error("%s failed: %s", title, tostring(err)) end,
   }
   if #failed > 0 then
-    error(string.format("cleanup of session %s failed; finish it with: %s", id, session.close_command(id, ns)), 0)
+    intercept.raise(string.format("cleanup of session %s failed; finish it with: %s", id, session.close_command(id, ns)))
   end
-  if tunnel_died then error("the session ended because the tunnel stopped: " .. tostring(tunnel_died), 0) end
+  if tunnel_died then intercept.raise("the session ended because the tunnel stopped: " .. tostring(tunnel_died)) end
   return 0
 end
 

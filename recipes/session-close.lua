@@ -10,12 +10,13 @@
 -- sessions started on this machine are closed, and when this machine has
 -- none, every session found in the namespace.
 local session = require "czctl.session"
+local intercept = require "czctl.intercept"
 local signal = require "czctl.signal"
 local kube = require "czctl.kube"
 
 local function fail(err)
   signal.check()
-  error(tostring(err), 0)
+  intercept.raise(err)
 end
 
 local function render(r)
@@ -143,7 +144,7 @@ return {
     end
     out:result({ closed = closed, failed = failures, message = message }, render)
     if #failures > 0 then
-      error(table.concat(failures, "; ") .. " (run czctl session close again to retry)", 0)
+      intercept.raise(table.concat(failures, "; ") .. " (run czctl session close again to retry)")
     end
     return 0
   end,

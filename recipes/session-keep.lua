@@ -1,12 +1,13 @@
--- session-keep: the keeper of an intercept session started without --wait
--- (internal; started detached by `czctl service intercept`).
+-- session-keep: the keeper of an intercept session whose tunnel is a
+-- process (ngrok); internal, started detached by `czctl service intercept`.
 --
 -- It starts the session's tunnel, so the tunnel outlives the command that
--- set the session up, reports it in the session's .tunnel.json, and stops it
--- when the session ends: the session file is removed (session close), the
--- setting-up command died before finishing, the intercepted Service no
--- longer carries this session (closed from another machine), or SIGTERM.
--- A tunnel that dies is reported in .tunnel.json and the log.
+-- set the session up (without --wait), reports it in the session's
+-- .tunnel.json, and stops it when the session ends: the session file is
+-- removed (session close); the command died before finishing setup, or, with
+-- --wait, at all (even by SIGKILL); the intercepted Service no longer
+-- carries this session (closed from another machine); or SIGTERM. A tunnel
+-- that dies is reported in .tunnel.json and the log.
 local session = require "czctl.session"
 local intercept = require "czctl.intercept"
 local signal = require "czctl.signal"
@@ -48,14 +49,16 @@ return {
 
     local client
     local next_cluster_check = sys.now() + CLUSTER_CHECK_INTERVAL
-    local reason
+    local reason, closed_elsewhere
     while true do
       local sig = signal.wait(1)
       if sig then reason = "received " .. sig; break end
       local current = session.load(id)
       if not current then reason = "session closed"; break end
-      if current.state == "starting" and current.parent_pid and not process.alive(current.parent_pid) then
-        reason = "the command setting up the session exited before finishing"
+      if current.parent_pid and (current.state == "starting" or current.wait)
+         and not process.alive(current.parent_pid) then
+        reason = current.state == "starting" and "the command setting up the session exited before finishing"
+                 or "the command holding the session (--wait) exited"
         break
       end
       if handle.pid then
@@ -78,6 +81,7 @@ return {
           if (svc and (not record or record.session ~= id))
              or (not svc and require("czctl.kube").not_found(gerr)) then
             reason = "the Service no longer carries this session (closed elsewhere)"
+            closed_elsewhere = true
             break
           end
         end
@@ -86,6 +90,9 @@ return {
     signal.clear()
     log("stopping: %s", reason)
     handle:stop()
+    -- Closed from elsewhere: nothing is left to close, so forget it here too.
+    -- (After a crash during setup the file stays: `session close` needs it.)
+    if closed_elsewhere then session.remove(id) end
     return 0
   end,
 }

@@ -22,7 +22,7 @@ return {
     if f.output ~= "text" and f.output ~= "json" then return ctx.usage_error("--output must be text or json") end
     local client = ctx.kube()
     local found, err = session.discover(client, { namespace = f.namespace, all_namespaces = f.namespace == nil })
-    if not found then signal.check(); error(tostring(err), 0) end
+    if not found then signal.check(); require("czctl.intercept").raise(err) end
     local sessions = {}
     local seen = {}
     for _, s in ipairs(found) do

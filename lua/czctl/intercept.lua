@@ -26,6 +26,17 @@ local null = cjson.null
 ---@param v any
 local function is_null(v) return v == nil or v == null end
 
+local Failure = { __name = "czctl.intercept.failure", __tostring = function(e) return e.message end }
+
+--- Raise a failure as an error object (a one-line message, never mistaken
+--- for a Lua "file:line:" error by the runner). Kubernetes errors (tables
+--- with __tostring) are raised as they are.
+---@param err any
+function M.raise(err)
+  if type(err) == "table" and getmetatable(err) and getmetatable(err).__tostring then error(err, 0) end
+  error(setmetatable({ message = tostring(err) }, Failure), 0)
+end
+
 --- Names of the objects a session creates: derived from the session id alone,
 --- so a session can be cleaned up knowing only its id and namespace.
 ---@param id string session id

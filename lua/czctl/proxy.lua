@@ -571,7 +571,8 @@ function M.render(opts)
     end
     ssl_name = tunnel.scheme == "https" and not tunnel.is_ip and tunnel.host or nil
     if runtime_resolve then
-      add("    # The tunnel, %s, resolved at request time through %s so that a", up.url, resolver)
+      add("    # The tunnel: %s", up.url)
+      add("    # Its name is resolved at request time (through the resolver below), so a")
       add("    # slow or failing DNS lookup cannot stop the proxy from starting.")
       add("    # (No upstream keep-alive on this hop: NGINX cannot pool connections")
       add("    # to a name resolved per request.)")

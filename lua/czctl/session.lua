@@ -57,7 +57,7 @@ end
 function M.save(session)
   local ok, err = sys.write_file(M.path(session.id), util.json_encode(session, { indent = true }) .. "\n",
                                  tonumber("600", 8))
-  if not ok then error("cannot write the session file: " .. tostring(err), 0) end
+  if not ok then intercept.raise("cannot write the session file: " .. tostring(err)) end
 end
 
 --- The local session file of `id`, or nil.
@@ -167,6 +167,21 @@ function M.wait_keeper_tunnel(session, timeout)
     local _, why = sys.sleep(0.02)
     if why == "interrupted" then return nil, "interrupted" end
   end
+end
+
+--- Why a session's tunnel is no longer usable (its keeper exited, or the
+--- keeper reported the tunnel dead), or nil while it is fine or when the
+--- session has no keeper.
+---@param session table
+---@return string|nil
+function M.keeper_problem(session)
+  if not session.keeper_pid then return nil end
+  local t = M.tunnel_status(session.id) or {}
+  if t.status == "dead" then return t.error or "the tunnel stopped" end
+  if not require("czctl.process").alive(session.keeper_pid) then
+    return "the session keeper exited: " .. (last_log_line(session.id) or "no output")
+  end
+  return nil
 end
 
 --- Write the keeper's report about the tunnel.
@@ -306,7 +321,7 @@ function M.delete_objects(client, namespace, id, step)
   step("Delete proxy Deployment " .. names.deployment, function()
     local ok, err, deleting = intercept.delete_if_present(client, "Deployment", names.deployment, namespace,
                                                           { propagationPolicy = "Foreground" })
-    if not ok then error(err, 0) end
+    if not ok then intercept.raise(err) end
     -- Foreground: the Deployment stays (with a deletionTimestamp) until its
     -- ReplicaSet and pods are gone; watch from the version the DELETE
     -- returned until it disappears. A Status answer means it is gone already.
@@ -316,16 +331,16 @@ function M.delete_objects(client, namespace, id, step)
       local _, werr = client:watch("Deployment", { namespace = namespace, resourceVersion = rv, timeout = 60,
                                                    fieldSelector = "metadata.name=" .. names.deployment },
                                    function(event_type) return event_type == "DELETED" end)
-      if werr then error(werr, 0) end
+      if werr then intercept.raise(werr) end
     end
   end)
   step("Delete ConfigMap " .. names.configmap, function()
     local ok, err = intercept.delete_if_present(client, "ConfigMap", names.configmap, namespace)
-    if not ok then error(err, 0) end
+    if not ok then intercept.raise(err) end
   end)
   step("Delete Service " .. names.service, function()
     local ok, err = intercept.delete_if_present(client, "Service", names.service, namespace)
-    if not ok then error(err, 0) end
+    if not ok then intercept.raise(err) end
   end)
 end
 
@@ -341,7 +356,7 @@ function M.close(client, target, step)
   if target.service then
     step("Restore Service " .. target.service, function()
       local ok, err = M.restore_service(client, target.namespace, target.service, target.id, target.service_object)
-      if ok == nil then error(err, 0) end
+      if ok == nil then intercept.raise(err) end
       restored = ok
     end)
   end

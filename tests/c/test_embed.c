@@ -40,12 +40,15 @@ int main(void)
             local src, chunk = embed.recipe_source(name)
             local f = assert(io.open(root .. "/recipes/" .. name .. ".lua", "rb"))
             local disk = f:read("a"); f:close()
-            if src ~= disk or chunk ~= "@recipes/" .. name .. ".lua" then return false, name end
+            if src ~= disk or chunk ~= "@recipes/" .. name .. ".lua" then
+                return false, "recipes/" .. name .. ".lua differs from the built-in copy (stale build? run make)"
+            end
         end
         local src, chunk = embed.module_source("czctl.cli")
         local f = assert(io.open(root .. "/lua/czctl/cli.lua", "rb"))
         local disk = f:read("a"); f:close()
-        return src == disk and chunk == "@czctl/cli.lua", chunk
+        return src == disk and chunk == "@czctl/cli.lua",
+               "lua/czctl/cli.lua differs from the built-in copy (stale build? run make)"
     ));
 
     t_lua(L, "every embedded module and recipe compiles", LUA(

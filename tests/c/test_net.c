@@ -106,6 +106,16 @@ int main(void)
                tostring(status)
     ));
 
+    /* a proxy that does not exist: using it would fail the request */
+    setenv("http_proxy", "http://127.0.0.1:9", 1);
+    setenv("HTTP_PROXY", "http://127.0.0.1:9", 1);
+    t_lua(L, "http to a loopback address ignores http_proxy", LUA(
+        local status, body = net.http{ url = base .. "/echo", timeout = 10 }
+        return status == 200 and body:find("^GET"), tostring(status) .. " " .. tostring(body)
+    ));
+    unsetenv("http_proxy");
+    unsetenv("HTTP_PROXY");
+
     t_lua(L, "http reads a 5 MiB body whole", LUA(
         local status, body = net.http{ url = base .. "/big", timeout = 30 }
         return status == 200 and #body == 5 * 1024 * 1024 and not body:find("[^y]"), tostring(#body)

@@ -25,7 +25,7 @@ APPS=/apis/apps/v1/namespaces/default
 crash_at() {
   local name=$1 method=$2 path=$3 query=$4 mode=$5
   local rule="crash-$RANDOM"
-  stall_next "$rule" "$method" "$path" "$query" 2
+  stall_next "$rule" "$method" "$path" "$query" 1
   local before_audit
   before_audit=$(audit_count "$method" "$path")
   "$CZCTL" service intercept demo -l "$PORT" --tunnel ngrok -q >"$WORK/crash.out" 2>&1 &
@@ -38,7 +38,7 @@ crash_at() {
   wait "$pid" 2>/dev/null
   faults '[]'
   # let the stalled request finish on the server (it may still create its object)
-  wait_for_cmd 10 test "$(audit_count "$method" "$path")" -gt "$before_audit"
+  wait_for_cmd 10 audit_grew "$method" "$path" "$before_audit"
   local id keeper tunnel
   id=$(session_ids)
   keeper=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("keeper_pid") or "")' \

@@ -86,4 +86,17 @@ is "$(service_state demo)" "$svc_before" "--wait + SIGTERM: the Service is resto
 snapshot "$WORK/after-wait.json"
 same_snapshot "$WORK/before.json" "$WORK/after-wait.json" "--wait + SIGTERM: the cluster equals the snapshot from before"
 is "$(session_ids)" "" "--wait + SIGTERM: the local session file is removed"
+
+# --- a Service managed by Helm / Argo CD / Flux gets a warning ----------------------
+for managed in "label|app.kubernetes.io/managed-by=Helm|Helm" \
+               "annotate|argocd.argoproj.io/tracking-id=demo:/Service:default/demo|Argo CD" \
+               "label|kustomize.toolkit.fluxcd.io/name=apps|Flux"; do
+  IFS='|' read -r verb kv tool <<<"$managed"
+  kubectl "$verb" service demo "$kv" --overwrite >/dev/null
+  "$CZCTL" service intercept demo -l "$PORT" --tunnel direct >/dev/null 2>"$WORK/err"; rc=$?
+  is "$rc" 0 "a Service managed by $tool can still be intercepted"
+  like "$(cat "$WORK/err")" "warning: Service demo looks managed by $tool, which may revert" "it warns that $tool may revert the change"
+  "$CZCTL" session close -q
+  kubectl "$verb" service demo "${kv%%=*}-" >/dev/null
+done
 done_testing

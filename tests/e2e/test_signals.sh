@@ -34,7 +34,7 @@ interrupt_at() {
   is "$rc" "$code" "$name: exits $code"
   like "$(tail -1 "$WORK/sig.err")" "interrupted \\(SIG$sig\\), rolled back" "$name: says it was interrupted and rolled back"
   # the stalled request completes on the server after czctl gave up on it
-  wait_for_cmd 10 test "$(audit_count "$method" "$path")" -gt "$before_audit"
+  wait_for_cmd 10 audit_grew "$method" "$path" "$before_audit"
   # an object created by the stalled request after the rollback is not ours
   # to miss: the rollback deleted by name, so only a late create could remain
   snapshot "$WORK/after.json"

@@ -176,8 +176,15 @@ function M.start(opts)
     return nil, "ngrok could not start: " .. one_line(err)
   end
 
+  -- The agent names a tunnel started from the command line "command_line"
+  -- unless --name says otherwise.
+  local tunnel_name = "command_line"
+  for i, a in ipairs(opts.args or {}) do
+    if a == "--name" and opts.args[i + 1] then tunnel_name = opts.args[i + 1] end
+    if a:find("^%-%-name=") then tunnel_name = a:sub(8) end
+  end
   local handle = setmetatable({ process = p, pid = p:pid(), log_file = log_file, owns_log = owns_log,
-                                name = "command_line" }, Handle)
+                                name = tunnel_name }, Handle)
   local last_raw, last_rec, failure
   handle.last_line = function()
     if last_rec then return describe(last_rec) end

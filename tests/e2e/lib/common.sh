@@ -132,14 +132,11 @@ sandbox_get() {
   curl -s --max-time 5 --cacert "$CLUSTER/ca.crt" -H "Authorization: Bearer $token" "$server$1"
 }
 
-# fault_state NAME: "loaded N" (N = times fired) for the file fault rule NAME, or nothing.
-fault_state() {
-  sandbox_get /sandbox/faults | python3 -c 'import json,sys
-for r in json.load(sys.stdin).get("fileRules") or []:
-    if r.get("name") == sys.argv[1]: print("loaded", r.get("fired", 0))' "$1"
-}
-fault_loaded() { [ -n "$(fault_state "$1")" ]; }
-fault_fired() { local s; s=$(fault_state "$1"); [ -n "$s" ] && [ "${s#loaded }" -ge 1 ]; }
+# fault_fired NAME / fault_loaded NAME: the file fault rule NAME has fired
+# (a stalled request is in flight) / is loaded. grep, not python: these
+# poll while a stall runs, so they must answer fast even on a busy machine.
+fault_loaded() { sandbox_get /sandbox/faults | tr -d ' \n' | grep -q "\"name\":\"$1\""; }
+fault_fired() { sandbox_get /sandbox/faults | tr -d ' \n' | grep -qE "\"name\":\"$1\"[^}]*\"fired\":[1-9]"; }
 
 # stall_next NAME METHOD PATH_REGEX [QUERY] [SECONDS]: make the sandbox stall
 # the next matching request (once) and wait until the rule is loaded.
@@ -182,3 +179,6 @@ for o in json.load(open(sys.argv[1])):
     if l.get("app.kubernetes.io/managed-by") == "czctl" or "czctl.io/proxy" in l:
         print(o["kind"] + "/" + o["metadata"]["name"])' "$1"
 }
+
+# audit_grew METHOD PATH_REGEX N: the audit log has more than N such requests.
+audit_grew() { [ "$(audit_count "$1" "$2")" -gt "$3" ]; }

@@ -15,6 +15,7 @@ import threading
 import time
 
 from . import audit
+from . import endpointslices
 from . import auth
 from . import faults
 from . import gc
@@ -32,6 +33,7 @@ class Cluster:
         self.stopping = threading.Event()
         self.store = S.Store(history=int(cfg.get("watchHistory", 1000)))
         self.gc = gc.GarbageCollector(self.store)
+        self.slices = endpointslices.Mirror(self.store)
         self.authn = auth.Authenticator(cfg["tokens"])
         self.audit = audit.Audit(os.path.join(self.state_dir, "audit.jsonl"))
         self.faults = faults.Faults(os.path.join(self.state_dir, "faults.json"))
@@ -87,6 +89,7 @@ class Cluster:
                 import traceback
                 traceback.print_exc()
         self.gc.stop()
+        self.slices.stop()
         self.audit.close()
 
 

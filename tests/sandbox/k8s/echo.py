@@ -229,7 +229,10 @@ def main():
     ap.add_argument("--container", default="")
     a = ap.parse_args()
     CONTAINER, IP = a.container, a.ip
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    # Every thread blocks TERM/INT (new threads inherit the mask) and the main
+    # thread waits for them: a Python handler would miss a signal that the
+    # kernel delivers to a thread blocked in accept().
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     ports = a.port or [8080]
     listeners = []
     for p in ports:
@@ -242,7 +245,8 @@ def main():
         threading.Thread(target=serve, args=(ls, p), daemon=True).start()
     print("echo: pod %s/%s container %s listening on %s port(s) %s"
           % (NAMESPACE, POD, CONTAINER, a.ip, ",".join(map(str, ports))), flush=True)
-    threading.Event().wait()
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    os._exit(0)
 
 
 if __name__ == "__main__":

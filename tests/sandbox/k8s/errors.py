@@ -111,10 +111,18 @@ def too_many_requests(message="Too many requests, please try again later.", retr
     return ApiError(429, "TooManyRequests", message, {"retryAfterSeconds": retry_after})
 
 
+class PlainError(ApiError):
+    """An error the real server answers in plain text (e.g. an unknown path)."""
+
+    def __init__(self, code, text):
+        super().__init__(code, "NotFound", text)
+        self.text = text
+
+
 def page_not_found():
-    # what a real apiserver answers for an unknown path (non-resource URL)
-    return ApiError(404, "NotFound", "the server could not find the requested resource",
-                    {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
+    # an unknown path: the apiserver's mux answers "404 page not found" in plain text;
+    # clients turn it into "the server could not find the requested resource"
+    return PlainError(404, "404 page not found\n")
 
 
 def server_timeout(message):

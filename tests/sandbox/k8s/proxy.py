@@ -1,15 +1,19 @@
 """The sandbox service proxy (kube-proxy's job): ClusterIP:port -> a ready endpoint.
 
-One acceptor thread multiplexes every listener with a selector; each accepted
-connection is connected to the next ready endpoint of its Service port (round
-robin) and copied in both directions by two threads with os.splice through a
-pipe (zero copy, the GIL released), TCP_NODELAY on both sides. A connection to a
-port with no ready endpoint is reset at once, as kube-proxy's REJECT rule does.
-The routing table changes on Service and Endpoints events, so a new selector
-or targetPort takes effect for the next connection."""
+An acceptor thread multiplexes every listener with a selector; each accepted
+connection goes to the next ready endpoint of its Service port (round robin).
+One copy thread (epoll) connects to the endpoint without blocking and moves
+bytes in both directions with non-blocking splice(2) through a pipe per
+direction (zero copy, no thread per connection), TCP_NODELAY on both sides,
+half-close passed on, a reset on one side reset on the other. A connection
+to a port with no ready endpoint (or whose endpoint refuses) is reset at
+once, as kube-proxy's REJECT rule does. The routing table follows Service and
+Endpoints events, so a new selector or targetPort takes effect for the next
+connection."""
 import errno
 import fcntl
 import os
+import select
 import selectors
 import socket
 import struct
@@ -20,6 +24,7 @@ from . import nodeutil as u
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
 CHUNK = 1 << 20
+SPLICE_FLAGS = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
 
 
 def _rst_close(sock):
@@ -30,70 +35,219 @@ def _rst_close(sock):
     sock.close()
 
 
-class _Conn:
-    def __init__(self, proxy, client, backend):
-        self.proxy = proxy
-        self.client = client
-        self.backend = backend
-        self.lock = threading.Lock()
-        self.open = 2
-        self.reset = False
+class _Half:
+    """One direction of a proxied connection: src -> pipe -> dst."""
+    __slots__ = ("src", "dst", "r", "w", "pending", "eof", "done")
 
-    def run(self):
-        """Copy both ways: backend->client in a new thread, client->backend in this one."""
-        threading.Thread(target=self._pump, args=(self.backend, self.client), daemon=True).start()
-        self._pump(self.client, self.backend)
-
-    def _pump(self, src, dst):
-        r = w = None
+    def __init__(self, src, dst):
+        self.src, self.dst = src, dst
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            r, w = os.pipe()
-            try:
-                fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                pass
-            sfd, dfd = src.fileno(), dst.fileno()
-            while True:
-                n = os.splice(sfd, w, CHUNK)
-                if n == 0:
-                    break
-                while n > 0:
-                    n -= os.splice(r, dfd, n)
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-        except OSError as e:
-            # A reset on one side resets the other; anything else just closes.
-            with self.lock:
-                self.reset = self.reset or e.errno in (errno.ECONNRESET, errno.EPIPE)
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        finally:
-            for fd in (r, w):
-                if fd is not None:
-                    os.close(fd)
-            with self.lock:
-                self.open -= 1
-                last = self.open == 0
-            if last:
-                self.proxy._forget(self)
-                if self.reset:
-                    _rst_close(self.client)
-                    _rst_close(self.backend)
-                else:
-                    self.client.close()
-                    self.backend.close()
+            fcntl.fcntl(self.w, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
+        self.pending = 0      # bytes in the pipe not yet written to dst
+        self.eof = False      # src said FIN
+        self.done = False     # FIN passed on to dst
 
-    def kill(self):
-        for s in (self.client, self.backend):
+
+class _Pair:
+    __slots__ = ("client", "backend", "halves", "connecting", "closed", "parked")
+
+    def __init__(self, client, backend):
+        self.client, self.backend = client, backend
+        self.halves = ()
+        self.connecting = True
+        self.closed = False
+        self.parked = set()   # fds taken out of epoll: hung up, nothing to do on them yet
+
+
+class _Loop:
+    """All proxied connections, copied by one epoll thread with non-blocking
+    splice(2): no thread per connection and no GIL hand-off per read."""
+
+    def __init__(self):
+        self.ep = select.epoll()
+        self.fds = {}
+        self.lock = threading.Lock()
+        self.incoming = []
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ep.register(self.wake_r, select.EPOLLIN)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="proxy-copy", daemon=True)
+        self.thread.start()
+
+    def add(self, client, target):
+        with self.lock:
+            self.incoming.append((client, target))
+        os.write(self.wake_w, b"x")
+
+    def stop(self):
+        self.stopping = True
+        os.write(self.wake_w, b"x")
+        self.thread.join(5)
+
+    def _start(self, client, target):
+        client.setblocking(False)
+        backend = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        backend.setblocking(False)
+        err = backend.connect_ex(target)
+        if err not in (0, errno.EINPROGRESS):
+            backend.close()
+            _rst_close(client)
+            return
+        p = _Pair(client, backend)
+        self.fds[client.fileno()] = p
+        self.fds[backend.fileno()] = p
+        self.ep.register(client.fileno(), 0)
+        self.ep.register(backend.fileno(), select.EPOLLOUT)
+
+    def _connected(self, p):
+        err = p.backend.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._close(p, True)
+            return
+        p.connecting = False
+        for s in (p.client, p.backend):
             try:
-                s.shutdown(socket.SHUT_RDWR)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        p.halves = (_Half(p.client, p.backend), _Half(p.backend, p.client))
+
+    def _mask(self, p, sock):
+        if p.connecting:
+            return select.EPOLLOUT if sock is p.backend else 0
+        m = 0
+        for h in p.halves:
+            if h.done:
+                continue
+            if h.src is sock and not h.eof and h.pending == 0:
+                m |= select.EPOLLIN
+            if h.dst is sock and h.pending > 0:
+                m |= select.EPOLLOUT
+        return m
+
+    def _flush(self, h):
+        while h.pending > 0:
+            try:
+                n = os.splice(h.r, h.dst.fileno(), h.pending, flags=SPLICE_FLAGS)
+            except BlockingIOError:
+                return
+            h.pending -= n
+        if h.eof and not h.done:
+            h.done = True
+            try:
+                h.dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def _close(self, p, reset):
+        if p.closed:
+            return
+        p.closed = True
+        for s in (p.client, p.backend):
+            self.fds.pop(s.fileno(), None)
+            if s.fileno() not in p.parked:
+                try:
+                    self.ep.unregister(s.fileno())
+                except (OSError, ValueError):
+                    pass
+            if reset:
+                _rst_close(s)
+            else:
+                s.close()
+        for h in p.halves:
+            os.close(h.r)
+            os.close(h.w)
+
+    def _event(self, p, fd, ev):
+        if p.connecting:
+            if fd == p.backend.fileno() and ev & (select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP):
+                self._connected(p)
+            elif ev & (select.EPOLLERR | select.EPOLLHUP):
+                self._close(p, True)
+            return True
+        progress = False
+        for h in p.halves:
+            if h.done:
+                continue
+            if h.dst.fileno() == fd and h.pending:
+                before = h.pending
+                self._flush(h)
+                progress = progress or h.pending != before or h.done
+            if h.src.fileno() == fd and not h.eof and h.pending == 0:
+                try:
+                    n = os.splice(fd, h.w, CHUNK, flags=SPLICE_FLAGS)
+                except BlockingIOError:
+                    continue
+                progress = True
+                if n == 0:
+                    h.eof = True
+                h.pending += n
+                self._flush(h)
+        if all(h.done for h in p.halves):
+            self._close(p, False)
+        elif not progress and ev & select.EPOLLERR:
+            sock = p.client if fd == p.client.fileno() else p.backend
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                self._close(p, True)
+        return progress
+
+    def _rearm(self, p, hung):
+        """Set each socket's interest. A socket that hung up keeps reporting
+        EPOLLHUP whatever the mask, so while there is nothing to do on it (its
+        data waits for the other side to drain) it leaves epoll, and comes back
+        when there is."""
+        for s in (p.client, p.backend):
+            fd = s.fileno()
+            m = self._mask(p, s)
+            try:
+                if fd in p.parked:
+                    if m:
+                        self.ep.register(fd, m)
+                        p.parked.discard(fd)
+                elif fd == hung and not m:
+                    self.ep.unregister(fd)
+                    p.parked.add(fd)
+                else:
+                    self.ep.modify(fd, m)
+            except (OSError, ValueError):
+                pass
+
+    def _run(self):
+        while not self.stopping:
+            try:
+                events = self.ep.poll()
+            except InterruptedError:
+                continue
+            for fd, ev in events:
+                if fd == self.wake_r:
+                    try:
+                        os.read(self.wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    with self.lock:
+                        inc, self.incoming = self.incoming, []
+                    for client, target in inc:
+                        self._start(client, target)
+                    continue
+                p = self.fds.get(fd)
+                if p is None or p.closed:
+                    continue
+                try:
+                    progress = self._event(p, fd, ev)
+                except OSError as e:
+                    # a reset on one side resets the other; anything else just closes
+                    self._close(p, e.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNREFUSED))
+                    continue
+                if not p.closed:
+                    self._rearm(p, fd if not progress and ev & (select.EPOLLHUP | select.EPOLLERR) else None)
+        for p in list({id(p): p for p in self.fds.values()}.values()):
+            self._close(p, True)
+        self.ep.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
 
 
 class ServiceProxy:
@@ -104,13 +258,13 @@ class ServiceProxy:
         self.backends = {}      # (ns, svc, port name) -> [(ip, port), ...]
         self.rr = {}
         self.listeners = {}     # (ip, port) -> socket
-        self.conns = set()
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.sel.register(self.wake_r, selectors.EVENT_READ, None)
         self.pending = []
         self.stopping = False
+        self.loop = _Loop()
         self.worker = u.Worker("service-proxy", self.sync)
         self.thread = threading.Thread(target=self._accept_loop, name="proxy-accept", daemon=True)
 
@@ -221,37 +375,11 @@ class ServiceProxy:
         self.listeners.clear()
 
     def _handle(self, client, addr):
-        client.setblocking(True)
         target = self.pick(addr)
         if target is None:
             _rst_close(client)
             return
-        threading.Thread(target=self._connect, args=(client, target), daemon=True).start()
-
-    def _connect(self, client, target):
-        try:
-            backend = socket.create_connection(target, timeout=5)
-        except OSError:
-            _rst_close(client)
-            return
-        backend.settimeout(None)
-        for s in (client, backend):
-            try:
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        c = _Conn(self, client, backend)
-        with self.lock:
-            if self.stopping:
-                _rst_close(client)
-                backend.close()
-                return
-            self.conns.add(c)
-        c.run()
-
-    def _forget(self, c):
-        with self.lock:
-            self.conns.discard(c)
+        self.loop.add(client, target)
 
     def listening(self):
         with self.lock:
@@ -262,10 +390,7 @@ class ServiceProxy:
         self.stopping = True
         os.write(self.wake_w, b"x")
         self.thread.join(5)
-        with self.lock:
-            conns = list(self.conns)
-        for c in conns:
-            c.kill()
+        self.loop.stop()
         try:
             self.sel.close()
         except Exception:

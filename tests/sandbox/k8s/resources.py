@@ -42,6 +42,7 @@ _ALL = [
         categories=["all"], generation=True),
     Res("replicasets", "ReplicaSet", "apps", "v1", True, ["rs"], subresources=["status", "scale"],
         categories=["all"], generation=True),
+    Res("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True),
     Res("leases", "Lease", "coordination.k8s.io", "v1", True),
     Res("roles", "Role", "rbac.authorization.k8s.io", "v1", True),
     Res("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", "v1", True),

@@ -105,6 +105,8 @@ S = {
               "reason": "string", "message": "string", "source": "any", "firstTimestamp": "time",
               "lastTimestamp": "time", "count": "int32", "type": "string", "eventTime": "any", "series": "any",
               "action": "string", "related": "any", "reportingComponent": "string", "reportingInstance": "string"},
+    "EndpointSlice": {"apiVersion": "string", "kind": "string", "metadata": "ObjectMeta", "addressType": "string",
+                      "endpoints": ["any"], "ports": ["any"]},
     # apps
     "Deployment": {"apiVersion": "string", "kind": "string", "metadata": "ObjectMeta", "spec": "DeploymentSpec",
                    "status": "any"},
@@ -253,10 +255,21 @@ class _Base64Error(Exception):
         self.text = "illegal base64 data at input byte %d" % pos
 
 
-def decode(res, obj, mode):
-    """Check obj for kind res; returns (obj, warnings). mode: Strict|Warn|Ignore."""
+def decode(res, obj, mode, baseline=None):
+    """Check obj for kind res; returns (obj, warnings). mode: Strict|Warn|Ignore.
+
+    baseline: the stored object a patch was applied to; fields unknown to this
+    schema that it already had (written by the node) are not the client's."""
     try:
         unknown = check(res.kind, obj)
+        if baseline is not None and unknown:
+            try:
+                known_before = set(check(res.kind, baseline))
+            except (TypeError_, _Base64Error):
+                known_before = set()
+            unknown = [u for u in unknown if u not in known_before]
+            if not unknown:
+                return obj, []
     except TypeError_ as e:
         raise E.bad_request('%s in version "%s" cannot be handled as a %s: %s'
                             % (res.kind, res.version, res.kind, e.text))

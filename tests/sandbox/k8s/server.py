@@ -149,6 +149,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(code, _compact(obj) + b"\n", JSON, headers)
 
     def _error(self, err):
+        if isinstance(err, E.PlainError):
+            return self._send(err.code, err.text.encode(), "text/plain; charset=utf-8",
+                              [("X-Content-Type-Options", "nosniff")])
         self._json(err.code, err.body(), err.headers)
 
     def _handle(self, method):
@@ -369,14 +372,14 @@ class Handler(BaseHTTPRequestHandler):
                                 % (obj["apiVersion"], api_version))
         return obj
 
-    def _typed(self, res, obj, kind=None):
+    def _typed(self, res, obj, kind=None, baseline=None):
         class _R:
             pass
         r = res
         if kind:
             r = _R()
             r.kind, r.version = kind, "v1"
-        obj, warns = schema.decode(r, obj, self._field_validation())
+        obj, warns = schema.decode(r, obj, self._field_validation(), baseline)
         self.warnings.extend(warns)
         return obj
 
@@ -390,7 +393,8 @@ class Handler(BaseHTTPRequestHandler):
         if o is None:
             raise E.not_found(req.res.plural, req.res.group, req.name)
         if self._wants_table() and req.sub is None:
-            return self._json(200, tables.table(req.res.plural, [o], None, include=self.q.get("includeObject", "Metadata")))
+            return self._json(200, tables.table(req.res.plural, [o], o["metadata"]["resourceVersion"],
+                                                include=self.q.get("includeObject", "Metadata")))
         self._json(200, o)
 
     def _list(self, req):
@@ -402,17 +406,19 @@ class Handler(BaseHTTPRequestHandler):
         fsel = selectors.parse_field_selector(self.q.get("fieldSelector"), res.plural)
         if self.q.get("sendInitialEvents"):
             raise self._list_options_invalid([E.forbidden_field("sendInitialEvents", "sendInitialEvents is forbidden for list")])
-        items, rv = self.C.store.list_rv(res.plural, req.namespace, lsel, fsel)
         limit = self.q.get("limit")
         cont = self.q.get("continue")
-        start = None
         if cont:
             try:
                 tok = json.loads(base64.urlsafe_b64decode(cont + "=" * (-len(cont) % 4)))
                 start, trv = tok["start"], int(tok["rv"])
             except (ValueError, KeyError, TypeError):
                 raise E.bad_request("continue key is not valid: illegal base64 data at input byte 0")
-            if trv < self.C.store._history_floor:
+            try:
+                items = self.C.store.list_at(res.plural, req.namespace, trv, lsel, fsel)
+            except E.ApiError as e:
+                if e.code != 410:
+                    raise
                 raise E.expired("The provided continue parameter is too old to display a consistent list result. "
                                 "You can start a new list without the continue parameter, or use the continue token "
                                 "in this response to retrieve the remainder of the results. Continuing with the "
@@ -421,6 +427,8 @@ class Handler(BaseHTTPRequestHandler):
                                 "show up in the list.")
             rv = str(trv)
             items = [o for o in items if [o["metadata"].get("namespace", ""), o["metadata"]["name"]] > start]
+        else:
+            items, rv = self.C.store.list_rv(res.plural, req.namespace, lsel, fsel)
         next_tok = None
         remaining = None
         if limit:
@@ -464,18 +472,17 @@ class Handler(BaseHTTPRequestHandler):
         obj = self._decode_body(res)
         obj = self._typed(res, obj)
         md = obj.get("metadata") or {}
-        if md.get("name") and md["name"] != req.name:
+        if md.get("name", "") != req.name:
             raise E.bad_request("the name of the object (%s) does not match the name on the URL (%s)"
-                                % (md["name"], req.name))
-        obj.setdefault("metadata", {})["name"] = req.name
+                                % (md.get("name", ""), req.name))
         out = self.C.store.update(res.plural, req.namespace, obj, subresource=req.sub, dry_run=self._dry_run(),
                                   warnings=self.warnings)
         self._json(200, out)
 
     def _patch_fn(self, res, ctype, patch_doc, kind=None):
-        typed = lambda o: self._typed(res, o, kind)
-
         def fn(cur):
+            base = json.loads(json.dumps(cur))
+            typed = lambda o: self._typed(res, o, kind, base)
             if ctype == "application/json-patch+json":
                 new = P.json_patch(cur, patch_doc)
             elif ctype == "application/merge-patch+json":
@@ -537,12 +544,20 @@ class Handler(BaseHTTPRequestHandler):
         dry = opts.get("dryRun") or ([self.q["dryRun"]] if self.q.get("dryRun") else [])
         if dry and dry != ["All"]:
             raise E.bad_request("Invalid dryRun: %s" % dry)
+        grace = opts.get("gracePeriodSeconds")
+        if grace is None and self.q.get("gracePeriodSeconds"):
+            try:
+                grace = int(self.q["gracePeriodSeconds"])
+            except ValueError:
+                raise E.bad_request("gracePeriodSeconds: invalid value")
+        self.grace = grace
         return prop, opts.get("preconditions"), bool(dry)
 
     def _delete(self, req):
         res = req.res
         prop, pre, dry = self._delete_options()
-        obj, deleted = self.C.store.delete_ex(res.plural, req.namespace, req.name, prop, pre, dry_run=dry)
+        obj, deleted = self.C.store.delete_ex(res.plural, req.namespace, req.name, prop, pre, dry_run=dry,
+                                              grace=self.grace, api=True)
         if res.return_deleted or not deleted:
             return self._json(200, obj)
         d = {"name": req.name}
@@ -565,7 +580,7 @@ class Handler(BaseHTTPRequestHandler):
         for o in items:
             try:
                 d, _ = self.C.store.delete_ex(res.plural, o["metadata"].get("namespace"), o["metadata"]["name"],
-                                              prop, None, dry_run=dry)
+                                              prop, None, dry_run=dry, grace=self.grace, api=True)
                 d.pop("kind", None)
                 d.pop("apiVersion", None)
                 out.append(d)

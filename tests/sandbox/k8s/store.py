@@ -71,7 +71,9 @@ class Store:
         self._watchers = []
         self._subs = []
         self._ips = set()
-        self._next_ip = int(self.CLUSTER_IP_NET.network_address) + 1
+        # random start (like the real allocator): sandboxes running side by side rarely collide
+        self._next_ip = int(self.CLUSTER_IP_NET.network_address) + 1 + random.randrange(
+            self.CLUSTER_IP_NET.num_addresses - 2)
         self.warnings_hook = None
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
@@ -164,6 +166,33 @@ class Store:
             rv = str(self._rv)
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         return items, rv
+
+    def list_at(self, resource, namespace, rv, label_selector=None, field_selector=None):
+        """The list as it was at resourceVersion rv (for continue tokens): current state with the
+        later events undone. Raises 410 Expired if rv is older than the event history."""
+        res = self._res(resource)
+        sel = selectors.coerce(label_selector)
+        with self._lock:
+            if rv < self._history_floor:
+                raise E.expired("too old resource version: %d (%d)" % (rv, self._history_floor))
+            state = dict(self._objs[resource])
+            for ev_rv, typ, r, obj, prev in reversed(self._history):
+                if ev_rv <= rv:
+                    break
+                if r != resource:
+                    continue
+                md = obj["metadata"]
+                key = self._key(res, md.get("namespace"), md["name"])
+                if typ == "ADDED":
+                    state.pop(key, None)
+                elif prev is not None:
+                    state[key] = prev
+            items = [deepcopy(o) for (ns, _), o in state.items()
+                     if (namespace is None or not res.namespaced or ns == namespace)
+                     and sel.matches(o["metadata"].get("labels"))
+                     and (field_selector is None or field_selector.matches(o))]
+        items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return items
 
     # ---- watch --------------------------------------------------------------------------
 
@@ -262,8 +291,7 @@ class Store:
         for f in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
                   "generation", "selfLink", "managedFields"):
             md.pop(f, None)
-        if resource not in ("configmaps", "secrets", "serviceaccounts", "roles", "rolebindings", "leases", "events",
-                            "endpoints"):
+        if resource not in _NO_STATUS:
             obj["status"] = {}
         self._convert_string_data(resource, obj)
         V.apply_defaults(resource, obj)
@@ -454,8 +482,7 @@ class Store:
             md.pop("managedFields", None)
             if "status" in cur:
                 new["status"] = deepcopy(cur["status"])
-            elif resource not in ("configmaps", "secrets", "serviceaccounts", "roles", "rolebindings", "leases",
-                                  "events", "endpoints"):
+            elif resource not in _NO_STATUS:
                 new.pop("status", None)
             if resource == "services":
                 self._carry_cluster_ip(new, cur)
@@ -551,8 +578,16 @@ class Store:
                 return None
             raise
 
-    def delete_ex(self, resource, namespace, name, propagation="Background", preconditions=None, dry_run=False):
-        """Returns (object, deleted_now). Raises NotFound / Conflict (preconditions)."""
+    def delete_ex(self, resource, namespace, name, propagation="Background", preconditions=None, dry_run=False,
+                  grace=None, api=False):
+        """Returns (object, deleted_now). Raises NotFound / Conflict (preconditions).
+
+        Pods bound to the node are deleted gracefully, as the real registry does:
+        the first delete sets deletionTimestamp (now + grace) and
+        deletionGracePeriodSeconds; the kubelet stops the containers and deletes
+        again, which removes the pod. From the API a second delete only shortens
+        the grace period (grace 0 removes at once); a store.delete() (the node's
+        call) of a terminating pod removes it."""
         res = self._res(resource)
         propagation = propagation or "Background"
         if propagation not in ("Background", "Foreground", "Orphan"):
@@ -577,12 +612,37 @@ class Store:
                 return deepcopy(cur), True
             new = deepcopy(cur)
             md = new["metadata"]
+            if resource == "pods" and not (cur["metadata"].get("finalizers")) and propagation == "Background":
+                spec = cur.get("spec") or {}
+                phase = (cur.get("status") or {}).get("phase")
+                g = grace if grace is not None else spec.get("terminationGracePeriodSeconds", 30)
+                if g is None or g < 0:
+                    g = 30
+                graceful = bool(spec.get("nodeName")) and phase not in ("Succeeded", "Failed") and g > 0
+                if md.get("deletionTimestamp"):
+                    old_g = md.get("deletionGracePeriodSeconds") or 0
+                    if not api or g == 0 or not graceful:
+                        return self._remove_locked(res, key, new), True
+                    if g >= old_g:
+                        return deepcopy(cur), False
+                    graceful = True
+                if graceful:
+                    when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=g)
+                    md["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    md["deletionGracePeriodSeconds"] = g
+                    md["resourceVersion"] = self._next_rv()
+                    self._objs[resource][key] = new
+                    self._emit("MODIFIED", resource, new, deepcopy(cur))
+                    return deepcopy(new), False
+                return self._remove_locked(res, key, new), True
             fins = list(md.get("finalizers") or [])
             if propagation == "Foreground" and "foregroundDeletion" not in fins:
                 fins.append("foregroundDeletion")
             elif propagation == "Orphan" and "orphan" not in fins:
                 fins.append("orphan")
             if resource == "namespaces":
+                if name in ("default", "kube-system", "kube-public"):
+                    raise E.forbidden("namespaces", "", name, "this namespace may not be deleted")
                 if not md.get("deletionTimestamp"):
                     md["deletionTimestamp"] = now_rfc3339()
                     md["deletionGracePeriodSeconds"] = 0
@@ -652,6 +712,10 @@ class Store:
                 for (ns, name), o in objs.items():
                     out.append((resource, ns, name, deepcopy(o["metadata"])))
             return out
+
+
+_NO_STATUS = ("configmaps", "secrets", "serviceaccounts", "roles", "rolebindings", "leases", "events", "endpoints",
+              "endpointslices")
 
 
 def _qos_class(spec):

@@ -273,7 +273,24 @@ _SEC_COLS[2]["type"] = "integer"
 _SA_COLS, _sa_row = simple([("Secrets", lambda o: len(o.get("secrets") or []))])
 _LEASE_COLS, _lease_row = simple([("Holder", lambda o: (o.get("spec") or {}).get("holderIdentity", ""))])
 
+def eps_row(o):
+    ports = o.get("ports")
+    if not ports:
+        ps = "<unset>"
+    else:
+        ps = ",".join(str(p.get("port", "*")) if p.get("port") is not None else "*" for p in ports)
+    addrs = [a for e in o.get("endpoints") or [] for a in e.get("addresses") or []]
+    if not addrs:
+        es = "<none>"
+    elif len(addrs) > 3:
+        es = ",".join(addrs[:3]) + " + %d more..." % (len(addrs) - 3)
+    else:
+        es = ",".join(addrs)
+    return [o["metadata"]["name"], o.get("addressType", ""), ps, es, age(o["metadata"].get("creationTimestamp"))]
+
+
 PRINTERS = {
+    "endpointslices": ([NAME, col("AddressType"), col("Ports"), col("Endpoints"), AGE], eps_row),
     "pods": (POD_COLS, pod_row),
     "services": (SVC_COLS, svc_row),
     "deployments": (DEPLOY_COLS, deploy_row),

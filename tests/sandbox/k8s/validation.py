@@ -625,6 +625,12 @@ def validate(resource, obj, namespaced):
         errs += _validate_configmap_keys(obj, ("data",))
     elif resource == "roles":
         errs += _validate_rbac_role(obj)
+    elif resource == "endpointslices":
+        at = obj.get("addressType")
+        if not at:
+            errs.append(E.required("addressType", ""))
+        elif at not in ("IPv4", "IPv6", "FQDN"):
+            errs.append(E.not_supported("addressType", at, ["IPv4", "IPv6", "FQDN"]))
     elif resource == "rolebindings":
         errs += _validate_rolebinding(obj)
     elif resource == "events":

@@ -48,9 +48,10 @@ class Sandbox:
         shutil.rmtree(self.dir, ignore_errors=True)
         return r
 
-    def kubectl(self, *args, check=True, timeout=60, stdin=None, context=None):
-        env = dict(os.environ, KUBECONFIG=self.kubeconfig)
-        env.pop("KUBE_FEATURE_WatchListClient", None)
+    def kubectl(self, *args, check=True, timeout=60, stdin=None, context=None, env=None):
+        base = dict(os.environ, KUBECONFIG=self.kubeconfig)
+        base.pop("KUBE_FEATURE_WatchListClient", None)   # the sandbox must work with kubectl's defaults
+        env = dict(base, **(env or {}))
         cmd = ["kubectl"] + (["--context", context] if context else []) + list(args)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, input=stdin)
         if check and r.returncode != 0:

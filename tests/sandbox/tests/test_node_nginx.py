@@ -6,6 +6,8 @@ import os
 import sys
 import unittest
 
+sys.dont_write_bytecode = True
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nodelib as nl  # noqa: E402
 import tap  # noqa: E402

@@ -11,6 +11,8 @@ import sys
 import time
 import unittest
 
+sys.dont_write_bytecode = True
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nodelib as nl  # noqa: E402
 import tap  # noqa: E402
@@ -44,6 +46,13 @@ def ask(ip, port, path="/", headers=None):
     status, body = nl.http_get(ip, port, path, headers)
     assert status == 200, (status, body)
     return json.loads(body)
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except OSError:
+        return None
 
 
 def ready_endpoints(name):
@@ -194,6 +203,67 @@ class ServiceProxyTest(unittest.TestCase):
         finally:
             if s is not None:
                 s.close()
+
+    def test_selectorless_service_uses_manual_endpoints_with_half_close_and_reset(self):
+        import threading
+        big = os.urandom(16 << 20)
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.1.254.77", 0))
+        ls.listen(8)
+        port = ls.getsockname()[1]
+
+        def serve():
+            for _ in range(2):
+                c, _ = ls.accept()
+                got = b""
+                while True:           # read until the client's FIN arrives through the proxy
+                    d = c.recv(65536)
+                    if not d:
+                        break
+                    got += d
+                c.sendall(hashlib.sha256(got).hexdigest().encode() + b"\n" + (big if got == b"big" else b""))
+                c.close()
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        try:
+            SB.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "manual"},
+                      "spec": {"ports": [{"port": 7000, "targetPort": port}]}})
+            SB.apply({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "manual"},
+                      "subsets": [{"addresses": [{"ip": "127.1.254.77"}], "ports": [{"port": port}]},
+                                  ]})
+            ip = cluster_ip("manual")
+
+            def exchange(payload):
+                s = socket.create_connection((ip, 7000), timeout=10)
+                s.sendall(payload)
+                s.shutdown(socket.SHUT_WR)
+                out = b""
+                while True:
+                    d = s.recv(1 << 20)
+                    if not d:
+                        break
+                    out += d
+                s.close()
+                return out
+            out = SB.wait_for(lambda: (lambda o: o if o else None)(_try(exchange, b"big")), timeout=5,
+                              what="proxy routing to the manual endpoint")
+            head, _, body = out.partition(b"\n")
+            self.assertEqual(head, hashlib.sha256(b"big").hexdigest().encode())
+            self.assertEqual(hashlib.sha256(body).digest(), hashlib.sha256(big).digest())
+            self.assertEqual(exchange(b"x" * 100000).strip(), hashlib.sha256(b"x" * 100000).hexdigest().encode())
+        finally:
+            ls.close()
+        # the endpoint now refuses: the client is reset
+        s = None
+        with self.assertRaises((ConnectionResetError, BrokenPipeError)):
+            s = socket.create_connection((ip, 7000), timeout=2)
+            s.sendall(b"hello")
+            s.recv(10)
+            self.fail("not reset")
+        if s is not None:
+            s.close()
+        SB.kubectl("delete", "service", "manual")
 
     def test_deleted_service_stops_listening(self):
         SB.apply(nl.service("temp", {"app": "echo", "color": "blue"}, [{"port": 81, "targetPort": 8080}]))

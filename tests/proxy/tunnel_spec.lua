@@ -1,0 +1,117 @@
+-- czctl.tunnel: the provider registry, handle checks, the ngrok log parser and
+-- argument errors of the built-in providers. Processes and traffic are in
+-- tests/proxy/test_ngrok_provider.sh.
+local tunnel = require "czctl.tunnel"
+local ngrok = require "czctl.tunnel.ngrok"
+local direct = require "czctl.tunnel.direct"
+
+describe("tunnel.get", function()
+  it("loads the built-in providers", function()
+    assert.equal(ngrok, tunnel.get("ngrok"))
+    assert.equal(direct, tunnel.get("direct"))
+  end)
+  it("names the built-in providers when one is unknown", function()
+    local p, err = tunnel.get("nosuch")
+    assert.is_nil(p)
+    assert.match('unknown tunnel provider "nosuch" %(built in: ngrok, direct', err)
+  end)
+  it("refuses names that are not module names", function()
+    local p, err = tunnel.get("../x")
+    assert.is_nil(p)
+    assert.match("invalid tunnel provider name", err)
+  end)
+  it("refuses a module without start", function()
+    package.preload["czctl.tunnel.nostart"] = function() return {} end
+    local p, err = tunnel.get("nostart")
+    package.preload["czctl.tunnel.nostart"], package.loaded["czctl.tunnel.nostart"] = nil, nil
+    assert.is_nil(p)
+    assert.match("has no start function", err)
+  end)
+end)
+
+describe("tunnel.check_handle", function()
+  local function handle(over)
+    local h = { url = "http://127.0.0.1:3000", upstream = { url = "http://127.0.0.1:3000" },
+                stop = function() end, healthy = function() return true end }
+    for k, v in pairs(over or {}) do h[k] = v end
+    return h
+  end
+  it("accepts a complete handle", function() assert.truthy(tunnel.check_handle(handle())) end)
+  local bad = {
+    { "a URL that is not http(s)", { url = "tcp://x:1" }, "handle.url" },
+    { "no upstream", { upstream = false }, "upstream.url" },
+    { "no stop", { stop = false }, "stop" },
+    { "no healthy", { healthy = false }, "healthy" },
+    { "a pid that is not an integer", { pid = "12" }, "pid" },
+  }
+  for _, c in ipairs(bad) do
+    it("refuses " .. c[1], function()
+      local h = handle()
+      for k, v in pairs(c[2]) do h[k] = v or nil end
+      local ok, err = tunnel.check_handle(h)
+      assert.is_nil(ok)
+      assert.truthy(err:find(c[3], 1, true), err)
+    end)
+  end
+  it("stops a handle that fails the check in tunnel.start", function()
+    local stopped = false
+    package.preload["czctl.tunnel.broken"] = function()
+      return { start = function() return { url = "nope", stop = function() stopped = true end } end }
+    end
+    local h, err = tunnel.start("broken", { local_port = 1 })
+    package.preload["czctl.tunnel.broken"], package.loaded["czctl.tunnel.broken"] = nil, nil
+    assert.is_nil(h)
+    assert.match('tunnel provider "broken": handle.url', err)
+    assert.truthy(stopped)
+  end)
+end)
+
+describe("ngrok.parse_log_line", function()
+  it("reads the agent's JSON lines", function()
+    local rec = ngrok.parse_log_line('{"addr":"127.0.0.1:4041","lvl":"info","msg":"starting web service","obj":"web","t":"2026-01-01T00:00:00Z"}')
+    assert.equal("starting web service", rec.msg)
+    assert.equal("127.0.0.1:4041", rec.addr)
+  end)
+  it("reads logfmt lines, quoted and bare values", function()
+    local rec = ngrok.parse_log_line('t=2026-01-01T00:00:00Z lvl=info msg="started tunnel" obj=tunnels name=command_line addr=http://localhost:3000 url=https://ab.ngrok-free.app')
+    assert.equal("started tunnel", rec.msg)
+    assert.equal("https://ab.ngrok-free.app", rec.url)
+    assert.equal("command_line", rec.name)
+  end)
+  it("ignores lines that are not log records", function()
+    assert.is_nil(ngrok.parse_log_line("ERROR:  authentication failed"))
+    assert.is_nil(ngrok.parse_log_line("{not json"))
+  end)
+end)
+
+describe("provider arguments", function()
+  it("direct refuses a missing port", function()
+    local h, err = direct.start{}
+    assert.is_nil(h)
+    assert.match("local_port", err)
+  end)
+  it("direct refuses a host with spaces", function()
+    local h, err = direct.start{ local_port = 3000, host = "a b" }
+    assert.is_nil(h)
+    assert.match("invalid host", err)
+  end)
+  it("direct builds http://HOST:PORT and needs no process", function()
+    local h = direct.start{ local_port = 1, host = "10.8.0.6", log = function() end }
+    assert.equal("http://10.8.0.6:1", h.url)
+    assert.same({ url = "http://10.8.0.6:1" }, h.upstream)
+    assert.is_nil(h.pid)
+    assert.equal(false, direct.needs_process)
+    assert.truthy(h:stop())
+    assert.truthy(h:stop())
+  end)
+  it("ngrok refuses a bad port", function()
+    local h, err = ngrok.start{ local_port = 70000 }
+    assert.is_nil(h)
+    assert.match("local_port", err)
+  end)
+  it("ngrok explains how to install it when the command is missing", function()
+    local h, err = ngrok.start{ local_port = 3000, command = "/nonexistent/ngrok" }
+    assert.is_nil(h)
+    assert.equal("ngrok is not installed: install it from https://ngrok.com/download (or use --tunnel direct)", err)
+  end)
+end)

@@ -1,0 +1,116 @@
+"""EndpointSlice mirroring: keeps discovery.k8s.io/v1 EndpointSlices in step with core/v1 Endpoints.
+
+kubectl describe service (v1.32) reads EndpointSlices labelled
+kubernetes.io/service-name=<svc>. One slice per Endpoints subset, named
+<svc>-<5 random chars>, owned by the Service (as the EndpointSlice controller
+does), or labelled as mirrored when no Service exists.
+"""
+import queue
+import threading
+
+from . import errors as E
+
+MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+
+
+class Mirror:
+    def __init__(self, store):
+        self.store = store
+        self.q = queue.Queue()
+        self._stop = False
+        store.subscribe(self._on_event)
+        self._t = threading.Thread(target=self._run, name="endpointslices", daemon=True)
+        self._t.start()
+
+    def _on_event(self, typ, resource, obj):
+        if resource in ("endpoints", "services"):
+            md = obj["metadata"]
+            self.q.put((md.get("namespace"), md["name"]))
+
+    def stop(self):
+        self._stop = True
+        self.q.put(None)
+        self._t.join(2)
+
+    def _run(self):
+        while not self._stop:
+            item = self.q.get()
+            if item is None:
+                return
+            try:
+                self.sync(*item)
+            except E.ApiError:
+                pass
+            except Exception:
+                import traceback
+                traceback.print_exc()
+
+    def desired(self, ns, name):
+        ep = self.store.get("endpoints", ns, name)
+        if ep is None:
+            return None
+        svc = self.store.get("services", ns, name)
+        slices = []
+        subsets = ep.get("subsets") or [{}]
+        for ss in subsets:
+            eps = []
+            for a, ready in [(a, True) for a in ss.get("addresses") or []] + \
+                            [(a, False) for a in ss.get("notReadyAddresses") or []]:
+                e = {"addresses": [a.get("ip")], "conditions": {"ready": ready, "serving": ready, "terminating": False}}
+                if a.get("nodeName"):
+                    e["nodeName"] = a["nodeName"]
+                if a.get("targetRef"):
+                    e["targetRef"] = {k: v for k, v in a["targetRef"].items()
+                                      if k in ("kind", "name", "namespace", "uid")}
+                eps.append(e)
+            ports = None
+            if ss.get("ports"):
+                ports = [{k: p[k] for k in ("name", "port", "protocol", "appProtocol") if k in p}
+                         for p in ss["ports"]]
+                for p in ports:
+                    p.setdefault("name", "")
+            slices.append({"addressType": "IPv4", "endpoints": eps, "ports": ports})
+        labels = {"kubernetes.io/service-name": name}
+        owner = None
+        if svc is not None:
+            labels[MANAGED_BY] = "endpointslice-controller.k8s.io"
+            owner = [{"apiVersion": "v1", "kind": "Service", "name": name, "uid": svc["metadata"]["uid"],
+                      "controller": True, "blockOwnerDeletion": True}]
+        else:
+            labels[MANAGED_BY] = "endpointslicemirroring-controller.k8s.io"
+        return slices, labels, owner
+
+    def sync(self, ns, name):
+        st = self.store
+        have = [s for s in st.list("endpointslices", ns, {"kubernetes.io/service-name": name})
+                if (s["metadata"].get("labels") or {}).get(MANAGED_BY, "").startswith("endpointslice")]
+        want = self.desired(ns, name)
+        if want is None:
+            for s in have:
+                st.delete("endpointslices", ns, s["metadata"]["name"])
+            return
+        slices, labels, owner = want
+        for i, body in enumerate(slices):
+            if i < len(have):
+                cur = have[i]
+                new = dict(cur)
+                new["metadata"] = dict(cur["metadata"], labels=labels)
+                if owner:
+                    new["metadata"]["ownerReferences"] = owner
+                new.update(body)
+                if body["ports"] is None:
+                    new.pop("ports", None)
+                if new != cur:
+                    st.update("endpointslices", ns, new)
+            else:
+                md = {"generateName": name + "-", "labels": labels,
+                      "annotations": {"endpoints.kubernetes.io/last-change-trigger-time":
+                                      __import__("datetime").datetime.now(__import__("datetime").timezone.utc)
+                                      .strftime("%Y-%m-%dT%H:%M:%SZ")}}
+                if owner:
+                    md["ownerReferences"] = owner
+                obj = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": md}
+                obj.update({k: v for k, v in body.items() if v is not None})
+                st.create("endpointslices", ns, obj)
+        for s in have[len(slices):]:
+            st.delete("endpointslices", ns, s["metadata"]["name"])
