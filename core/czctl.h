@@ -10,6 +10,7 @@
 #define CZCTL_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <lua.h>
 
 /* Lua module entry points; each may raise only on memory errors. */
@@ -67,6 +68,59 @@ double czctl_now(void);
  * safe when nothing was initialised. */
 int czctl_curl_init(void);
 void czctl_curl_cleanup(void);
+
+/* ---- results and arguments (core/sys.c) -----------------------------------
+ * One behaviour for every module: failures of the world are nil, message
+ * (plus errno where there is one); misuse raises "bad argument" errors. */
+
+/* Pushes nil, msg; returns 2. Raises only on memory errors. */
+int czctl_fail(lua_State *L, const char *msg);
+/* Pushes nil, "<what>: <strerror(e)>", e; returns 3. Raises only on memory errors. */
+int czctl_fail_errno(lua_State *L, const char *what, int e);
+/* Argument arg in seconds: def when none or nil. Raises unless a number >= 0. */
+double czctl_opt_seconds(lua_State *L, int arg, double def);
+/* Field key of the options table at index t in seconds: def when nil.
+ * Raises unless a number >= 0. */
+double czctl_field_seconds(lua_State *L, int t, const char *key, double def);
+/* Field key of the options table at index t: NULL when nil, else a string
+ * that the table keeps alive. Raises on any other type. */
+const char *czctl_field_string(lua_State *L, int t, const char *key);
+
+/* ---- child processes (core/proc.c) ----------------------------------------
+ * Every program czctl starts (czctl.core.proc, exec credential plugins)
+ * starts through czctl_exec_start, so every child gets the same set-up:
+ * signals blocked across fork (no handler of ours runs in the child), then
+ * default dispositions and an empty mask, exactly the three fds given as
+ * 0, 1 and 2, and every other fd closed on exec. Nothing here raises. */
+typedef struct czctl_exec {
+    const char *path;          /* the executable (see czctl_find_program) */
+    char *const *argv;
+    char *const *envp;
+    const char *cwd;           /* NULL: ours */
+    int fds[3];                /* become the child's 0, 1 and 2 */
+} czctl_exec;
+
+enum { CZCTL_EXEC_FORK, CZCTL_EXEC_EXEC, CZCTL_EXEC_CWD };
+
+/* Forks and execs x. Returns the child's pid once execve succeeded, or -1
+ * with errno set and *stage saying what failed: CZCTL_EXEC_FORK (pipe or
+ * fork), CZCTL_EXEC_EXEC (execve; errno is the child's) or CZCTL_EXEC_CWD
+ * (chdir); a child that failed has been reaped. */
+pid_t czctl_exec_start(const czctl_exec *x, int *stage);
+
+/* Stops a child: SIGTERM, up to grace_s for it to exit (a pending signal
+ * does not cut this short: cleanup must finish), then SIGKILL. Reaps it and
+ * returns its exit code (128+N for signal N). pidfd may be -1. */
+int czctl_child_stop(pid_t pid, int pidfd, double grace_s);
+
+/* cmd as it is when it holds a '/' (like execvp), else the first executable
+ * regular file named cmd in the colon list path_var (an empty entry is the
+ * current directory; NULL finds nothing). Returns a malloc'd path, or NULL
+ * with errno ENOENT or ENOMEM. */
+char *czctl_find_program(const char *cmd, const char *path_var);
+
+/* Is path an executable regular file? */
+int czctl_is_executable(const char *path);
 
 /* ---- resource box (core/sys.c) -------------------------------------------
  * A full userdata that owns one fd, one malloc'd buffer and one opaque

@@ -115,6 +115,15 @@ static void slist_wipe_free(struct curl_slist **l)
     *l = NULL;
 }
 
+static void wipe_free(char **s)
+{
+    if (*s) {
+        explicit_bzero(*s, strlen(*s));
+        free(*s);
+        *s = NULL;
+    }
+}
+
 /* ---- config ------------------------------------------------------------ */
 
 /* Clients keep their config alive (uservalue) and use its kc_config, so
@@ -126,6 +135,7 @@ typedef struct kube_cfg {
     int closed;
 } kube_cfg;
 
+/* The open config at index i; raises when it is not one or is closed. */
 static kube_cfg *check_cfg(lua_State *L, int i)
 {
     kube_cfg *k = luaL_checkudata(L, i, CFG_MT);
@@ -152,30 +162,6 @@ static int cfg_gc(lua_State *L)
     return 0;
 }
 
-static const char *opt_string(lua_State *L, int t, const char *key)
-{
-    const char *s = NULL;
-    if (lua_getfield(L, t, key) != LUA_TNIL) {
-        if (!lua_isstring(L, -1))
-            luaL_error(L, "option '%s' must be a string", key);
-        s = lua_tostring(L, -1);
-    }
-    lua_pop(L, 1); /* the string stays referenced by the options table */
-    return s;
-}
-
-static double opt_number(lua_State *L, int t, const char *key, double dflt)
-{
-    double v = dflt;
-    if (lua_getfield(L, t, key) != LUA_TNIL) {
-        if (!lua_isnumber(L, -1))
-            luaL_error(L, "option '%s' must be a number", key);
-        v = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 static int opt_bool(lua_State *L, int t, const char *key)
 {
     lua_getfield(L, t, key);
@@ -190,8 +176,8 @@ static int kube_load_config(lua_State *L)
     kc_options o = {0};
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
-        o.kubeconfig = opt_string(L, 1, "kubeconfig");
-        o.context = opt_string(L, 1, "context");
+        o.kubeconfig = czctl_field_string(L, 1, "kubeconfig");
+        o.context = czctl_field_string(L, 1, "context");
     }
     kube_cfg *k = lua_newuserdatauv(L, sizeof *k, 0);
     k->c = NULL;
@@ -199,9 +185,7 @@ static int kube_load_config(lua_State *L)
     k->closed = 0;
     luaL_setmetatable(L, CFG_MT);
     if (kubeconfig_load(&o, &k->c, &k->err) < 0) {
-        luaL_pushfail(L);
-        lua_pushstring(L, k->err);
-        return 2;
+        return czctl_fail(L, k->err);
     }
     return 1;
 }
@@ -214,6 +198,31 @@ static void set_str(lua_State *L, const char *key, const char *v)
     }
 }
 
+/* Like set_str for a URL, with a password in it replaced by "xxxxx" (as Go's
+ * url.Redacted does): proxy URLs often carry one, and no secret goes to Lua. */
+static void set_url(lua_State *L, const char *key, const char *url)
+{
+    if (!url)
+        return;
+    const char *authority = strstr(url, "://");
+    authority = authority ? authority + 3 : url;
+    size_t n = strcspn(authority, "/?#");
+    const char *at = NULL;
+    for (const char *p = authority; p < authority + n; p++)
+        if (*p == '@')
+            at = p;
+    const char *colon = at ? memchr(authority, ':', (size_t)(at - authority)) : NULL;
+    if (colon) {
+        lua_pushlstring(L, url, (size_t)(colon + 1 - url));
+        lua_pushliteral(L, "xxxxx");
+        lua_pushstring(L, at);
+        lua_concat(L, 3);
+    } else {
+        lua_pushstring(L, url);
+    }
+    lua_setfield(L, -2, key);
+}
+
 /* cfg:info() -> table without secrets */
 static int cfg_info(lua_State *L)
 {
@@ -223,11 +232,11 @@ static int cfg_info(lua_State *L)
     set_str(L, "cluster", c->cluster);
     set_str(L, "user", c->user);
     set_str(L, "namespace", c->namespace);
-    set_str(L, "server", c->server);
+    set_url(L, "server", c->server);
     set_str(L, "auth", c->auth);
     set_str(L, "source", c->source);
     set_str(L, "tls_server_name", c->tls_server_name);
-    set_str(L, "proxy_url", c->proxy_url);
+    set_url(L, "proxy_url", c->proxy_url);
     set_str(L, "certificate_authority", c->ca_file);
     set_str(L, "client_certificate", c->cert_file);
     set_str(L, "client_key", c->key_file);
@@ -300,6 +309,7 @@ typedef struct kube_client {
     int verbose;
     char *base;                 /* server URL without trailing '/', host possibly = tls-server-name */
     char *host_header;          /* "Host: ..." when tls-server-name rewrites the URL */
+    char *url_user, *url_password; /* userinfo of the server URL, moved out of base (wiped) */
     struct curl_slist *connect_to;
     int no_proxy;               /* loopback server without proxy-url: Go never proxies it */
     struct curl_slist *headers; /* per request; may hold Authorization, wiped */
@@ -309,6 +319,7 @@ typedef struct kube_client {
     unsigned long requests, connections;
 } kube_client;
 
+/* The open client at index i; raises when it is not one or is closed. */
 static kube_client *check_client(lua_State *L, int i)
 {
     kube_client *k = luaL_checkudata(L, i, CLIENT_MT);
@@ -336,6 +347,8 @@ static void client_release(kube_client *k)
     k->base = NULL;
     free(k->host_header);
     k->host_header = NULL;
+    wipe_free(&k->url_user);
+    wipe_free(&k->url_password);
     if (k->body.p)
         explicit_bzero(k->body.p, k->body.cap);
     kbuf_free(&k->body);
@@ -351,9 +364,7 @@ static int client_fail(lua_State *L, kube_client *k, char *msg)
 {
     free(k->errmsg);
     k->errmsg = msg;
-    luaL_pushfail(L);
-    lua_pushstring(L, msg ? msg : "out of memory");
-    return 2;
+    return czctl_fail(L, msg ? msg : "out of memory");
 }
 
 static int client_close(lua_State *L)
@@ -391,6 +402,26 @@ static int client_prepare_url(kube_client *k, char **err)
     }
     if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
         port = NULL;
+    /* a user:password in the server URL goes to libcurl as options, so base
+     * (logged with --verbose, put into error messages and Lua) holds none */
+    char *part = NULL;
+    if (curl_url_get(u, CURLUPART_USER, &part, CURLU_URLDECODE) == CURLUE_OK) {
+        k->url_user = strdup(part);
+        explicit_bzero(part, strlen(part));
+        curl_free(part);
+        part = NULL;
+        if (curl_url_get(u, CURLUPART_PASSWORD, &part, CURLU_URLDECODE) != CURLUE_OK)
+            part = NULL;
+        k->url_password = strdup(part ? part : "");
+        if (part) {
+            explicit_bzero(part, strlen(part));
+            curl_free(part);
+        }
+        if (!k->url_user || !k->url_password)
+            goto oom;
+        curl_url_set(u, CURLUPART_USER, NULL, 0);
+        curl_url_set(u, CURLUPART_PASSWORD, NULL, 0);
+    }
     k->no_proxy = !c->proxy_url && is_loopback_host(host);
     if (c->tls_server_name && !strcmp(scheme, "https")) {
         char *ct = NULL;
@@ -474,6 +505,10 @@ static int setup_easy(kube_client *k, CURL *e, kbuf *body, kbuf *hdrs, char *err
         SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         SET(CURLOPT_USERNAME, c->username ? c->username : "");
         SET(CURLOPT_PASSWORD, c->password ? c->password : "");
+    } else if (k->url_user) {
+        /* as Go does with URL userinfo: basic auth unless an Authorization header is set */
+        SET(CURLOPT_USERNAME, k->url_user);
+        SET(CURLOPT_PASSWORD, k->url_password);
     }
     if (c->proxy_url)
         SET(CURLOPT_PROXY, c->proxy_url);
@@ -493,8 +528,8 @@ static int kube_client_new(lua_State *L)
     int verbose = 0;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
-        timeout = opt_number(L, 2, "timeout", timeout);
-        connect_timeout = opt_number(L, 2, "connect_timeout", connect_timeout);
+        timeout = czctl_field_seconds(L, 2, "timeout", timeout);
+        connect_timeout = czctl_field_seconds(L, 2, "connect_timeout", connect_timeout);
         verbose = opt_bool(L, 2, "verbose");
     }
     kube_client *k = lua_newuserdatauv(L, sizeof *k, 1);
@@ -718,6 +753,7 @@ static void push_headers(lua_State *L, const kbuf *h)
     }
 }
 
+/* The request's method ("GET" when nil); raises when it is not a string. */
 static const char *method_of(lua_State *L, int t)
 {
     lua_getfield(L, t, "method");
@@ -786,9 +822,9 @@ static int client_request(lua_State *L)
     kube_client *k = check_client(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     const char *method = method_of(L, 2);
-    const char *accept = opt_string(L, 2, "accept");
-    const char *ctype = opt_string(L, 2, "content_type");
-    double timeout = opt_number(L, 2, "timeout", k->timeout);
+    const char *accept = czctl_field_string(L, 2, "accept");
+    const char *ctype = czctl_field_string(L, 2, "content_type");
+    double timeout = czctl_field_seconds(L, 2, "timeout", k->timeout);
     size_t blen = 0;
     const char *body = NULL;
     if (lua_getfield(L, 2, "body") != LUA_TNIL) {
@@ -830,9 +866,7 @@ static int client_request(lua_State *L)
         k->connections += (unsigned long)newconn;
         if (r == DRIVE_INTR) {
             log_verbose(k, k->easy, method, url, 0, dt, 0, "interrupted");
-            luaL_pushfail(L);
-            lua_pushliteral(L, "interrupted");
-            return 2;
+            return czctl_fail(L, "interrupted");
         }
         if (r == DRIVE_TIMEOUT || r == DRIVE_ERR || res != CURLE_OK) {
             const char *why = r == DRIVE_TIMEOUT ? "request timed out"
@@ -881,6 +915,7 @@ typedef struct kube_watch {
     CURLcode result;
 } kube_watch;
 
+/* The watch at index i (open or closed); raises when it is not one. */
 static kube_watch *check_watch(lua_State *L, int i)
 {
     return luaL_checkudata(L, i, WATCH_MT);
@@ -957,7 +992,7 @@ static int client_watch(lua_State *L)
 {
     kube_client *k = check_client(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
-    double timeout = opt_number(L, 2, "timeout", k->timeout);
+    double timeout = czctl_field_seconds(L, 2, "timeout", k->timeout);
     push_url(L, k, 2);
     const char *url = lua_tostring(L, -1);
     int urli = lua_gettop(L);
@@ -977,9 +1012,7 @@ static int client_watch(lua_State *L)
         w->multi = curl_multi_init();
         if (!w->easy || !w->multi || setup_easy(k, w->easy, &w->buf, &w->hdrs, w->errbuf) < 0) {
             watch_release(w);
-            luaL_pushfail(L);
-            lua_pushliteral(L, "libcurl: cannot create a handle");
-            return 2;
+            return czctl_fail(L, "libcurl: cannot create a handle");
         }
         curl_easy_setopt(w->easy, CURLOPT_WRITEFUNCTION, on_watch_body);
         curl_easy_setopt(w->easy, CURLOPT_WRITEDATA, w);
@@ -998,9 +1031,7 @@ static int client_watch(lua_State *L)
         curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, w->headers);
         if (curl_multi_add_handle(w->multi, w->easy) != CURLM_OK) {
             watch_release(w);
-            luaL_pushfail(L);
-            lua_pushliteral(L, "libcurl: cannot start the watch");
-            return 2;
+            return czctl_fail(L, "libcurl: cannot start the watch");
         }
         w->added = 1;
         double t0 = czctl_now();
@@ -1038,9 +1069,7 @@ static int client_watch(lua_State *L)
                 r = drive(w->multi, w->easy, timeout > 0 ? timeout : 30, NULL, NULL, &res);
                 if (r != DRIVE_DONE) {
                     watch_release(w);
-                    luaL_pushfail(L);
-                    lua_pushstring(L, r == DRIVE_INTR ? "interrupted" : "timed out reading the watch error");
-                    return 2;
+                    return czctl_fail(L, r == DRIVE_INTR ? "interrupted" : "timed out reading the watch error");
                 }
             }
             luaL_pushfail(L);
@@ -1081,11 +1110,9 @@ static int pop_line(lua_State *L, kube_watch *w, int final)
 static int watch_next(lua_State *L)
 {
     kube_watch *w = check_watch(L, 1);
-    double timeout = luaL_optnumber(L, 2, -1);
+    double timeout = czctl_opt_seconds(L, 2, -1);
     if (!w->easy) {
-        luaL_pushfail(L);
-        lua_pushliteral(L, "eof");
-        return 2;
+        return czctl_fail(L, "eof");
     }
     double deadline = timeout >= 0 ? czctl_now() + timeout : -1;
     for (;;) {
@@ -1120,13 +1147,9 @@ static int watch_next(lua_State *L)
             w->done = 1;
             w->result = res;
         } else if (r == DRIVE_TIMEOUT) {
-            luaL_pushfail(L);
-            lua_pushliteral(L, "timeout");
-            return 2;
+            return czctl_fail(L, "timeout");
         } else if (r == DRIVE_INTR) {
-            luaL_pushfail(L);
-            lua_pushliteral(L, "interrupted");
-            return 2;
+            return czctl_fail(L, "interrupted");
         } else if (r == DRIVE_ERR) {
             w->done = 1;
             w->result = CURLE_RECV_ERROR;
@@ -1162,6 +1185,7 @@ static const luaL_Reg watch_methods[] = {
     {NULL, NULL},
 };
 
+/* Registers a handle metatable; raises only on memory errors. */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction closer,
                       lua_CFunction gc)
 {

@@ -7,7 +7,9 @@
  * through; its stdout must be an ExecCredential. The credential is cached in
  * the kc_config until expirationTimestamp. Output is parsed with libyaml
  * (JSON is YAML) and never copied into an error message, a log or Lua.
- * Must not raise (no Lua here) and must reap every child it starts.
+ * Plugins start through czctl_exec_start (core/proc.c), so they get the same
+ * fds and signal set-up as every other child of czctl. Must not raise (no
+ * Lua here) and must reap every child it starts.
  */
 #define _GNU_SOURCE
 #include "kubeconfig.h"
@@ -20,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -131,29 +132,17 @@ static char *exec_info_json(const kc_config *c)
     return b.s;
 }
 
-/* exec.LookPath: a command with a '/' is used as is; otherwise PATH. */
+/* exec.LookPath: PATH (when set) for a bare name, and a name with a '/'
+ * must be an executable file too (client-go reports either as "not found"). */
 static char *look_path(const char *cmd)
 {
-    struct stat st;
-    if (strchr(cmd, '/'))
-        return (stat(cmd, &st) == 0 && S_ISREG(st.st_mode) && access(cmd, X_OK) == 0) ? strdup(cmd) : NULL;
-    const char *path = getenv("PATH");
-    if (!path)
+    char *path = czctl_find_program(cmd, getenv("PATH"));
+    if (path && !czctl_is_executable(path)) {
+        free(path);
+        errno = ENOENT;
         return NULL;
-    const char *p = path;
-    for (;;) {
-        const char *end = strchr(p, ':');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        char *cand = NULL;
-        if (asprintf(&cand, "%.*s/%s", (int)n, n ? p : ".", cmd) < 0)
-            return NULL;
-        if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0)
-            return cand;
-        free(cand);
-        if (!end)
-            return NULL;
-        p = end + 1;
     }
+    return path;
 }
 
 static int env_name_overridden(const char *entry, char **over, size_t n)
@@ -341,6 +330,10 @@ int kube_exec_credential(kc_config *c, int force, char **err)
         return -1;
     }
     char *path = look_path(e->command);
+    if (!path && errno == ENOMEM) {
+        *err = kc_errf("out of memory");
+        return -1;
+    }
     if (!path) {
         char *hint = one_line(e->install_hint);
         if (hint && hint[0])
@@ -358,7 +351,7 @@ int kube_exec_credential(kc_config *c, int force, char **err)
     char **envp = calloc(nenv + e->nenv + 2, sizeof *envp);
     char **argv = calloc(e->nargs + 2, sizeof *argv);
     char *infoenv = NULL;
-    int rc = -1, pfd[2] = {-1, -1};
+    int rc = -1, pfd[2] = {-1, -1}, nul = -1;
     char *out = NULL;
     size_t len = 0, cap = 0;
     pid_t pid = -1;
@@ -378,32 +371,25 @@ int kube_exec_credential(kc_config *c, int force, char **err)
     for (size_t i = 0; i < e->nargs; i++)
         argv[i + 1] = e->args[i];
 
-    if (pipe2(pfd, O_CLOEXEC) < 0) {
-        *err = kc_errf("exec: pipe: %s", strerror(errno));
+    if (pipe2(pfd, O_CLOEXEC) < 0 || (nul = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
+        *err = kc_errf("exec: %s", strerror(errno));
         goto done;
     }
-    pid = fork();
+    /* the same child set-up as every process czctl starts (core/proc.c) */
+    czctl_exec x = {.path = path, .argv = argv, .envp = envp, .cwd = NULL, .fds = {nul, pfd[1], 2}};
+    int stage;
+    pid = czctl_exec_start(&x, &stage);
     if (pid < 0) {
-        *err = kc_errf("exec: fork: %s", strerror(errno));
+        /* what Go's cmd.Start reports, as client-go passes it on */
+        *err = stage == CZCTL_EXEC_FORK ? kc_errf("exec: fork: %s", strerror(errno))
+                                        : kc_errf("exec: fork/exec %s: %s", path, strerror(errno));
         goto done;
-    }
-    if (pid == 0) {
-        int nul = open("/dev/null", O_RDONLY);
-        if (nul < 0 || dup2(nul, 0) < 0 || dup2(pfd[1], 1) < 0)
-            _exit(127);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        execve(path, argv, envp);
-        _exit(127);
     }
     close(pfd[1]);
     pfd[1] = -1;
     for (;;) {
         int w = czctl_wait_fd(pfd[0], POLLIN, -1);
         if (w == -2) {
-            kill(pid, SIGTERM);
             rc = -2;
             *err = kc_errf("interrupted");
             break;
@@ -448,6 +434,10 @@ int kube_exec_credential(kc_config *c, int force, char **err)
         }
         len += (size_t)n;
     }
+    if (rc == -2) {
+        czctl_child_stop(pid, -1, 2.0);   /* TERM, then KILL if it lingers */
+        goto done;
+    }
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
@@ -471,6 +461,8 @@ done:
         close(pfd[0]);
     if (pfd[1] >= 0)
         close(pfd[1]);
+    if (nul >= 0)
+        close(nul);
     if (out) {
         explicit_bzero(out, cap);
         free(out);

@@ -47,22 +47,6 @@ void czctl_curl_cleanup(void)
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static int net_fail(lua_State *L, const char *msg)
-{
-    luaL_pushfail(L);
-    lua_pushstring(L, msg);
-    return 2;
-}
-
-static double check_timeout(lua_State *L, int arg, double def)
-{
-    if (lua_isnoneornil(L, arg))
-        return def;
-    double t = luaL_checknumber(L, arg);
-    luaL_argcheck(L, t >= 0, arg, "timeout must be >= 0");
-    return t;
-}
-
 static void freeaddrinfo_release(void *ai)
 {
     freeaddrinfo(ai);
@@ -78,7 +62,7 @@ static int net_probe(lua_State *L)
     const char *host = luaL_checkstring(L, 1);
     lua_Integer port = luaL_checkinteger(L, 2);
     luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be in 1..65535");
-    double timeout = check_timeout(L, 3, 2.0);
+    double timeout = czctl_opt_seconds(L, 3, 2.0);
     double deadline = czctl_now() + timeout;
     char service[16];
     snprintf(service, sizeof service, "%d", (int)port);
@@ -91,7 +75,7 @@ static int net_probe(lua_State *L)
     int gai = getaddrinfo(host, service, &hints, &res);
     if (gai != 0) {
         lua_pushfstring(L, "%s: %s", host, gai_strerror(gai));
-        return net_fail(L, lua_tostring(L, -1));
+        return czctl_fail(L, lua_tostring(L, -1));
     }
     box->ptr = res;
     box->release = freeaddrinfo_release;
@@ -111,7 +95,7 @@ static int net_probe(lua_State *L)
             int w = czctl_wait_fd(box->fd, POLLOUT, left > 0 ? left : 0);
             if (w == -2) {
                 czctl_box_release(box);
-                return net_fail(L, "interrupted");
+                return czctl_fail(L, "interrupted");
             }
             if (w == 0) {
                 last_err = ETIMEDOUT;
@@ -140,7 +124,7 @@ static int net_probe(lua_State *L)
     }
     czctl_box_release(box);
     lua_pushfstring(L, "%s:%d: %s", host, (int)port, strerror(last_err));
-    return net_fail(L, lua_tostring(L, -1));
+    return czctl_fail(L, lua_tostring(L, -1));
 }
 
 /* ---- free_port ---------------------------------------------------------------- */
@@ -160,7 +144,7 @@ static int net_free_port(lua_State *L)
     int gai = getaddrinfo(host, "0", &hints, &res);
     if (gai != 0) {
         lua_pushfstring(L, "%s: %s", host, gai_strerror(gai));
-        return net_fail(L, lua_tostring(L, -1));
+        return czctl_fail(L, lua_tostring(L, -1));
     }
     box->ptr = res;
     box->release = freeaddrinfo_release;
@@ -172,7 +156,7 @@ static int net_free_port(lua_State *L)
         int e = errno;
         czctl_box_release(box);
         lua_pushfstring(L, "%s: %s", host, strerror(e));
-        return net_fail(L, lua_tostring(L, -1));
+        return czctl_fail(L, lua_tostring(L, -1));
     }
     czctl_box_release(box);
     int port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
@@ -301,19 +285,6 @@ static int is_token(const char *s)
     return 1;
 }
 
-/* A non-negative number field of the options table at 1; raises otherwise. */
-static double field_seconds(lua_State *L, const char *name, double def)
-{
-    int t = lua_getfield(L, 1, name);
-    double v = def;
-    if (t != LUA_TNIL) {
-        if (t != LUA_TNUMBER || (v = lua_tonumber(L, -1)) < 0)
-            luaL_error(L, "bad argument #1 to 'http' (%s must be a number >= 0)", name);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 /* net.http{ method=, url=, headers=, body=, timeout=30, connect_timeout=10,
  *           insecure=false } -> status, body, headers | nil, msg
  * Raises on bad arguments; transport failures (and signals: "interrupted")
@@ -332,8 +303,8 @@ static int net_http(lua_State *L)
     luaL_argcheck(L, lua_isnil(L, -1) || lua_type(L, -1) == LUA_TSTRING, 1,
                   "body must be a string");
     const char *body = lua_isnil(L, -1) ? NULL : lua_tolstring(L, -1, &body_len);
-    double timeout = field_seconds(L, "timeout", 30.0);
-    double ctimeout = field_seconds(L, "connect_timeout", 10.0);
+    double timeout = czctl_field_seconds(L, 1, "timeout", 30.0);
+    double ctimeout = czctl_field_seconds(L, 1, "connect_timeout", 10.0);
     lua_getfield(L, 1, "insecure");
     int insecure = lua_toboolean(L, -1);
     lua_getfield(L, 1, "headers");
@@ -366,18 +337,18 @@ static int net_http(lua_State *L)
             lua_pop(L, 2);
             if (!n) {
                 http_release(h);
-                return net_fail(L, "out of memory");
+                return czctl_fail(L, "out of memory");
             }
             h->headers = n;
         }
     }
     if (czctl_signal_pending()) {
         http_release(h);
-        return net_fail(L, "interrupted");
+        return czctl_fail(L, "interrupted");
     }
     if (czctl_curl_init() != 0 || !(h->curl = curl_easy_init())) {
         http_release(h);
-        return net_fail(L, "cannot initialise libcurl");
+        return czctl_fail(L, "cannot initialise libcurl");
     }
     CURL *c = h->curl;
     char errbuf[CURL_ERROR_SIZE] = "";
@@ -415,7 +386,7 @@ static int net_http(lua_State *L)
         else
             lua_pushfstring(L, "%s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
         http_release(h);
-        return net_fail(L, lua_tostring(L, -1));
+        return czctl_fail(L, lua_tostring(L, -1));
     }
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);

@@ -5,8 +5,10 @@
  * spawn() gives a process handle with line-buffered pipes, waits with
  * timeouts that wake on signals, and a close that always reaps; detach()
  * starts a long-lived helper in its own session and leaves no zombie.
- * Children inherit no fd of ours except the three they are given. This
- * file must not know what the programs are for.
+ * Children inherit no fd of ours except the three they are given. The child
+ * set-up (czctl_exec_start, czctl_child_stop) is exported through czctl.h so
+ * exec credential plugins (kube_exec.c) start the same way. This file must
+ * not know what the programs are for.
  */
 #define _GNU_SOURCE   /* pipe2, close_range, O_CLOEXEC */
 #include <ctype.h>
@@ -61,30 +63,6 @@ static int check_signal(lua_State *L, int arg, int def)
 }
 
 /* ---- small helpers ------------------------------------------------------------ */
-
-static int proc_fail(lua_State *L, const char *msg)
-{
-    luaL_pushfail(L);
-    lua_pushstring(L, msg);
-    return 2;
-}
-
-static int proc_fail_errno(lua_State *L, const char *what, int e)
-{
-    luaL_pushfail(L);
-    lua_pushfstring(L, "%s: %s", what, strerror(e));
-    lua_pushinteger(L, e);
-    return 3;
-}
-
-static double opt_timeout(lua_State *L, int arg)
-{
-    if (lua_isnoneornil(L, arg))
-        return -1;
-    double t = luaL_checknumber(L, arg);
-    luaL_argcheck(L, t >= 0, arg, "timeout must be >= 0");
-    return t;
-}
 
 static void close_fd(int *fd)
 {
@@ -155,20 +133,12 @@ static int exit_code_of(int status)
     return 255;
 }
 
-/* ---- the exec plan: everything the child needs, built before fork -------- */
+/* ---- starting a child: the one set-up every program czctl runs gets ------ */
 
-struct exec_plan {
-    const char *path;      /* resolved executable */
-    char **argv;
-    char **envp;
-    const char *cwd;       /* or NULL */
-    int src[3];            /* fds to install as 0, 1, 2 */
-    int errfd;             /* write end of the CLOEXEC error pipe */
-    int new_session;
-};
-
-/* Runs in the child after fork: async-signal-safe calls only. Never returns. */
-static void child_exec(const struct exec_plan *plan)
+/* Runs in the child after fork: async-signal-safe calls only. Never returns.
+ * Reports a failure as {stage, errno} on errfd (CLOEXEC, so a successful
+ * exec reports nothing). */
+static void child_exec(const czctl_exec *x, int errfd)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -181,70 +151,188 @@ static void child_exec(const struct exec_plan *plan)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
-    int err = 0, kind = 1;   /* 1: exec failed, 2: cwd failed */
-    if (plan->new_session && setsid() < 0)
-        err = errno;
+    int err = 0, stage = CZCTL_EXEC_EXEC;
     int src[3];
     for (int i = 0; i < 3 && !err; i++) {
         /* move sources out of 0..2 first so installing one cannot clobber another */
-        src[i] = plan->src[i] < 3 ? fcntl(plan->src[i], F_DUPFD_CLOEXEC, 3) : plan->src[i];
+        src[i] = x->fds[i] < 3 ? fcntl(x->fds[i], F_DUPFD_CLOEXEC, 3) : x->fds[i];
         if (src[i] < 0)
             err = errno;
     }
     for (int i = 0; i < 3 && !err; i++)
         if (dup2(src[i], i) < 0)
             err = errno;
-    if (!err && plan->cwd && chdir(plan->cwd) != 0)
-        err = errno, kind = 2;
+    if (!err && x->cwd && chdir(x->cwd) != 0)
+        err = errno, stage = CZCTL_EXEC_CWD;
     if (!err) {
         /* no fd of ours may leak into the program (curl sockets, other pipes) */
         if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
             for (int fd = 3; fd < 65536; fd++)
                 fcntl(fd, F_SETFD, FD_CLOEXEC);
-        execve(plan->path, plan->argv, plan->envp);
+        execve(x->path, x->argv, x->envp);
         err = errno;
     }
-    int msg[2] = {kind, err};
-    ssize_t r = write(plan->errfd, msg, sizeof msg);
+    int msg[2] = {stage, err};
+    ssize_t r = write(errfd, msg, sizeof msg);
     (void)r;
     _exit(127);
 }
 
+/* Forks with signals blocked so no handler of ours runs in the child (it
+ * would write to our self-pipe) before child_exec resets them. */
+static pid_t fork_blocked(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t pid = fork();
+    if (pid != 0)
+        sigprocmask(SIG_SETMASK, &old, NULL);
+    return pid;
+}
+
+/* Reads the error pipe after fork: 0 when exec succeeded, else errno, with
+ * *stage saying what failed. */
+static int read_exec_error(int fd, int *stage)
+{
+    int msg[2];
+    ssize_t n;
+    do
+        n = read(fd, msg, sizeof msg);
+    while (n < 0 && errno == EINTR);
+    *stage = n == (ssize_t)sizeof msg ? msg[0] : 0;
+    return n == (ssize_t)sizeof msg ? (msg[1] ? msg[1] : EIO) : 0;
+}
+
+pid_t czctl_exec_start(const czctl_exec *x, int *stage)
+{
+    int errpipe[2];
+    *stage = CZCTL_EXEC_FORK;
+    if (pipe2(errpipe, O_CLOEXEC) != 0)
+        return -1;
+    pid_t pid = fork_blocked();
+    if (pid == 0)
+        child_exec(x, errpipe[1]);
+    int e = errno;
+    close(errpipe[1]);
+    if (pid < 0) {
+        close(errpipe[0]);
+        errno = e;
+        return -1;
+    }
+    e = read_exec_error(errpipe[0], stage);
+    close(errpipe[0]);
+    if (e) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        errno = e;
+        return -1;
+    }
+    return pid;
+}
+
+/* Reap pid without blocking: 1 with *code once it has exited (255 when it
+ * was reaped elsewhere), 0 while it runs. */
+static int try_reap(pid_t pid, int *code)
+{
+    int status;
+    pid_t r;
+    do
+        r = waitpid(pid, &status, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return 0;
+    *code = r == pid ? exit_code_of(status) : 255;
+    return 1;
+}
+
+int czctl_child_stop(pid_t pid, int pidfd, double grace_s)
+{
+    int code;
+    if (try_reap(pid, &code))
+        return code;
+    int own = pidfd < 0 ? pidfd_open_compat(pid) : -1;
+    if (own >= 0)
+        pidfd = own;
+    if (pidfd < 0)
+        chld_fd();   /* before TERM, so the exit cannot go unnoticed */
+    kill(pid, SIGTERM);
+    double deadline = czctl_now() + grace_s;
+    int reaped;
+    /* plain poll, not czctl_wait_fd: a pending signal must not cut cleanup short */
+    while (!(reaped = try_reap(pid, &code))) {
+        double left = deadline - czctl_now();
+        if (left <= 0)
+            break;
+        struct pollfd pfd = {.fd = pidfd >= 0 ? pidfd : chld_fd(), .events = POLLIN};
+        poll(&pfd, 1, (int)(left * 1000) + 1);
+        if (pidfd < 0)
+            chld_drain();
+    }
+    if (!reaped) {
+        kill(pid, SIGKILL);
+        int status = 0;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        code = exit_code_of(status);
+    }
+    if (own >= 0)
+        close(own);
+    return code;
+}
+
 /* Is path an executable regular file? */
-static int is_executable(const char *path)
+int czctl_is_executable(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
 }
 
-/* Resolve argv[0] through PATH like execvp. Pushes the path (or nothing and
- * returns 0 when not found). Raises only on memory errors. */
-static int resolve_command(lua_State *L, const char *cmd, const char *path_var)
+char *czctl_find_program(const char *cmd, const char *path_var)
 {
     if (strchr(cmd, '/')) {
-        lua_pushstring(L, cmd);
-        return 1;
+        char *same = strdup(cmd);   /* used as it is, as execvp does */
+        if (!same)
+            errno = ENOMEM;
+        return same;
     }
-    if (!path_var)
-        path_var = "/usr/local/bin:/usr/bin:/bin";
-    const char *p = path_var;
-    for (;;) {
+    if (!path_var) {
+        errno = ENOENT;
+        return NULL;
+    }
+    for (const char *p = path_var;;) {
         const char *colon = strchr(p, ':');
         size_t n = colon ? (size_t)(colon - p) : strlen(p);
-        if (n == 0)
-            lua_pushfstring(L, "./%s", cmd);
-        else {
-            lua_pushlstring(L, p, n);
-            lua_pushfstring(L, "/%s", cmd);
-            lua_concat(L, 2);
+        char *cand = NULL;
+        /* an empty entry is the current directory, as for execvp */
+        if (asprintf(&cand, "%.*s/%s", (int)n, n ? p : ".", cmd) < 0) {
+            errno = ENOMEM;
+            return NULL;
         }
-        if (is_executable(lua_tostring(L, -1)))
-            return 1;
-        lua_pop(L, 1);
-        if (!colon)
-            return 0;
+        if (czctl_is_executable(cand))
+            return cand;
+        free(cand);
+        if (!colon) {
+            errno = ENOENT;
+            return NULL;
+        }
         p = colon + 1;
     }
+}
+
+/* The program to run for cmd, owned by a box pushed on the stack (so a later
+ * raise frees it); NULL when it is not found. PATH is the child's when its
+ * environment sets one, else ours, else a default. Raises on memory errors. */
+static const char *find_program(lua_State *L, const char *cmd, const char *path_var)
+{
+    czctl_box *box = czctl_box_new(L);
+    if (!path_var)
+        path_var = getenv("PATH");
+    box->buf = czctl_find_program(cmd, path_var ? path_var : "/usr/local/bin:/usr/bin:/bin");
+    if (!box->buf && errno == ENOMEM)
+        luaL_error(L, "not enough memory");
+    return box->buf;
 }
 
 /* Reads opts.argv (a non-empty list of strings) into a NULL-terminated
@@ -289,7 +377,8 @@ static void merge_env(lua_State *L, int env, int idx, const char *field)
 
 /* Builds the environment from opts.env (replaces) or the inherited one, plus
  * opts.env_extra. Pushes an anchor userdata; returns the envp array.
- * *path_var receives the PATH the child will have (or NULL). */
+ * *path_var receives the PATH the child will have (or NULL). Raises on
+ * misuse (env not a table, names or values that are not strings). */
 static char **check_env(lua_State *L, int opts, const char **path_var)
 {
     lua_newtable(L);   /* name -> "name=value" */
@@ -340,21 +429,6 @@ static char **check_env(lua_State *L, int opts, const char **path_var)
     return envp;
 }
 
-/* Optional string field of the options table; raises on a wrong type. */
-static const char *opt_field_string(lua_State *L, int opts, const char *field)
-{
-    int t = lua_getfield(L, opts, field);
-    if (t == LUA_TNIL) {
-        lua_pop(L, 1);
-        return NULL;
-    }
-    if (t != LUA_TSTRING)
-        luaL_error(L, "bad argument #1 (%s must be a string)", field);
-    const char *s = lua_tostring(L, -1);
-    lua_pop(L, 1);   /* still referenced by opts */
-    return s;
-}
-
 /* ---- process handle ----------------------------------------------------------- */
 
 struct stream {
@@ -373,6 +447,7 @@ struct proc {
     int code;        /* exit code once reaped (128+N for signal N) */
 };
 
+/* The process handle at arg; raises when it is not one. */
 static struct proc *check_process(lua_State *L, int arg)
 {
     return luaL_checkudata(L, arg, PROC_MT);
@@ -391,35 +466,10 @@ static int proc_try_reap(struct proc *p)
 {
     if (p->reaped)
         return 1;
-    int status;
-    pid_t r;
-    do
-        r = waitpid(p->pid, &status, WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
+    if (!try_reap(p->pid, &p->code))
         return 0;
     p->reaped = 1;
-    p->code = r == p->pid ? exit_code_of(status) : 255;   /* ECHILD: reaped elsewhere */
     close_fd(&p->pidfd);
-    return 1;
-}
-
-/* Waits until the child exits or timeout_s passes, ignoring signals (used by
- * close, which must always finish). 1 reaped, 0 timeout. */
-static int proc_wait_quietly(struct proc *p, double timeout_s)
-{
-    double deadline = czctl_now() + timeout_s;
-    if (p->pidfd < 0 && !p->reaped)
-        chld_fd();   /* before the first check, so no exit goes unnoticed */
-    while (!proc_try_reap(p)) {
-        double left = deadline - czctl_now();
-        if (left <= 0)
-            return 0;
-        struct pollfd pfd = {.fd = p->pidfd >= 0 ? p->pidfd : chld_fd(), .events = POLLIN};
-        poll(&pfd, 1, (int)(left * 1000) + 1);
-        if (p->pidfd < 0)
-            chld_drain();
-    }
     return 1;
 }
 
@@ -429,16 +479,9 @@ static void proc_release(struct proc *p)
     close_fd(&p->in_fd);
     stream_close(&p->out);
     stream_close(&p->err);
-    if (p->pid > 0 && !proc_try_reap(p)) {
-        kill(p->pid, SIGTERM);
-        if (!proc_wait_quietly(p, 2.0)) {
-            kill(p->pid, SIGKILL);
-            int status = 0;
-            while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
-                ;
-            p->reaped = 1;
-            p->code = exit_code_of(status);
-        }
+    if (p->pid > 0 && !p->reaped) {
+        p->code = czctl_child_stop(p->pid, p->pidfd, 2.0);
+        p->reaped = 1;
     }
     close_fd(&p->pidfd);
 }
@@ -527,7 +570,7 @@ static int stream_fill(struct stream *s)
 static int proc_read_line(lua_State *L)
 {
     struct proc *p = check_process(L, 1);
-    double timeout = opt_timeout(L, 2);
+    double timeout = czctl_opt_seconds(L, 2, -1);
     static const char *const names[] = {"stdout", "stderr", NULL};
     int which = luaL_checkoption(L, 3, "stdout", names);
     struct stream *s = which == 0 ? &p->out : &p->err;
@@ -548,19 +591,19 @@ static int proc_read_line(lua_State *L)
                 s->start = s->len;
                 return 1;
             }
-            return proc_fail(L, "eof");
+            return czctl_fail(L, "eof");
         }
         double left = timeout >= 0 ? deadline - czctl_now() : -1;
         int w = czctl_wait_fd(s->fd, POLLIN, timeout >= 0 && left < 0 ? 0 : left);
         if (w == -2)
-            return proc_fail(L, "interrupted");
+            return czctl_fail(L, "interrupted");
         if (w == 0)
-            return proc_fail(L, "timeout");
+            return czctl_fail(L, "timeout");
         if (w < 0)
-            return proc_fail_errno(L, "read_line", errno);
+            return czctl_fail_errno(L, "read_line", errno);
         size_t offset = s->len - s->start;   /* bytes already scanned */
         if (stream_fill(s) != 0)
-            return proc_fail_errno(L, "read_line", errno);
+            return czctl_fail_errno(L, "read_line", errno);
         scanned = s->start + offset;
     }
 }
@@ -583,12 +626,12 @@ static int proc_write(lua_State *L)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno != EAGAIN)
-            return proc_fail_errno(L, "write", errno);
+            return czctl_fail_errno(L, "write", errno);
         int w = czctl_wait_fd(p->in_fd, POLLOUT, -1);
         if (w == -2)
-            return proc_fail(L, "interrupted");
+            return czctl_fail(L, "interrupted");
         if (w < 0)
-            return proc_fail_errno(L, "write", errno);
+            return czctl_fail_errno(L, "write", errno);
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -607,7 +650,7 @@ static int proc_close_stdin(lua_State *L)
 static int proc_wait(lua_State *L)
 {
     struct proc *p = check_process(L, 1);
-    double timeout = opt_timeout(L, 2);
+    double timeout = czctl_opt_seconds(L, 2, -1);
     double deadline = timeout >= 0 ? czctl_now() + timeout : 0;
     if (p->pidfd < 0 && !p->reaped)
         chld_fd();   /* before the first check, so no exit goes unnoticed */
@@ -618,14 +661,14 @@ static int proc_wait(lua_State *L)
         }
         double left = timeout >= 0 ? deadline - czctl_now() : -1;
         if (timeout >= 0 && left <= 0)
-            return proc_fail(L, "timeout");
+            return czctl_fail(L, "timeout");
         int w = czctl_wait_fd(p->pidfd >= 0 ? p->pidfd : chld_fd(), POLLIN, left);
         if (p->pidfd < 0)
             chld_drain();   /* then proc_try_reap looks again */
         if (w == -2)
-            return proc_fail(L, "interrupted");
+            return czctl_fail(L, "interrupted");
         if (w < 0)
-            return proc_fail_errno(L, "wait", errno);
+            return czctl_fail_errno(L, "wait", errno);
     }
 }
 
@@ -635,9 +678,9 @@ static int proc_kill(lua_State *L)
     struct proc *p = check_process(L, 1);
     int sig = check_signal(L, 2, SIGTERM);
     if (proc_try_reap(p))
-        return proc_fail(L, "process has exited");
+        return czctl_fail(L, "process has exited");
     if (kill(p->pid, sig) != 0)
-        return proc_fail_errno(L, "kill", errno);
+        return czctl_fail_errno(L, "kill", errno);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -646,7 +689,8 @@ static int proc_kill(lua_State *L)
 
 enum { IO_NULL, IO_PIPE, IO_INHERIT, IO_STDOUT, IO_FILE };
 
-/* Parses a stdio option; for {file=path} pushes nothing but sets *file. */
+/* Parses a stdio option; for {file=path} pushes nothing but sets *file.
+ * Raises on an unknown mode or a wrong type. */
 static int check_io(lua_State *L, int opts, const char *field, int def, int allow_stdout,
                     const char **file)
 {
@@ -698,36 +742,11 @@ static int open_log(const char *path)
     return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 }
 
-/* Reads the error pipe after fork: 0 when exec succeeded, else errno, with
- * *kind 2 when changing to the working directory failed. */
-static int read_exec_error(int fd, int *kind)
-{
-    int msg[2];
-    ssize_t n;
-    do
-        n = read(fd, msg, sizeof msg);
-    while (n < 0 && errno == EINTR);
-    *kind = n == (ssize_t)sizeof msg ? msg[0] : 0;
-    return n == (ssize_t)sizeof msg ? (msg[1] ? msg[1] : EIO) : 0;
-}
-
 static const char *exec_error_message(lua_State *L, const char *cmd, int e)
 {
     if (e == ENOENT)
         return lua_pushfstring(L, "%s: command not found", cmd);
     return lua_pushfstring(L, "%s: %s", cmd, strerror(e));
-}
-
-/* Forks with signals blocked so no handler runs in the child before exec. */
-static pid_t fork_blocked(void)
-{
-    sigset_t all, old;
-    sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, &old);
-    pid_t pid = fork();
-    if (pid != 0)
-        sigprocmask(SIG_SETMASK, &old, NULL);
-    return pid;
 }
 
 /* cproc.spawn{ argv=, env=, env_extra=, cwd=, stdin=, stdout=, stderr= }
@@ -740,7 +759,7 @@ static int proc_spawn(lua_State *L)
     char **argv = check_argv(L, 1);
     const char *path_var = NULL;
     char **envp = check_env(L, 1, &path_var);
-    const char *cwd = opt_field_string(L, 1, "cwd");
+    const char *cwd = czctl_field_string(L, 1, "cwd");
     const char *outfile, *errfile, *nofile;
     int in_mode = check_io(L, 1, "stdin", IO_NULL, 0, &nofile);
     int out_mode = check_io(L, 1, "stdout", IO_PIPE, 0, &outfile);
@@ -748,10 +767,10 @@ static int proc_spawn(lua_State *L)
     luaL_argcheck(L, in_mode != IO_FILE, 1, "stdin must be \"null\", \"pipe\" or \"inherit\"");
 
     if (czctl_signal_pending())
-        return proc_fail(L, "interrupted");
-    if (!resolve_command(L, argv[0], path_var ? path_var : getenv("PATH")))
-        return proc_fail(L, lua_pushfstring(L, "%s: command not found", argv[0]));
-    const char *exe = lua_tostring(L, -1);
+        return czctl_fail(L, "interrupted");
+    const char *exe = find_program(L, argv[0], path_var);
+    if (!exe)
+        return czctl_fail(L, lua_pushfstring(L, "%s: command not found", argv[0]));
 
     /* the handle exists before any fd, so a memory error leaks nothing */
     struct proc *p = lua_newuserdatauv(L, sizeof *p, 0);
@@ -763,9 +782,7 @@ static int proc_spawn(lua_State *L)
     struct spawn_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}, -1, -1, -1};
     int e = 0;
     const char *what = "spawn";
-    if (pipe2(f.errpipe, O_CLOEXEC) != 0)
-        e = errno;
-    if (!e && (in_mode == IO_NULL || out_mode == IO_NULL || err_mode == IO_NULL) &&
+    if ((in_mode == IO_NULL || out_mode == IO_NULL || err_mode == IO_NULL) &&
         (f.devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
         e = errno;
     if (!e && in_mode == IO_PIPE && pipe2(f.in, O_CLOEXEC) != 0)
@@ -780,37 +797,26 @@ static int proc_spawn(lua_State *L)
         e = errno, what = errfile;
     if (e) {
         spawn_fds_close(&f);
-        return proc_fail_errno(L, what, e);
+        return czctl_fail_errno(L, what, e);
     }
 
-    struct exec_plan plan = {.path = exe, .argv = argv, .envp = envp, .cwd = cwd,
-                             .errfd = f.errpipe[1], .new_session = 0};
-    plan.src[0] = in_mode == IO_PIPE ? f.in[0] : in_mode == IO_NULL ? f.devnull : 0;
-    plan.src[1] = out_mode == IO_PIPE ? f.out[1] : out_mode == IO_NULL ? f.devnull
-                : out_mode == IO_FILE ? f.outfile : 1;
-    plan.src[2] = err_mode == IO_PIPE ? f.err[1] : err_mode == IO_NULL ? f.devnull
-                : err_mode == IO_FILE ? f.errfile : err_mode == IO_STDOUT ? plan.src[1] : 2;
+    czctl_exec x = {.path = exe, .argv = argv, .envp = envp, .cwd = cwd};
+    x.fds[0] = in_mode == IO_PIPE ? f.in[0] : in_mode == IO_NULL ? f.devnull : 0;
+    x.fds[1] = out_mode == IO_PIPE ? f.out[1] : out_mode == IO_NULL ? f.devnull
+             : out_mode == IO_FILE ? f.outfile : 1;
+    x.fds[2] = err_mode == IO_PIPE ? f.err[1] : err_mode == IO_NULL ? f.devnull
+             : err_mode == IO_FILE ? f.errfile : err_mode == IO_STDOUT ? x.fds[1] : 2;
 
-    pid_t pid = fork_blocked();
+    int stage;
+    pid_t pid = czctl_exec_start(&x, &stage);
     if (pid < 0) {
         e = errno;
         spawn_fds_close(&f);
-        return proc_fail_errno(L, "fork", e);
-    }
-    if (pid == 0)
-        child_exec(&plan);
-
-    close_fd(&f.errpipe[1]);
-    int kind;
-    e = read_exec_error(f.errpipe[0], &kind);
-    if (e) {
-        int status;
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        spawn_fds_close(&f);
-        if (kind == 2)
-            return proc_fail_errno(L, cwd, e);
-        return proc_fail(L, exec_error_message(L, argv[0], e));
+        if (stage == CZCTL_EXEC_CWD)
+            return czctl_fail_errno(L, cwd, e);
+        if (stage == CZCTL_EXEC_EXEC)
+            return czctl_fail(L, exec_error_message(L, argv[0], e));
+        return czctl_fail_errno(L, "fork", e);
     }
     p->pid = pid;
     p->pidfd = pidfd_open_compat(pid);
@@ -845,13 +851,13 @@ static int proc_detach(lua_State *L)
     char **argv = check_argv(L, 1);
     const char *path_var = NULL;
     char **envp = check_env(L, 1, &path_var);
-    const char *cwd = opt_field_string(L, 1, "cwd");
-    const char *log = opt_field_string(L, 1, "log");
+    const char *cwd = czctl_field_string(L, 1, "cwd");
+    const char *log = czctl_field_string(L, 1, "log");
     if (czctl_signal_pending())
-        return proc_fail(L, "interrupted");
-    if (!resolve_command(L, argv[0], path_var ? path_var : getenv("PATH")))
-        return proc_fail(L, lua_pushfstring(L, "%s: command not found", argv[0]));
-    const char *exe = lua_tostring(L, -1);
+        return czctl_fail(L, "interrupted");
+    const char *exe = find_program(L, argv[0], path_var);
+    if (!exe)
+        return czctl_fail(L, lua_pushfstring(L, "%s: command not found", argv[0]));
 
     struct spawn_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}, -1, -1, -1};
     int e = 0;
@@ -864,30 +870,29 @@ static int proc_detach(lua_State *L)
         e = errno, what = log;
     if (e) {
         spawn_fds_close(&f);
-        return proc_fail_errno(L, what, e);
+        return czctl_fail_errno(L, what, e);
     }
-    struct exec_plan plan = {.path = exe, .argv = argv, .envp = envp, .cwd = cwd,
-                             .errfd = f.errpipe[1], .new_session = 0};
-    plan.src[0] = f.devnull;
-    plan.src[1] = plan.src[2] = log ? f.outfile : f.devnull;
+    czctl_exec x = {.path = exe, .argv = argv, .envp = envp, .cwd = cwd};
+    x.fds[0] = f.devnull;
+    x.fds[1] = x.fds[2] = log ? f.outfile : f.devnull;
 
     pid_t mid = fork_blocked();
     if (mid < 0) {
         e = errno;
         spawn_fds_close(&f);
-        return proc_fail_errno(L, "fork", e);
+        return czctl_fail_errno(L, "fork", e);
     }
     if (mid == 0) {
         /* intermediate: new session, fork the helper, report its pid, exit */
         int msg[2] = {0, 0};
         if (setsid() < 0) {
-            msg[0] = 1, msg[1] = errno;
+            msg[0] = CZCTL_EXEC_FORK, msg[1] = errno;
         } else {
             pid_t helper = fork();
             if (helper == 0)
-                child_exec(&plan);
+                child_exec(&x, f.errpipe[1]);
             if (helper < 0)
-                msg[0] = 1, msg[1] = errno;
+                msg[0] = CZCTL_EXEC_FORK, msg[1] = errno;
             else
                 msg[0] = 3, msg[1] = (int)helper;
         }
@@ -896,7 +901,7 @@ static int proc_detach(lua_State *L)
         _exit(0);
     }
     close_fd(&f.errpipe[1]);
-    /* messages: {3, pid} from the intermediate, {1|2, errno} on failure;
+    /* messages: {3, pid} from the intermediate, {stage, errno} on failure;
      * EOF once the helper exec'd (its copy of the pipe is CLOEXEC). */
     pid_t helper = -1;
     int kind = 0;
@@ -917,18 +922,19 @@ static int proc_detach(lua_State *L)
     while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
         ;
     spawn_fds_close(&f);
-    if (e && kind == 2)
-        return proc_fail_errno(L, cwd, e);
+    if (e && kind == CZCTL_EXEC_CWD)
+        return czctl_fail_errno(L, cwd, e);
     if (e)
-        return proc_fail(L, exec_error_message(L, argv[0], e));
+        return czctl_fail(L, exec_error_message(L, argv[0], e));
     if (helper <= 0)
-        return proc_fail(L, "detach: the helper did not start");
+        return czctl_fail(L, "detach: the helper did not start");
     lua_pushinteger(L, helper);
     return 1;
 }
 
 /* ---- pid functions --------------------------------------------------------------- */
 
+/* A pid argument; raises unless a positive integer. */
 static pid_t check_pid(lua_State *L, int arg)
 {
     lua_Integer pid = luaL_checkinteger(L, arg);
@@ -967,7 +973,7 @@ static int proc_kill_pid(lua_State *L)
     pid_t pid = check_pid(L, 1);
     int sig = check_signal(L, 2, SIGTERM);
     if (kill(pid, sig) != 0)
-        return proc_fail_errno(L, "kill", errno);
+        return czctl_fail_errno(L, "kill", errno);
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -3,9 +3,11 @@
  * other C modules share (see czctl.h).
  *
  * Time, sleep, environment, XDG directories, atomic files, random ids and the
- * signal state that recipes use to roll back. The only global mutable state
- * in core/ lives here, and only because signal handlers need it. This file
- * knows nothing about Kubernetes or intercepts.
+ * signal state that recipes use to roll back; also the result and argument
+ * helpers every module uses (czctl_fail, czctl_opt_seconds, ...). Global
+ * mutable state in core/ lives here (and in proc.c's SIGCHLD pipe), and only
+ * because signal handlers need it. This file knows nothing about Kubernetes
+ * or intercepts.
  */
 #define _GNU_SOURCE   /* pipe2, O_CLOEXEC, getrandom, ... */
 #include <dirent.h>
@@ -203,16 +205,58 @@ int czctl_box_append(czctl_box *box, const char *data, size_t n)
     return 0;
 }
 
-/* ---- helpers ---------------------------------------------------------------- */
+/* ---- results and arguments, the same in every module (see czctl.h) ------ */
 
-/* nil, "<what>: <strerror>", errno; never raises except on memory errors */
-static int sys_fail(lua_State *L, const char *what)
+int czctl_fail(lua_State *L, const char *msg)
 {
-    int e = errno;
+    luaL_pushfail(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+int czctl_fail_errno(lua_State *L, const char *what, int e)
+{
     luaL_pushfail(L);
     lua_pushfstring(L, "%s: %s", what, strerror(e));
     lua_pushinteger(L, e);
     return 3;
+}
+
+double czctl_opt_seconds(lua_State *L, int arg, double def)
+{
+    if (lua_isnoneornil(L, arg))
+        return def;
+    double t = luaL_checknumber(L, arg);
+    luaL_argcheck(L, t >= 0, arg, "timeout must be >= 0");
+    return t;
+}
+
+double czctl_field_seconds(lua_State *L, int t, const char *key, double def)
+{
+    double v = def;
+    int type = lua_getfield(L, t, key);
+    if (type != LUA_TNIL && (type != LUA_TNUMBER || (v = lua_tonumber(L, -1)) < 0))
+        luaL_argerror(L, t, lua_pushfstring(L, "%s must be a number >= 0", key));
+    lua_pop(L, 1);
+    return v;
+}
+
+const char *czctl_field_string(lua_State *L, int t, const char *key)
+{
+    int type = lua_getfield(L, t, key);
+    if (type != LUA_TNIL && type != LUA_TSTRING)
+        luaL_argerror(L, t, lua_pushfstring(L, "%s must be a string", key));
+    const char *s = lua_tostring(L, -1);
+    lua_pop(L, 1);   /* still referenced by the options table */
+    return s;
+}
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+/* nil, "<what>: <strerror(errno)>", errno */
+static int sys_fail(lua_State *L, const char *what)
+{
+    return czctl_fail_errno(L, what, errno);
 }
 
 /* Release box at once (not at the next GC), then fail like sys_fail. */
@@ -222,22 +266,6 @@ static int box_fail(lua_State *L, czctl_box *box, const char *what)
     czctl_box_release(box);
     errno = e;
     return sys_fail(L, what);
-}
-
-static double opt_timeout(lua_State *L, int arg)
-{
-    if (lua_isnoneornil(L, arg))
-        return -1;
-    double t = luaL_checknumber(L, arg);
-    luaL_argcheck(L, t >= 0, arg, "timeout must be >= 0");
-    return t;
-}
-
-static int push_interrupted(lua_State *L)
-{
-    luaL_pushfail(L);
-    lua_pushliteral(L, "interrupted");
-    return 2;
 }
 
 /* ---- time ----------------------------------------------------------------- */
@@ -265,7 +293,7 @@ static int sys_sleep(lua_State *L)
     luaL_argcheck(L, s >= 0, 1, "seconds must be >= 0");
     int r = czctl_wait_fd(-1, POLLIN, s);
     if (r == -2)
-        return push_interrupted(L);
+        return czctl_fail(L, "interrupted");
     if (r < 0)
         return sys_fail(L, "sleep");
     lua_pushboolean(L, 1);
@@ -359,7 +387,8 @@ static const char *home_dir(void)
     return pw && pw->pw_dir ? pw->pw_dir : "/";
 }
 
-/* $VAR/czctl when VAR is an absolute path (the XDG rule), else ~/fallback/czctl */
+/* $VAR/czctl when VAR is an absolute path (the XDG rule), else ~/fallback/czctl.
+ * Raises only on memory errors. */
 static int xdg_dir(lua_State *L, const char *var, const char *fallback)
 {
     const char *v = getenv(var);
@@ -377,6 +406,7 @@ static int sys_state_dir(lua_State *L) { return xdg_dir(L, "XDG_STATE_HOME", ".l
 
 /* ---- files ---------------------------------------------------------------- */
 
+/* A file mode argument (def when nil); raises outside 0..07777. */
 static mode_t check_mode(lua_State *L, int arg, lua_Integer def)
 {
     lua_Integer m = luaL_optinteger(L, arg, def);
@@ -617,7 +647,7 @@ static int sys_pending_signal(lua_State *L)
 /* sys.wait_signal([timeout]) -> name | nil (timeout); nil timeout waits forever */
 static int sys_wait_signal(lua_State *L)
 {
-    double t = opt_timeout(L, 1);
+    double t = czctl_opt_seconds(L, 1, -1);
     int r = czctl_wait_fd(-1, POLLIN, t);
     if (r == -2) {
         push_signal(L, czctl_signal_pending());

@@ -10,7 +10,8 @@
 -- Choices worth knowing (see docs/lua-api.md, "Intercept sessions"):
 --   * --localPort defaults to the intercepted Service port's number.
 --   * With --wait, SIGINT/SIGTERM end the session normally: cleanup, exit 0
---     (exit 1 when cleanup failed or the tunnel died).
+--     (exit 1 when cleanup failed or the tunnel died). The waiting process
+--     delegates setup and cleanup to child commands (see wait_in_holder).
 --   * Without --wait the tunnel is held by a detached keeper
 --     (`czctl session keep ID`); the direct tunnel needs no process, so no
 --     keeper is started for it.
@@ -179,15 +180,18 @@ local function start(ctx, opts)
   local_port = local_port or port_number
 
   -- 2. The session: a local file first, so a crash at any later point leaves a trace.
-  local id = session.new_id()
+  -- Set up for a --wait holder (see wait_in_holder): its session id, and it
+  -- is the process the session (and the keeper) lives and dies with.
+  local holder_pid = math.tointeger(tonumber(os.getenv("CZCTL_WAIT_HOLDER") or ""))
+  local id = holder_pid and os.getenv("CZCTL_SESSION_ID") or session.new_id()
   local names = intercept.names(id)
   local info = client:info() or {}
   local s = {
     id = id, service = name, namespace = ns, port = port_number, pod_port = pod_port, local_port = local_port,
     header = opts.header, all = all, rule = rule_text,
     kubeconfig = opts.kubeconfig or os.getenv("KUBECONFIG"), context = opts.context or info.context,
-    tunnel = { provider = opts.tunnel }, tunnel_host = opts.tunnel_host, objects = names, started = sys.time(), parent_pid = sys.getpid(),
-    state = "starting", wait = opts.wait or false,
+    tunnel = { provider = opts.tunnel }, tunnel_host = opts.tunnel_host, objects = names, started = sys.time(),
+    parent_pid = holder_pid or sys.getpid(), state = "starting", wait = (opts.wait or holder_pid ~= nil),
   }
   ctx.undo:defer("remove the local session file", function() session.remove(id) end)
   session.save(s)
@@ -306,7 +310,7 @@ local function start(ctx, opts)
     status = "intercepting", session = id, service = name, namespace = ns, port = port_number,
     pod_port = pod_port, local_port = local_port, header = opts.header, all = all,
     rule = rule_text, tunnel = opts.tunnel, tunnel_url = tunnel.url, inspector = tunnel.inspector,
-    cluster_ip = svc.spec.clusterIP, proxy = names, wait = opts.wait or false,
+    cluster_ip = svc.spec.clusterIP, proxy = names, wait = s.wait,
     close_command = session.close_command(id, ns),
   }
   facts.curl = curl_example(facts, rule)
@@ -339,6 +343,94 @@ local function start(ctx, opts)
   end
   if tunnel_died then intercept.raise("the session ended because the tunnel stopped: " .. tostring(tunnel_died)) end
   return 0
+end
+
+-- --wait from the command line: this process only waits. The setup runs in
+-- a child `czctl service intercept` (same flags, without --wait) and the
+-- cleanup in a child `czctl session close`, so the process that stays for
+-- hours never loads the Kubernetes client and stays small (a few MiB). The
+-- session and its keeper are tied to this process (CZCTL_WAIT_HOLDER): if it
+-- is killed, even by SIGKILL, the tunnel goes too and `czctl session close`
+-- finishes the job. Exit: 0 after a signal and a clean cleanup; 1 when the
+-- cleanup failed or the tunnel died; the child's code when setup failed.
+local function wait_in_holder(ctx, argv, opts)
+  local process = require "czctl.process"
+  local out = ctx.out
+  local id = session.new_id()
+  local setup, err = process.spawn(argv, { stdin = "null", stdout = "inherit", stderr = "inherit",
+                                           env_extra = { CZCTL_WAIT_HOLDER = tostring(sys.getpid()),
+                                                         CZCTL_SESSION_ID = id } })
+  if not setup then intercept.raise("cannot run the setup: " .. tostring(err)) end
+  -- A signal during setup is not passed on: from a terminal (Ctrl-C) it has
+  -- reached the child too, which rolls back and exits 130; sent to this
+  -- process alone, the setup finishes and is cleaned up right away. Passing
+  -- it on could hit the child's rollback a second time.
+  local code, stop_signal
+  repeat
+    local why
+    code, why = setup:wait()
+    if not code then
+      if why ~= "interrupted" then intercept.raise("setup: " .. tostring(why)) end
+      stop_signal = stop_signal or signal.pending()
+      signal.clear()
+    end
+  until code
+  setup:close()
+  local s = session.load(id)
+  if code ~= 0 or not s then return code end -- failed (already reported), or an existing session reported
+
+  local tunnel_died
+  while not stop_signal do
+    if signal.wait(2) then break end
+    tunnel_died = session.keeper_problem(s)
+    if tunnel_died then break end
+    if not session.load(id) then
+      out:info("session %s was closed by another command", id)
+      return 0
+    end
+  end
+  signal.clear()
+  if tunnel_died then out:error("the tunnel stopped: %s; closing the session", tostring(tunnel_died)) end
+  local close_argv = { sys.exe(), "session", "close", id, "-n", s.namespace }
+  if opts.kubeconfig and opts.kubeconfig ~= os.getenv("KUBECONFIG") then
+    close_argv[#close_argv + 1] = "--kubeconfig"; close_argv[#close_argv + 1] = opts.kubeconfig
+  end
+  if opts.context then close_argv[#close_argv + 1] = "--context"; close_argv[#close_argv + 1] = opts.context end
+  if out.mode ~= "normal" then close_argv[#close_argv + 1] = "-q" end
+  local cleanup
+  cleanup, err = process.spawn(close_argv, { stdin = "null", stdout = out.mode == "normal" and "inherit" or "null",
+                                             stderr = "inherit" })
+  if not cleanup then intercept.raise("cannot run the cleanup: " .. tostring(err)) end
+  local cleanup_code
+  repeat
+    cleanup_code = cleanup:wait()
+    if not cleanup_code then signal.clear() end -- a second Ctrl-C does not abandon the cleanup
+  until cleanup_code
+  cleanup:close()
+  if cleanup_code ~= 0 then
+    intercept.raise(string.format("cleanup of session %s failed; finish it with: %s", id,
+                                  session.close_command(id, s.namespace)))
+  end
+  if tunnel_died then intercept.raise("the session ended because the tunnel stopped: " .. tostring(tunnel_died)) end
+  return stop_signal and signal.exit_code(stop_signal) or 0
+end
+
+-- The command line of the setup child: the same flags without --wait
+-- (--clean is passed on: the child closes, then intercepts).
+local function setup_argv(ctx)
+  local f = ctx.flags
+  local argv = { sys.exe(), "service", "intercept", ctx.args.service, "--namespace", f.namespace,
+                 "--header", f.header, "--tunnel", f.tunnel, "--tunnel-host", f.tunnelHost,
+                 "--output", f.output, "--image", f.image }
+  local function add(...) for _, a in ipairs({ ... }) do argv[#argv + 1] = a end end
+  if f.remotePort then add("--remote-port", tostring(f.remotePort)) end
+  if f.localPort then add("--local-port", tostring(math.tointeger(f.localPort) or f.localPort)) end
+  if f.kubeconfig and f.kubeconfig ~= os.getenv("KUBECONFIG") then add("--kubeconfig", f.kubeconfig) end
+  if f.context then add("--context", f.context) end
+  if f.all then add("--all") end
+  if f.clean then add("--clean") end
+  if f.quiet then add("--quiet") end
+  return argv
 end
 
 return {
@@ -395,11 +487,14 @@ close`); with --wait it stays and cleans up on Ctrl-C or SIGTERM (exit 0).
       image = f.image, wait = f.wait, kubeconfig = f.kubeconfig, context = f.context,
     }
 
+    -- --wait: this process only waits; setup and cleanup run as child commands.
+    if f.wait and not os.getenv("CZCTL_WAIT_HOLDER") then return wait_in_holder(ctx, setup_argv(ctx), opts) end
+
     -- --clean: close whatever session holds this Service, then go on (or stop).
     if f.clean then
       local closed = close_sessions_on(ctx, opts)
       local anything_else = given(ctx, "localPort") or given(ctx, "remotePort") or given(ctx, "header")
-        or f.all or f.wait
+        or f.all or f.wait or os.getenv("CZCTL_WAIT_HOLDER") ~= nil
       if not anything_else then
         out:result({ status = "closed", closed = closed, service = opts.service, namespace = opts.namespace },
                    render_result)

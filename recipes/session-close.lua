@@ -32,6 +32,14 @@ end
 return {
   summary = "Close intercept sessions and restore the Services they changed",
   usage = "[SESSION] [flags]",
+  description = [[
+Restores each Service exactly as it was (selector, ports, annotations) and
+deletes the proxy Deployment, ConfigMap and Service copy, then stops the
+local tunnel and keeper. What to undo is read from the cluster, so this
+works after a crash, from another machine, and when run twice.
+Which sessions: SESSION, that one; --all, every czctl session in the
+namespace; neither, the sessions started on this machine, or, when there
+are none, every session in the namespace (-n, default the context's).]],
   args = { { name = "session", help = "the session id (see czctl session list)" } },
   flags = {
     { name = "all", short = "a", type = "boolean", help = "close every czctl session in the namespace" },
@@ -84,13 +92,15 @@ return {
       local mine = session.load(id)
       local client = client_for(mine)
       local ns = f.namespace or (mine and mine.namespace)
-      out:step("Find session " .. id, function()
-        local n = add_cluster_sessions(client, { namespace = ns, all_namespaces = ns == nil, id = id }, mine)
-        if n == 0 and mine then
-          targets[#targets + 1] = { id = id, namespace = mine.namespace, service = mine.service,
-                                    local_session = mine, client = client }
-        end
-      end)
+      if mine and (f.namespace == nil or f.namespace == mine.namespace) then
+        -- the local file names the Service; the objects' names come from the id
+        targets[#targets + 1] = { id = id, namespace = mine.namespace, service = mine.service,
+                                  local_session = mine, client = client }
+      else
+        out:step("Find session " .. id, function()
+          add_cluster_sessions(client, { namespace = ns, all_namespaces = ns == nil, id = id }, mine)
+        end)
+      end
     elseif f.all then
       local client = client_for(nil)
       local ns = f.namespace or client.namespace

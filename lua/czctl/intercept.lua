@@ -463,9 +463,15 @@ function M.restore_patch(svc, record)
   for k, v in pairs(record.selector) do selector[k] = v end
   local ports = record.ports
   if #ports == 0 then ports = setmetatable({}, util.array_mt) end
+  -- When ours is the only annotation, remove the whole map: the Service had
+  -- none before (an empty map left behind would not be "as before").
+  local annotations = { [M.ANNOTATION] = null }
+  local current = svc.metadata.annotations
+  if type(current) == "table" and next(current) == M.ANNOTATION and next(current, M.ANNOTATION) == nil then
+    annotations = null
+  end
   return {
-    metadata = { resourceVersion = svc.metadata.resourceVersion,
-                 annotations = { [M.ANNOTATION] = null } },
+    metadata = { resourceVersion = svc.metadata.resourceVersion, annotations = annotations },
     spec = { selector = selector, ports = ports },
   }
 end

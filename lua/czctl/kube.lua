@@ -8,103 +8,29 @@
 -- about intercepts or sessions.
 local ckube = require "czctl.core.kube"
 local cjson = require "cjson"
+local util = require "czctl.util"
 
 local M = {}
 
 -- ---------------------------------------------------------------------------
--- JSON encoding that keeps empty arrays: cjson (Debian's 2.1.0) encodes every
--- empty table as {}. Tables marked with kube.array() always encode as arrays.
+-- JSON: encoding is czctl.util's (sorted keys, so patches are stable; cjson,
+-- Debian's 2.1.0, would write every empty table as {}). Tables marked with
+-- kube.array() (util.array_mt) always encode as arrays.
 
-local array_mt = { __name = "czctl.kube.array" }
 M.null = cjson.null
 
 --- Mark a table as a JSON array (so an empty one encodes as []).
 ---@param t? table
 ---@return table
 function M.array(t)
-  return setmetatable(t or {}, array_mt)
-end
-
-local function is_sequence(t)
-  local n = 0
-  for k in pairs(t) do
-    if math.type(k) ~= "integer" or k < 1 then return false end
-    n = n + 1
-  end
-  for i = 1, n do if t[i] == nil then return false end end
-  return n > 0, n
-end
-
-local escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
-                  ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
-
-local function encode_string(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    return escapes[c] or string.format("\\u%04x", c:byte())
-  end) .. '"'
-end
-
-local function encode(v, out, depth)
-  if depth > 200 then error("kube.encode: nesting too deep", 0) end
-  local t = type(v)
-  if v == nil or v == cjson.null then
-    out[#out + 1] = "null"
-  elseif t == "boolean" then
-    out[#out + 1] = v and "true" or "false"
-  elseif t == "number" then
-    if math.type(v) == "integer" then
-      out[#out + 1] = string.format("%d", v)
-    elseif v ~= v or v == math.huge or v == -math.huge then
-      error("kube.encode: cannot encode " .. tostring(v), 0)
-    elseif v == math.floor(v) and math.abs(v) < 2 ^ 53 then
-      out[#out + 1] = string.format("%d", math.tointeger(v))
-    else
-      out[#out + 1] = string.format("%.17g", v)
-    end
-  elseif t == "string" then
-    out[#out + 1] = encode_string(v)
-  elseif t == "table" then
-    local seq, n = is_sequence(v)
-    if getmetatable(v) == array_mt or seq then
-      n = n or #v
-      out[#out + 1] = "["
-      for i = 1, n do
-        if i > 1 then out[#out + 1] = "," end
-        encode(v[i], out, depth + 1)
-      end
-      out[#out + 1] = "]"
-    else
-      local keys = {}
-      for k in pairs(v) do
-        if type(k) ~= "string" and type(k) ~= "number" then
-          error("kube.encode: object keys must be strings", 0)
-        end
-        keys[#keys + 1] = tostring(k)
-      end
-      table.sort(keys)
-      out[#out + 1] = "{"
-      for i, k in ipairs(keys) do
-        if i > 1 then out[#out + 1] = "," end
-        out[#out + 1] = encode_string(k)
-        out[#out + 1] = ":"
-        local val = v[k]
-        if val == nil then val = v[tonumber(k)] end
-        encode(val, out, depth + 1)
-      end
-      out[#out + 1] = "}"
-    end
-  else
-    error("kube.encode: cannot encode a " .. t, 0)
-  end
+  return setmetatable(t or {}, util.array_mt)
 end
 
 --- Encode a Lua value as JSON (sorted keys; kube.array() tables as arrays).
 ---@param v any
 ---@return string
 function M.encode(v)
-  local out = {}
-  encode(v, out, 0)
-  return table.concat(out)
+  return util.json_encode(v)
 end
 
 --- Decode JSON (cjson); nil, message on malformed input.
@@ -562,6 +488,17 @@ function Client:watch(kind, opts, handler)
     return new_error({ code = 0, reason = "Timeout",
                        message = string.format("timed out after %gs watching %s", opts.timeout, ctx.resource) }, ctx)
   end
+  -- 410 Gone: rv is too old. With opts.relist, forget it and re-watch from
+  -- the current state (true); otherwise say what to do in e's message.
+  local function relist_after(e)
+    if e.code ~= 410 then return false end
+    if opts.relist and rv ~= nil then
+      rv = nil
+      return true
+    end
+    e.message = expired_message(ctx, rv, e.message)
+    return false
+  end
   local failures = 0
   while true do
     local rem = remaining()
@@ -575,13 +512,7 @@ function Client:watch(kind, opts, handler)
     if not w then
       if status then
         local e = status_error(status, body, ctx)
-        if e.code == 410 then
-          if opts.relist and rv ~= nil then
-            rv = nil
-            goto continue
-          end
-          e.message = expired_message(ctx, rv, e.message)
-        end
+        if relist_after(e) then goto continue end
         return nil, e
       end
       if werr == "interrupted" then return nil, interrupt_error(ctx) end
@@ -606,13 +537,7 @@ function Client:watch(kind, opts, handler)
         local obj = ev.object
         if ev.type == "ERROR" then
           local e = status_error(math.tointeger(tonumber(type(obj) == "table" and obj.code)) or 500, obj, ctx)
-          if e.code == 410 then
-            if opts.relist then
-              rv = nil
-              break
-            end
-            e.message = expired_message(ctx, rv, e.message)
-          end
+          if relist_after(e) then break end
           return nil, e
         end
         failures = 0

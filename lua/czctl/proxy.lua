@@ -11,8 +11,10 @@
 --     match exactly;
 --   * `any` / `every` / `not` are maps over the concatenation of their
 --     children's variables ("$a$b" matched by ~1 / ~^11$ / ~1 negated);
---   * the intercepted server picks its upstream group with one more map, so a
---     single `location /` serves both routes and no rewrite is involved.
+--   * the intercepted server's `location /` sends matching requests into the
+--     tunnel with `if ($czctl_route_rule = intercept) { proxy_pass ...; }`
+--     (fixed targets, no rewrite); headers that differ by route come from maps,
+--     because proxy_set_header is not allowed inside `if`.
 local M = {}
 
 M.DEFAULT_HEADER = "X-C6O-INTERCEPT:yes"

@@ -26,7 +26,7 @@ local null = cjson.null
 --- Directory of the local session files (created 0700 on first use).
 ---@return string
 function M.dir()
-  local dir = (os.getenv("CZCTL_STATE_DIR") or sys.state_dir()) .. "/sessions"
+  local dir = sys.state_dir() .. "/sessions"
   sys.mkdir_p(dir, tonumber("700", 8))
   return dir
 end

@@ -139,6 +139,13 @@ describe("intercept_patch and restore_patch", function()
     assert.same(want.spec, restored.spec)
     assert.same(want.metadata.annotations, restored.metadata.annotations)
   end)
+  it("removes the annotations map when the Service had no annotations before", function()
+    local bare = service(two_ports); bare.metadata.annotations = nil
+    local p1 = intercept.intercept_patch(bare, "abc123", ports, { header = "X-A:b", port = 80 })
+    local on = apply(bare, p1)
+    local restored = apply(on, intercept.restore_patch(on, intercept.record(on)))
+    assert.is_nil(restored.metadata.annotations)
+  end)
   it("restores from a Service changed meanwhile by someone else (their selector key goes too)", function()
     local changed = kube.decode(kube.encode(patched))
     changed.spec.selector.extra = "x"

@@ -8,7 +8,10 @@ source "$E2E_LIB/upload.sh"
 
 sandbox_up
 deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
-deploy "$E2E_ROOT/examples/multi-port-app.yaml" multi || { fail "multi-port app deploys"; exit 1; }
+# created, not applied: this Service has no annotations at all, so a restore
+# must not leave an empty annotations map behind
+kubectl create -f "$E2E_ROOT/examples/multi-port-app.yaml" >/dev/null &&
+  kubectl rollout status deployment/multi --timeout=60s >/dev/null || { fail "multi-port app deploys"; exit 1; }
 snapshot "$WORK/before.json"
 PORT=$(local_server laptop)
 IP=$(cluster_ip demo)

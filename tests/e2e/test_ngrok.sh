@@ -37,6 +37,30 @@ check "session close stops the ngrok agent and the keeper" wait_for_cmd 10 sh -c
 snapshot "$WORK/after.json"
 same_snapshot "$WORK/before.json" "$WORK/after.json" "after the ngrok session the cluster equals the snapshot"
 
+# --- --wait with ngrok: SIGTERM ends it (exit 0); the agent dying ends it (exit 1) ---
+ngrok_wait() {
+  : >"$FAKE_NGROK_PIDFILE"
+  PATH="$FAKE:$PATH" "$CZCTL" service intercept demo -l "$PORT" --wait >"$WORK/wait.out" 2>"$WORK/wait.err" &
+  WAIT_PID=$!
+  wait_for_cmd 60 grep -q '^Session' "$WORK/wait.out"
+}
+ngrok_wait
+like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "--wait with ngrok: the header reaches the local server"
+kill -TERM "$WAIT_PID"; wait "$WAIT_PID"; is "$?" 0 "--wait with ngrok ended by SIGTERM exits 0"
+check "--wait with ngrok: the agent is stopped" wait_for_cmd 10 sh -c "! { $(declare -f ngrok_alive); FAKE_NGROK_PIDFILE=$FAKE_NGROK_PIDFILE ngrok_alive; }"
+
+ngrok_wait
+kill -KILL "$(head -1 "$FAKE_NGROK_PIDFILE")"
+wait "$WAIT_PID"; is "$?" 1 "--wait with ngrok: the agent dying ends the session with exit 1"
+like "$(tail -1 "$WORK/wait.err")" "the session ended because the tunnel stopped: ngrok exited" "it says the tunnel stopped and why"
+
+ngrok_wait
+kill -KILL "$WAIT_PID"; wait "$WAIT_PID" 2>/dev/null
+check "--wait with ngrok killed by SIGKILL: the agent does not outlive it" wait_for_cmd 10 sh -c "! { $(declare -f ngrok_alive); FAKE_NGROK_PIDFILE=$FAKE_NGROK_PIDFILE ngrok_alive; }"
+"$CZCTL" session close -q; is "$?" 0 "session close after the SIGKILL exits 0"
+snapshot "$WORK/after-wait.json"
+same_snapshot "$WORK/before.json" "$WORK/after-wait.json" "after the --wait sessions the cluster equals the snapshot"
+
 # --- failure modes ---------------------------------------------------------------
 # ngrok_failure NAME REGEX ENV...: the intercept fails with one line matching
 # REGEX (with -q, the only output), exit 1, and leaves no object, file or process.

@@ -51,4 +51,22 @@ interrupt_at "SIGINT while the Deployment is being created" INT 130 direct POST 
 interrupt_at "SIGINT while waiting for the proxy" INT 130 direct GET "^$APPS/deployments\$" watch
 interrupt_at "SIGTERM while the Service is being patched" TERM 143 direct PATCH "^$NS/services/demo\$"
 interrupt_at "SIGINT with the ngrok keeper running" INT 130 ngrok POST "^$NS/configmaps\$"
+
+# --wait: the waiting process runs setup in a child. SIGTERM sent to it alone
+# during setup: the setup finishes, is cleaned up at once, exit 143.
+rule="sig-wait-$RANDOM"
+stall_next "$rule" POST "^$APPS/deployments\$" "" 2
+"$CZCTL" service intercept demo -l "$PORT" --tunnel direct --wait >"$WORK/wait.out" 2>"$WORK/wait.err" &
+pid=$!
+if wait_for_cmd 30 fault_fired "$rule"; then
+  kill -TERM "$pid"; wait "$pid"; rc=$?
+  is "$rc" 143 "--wait with SIGTERM during setup: exits 143 after cleaning up"
+  [ "$rc" -eq 143 ] || tail -5 "$WORK/wait.err" | sed 's/^/# /'
+else
+  fail "--wait with SIGTERM during setup: the stalled request was reached"; kill -KILL "$pid"
+fi
+faults '[]'
+snapshot "$WORK/after.json"
+same_snapshot "$WORK/before.json" "$WORK/after.json" "--wait with SIGTERM during setup: the cluster equals the snapshot from before"
+is "$(session_ids)" "" "--wait with SIGTERM during setup: no local session file is left"
 done_testing

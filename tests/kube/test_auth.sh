@@ -38,7 +38,9 @@ clusters:
 - {name: wrongca, cluster: {server: "https://127.0.0.1:$port", certificate-authority: other-ca.crt}}
 - {name: insecure, cluster: {server: "https://127.0.0.1:$port", certificate-authority: other-ca.crt, insecure-skip-tls-verify: true}}
 - {name: proxied, cluster: {server: "https://127.0.0.1:$port", certificate-authority: ca.crt, proxy-url: "http://127.0.0.1:$pport"}}
+- {name: userinfo, cluster: {server: "https://bob:s3cret@127.0.0.1:$port", certificate-authority: ca.crt}}
 users:
+- {name: anon, user: {}}
 - {name: certfiles, user: {client-certificate: certs/alice.crt, client-key: ./certs/alice.key}}
 - {name: certdata, user: {client-certificate-data: $(b64 certs/alice.crt), client-key-data: $(b64 certs/alice.key)}}
 - {name: basic, user: {username: bob, password: s3cret}}
@@ -62,6 +64,7 @@ contexts:
 - {name: wrongca, context: {cluster: wrongca, user: bearer}}
 - {name: insecure, context: {cluster: insecure, user: bearer}}
 - {name: proxied, context: {cluster: proxied, user: bearer}}
+- {name: userinfo, context: {cluster: userinfo, user: anon}}
 YAML
 mkdir -p "$D/tmp" "$D/home"
 who() { (cd / && env TMPDIR="$D/tmp" HOME="$D/home" "$CZCTL" run "$ROOT/tests/kube/fixtures/whoami.lua" "$D/kubeconfig" "$@" 2>>"$D/stderr"); }
@@ -72,6 +75,8 @@ out=$(who certdata); is "$(field "$out" cn)" alice "client-certificate-data/clie
 out=$(who execcert 5); is "$(field "$out" cn)" alice "an exec plugin's clientCertificateData/clientKeyData authenticate as alice"
 is "$(wc -l < "$D/plugin.count" | tr -d ' ')" 1 "the exec plugin ran once for 5 requests"
 out=$(who basic); is "$(field "$out" basic_user) $(field "$out" basic_ok)" "bob True" "username/password: basic auth"
+out=$(who userinfo); is "$(field "$out" basic_user) $(field "$out" basic_ok)" "bob True" \
+  "user:password in the server URL: basic auth (and never logged, see the last check)"
 out=$(who bearer); is "$(field "$out" bearer_ok) $(field "$out" cn)" "True None" "token: bearer auth, no client certificate"
 out=$(who wrongca); like "$out" '^error GET https://127.0.0.1:[0-9]+/whoami: .*(certificate|SSL)' "a server certificate from another CA is refused"
 out=$(who insecure); is "$(field "$out" bearer_ok)" True "insecure-skip-tls-verify accepts it"

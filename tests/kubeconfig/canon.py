@@ -6,6 +6,7 @@ compare the two tools. kubectl's `config view` shows paths as written (config co
 resolve them), so for kubectl the relative paths are resolved here against
 BASE, the directory of the file that defined them, with client-go's rule
 (filepath.Join; exec.command only when it contains a '/').
+URLs are compared with their password redacted.
 Usage: canon.py czctl < json | canon.py kubectl BASE < json"""
 import json
 import os
@@ -18,6 +19,20 @@ def resolve(p, is_command=False):
     if not p or os.path.isabs(p) or (is_command and "/" not in p):
         return p
     return os.path.normpath(os.path.join(BASE, p))
+
+
+def redacted(url):
+    # czctl shows URLs as Go's url.Redacted does (a password becomes "xxxxx");
+    # kubectl config view --raw shows them as written
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0] + [len(rest)])
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, host = authority.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":xxxxx"
+    return (scheme + sep if sep else "") + userinfo + at + host + tail
 
 
 def kubectl_auth(user):
@@ -45,11 +60,11 @@ def from_kubectl(doc):
         "cluster": c.get("cluster", ""),
         "user": c.get("user", ""),
         "namespace": c.get("namespace") or "default",
-        "server": cluster.get("server", ""),
+        "server": redacted(cluster.get("server", "")),
         "auth": kubectl_auth(user),
         "insecure": bool(cluster.get("insecure-skip-tls-verify")),
         "tls_server_name": cluster.get("tls-server-name", ""),
-        "proxy_url": cluster.get("proxy-url", ""),
+        "proxy_url": redacted(cluster.get("proxy-url", "")),
     }
     if not cluster.get("certificate-authority-data"):
         out["certificate_authority"] = resolve(cluster.get("certificate-authority", ""))

@@ -81,11 +81,19 @@ like "$info" "\"cluster\":\\{\"server\":\"$server\"" "provideClusterInfo passes 
 like "$info" '"certificate-authority-data":"[A-Za-z0-9+/=]{40,}"' "provideClusterInfo passes the CA data"
 is "$(sed -n 's/^args: //p' "$D/c-plug.info")" "--cluster sandbox two words" "args reach the plugin"
 
+# the plugin starts like every child of czctl (core/proc.c): fds 0-2 only
+# (255 is bash's own script fd), no blocked or ignored signals -- checked on
+# the re-run after a 401, when the client's connection is open
+fds() { grep -E '^[0-9]+$' "$D/$1.fds" | sort -n | tr '\n' ' '; }
+sigs() { grep -E '^Sig' "$D/$1.fds" | tr -s ' \t' ' ' | tr '\n' ' '; }
+
 out=$(scenario plugexp 3 2.5)
 is "$out" "ok 2" "an expired credential (expirationTimestamp) runs the plugin again"
 
 out=$(scenario plugwrong 3)
 is "$out" "ok 2" "a 401 re-runs the plugin once and the request succeeds"
+is "$(fds c-wrong)" "0 1 2 255 " "the plugin inherits no fd besides stdin, stdout and stderr"
+is "$(sigs c-wrong)" "SigBlk: 0000000000000000 SigIgn: 0000000000000000 " "the plugin starts with no blocked or ignored signals"
 
 out=$(scenario plugbeta 4)
 is "$out" "ok 1" "client.authentication.k8s.io/v1beta1 plugins work (relative command resolved against the kubeconfig)"

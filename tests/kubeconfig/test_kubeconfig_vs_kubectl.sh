@@ -77,6 +77,12 @@ for dir in tests/kubeconfig/cases/*/; do
   fi
 done
 
+# A password in a URL (proxy-url) is never shown, in text or JSON.
+shown=$(cd tests/kubeconfig/cases/21-proxy-password && "$CZCTL" config view --kubeconfig config 2>&1
+        "$CZCTL" config view --kubeconfig config -o json 2>&1)
+like "$shown" 'proxy_url: +http://alice:xxxxx@127\.0\.0\.1:3128' "config view shows a proxy URL with its password redacted"
+check "the proxy password appears nowhere in config view" bash -c '! grep -qF proxy-s3cr3t <<<"$1"' _ "$shown"
+
 # The corpus must cover at least 15 cases.
 n=$(ls -d tests/kubeconfig/cases/*/ | wc -l)
 check "corpus has at least 15 cases ($n)" [ "$n" -ge 15 ]

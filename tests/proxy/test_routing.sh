@@ -255,4 +255,20 @@ for _ in $(seq 10); do curl -sS --max-time 5 -o /dev/null "http://$ADDR_nokeep:8
 c1=$(field_of connections 127.0.77.1:8000 /__stats)
 is "$((c1 - c0 - 1))" 10 "with upstream_keepalive = 0 every request opens an upstream connection (the bench baseline)"
 
+# ---------------------------------------------------------------- DNS at load time
+# A tunnel named by host (ngrok) must not stop NGINX from starting when DNS
+# fails: by default the name is resolved per request through `resolver`.
+mkdir -p "$T/dns"
+cat >"$T/dns/spec.json" <<EOF
+{ "flags": {}, "session": "dns", "runtime_dir": "$T/dns", "listen_address": "127.0.77.99",
+  "ports": [ {"name": "http", "port": 80, "listen": 8080, "original": "127.0.77.1:8000", "intercept": true} ],
+  "tunnel_upstream": {"url": "https://no-such-tunnel.invalid", "resolver": "127.0.0.1",
+                      "extra_headers": {"ngrok-skip-browser-warning": "1"}} }
+EOF
+"$CZCTL" run tests/proxy/render.lua "$T/dns/spec.json" >"$T/dns/nginx.conf" 2>/dev/null
+check "a tunnel host name that does not resolve does not fail nginx -t (resolved per request)" \
+  "$NGINX" -t -q -p "$T/dns" -c "$T/dns/nginx.conf" -e "$T/dns/test.err"
+# (resolver = false would make nginx -t resolve the name at load; not run here,
+# since that lookup would leave 127.0.0.0/8. proxy_spec.lua checks that config.)
+
 done_testing

@@ -96,9 +96,9 @@ describe("provider arguments", function()
     assert.match("invalid host", err)
   end)
   it("direct builds http://HOST:PORT and needs no process", function()
-    local h = direct.start{ local_port = 1, host = "10.8.0.6", log = function() end }
-    assert.equal("http://10.8.0.6:1", h.url)
-    assert.same({ url = "http://10.8.0.6:1" }, h.upstream)
+    local h = direct.start{ local_port = 1, host = "127.0.0.9", log = function() end }
+    assert.equal("http://127.0.0.9:1", h.url)
+    assert.same({ url = "http://127.0.0.9:1" }, h.upstream)
     assert.is_nil(h.pid)
     assert.equal(false, direct.needs_process)
     assert.truthy(h:stop())

@@ -94,7 +94,7 @@ same_snapshot() {
 # service_state NAME: the Service's spec and annotations, normalised.
 service_state() {
   kubectl get service "$1" -n "${2:-default}" -o json | python3 -c 'import json,sys
-o=json.load(sys.stdin); print(json.dumps({"spec":o["spec"],"annotations":o["metadata"].get("annotations") or {},"labels":o["metadata"].get("labels") or {}},sort_keys=True))'
+o=json.load(sys.stdin); print(json.dumps({"spec":o["spec"],"annotations":o["metadata"].get("annotations"),"labels":o["metadata"].get("labels")},sort_keys=True))'
 }
 
 # czctl_leftovers: objects labelled by czctl, across namespaces (empty = none).
@@ -167,7 +167,7 @@ service_in() {
   python3 -c 'import json,sys
 for o in json.load(open(sys.argv[1])):
     if o["kind"] == "Service" and o["metadata"]["name"] == sys.argv[2] and o["metadata"].get("namespace") == "default":
-        print(json.dumps({"spec": o["spec"], "annotations": o["metadata"].get("annotations") or {}}, sort_keys=True))' "$1" "$2"
+        print(json.dumps({"spec": o["spec"], "annotations": o["metadata"].get("annotations")}, sort_keys=True))' "$1" "$2"
 }
 
 # leftovers_in SNAPSHOT: objects labelled app.kubernetes.io/managed-by=czctl (or

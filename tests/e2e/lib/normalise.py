@@ -15,15 +15,17 @@ def clean(item):
     meta = dict(item.get("metadata") or {})
     for k in DROP_META:
         meta.pop(k, None)
-    ann = dict(meta.get("annotations") or {})
-    # kubectl's own bookkeeping, changed by `kubectl apply`, not by czctl
-    ann.pop("kubectl.kubernetes.io/last-applied-configuration", None)
-    if ann:
-        meta["annotations"] = ann
-    else:
-        meta.pop("annotations", None)
-    if not meta.get("labels"):
-        meta.pop("labels", None)
+    # kubectl's own bookkeeping (written by `kubectl apply`, not by czctl) is
+    # dropped; an annotations map that was already empty is kept, so `{}`
+    # after a session is told apart from no annotations before it.
+    if "annotations" in meta:
+        ann = dict(meta["annotations"] or {})
+        had = "kubectl.kubernetes.io/last-applied-configuration" in ann
+        ann.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+        if had and not ann:
+            meta.pop("annotations")
+        else:
+            meta["annotations"] = ann
     item["metadata"] = meta
     return item
 

@@ -5,14 +5,12 @@ binds 127.0.0.1 on a free port, starts the node (k8s.node.start(store, DIR),
 if that module exists), then writes DIR/ready (JSON: port, pid). SIGTERM stops
 everything: watches end, the node stops (its pods are killed), sockets close.
 """
-import importlib.util
 import json
 import os
 import signal
 import ssl
 import sys
 import threading
-import time
 
 from . import audit
 from . import endpointslices
@@ -32,6 +30,8 @@ class Cluster:
         self.bookmark_interval = float(cfg.get("bookmarkInterval", 2.0))
         self.stopping = threading.Event()
         self.store = S.Store(history=int(cfg.get("watchHistory", 1000)))
+        with open(os.path.join(self.state_dir, "ca.crt"), encoding="utf-8") as f:
+            self.store.publish_root_ca(f.read())
         self.gc = gc.GarbageCollector(self.store)
         self.slices = endpointslices.Mirror(self.store)
         self.authn = auth.Authenticator(cfg["tokens"])
@@ -57,7 +57,7 @@ class Cluster:
             self._conns.discard(sock)
 
     def start(self):
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="apiserver", daemon=True)
         self._thread.start()
         here = os.path.dirname(os.path.abspath(__file__))
@@ -93,6 +93,20 @@ class Cluster:
         self.audit.close()
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def main(argv):
     if len(argv) != 2:
         print("usage: python3 -m k8s.cluster DIR", file=sys.stderr)
@@ -108,8 +122,11 @@ def main(argv):
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"port": c.port, "pid": os.getpid()}, f)
     os.rename(tmp, ready)
+    owner = c.cfg.get("ownerPid")
     while not done.wait(1.0):
-        pass
+        if owner and not _alive(owner):
+            print("sandbox: owner process %d is gone; stopping" % owner, file=sys.stderr)
+            break
     try:
         os.unlink(ready)
     except OSError:

@@ -1,9 +1,12 @@
-"""EndpointSlice mirroring: keeps discovery.k8s.io/v1 EndpointSlices in step with core/v1 Endpoints.
+"""EndpointSlices: keeps discovery.k8s.io/v1 EndpointSlices in step with core/v1 Endpoints.
 
 kubectl describe service (v1.32) reads EndpointSlices labelled
-kubernetes.io/service-name=<svc>. One slice per Endpoints subset, named
-<svc>-<5 random chars>, owned by the Service (as the EndpointSlice controller
-does), or labelled as mirrored when no Service exists.
+kubernetes.io/service-name=<svc>. For each Service that has Endpoints: one
+slice per Endpoints subset, named <svc>-<5 random chars>, owned by the Service,
+managed-by the EndpointSlice controller (Services with a selector) or the
+mirroring controller (Services without one), as in a real cluster.
+When a Service is deleted, its Endpoints are deleted too (the real endpoints
+controller's job; the node's endpoints controller leaves it to the API side).
 """
 import queue
 import threading
@@ -25,7 +28,7 @@ class Mirror:
     def _on_event(self, typ, resource, obj):
         if resource in ("endpoints", "services"):
             md = obj["metadata"]
-            self.q.put((md.get("namespace"), md["name"]))
+            self.q.put((md.get("namespace"), md["name"], typ == "DELETED" and resource == "services"))
 
     def stop(self):
         self._stop = True
@@ -38,7 +41,11 @@ class Mirror:
             if item is None:
                 return
             try:
-                self.sync(*item)
+                ns, name, service_gone = item
+                if service_gone and self.store.get("services", ns, name) is None:
+                    # as the endpoints controller does: the Endpoints go with their Service
+                    self.store.delete("endpoints", ns, name)
+                self.sync(ns, name)
             except E.ApiError:
                 pass
             except Exception:
@@ -47,9 +54,9 @@ class Mirror:
 
     def desired(self, ns, name):
         ep = self.store.get("endpoints", ns, name)
-        if ep is None:
-            return None
         svc = self.store.get("services", ns, name)
+        if ep is None or svc is None:
+            return None     # slices exist for Services only
         slices = []
         subsets = ep.get("subsets") or [{}]
         for ss in subsets:
@@ -70,14 +77,11 @@ class Mirror:
                 for p in ports:
                     p.setdefault("name", "")
             slices.append({"addressType": "IPv4", "endpoints": eps, "ports": ports})
-        labels = {"kubernetes.io/service-name": name}
-        owner = None
-        if svc is not None:
-            labels[MANAGED_BY] = "endpointslice-controller.k8s.io"
-            owner = [{"apiVersion": "v1", "kind": "Service", "name": name, "uid": svc["metadata"]["uid"],
-                      "controller": True, "blockOwnerDeletion": True}]
-        else:
-            labels[MANAGED_BY] = "endpointslicemirroring-controller.k8s.io"
+        labels = {"kubernetes.io/service-name": name,
+                  MANAGED_BY: "endpointslice-controller.k8s.io" if (svc.get("spec") or {}).get("selector")
+                  else "endpointslicemirroring-controller.k8s.io"}
+        owner = [{"apiVersion": "v1", "kind": "Service", "name": name, "uid": svc["metadata"]["uid"],
+                  "controller": True, "blockOwnerDeletion": True}]
         return slices, labels, owner
 
     def sync(self, ns, name):
@@ -94,9 +98,7 @@ class Mirror:
             if i < len(have):
                 cur = have[i]
                 new = dict(cur)
-                new["metadata"] = dict(cur["metadata"], labels=labels)
-                if owner:
-                    new["metadata"]["ownerReferences"] = owner
+                new["metadata"] = dict(cur["metadata"], labels=labels, ownerReferences=owner)
                 new.update(body)
                 if body["ports"] is None:
                     new.pop("ports", None)
@@ -107,8 +109,7 @@ class Mirror:
                       "annotations": {"endpoints.kubernetes.io/last-change-trigger-time":
                                       __import__("datetime").datetime.now(__import__("datetime").timezone.utc)
                                       .strftime("%Y-%m-%dT%H:%M:%SZ")}}
-                if owner:
-                    md["ownerReferences"] = owner
+                md["ownerReferences"] = owner
                 obj = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": md}
                 obj.update({k: v for k, v in body.items() if v is not None})
                 st.create("endpointslices", ns, obj)

@@ -7,7 +7,6 @@ the field numbers of k8s.io/api generated.proto and Go's omitempty rules
 (non-pointer zero scalars are dropped; pointer fields, marked "*", are kept).
 """
 import base64
-import struct
 
 MAGIC = b"k8s\x00"
 

@@ -309,3 +309,44 @@ def _drop(v, t):
     elif isinstance(t, list) and isinstance(v, list):
         for x in v:
             _drop(x, t[0])
+
+
+def go_json_error(text, exc):
+    """The message Go's encoding/json gives for the syntax error Python's json module found."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    msg = getattr(exc, "msg", str(exc))
+    pos = getattr(exc, "pos", len(text))
+    if pos >= len(text.rstrip()) or msg.startswith("Unterminated string"):
+        return "unexpected end of JSON input"
+    ch = text[pos]
+    q = "'\\''" if ch == "'" else "'%s'" % ch
+    if msg.startswith("Expecting value"):
+        return "invalid character %s looking for beginning of value" % q
+    if msg.startswith("Expecting property name"):
+        return "invalid character %s looking for beginning of object key string" % q
+    if msg.startswith("Expecting ':'"):
+        return "invalid character %s after object key" % q
+    if msg.startswith("Expecting ',' delimiter"):
+        depth = []
+        in_str = esc = False
+        for c in text[:pos]:
+            if in_str:
+                if esc:
+                    esc = False
+                elif c == "\\":
+                    esc = True
+                elif c == '"':
+                    in_str = False
+            elif c == '"':
+                in_str = True
+            elif c in "[{":
+                depth.append(c)
+            elif c in "]}" and depth:
+                depth.pop()
+        if depth and depth[-1] == "[":
+            return "invalid character %s after array element" % q
+        return "invalid character %s after object key:value pair" % q
+    if msg.startswith("Extra data"):
+        return "invalid character %s after top-level value" % q
+    return "invalid character %s looking for beginning of value" % q

@@ -17,7 +17,7 @@ from . import patch as P
 from . import protobuf
 from . import resources as R
 from . import schema
-from . import selectors
+from . import selection as selectors
 from . import tables
 from . import watch as W
 
@@ -277,8 +277,6 @@ class Handler(BaseHTTPRequestHandler):
                     name = part[len("metadata.name="):]
                 elif part.startswith("metadata.name=="):
                     name = part[len("metadata.name=="):]
-        if verb == "create" and req.sub is None and name is None:
-            name = None
         err = auth.forbidden(self.C.store, self.user, verb, res.group, res.plural, req.sub, req.namespace, name)
         if err is not None:
             raise err
@@ -353,23 +351,24 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if ctype == "application/yaml":
                 raise ValueError("yaml bodies are not supported by the sandbox")
-            obj = json.loads(self.body or b"null")
+            obj = json.loads(self.body) if self.body else None
         except ValueError as e:
-            raise E.bad_request("couldn't get version/kind; json parse error: %s" % e)
+            raise E.bad_request("couldn't get version/kind; json parse error: %s" % schema.go_json_error(self.body, e))
+        if obj is None:
+            raise E.bad_request("couldn't get version/kind; json parse error: unexpected end of JSON input")
         if not isinstance(obj, dict):
             raise E.bad_request("couldn't get version/kind; json parse error: json: cannot unmarshal %s into Go value "
                                 "of type struct { APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string "
                                 "\"json:\\\"kind,omitempty\\\"\" }" % schema._json_kind(obj))
         kind = allow_kind or res.kind
         api_version = "autoscaling/v1" if allow_kind == "Scale" else res.api_version
-        if obj.get("kind") and obj["kind"] != kind:
-            raise E.bad_request('the server rejected our request for an unknown reason (kind %s does not match %s)'
-                                % (obj["kind"], kind)) if False else E.bad_request(
-                "%s in version \"%s\" cannot be handled as a %s: no kind \"%s\" is registered for version \"%s\" in scheme"
-                % (obj["kind"], api_version.split("/")[-1], kind, obj["kind"], api_version))
         if obj.get("apiVersion") and obj["apiVersion"] != api_version:
             raise E.bad_request("the API version in the data (%s) does not match the expected API version (%s)"
                                 % (obj["apiVersion"], api_version))
+        if obj.get("kind") and obj["kind"] != kind:
+            raise E.bad_request('%s in version "%s" cannot be handled as a %s: no kind "%s" is registered for '
+                                'version "%s" in scheme "pkg/api/legacyscheme/scheme.go:30"'
+                                % (obj["kind"], api_version.split("/")[-1], kind, obj["kind"], api_version))
         return obj
 
     def _typed(self, res, obj, kind=None, baseline=None):
@@ -381,9 +380,6 @@ class Handler(BaseHTTPRequestHandler):
             r.kind, r.version = kind, "v1"
         obj, warns = schema.decode(r, obj, self._field_validation(), baseline)
         self.warnings.extend(warns)
-        return obj
-
-    def _out(self, obj):
         return obj
 
     # ---- verbs ------------------------------------------------------------------------
@@ -502,7 +498,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             doc = json.loads(self.body or b"null")
         except ValueError as e:
-            raise E.bad_request(str(e))
+            raise E.bad_request(schema.go_json_error(self.body, e))
         if ctype == "application/json-patch+json" and not isinstance(doc, list):
             raise E.bad_request("json: cannot unmarshal %s into Go value of type jsonpatch.Patch" % schema._json_kind(doc))
         if ctype != "application/json-patch+json" and not isinstance(doc, dict):
@@ -529,7 +525,7 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 opts = json.loads(self.body)
             except ValueError as e:
-                raise E.bad_request(str(e))
+                raise E.bad_request(schema.go_json_error(self.body, e))
             if not isinstance(opts, dict):
                 raise E.bad_request("json: cannot unmarshal %s into Go value of type v1.DeleteOptions" % schema._json_kind(opts))
         prop = opts.get("propagationPolicy") or self.q.get("propagationPolicy")

@@ -13,12 +13,11 @@ import json
 import queue
 import random
 import threading
-import time
 import uuid
 
 from . import errors as E
 from . import resources as R
-from . import selectors
+from . import selection as selectors
 from . import validation as V
 from .nodeutil import listening_ipv4
 
@@ -305,9 +304,12 @@ class Store:
                     raise E.forbidden(resource, res.group, md.get("name"),
                                       "unable to create new content in namespace %s because it is being terminated"
                                       % md["namespace"])
+            if resource == "pods":
+                self._admit_service_account(obj)
             errs = V.validate(resource, obj, res.namespaced)
             if resource == "services":
                 errs += self._check_cluster_ip(obj)
+                errs += self._check_node_ports(obj.get("spec") or {})
             if errs:
                 raise self._invalid(res, obj, errs)
             self._admit_pod_security(res, obj, nso if res.namespaced else None, warnings)
@@ -330,9 +332,69 @@ class Store:
             self._emit("ADDED", resource, obj, None)
             if resource == "namespaces":
                 self._ensure_default_sa(md["name"])
+                self._ensure_root_ca(md["name"])
             return deepcopy(obj)
         finally:
             self._exit()
+
+    ROOT_CA_CM = "kube-root-ca.crt"
+    SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+    def publish_root_ca(self, pem):
+        """Like the root-ca-cert-publisher: ConfigMap kube-root-ca.crt (ca.crt) in every namespace."""
+        self._enter()
+        try:
+            self._root_ca = pem
+            for (_, ns) in list(self._objs["namespaces"]):
+                self._ensure_root_ca(ns)
+        finally:
+            self._exit()
+
+    def _ensure_root_ca(self, ns):
+        pem = getattr(self, "_root_ca", None)
+        if pem is None or (ns, self.ROOT_CA_CM) in self._objs["configmaps"]:
+            return
+        cm = {"kind": "ConfigMap", "apiVersion": "v1",
+              "metadata": {"name": self.ROOT_CA_CM, "namespace": ns, "uid": str(uuid.uuid4()),
+                           "creationTimestamp": now_rfc3339(),
+                           "annotations": {"kubernetes.io/description": (
+                               "Contains a CA bundle that can be used to verify the kube-apiserver when using "
+                               "internal endpoints such as the internal service IP or kubernetes.default.svc. No "
+                               "other usage is guaranteed across distributions of Kubernetes clusters.")}},
+              "data": {"ca.crt": pem}}
+        cm["metadata"]["resourceVersion"] = self._next_rv()
+        self._objs["configmaps"][(ns, self.ROOT_CA_CM)] = cm
+        self._emit("ADDED", "configmaps", cm, None)
+
+    def _admit_service_account(self, pod):
+        """The ServiceAccount admission plugin: the pod's service account must exist, and unless
+        automounting is off a kube-api-access-<x> projected volume is mounted in every container."""
+        spec = pod.get("spec")
+        if not isinstance(spec, dict):
+            return
+        md = pod["metadata"]
+        ns = md.get("namespace")
+        sa_name = spec.get("serviceAccountName") or "default"
+        sa = self._objs["serviceaccounts"].get((ns, sa_name))
+        if sa is None:
+            raise E.forbidden("pods", "", md.get("name"), 'error looking up service account %s/%s: serviceaccount '
+                              '"%s" not found' % (ns, sa_name, sa_name))
+        auto = spec.get("automountServiceAccountToken")
+        if auto is None:
+            auto = sa.get("automountServiceAccountToken")
+        if auto is False:
+            return
+        containers = [c for k in ("initContainers", "containers") for c in spec.get(k) or [] if isinstance(c, dict)]
+        if any(vm.get("mountPath") == self.SA_MOUNT for c in containers for vm in c.get("volumeMounts") or []):
+            return
+        vname = "kube-api-access-" + random_suffix()
+        spec.setdefault("volumes", []).append({"name": vname, "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": self.ROOT_CA_CM, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace",
+                                        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}})
+        for c in containers:
+            c.setdefault("volumeMounts", []).append({"name": vname, "readOnly": True, "mountPath": self.SA_MOUNT})
 
     def _ensure_default_sa(self, ns):
         key = (ns, "default")
@@ -440,6 +502,58 @@ class Store:
             spec["clusterIPs"] = [ip]
         spec.setdefault("ipFamilies", ["IPv4"])
         spec.setdefault("ipFamilyPolicy", "SingleStack")
+        self._allocate_node_ports(spec)
+
+    NODE_PORTS = (30000, 32767)
+
+    def _node_ports_in_use(self, skip=None):
+        used = set()
+        for key, o in self._objs["services"].items():
+            if key == skip:
+                continue
+            for p in (o.get("spec") or {}).get("ports") or []:
+                if p.get("nodePort"):
+                    used.add(p["nodePort"])
+        return used
+
+    def _check_node_ports(self, spec, skip=None, old_spec=None):
+        errs = []
+        if spec.get("type") not in ("NodePort", "LoadBalancer"):
+            for i, p in enumerate(spec.get("ports") or []):
+                if p.get("nodePort"):
+                    errs.append(E.forbidden_field("spec.ports[%d].nodePort" % i,
+                                                  "may not be used when `type` is '%s'" % spec.get("type")))
+            return errs
+        used = self._node_ports_in_use(skip)
+        lo, hi = self.NODE_PORTS
+        mine = {p.get("nodePort") for p in (old_spec or {}).get("ports") or []}
+        for i, p in enumerate(spec.get("ports") or []):
+            n = p.get("nodePort")
+            if not n or n in mine:
+                continue
+            if not (lo <= n <= hi):
+                errs.append(E.invalid("spec.ports[%d].nodePort" % i, n, "provided port is not in the valid range. "
+                                      "The range of valid ports is %d-%d" % (lo, hi)))
+            elif n in used:
+                errs.append(E.invalid("spec.ports[%d].nodePort" % i, n, "provided port is already allocated"))
+        return errs
+
+    def _allocate_node_ports(self, spec, skip=None):
+        if spec.get("type") not in ("NodePort", "LoadBalancer"):
+            return
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+        if spec.get("type") == "LoadBalancer":
+            spec.setdefault("allocateLoadBalancerNodePorts", True)
+        used = self._node_ports_in_use(skip)
+        lo, hi = self.NODE_PORTS
+        for p in spec.get("ports") or []:
+            if not p.get("nodePort"):
+                while True:
+                    n = random.randint(lo, hi)
+                    if n not in used:
+                        break
+                p["nodePort"] = n
+            used.add(p["nodePort"])
 
     # ---- update ---------------------------------------------------------------------------
 
@@ -486,6 +600,29 @@ class Store:
                 new.pop("status", None)
             if resource == "services":
                 self._carry_cluster_ip(new, cur)
+                key0 = self._key(res, cur["metadata"].get("namespace"), cur["metadata"]["name"])
+                nspec, ospec = new.get("spec") or {}, cur.get("spec") or {}
+                # nodePorts left out of an update are kept (patchAllocatedValues), then checked and allocated
+                oldports = {(p.get("port"), p.get("protocol")): p.get("nodePort") for p in ospec.get("ports") or []}
+                if nspec.get("type") not in ("NodePort", "LoadBalancer") and \
+                        ospec.get("type") in ("NodePort", "LoadBalancer"):
+                    # dropTypeDependentFields: unchanged nodePorts go with the type
+                    for p in nspec.get("ports") or []:
+                        if p.get("nodePort") and p["nodePort"] == oldports.get((p.get("port"), p.get("protocol", "TCP"))):
+                            del p["nodePort"]
+                    if nspec.get("externalTrafficPolicy") == ospec.get("externalTrafficPolicy"):
+                        nspec.pop("externalTrafficPolicy", None)
+                if nspec.get("type") != "LoadBalancer" and \
+                        nspec.get("allocateLoadBalancerNodePorts") == ospec.get("allocateLoadBalancerNodePorts"):
+                    nspec.pop("allocateLoadBalancerNodePorts", None)
+                if nspec.get("type") in ("NodePort", "LoadBalancer"):
+                    for p in nspec.get("ports") or []:
+                        if not p.get("nodePort") and oldports.get((p.get("port"), p.get("protocol", "TCP"))):
+                            p["nodePort"] = oldports[(p.get("port"), p.get("protocol", "TCP"))]
+                nperrs = self._check_node_ports(nspec, key0, ospec)
+                if nperrs:
+                    raise self._invalid(res, new, nperrs)
+                self._allocate_node_ports(nspec, key0)
             self._convert_string_data(resource, new)
             V.apply_defaults(resource, new)
             if resource == "namespaces":
@@ -678,6 +815,10 @@ class Store:
         last = deepcopy(last)
         last["metadata"]["resourceVersion"] = self._next_rv()
         self._emit("DELETED", resource, last, deepcopy(prev) if prev else None)
+        if resource == "configmaps" and key[1] == self.ROOT_CA_CM:
+            nso = self._objs["namespaces"].get((None, key[0]))
+            if nso is not None and not nso["metadata"].get("deletionTimestamp"):
+                self._ensure_root_ca(key[0])    # the publisher puts it back
         return deepcopy(last)
 
     def finalize_namespace(self, name):

@@ -6,7 +6,7 @@ pkg/apis/core/validation, pkg/apis/apps/validation, pod-security-admission.
 import re
 
 from . import errors as E
-from . import selectors
+from . import selection as selectors
 
 # ---- name and label rules (apimachinery pkg/util/validation/validation.go) ---------------
 
@@ -521,6 +521,15 @@ def _validate_service(obj):
         errs.append(E.not_supported("spec.type", typ or "", ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]))
     headless = spec.get("clusterIP") == "None"
     ports = spec.get("ports") or []
+    if typ == "ExternalName":
+        en = spec.get("externalName") or ""
+        if not en:
+            errs.append(E.required("spec.externalName", ""))
+        else:
+            for m in dns1123_subdomain_errors(en.rstrip(".")):
+                errs.append(E.invalid("spec.externalName", en, m))
+        if spec.get("clusterIP") not in (None, ""):
+            errs.append(E.forbidden_field("spec.clusterIPs", "may not be set for ExternalName services"))
     if not ports and not headless and typ != "ExternalName":
         errs.append(E.required("spec.ports", ""))
     seen = set()
@@ -764,14 +773,21 @@ def pod_security_violations(spec, level):
     if level == "restricted":
         allowed_vol = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                        "projected", "secret", "name"}
-        rv = []
+        bad_vols, bad_types = [], []
         for v in spec.get("volumes") or []:
-            if isinstance(v, dict) and "hostPath" not in v:
-                for k in v:
-                    if k not in allowed_vol:
-                        rv.append('volume "%s" uses restricted volume type "%s"' % (v.get("name", ""), k))
-        if rv:
-            out.append("restricted volume types (%s)" % ", ".join(rv))
+            if not isinstance(v, dict):
+                continue
+            for k in v:
+                if k not in allowed_vol:
+                    if v.get("name", "") not in bad_vols:
+                        bad_vols.append(v.get("name", ""))
+                    if k not in bad_types:
+                        bad_types.append(k)
+        if bad_vols:
+            out.append("restricted volume types (%s %s %s)" % (
+                _plural(bad_vols, "volume", "volumes"),
+                "uses restricted volume type" if len(bad_vols) == 1 else "use restricted volume types",
+                ", ".join('"%s"' % t for t in bad_types)))
         pod_nonroot = psc.get("runAsNonRoot")
         bad_false = [c.get("name", "") for c in containers if sc(c).get("runAsNonRoot") is False]
         unset = [c.get("name", "") for c in containers if sc(c).get("runAsNonRoot") is None]

@@ -24,8 +24,9 @@ class Sandbox:
         self.up = False
 
     def start(self):
+        # SANDBOX_OWNER_PID: the cluster stops itself if this test process dies without tearDownModule
         r = subprocess.run([SANDBOX, "up", self.dir], capture_output=True, text=True, timeout=60,
-                           env=dict(os.environ, **self.env))
+                           env=dict(os.environ, SANDBOX_OWNER_PID=str(os.getpid()), **self.env))
         if r.returncode != 0:
             raise RuntimeError("sandbox up failed: %s%s" % (r.stdout, r.stderr))
         self.up = True

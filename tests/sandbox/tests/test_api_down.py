@@ -34,6 +34,31 @@ def listening(port):
     return False
 
 
+def listeners_of_session(sid):
+    """ip:port (hex, as in /proc/net/tcp) of the sockets the session's processes listen on."""
+    inodes = {}
+    with open("/proc/net/tcp") as f:
+        for ln in f.readlines()[1:]:
+            p = ln.split()
+            if p[3] == "0A":
+                inodes[p[9]] = p[1]
+    found = set()
+    for pid in session_members(sid):
+        try:
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    found.add(inodes[link[8:-1]])
+        except OSError:
+            continue
+    return found
+
+
+def all_listeners():
+    with open("/proc/net/tcp") as f:
+        return {ln.split()[1] for ln in f.readlines()[1:] if ln.split()[3] == "0A"}
+
+
 class Down(unittest.TestCase):
     def test_up_status_down(self):
         "status reports running/stopped; down stops the server and every pod process and closes every socket"
@@ -53,10 +78,13 @@ class Down(unittest.TestCase):
             self.assertGreaterEqual(len(members), 3, "server and two pod processes")
             port = int(sb.server.rsplit(":", 1)[1])
             self.assertTrue(listening(port))
+            socks = listeners_of_session(pid)
+            self.assertGreaterEqual(len(socks), 4, "API, two pods, the Service's ClusterIP")
             r = sb.stop()
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(session_members(pid), [])
             self.assertFalse(listening(port))
+            self.assertEqual(socks & all_listeners(), set())
             st = subprocess.run([apilib.SANDBOX, "status", sb.dir], capture_output=True, text=True)
             self.assertEqual((st.returncode, st.stdout.strip()), (3, "stopped"))
         finally:

@@ -263,6 +263,23 @@ class PodSecurity(unittest.TestCase):
         self.assertEqual((code, body), (403, status(403, "Forbidden", 'pods "x" is forbidden: ' + self.MSG,
                                                     {"name": "x", "kind": "pods"})))
 
+    def test_service_account_admission(self):
+        "pods get the kube-api-access projected volume and mount; a missing service account is refused"
+        code, body = SB.curl("POST", NS + "/pods", dict(pod("sa1"), spec=dict(pod("sa1")["spec"], serviceAccountName="nope")))
+        self.assertEqual((code, body["message"]), (403, 'pods "sa1" is forbidden: error looking up service account '
+                                                        'default/nope: serviceaccount "nope" not found'))
+        out = SB.admin.create(NS + "/pods", pod("sa2"))
+        vol = out["spec"]["volumes"][0]
+        self.assertRegex(vol["name"], r"^kube-api-access-[a-z0-9]{5}$")
+        self.assertEqual([list(s)[0] for s in vol["projected"]["sources"]],
+                         ["serviceAccountToken", "configMap", "downwardAPI"])
+        self.assertEqual(out["spec"]["containers"][0]["volumeMounts"],
+                         [{"name": vol["name"], "readOnly": True,
+                           "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}])
+        p = pod("sa3")
+        p["spec"]["automountServiceAccountToken"] = False
+        self.assertNotIn("volumes", SB.admin.create(NS + "/pods", p)["spec"])
+
     def test_compliant_pod_admitted(self):
         "a compliant pod is admitted"
         p = pod("ok", allowPrivilegeEscalation=False, capabilities={"drop": ["ALL"]}, runAsNonRoot=True,

@@ -145,6 +145,8 @@ class Watch(unittest.TestCase):
             p.wait()
 
 
+ROOT_CA = "kube-root-ca.crt"   # published in every namespace, as on a real cluster
+
 SELECTOR_CASES = [
     ("env=prod", ["a", "b"]),
     ("env==prod", ["a", "b"]),
@@ -174,7 +176,7 @@ class Selectors(unittest.TestCase):
         wrong = []
         for sel, want in SELECTOR_CASES:
             got = SB.admin.get("/api/v1/namespaces/sel/configmaps?labelSelector=" + urllib.parse.quote(sel))
-            names = sorted(i["metadata"]["name"] for i in got["items"])
+            names = sorted(i["metadata"]["name"] for i in got["items"] if i["metadata"]["name"] != ROOT_CA)
             if names != want:
                 wrong.append((sel, names, want))
         self.assertEqual(wrong, [])
@@ -194,7 +196,7 @@ class Selectors(unittest.TestCase):
         got = SB.admin.get("/api/v1/configmaps?fieldSelector=metadata.name%3Db,metadata.namespace%3Dsel")
         self.assertEqual([(i["metadata"]["namespace"], i["metadata"]["name"]) for i in got["items"]], [("sel", "b")])
         got = SB.admin.get("/api/v1/namespaces/sel/configmaps?fieldSelector=metadata.name!%3Db")
-        self.assertEqual(sorted(i["metadata"]["name"] for i in got["items"]), ["a", "c", "d"])
+        self.assertEqual(sorted(i["metadata"]["name"] for i in got["items"]), ["a", "c", "d", ROOT_CA])
 
     def test_limit_continue(self):
         "limit/continue pages through a list; a bad continue token is refused"
@@ -207,8 +209,8 @@ class Selectors(unittest.TestCase):
             tok = page["metadata"].get("continue")
             if not tok:
                 break
-            self.assertEqual(page["metadata"]["remainingItemCount"], 1)
-        self.assertEqual((names, pages), (["a", "b", "c", "d"], 2))
+            self.assertEqual(page["metadata"]["remainingItemCount"], 2)
+        self.assertEqual((names, pages), (["a", "b", "c", "d", ROOT_CA], 2))
         code, body = SB.curl("GET", "/api/v1/namespaces/sel/configmaps?limit=1&continue=%%%")
         self.assertEqual((code, body["reason"]), (400, "BadRequest"))
 
@@ -223,7 +225,7 @@ class Selectors(unittest.TestCase):
         SB.admin.request("PATCH", "/api/v1/namespaces/snap/configmaps/b", {"data": {"new": "1"}},
                          ctype="application/merge-patch+json")
         p2 = SB.admin.get("/api/v1/namespaces/snap/configmaps?limit=5&continue=" + p1["metadata"]["continue"])
-        self.assertEqual([i["metadata"]["name"] for i in p2["items"]], ["b", "c"])
+        self.assertEqual([i["metadata"]["name"] for i in p2["items"]], ["b", "c", ROOT_CA])
         self.assertNotIn("data", p2["items"][0])
         self.assertEqual(p2["metadata"]["resourceVersion"], p1["metadata"]["resourceVersion"])
 
@@ -298,6 +300,15 @@ class GarbageCollection(unittest.TestCase):
         SB.wait_for(lambda: self.gone("/api/v1/namespaces/doomed"), what="namespace gone")
         self.assertEqual(SB.admin.get("/api/v1/namespaces/doomed/configmaps")["items"], [])
 
+    def test_root_ca_published(self):
+        "every namespace gets the kube-root-ca.crt ConfigMap, and it comes back when deleted"
+        SB.admin.create("/api/v1/namespaces", {"metadata": {"name": "fresh"}})
+        cm = SB.admin.get("/api/v1/namespaces/fresh/configmaps/" + ROOT_CA)
+        self.assertEqual(cm["data"]["ca.crt"], open(SB.ca).read())
+        SB.admin.request("DELETE", "/api/v1/namespaces/fresh/configmaps/" + ROOT_CA)
+        again = SB.admin.get("/api/v1/namespaces/fresh/configmaps/" + ROOT_CA)
+        self.assertNotEqual(again["metadata"]["uid"], cm["metadata"]["uid"])
+
 
 class Semantics(unittest.TestCase):
     def test_generate_name_and_metadata(self):
@@ -324,6 +335,44 @@ class Semantics(unittest.TestCase):
         st, d4, _ = SB.admin.request("PATCH", APPS + "/deployments/gen", {"spec": {"replicas": 2}},
                                      ctype="application/merge-patch+json")
         self.assertEqual(d4["metadata"]["generation"], 2)
+
+    def test_node_ports(self):
+        "NodePort Services get nodePorts from 30000-32767, kept on update and dropped with the type"
+        s = SB.admin.create(NS + "/services", {"metadata": {"name": "np"},
+                                               "spec": {"type": "NodePort", "ports": [{"port": 80}]}})
+        n = s["spec"]["ports"][0]["nodePort"]
+        self.assertTrue(30000 <= n <= 32767)
+        self.assertEqual(s["spec"]["externalTrafficPolicy"], "Cluster")
+        st, s2, _ = SB.admin.request("PATCH", NS + "/services/np", {"spec": {"ports": [{"port": 80, "targetPort": 81}]}},
+                                     ctype="application/merge-patch+json")
+        self.assertEqual((st, s2["spec"]["ports"][0]["nodePort"]), (200, n))
+        code, body = SB.curl("POST", NS + "/services", {"metadata": {"name": "np2"}, "spec": {
+            "type": "NodePort", "ports": [{"port": 80, "nodePort": n}]}})
+        self.assertEqual((code, body["details"]["causes"][0]["message"]),
+                         (422, "Invalid value: %d: provided port is already allocated" % n))
+        st, s3, _ = SB.admin.request("PATCH", NS + "/services/np", {"spec": {"type": "ClusterIP"}},
+                                     ctype="application/merge-patch+json")
+        self.assertEqual(st, 200)
+        self.assertNotIn("nodePort", s3["spec"]["ports"][0])
+
+    def test_endpointslices_mirror_endpoints(self):
+        "an EndpointSlice owned by the Service mirrors its Endpoints; both go with the Service"
+        svc = SB.admin.create(NS + "/services", {"metadata": {"name": "mir"}, "spec": {"ports": [{"port": 80}]}})
+        SB.admin.create(NS + "/endpoints", {"metadata": {"name": "mir"}, "subsets": [{
+            "addresses": [{"ip": "127.1.9.9"}], "notReadyAddresses": [{"ip": "127.1.9.10"}],
+            "ports": [{"port": 8080, "protocol": "TCP"}]}]})
+        path = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dmir"
+        sl = SB.wait_for(lambda: SB.admin.get(path)["items"], what="endpointslice")[0]
+        self.assertEqual(sl["metadata"]["ownerReferences"][0]["uid"], svc["metadata"]["uid"])
+        self.assertEqual([(e["addresses"], e["conditions"]["ready"]) for e in sl["endpoints"]],
+                         [(["127.1.9.9"], True), (["127.1.9.10"], False)])
+        self.assertEqual(sl["ports"], [{"name": "", "port": 8080, "protocol": "TCP"}])
+        out = SB.kubectl("describe", "service", "mir").stdout
+        self.assertRegex(out, r"(?m)^Endpoints:\s+127\.1\.9\.9:8080$")
+        SB.admin.request("DELETE", NS + "/services/mir")
+        SB.wait_for(lambda: not SB.admin.get(path)["items"], what="endpointslice garbage-collected")
+        SB.wait_for(lambda: SB.admin.get(NS + "/endpoints/mir", missing=None) is None,
+                    what="Endpoints deleted with their Service")
 
     def test_cluster_ips_are_unique(self):
         "Services get distinct ClusterIPs from 127.2.0.0/16; headless Services keep None"

@@ -1,4 +1,7 @@
-"""Label and field selectors (apimachinery pkg/labels, pkg/fields semantics)."""
+"""Label and field selectors (apimachinery pkg/labels, pkg/fields semantics).
+
+Not named selectors.py: that would shadow the standard library module for any
+script run from this directory."""
 import re
 
 from . import errors
