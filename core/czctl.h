@@ -69,6 +69,11 @@ double czctl_now(void);
 int czctl_curl_init(void);
 void czctl_curl_cleanup(void);
 
+/* Pushes the raw response header lines (libcurl's header callback data of
+ * one response) as { lower-cased name = value }, repeated names joined with
+ * ", ", status lines skipped. Raises only on memory errors. */
+void czctl_push_headers(lua_State *L, const char *raw, size_t len);
+
 /* ---- results and arguments (core/sys.c) -----------------------------------
  * One behaviour for every module: failures of the world are nil, message
  * (plus errno where there is one); misuse raises "bad argument" errors. */

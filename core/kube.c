@@ -328,18 +328,25 @@ static kube_client *check_client(lua_State *L, int i)
     return k;
 }
 
+/* Frees an easy handle and its multi handle (taking the easy one out of the
+ * multi first when it may be in it). Idempotent. */
+static void transfer_free(CURLM **multi, CURL **easy, int added)
+{
+    if (*easy) {
+        if (*multi && added)
+            curl_multi_remove_handle(*multi, *easy);
+        curl_easy_cleanup(*easy);
+        *easy = NULL;
+    }
+    if (*multi) {
+        curl_multi_cleanup(*multi);
+        *multi = NULL;
+    }
+}
+
 static void client_release(kube_client *k)
 {
-    if (k->easy) {
-        if (k->multi)
-            curl_multi_remove_handle(k->multi, k->easy);
-        curl_easy_cleanup(k->easy);
-        k->easy = NULL;
-    }
-    if (k->multi) {
-        curl_multi_cleanup(k->multi);
-        k->multi = NULL;
-    }
+    transfer_free(&k->multi, &k->easy, 1);
     slist_wipe_free(&k->headers);
     curl_slist_free_all(k->connect_to);
     k->connect_to = NULL;
@@ -718,41 +725,6 @@ out:
     return rc;
 }
 
-static void push_headers(lua_State *L, const kbuf *h)
-{
-    lua_newtable(L);
-    const char *p = h->p ? h->p : "", *end = p + h->len;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol)
-            eol = end;
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon && colon > p && memcmp(p, "HTTP/", 5)) {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (const char *q = p; q < colon; q++)
-                luaL_addchar(&b, (char)((*q >= 'A' && *q <= 'Z') ? *q + 32 : *q));
-            luaL_pushresult(&b);
-            const char *v = colon + 1, *ve = eol;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            lua_pushvalue(L, -1);
-            if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join */
-                lua_pushliteral(L, ", ");
-                lua_pushlstring(L, v, (size_t)(ve - v));
-                lua_concat(L, 3);
-            } else {
-                lua_pop(L, 1);
-                lua_pushlstring(L, v, (size_t)(ve - v));
-            }
-            lua_rawset(L, -3);
-        }
-        p = eol + 1;
-    }
-}
-
 /* The request's method ("GET" when nil); raises when it is not a string. */
 static const char *method_of(lua_State *L, int t)
 {
@@ -884,7 +856,7 @@ static int client_request(lua_State *L)
             continue; /* refresh the exec credential once and retry */
         lua_pushinteger(L, status);
         lua_pushlstring(L, k->body.p ? k->body.p : "", k->body.len);
-        push_headers(L, &k->hdrs);
+        czctl_push_headers(L, k->hdrs.p, k->hdrs.len);
         return 3;
     }
 }
@@ -923,16 +895,7 @@ static kube_watch *check_watch(lua_State *L, int i)
 
 static void watch_release(kube_watch *w)
 {
-    if (w->easy) {
-        if (w->multi && w->added)
-            curl_multi_remove_handle(w->multi, w->easy);
-        curl_easy_cleanup(w->easy);
-        w->easy = NULL;
-    }
-    if (w->multi) {
-        curl_multi_cleanup(w->multi);
-        w->multi = NULL;
-    }
+    transfer_free(&w->multi, &w->easy, w->added);
     w->added = 0;
     slist_wipe_free(&w->headers);
     kbuf_free(&w->buf);

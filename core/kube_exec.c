@@ -207,24 +207,11 @@ static void detab(char *s, size_t n)
     }
 }
 
-static yaml_node_t *jget(yaml_document_t *d, yaml_node_t *m, const char *key)
-{
-    if (!m || m->type != YAML_MAPPING_NODE)
-        return NULL;
-    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = yaml_document_get_node(d, p->key);
-        if (k && k->type == YAML_SCALAR_NODE && !strcmp((char *)k->data.scalar.value, key))
-            return yaml_document_get_node(d, p->value);
-    }
-    return NULL;
-}
-
+/* A string member of a JSON object: NULL when absent, null or not a string. */
 static const char *jstr(yaml_document_t *d, yaml_node_t *m, const char *key)
 {
-    yaml_node_t *n = jget(d, m, key);
-    if (!n || n->type != YAML_SCALAR_NODE)
-        return NULL;
-    if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !strcmp((char *)n->data.scalar.value, "null"))
+    yaml_node_t *n = kc_yaml_get(d, m, key);
+    if (!n || n->type != YAML_SCALAR_NODE || kc_yaml_is_null(n))
         return NULL;
     return (const char *)n->data.scalar.value;
 }
@@ -263,7 +250,7 @@ static int parse_credential(kc_config *c, char *out, size_t len, const char *cmd
         *err = kc_errf("exec plugin %s: returned kind %s, want ExecCredential", cmd, kind ? kind : "(none)");
         goto out;
     }
-    yaml_node_t *st = jget(&doc, root, "status");
+    yaml_node_t *st = kc_yaml_get(&doc, root, "status");
     if (!st || st->type != YAML_MAPPING_NODE) {
         *err = kc_errf("exec plugin didn't return a status field");
         goto out;

@@ -371,7 +371,7 @@ static void loader_free(kc_loader *ld)
     memset(ld, 0, sizeof *ld);
 }
 
-static int is_null_scalar(const yaml_node_t *n)
+int kc_yaml_is_null(const yaml_node_t *n)
 {
     if (!n)
         return 1;
@@ -384,7 +384,7 @@ static int is_null_scalar(const yaml_node_t *n)
            !strcmp(v, "NULL");
 }
 
-static yaml_node_t *map_get(yaml_document_t *doc, yaml_node_t *map, const char *key)
+yaml_node_t *kc_yaml_get(yaml_document_t *doc, yaml_node_t *map, const char *key)
 {
     if (!map || map->type != YAML_MAPPING_NODE)
         return NULL;
@@ -400,9 +400,9 @@ static yaml_node_t *map_get(yaml_document_t *doc, yaml_node_t *map, const char *
 static int get_str(yaml_document_t *doc, yaml_node_t *map, const char *key, const char **out,
                    const char *where, char **err)
 {
-    yaml_node_t *n = map_get(doc, map, key);
+    yaml_node_t *n = kc_yaml_get(doc, map, key);
     *out = NULL;
-    if (!n || is_null_scalar(n))
+    if (!n || kc_yaml_is_null(n))
         return 0;
     if (n->type != YAML_SCALAR_NODE) {
         *err = kc_errf("%s: %s must be a string", where, key);
@@ -415,9 +415,9 @@ static int get_str(yaml_document_t *doc, yaml_node_t *map, const char *key, cons
 static int get_bool(yaml_document_t *doc, yaml_node_t *map, const char *key, int *out,
                     const char *where, char **err)
 {
-    yaml_node_t *n = map_get(doc, map, key);
+    yaml_node_t *n = kc_yaml_get(doc, map, key);
     *out = 0;
-    if (!n || is_null_scalar(n))
+    if (!n || kc_yaml_is_null(n))
         return 0;
     if (n->type == YAML_SCALAR_NODE) {
         const char *v = (const char *)n->data.scalar.value;
@@ -469,8 +469,8 @@ static int collect(kc_loader *ld, size_t fi, yaml_node_t *root, const char *key,
                    kc_list *l, char **err)
 {
     kc_file *f = &ld->files[fi];
-    yaml_node_t *seq = map_get(&f->doc, root, key);
-    if (!seq || is_null_scalar(seq))
+    yaml_node_t *seq = kc_yaml_get(&f->doc, root, key);
+    if (!seq || kc_yaml_is_null(seq))
         return 0;
     if (seq->type != YAML_SEQUENCE_NODE) {
         *err = kc_errf("error loading config file \"%s\": %s must be a list (line %lu)", f->path, key,
@@ -479,7 +479,7 @@ static int collect(kc_loader *ld, size_t fi, yaml_node_t *root, const char *key,
     }
     for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
         yaml_node_t *item = yaml_document_get_node(&f->doc, *it);
-        if (!item || is_null_scalar(item))
+        if (!item || kc_yaml_is_null(item))
             continue;
         if (item->type != YAML_MAPPING_NODE) {
             *err = kc_errf("error loading config file \"%s\": entries of %s must be maps (line %lu)", f->path,
@@ -489,8 +489,8 @@ static int collect(kc_loader *ld, size_t fi, yaml_node_t *root, const char *key,
         const char *name;
         if (get_str(&f->doc, item, "name", &name, f->path, err) < 0)
             return -1;
-        yaml_node_t *body = map_get(&f->doc, item, inner);
-        if (body && is_null_scalar(body))
+        yaml_node_t *body = kc_yaml_get(&f->doc, item, inner);
+        if (body && kc_yaml_is_null(body))
             body = NULL;
         if (body && body->type != YAML_MAPPING_NODE) {
             *err = kc_errf("error loading config file \"%s\": %s.%s must be a map (line %lu)", f->path, key,
@@ -559,7 +559,7 @@ static int load_file(kc_loader *ld, const char *path, char **err)
     kc_blob_wipe(&data);
 
     yaml_node_t *root = yaml_document_get_root_node(&f->doc);
-    if (!root || is_null_scalar(root))
+    if (!root || kc_yaml_is_null(root))
         return 0; /* empty file: empty config */
     if (root->type != YAML_MAPPING_NODE) {
         *err = kc_errf("error loading config file \"%s\": line %lu: the document is not a map", path,
@@ -676,8 +676,8 @@ static int take_exec(kc_file *f, yaml_node_t *n, kc_config *c, const char *where
         take_str(f, n, "interactiveMode", &e->interactive_mode, where, 0, err) < 0 ||
         get_bool(doc, n, "provideClusterInfo", &e->provide_cluster_info, where, err) < 0)
         return -1;
-    yaml_node_t *args = map_get(doc, n, "args");
-    if (args && !is_null_scalar(args)) {
+    yaml_node_t *args = kc_yaml_get(doc, n, "args");
+    if (args && !kc_yaml_is_null(args)) {
         if (args->type != YAML_SEQUENCE_NODE) {
             *err = kc_errf("%s: exec.args must be a list", where);
             return -1;
@@ -696,8 +696,8 @@ static int take_exec(kc_file *f, yaml_node_t *n, kc_config *c, const char *where
                 goto oom;
         }
     }
-    yaml_node_t *env = map_get(doc, n, "env");
-    if (env && !is_null_scalar(env)) {
+    yaml_node_t *env = kc_yaml_get(doc, n, "env");
+    if (env && !kc_yaml_is_null(env)) {
         if (env->type != YAML_SEQUENCE_NODE) {
             *err = kc_errf("%s: exec.env must be a list", where);
             return -1;
@@ -809,8 +809,8 @@ static int take_user(kc_loader *ld, kc_entry *ue, kc_config *c, char **err)
         take_str(f, n, "username", &c->username, where, 0, err) < 0 ||
         take_str(f, n, "password", &c->password, where, 0, err) < 0)
         goto out;
-    yaml_node_t *ex = map_get(&f->doc, n, "exec");
-    if (ex && !is_null_scalar(ex)) {
+    yaml_node_t *ex = kc_yaml_get(&f->doc, n, "exec");
+    if (ex && !kc_yaml_is_null(ex)) {
         if (ex->type != YAML_MAPPING_NODE) {
             *err = kc_errf("%s: exec must be a map", where);
             goto out;
@@ -818,8 +818,8 @@ static int take_user(kc_loader *ld, kc_entry *ue, kc_config *c, char **err)
         if (take_exec(f, ex, c, where, err) < 0)
             goto out;
     }
-    yaml_node_t *ap = map_get(&f->doc, n, "auth-provider");
-    if (ap && !is_null_scalar(ap)) {
+    yaml_node_t *ap = kc_yaml_get(&f->doc, n, "auth-provider");
+    if (ap && !kc_yaml_is_null(ap)) {
         *err = kc_errf("user \"%s\": auth-provider is not supported; use an exec credential plugin", c->user);
         goto out;
     }

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <time.h>
+#include <yaml.h>
 
 typedef struct kc_blob {
     unsigned char *data;   /* malloc'd, NUL-terminated for convenience */
@@ -104,6 +105,10 @@ int kc_read_file(const char *path, kc_blob *out, char **err);
 /* Wipe and free a blob / string. */
 void kc_blob_wipe(kc_blob *b);
 void kc_str_wipe(char **s);
+/* The value of key in a libyaml mapping node, or NULL (not a mapping, no such key). */
+yaml_node_t *kc_yaml_get(yaml_document_t *doc, yaml_node_t *map, const char *key);
+/* Is n absent or a plain null scalar ("", "~", "null", "Null", "NULL")? */
+int kc_yaml_is_null(const yaml_node_t *n);
 /* Format an error message (malloc'd; "out of memory" fallback is static-safe). */
 char *kc_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -227,19 +227,18 @@ static int http_on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t u
     return 0;
 }
 
-/* Push the header lines of h->hdrs as { lowercased-name = value }; repeated
- * names are joined with ", ". */
-static void http_push_headers(lua_State *L, struct http_req *h)
+void czctl_push_headers(lua_State *L, const char *raw, size_t len)
 {
     lua_newtable(L);
-    const char *p = h->hdrs.buf, *end = p ? p + h->hdrs.len : NULL;
+    const char *p = raw, *end = raw ? raw + len : NULL;
     while (p && p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *next = eol ? eol + 1 : end;
         if (!eol)
             eol = end;
         const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon && colon > p && memcmp(p, "HTTP/", 5) != 0) {
+        int status_line = eol - p >= 5 && memcmp(p, "HTTP/", 5) == 0;
+        if (colon && colon > p && !status_line) {
             luaL_Buffer b;
             char *name = luaL_buffinitsize(L, &b, (size_t)(colon - p));
             for (const char *q = p; q < colon; q++)
@@ -251,7 +250,7 @@ static void http_push_headers(lua_State *L, struct http_req *h)
             while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
             lua_pushvalue(L, -1);
-            if (lua_rawget(L, -3) == LUA_TSTRING) {
+            if (lua_rawget(L, -3) == LUA_TSTRING) {   /* repeated header: join */
                 lua_pushliteral(L, ", ");
                 lua_pushlstring(L, v, (size_t)(ve - v));
                 lua_concat(L, 3);
@@ -392,7 +391,7 @@ static int net_http(lua_State *L)
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     lua_pushinteger(L, status);
     lua_pushlstring(L, h->body.buf ? h->body.buf : "", h->body.len);
-    http_push_headers(L, h);
+    czctl_push_headers(L, h->hdrs.buf, h->hdrs.len);
     http_release(h);
     (void)h_idx;
     return 3;

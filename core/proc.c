@@ -742,11 +742,29 @@ static int open_log(const char *path)
     return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 }
 
-static const char *exec_error_message(lua_State *L, const char *cmd, int e)
+/* Reads argv, env/env_extra and cwd of the options table at 1 into x (not
+ * the path yet); what they point to is anchored on the stack. *path_var is
+ * the PATH the child will have, or NULL. Raises on misuse. */
+static void check_exec(lua_State *L, czctl_exec *x, const char **path_var)
 {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    memset(x, 0, sizeof *x);
+    x->argv = check_argv(L, 1);
+    x->envp = check_env(L, 1, path_var);
+    x->cwd = czctl_field_string(L, 1, "cwd");
+}
+
+/* nil, message for a child that did not start (stage and errno as
+ * czctl_exec_start reports them). Raises only on memory errors. */
+static int exec_fail(lua_State *L, const czctl_exec *x, int stage, int e)
+{
+    if (stage == CZCTL_EXEC_CWD)
+        return czctl_fail_errno(L, x->cwd, e);
+    if (stage == CZCTL_EXEC_FORK)
+        return czctl_fail_errno(L, "fork", e);
     if (e == ENOENT)
-        return lua_pushfstring(L, "%s: command not found", cmd);
-    return lua_pushfstring(L, "%s: %s", cmd, strerror(e));
+        return czctl_fail(L, lua_pushfstring(L, "%s: command not found", x->argv[0]));
+    return czctl_fail(L, lua_pushfstring(L, "%s: %s", x->argv[0], strerror(e)));
 }
 
 /* cproc.spawn{ argv=, env=, env_extra=, cwd=, stdin=, stdout=, stderr= }
@@ -755,11 +773,9 @@ static const char *exec_error_message(lua_State *L, const char *cmd, int e)
  * a missing program gives nil, "<cmd>: command not found". */
 static int proc_spawn(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    char **argv = check_argv(L, 1);
+    czctl_exec x;
     const char *path_var = NULL;
-    char **envp = check_env(L, 1, &path_var);
-    const char *cwd = czctl_field_string(L, 1, "cwd");
+    check_exec(L, &x, &path_var);
     const char *outfile, *errfile, *nofile;
     int in_mode = check_io(L, 1, "stdin", IO_NULL, 0, &nofile);
     int out_mode = check_io(L, 1, "stdout", IO_PIPE, 0, &outfile);
@@ -768,9 +784,8 @@ static int proc_spawn(lua_State *L)
 
     if (czctl_signal_pending())
         return czctl_fail(L, "interrupted");
-    const char *exe = find_program(L, argv[0], path_var);
-    if (!exe)
-        return czctl_fail(L, lua_pushfstring(L, "%s: command not found", argv[0]));
+    if (!(x.path = find_program(L, x.argv[0], path_var)))
+        return exec_fail(L, &x, CZCTL_EXEC_EXEC, ENOENT);
 
     /* the handle exists before any fd, so a memory error leaks nothing */
     struct proc *p = lua_newuserdatauv(L, sizeof *p, 0);
@@ -800,7 +815,6 @@ static int proc_spawn(lua_State *L)
         return czctl_fail_errno(L, what, e);
     }
 
-    czctl_exec x = {.path = exe, .argv = argv, .envp = envp, .cwd = cwd};
     x.fds[0] = in_mode == IO_PIPE ? f.in[0] : in_mode == IO_NULL ? f.devnull : 0;
     x.fds[1] = out_mode == IO_PIPE ? f.out[1] : out_mode == IO_NULL ? f.devnull
              : out_mode == IO_FILE ? f.outfile : 1;
@@ -812,11 +826,7 @@ static int proc_spawn(lua_State *L)
     if (pid < 0) {
         e = errno;
         spawn_fds_close(&f);
-        if (stage == CZCTL_EXEC_CWD)
-            return czctl_fail_errno(L, cwd, e);
-        if (stage == CZCTL_EXEC_EXEC)
-            return czctl_fail(L, exec_error_message(L, argv[0], e));
-        return czctl_fail_errno(L, "fork", e);
+        return exec_fail(L, &x, stage, e);
     }
     p->pid = pid;
     p->pidfd = pidfd_open_compat(pid);
@@ -847,17 +857,14 @@ static int proc_spawn(lua_State *L)
  * reaped here. */
 static int proc_detach(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    char **argv = check_argv(L, 1);
+    czctl_exec x;
     const char *path_var = NULL;
-    char **envp = check_env(L, 1, &path_var);
-    const char *cwd = czctl_field_string(L, 1, "cwd");
+    check_exec(L, &x, &path_var);
     const char *log = czctl_field_string(L, 1, "log");
     if (czctl_signal_pending())
         return czctl_fail(L, "interrupted");
-    const char *exe = find_program(L, argv[0], path_var);
-    if (!exe)
-        return czctl_fail(L, lua_pushfstring(L, "%s: command not found", argv[0]));
+    if (!(x.path = find_program(L, x.argv[0], path_var)))
+        return exec_fail(L, &x, CZCTL_EXEC_EXEC, ENOENT);
 
     struct spawn_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}, -1, -1, -1};
     int e = 0;
@@ -872,7 +879,6 @@ static int proc_detach(lua_State *L)
         spawn_fds_close(&f);
         return czctl_fail_errno(L, what, e);
     }
-    czctl_exec x = {.path = exe, .argv = argv, .envp = envp, .cwd = cwd};
     x.fds[0] = f.devnull;
     x.fds[1] = x.fds[2] = log ? f.outfile : f.devnull;
 
@@ -922,10 +928,8 @@ static int proc_detach(lua_State *L)
     while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
         ;
     spawn_fds_close(&f);
-    if (e && kind == CZCTL_EXEC_CWD)
-        return czctl_fail_errno(L, cwd, e);
     if (e)
-        return czctl_fail(L, exec_error_message(L, argv[0], e));
+        return exec_fail(L, &x, kind, e);
     if (helper <= 0)
         return czctl_fail(L, "detach: the helper did not start");
     lua_pushinteger(L, helper);

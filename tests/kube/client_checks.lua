@@ -35,6 +35,13 @@ local info = c:info()
 check("connect: context sandbox, namespace default, token auth",
       info.context == "sandbox" and c.namespace == "default" and info.auth == "token", info.context)
 check("connect: info carries no secret", info.token == nil and info.password == nil)
+do
+  local status, _, headers = c.raw:request{ path = "/api/v1/namespaces/default/configmaps" }
+  check("raw request: headers come back with lower-cased names",
+        status == 200 and type(headers["content-type"]) == "string"
+          and headers["content-type"]:find("application/json", 1, true) ~= nil,
+        headers and headers["content-type"])
+end
 local cn = assert(kube.connect{ kubeconfig = kubeconfig, namespace = "kube-system" })
 check("connect: opts.namespace overrides the context's namespace", cn.namespace == "kube-system")
 

@@ -71,6 +71,61 @@ def authorize(store, user, verb, group, resource, subresource, namespace, name):
     return 'User "%s" cannot %s resource "%s" in API group "%s" %s' % (user, verb, combined, group, where)
 
 
+def access_review(store, user, review):
+    """SelfSubjectAccessReview: fill status.allowed (and the RBAC reason) for the caller."""
+    spec = review.get("spec") or {}
+    ra = spec.get("resourceAttributes")
+    out = {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+           "metadata": {"creationTimestamp": None}, "spec": spec}
+    if ra is None:
+        # non-resource URLs: discovery, version and health are open to every authenticated user
+        path = (spec.get("nonResourceAttributes") or {}).get("path", "")
+        ok = user in ADMINS or path.startswith(("/api", "/apis", "/version", "/openapi", "/healthz", "/readyz",
+                                                 "/livez"))
+        out["status"] = {"allowed": ok}
+        return out
+    if user in ADMINS:
+        out["status"] = {"allowed": True}
+        return out
+    reason = authorize(store, user, ra.get("verb", ""), ra.get("group", ""), ra.get("resource", ""),
+                       ra.get("subresource", ""), ra.get("namespace", ""), ra.get("name", ""))
+    out["status"] = {"allowed": reason is None}
+    if reason is None:
+        out["status"]["reason"] = "RBAC: allowed by a RoleBinding in namespace %s" % ra.get("namespace", "")
+    return out
+
+
+_BASIC_RULES = [
+    {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
+     "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
+]
+_DISCOVERY = {"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez",
+                                                   "/openapi", "/openapi/*", "/readyz", "/version", "/version/"]}
+
+
+def rules_review(store, user, review):
+    """SelfSubjectRulesReview: the caller's rules in spec.namespace."""
+    spec = review.get("spec") or {}
+    ns = spec.get("namespace") or ""
+    out = {"kind": "SelfSubjectRulesReview", "apiVersion": "authorization.k8s.io/v1",
+           "metadata": {"creationTimestamp": None}, "spec": spec}
+    if user in ADMINS:
+        out["status"] = {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                         "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": False}
+        return out
+    rules = list(_BASIC_RULES)
+    if ns:
+        for rb in store.list("rolebindings", ns):
+            if not any(s.get("kind") == "User" and s.get("name") == user for s in rb.get("subjects") or []):
+                continue
+            ref = rb.get("roleRef") or {}
+            role = store.get("roles", ns, ref.get("name")) if ref.get("kind") == "Role" else None
+            for r in (role or {}).get("rules") or []:
+                rules.append({k: r[k] for k in ("verbs", "apiGroups", "resources", "resourceNames") if r.get(k)})
+    out["status"] = {"resourceRules": rules, "nonResourceRules": [_DISCOVERY], "incomplete": False}
+    return out
+
+
 def forbidden(store, user, verb, group, resource, subresource, namespace, name):
     reason = authorize(store, user, verb, group, resource, subresource, namespace, name)
     if reason is None:

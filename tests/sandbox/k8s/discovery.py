@@ -63,7 +63,7 @@ def resource_list(group, version):
         return None
     out = []
     for r in rs:
-        verbs = list(R.VERBS)
+        verbs = list(r.verbs or R.VERBS)
         if r.plural == "namespaces":
             verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
         e = {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
@@ -97,7 +97,7 @@ def _gv_doc(group, version):
     params = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
               for n in ("dryRun", "fieldManager", "fieldValidation", "force", "pretty")]
     for r in R.ALL:
-        if r.group != group or r.version != version:
+        if r.group != group or r.version != version or r.verbs:
             continue
         base = "/" + _gv_path(group, version)
         item = base + ("/namespaces/{namespace}/%s/{name}" % r.plural if r.namespaced else "/%s/{name}" % r.plural)

@@ -172,6 +172,17 @@ M = {
     "DeleteOptions": {1: ("gracePeriodSeconds", "int*"), 2: ("preconditions", "Preconditions*"),
                       3: ("orphanDependents", "bool*"), 4: ("propagationPolicy", "string*"), 5: ("dryRun", "[]string")},
     "Preconditions": {1: ("uid", "string*"), 2: ("resourceVersion", "string*")},
+    "SelfSubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectAccessReviewSpec"),
+                                3: ("status", "Empty")},
+    "SelfSubjectAccessReviewSpec": {1: ("resourceAttributes", "ResourceAttributes*"),
+                                    2: ("nonResourceAttributes", "NonResourceAttributes*")},
+    "ResourceAttributes": {1: ("namespace", "string"), 2: ("verb", "string"), 3: ("group", "string"),
+                           4: ("version", "string"), 5: ("resource", "string"), 6: ("subresource", "string"),
+                           7: ("name", "string")},
+    "NonResourceAttributes": {1: ("path", "string"), 2: ("verb", "string")},
+    "SelfSubjectRulesReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectRulesReviewSpec"),
+                               3: ("status", "Empty")},
+    "SelfSubjectRulesReviewSpec": {1: ("namespace", "string")},
     "Empty": {},
 }
 

@@ -3,7 +3,7 @@
 
 class Res:
     def __init__(self, plural, kind, group, version, namespaced, short=(), singular=None,
-                 subresources=(), categories=(), generation=False, return_deleted=False):
+                 subresources=(), categories=(), generation=False, return_deleted=False, verbs=None):
         self.plural = plural
         self.kind = kind
         self.group = group
@@ -15,6 +15,7 @@ class Res:
         self.categories = list(categories)
         self.generation = generation          # metadata.generation tracked (bumped on spec change)
         self.return_deleted = return_deleted  # DELETE answers with the object, not a Status
+        self.verbs = verbs                    # None: every verb; else a virtual, create-only kind
 
     @property
     def api_version(self):
@@ -44,6 +45,10 @@ _ALL = [
         categories=["all"], generation=True),
     Res("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True),
     Res("leases", "Lease", "coordination.k8s.io", "v1", True),
+    Res("selfsubjectaccessreviews", "SelfSubjectAccessReview", "authorization.k8s.io", "v1", False,
+        verbs=["create"]),
+    Res("selfsubjectrulesreviews", "SelfSubjectRulesReview", "authorization.k8s.io", "v1", False,
+        verbs=["create"]),
     Res("roles", "Role", "rbac.authorization.k8s.io", "v1", True),
     Res("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", "v1", True),
 ]

@@ -107,6 +107,11 @@ S = {
               "action": "string", "related": "any", "reportingComponent": "string", "reportingInstance": "string"},
     "EndpointSlice": {"apiVersion": "string", "kind": "string", "metadata": "ObjectMeta", "addressType": "string",
                       "endpoints": ["any"], "ports": ["any"]},
+    "SelfSubjectAccessReview": {"apiVersion": "string", "kind": "string", "metadata": "ObjectMeta",
+                                "spec": {"resourceAttributes": "any", "nonResourceAttributes": "any"},
+                                "status": "any"},
+    "SelfSubjectRulesReview": {"apiVersion": "string", "kind": "string", "metadata": "ObjectMeta",
+                               "spec": {"namespace": "string"}, "status": "any"},
     # apps
     "Deployment": {"apiVersion": "string", "kind": "string", "metadata": "ObjectMeta", "spec": "DeploymentSpec",
                    "status": "any"},

@@ -269,6 +269,14 @@ class Handler(BaseHTTPRequestHandler):
     def _resource(self, method, req):
         verb = self._verb(method, req)
         res = req.res
+        if res.verbs:
+            if verb not in res.verbs or req.name or req.namespace:
+                raise E.method_not_allowed()
+            review = self._decode_body(res)
+            review = self._typed(res, review)
+            if res.plural == "selfsubjectrulesreviews":
+                return self._json(201, auth.rules_review(self.C.store, self.user, review))
+            return self._json(201, auth.access_review(self.C.store, self.user, review))
         name = req.name
         if name is None and verb in ("list", "watch", "deletecollection"):
             fs = self.q.get("fieldSelector") or ""

@@ -243,6 +243,16 @@ class Rbac(unittest.TestCase):
         self.assertEqual((st, body["reason"]), (404, "NotFound"))
         out = SB.kubectl("get", "deployments", context="restricted").stdout
         self.assertIn("web", out)
+        # kubectl auth can-i (SelfSubjectAccessReview / SelfSubjectRulesReview, protobuf bodies)
+        can = lambda *a: SB.kubectl("auth", "can-i", *a, context="restricted", check=False)
+        self.assertEqual((can("get", "services/web").stdout.strip(), can("get", "services/web").returncode), ("yes", 0))
+        self.assertEqual(can("delete", "services/web").stdout.strip(), "no")
+        self.assertEqual(can("get", "services/other").stdout.strip(), "no")
+        self.assertEqual(can("get", "pods", "--subresource=log").stdout.strip(), "yes")
+        self.assertEqual(can("get", "services/web", "-n", "kube-system").stdout.strip(), "no")
+        self.assertEqual(SB.kubectl("auth", "can-i", "delete", "nodes").stdout.strip(), "yes")
+        lst = can("--list").stdout
+        self.assertRegex(lst, r"(?m)^services\s+\[\]\s+\[web\]\s+\[get patch\]$")
 
 
 class PodSecurity(unittest.TestCase):

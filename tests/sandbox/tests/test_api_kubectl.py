@@ -216,9 +216,12 @@ class C_Patch(unittest.TestCase):
                '{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"C","$patch":"delete"}]}]}}}}')
         c = getj("deployment", "web")["spec"]["template"]["spec"]["containers"]
         self.assertEqual([e["name"] for e in c[0]["env"]], ["A", "B"])
-        r = kc("patch", "deployment", "web", "-p",
-               '{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"C","$patch":"delete"}]}]}}}}')
-        self.assertIn("patched (no change)", r.stdout)
+        # a patch that changes nothing writes nothing (a ConfigMap: no controller touches it meanwhile)
+        kc("patch", "configmap", "web-config", "-p", '{"data":{"same":"1"}}')
+        rv = getj("configmap", "web-config")["metadata"]["resourceVersion"]
+        r = kc("patch", "configmap", "web-config", "-p", '{"data":{"same":"1"}}')
+        self.assertIn("configmap/web-config patched (no change)", r.stdout)
+        self.assertEqual(getj("configmap", "web-config")["metadata"]["resourceVersion"], rv)
 
     def test_strategic_patch_service_ports_by_port(self):
         "strategic patch merges Service ports by port"
