@@ -34,10 +34,7 @@ end
 
 -- Whether the user gave a flag on the command line (not its default).
 local function given(ctx, name)
-  if type(ctx.sources) == "table" then return ctx.sources[name] == "flag" end
-  local v = ctx.flags[name]
-  if name == "header" then return v ~= nil and v ~= "X-C6O-INTERCEPT:yes" end
-  return v ~= nil and v ~= false
+  return ctx.sources[name] == "flag"
 end
 
 local function curl_example(facts, rule)

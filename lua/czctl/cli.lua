@@ -632,6 +632,7 @@ local function make_ctx(cmd, spec_flags, parsed, state)
     args = parsed.args,
     flags = flags,
     positional = parsed.positional,
+    sources = parsed.sources, -- per flag: "flag" (given), "env" or "default"
     verbose = verbose,
     debug = debug_on,
     undo = state.undo or undo.new(),
