@@ -463,15 +463,10 @@ function M.restore_patch(svc, record)
   for k, v in pairs(record.selector) do selector[k] = v end
   local ports = record.ports
   if #ports == 0 then ports = setmetatable({}, util.array_mt) end
-  -- When ours is the only annotation, remove the whole map: the Service had
-  -- none before (an empty map left behind would not be "as before").
-  local annotations = { [M.ANNOTATION] = null }
-  local current = svc.metadata.annotations
-  if type(current) == "table" and next(current) == M.ANNOTATION and next(current, M.ANNOTATION) == nil then
-    annotations = null
-  end
+  -- Removing our key is enough: the API server drops a map that becomes
+  -- empty, so a Service that had no annotations has none again.
   return {
-    metadata = { resourceVersion = svc.metadata.resourceVersion, annotations = annotations },
+    metadata = { resourceVersion = svc.metadata.resourceVersion, annotations = { [M.ANNOTATION] = null } },
     spec = { selector = selector, ports = ports },
   }
 end

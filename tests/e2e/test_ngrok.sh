@@ -50,7 +50,10 @@ kill -TERM "$WAIT_PID"; wait "$WAIT_PID"; is "$?" 0 "--wait with ngrok ended by 
 check "--wait with ngrok: the agent is stopped" wait_for_cmd 10 sh -c "! { $(declare -f ngrok_alive); FAKE_NGROK_PIDFILE=$FAKE_NGROK_PIDFILE ngrok_alive; }"
 
 ngrok_wait
-kill -KILL "$(head -1 "$FAKE_NGROK_PIDFILE")"
+check "--wait with ngrok: the agent's pid is known" wait_for_cmd 10 ngrok_alive
+agent_pid=$(head -1 "$FAKE_NGROK_PIDFILE")
+[ -n "$agent_pid" ] && kill -KILL "$agent_pid"
+wait_for_cmd 30 sh -c "! kill -0 $WAIT_PID" || kill -KILL "$WAIT_PID"
 wait "$WAIT_PID"; is "$?" 1 "--wait with ngrok: the agent dying ends the session with exit 1"
 like "$(tail -1 "$WORK/wait.err")" "the session ended because the tunnel stopped: ngrok exited" "it says the tunnel stopped and why"
 

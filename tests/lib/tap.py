@@ -34,6 +34,13 @@ class _TapResult(unittest.TestResult):
         super().addError(test, err)
         self._line(False, test, "".join(traceback.format_exception(*err)))
 
+    def addSubTest(self, test, subtest, err):
+        # Only failing subtests get a line of their own; the enclosing test
+        # then reports as failed too, so a subTest failure is never silent.
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._line(False, subtest, "".join(traceback.format_exception(*err)))
+
     def addSkip(self, test, reason):
         super().addSkip(test, reason)
         self.n += 1

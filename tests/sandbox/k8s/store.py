@@ -268,6 +268,11 @@ class Store:
         md = obj.get("metadata")
         if not isinstance(md, dict):
             md = obj["metadata"] = {}
+        # Go's omitempty: an emptied map or list is not kept (a merge patch that
+        # removes the last annotation leaves no "annotations": {} behind).
+        for f in ("labels", "annotations", "finalizers", "ownerReferences"):
+            if f in md and md[f] in ({}, [], None):
+                del md[f]
         if res.namespaced:
             if md.get("namespace") and namespace and md["namespace"] != namespace:
                 raise E.bad_request("the namespace of the provided object does not match the namespace sent on the request")
