@@ -36,23 +36,12 @@ renice -n -10 -p $$ >/dev/null 2>&1 && NICE_NOTE="nice -10 (all bench processes)
 
 T=$(mktemp -d /tmp/czctl-proxy-bench.XXXXXX)
 chmod 755 "$T"
-PIDS=()
+source tests/lib/procs.sh   # PIDS, wait_port, stop_pids, on_exit: the same as tests/proxy
 cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  sleep 0.2
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  stop_pids "${PIDS[@]}"
   rm -rf "$T"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-wait_port() {
-  local i
-  for i in $(seq 200); do (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0; sleep 0.05; done
-  echo "bench/proxy.sh: nothing listens on $1:$2" >&2; exit 1
-}
+on_exit cleanup
 declare -A MASTER
 run_nginx() {  # DIR
   "$NGINX" -t -q -p "$1" -c "$1/nginx.conf" -e "$1/test.err" || { cat "$1/test.err" >&2; exit 1; }
@@ -139,7 +128,7 @@ EOF
 render czctl 127.0.79.12 ""
 render nokeep 127.0.79.13 ', "upstream_keepalive": 0'
 for a in 127.0.79.1:8000 127.0.79.2:3000 127.0.79.11:8080 127.0.79.12:8080 127.0.79.13:8080; do
-  wait_port "${a%:*}" "${a#*:}"
+  wait_port "${a%:*}" "${a#*:}" || { echo "bench/proxy.sh: nothing listens on $a" >&2; exit 1; }
 done
 
 HDR='X-C6O-INTERCEPT: yes'

@@ -33,14 +33,25 @@ void czctl_preload_all(lua_State *L);
  * SA_RESTART so blocking system calls return EINTR. A blocking call polls
  * czctl_signal_fd() next to its own fds and gives up with "interrupted"
  * when czctl_signal_pending() is non-zero. The pending signal stays pending
- * until czctl_signal_clear(). */
+ * until czctl_signal_clear().
+ *
+ * The shield (a nesting depth) is for cleanup that must finish, e.g. an undo
+ * stack: while it is raised, signals are still recorded (the first one is
+ * kept) but czctl_signal_pending() returns 0 and the pipe is not written, so
+ * blocking calls run to their own timeouts. Lowering it to 0 with a signal
+ * recorded makes the pipe readable again. */
 
 /* Install the handlers and create the pipe; idempotent. 0 or -1 (errno). */
 int czctl_signal_init(void);
 /* Read end of the self-pipe (readable while a signal is pending), or -1. */
 int czctl_signal_fd(void);
-/* The first pending signal number since the last clear, or 0. */
+/* The first pending signal number since the last clear, or 0; 0 while shielded. */
 int czctl_signal_pending(void);
+/* The first signal recorded since the last clear, shielded or not, or 0. */
+int czctl_signal_recorded(void);
+/* Raise (on != 0) or lower (on == 0, never below 0) the shield; returns the
+ * new depth. Not for use in signal handlers. */
+int czctl_signal_shield(int on);
 /* Forget the pending signal and drain the pipe. */
 void czctl_signal_clear(void);
 /* "SIGINT", "SIGTERM", "SIGHUP" or NULL for anything else. */

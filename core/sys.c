@@ -34,6 +34,7 @@ extern char **environ;
 /* ---- signals ------------------------------------------------------------ */
 
 static volatile sig_atomic_t sig_pending;   /* first signal since last clear */
+static volatile sig_atomic_t sig_shield;    /* shield depth: > 0 hides sig_pending */
 static int sig_pipe[2] = {-1, -1};
 
 static void sig_handler(int signo)
@@ -41,7 +42,7 @@ static void sig_handler(int signo)
     int saved = errno;
     if (!sig_pending)
         sig_pending = signo;
-    if (sig_pipe[1] >= 0) {
+    if (sig_pipe[1] >= 0 && !sig_shield) {   /* shielded: record, wake nobody */
         char c = (char)signo;
         ssize_t r = write(sig_pipe[1], &c, 1);   /* full pipe: already readable */
         (void)r;
@@ -74,7 +75,25 @@ int czctl_signal_init(void)
 
 int czctl_signal_fd(void) { return sig_pipe[0]; }
 
-int czctl_signal_pending(void) { return sig_pending; }
+int czctl_signal_pending(void) { return sig_shield ? 0 : sig_pending; }
+
+int czctl_signal_recorded(void) { return sig_pending; }
+
+int czctl_signal_shield(int on)
+{
+    if (on) {
+        sig_shield = sig_shield + 1;
+    } else if (sig_shield > 0) {
+        sig_shield = sig_shield - 1;
+        if (!sig_shield && sig_pending && sig_pipe[1] >= 0) {
+            /* visible again: make the pipe readable, as if it just arrived */
+            char c = (char)sig_pending;
+            ssize_t r = write(sig_pipe[1], &c, 1);
+            (void)r;
+        }
+    }
+    return sig_shield;
+}
 
 void czctl_signal_clear(void)
 {
@@ -106,7 +125,7 @@ int czctl_wait_fd(int fd, short events, double timeout_s)
 {
     double deadline = timeout_s >= 0 ? czctl_now() + timeout_s : 0;
     for (;;) {
-        if (sig_pending)
+        if (czctl_signal_pending())
             return -2;
         struct pollfd pfd[2] = {
             {.fd = fd, .events = events},
@@ -126,14 +145,15 @@ int czctl_wait_fd(int fd, short events, double timeout_s)
                 continue;
             return -1;
         }
-        if (sig_pending)
+        if (czctl_signal_pending())
             return -2;
         if (fd >= 0 && pfd[0].revents)
             return 1;
         if (r == 0 && timeout_s >= 0 && czctl_now() >= deadline)
             return 0;
-        if (pfd[1].revents && !sig_pending) {
-            /* stale bytes from a signal that was cleared meanwhile */
+        if (pfd[1].revents && !czctl_signal_pending()) {
+            /* stale bytes: a signal cleared meanwhile, or one that arrived
+             * just before a shield (it is still recorded in sig_pending) */
             char buf[64];
             while (read(sig_pipe[0], buf, sizeof buf) > 0)
                 ;
@@ -633,10 +653,11 @@ static void push_signal(lua_State *L, int signo)
         lua_pushfstring(L, "SIG%d", signo);
 }
 
-/* sys.pending_signal() -> "SIGINT"|"SIGTERM"|"SIGHUP" | nil (does not clear) */
+/* sys.pending_signal([through_shield]) -> "SIGINT"|"SIGTERM"|"SIGHUP" | nil
+ * (does not clear). While shielded: nil, unless through_shield is true. */
 static int sys_pending_signal(lua_State *L)
 {
-    int s = czctl_signal_pending();
+    int s = lua_toboolean(L, 1) ? czctl_signal_recorded() : czctl_signal_pending();
     if (s)
         push_signal(L, s);
     else
@@ -656,6 +677,21 @@ static int sys_wait_signal(lua_State *L)
     if (r < 0)
         return sys_fail(L, "wait_signal");
     lua_pushnil(L);
+    return 1;
+}
+
+/* sys.shield_signals(on) -> depth; sys.shield_signals() -> depth.
+ * true nests one level deeper, false one level out (never below 0). */
+static int sys_shield_signals(lua_State *L)
+{
+    int depth;
+    if (lua_isnoneornil(L, 1)) {
+        depth = sig_shield;
+    } else {
+        luaL_checktype(L, 1, LUA_TBOOLEAN);
+        depth = czctl_signal_shield(lua_toboolean(L, 1));
+    }
+    lua_pushinteger(L, depth);
     return 1;
 }
 
@@ -683,6 +719,7 @@ static const luaL_Reg sys_funcs[] = {
     {"random_id", sys_random_id},
     {"read_file", sys_read_file},
     {"remove", sys_remove},
+    {"shield_signals", sys_shield_signals},
     {"sleep", sys_sleep},
     {"state_dir", sys_state_dir},
     {"time", sys_time},

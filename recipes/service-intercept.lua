@@ -24,6 +24,8 @@ local sys = require "czctl.core.sys"
 
 local PROXY_READY_TIMEOUT = tonumber(os.getenv("CZCTL_PROXY_TIMEOUT") or "") or 120
 local TUNNEL_TIMEOUT = 30
+-- After the patch, until the Service's Endpoints list only the proxy pods.
+local ROUTE_TIMEOUT = 30
 
 -- Raise a failure from the cluster or the world as a one-line error; a
 -- pending signal wins, so the runner reports the interrupt instead.
@@ -116,6 +118,11 @@ local function close_sessions_on(ctx, opts)
       session.close(client, { id = mine.id, namespace = ns, service = name, local_session = mine })
       closed[#closed + 1] = mine.id
     end
+    -- Nothing to close: a mistyped Service or namespace is an error, not "nothing to do".
+    if #closed == 0 then
+      local svc, gerr = intercept.get_service(client, ns, name)
+      if not svc then fail(gerr) end
+    end
   end)
   return closed
 end
@@ -150,7 +157,15 @@ local function start(ctx, opts)
   local existing = intercept.record(svc)
   if existing then
     local mine = session.load(existing.session)
-    if mine and existing.rule == rule_text then
+    local tunnel_name = opts.tunnel
+    if mine and (existing.rule ~= rule_text or (local_port and local_port ~= mine.local_port)
+                 or (mine.tunnel and mine.tunnel.provider ~= tunnel_name)) then
+      fail(string.format("Service %s/%s is already intercepted by session %s (%s -> localhost:%s, tunnel %s), "
+                         .. "started here with other flags; to replace it, run again with -c, or close it with: %s",
+                         ns, name, existing.session, existing.rule or "?", tostring(math.tointeger(mine.local_port) or mine.local_port),
+                         tostring(mine.tunnel and mine.tunnel.provider), session.close_command(existing.session, ns)))
+    end
+    if mine then
       local tunnel = session.tunnel_status(mine.id) or mine.tunnel or {}
       out:result({ status = "existing", session = mine.id, service = name, namespace = ns, port = existing.port,
                    local_port = mine.local_port, header = opts.header, all = all,
@@ -187,10 +202,14 @@ local function start(ctx, opts)
     id = id, service = name, namespace = ns, port = port_number, pod_port = pod_port, local_port = local_port,
     header = opts.header, all = all, rule = rule_text,
     kubeconfig = opts.kubeconfig or os.getenv("KUBECONFIG"), context = opts.context or info.context,
+    server = info.server,
     tunnel = { provider = opts.tunnel }, tunnel_host = opts.tunnel_host, objects = names, started = sys.time(),
     parent_pid = holder_pid or sys.getpid(), state = "starting", wait = (opts.wait or holder_pid ~= nil),
   }
-  ctx.undo:defer("remove the local session file", function() session.remove(id) end)
+  -- Removed last, and only when every other undo step worked: otherwise it
+  -- is what lets `czctl session close` find and finish the session.
+  ctx.undo:defer("remove the local session file", function() session.remove(id) end, { only_if_clean = true })
+  ctx.undo:set_remedy(session.close_command(id, ns))
   session.save(s)
 
   -- 3. The tunnel, first, so its URL is known for the proxy config.
@@ -301,6 +320,13 @@ local function start(ctx, opts)
     return patched
   end)
 
+  -- 7. Wait, by watch, until the Service's Endpoints list only the proxy, so
+  --    the first request after this command returns is already routed.
+  out:step(string.format("Wait for Service %s to route through the proxy", name), function()
+    local ep, err = intercept.wait_routed(client, ns, name, id, ROUTE_TIMEOUT)
+    if not ep then fail(err) end
+  end)
+
   s.state = "active"
   session.save(s)
   local facts = {
@@ -330,7 +356,8 @@ local function start(ctx, opts)
     if tunnel_died then break end
   end
   signal.clear()
-  if tunnel_died then out:error("the tunnel stopped: %s; closing the session", tostring(tunnel_died)) end
+  -- the reason is printed once, as the final error
+  if tunnel_died then out:info("Closing session %s", id) end
   local _, failed = ctx.undo:run{
     on_step = function(title, fn) return out:step(title:sub(1, 1):upper() .. title:sub(2), fn) end,
     on_error = function(title, err) out:error("%s failed: %s", title, tostring(err)) end,
@@ -387,7 +414,13 @@ local function wait_in_holder(ctx, argv, opts)
     end
   end
   signal.clear()
-  if tunnel_died then out:error("the tunnel stopped: %s; closing the session", tostring(tunnel_died)) end
+  -- From here on this process only cleans up: further signals are recorded
+  -- but interrupt nothing (no "interrupted" spawn or wait), and are
+  -- forgotten at the end so they do not change the exit code.
+  sys.shield_signals(true)
+  local _ <close> = setmetatable({}, { __close = function() signal.clear(); sys.shield_signals(false) end })
+  -- the reason is printed once, as the final error
+  if tunnel_died then out:info("Closing session %s", id) end
   local close_argv = { sys.exe(), "session", "close", id, "-n", s.namespace }
   if opts.kubeconfig and opts.kubeconfig ~= os.getenv("KUBECONFIG") then
     close_argv[#close_argv + 1] = "--kubeconfig"; close_argv[#close_argv + 1] = opts.kubeconfig
@@ -398,12 +431,23 @@ local function wait_in_holder(ctx, argv, opts)
   cleanup, err = process.spawn(close_argv, { stdin = "null", stdout = out.mode == "normal" and "inherit" or "null",
                                              stderr = "inherit" })
   if not cleanup then intercept.raise("cannot run the cleanup: " .. tostring(err)) end
+  -- A second Ctrl-C reaches the child too: it finishes under its signal
+  -- shield and exits 128+N; done is when the session file is gone. Only a
+  -- child killed before it could set up its handlers leaves the file: rerun.
   local cleanup_code
-  repeat
-    cleanup_code = cleanup:wait()
-    if not cleanup_code then signal.clear() end -- a second Ctrl-C does not abandon the cleanup
-  until cleanup_code
-  cleanup:close()
+  for attempt = 1, 3 do
+    local why
+    repeat -- shielded: waits for the child, which has its own timeouts
+      cleanup_code, why = cleanup:wait()
+    until cleanup_code or why ~= "interrupted"
+    cleanup:close()
+    if not cleanup_code then out:error("cleanup: %s", tostring(why)); cleanup_code = 1 end
+    if cleanup_code ~= 0 and not session.load(id) then cleanup_code = 0 end
+    if attempt == 3 or not (cleanup_code == 129 or cleanup_code == 130 or cleanup_code == 143) then break end
+    cleanup = process.spawn(close_argv, { stdin = "null", stdout = out.mode == "normal" and "inherit" or "null",
+                                          stderr = "inherit" })
+    if not cleanup then break end
+  end
   if cleanup_code ~= 0 then
     intercept.raise(string.format("cleanup of session %s failed; finish it with: %s", id,
                                   session.close_command(id, s.namespace)))

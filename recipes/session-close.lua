@@ -8,11 +8,14 @@
 -- Which sessions: SESSION closes that one; --all closes every czctl session
 -- in the namespace (-n, default: the context's namespace); with neither, the
 -- sessions started on this machine are closed, and when this machine has
--- none, every session found in the namespace.
+-- none, every session found in the namespace. Local session files count
+-- only for the cluster being talked to (their recorded server URL); one the
+-- cluster no longer knows, held by no local process, is stale and removed.
 local session = require "czctl.session"
 local intercept = require "czctl.intercept"
 local signal = require "czctl.signal"
 local kube = require "czctl.kube"
+local util = require "czctl.util"
 
 local function fail(err)
   signal.check()
@@ -23,8 +26,16 @@ local function render(r)
   if #r.closed == 0 then return r.message or "No session to close." end
   local lines = {}
   for _, c in ipairs(r.closed) do
-    lines[#lines + 1] = string.format("Closed session %s in %s%s", c.session, c.namespace,
-                                      c.service and (" (Service " .. c.service .. " restored)") or "")
+    if c.stale then
+      lines[#lines + 1] = string.format("Removed the local record of session %s in %s (it was already closed in the cluster)",
+                                        c.session, c.namespace)
+    elseif c.forgotten then
+      lines[#lines + 1] = string.format("Forgot the local record of session %s in %s (the cluster was not contacted)",
+                                        c.session, c.namespace)
+    else
+      lines[#lines + 1] = string.format("Closed session %s in %s%s", c.session, c.namespace,
+                                        c.restored and (" (Service " .. c.service .. " restored)") or "")
+    end
   end
   return table.concat(lines, "\n")
 end
@@ -39,7 +50,10 @@ local tunnel and keeper. What to undo is read from the cluster, so this
 works after a crash, from another machine, and when run twice.
 Which sessions: SESSION, that one; --all, every czctl session in the
 namespace; neither, the sessions started on this machine, or, when there
-are none, every session in the namespace (-n, default the context's).]],
+are none, every session in the namespace (-n, default the context's).
+Only local sessions of the cluster being talked to count; a local record
+that cluster no longer knows is removed (and said so). When the cluster of
+SESSION is gone, --forget discards its local record only.]],
   args = { { name = "session", help = "the session id (see czctl session list)" } },
   flags = {
     { name = "all", short = "a", type = "boolean", help = "close every czctl session in the namespace" },
@@ -49,13 +63,31 @@ are none, every session in the namespace (-n, default the context's).]],
     { name = "context", type = "string", help = "kubeconfig context to use" },
     { name = "quiet", short = "q", type = "boolean", help = "only display errors" },
     { name = "output", short = "o", type = "string", default = "text", help = "output format: text or json" },
+    { name = "forget", type = "boolean",
+      help = "with SESSION: only discard this machine's record of it (stop its tunnel, remove its files) "
+             .. "without contacting the cluster, e.g. when that cluster is gone" },
   },
   run = function(ctx)
+    -- Closing is cleanup that must finish: signals are recorded (exit 128+N
+    -- afterwards) but interrupt none of its calls, which have their own timeouts.
+    local _shield <close> = require("czctl.undo").shield()
     local f, out = ctx.flags, ctx.out
     if f.output ~= "text" and f.output ~= "json" then return ctx.usage_error("--output must be text or json") end
     local id = ctx.args.session
     if id and f.all then return ctx.usage_error("give a SESSION or --all, not both") end
     if id and not id:find("^[a-z0-9-]+$") then return ctx.usage_error("invalid session id " .. id) end
+    if f.forget and not id then return ctx.usage_error("--forget needs a SESSION") end
+    local closed, failures = setmetatable({}, util.array_mt), setmetatable({}, util.array_mt)
+
+    if f.forget then
+      local mine = session.load(id)
+      if not mine then fail(string.format("no local record of session %s on this machine", id)) end
+      session.forget(mine)
+      closed[1] = { session = id, namespace = mine.namespace, service = mine.service, forgotten = true,
+                    restored = false }
+      out:result({ closed = closed, failed = failures }, render)
+      return 0
+    end
 
     -- One client per kubeconfig/context; flags win over what a session file says.
     local clients = {}
@@ -88,61 +120,105 @@ are none, every session in the namespace (-n, default the context's).]],
       return #found
     end
 
+    -- A local session that the cluster no longer knows and that no process
+    -- here holds was closed elsewhere: only its local record is left (stale).
+    local function add_local(mine, client, in_cluster)
+      if in_cluster then
+        targets[#targets + 1] = { id = mine.id, namespace = in_cluster.namespace, service = in_cluster.service,
+                                  service_object = in_cluster.service_object, local_session = mine, client = client }
+      else
+        targets[#targets + 1] = { id = mine.id, namespace = mine.namespace, service = mine.service,
+                                  local_session = mine, client = client, stale = not session.held(mine) }
+      end
+    end
+    local function by_id(found)
+      local t = {}
+      for _, s in ipairs(found or {}) do t[s.id] = s end
+      return t
+    end
+    local function forget_hint(mine)
+      return string.format("if that cluster is gone, discard the local record with: czctl session close %s --forget",
+                           mine.id)
+    end
+
     if id then
       local mine = session.load(id)
-      local client = client_for(mine)
+      local client
+      if mine then
+        -- the session's own cluster (its kubeconfig unless flags say otherwise)
+        local ok, c = pcall(client_for, mine)
+        if not ok then
+          fail(string.format("cannot reach the cluster of session %s (%s): %s; %s", id,
+                             mine.server or mine.kubeconfig or "its kubeconfig", tostring(c), forget_hint(mine)))
+        end
+        client = c
+        local server = client:info().server
+        if not session.same_cluster(mine, server) then
+          fail(string.format("session %s was started on the cluster at %s, not %s; use that cluster's kubeconfig, or %s",
+                             id, mine.server, tostring(server), forget_hint(mine)))
+        end
+      else
+        client = client_for(nil)
+      end
       local ns = f.namespace or (mine and mine.namespace)
       if mine and (f.namespace == nil or f.namespace == mine.namespace) then
-        -- the local file names the Service; the objects' names come from the id
-        targets[#targets + 1] = { id = id, namespace = mine.namespace, service = mine.service,
-                                  local_session = mine, client = client }
+        local found, err = session.discover(client, { namespace = mine.namespace, id = id })
+        if not found then
+          signal.check()
+          if type(err) == "table" and err.reason == "Transport" then
+            fail(string.format("session %s: %s; %s", id, tostring(err), forget_hint(mine)))
+          end
+          fail(err)
+        end
+        add_local(mine, client, found[1])
       else
         out:step("Find session " .. id, function()
           add_cluster_sessions(client, { namespace = ns, all_namespaces = ns == nil, id = id }, mine)
         end)
       end
-    elseif f.all then
-      local client = client_for(nil)
-      local ns = f.namespace or client.namespace
-      out:step("Find sessions in namespace " .. ns, function()
-        add_cluster_sessions(client, { namespace = ns })
-      end)
-      for _, mine in ipairs(session.list_local()) do
-        local known = false
-        for _, t in ipairs(targets) do known = known or t.id == mine.id end
-        if not known and mine.namespace == ns then
-          targets[#targets + 1] = { id = mine.id, namespace = ns, service = mine.service, local_session = mine,
-                                    client = client }
-        end
-      end
     else
-      local locals = session.list_local()
-      if f.namespace then
-        local kept = {}
-        for _, s in ipairs(locals) do if s.namespace == f.namespace then kept[#kept + 1] = s end end
-        locals = kept
-      end
-      if #locals > 0 then
-        for _, mine in ipairs(locals) do
-          targets[#targets + 1] = { id = mine.id, namespace = mine.namespace, service = mine.service,
-                                    local_session = mine, client = client_for(mine) }
+      -- Only the local sessions of the cluster being talked to count.
+      local client = client_for(nil)
+      local server = client:info().server
+      local ns = f.namespace or client.namespace
+      local locals = {}
+      for _, s in ipairs(session.list_local_for(server)) do
+        if (f.all and s.namespace == ns) or (not f.all and (f.namespace == nil or s.namespace == f.namespace)) then
+          locals[#locals + 1] = s
         end
-      else
-        local client = client_for(nil)
-        local ns = f.namespace or client.namespace
+      end
+      if f.all or #locals == 0 then
         out:step("Find sessions in namespace " .. ns, function()
           add_cluster_sessions(client, { namespace = ns })
         end)
+        for _, mine in ipairs(locals) do
+          local known = false
+          for _, t in ipairs(targets) do known = known or t.id == mine.id end
+          if not known then add_local(mine, client, nil) end
+        end
+      else
+        local found
+        out:step("Find the sessions of this machine", function()
+          local list, err = session.discover(client, { namespace = f.namespace, all_namespaces = f.namespace == nil })
+          if not list then fail(err) end
+          found = by_id(list)
+        end)
+        for _, mine in ipairs(locals) do add_local(mine, client, found[mine.id]) end
       end
     end
 
-    local closed, failures = {}, {}
     for _, t in ipairs(targets) do
-      local ok, err = pcall(session.close, t.client, t, function(title, fn)
-        return out:step(string.format("[%s] %s", t.id, title), fn)
-      end)
+      local ok, err
+      if t.stale then
+        ok, err = pcall(session.forget, t.local_session)
+      else
+        ok, err = pcall(session.close, t.client, t, function(title, fn)
+          return out:step(string.format("[%s] %s", t.id, title), fn)
+        end)
+      end
       if ok then
-        closed[#closed + 1] = { session = t.id, namespace = t.namespace, service = t.service }
+        closed[#closed + 1] = { session = t.id, namespace = t.namespace, service = t.service,
+                                restored = (not t.stale and err == true), stale = t.stale or nil }
       else
         signal.check()
         failures[#failures + 1] = string.format("session %s: %s", t.id, tostring(err))

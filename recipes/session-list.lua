@@ -2,10 +2,13 @@
 -- -n), read from the intercepted Services' annotations and the objects
 -- labelled with a session; sessions started on this machine are marked.
 -- Sessions whose setup never finished show "-" as PORT and HEADER: close
--- them with `czctl session close ID`.
+-- them with `czctl session close ID`. Only local sessions of the cluster
+-- being talked to are marked or shown; a local file whose session the
+-- cluster no longer knows and no local process holds is pruned.
 local session = require "czctl.session"
 local output = require "czctl.output"
 local signal = require "czctl.signal"
+local util = require "czctl.util"
 
 return {
   summary = "List intercept sessions",
@@ -23,26 +26,35 @@ return {
     local client = ctx.kube()
     local found, err = session.discover(client, { namespace = f.namespace, all_namespaces = f.namespace == nil })
     if not found then signal.check(); require("czctl.intercept").raise(err) end
-    local sessions = {}
+    -- Local session files count only for the cluster being talked to.
+    local server = client:info().server
+    local sessions = setmetatable({}, util.array_mt)
     local seen = {}
     for _, s in ipairs(found) do
       local record = s.record or {}
       local mine = session.load(s.id)
+      if mine and not session.same_cluster(mine, server) then mine = nil end
       seen[s.id] = true
       local tunnel = mine and (session.tunnel_status(s.id) or mine.tunnel) or nil
       sessions[#sessions + 1] = {
         session = s.id, namespace = s.namespace, service = s.service or (mine and mine.service),
         port = record.port, header = record.all and "(all)" or record.header or record.rule, rule = record.rule,
         started = record.started or s.started, ["local"] = mine ~= nil,
-        complete = s.record ~= nil, objects = s.objects,
+        complete = s.record ~= nil, objects = setmetatable(s.objects or {}, util.array_mt),
         tunnel_url = tunnel and tunnel.url, tunnel_status = tunnel and tunnel.status,
       }
     end
-    for _, mine in ipairs(session.list_local()) do
+    -- A local session with nothing in the cluster: still starting or held by
+    -- a process here (shown), or closed elsewhere (its stale file is pruned).
+    for _, mine in ipairs(session.list_local_for(server)) do
       if not seen[mine.id] and (f.namespace == nil or mine.namespace == f.namespace) then
-        sessions[#sessions + 1] = { session = mine.id, namespace = mine.namespace, service = mine.service,
-                                    port = nil, header = nil, started = mine.started, ["local"] = true,
-                                    complete = false, objects = {} }
+        if session.held(mine) then
+          sessions[#sessions + 1] = { session = mine.id, namespace = mine.namespace, service = mine.service,
+                                      port = nil, header = nil, started = mine.started, ["local"] = true,
+                                      complete = false, objects = setmetatable({}, util.array_mt) }
+        else
+          session.forget(mine)
+        end
       end
     end
     out:result({ sessions = sessions }, function(r)

@@ -670,11 +670,13 @@ local function make_ctx(cmd, spec_flags, parsed, state)
   return ctx
 end
 
--- Run the undo stack, showing each step; returns steps run and failures.
+-- Run the undo stack (signals shielded), showing each step; returns steps
+-- run and failures. When a step failed, tells the user how to finish
+-- (the stack's remedy, e.g. "czctl session close ID -n NS").
 local function rollback(ctx, state)
   local stack = ctx.undo
   if stack:size() == 0 then return 0, {} end
-  return stack:run{
+  local ran, failed = stack:run{
     on_step = function(description, fn)
       return ctx.out:step("undo: " .. description, fn)
     end,
@@ -683,6 +685,8 @@ local function rollback(ctx, state)
                                  one_line(error_text(err))))
     end,
   }
+  local remedy = #failed > 0 and stack.remedy and stack:remedy() or nil
+  return ran, failed, remedy
 end
 
 -- Print the one line for a caught error and return the exit code. caught is
@@ -743,21 +747,24 @@ local function supervise(fn, ctx, what, hint, state)
   end
   if sig then
     local signal = require "czctl.signal"
-    sys.clear_signal()   -- let the undo steps' own calls run
-    local ran, failed = rollback(ctx, state)
-    if ctx.out.mode ~= "quiet" then
+    sys.clear_signal()   -- let the undo steps' own calls run (shielded)
+    local ran, failed, remedy = rollback(ctx, state)
+    if ctx.out.mode ~= "quiet" or remedy then
       local line = "czctl: interrupted (" .. sig .. ")"
       if ran + #failed > 0 then
         line = line .. string.format(", rolled back %d step%s", ran, ran == 1 and "" or "s")
         if #failed > 0 then line = line .. string.format(" (%d failed)", #failed) end
       end
+      if remedy then line = line .. "; finish the cleanup with: " .. remedy end
       state.stderr(line .. "\n")
     end
     return signal.exit_code(sig)
   end
-  rollback(ctx, state)
+  local _, _, remedy = rollback(ctx, state)
   res.what = res.what or what
-  return report_error(res, hint, state)
+  local code = report_error(res, hint, state)
+  if remedy then state.stderr("czctl: the rollback is incomplete; finish it with: " .. remedy .. "\n") end
+  return code
 end
 
 -- ---------------------------------------------------------------------------

@@ -234,6 +234,7 @@ function M.proxy_ports(svc, intercepted, original_ip)
       port = port,
       original = original_ip .. ":" .. port,
       intercept = (i == intercepted),
+      protocol = (not is_null(p.protocol) and p.protocol) or "TCP",
     }
   end
   return ports
@@ -285,7 +286,7 @@ function M.deployment(opts)
   local health = opts.health_port or M.HEALTH_PORT
   local container_ports = {}
   for i, p in ipairs(opts.ports) do
-    container_ports[i] = { name = "p" .. (i - 1), containerPort = p.listen, protocol = "TCP" }
+    container_ports[i] = { name = "p" .. (i - 1), containerPort = p.listen, protocol = p.protocol or "TCP" }
   end
   container_ports[#container_ports + 1] = { name = "health", containerPort = health, protocol = "TCP" }
   return {
@@ -498,6 +499,53 @@ function M.guarded_patch(client, namespace, name, svc, make_patch)
     svc = nil
   end
   return nil, err
+end
+
+--- Whether a Service's Endpoints list only pods of the session's proxy
+--- Deployment (at least one ready), that is, whether the patched selector has
+--- taken effect and no request can still reach an original pod directly.
+---@param ep table|nil Endpoints object
+---@param id string session id
+---@return boolean
+function M.endpoints_routed(ep, id)
+  if ep == nil or is_null(ep.subsets) then return false end
+  -- Pods of a Deployment are named DEPLOYMENT-RSHASH-SUFFIX.
+  local pattern = "^" .. M.names(id).deployment:gsub("%-", "%%-") .. "%-%w+%-%w+$"
+  local ready = 0
+  for _, subset in ipairs(ep.subsets) do
+    for _, key in ipairs { "addresses", "notReadyAddresses" } do
+      local list = subset[key]
+      for _, a in ipairs(is_null(list) and {} or list) do
+        local ref = a.targetRef
+        if is_null(ref) or ref.kind ~= "Pod" or type(ref.name) ~= "string" or not ref.name:find(pattern) then
+          return false
+        end
+        if key == "addresses" then ready = ready + 1 end
+      end
+    end
+  end
+  return ready > 0
+end
+
+--- Wait, by watch, until the Service's Endpoints list only the proxy pods:
+--- from then on every new connection to the Service reaches the proxy.
+---@param client table
+---@param namespace string
+---@param name string the Service
+---@param id string session id
+---@param timeout number seconds
+---@return table|nil endpoints
+---@return string|nil err one line
+function M.wait_routed(client, namespace, name, id, timeout)
+  local ep, err = client:wait_for("Endpoints", name, function(o) return M.endpoints_routed(o, id) end, timeout,
+                                  { namespace = namespace })
+  if ep then return ep end
+  local kube = require "czctl.kube"
+  if kube.timeout(err) then
+    return nil, string.format("the Endpoints of Service %s still listed pods other than the proxy after %ds "
+      .. "(see: kubectl get endpoints %s -n %s -o yaml)", name, math.floor(timeout), name, namespace)
+  end
+  return nil, "cannot watch the Endpoints of Service " .. name .. ": " .. kube_message(err)
 end
 
 --- Delete one object, treating "already gone" as success.

@@ -236,10 +236,23 @@ function Client:stats() return self.raw:stats() end
 --- Close the connection (idempotent; also on garbage collection).
 function Client:close() self.raw:close() end
 
+-- A transport failure ("METHOD URL: reason") as what happened and what to
+-- do; interrupts and request timeouts (a reachable but slow cluster) are
+-- left as they are. The server URL comes from info() (no credentials).
+function Client:_unreachable(msg)
+  msg = tostring(msg)
+  if msg == "interrupted" or msg:find(": request timed out$") then return msg end
+  -- only libcurl failures ("METHOD URL: reason"); e.g. exec plugin errors stay as they are
+  local why = msg:match("^%u+ https?://%S+: (.*)$")
+  if not why then return msg end
+  return string.format("cannot reach the cluster at %s: %s; check that it is running and the kubeconfig's server",
+                       tostring(self._info.server), why)
+end
+
 -- One raw request; returns status, decoded-or-raw body | nil, err (transport).
 function Client:_do(req, ctx)
   local status, body, headers = self.raw:request(req)
-  if not status then return nil, transport_error(body, ctx) end
+  if not status then return nil, transport_error(self:_unreachable(body), ctx) end
   return status, body, headers
 end
 
@@ -325,6 +338,13 @@ function Client:_call(req, ctx)
                               message = "invalid JSON from the API server: " .. tostring(derr) }, ctx)
     end
     return obj
+  end
+  if status == 401 then
+    -- names the user and context (never the credentials) and what to do
+    local info = self._info
+    return nil, new_error({ code = 401, reason = "Unauthorized", message = string.format(
+      'Unauthorized: the cluster rejected the credentials of user "%s" (context "%s"); refresh them or check the kubeconfig',
+      tostring(info.user or "?"), tostring(info.context or "?")) }, ctx)
   end
   return nil, status_error(status, body, ctx)
 end

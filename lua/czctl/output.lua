@@ -4,7 +4,8 @@
 --           so `czctl ... > file` captures only the result. On a TTY the
 --           running step is a live line redrawn in place ("… title", then
 --           "✓ title  0.12s" or "✗ title  0.12s"); otherwise plain lines
---           "✓ title (0.12s)" when each step ends.
+--           "✓ title (0.12s)" when a step succeeds, and nothing when it
+--           fails (the error line that follows says it all).
 --   quiet   only errors (out:error); steps, info, warnings and results are silent.
 --   json    exactly one JSON document on stdout (out:result); progress is
 --           silent, warnings and errors still go to stderr.
@@ -114,6 +115,10 @@ function Out:step(title, fn, ...)
       if self.running[i] == step then table.remove(self.running, i); depth = i; break end
     end
     if self.mode ~= "normal" then return end
+    -- Off a terminal a failed step prints nothing: the error that follows
+    -- ("czctl: error: ...") says it all, in one line. On a terminal the
+    -- live line ends as "✗ title".
+    if err ~= nil and not self.tty then clear_live(self); draw_live(self); return end
     local mark = err ~= nil and paint(self, "31", "✗") or paint(self, "32", "✓")
     local dur = util.format_duration(self.clock() - step.start)
     local indent = string.rep("  ", depth - 1)

@@ -38,7 +38,7 @@ function M.new_id()
 end
 
 ---@param id string
----@param suffix? string ".json" (default), ".tunnel.json", ".log"
+---@param suffix? string ".json" (default), ".tunnel.json", ".log" (the keeper's), ".ngrok.log" (the agent's)
 ---@return string
 function M.path(id, suffix)
   return M.dir() .. "/" .. id .. (suffix or ".json")
@@ -87,7 +87,7 @@ end
 --- Remove the local files of a session (idempotent).
 ---@param id string
 function M.remove(id)
-  for _, suffix in ipairs({ ".json", ".tunnel.json", ".log" }) do sys.remove(M.path(id, suffix)) end
+  for _, suffix in ipairs({ ".json", ".tunnel.json", ".log", ".ngrok.log" }) do sys.remove(M.path(id, suffix)) end
 end
 
 --- The local session holding `service` in `namespace`, or nil.
@@ -96,6 +96,49 @@ function M.find_local(namespace, service)
     if s.namespace == namespace and s.service == service then return s end
   end
   return nil
+end
+
+--- Whether a local session belongs to the cluster at `server` (the API
+--- server URL recorded as `server` when it started; files without one
+--- predate the field and match any cluster).
+---@param s table
+---@param server string|nil
+---@return boolean
+function M.same_cluster(s, server)
+  return s.server == nil or server == nil or s.server == server
+end
+
+--- The local sessions of the cluster at `server` (see same_cluster), oldest first.
+---@param server string|nil
+---@return table[]
+function M.list_local_for(server)
+  local kept = {}
+  for _, s in ipairs(M.list_local()) do
+    if M.same_cluster(s, server) then kept[#kept + 1] = s end
+  end
+  return kept
+end
+
+--- Whether a process of this machine still holds the session: its keeper,
+--- or the command that is setting it up or holding it (--wait).
+---@param s table
+---@return boolean
+function M.held(s)
+  local process = require "czctl.process"
+  if s.keeper_pid and process.alive(s.keeper_pid) then return true end
+  if s.parent_pid and s.parent_pid ~= sys.getpid() and (s.state == "starting" or s.wait)
+     and process.alive(s.parent_pid) then
+    return true
+  end
+  return false
+end
+
+--- Forget a local session: stop its processes and remove its files,
+--- without contacting the cluster.
+---@param s table
+function M.forget(s)
+  M.stop_processes(s)
+  M.remove(s.id)
 end
 
 ---------------------------------------------------------------------------

@@ -131,4 +131,36 @@ static T_UNUSED int t_count_zombies(void)
 
 #define LUA(...) #__VA_ARGS__
 
+/*
+ * A state for the tests that spawn processes or write files: globals proc and
+ * sys (czctl.core.proc, czctl.core.sys) and tmp, a fresh directory that
+ * t_remove_tmp deletes. Exits the program (Bail out!) when it cannot be made.
+ */
+static T_UNUSED lua_State *t_state_tmp(void)
+{
+    lua_State *L = t_state();
+    t_setup(L, LUA(
+        proc = require "czctl.core.proc"
+        sys = require "czctl.core.sys"
+        tmp = os.tmpname(); os.remove(tmp); assert(sys.mkdir_p(tmp))
+    ));
+    return L;
+}
+
+/* Deletes tmp and collects garbage, so that handles the tests dropped are
+ * closed (their __gc) before the fd and zombie counts that follow. */
+static T_UNUSED void t_remove_tmp(lua_State *L)
+{
+    t_setup(L, LUA(os.execute("rm -rf " .. tmp); collectgarbage(); collectgarbage()));
+}
+
+/* One test: this process holds as many fds as it did when fds_before was counted. */
+static T_UNUSED void t_no_fd_leak(int fds_before, const char *name)
+{
+    int fds_after = t_count_fds("self");
+    char diag[64];
+    snprintf(diag, sizeof diag, "fds before %d, after %d", fds_before, fds_after);
+    t_ok(fds_after == fds_before, name, diag);
+}
+
 #endif

@@ -11,13 +11,10 @@
 
 int main(void)
 {
-    lua_State *L = t_state();
+    lua_State *L = t_state_tmp();   /* proc, sys, tmp */
     t_setup(L, LUA(
-        proc = require "czctl.core.proc"
-        sys = require "czctl.core.sys"
         root = os.getenv("CZCTL_ROOT") or sys.exe():match("^(.*)/tests/c/[^/]*$")
         czctl = root .. "/czctl"
-        tmp = os.tmpname(); os.remove(tmp); assert(sys.mkdir_p(tmp))
         function run(argv, opts)
             opts = opts or {}
             opts.argv = argv
@@ -62,7 +59,7 @@ int main(void)
         return table.concat(codes, " ") == "SIGTERM=143 SIGINT=130", table.concat(codes, " ")
     ));
 
-    t_setup(L, LUA(os.execute("rm -rf " .. tmp)));
+    t_remove_tmp(L);
     lua_close(L);
     return t_done();
 }

@@ -29,13 +29,10 @@ static int listen_local(int backlog, int *port)
 
 int main(void)
 {
-    lua_State *L = t_state();
+    lua_State *L = t_state_tmp();   /* proc, sys, tmp */
     t_setup(L, LUA(
-        proc = require "czctl.core.proc"
-        sys = require "czctl.core.sys"
         net = require "czctl.core.net"
         root = os.getenv("CZCTL_ROOT") or "."
-        tmp = os.tmpname(); os.remove(tmp); assert(sys.mkdir_p(tmp))
         function start_server(...)
             local p = assert(proc.spawn{ argv = {"python3", root .. "/tests/c/fixtures/http_server.py", ...},
                                          stderr = "inherit" })
@@ -157,11 +154,9 @@ int main(void)
                tostring(err) .. " / " .. tostring(status)
     ));
 
-    t_setup(L, LUA(server:close(); os.execute("rm -rf " .. tmp); collectgarbage(); collectgarbage()));
-    int fds_after = t_count_fds("self");
-    char diag[64];
-    snprintf(diag, sizeof diag, "fds before %d, after %d", fds_before, fds_after);
-    t_ok(fds_after == fds_before, "no file descriptors leak", diag);
+    t_setup(L, LUA(server:close()));
+    t_remove_tmp(L);
+    t_no_fd_leak(fds_before, "no file descriptors leak");
     lua_close(L);
     czctl_curl_cleanup();
     return t_done();

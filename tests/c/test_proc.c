@@ -33,11 +33,8 @@ static void check_child_fds(lua_State *L)
 
 int main(void)
 {
-    lua_State *L = t_state();
+    lua_State *L = t_state_tmp();   /* proc, sys, tmp */
     t_setup(L, LUA(
-        proc = require "czctl.core.proc"
-        sys = require "czctl.core.sys"
-        tmp = os.tmpname(); os.remove(tmp); assert(sys.mkdir_p(tmp))
         function slurp(path) local f = io.open(path); if not f then return nil end
                              local s = f:read("a"); f:close(); return s end
         function until_true(fn, timeout)
@@ -253,15 +250,13 @@ int main(void)
         return p == nil and why == "interrupted" and sig == "SIGHUP", tostring(why)
     ));
 
-    t_setup(L, LUA(os.execute("rm -rf " .. tmp); collectgarbage(); collectgarbage()));
+    t_remove_tmp(L);
     lua_close(L);
     int zombies = t_count_zombies();
     char diag[64];
     snprintf(diag, sizeof diag, "%d zombie children", zombies);
     t_ok(zombies == 0, "no zombie children remain", diag);
-    int fds_after = t_count_fds("self");
-    snprintf(diag, sizeof diag, "fds before %d, after %d", fds_before, fds_after);
-    t_ok(fds_after == fds_before, "no file descriptors leak", diag);
+    t_no_fd_leak(fds_before, "no file descriptors leak");
     czctl_curl_cleanup();
     return t_done();
 }

@@ -4,6 +4,8 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -12,11 +14,8 @@
 
 int main(void)
 {
-    lua_State *L = t_state();
+    lua_State *L = t_state_tmp();   /* proc, sys, tmp */
     t_setup(L, LUA(
-        proc = require "czctl.core.proc"
-        sys = require "czctl.core.sys"
-        tmp = os.tmpname(); os.remove(tmp); assert(sys.mkdir_p(tmp))
         function mode_of(path) return io.popen("stat -c %a " .. path):read("l") end
         function signal_self(sig, delay)
             return assert(proc.spawn{ argv = {"sh", "-c", string.format("sleep %s; kill -%s %d",
@@ -182,11 +181,64 @@ int main(void)
         return ok == nil and why == "interrupted" and dt < 3, tostring(why) .. " " .. dt
     ));
 
-    t_setup(L, LUA(os.execute("rm -rf " .. tmp); collectgarbage(); collectgarbage()));
-    int fds_after = t_count_fds("self");
-    char diag[64];
-    snprintf(diag, sizeof diag, "fds before %d, after %d", fds_before, fds_after);
-    t_ok(fds_after == fds_before, "no file descriptors leak, failures included", diag);
+    t_lua(L, "under the shield a signal is recorded but interrupts no call; lowered, it is pending", LUA(
+        local d1 = sys.shield_signals(true)
+        local k = signal_self("INT", 0.1)
+        local t0 = sys.now()
+        local slept = sys.sleep(0.6)
+        local dt = sys.now() - t0
+        k:wait(5); k:close()
+        os.execute("kill -TERM " .. sys.getpid())
+        local hidden, seen = sys.pending_signal(), sys.pending_signal(true)
+        local p = proc.spawn{ argv = {"true"} }
+        local code = p and p:wait(5); if p then p:close() end
+        local waited = sys.wait_signal(0.1)
+        local d2 = sys.shield_signals(true)
+        local d3 = sys.shield_signals(false)
+        local still = sys.pending_signal()
+        local d4 = sys.shield_signals(false)
+        local after = sys.pending_signal()
+        t0 = sys.now()
+        local woke = sys.wait_signal(5)
+        local ok, why = sys.sleep(5)
+        local dt2 = sys.now() - t0
+        sys.clear_signal()
+        return d1 == 1 and slept == true and dt >= 0.59 and hidden == nil and seen == "SIGINT" and
+               code == 0 and waited == nil and d2 == 2 and d3 == 1 and still == nil and d4 == 0 and
+               after == "SIGINT" and woke == "SIGINT" and ok == nil and why == "interrupted" and dt2 < 1,
+               string.format("%s %s %s %s %s %s %s", tostring(slept), dt, tostring(seen), tostring(code),
+                             tostring(still), tostring(after), tostring(why))
+    ));
+
+    t_lua(L, "the shield never goes below 0 and takes only a boolean", LUA(
+        return sys.shield_signals(false) == 0 and sys.shield_signals() == 0 and
+               not pcall(sys.shield_signals, "yes") and sys.shield_signals() == 0
+    ));
+
+    {
+        /* C level: while shielded the self-pipe stays quiet and
+         * czctl_wait_fd runs to its timeout; lowered, the pipe is readable. */
+        czctl_signal_clear();
+        czctl_signal_shield(1);
+        raise(SIGHUP);
+        struct pollfd pfd = {.fd = czctl_signal_fd(), .events = POLLIN};
+        int quiet = poll(&pfd, 1, 0) == 0;
+        int pending = czctl_signal_pending(), recorded = czctl_signal_recorded();
+        int waited = czctl_wait_fd(-1, POLLIN, 0.05);
+        czctl_signal_shield(0);
+        int readable = poll(&pfd, 1, 0) == 1;
+        int after = czctl_signal_pending(), woke = czctl_wait_fd(-1, POLLIN, 5);
+        czctl_signal_clear();
+        char diag[128];
+        snprintf(diag, sizeof diag, "quiet=%d pending=%d recorded=%d waited=%d readable=%d after=%d woke=%d",
+                 quiet, pending, recorded, waited, readable, after, woke);
+        t_ok(quiet && pending == 0 && recorded == SIGHUP && waited == 0 && readable && after == SIGHUP &&
+                 woke == -2,
+             "C: shielded, the self-pipe stays quiet and waits time out; lowered, the pipe wakes pollers", diag);
+    }
+
+    t_remove_tmp(L);
+    t_no_fd_leak(fds_before, "no file descriptors leak, failures included");
     lua_close(L);
     return t_done();
 }

@@ -180,3 +180,40 @@ describe("names", function()
                 intercept.names("abc"))
   end)
 end)
+
+describe("proxy ports keep the Service port's protocol", function()
+  local svc = service({ { name = "http", port = 80, protocol = "TCP" }, { name = "dns", port = 53, protocol = "UDP" },
+                        { name = "plain", port = 81 } })
+  local ports = intercept.proxy_ports(svc, 1, "10.0.0.99")
+  it("carries TCP, UDP, and TCP when the Service leaves it out", function()
+    assert.same({ "TCP", "UDP", "TCP" }, { ports[1].protocol, ports[2].protocol, ports[3].protocol })
+  end)
+  it("declares the proxy container's ports with the same protocol", function()
+    local d = intercept.deployment{ namespace = "default", id = "abc", image = "x", ports = ports, service = "s" }
+    local cp = d.spec.template.spec.containers[1].ports
+    assert.same({ "TCP", "UDP", "TCP" }, { cp[1].protocol, cp[2].protocol, cp[3].protocol })
+  end)
+end)
+
+describe("endpoints_routed: the Service reaches only the proxy", function()
+  local function addr(name, ip) return { ip = ip or "10.1.0.1", targetRef = { kind = "Pod", name = name } } end
+  local proxy_pod = addr("czctl-abc-7d9f8c6b5-x2k4q")
+  local cases = {
+    { "no Endpoints yet", nil, false },
+    { "no subsets", { subsets = {} }, false },
+    { "only the proxy pod, ready", { subsets = { { addresses = { proxy_pod } } } }, true },
+    { "the proxy and an original pod", { subsets = { { addresses = { proxy_pod, addr("demo-5c7d-abcde") } } } }, false },
+    { "the original pod in another subset", { subsets = { { addresses = { proxy_pod } },
+                                                          { addresses = { addr("demo-5c7d-abcde") } } } }, false },
+    { "an original pod that is not ready", { subsets = { { addresses = { proxy_pod },
+                                                           notReadyAddresses = { addr("demo-5c7d-abcde") } } } }, false },
+    { "the proxy pod, not ready yet", { subsets = { { notReadyAddresses = { proxy_pod } } } }, false },
+    { "an address without targetRef", { subsets = { { addresses = { proxy_pod, { ip = "10.1.0.9" } } } } }, false },
+    { "a pod of another session's proxy", { subsets = { { addresses = { addr("czctl-abcd-7d9f8c6b5-x2k4q") } } } }, false },
+  }
+  for _, c in ipairs(cases) do
+    it(c[1] .. (c[3] and ": routed" or ": not yet"), function()
+      assert.equal(c[3], intercept.endpoints_routed(c[2], "abc"))
+    end)
+  end
+end)

@@ -58,5 +58,29 @@ bad_input "an unknown tunnel provider" 'unknown tunnel provider "carrier-pigeon"
   service intercept demo -l 3000 --tunnel carrier-pigeon
 bad_input "a refused permission (restricted user)" 'forbidden' 1 \
   service intercept demo -l 3000 --tunnel direct --context restricted
+bad_input "a header name with a space" "invalid header name \"X Team\": only letters, digits, '-' and '_' are allowed" 2 \
+  service intercept demo -x 'X Team:v' -l 3000 --tunnel direct
+bad_input "a header name with a dot" "\"X.Team\" contains \".\", which NGINX ignores.*only letters, digits, '-' and '_' are allowed" 2 \
+  service intercept demo -x 'X.Team:v' -l 3000 --tunnel direct
+bad_input "-c on an unknown Service" 'Service "nope" not found in namespace "default"' 1 \
+  service intercept nope -c
+bad_input "-c in an unknown namespace" 'namespace "nowhere" not found' 1 \
+  service intercept demo -n nowhere -c
+sed 's/^\( *token:\).*/\1 not-the-token-4711/' "$KUBECONFIG" >"$WORK/badtoken.kubeconfig"
+bad_input "rejected credentials (401)" \
+  'Unauthorized: the cluster rejected the credentials of user "admin" \(context "sandbox"\); refresh them or check the kubeconfig' 1 \
+  service intercept demo -l 3000 --tunnel direct -k "$WORK/badtoken.kubeconfig"
+unlike_token=$(grep -c 'not-the-token-4711' "$WORK/err")
+is "$unlike_token" 0 "the 401 error does not show the token"
+sed 's#^\( *server:\).*#\1 https://127.0.0.1:1#' "$KUBECONFIG" >"$WORK/nocluster.kubeconfig"
+bad_input "an unreachable cluster" \
+  "cannot reach the cluster at https://127.0.0.1:1: .*; check that it is running and the kubeconfig's server" 1 \
+  service intercept demo -l 3000 --tunnel direct -k "$WORK/nocluster.kubeconfig"
+
+# Without -q, on a pipe: a failed step prints no line of its own; the error is the one line.
+"$CZCTL" service intercept nope -l 3000 --tunnel direct >/dev/null 2>"$WORK/err"; rc=$?
+is "$rc" 1 "unknown Service without -q: exit 1"
+is "$(grep -c . "$WORK/err")" 1 "unknown Service without -q: stderr on a pipe is one line"
+like "$(cat "$WORK/err")" '^czctl: error: Service "nope" not found' "that line is the error"
 is "$(session_ids)" "" "no local session file is left by any failure"
 done_testing

@@ -80,6 +80,92 @@ like "$(python3 "$E2E_LIB/wsclient.py" "$MIP" 9090 hi 2>&1)" '^multi-.*: hi$' "m
 "$CZCTL" session close -q; is "$?" 0 "session close of the multi-port session exits 0"
 snapshot "$WORK/after3.json"
 same_snapshot "$WORK/before.json" "$WORK/after3.json" "after the multi-port session the cluster equals the snapshot"
+# --- routed when the command returns ------------------------------------------
+# The command waits until the Service's Endpoints list only the proxy, so the
+# very first request with the header after it returns is already routed.
+firsts=""
+eps_before=$(audit_count GET '^/api/v1/namespaces/default/endpoints$')
+for i in $(seq 10); do
+  "$CZCTL" service intercept demo -l "$PORT" --tunnel direct -q 2>"$WORK/err" || sed 's/^/# /' "$WORK/err"
+  firsts+="$(who "http://$IP/" -H 'X-C6O-INTERCEPT: yes') "
+  "$CZCTL" session close -q
+done
+is "$firsts" "$(printf 'laptop %.0s' $(seq 10))" \
+  "the first request with the header right after the command returns reaches the local server (10 sessions)"
+eps_after=$(audit_count GET '^/api/v1/namespaces/default/endpoints$')
+like "$((eps_after - eps_before))" '^([1-9][0-9]+)$' "each setup waits on the Service's Endpoints (10 sessions, >= 10 requests)"
+
+# --- a Service with an HTTP port and a TLS port ----------------------------------
+# Only the HTTP port is intercepted; the TLS port must pass through untouched
+# (the pod's own certificate, TLS not terminated), during and after the session.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=tls-app.default" \
+  -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >/dev/null 2>&1
+cat >"$WORK/default.conf" <<'EOF_CONF'
+server {
+    listen 8080;
+    location / { return 200 "tls-app-http\n"; }
+}
+server {
+    listen 8443 ssl;
+    ssl_certificate     /etc/tls/tls.crt;
+    ssl_certificate_key /etc/tls/tls.key;
+    location / { return 200 "tls-app-https\n"; }
+}
+EOF_CONF
+kubectl create secret tls tls-app-cert --cert "$WORK/tls.crt" --key "$WORK/tls.key" >/dev/null &&
+  kubectl create configmap tls-app-conf --from-file=default.conf="$WORK/default.conf" >/dev/null &&
+  kubectl create -f - >/dev/null <<'EOF_YAML' &&
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tls-app, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: tls-app}}
+  template:
+    metadata: {labels: {app: tls-app}}
+    spec:
+      containers:
+        - name: nginx
+          image: nginxinc/nginx-unprivileged:1.27.4
+          ports: [{name: http, containerPort: 8080}, {name: https, containerPort: 8443}]
+          readinessProbe: {tcpSocket: {port: 8443}, periodSeconds: 1}
+          volumeMounts:
+            - {name: conf, mountPath: /etc/nginx/conf.d, readOnly: true}
+            - {name: tls, mountPath: /etc/tls, readOnly: true}
+      volumes:
+        - {name: conf, configMap: {name: tls-app-conf}}
+        - {name: tls, secret: {secretName: tls-app-cert}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tls, namespace: default}
+spec:
+  selector: {app: tls-app}
+  ports:
+    - {name: http, port: 80, targetPort: http}
+    - {name: https, port: 443, targetPort: https}
+    - {name: dns, port: 53, targetPort: 8053, protocol: UDP}
+EOF_YAML
+  kubectl rollout status deployment/tls-app --timeout=60s >/dev/null || { fail "the TLS app deploys"; done_testing; exit 1; }
+TIP=$(cluster_ip tls)
+subject() { openssl s_client -connect "$TIP:443" </dev/null 2>/dev/null | openssl x509 -noout -subject 2>/dev/null; }
+is "$(curl -sk --max-time 10 "https://$TIP/")" tls-app-https "TLS app: the TLS port answers before the intercept"
+"$CZCTL" service intercept tls -r http -l "$PORT" --tunnel direct -q 2>"$WORK/err"; rc=$?
+is "$rc" 0 "intercept the HTTP port of a Service that also has a TLS port exits 0"
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
+like "$(who "http://$TIP/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "TLS app: the HTTP port routes the header to the local server"
+is "$(curl -s --max-time 10 "http://$TIP/")" tls-app-http "TLS app: the HTTP port without the header reaches the pod"
+is "$(curl -sk --max-time 10 "https://$TIP/" -H 'X-C6O-INTERCEPT: yes')" tls-app-https \
+  "TLS app: the TLS port works through the ClusterIP during the intercept"
+like "$(subject)" "CN ?= ?tls-app.default" "TLS app: clients see the pod's own certificate during the intercept"
+conf=$(kubectl get configmap -l app.kubernetes.io/managed-by=czctl -o jsonpath='{.items[0].data.nginx\.conf}')
+like "$conf" "listen 8082 udp reuseport;" "TLS app: the UDP port passes through on a UDP listener of the (ready) proxy"
+like "$(printf '%s' "$conf" | grep -c 'listen 808[0-9]')" '^3$' "TLS app: the proxy listens once per Service port"
+"$CZCTL" session close -q; is "$?" 0 "session close of the TLS app session exits 0"
+is "$(curl -sk --max-time 10 "https://$TIP/")" tls-app-https "TLS app: the TLS port works after the session is closed"
+is "$(curl -s --max-time 10 "http://$TIP/" -H 'X-C6O-INTERCEPT: yes')" tls-app-http \
+  "TLS app: after close the header no longer reaches the local server"
+
 is "$(czctl_leftovers)" "" "nothing labelled managed-by=czctl is left"
 is "$(session_ids)" "" "no local session file is left"
 done_testing

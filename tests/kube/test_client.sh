@@ -8,14 +8,11 @@ cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd)
 source tests/lib/tap.sh
 CZCTL=${CZCTL:-$ROOT/czctl}
-D=$(mktemp -d)
-trap 'tests/sandbox/sandbox down "$D/sb" >/dev/null 2>&1; rm -rf "$D"' EXIT
-if ! tests/sandbox/sandbox up "$D/sb" >"$D/up.log" 2>&1; then
-  fail "sandbox up"; sed 's/^/#   /' "$D/up.log"; done_testing; exit 1
-fi
+source tests/lib/sandbox.sh
+sandbox_up   # sets D (cluster in $D/sb) and SANDBOX_SERVER; stopped on exit
 KC="$D/sb/kubeconfig"
 k() { kubectl --kubeconfig "$KC" "$@" >/dev/null; }
-server=$(kubectl --kubeconfig "$KC" config view -o jsonpath='{.clusters[?(@.name=="sandbox")].cluster.server}')
+server=$SANDBOX_SERVER
 k config set-credentials bad --token=not-the-token
 k config set-context bad --cluster=sandbox --user=bad
 k config set-cluster sni-good --server="$server" --certificate-authority="$D/sb/ca.crt" --tls-server-name=localhost

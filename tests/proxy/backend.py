@@ -76,24 +76,10 @@ class Handler(BaseHTTPRequestHandler):
     def read_body(self):
         h = hashlib.sha256()
         total = 0
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                left = size
-                while left:
-                    chunk = self.rfile.read(min(left, 65536))
-                    if not chunk:
-                        raise EOFError
-                    h.update(chunk)
-                    total += len(chunk)
-                    left -= len(chunk)
-                self.rfile.readline()
-        else:
-            left = int(self.headers.get("Content-Length") or 0)
+
+        def take(left):
+            # hash `left` body bytes as they stream in, never holding them all
+            nonlocal total
             while left:
                 chunk = self.rfile.read(min(left, 65536))
                 if not chunk:
@@ -101,6 +87,18 @@ class Handler(BaseHTTPRequestHandler):
                 h.update(chunk)
                 total += len(chunk)
                 left -= len(chunk)
+
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                take(size)
+                self.rfile.readline()
+        else:
+            take(int(self.headers.get("Content-Length") or 0))
         return total, h.hexdigest()
 
     def answer(self, code, obj):

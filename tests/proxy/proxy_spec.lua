@@ -192,7 +192,8 @@ describe("proxy.render: the server blocks", function()
     { "never retries on the other route", "proxy_next_upstream off;" },
     { "listens on the intercepted proxy port", "listen 8080 reuseport;" },
     { "listens on the pass-through proxy port", "listen 8081 reuseport;" },
-    { "passes the other port straight through", "proxy_pass http://czctl_original_metrics;" },
+    { "passes the other port straight through, byte for byte", "stream {" },
+    { "forwards the other port's connections to its original", "        proxy_pass 10.0.0.7:9090;\n    }" },
     { "routes the intercepted port by rule", "if ($czctl_route_rule = intercept) {\n                proxy_pass http://czctl_tunnel;" },
     { "sends the other requests of the intercepted port to the original", "proxy_pass http://czctl_original_http;" },
     { "reaches the original by ClusterIP", "server 10.0.0.7:80;" },
@@ -238,6 +239,72 @@ describe("proxy.render: the server blocks", function()
       }
       for k, v in pairs(c[2]) do opts[k] = v or nil end
       local conf2, err = proxy.render(opts)
+      assert.is_nil(conf2)
+      assert.truthy(has(err, c[3]), err)
+    end)
+  end
+end)
+
+describe("proxy.render: ports that are not intercepted (stream pass-through)", function()
+  local ports = {
+    { name = "http", port = 80, listen = 8080, original = "10.0.0.7:80", intercept = true },
+    { name = "https", port = 443, listen = 8081, original = "10.0.0.7:443", protocol = "TCP" },
+    { name = "dns", port = 53, listen = 8082, original = "10.0.0.7:53", protocol = "UDP" },
+  }
+  local conf = render{ ports = ports }
+  local http_part, stream_part = conf:match("^.-\n(http {.-\n}\n)(.*)$")
+  it("splits into an http block and a stream block after it", function()
+    assert.truthy(http_part, conf)
+    assert.truthy(stream_part:find("^\n# [^\n]*\n.-\nstream {\n"), stream_part)
+  end)
+  it("renders only the intercepted port as an HTTP server", function()
+    assert.truthy(has(http_part, "listen 8080 reuseport;"))
+    assert.falsy(has(http_part, "8081"), "8081 in http")
+    assert.falsy(has(http_part, "8082"), "8082 in http")
+    assert.falsy(has(http_part, "czctl_original_https"))
+    assert.falsy(has(http_part, "10.0.0.7:443"))
+  end)
+  local cases = {
+    { "passes a TCP port (TLS) through to its original",
+      "    server {\n        listen 8081 reuseport;\n        # Idle connections (pools, long-lived TLS) stay open for an hour.\n"
+      .. "        proxy_timeout 3600s;\n        proxy_pass 10.0.0.7:443;\n    }" },
+    { "passes a UDP port through on a UDP listener",
+      "        listen 8082 udp reuseport;" },
+    { "ends idle UDP sessions after a minute", "        proxy_timeout 60s;\n        proxy_pass 10.0.0.7:53;" },
+    { "bounds connecting to the original", "    proxy_connect_timeout 10s;" },
+    { "logs each connection to stdout", "    access_log /dev/stdout czctl_stream buffer=64k flush=1s;" },
+  }
+  for _, c in ipairs(cases) do
+    it(c[1], function() assert.truthy(has(stream_part, c[2]), stream_part) end)
+  end
+  it("does not limit UDP replies (any number per datagram)", function()
+    assert.falsy(stream_part:find("\n%s*proxy_responses"))
+  end)
+  it("turns the stream log off with access_log = false", function()
+    assert.truthy(has(render{ ports = ports, access_log = false }, "stream {\n    # One line per connection (TCP) or session (UDP) on stdout.\n"
+      .. "    log_format czctl_stream"))
+    local off = render{ ports = ports, access_log = false }
+    assert.falsy(has(off, "czctl_stream buffer"))
+  end)
+  it("has no stream block when every port is intercepted", function()
+    local one = render{ ports = { ports[1] } }
+    assert.falsy(has(one, "stream {"))
+  end)
+  it("passes every port through when none is intercepted", function()
+    local none = render{ ports = { { name = "a", listen = 8080, original = "10.0.0.7:80" } }, tunnel_upstream = false }
+    assert.truthy(has(none, "stream {"))
+    assert.truthy(has(none, "proxy_pass 10.0.0.7:80;"))
+    assert.falsy(has(none, "proxy_pass http://"))
+  end)
+  local bad = {
+    { "an SCTP port", { { name = "s", listen = 8080, original = "1.2.3.4:9", protocol = "SCTP" } },
+      "protocol SCTP cannot pass through" },
+    { "an intercepted UDP port", { { name = "u", listen = 8080, original = "1.2.3.4:9", protocol = "UDP", intercept = true } },
+      "only a TCP (HTTP) port can be intercepted" },
+  }
+  for _, c in ipairs(bad) do
+    it("refuses " .. c[1], function()
+      local conf2, err = proxy.render{ ports = c[2], tunnel_upstream = { url = "http://127.0.0.1:3000" } }
       assert.is_nil(conf2)
       assert.truthy(has(err, c[3]), err)
     end)

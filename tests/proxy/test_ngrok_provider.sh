@@ -15,28 +15,15 @@ FAKE_DIR=$ROOT/tests/fake-ngrok
 
 T=$(mktemp -d /tmp/czctl-ngrok-test.XXXXXX)
 chmod 755 "$T"
-PIDS=()
+source tests/lib/procs.sh   # PIDS, wait_port, stop_pids, on_exit
 export FAKE_NGROK_PIDFILE=$T/agent.pids
 : >"$FAKE_NGROK_PIDFILE"
 cleanup() {
-  local p
-  for p in "${PIDS[@]}" $(cat "$FAKE_NGROK_PIDFILE" 2>/dev/null); do kill -TERM "$p" 2>/dev/null; done
-  sleep 0.1
-  for p in "${PIDS[@]}" $(cat "$FAKE_NGROK_PIDFILE" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  # shellcheck disable=SC2046  # one pid a line
+  stop_pids "${PIDS[@]}" $(cat "$FAKE_NGROK_PIDFILE" 2>/dev/null)
   rm -rf "$T"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-wait_port() {
-  local i
-  for i in $(seq 200); do
-    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
-}
+on_exit cleanup
 agents_alive() {  # how many stand-in agents started by this test still run
   local n=0 p
   for p in $(cat "$FAKE_NGROK_PIDFILE"); do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
@@ -116,7 +103,7 @@ is "$h" healthy "healthy() is true while the agent runs and lists the tunnel"
 kill -KILL "$pid" 2>/dev/null
 sleep 0.2
 echo healthy >&"$drv_in"; read -r -t 10 h <&"$drv_out" || h=""
-like "$h" '^unhealthy: ngrok exited \(status 137\)' "healthy() reports an agent that died"
+like "$h" '^unhealthy: ngrok exited because it was killed \(SIGKILL\)' "healthy() reports an agent that died (killed: by its signal)"
 echo stop >&"$drv_in"; read -r -t 10 h <&"$drv_out" || h=""
 is "$h" stopped "stop() is idempotent"
 exec {drv_in}>&-

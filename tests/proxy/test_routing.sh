@@ -7,7 +7,9 @@
 # Topology (127.0.77.0/24, nothing else uses it):
 #   original backend  127.0.77.1:8000   second port's original 127.0.77.1:9000
 #   local backend     127.0.77.2:3000   (the "tunnel": direct upstream)
-#   proxy N           127.0.77.(10+N):8080 intercepted, :8081 pass-through, :8079 health
+#   not HTTP          127.0.77.1:9443 HTTPS, :9025 TCP (server speaks first), :9053 UDP
+#   proxy N           127.0.77.(10+N):8080 intercepted, :8081 pass-through (HTTP),
+#                     :8082 HTTPS, :8083 TCP, :8084 UDP pass-through, :8079 health
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd)
@@ -17,28 +19,12 @@ NGINX=${NGINX:-/usr/sbin/nginx}
 
 T=$(mktemp -d /tmp/czctl-proxy-test.XXXXXX)
 chmod 755 "$T"   # nginx workers (nobody) write temp files below it
-PIDS=()
+source tests/lib/procs.sh   # PIDS, wait_port, stop_pids, on_exit
 cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$p" 2>/dev/null
-  done
+  stop_pids "${PIDS[@]}"
   rm -rf "$T"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-wait_port() {  # HOST PORT: until it accepts connections (10 s)
-  local i
-  for i in $(seq 200); do
-    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
-}
+on_exit cleanup
 
 start_backend() {  # NAME ADDR:PORT
   python3 tests/proxy/backend.py "$1" "$2" >"$T/backend-$1.log" 2>&1 &
@@ -49,6 +35,25 @@ start_backend() {  # NAME ADDR:PORT
 start_backend original 127.0.77.1:8000
 start_backend original-metrics 127.0.77.1:9000
 start_backend local 127.0.77.2:3000
+
+# Ports that are not HTTP: HTTPS (self-signed), a server-speaks-first TCP
+# protocol, UDP. They must pass through the proxy byte for byte.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=czctl-test-original" \
+  -keyout "$T/tls.key" -out "$T/tls.crt" >/dev/null 2>&1 || fail "openssl makes a test certificate"
+python3 tests/proxy/rawbackend.py https original-tls 127.0.77.1:9443 "$T/tls.crt" "$T/tls.key" >"$T/backend-tls.log" 2>&1 &
+PIDS+=($!)
+python3 tests/proxy/rawbackend.py banner original-banner 127.0.77.1:9025 >"$T/backend-banner.log" 2>&1 &
+PIDS+=($!)
+python3 tests/proxy/rawbackend.py udp original-udp 127.0.77.1:9053 >"$T/backend-udp.log" 2>&1 &
+PIDS+=($!)
+wait_port 127.0.77.1 9443; wait_port 127.0.77.1 9025
+
+# Debian's nginx has the stream module as a dynamic module (libnginx-mod-stream);
+# the official images have it built in.
+NGINX_G=""
+if "$NGINX" -V 2>&1 | grep -q -- '--with-stream=dynamic'; then
+  NGINX_G="load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
+fi
 
 N=0
 # proxy NAME RULE_JSON_FIELDS [EXTRA_JSON_FIELDS]: render with czctl, nginx -t,
@@ -63,18 +68,21 @@ proxy() {
 { $rulefields,
   "session": "test-$name", "runtime_dir": "$dir", "listen_address": "$addr",
   "ports": [ {"name": "http", "port": 80, "listen": 8080, "original": "127.0.77.1:8000", "intercept": true},
-             {"name": "metrics", "port": 9090, "listen": 8081, "original": "127.0.77.1:9000", "intercept": false} ],
+             {"name": "metrics", "port": 9090, "listen": 8081, "original": "127.0.77.1:9000", "intercept": false},
+             {"name": "https", "port": 443, "listen": 8082, "original": "127.0.77.1:9443"},
+             {"name": "smtp", "port": 25, "listen": 8083, "original": "127.0.77.1:9025", "protocol": "TCP"},
+             {"name": "dns", "port": 53, "listen": 8084, "original": "127.0.77.1:9053", "protocol": "UDP"} ],
   "tunnel_upstream": {"url": "http://127.0.77.2:3000"} ${extra:+, $extra} }
 EOF
   if ! "$CZCTL" run tests/proxy/render.lua "$dir/spec.json" >"$dir/nginx.conf" 2>"$dir/render.err"; then
     fail "renders the $name config"; sed 's/^/#   /' "$dir/render.err"; return 1
   fi
-  if "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/test.err" 2>>"$dir/test.err"; then
+  if "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/test.err" ${NGINX_G:+-g "$NGINX_G"} 2>>"$dir/test.err"; then
     ok "nginx -t accepts the $name config"
   else
     fail "nginx -t accepts the $name config"; sed 's/^/#   /' "$dir/test.err"; return 1
   fi
-  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e stderr -g 'daemon off;' >"$dir/access.log" 2>"$dir/error.log" &
+  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e stderr -g "daemon off; $NGINX_G" >"$dir/access.log" 2>"$dir/error.log" &
   PIDS+=($!)
   wait_port "$addr" 8079 && wait_port "$addr" 8080 || { fail "$name proxy starts"; cat "$dir/error.log"; return 1; }
   printf -v "ADDR_$name" '%s' "$addr"
@@ -110,6 +118,17 @@ is "$(backend_of "$A:8081" / -H 'X-C6O-INTERCEPT: yes')" original-metrics \
   "the port that is not intercepted passes through to its original even with the header"
 is "$(backend_of "$A:8081" /)" original-metrics "the pass-through port answers without the header"
 is "$(curl -sS --max-time 5 "http://$A:8079/healthz")" ok "the health endpoint answers ok on its own port"
+
+# ---------------------------------------------------------------- ports that are not HTTP
+is "$(curl -sS -k --max-time 5 "https://$A:8082/" -H 'X-C6O-INTERCEPT: yes' 2>&1)" original-tls \
+  "an HTTPS port passes through to its original (TLS not terminated by the proxy)"
+subject=$(openssl s_client -connect "$A:8082" </dev/null 2>/dev/null | openssl x509 -noout -subject 2>/dev/null)
+like "$subject" "CN ?= ?czctl-test-original" "the TLS client sees the original's own certificate"
+is "$(python3 tests/proxy/rawbackend.py banner-client "$A:8083" 'EHLO me' 2>&1 | tr '\n' '|')" \
+  "original-banner ready|original-banner:EHLO me|" \
+  "a TCP protocol where the server speaks first passes through byte for byte"
+is "$(python3 tests/proxy/rawbackend.py udp-client "$A:8084" ping 2>&1)" "original-udp:ping" \
+  "a UDP port passes datagrams through to its original and back"
 before=$(field_of requests 127.0.77.1:8000 /__stats)
 curl -sS --max-time 5 -o /dev/null "http://$A:8079/healthz"
 after=$(field_of requests 127.0.77.1:8000 /__stats)

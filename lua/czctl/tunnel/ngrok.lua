@@ -18,6 +18,18 @@ M.DEFAULT_TIMEOUT = 20
 M.NOT_INSTALLED = "ngrok is not installed: install it from https://ngrok.com/download (or use --tunnel direct)"
 M.NO_AUTHTOKEN = 'ngrok needs an authtoken: run "ngrok config add-authtoken <TOKEN>" (ERR_NGROK_4018)'
 
+-- "exited (status 1)", or for an exit code 128+N (killed by signal N, as
+-- process waits report it) "exited because it was killed (SIGKILL)".
+local SIGNAL_NAMES = { [1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [6] = "SIGABRT", [9] = "SIGKILL",
+                       [11] = "SIGSEGV", [13] = "SIGPIPE", [15] = "SIGTERM" }
+local function exit_text(code)
+  code = math.tointeger(code) or code
+  if type(code) == "number" and code > 128 and code < 128 + 65 then
+    return string.format("exited because it was killed (%s)", SIGNAL_NAMES[code - 128] or ("signal " .. (code - 128)))
+  end
+  return string.format("exited (status %s)", tostring(code))
+end
+
 local function one_line(s)
   s = tostring(s):gsub("\r", ""):gsub("\n+", " "):gsub("%s+", " ")
   return (s:match("^%s*(.-)%s*$"))
@@ -134,7 +146,7 @@ function Handle:healthy()
   if self.stopped then return nil, "stopped" end
   local code = self.process:wait(0)
   if code then
-    return nil, string.format("ngrok exited (status %d): %s", code, self.last_line())
+    return nil, string.format("ngrok %s: %s", exit_text(code), self.last_line())
   end
   if not self.web_addr then return true end
   local url = query_url(self.web_addr, self.name)
@@ -228,9 +240,9 @@ function M.start(opts)
       consume()
       if failure then return give_up(failure) end
       if handle.url then
-        return give_up(string.format("ngrok exited (status %d) right after starting: %s", code, handle.last_line()))
+        return give_up(string.format("ngrok %s right after starting: %s", exit_text(code), handle.last_line()))
       end
-      return give_up(string.format("ngrok exited (status %d): %s", code, handle.last_line()))
+      return give_up(string.format("ngrok %s: %s", exit_text(code), handle.last_line()))
     end
     local now = sys.now()
     if handle.web_addr and now >= next_api_poll then

@@ -115,14 +115,16 @@ class GarbageCollector:
         except E.ApiError:
             return False
 
-    def _strip_refs(self, r, ns, name, keep_uids):
+    def _filter_metadata_list(self, r, ns, name, field, keep):
+        """Keeps the items of metadata[field] for which keep(item) holds, dropping the
+        field when none is left (as the API server does for an empty list); True when
+        the object was written, False when it is gone or the write was refused."""
         def fn(o):
-            refs = o["metadata"].get("ownerReferences") or []
-            new = [x for x in refs if x.get("uid") in keep_uids]
-            if new:
-                o["metadata"]["ownerReferences"] = new
+            kept = [x for x in o["metadata"].get(field) or [] if keep(x)]
+            if kept:
+                o["metadata"][field] = kept
             else:
-                o["metadata"].pop("ownerReferences", None)
+                o["metadata"].pop(field, None)
             o["metadata"].pop("resourceVersion", None)
         try:
             self.store.modify(r, ns, name, fn)
@@ -130,19 +132,11 @@ class GarbageCollector:
         except E.ApiError:
             return False
 
+    def _strip_refs(self, r, ns, name, keep_uids):
+        return self._filter_metadata_list(r, ns, name, "ownerReferences", lambda ref: ref.get("uid") in keep_uids)
+
     def _remove_finalizer(self, r, ns, name, fin):
-        def fn(o):
-            f = [x for x in o["metadata"].get("finalizers") or [] if x != fin]
-            if f:
-                o["metadata"]["finalizers"] = f
-            else:
-                o["metadata"].pop("finalizers", None)
-            o["metadata"].pop("resourceVersion", None)
-        try:
-            self.store.modify(r, ns, name, fn)
-            return True
-        except E.ApiError:
-            return False
+        return self._filter_metadata_list(r, ns, name, "finalizers", lambda f: f != fin)
 
     def _finalize_namespace(self, name):
         try:

@@ -8,8 +8,24 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
 
 NGINX_BIN = "/usr/sbin/nginx"
+# Built into the official images; a dynamic module in Debian (libnginx-mod-stream).
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+_stream_dynamic = None
+
+
+def stream_is_dynamic():
+    """Whether this machine's nginx has `stream` as a dynamic module (asked once)."""
+    global _stream_dynamic
+    if _stream_dynamic is None:
+        try:
+            r = subprocess.run([NGINX_BIN, "-V"], capture_output=True, text=True, timeout=10)
+            _stream_dynamic = "--with-stream=dynamic" in r.stdout + r.stderr
+        except (OSError, subprocess.SubprocessError):
+            _stream_dynamic = False
+    return _stream_dynamic
 NGINX_IMAGES = ("library/nginx", "nginxinc/nginx-unprivileged", "nginx/nginx-unprivileged")
 ECHO_IMAGES = ("sandbox/echo",)
 
@@ -477,7 +493,8 @@ class NginxTranslator:
         else:
             port = 80
         params = [a for a in d.args[1:] if not unquote(a).startswith("ipv6only=")]
-        self.listens.add(port)
+        if "udp" not in (unquote(a) for a in params):
+            self.listens.add(port)  # the kubelet waits for these to accept TCP
         return Directive("listen", ["%s:%d" % (self.pod_ip, port)] + params)
 
     # include ---------------------------------------------------------------
@@ -525,7 +542,7 @@ class NginxTranslator:
                     if d.args:
                         self.upstreams.add(unquote(d.args[0]))
                 block = self.translate_block(d.block, sub)
-                if sub == "server" and not any(x.name == "listen" for x in block):
+                if sub == "server" and context == "http" and not any(x.name == "listen" for x in block):
                     port = 80 if self.run_as_root else 8000
                     self.listens.add(port)
                     block.insert(0, Directive("listen", ["%s:%d" % (self.pod_ip, port)]))
@@ -575,6 +592,10 @@ class NginxTranslator:
         main += self.translate_block(parse(main_conf_text), "main")
         names = {d.name for d in main}
         pre = []
+        # A top-level stream{} needs the module the official images have built in.
+        if any(d.name == "stream" and d.block is not None for d in main) and stream_is_dynamic() and not any(
+                d.name == "load_module" and d.args and "ngx_stream_module" in unquote(d.args[0]) for d in main):
+            pre.append(Directive("load_module", [quote(STREAM_MODULE)]))
         if self.run_as_root:
             pre.append(Directive("user", ["root", "root"]))
         pre.append(Directive("daemon", ["off"]))

@@ -12,6 +12,7 @@ import copy
 import json
 
 from . import errors as E
+from . import schema   # _json_kind: the kind names Go's unmarshal errors use
 
 
 class PatchError(Exception):
@@ -231,20 +232,8 @@ def _retain_keys_field(ctx):
 
 def strategic_merge(doc, patch, ctx=()):
     if not isinstance(patch, dict):
-        raise E.bad_request("json: cannot unmarshal %s into Go value of type map[string]interface {}" % _jtype(patch))
+        raise E.bad_request("json: cannot unmarshal %s into Go value of type map[string]interface {}" % schema._json_kind(patch))
     return _smp_map(doc if isinstance(doc, dict) else {}, patch, ctx)
-
-
-def _jtype(v):
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, (int, float)):
-        return "number"
-    return "object"
 
 
 def _smp_map(orig, patch, ctx):

@@ -297,32 +297,18 @@ class Handler(BaseHTTPRequestHandler):
         if req.sub == "scale":
             return self._scale(method, req)
         if req.sub in ("status", "finalize"):
-            if method == "GET":
-                return self._get(req)
-            if method == "PUT":
-                return self._update(req)
-            if method == "PATCH":
-                return self._patch(req)
+            # a subresource is read, replaced or patched by its HTTP method alone
+            # (GET ?watch=1 on it is a plain get); anything else is refused
+            handler = {"GET": self._get, "PUT": self._update, "PATCH": self._patch}.get(method)
+        elif verb == "create" and req.name:
+            handler = None   # POST to an object's own URL
+        else:
+            handler = {"watch": self._watch, "list": self._list, "get": self._get, "create": self._create,
+                       "update": self._update, "patch": self._patch, "delete": self._delete,
+                       "deletecollection": self._delete_collection}.get(verb)
+        if handler is None:
             raise E.method_not_allowed()
-        if verb == "watch":
-            return self._watch(req)
-        if verb == "list":
-            return self._list(req)
-        if verb == "get":
-            return self._get(req)
-        if verb == "create":
-            if req.name:
-                raise E.method_not_allowed()
-            return self._create(req)
-        if verb == "update":
-            return self._update(req)
-        if verb == "patch":
-            return self._patch(req)
-        if verb == "delete":
-            return self._delete(req)
-        if verb == "deletecollection":
-            return self._delete_collection(req)
-        raise E.method_not_allowed()
+        return handler(req)
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -403,11 +389,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _list(self, req):
         res = req.res
-        try:
-            lsel = selectors.parse_label_selector(self.q.get("labelSelector"))
-        except ValueError as e:
-            raise E.bad_request(str(e))
-        fsel = selectors.parse_field_selector(self.q.get("fieldSelector"), res.plural)
+        lsel, fsel = self._selectors(res)
         if self.q.get("sendInitialEvents"):
             raise self._list_options_invalid([E.forbidden_field("sendInitialEvents", "sendInitialEvents is forbidden for list")])
         limit = self.q.get("limit")
@@ -457,6 +439,15 @@ class Handler(BaseHTTPRequestHandler):
             md["continue"] = next_tok
             md["remainingItemCount"] = remaining
         self._json(200, {"kind": _list_kind(res), "apiVersion": res.api_version, "metadata": md, "items": items})
+
+    def _selectors(self, res):
+        """labelSelector and fieldSelector of the query, parsed, so that list, watch
+        and deletecollection select the same objects; raises 400 Bad Request."""
+        try:
+            lsel = selectors.parse_label_selector(self.q.get("labelSelector"))
+        except ValueError as e:
+            raise E.bad_request(str(e))
+        return lsel, selectors.parse_field_selector(self.q.get("fieldSelector"), res.plural)
 
     def _list_options_invalid(self, errs):
         msg = 'ListOptions.meta.k8s.io "" is invalid: ' + E.aggregate([str(e) for e in errs])
@@ -573,11 +564,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _delete_collection(self, req):
         res = req.res
-        try:
-            lsel = selectors.parse_label_selector(self.q.get("labelSelector"))
-        except ValueError as e:
-            raise E.bad_request(str(e))
-        fsel = selectors.parse_field_selector(self.q.get("fieldSelector"), res.plural)
+        lsel, fsel = self._selectors(res)
         prop, pre, dry = self._delete_options()
         items, rv = self.C.store.list_rv(res.plural, req.namespace, lsel, fsel)
         out = []
@@ -644,11 +631,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _watch(self, req):
         res = req.res
-        try:
-            lsel = selectors.parse_label_selector(self.q.get("labelSelector"))
-        except ValueError as e:
-            raise E.bad_request(str(e))
-        fsel = selectors.parse_field_selector(self.q.get("fieldSelector"), res.plural)
+        lsel, fsel = self._selectors(res)
         if req.name:
             fsel.reqs.append(("metadata.name", "=", req.name))
         params = {"resourceVersion": self.q.get("resourceVersion")}

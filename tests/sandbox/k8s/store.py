@@ -571,17 +571,23 @@ class Store:
             cur = self._objs[resource].get(self._key(res, namespace, name))
             if cur is None:
                 raise E.not_found(resource, res.group, name)
-            rv = obj["metadata"].get("resourceVersion")
-            if rv and rv != cur["metadata"]["resourceVersion"]:
-                raise E.conflict(resource, res.group, name)
-            uid = obj["metadata"].get("uid")
-            if uid and uid != cur["metadata"]["uid"]:
-                raise E.conflict(resource, res.group, name,
-                                 "Precondition failed: UID in precondition: %s, UID in object meta: %s"
-                                 % (cur["metadata"]["uid"], uid))
+            self._check_preconditions(resource, res, name, cur, obj)
             return self._update_locked(res, cur, obj, subresource, dry_run, warnings)
         finally:
             self._exit()
+
+    @staticmethod
+    def _check_preconditions(resource, res, name, cur, obj):
+        """A resourceVersion or uid the writer sends must match the stored object's
+        (optimistic concurrency), for PUT and for patches alike; raises 409 Conflict."""
+        rv = obj["metadata"].get("resourceVersion")
+        if rv and rv != cur["metadata"]["resourceVersion"]:
+            raise E.conflict(resource, res.group, name)
+        uid = obj["metadata"].get("uid")
+        if uid and uid != cur["metadata"]["uid"]:
+            raise E.conflict(resource, res.group, name,
+                             "Precondition failed: UID in precondition: %s, UID in object meta: %s"
+                             % (cur["metadata"]["uid"], uid))
 
     def _update_locked(self, res, cur, obj, subresource, dry_run=False, warnings=None):
         resource = res.plural
@@ -689,14 +695,7 @@ class Store:
             if new["metadata"].get("name") != name:
                 raise E.bad_request('the name of the object (%s) does not match the name on the URL (%s)'
                                     % (new["metadata"].get("name"), name))
-            rv = new["metadata"].get("resourceVersion")
-            if rv and rv != cur["metadata"]["resourceVersion"]:
-                raise E.conflict(resource, res.group, name)
-            uid = new["metadata"].get("uid")
-            if uid and uid != cur["metadata"]["uid"]:
-                raise E.conflict(resource, res.group, name,
-                                 "Precondition failed: UID in precondition: %s, UID in object meta: %s"
-                                 % (cur["metadata"]["uid"], uid))
+            self._check_preconditions(resource, res, name, cur, new)
             return self._update_locked(res, cur, new, subresource, dry_run, warnings)
         finally:
             self._exit()

@@ -2,34 +2,23 @@
 import http.client
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.parse
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SANDBOX = os.path.join(os.path.dirname(HERE), "sandbox")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+import sandboxlib  # noqa: E402  (also puts tests/lib on sys.path for `import tap`)
+
+HERE, ROOT, SANDBOX = sandboxlib.HERE, sandboxlib.ROOT, sandboxlib.SANDBOX
 
 
-class Sandbox:
+class Sandbox(sandboxlib.Sandbox):
+    """The sandbox with an admin and a restricted keep-alive client, and curl."""
+
     def __init__(self, env=None):
-        self.dir = tempfile.mkdtemp(prefix="sandbox-api-")
-        self.kubeconfig = os.path.join(self.dir, "kubeconfig")
-        self.env = env or {}
-        self.up = False
+        super().__init__(env, prefix="sandbox-api-")
 
-    def start(self):
-        # SANDBOX_OWNER_PID: the cluster stops itself if this test process dies without tearDownModule
-        r = subprocess.run([SANDBOX, "up", self.dir], capture_output=True, text=True, timeout=60,
-                           env=dict(os.environ, SANDBOX_OWNER_PID=str(os.getpid()), **self.env))
-        if r.returncode != 0:
-            raise RuntimeError("sandbox up failed: %s%s" % (r.stdout, r.stderr))
-        self.up = True
+    def connect(self):
         cfg = open(self.kubeconfig).read()
         self.server = [ln.split()[1] for ln in cfg.splitlines() if "server:" in ln][0]
         toks = [ln.split()[1] for ln in cfg.splitlines() if ln.strip().startswith("token:")]
@@ -37,27 +26,6 @@ class Sandbox:
         self.ca = os.path.join(self.dir, "ca.crt")
         self.admin = Api(self.server, self.ca, self.admin_token)
         self.restricted = Api(self.server, self.ca, self.restricted_token)
-        return self
-
-    def stop(self):
-        r = None
-        if self.up:
-            r = subprocess.run([SANDBOX, "down", self.dir], capture_output=True, text=True, timeout=60)
-            self.up = False
-            if r.returncode != 0:
-                sys.stderr.write("sandbox down failed: %s%s" % (r.stdout, r.stderr))
-        shutil.rmtree(self.dir, ignore_errors=True)
-        return r
-
-    def kubectl(self, *args, check=True, timeout=60, stdin=None, context=None, env=None):
-        base = dict(os.environ, KUBECONFIG=self.kubeconfig)
-        base.pop("KUBE_FEATURE_WatchListClient", None)   # the sandbox must work with kubectl's defaults
-        env = dict(base, **(env or {}))
-        cmd = ["kubectl"] + (["--context", context] if context else []) + list(args)
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, input=stdin)
-        if check and r.returncode != 0:
-            raise AssertionError("kubectl %s failed (%d): %s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
-        return r
 
     def curl(self, method, path, body=None, token="admin", ctype="application/json", extra=()):
         """Returns (status, parsed-or-raw body)."""
@@ -80,16 +48,6 @@ class Sandbox:
     def audit(self):
         with open(os.path.join(self.dir, "audit.jsonl")) as f:
             return [json.loads(ln) for ln in f if ln.strip()]
-
-    def wait_for(self, fn, timeout=15, what="condition"):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = fn()
-            if last:
-                return last
-            time.sleep(0.02)
-        raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
 
 
 class ApiError(Exception):

@@ -5,66 +5,34 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
-import subprocess
 import sys
-import tempfile
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SANDBOX = os.path.join(os.path.dirname(HERE), "sandbox")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+import sandboxlib  # noqa: E402  (also puts tests/lib on sys.path for `import tap`)
+
+HERE, ROOT, SANDBOX = sandboxlib.HERE, sandboxlib.ROOT, sandboxlib.SANDBOX
 
 
-class Sandbox:
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="sandbox-node-")
-        self.kubeconfig = os.path.join(self.dir, "kubeconfig")
-        self.up = False
+class Sandbox(sandboxlib.Sandbox):
+    """The sandbox with an admin client (Api) and waits on pods and Deployments."""
 
-    def start(self):
-        r = subprocess.run([SANDBOX, "up", self.dir], capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError("sandbox up failed: %s%s" % (r.stdout, r.stderr))
-        self.up = True
+    def __init__(self, env=None):
+        super().__init__(env, prefix="sandbox-node-")
+
+    def connect(self):
         self.api = Api(self.kubeconfig)
-        return self
-
-    def stop(self):
-        if self.up:
-            r = subprocess.run([SANDBOX, "down", self.dir], capture_output=True, text=True, timeout=60)
-            self.up = False
-            if r.returncode != 0:
-                sys.stderr.write("sandbox down failed: %s%s" % (r.stdout, r.stderr))
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def kubectl(self, *args, check=True, timeout=60, stdin=None):
-        env = dict(os.environ, KUBECONFIG=self.kubeconfig)
-        r = subprocess.run(["kubectl"] + list(args), capture_output=True, text=True, timeout=timeout, env=env,
-                           input=stdin)
-        if check and r.returncode != 0:
-            raise AssertionError("kubectl %s failed (%d): %s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
-        return r
 
     def apply(self, obj):
         return self.kubectl("apply", "-f", "-", stdin=json.dumps(obj))
 
-    def wait_for(self, fn, timeout=15, what="condition"):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = fn()
-            if last:
-                return last
-            time.sleep(0.02)
-        raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
-
     def pods(self, ns="default", prefix=""):
         return [p for p in self.api.get("/api/v1/namespaces/%s/pods" % ns)["items"]
                 if p["metadata"]["name"].startswith(prefix)]
+
+    def cluster_ip(self, name, ns="default"):
+        """The ClusterIP the sandbox gave a Service (its user-space proxy listens there)."""
+        return self.api.get("/api/v1/namespaces/%s/services/%s" % (ns, name))["spec"]["clusterIP"]
 
     def wait_available(self, name, ns="default", replicas=None, timeout=15):
         def ok():

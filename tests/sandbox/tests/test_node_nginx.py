@@ -63,19 +63,15 @@ def tearDownModule():
         SB.stop()
 
 
-def cluster_ip(name):
-    return SB.api.get("/api/v1/namespaces/default/services/%s" % name)["spec"]["clusterIP"]
-
-
 class NginxTest(unittest.TestCase):
     def test_configmap_config_serves_through_the_service(self):
         SB.wait_for(lambda: SB.api.get("/api/v1/namespaces/default/endpoints/proxy").get("subsets"),
                     what="proxy endpoints")
-        status, body = nl.http_get(cluster_ip("proxy"), 80, "/static")
+        status, body = nl.http_get(SB.cluster_ip("proxy"), 80, "/static")
         self.assertEqual((status, body), (200, b"static from configmap\n"))
 
     def test_proxy_pass_to_a_service_name_reaches_the_echo_pod(self):
-        status, body = nl.http_get(cluster_ip("proxy"), 80, "/through/nginx")
+        status, body = nl.http_get(SB.cluster_ip("proxy"), 80, "/through/nginx")
         self.assertEqual(status, 200, body)
         doc = json.loads(body)
         self.assertTrue(doc["pod"].startswith("echo-"), doc)
@@ -83,9 +79,9 @@ class NginxTest(unittest.TestCase):
         self.assertIn("X-Via-Nginx", doc["headers"])
 
     def test_secret_volume_items_are_materialised_at_the_mount_path(self):
-        status, body = nl.http_get(cluster_ip("proxy"), 80, "/secret/token.txt")
+        status, body = nl.http_get(SB.cluster_ip("proxy"), 80, "/secret/token.txt")
         self.assertEqual((status, body), (200, b"s3cret-value\n"))
-        status, _ = nl.http_get(cluster_ip("proxy"), 80, "/secret/other")
+        status, _ = nl.http_get(SB.cluster_ip("proxy"), 80, "/secret/other")
         self.assertEqual(status, 404)
 
     def test_nginx_listens_on_its_pod_ip_only(self):
@@ -99,12 +95,12 @@ class NginxTest(unittest.TestCase):
         self.assertNotIn("[::]", conf)
 
     def test_official_image_serves_its_default_page_on_port_80(self):
-        status, body = nl.http_get(cluster_ip("plain"), 80, "/")
+        status, body = nl.http_get(SB.cluster_ip("plain"), 80, "/")
         self.assertEqual(status, 200)
         self.assertIn(b"Welcome to nginx!", body)
 
     def test_access_log_reaches_kubectl_logs(self):
-        nl.http_get(cluster_ip("plain"), 80, "/logged-path")
+        nl.http_get(SB.cluster_ip("plain"), 80, "/logged-path")
         SB.wait_for(lambda: "/logged-path" in SB.kubectl("logs", "deployment/plain").stdout,
                     what="access log line in kubectl logs")
         out = SB.kubectl("logs", "deployment/plain").stdout

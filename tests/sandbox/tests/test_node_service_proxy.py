@@ -38,10 +38,6 @@ def tearDownModule():
         SB.stop()
 
 
-def cluster_ip(name):
-    return SB.api.get("/api/v1/namespaces/default/services/%s" % name)["spec"]["clusterIP"]
-
-
 def ask(ip, port, path="/", headers=None):
     status, body = nl.http_get(ip, port, path, headers)
     assert status == 200, (status, body)
@@ -83,7 +79,7 @@ class ServiceProxyTest(unittest.TestCase):
             self.assertEqual(a["targetRef"]["namespace"], "default")
 
     def test_echo_answers_through_the_cluster_ip_round_robin(self):
-        ip = cluster_ip("echo")
+        ip = SB.cluster_ip("echo")
         self.assertTrue(ip.startswith("127.2."), ip)
         seen = set()
         for _ in range(6):
@@ -97,7 +93,7 @@ class ServiceProxyTest(unittest.TestCase):
         self.assertEqual(seen, {p["metadata"]["name"] for p in SB.pods(prefix="blue-")})
 
     def test_selector_change_moves_new_connections_within_100ms(self):
-        ip = cluster_ip("echo")
+        ip = SB.cluster_ip("echo")
         self.assertTrue(ask(ip, 80)["pod"].startswith("blue-"))
         SB.api.merge_patch("/api/v1/namespaces/default/services/echo",
                            {"spec": {"selector": {"app": "echo", "color": "green"}}})
@@ -114,14 +110,14 @@ class ServiceProxyTest(unittest.TestCase):
             self.assertTrue(ask(ip, 80)["pod"].startswith("green-"))
 
     def test_target_port_change_takes_effect_for_new_connections(self):
-        ip = cluster_ip("echo")
+        ip = SB.cluster_ip("echo")
         self.assertEqual(ask(ip, 80)["port"], 8080)
         SB.api.merge_patch("/api/v1/namespaces/default/services/echo",
                            {"spec": {"ports": [{"name": "web", "port": 80, "targetPort": "alt"}]}})
         SB.wait_for(lambda: ask(ip, 80)["port"] == 9090, timeout=2, what="port 9090 answering")
 
     def test_body_of_any_size_is_read_and_hashed(self):
-        ip = cluster_ip("echo")
+        ip = SB.cluster_ip("echo")
         body = os.urandom(3 * 1024 * 1024 + 7)
         s = socket.create_connection((ip, 80), timeout=5)
         s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
@@ -141,7 +137,7 @@ class ServiceProxyTest(unittest.TestCase):
 
     def test_keep_alive_connection_serves_several_requests(self):
         import http.client
-        conn = http.client.HTTPConnection(cluster_ip("echo"), 80, timeout=3)
+        conn = http.client.HTTPConnection(SB.cluster_ip("echo"), 80, timeout=3)
         pods = set()
         for i in range(3):
             conn.request("GET", "/k%d" % i)
@@ -153,7 +149,7 @@ class ServiceProxyTest(unittest.TestCase):
         self.assertEqual(len(pods), 1, "one TCP connection stays on one pod")
 
     def test_websocket_round_trip_through_the_cluster_ip(self):
-        s = socket.create_connection((cluster_ip("echo"), 80), timeout=5)
+        s = socket.create_connection((SB.cluster_ip("echo"), 80), timeout=5)
         key = base64.b64encode(os.urandom(16)).decode()
         s.sendall(("GET /ws HTTP/1.1\r\nHost: echo\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode())
@@ -191,7 +187,7 @@ class ServiceProxyTest(unittest.TestCase):
         SB.api.merge_patch("/api/v1/namespaces/default/services/echo",
                            {"spec": {"selector": {"app": "nothing-matches"}}})
         SB.wait_for(lambda: ready_endpoints("echo") == [], timeout=2, what="empty endpoints")
-        ip = cluster_ip("echo")
+        ip = SB.cluster_ip("echo")
         s = None
         try:
             with self.assertRaises((ConnectionResetError, BrokenPipeError)):
@@ -232,7 +228,7 @@ class ServiceProxyTest(unittest.TestCase):
             SB.apply({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "manual"},
                       "subsets": [{"addresses": [{"ip": "127.1.254.77"}], "ports": [{"port": port}]},
                                   ]})
-            ip = cluster_ip("manual")
+            ip = SB.cluster_ip("manual")
 
             def exchange(payload):
                 s = socket.create_connection((ip, 7000), timeout=10)
@@ -268,7 +264,7 @@ class ServiceProxyTest(unittest.TestCase):
     def test_deleted_service_stops_listening(self):
         SB.apply(nl.service("temp", {"app": "echo", "color": "blue"}, [{"port": 81, "targetPort": 8080}]))
         SB.wait_for(lambda: len(ready_endpoints("temp")) == 2, what="temp endpoints")
-        ip = cluster_ip("temp")
+        ip = SB.cluster_ip("temp")
         self.assertTrue(ask(ip, 81)["pod"].startswith("blue-"))
         SB.kubectl("delete", "service", "temp")
 

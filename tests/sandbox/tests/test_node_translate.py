@@ -119,6 +119,29 @@ class TranslateTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("test is successful", r.stderr)
 
+    def test_stream_block_loads_the_module_and_listens_on_the_pod_ip(self):
+        conf = ("events {} http { server { listen 8080; } }\n"
+                "stream { server { listen 8081 reuseport; proxy_pass web:443; }\n"
+                "         server { listen 0.0.0.0:8082 udp reuseport; proxy_pass 127.2.0.9:53; } }")
+        out, t = self.tr(conf)
+        if images.stream_is_dynamic():
+            self.assertTrue(out.startswith("load_module %s;\n" % images.STREAM_MODULE), out)
+        else:
+            self.assertNotIn("load_module", out)
+        self.assertIn("listen %s:8081 reuseport;" % POD_IP, out)
+        self.assertIn("listen %s:8082 udp reuseport;" % POD_IP, out)
+        self.assertIn("proxy_pass 127.2.0.9:443;", out)
+        self.assertEqual(t.listens, {8080, 8081}, "UDP listens are not waited for as TCP")
+        path = os.path.join(self.root, "t.conf")
+        open(path, "w").write(out)
+        r = subprocess.run([images.NGINX_BIN, "-t", "-p", self.root + "/etc/nginx/", "-e", "stderr", "-c", path],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out2, _ = self.tr("load_module modules/ngx_stream_module.so;\nevents {}\nstream { server { listen 81; proxy_pass 127.2.0.9:1; } }")
+        self.assertEqual(out2.count("ngx_stream_module"), 1, out2)
+        out3, _ = self.tr("events {} http { server { listen 80; } }")
+        self.assertNotIn("load_module", out3, "no stream block, no module")
+
     def test_nginx_command_and_args(self):
         self.assertEqual(images.nginx_command(None, None), ("/etc/nginx/nginx.conf", "daemon off;\n"))
         self.assertEqual(images.nginx_command(["nginx"], ["-c", "/cfg/n.conf", "-g", "daemon off;"]),
