@@ -339,6 +339,7 @@ local function start(ctx, opts)
   facts.curl = curl_example(facts, rule)
 
   if not opts.wait then
+    signal.check() -- last chance to roll back: after discard the session stays
     ctx.undo:discard() -- the session now lives in the cluster and in the keeper
     out:result(facts, render_result)
     return 0

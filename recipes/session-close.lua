@@ -131,10 +131,21 @@ SESSION is gone, --forget discards its local record only.]],
                                   local_session = mine, client = client, stale = not session.held(mine) }
       end
     end
-    local function by_id(found)
-      local t = {}
-      for _, s in ipairs(found or {}) do t[s.id] = s end
-      return t
+    -- Where a local session is in the cluster: its Service carrying the
+    -- session (one GET, which the restore then reuses), else any object
+    -- labelled with it (3 LISTs in its namespace), else nil. Raises err.
+    local function locate(mine, client)
+      if mine.service then
+        local svc, gerr = client:get("Service", mine.service, { namespace = mine.namespace })
+        if not svc and not kube.not_found(gerr) then return nil, gerr end
+        local record = svc and intercept.record(svc)
+        if record and record.session == mine.id then
+          return { namespace = mine.namespace, service = mine.service, service_object = svc }
+        end
+      end
+      local found, err = session.discover(client, { namespace = mine.namespace, id = mine.id })
+      if not found then return nil, err end
+      return found[1] or false
     end
     local function forget_hint(mine)
       return string.format("if that cluster is gone, discard the local record with: czctl session close %s --forget",
@@ -162,15 +173,15 @@ SESSION is gone, --forget discards its local record only.]],
       end
       local ns = f.namespace or (mine and mine.namespace)
       if mine and (f.namespace == nil or f.namespace == mine.namespace) then
-        local found, err = session.discover(client, { namespace = mine.namespace, id = id })
-        if not found then
+        local where, err = locate(mine, client)
+        if where == nil then
           signal.check()
           if type(err) == "table" and err.reason == "Transport" then
             fail(string.format("session %s: %s; %s", id, tostring(err), forget_hint(mine)))
           end
           fail(err)
         end
-        add_local(mine, client, found[1])
+        add_local(mine, client, where or nil)
       else
         out:step("Find session " .. id, function()
           add_cluster_sessions(client, { namespace = ns, all_namespaces = ns == nil, id = id }, mine)
@@ -197,13 +208,13 @@ SESSION is gone, --forget discards its local record only.]],
           if not known then add_local(mine, client, nil) end
         end
       else
-        local found
         out:step("Find the sessions of this machine", function()
-          local list, err = session.discover(client, { namespace = f.namespace, all_namespaces = f.namespace == nil })
-          if not list then fail(err) end
-          found = by_id(list)
+          for _, mine in ipairs(locals) do
+            local where, err = locate(mine, client)
+            if where == nil then fail(err) end
+            add_local(mine, client, where or nil)
+          end
         end)
-        for _, mine in ipairs(locals) do add_local(mine, client, found[mine.id]) end
       end
     end
 

@@ -223,7 +223,7 @@ end
 ---@param svc table
 ---@param intercepted integer index of the intercepted port
 ---@param original_ip string ClusterIP of the copy Service (the route to the original)
----@return table[] ports {name, port, listen, original, intercept} (proxy.render's ports)
+---@return table[] ports {name, port, listen, original, intercept, protocol} (proxy.render's ports)
 function M.proxy_ports(svc, intercepted, original_ip)
   local ports = {}
   for i, p in ipairs(svc.spec.ports) do
