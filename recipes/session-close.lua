@@ -133,7 +133,8 @@ SESSION is gone, --forget discards its local record only.]],
     end
     -- Where a local session is in the cluster: its Service carrying the
     -- session (one GET, which the restore then reuses), else any object
-    -- labelled with it (3 LISTs in its namespace), else nil. Raises err.
+    -- labelled with it (3 LISTs in its namespace), else false; nil, err
+    -- when the cluster could not be asked.
     local function locate(mine, client)
       if mine.service then
         local svc, gerr = client:get("Service", mine.service, { namespace = mine.namespace })
