@@ -10,13 +10,7 @@
 source "$(dirname "$0")/lib/common.sh"
 export PATH="$E2E_ROOT/tests/fake-ngrok:$PATH"
 
-sandbox_up
-deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
-snapshot "$WORK/before.json"
-svc_before=$(service_in "$WORK/before.json" demo)
-PORT=$(local_server laptop)
-NS=/api/v1/namespaces/default
-APPS=/apis/apps/v1/namespaces/default
+demo_cluster
 
 # crash_at NAME METHOD PATH_REGEX [QUERY] -- MODE
 # Stall METHOD PATH (the request after the kill point), start an intercept

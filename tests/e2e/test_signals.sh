@@ -5,13 +5,7 @@
 source "$(dirname "$0")/lib/common.sh"
 export PATH="$E2E_ROOT/tests/fake-ngrok:$PATH"
 
-sandbox_up
-deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
-snapshot "$WORK/before.json"
-svc_before=$(service_in "$WORK/before.json" demo)
-PORT=$(local_server laptop)
-NS=/api/v1/namespaces/default
-APPS=/apis/apps/v1/namespaces/default
+demo_cluster
 
 # interrupt_at NAME SIGNAL CODE TUNNEL METHOD PATH [QUERY]
 interrupt_at() {

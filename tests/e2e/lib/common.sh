@@ -46,6 +46,19 @@ sandbox_up() {
   fi
 }
 
+# demo_cluster: the starting point of the fault-injection tests: a sandbox
+# with the demo app, a snapshot of it ($WORK/before.json, the demo Service in
+# $svc_before), a local server on $PORT, and the API paths $NS and $APPS.
+demo_cluster() {
+  sandbox_up
+  deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
+  snapshot "$WORK/before.json"
+  svc_before=$(service_in "$WORK/before.json" demo)
+  PORT=$(local_server laptop)
+  NS=/api/v1/namespaces/default
+  APPS=/apis/apps/v1/namespaces/default
+}
+
 # deploy FILE DEPLOYMENT...: apply a manifest and wait for its deployments.
 deploy() {
   local file=$1; shift
