@@ -8,6 +8,10 @@
 -- --wait, at all (even by SIGKILL); the intercepted Service no longer
 -- carries this session (closed from another machine); or SIGTERM. A tunnel
 -- that dies is reported in .tunnel.json and the log.
+--
+-- It lives as long as the session, so it stays small: it never loads the
+-- Kubernetes client or libcurl itself. The cluster is asked every 15 s by a
+-- short-lived child (`czctl session keep ID --check`).
 local session = require "czctl.session"
 local intercept = require "czctl.intercept"
 local signal = require "czctl.signal"
@@ -15,6 +19,20 @@ local process = require "czctl.process"
 local sys = require "czctl.core.sys"
 
 local CLUSTER_CHECK_INTERVAL = 15
+local CHECK_TIMEOUT = 60
+local CLOSED_ELSEWHERE = 3
+
+--- `--check`: whether the intercepted Service still carries session `s`.
+--- Exit 0 yes, CLOSED_ELSEWHERE no, 1 when the cluster cannot tell.
+local function still_held(s)
+  local kube = require "czctl.kube"
+  local client = kube.connect{ kubeconfig = s.kubeconfig, context = s.context }
+  if not client then return 1 end
+  local svc, err = client:get("Service", s.service, { namespace = s.namespace })
+  if not svc then return kube.not_found(err) and CLOSED_ELSEWHERE or 1 end
+  local record = intercept.record(svc)
+  return (record and record.session == s.id) and 0 or CLOSED_ELSEWHERE
+end
 
 local function log(fmt, ...)
   io.stdout:write(os.date("!%Y-%m-%dT%H:%M:%SZ "), string.format(fmt, ...), "\n")
@@ -26,11 +44,15 @@ return {
   hidden = true,
   usage = "SESSION",
   args = { { name = "session", help = "session id", required = true } },
-  flags = {},
+  flags = {
+    { name = "check", type = "boolean",
+      help = "only check the cluster: exit 0 if the Service still carries the session, 3 if not" },
+  },
   run = function(ctx)
     local id = ctx.args.session
     local s = session.load(id)
     if not s then error("no local session " .. id, 0) end
+    if ctx.flags.check then return still_held(s) end
     local provider, perr = session.tunnel_provider(s.tunnel.provider)
     if not provider then
       session.write_tunnel_status(id, { status = "failed", error = perr })
@@ -49,7 +71,6 @@ return {
     session.write_tunnel_status(id, facts)
     log("tunnel up: %s -> localhost:%d", tostring(handle.url), s.local_port)
 
-    local client
     local next_cluster_check = sys.now() + CLUSTER_CHECK_INTERVAL
     local reason, closed_elsewhere
     while true do
@@ -64,7 +85,9 @@ return {
         break
       end
       if handle.pid then
-        local ok, why = handle:healthy()
+        -- Only whether the agent runs: a request to its API would load
+        -- libcurl and its TLS libraries into this long-lived process.
+        local ok, why = (handle.alive or handle.healthy)(handle)
         if not ok then
           facts.status, facts.error = "dead", tostring(why or "the tunnel stopped")
           session.write_tunnel_status(id, facts)
@@ -74,18 +97,16 @@ return {
       end
       if current.state == "active" and sys.now() >= next_cluster_check then
         next_cluster_check = sys.now() + CLUSTER_CHECK_INTERVAL
-        if not client then
-          client = require("czctl.kube").connect{ kubeconfig = current.kubeconfig, context = current.context }
-        end
-        if client then
-          local svc, gerr = client:get("Service", current.service, { namespace = current.namespace })
-          local record = svc and intercept.record(svc)
-          if (svc and (not record or record.session ~= id))
-             or (not svc and require("czctl.kube").not_found(gerr)) then
-            reason = "the Service no longer carries this session (closed elsewhere)"
-            closed_elsewhere = true
-            break
-          end
+        -- Asked in a short-lived child: the Kubernetes client (libcurl, TLS)
+        -- would otherwise stay loaded here for the whole session.
+        local check = process.spawn({ sys.exe(), "session", "keep", id, "--check" },
+                                    { stdin = "null", stdout = "null", stderr = "null" })
+        local code = check and check:wait(CHECK_TIMEOUT)
+        if check then check:close() end
+        if code == CLOSED_ELSEWHERE then
+          reason = "the Service no longer carries this session (closed elsewhere)"
+          closed_elsewhere = true
+          break
         end
       end
     end

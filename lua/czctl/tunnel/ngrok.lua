@@ -141,13 +141,21 @@ function Handle:stop()
   return true
 end
 
---- The agent is alive and its API still lists the tunnel.
-function Handle:healthy()
+--- The agent process is still running (cheap: no request, so a caller
+--- that only needs this never loads libcurl).
+function Handle:alive()
   if self.stopped then return nil, "stopped" end
   local code = self.process:wait(0)
   if code then
     return nil, string.format("ngrok %s: %s", exit_text(code), self.last_line())
   end
+  return true
+end
+
+--- The agent is alive and its API still lists the tunnel.
+function Handle:healthy()
+  local alive, why = self:alive()
+  if not alive then return nil, why end
   if not self.web_addr then return true end
   local url = query_url(self.web_addr, self.name)
   if url == self.url then return true end
