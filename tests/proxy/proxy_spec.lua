@@ -176,12 +176,13 @@ describe("proxy.render: the server blocks", function()
     { "temp paths in /tmp", "client_body_temp_path /tmp/client_temp;" },
     { "logs errors to stderr", "error_log stderr" },
     { "logs requests to stdout with route and upstream", "route=$czctl_route upstream=$upstream_addr" },
+    { "logs only intercepted requests", "access_log /dev/stdout czctl buffer=64k flush=1s if=$czctl_log_request;" },
+    { "marks intercepted requests for the log", "map $czctl_route $czctl_log_request {\n        default   \"\";\n        intercept 1;" },
     { "scales workers", "worker_processes auto;" },
     { "sizes events", "worker_connections 4096;" },
     { "keeps the original Host", "proxy_set_header Host              $czctl_host;" },
     { "adds X-Forwarded-For", "X-Forwarded-For   $proxy_add_x_forwarded_for;" },
     { "adds X-Forwarded-Proto", "X-Forwarded-Proto $czctl_forwarded_proto;" },
-    { "adds X-Forwarded-Host", "X-Forwarded-Host  $czctl_host;" },
     { "speaks HTTP/1.1 upstream", "proxy_http_version 1.1;" },
     { "keeps upstream connections", "keepalive 64;" },
     { "passes Upgrade", "proxy_set_header Upgrade           $http_upgrade;" },
@@ -323,8 +324,9 @@ describe("proxy.render: an HTTPS tunnel (ngrok)", function()
     assert.truthy(has(conf, 'map $czctl_route_rule $czctl_upstream_host {\n        default   $czctl_host;\n        intercept "ab12.ngrok-free.app";'), conf)
     assert.truthy(has(conf, "            proxy_set_header Host              $czctl_upstream_host;"))
   end)
-  it("keeps the original Host in X-Forwarded-Host", function()
-    assert.truthy(has(conf, "X-Forwarded-Host  $czctl_host;"))
+  it("keeps the original Host in X-Forwarded-Host, on the intercept route only", function()
+    assert.truthy(has(conf, "X-Forwarded-Host  $czctl_forwarded_host;"))
+    assert.truthy(has(conf, 'map $czctl_route_rule $czctl_forwarded_host {\n        default   "";\n        intercept $czctl_host;'), conf)
   end)
   it("adds ngrok-skip-browser-warning into the tunnel only", function()
     assert.truthy(has(conf, "proxy_set_header ngrok-skip-browser-warning $czctl_extra_header_1;"))

@@ -142,8 +142,11 @@ for r in local original; do
   like "$(field_of headers.x-forwarded-for "$A:8080" / -H 'X-Forwarded-For: 203.0.113.9' "${hdr[@]}")" \
     '^203\.0\.113\.9, 127\.0\.0\.1$' "the $r route appends the client to X-Forwarded-For"
   is "$(field_of headers.x-forwarded-proto "$A:8080" / "${hdr[@]}")" http "the $r route sets X-Forwarded-Proto"
-  is "$(field_of headers.x-forwarded-host "$A:8080" / -H 'Host: shop.example.com' "${hdr[@]}")" shop.example.com \
-    "the $r route sets X-Forwarded-Host"
+  # the Host itself is kept, so no X-Forwarded-Host is added (a client's passes through)
+  is "$(field_of headers.x-forwarded-host "$A:8080" / -H 'Host: shop.example.com' "${hdr[@]}")" "" \
+    "the $r route keeps the Host, so adds no X-Forwarded-Host"
+  is "$(field_of headers.x-forwarded-host "$A:8080" / -H 'X-Forwarded-Host: edge.example.com' "${hdr[@]}")" \
+    edge.example.com "the $r route passes a client's X-Forwarded-Host through"
   is "$(field_of headers.connection "$A:8080" / "${hdr[@]}")" "" \
     "the $r route sends no Connection: close upstream (keep-alive)"
 done
@@ -191,7 +194,10 @@ done
 grep -q 'route=intercept upstream=127.0.77.2:3000' "$T/default/access.log" 2>/dev/null ||
   sleep 1.2   # the access log is flushed every second
 like "$(grep -c 'route=intercept upstream=127.0.77.2:3000' "$T/default/access.log")" '^[1-9]' \
-  "the access log names the route and the upstream of each request"
+  "the access log names the route and the upstream of each intercepted request"
+# (HTTP lines carry the request; the pass-through ports' connection lines do not)
+is "$(grep -cE '"(GET|POST) [^"]*" [0-9]+ [0-9]+ route=original' "$T/default/access.log")" 0 \
+  "the access log leaves out the original route's requests"
 
 # ---------------------------------------------------------------- custom -x header
 proxy custom '"flags": {"header": "X-Dev-User:  alice "}'
