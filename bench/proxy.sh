@@ -86,10 +86,27 @@ EOF
 app app 127.0.79.1 8000
 app localapp 127.0.79.2 3000
 
-# ---- b: the minimal hand-written keep-alive reverse proxy
+# ---- c/d/e: the rendered czctl proxy (as shipped), and without keep-alive
+render() {  # NAME ADDR EXTRA_JSON
+  mkdir -p "$T/$1"
+  cat >"$T/$1/spec.json" <<EOF
+{ "flags": {}, "session": "bench", "runtime_dir": "$T/$1", "listen_address": "$2", "health_port": 8079,
+  "ports": [ {"name": "http", "port": 80, "listen": 8080, "original": "127.0.79.1:8000", "intercept": true} ],
+  "tunnel_upstream": {"url": "http://127.0.79.2:3000"} $3 }
+EOF
+  "$CZCTL" run tests/proxy/render.lua "$T/$1/spec.json" >"$T/$1/nginx.conf" || exit 1
+  run_nginx "$T/$1"
+}
+render czctl 127.0.79.12 ""
+render nokeep 127.0.79.13 ', "upstream_keepalive": 0'
+# ---- b: the minimal hand-written keep-alive reverse proxy. It runs as many
+# worker processes as the czctl config does, so the two differ only in what
+# the comparison is about: routing, headers and logging.
+WORKERS=$(awk '$1 == "worker_processes" { sub(/;$/, "", $2); print $2; exit }' "$T/czctl/nginx.conf")
+[ -n "$WORKERS" ] || { echo "bench/proxy.sh: no worker_processes in the rendered config" >&2; exit 1; }
 mkdir -p "$T/minimal"
 cat >"$T/minimal/nginx.conf" <<EOF
-worker_processes auto;
+worker_processes $WORKERS;
 pid $T/minimal/nginx.pid;
 error_log stderr warn;
 events { worker_connections 4096; }
@@ -114,19 +131,6 @@ http {
 EOF
 run_nginx "$T/minimal"
 
-# ---- c/d/e: the rendered czctl proxy (as shipped), and without keep-alive
-render() {  # NAME ADDR EXTRA_JSON
-  mkdir -p "$T/$1"
-  cat >"$T/$1/spec.json" <<EOF
-{ "flags": {}, "session": "bench", "runtime_dir": "$T/$1", "listen_address": "$2", "health_port": 8079,
-  "ports": [ {"name": "http", "port": 80, "listen": 8080, "original": "127.0.79.1:8000", "intercept": true} ],
-  "tunnel_upstream": {"url": "http://127.0.79.2:3000"} $3 }
-EOF
-  "$CZCTL" run tests/proxy/render.lua "$T/$1/spec.json" >"$T/$1/nginx.conf" || exit 1
-  run_nginx "$T/$1"
-}
-render czctl 127.0.79.12 ""
-render nokeep 127.0.79.13 ', "upstream_keepalive": 0'
 for a in 127.0.79.1:8000 127.0.79.2:3000 127.0.79.11:8080 127.0.79.12:8080 127.0.79.13:8080; do
   wait_port "${a%:*}" "${a#*:}" || { echo "bench/proxy.sh: nothing listens on $a" >&2; exit 1; }
 done
@@ -224,7 +228,7 @@ section=$(mktemp)
   echo "Command: \`bench/proxy.sh $ROUNDS\` (BENCH_SECONDS=$SECS): $ROUNDS interleaved rounds, medians."
   echo "Machine: $(nproc) CPUs, $(uname -r), $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')."
   echo "Everything is a local nginx process on 127.0.79.0/24 (the app: nginx returning a"
-  echo "14-byte body, 1 worker; the proxies: \`worker_processes auto\`). The sandbox pod path is"
+  echo "14-byte body, 1 worker; every proxy: \`worker_processes $WORKERS\`, as czctl renders it). The sandbox pod path is"
   echo "not used: it adds the sandbox's Python ClusterIP forwarder, which is not what we measure."
   echo "wrk shares the 2 CPUs with the proxy and the app, so absolute numbers are low; the ratios"
   echo "are what matter."

@@ -11,10 +11,12 @@
 --     match exactly;
 --   * `any` / `every` / `not` are maps over the concatenation of their
 --     children's variables ("$a$b" matched by ~1 / ~^11$ / ~1 negated);
---   * the intercepted server's `location /` sends matching requests into the
---     tunnel with `if ($czctl_route_rule = intercept) { proxy_pass ...; }`
---     (fixed targets, no rewrite); headers that differ by route come from maps,
---     because proxy_set_header is not allowed inside `if`.
+--   * the intercepted server's `location /` hands a matching request to the
+--     named location @czctl_tunnel (`if ($czctl_rule_N) { return 418; }` with
+--     `error_page 418 = @czctl_tunnel`: method, headers and unread body are
+--     kept) and proxies every other request to the original. The tunnel
+--     location has its own headers, TLS settings and access log, so the
+--     original route pays for no map but the rule's own.
 local M = {}
 
 M.DEFAULT_HEADER = "X-C6O-INTERCEPT:yes"
@@ -462,7 +464,10 @@ function M.render(opts)
   end
   add("")
   add("# Runs as a non-root user: no `user` directive, pid and temp files in %s.", runtime_dir)
-  add("worker_processes auto;")
+  add("# One worker: the pod is limited to half a CPU, which one worker can use")
+  add("# alone, and `auto` would start one per CPU of the node (each holding its")
+  add("# connection tables), enough on a large node to pass the memory limit.")
+  add("worker_processes 1;")
   add("pid %s/nginx.pid;", runtime_dir)
   add("error_log stderr notice;")
   add("")
@@ -477,22 +482,15 @@ function M.render(opts)
   add("    uwsgi_temp_path       %s/uwsgi_temp;", runtime_dir)
   add("    scgi_temp_path        %s/scgi_temp;", runtime_dir)
   add("")
-  add("    # One line per intercepted request on stdout (kubectl logs): the route,")
-  add("    # the upstream address and the times. The original route's traffic is")
-  add("    # the app's own and not logged: formatting a line costs every request")
-  add("    # (about 3% of the proxy's throughput). Buffered, flushed every second.")
+  add("    # One line per intercepted request on stdout (kubectl logs), written by")
+  add("    # the tunnel location: the upstream address and the times. The original")
+  add("    # route's traffic is the app's own and not logged (a log line costs every")
+  add("    # request a few percent of the proxy's throughput). Buffered, flushed")
+  add("    # every second.")
   add("    log_format czctl '$remote_addr [$time_iso8601] \"$request\" $status $body_bytes_sent '")
-  add("                     'route=$czctl_route upstream=$upstream_addr '")
+  add("                     'route=intercept upstream=$upstream_addr '")
   add("                     'request_time=$request_time upstream_time=$upstream_response_time';")
-  if opts.access_log == false then
-    add("    access_log off;")
-  else
-    add("    map $czctl_route $czctl_log_request {")
-    add("        default   \"\";")
-    add("        intercept 1;")
-    add("    }")
-    add("    access_log /dev/stdout czctl buffer=64k flush=1s if=$czctl_log_request;")
-  end
+  add("    access_log off;")
   add("    server_tokens off;")
   add("    tcp_nodelay on;")
   add("    keepalive_timeout 75s;")
@@ -515,11 +513,6 @@ function M.render(opts)
   add("        default upgrade;")
   add("        \"\"      \"\";")
   add("    }")
-  add("    # The original Host; HTTP/1.0 clients without one get the server name.")
-  add("    map $http_host $czctl_host {")
-  add("        default $http_host;")
-  add("        \"\"      $host;")
-  add("    }")
   add("    # Keep an X-Forwarded-Proto set by a load balancer in front of the Service.")
   add("    map $http_x_forwarded_proto $czctl_forwarded_proto {")
   add("        default $http_x_forwarded_proto;")
@@ -529,44 +522,36 @@ function M.render(opts)
 
   local intercepted = {}
   for _, p in ipairs(ports) do if p.intercept then intercepted[#intercepted + 1] = p end end
+  local route_all = expr == "1"
 
-  if any_intercept then
+  if any_intercept and not route_all then
     add("    # ---- Routing rule: each map yields \"1\" when its part of the rule matches.")
     add("    # String keys in `map` ignore case, so values are matched with anchored,")
     add("    # escaped regular expressions (~^...$), which are case-sensitive.")
     for _, m in ipairs(maps) do
       for line in (m .. "\n"):gmatch("(.-)\n") do add("    %s", line) end
     end
-    add("    # Route of a request on an intercepted port.")
-    add("    map %s $czctl_route_rule {", expr:find("^%$") and expr or M.nginx_quote(expr))
-    add("        default original;")
-    add("        1       intercept;")
-    add("    }")
-    add("    # Route for the access log: pass-through ports always use the original.")
-    add("    map $server_port $czctl_route {")
-    add("        default original;")
-    for _, p in ipairs(intercepted) do add("        %-7d $czctl_route_rule;", p.listen) end
-    add("    }")
     add("")
-  else
-    add("    map $server_port $czctl_route {")
-    add("        default original;")
-    add("    }")
   end
 
   -- Upstream groups.
-  add("    # ---- Upstreams. `keepalive` keeps idle connections open per worker so")
+  add("    # ---- Upstreams. `keepalive` keeps idle connections open in the worker so")
   add("    # requests do not pay a TCP (or TLS) handshake each.")
-  for _, p in ipairs(intercepted) do
-    add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
-    add("    upstream czctl_original_%s {", p.id)
-    add("        server %s;", p.original)
+  local function keepalive_lines()
     if keepalive > 0 then
       add("        keepalive %d;", keepalive)
       add("        keepalive_requests 10000;")
       add("        keepalive_timeout 60s;")
     end
-    add("    }")
+  end
+  if not route_all then
+    for _, p in ipairs(intercepted) do
+      add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
+      add("    upstream czctl_original_%s {", p.id)
+      add("        server %s;", p.original)
+      keepalive_lines()
+      add("    }")
+    end
   end
   local tunnel_target, tunnel_host_header, ssl_name
   if any_intercept then
@@ -604,94 +589,98 @@ function M.render(opts)
       end
       add("    upstream czctl_tunnel {")
       add("        server %s;", hostport)
-      if keepalive > 0 then
-        add("        keepalive %d;", keepalive)
-        add("        keepalive_requests 10000;")
-        add("        keepalive_timeout 60s;")
-      end
+      keepalive_lines()
       add("    }")
       tunnel_target = tunnel.scheme .. "://czctl_tunnel"
     end
   end
   add("")
 
-  -- Headers that differ by route. proxy_set_header is not allowed inside
-  -- `if`, so the route picks their values through maps.
   local extra = {}
-  if any_intercept then
-    for k, v in pairs(up.extra_headers or {}) do extra[#extra + 1] = { k, v } end
-    table.sort(extra, function(a, b) return a[1] < b[1] end)
-    if tunnel_host_header then
-      add("    # Host sent upstream: the original, except into the tunnel, which routes")
-      add("    # by Host and gets its own (the original travels in X-Forwarded-Host).")
-      add("    map $czctl_route_rule $czctl_upstream_host {")
-      add("        default   $czctl_host;")
-      add("        intercept %s;", M.nginx_quote(tunnel_host_header))
-      add("    }")
-      add("    # (an empty value sends no header: the original route keeps its Host)")
-      add("    map $czctl_route_rule $czctl_forwarded_host {")
-      add("        default   \"\";")
-      add("        intercept $czctl_host;")
-      add("    }")
-    end
-    for i, h in ipairs(extra) do
-      add("    # %s: sent into the tunnel only.", h[1])
-      add("    map $czctl_route_rule $czctl_extra_header_%d {", i)
-      add("        default   \"\";")
-      add("        intercept %s;", M.nginx_quote(h[2]))
-      add("    }")
-    end
-    add("")
-  end
+  for k, v in pairs(any_intercept and up.extra_headers or {}) do extra[#extra + 1] = { k, v } end
+  table.sort(extra, function(a, b) return a[1] < b[1] end)
 
-  local function common_headers(indent, host_var)
-    add("%sproxy_set_header Host              %s;", indent, host_var)
+  -- The request headers both routes send. proxy_set_header replaces the whole
+  -- inherited list, so a location that changes one header restates them all.
+  local function request_headers(indent, host)
+    add("%sproxy_set_header Host              %s;", indent, host)
     add("%sproxy_set_header X-Forwarded-For   $proxy_add_x_forwarded_for;", indent)
     add("%sproxy_set_header X-Forwarded-Proto $czctl_forwarded_proto;", indent)
-    if tunnel_host_header then
-      -- only where the Host is replaced: every header costs each request
-      add("%sproxy_set_header X-Forwarded-Host  $czctl_forwarded_host;", indent)
-    end
     add("%sproxy_set_header Upgrade           $http_upgrade;", indent)
     add("%sproxy_set_header Connection        $czctl_connection;", indent)
   end
 
+  -- The body of the location that sends a request into the tunnel.
+  local function tunnel_location(indent)
+    if opts.access_log ~= false then
+      add("%saccess_log /dev/stdout czctl buffer=64k flush=1s;", indent)
+    end
+    if tunnel_host_header or #extra > 0 then
+      if tunnel_host_header then
+        add("%s# The tunnel routes by Host and gets its own; the original Host travels", indent)
+        add("%s# in X-Forwarded-Host.", indent)
+      else
+        add("%s# The headers of both routes, and those only the tunnel gets.", indent)
+      end
+      request_headers(indent, tunnel_host_header and M.nginx_quote(tunnel_host_header) or "$http_host")
+      if tunnel_host_header then add("%sproxy_set_header X-Forwarded-Host  $http_host;", indent) end
+      for _, h in ipairs(extra) do
+        add("%sproxy_set_header %-17s %s;", indent, h[1], M.nginx_quote(h[2]))
+      end
+    end
+    if ssl_name then
+      add("%s# TLS to the tunnel: SNI and certificate name are the tunnel's host.", indent)
+      add("%sproxy_ssl_server_name on;", indent)
+      add("%sproxy_ssl_name %s;", indent, ssl_name)
+    end
+    if route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
+    add("%sproxy_pass %s;", indent, tunnel_target)
+  end
+
   -- Only intercepted ports are HTTP servers; the others are in `stream {}` below.
   for _, p in ipairs(intercepted) do
-    add("    # Port %s (Service port %s): intercepted. Requests matching the rule go", p.name, tostring(p.port or "?"))
-    add("    # to the tunnel, all others to the original.")
+    add("    # Port %s (Service port %s): intercepted. %s", p.name, tostring(p.port or "?"),
+      route_all and "Every request goes to the tunnel."
+                or "Requests matching the rule go\n    # to the tunnel, all others to the original.")
     add("    server {")
     add("        listen %s reuseport;", listen(p.listen))
     if uses_underscore_header(rule) then
       add("        # The rule names a header with '_', which NGINX drops unless told not to.")
       add("        underscores_in_headers on;")
     end
-    add("        location / {")
-    do
-      common_headers("            ", tunnel_host_header and "$czctl_upstream_host" or "$czctl_host")
-      for i, h in ipairs(extra) do
-        add("            proxy_set_header %-17s $czctl_extra_header_%d;", h[1], i)
-      end
-      if ssl_name then
-        add("            # TLS to the tunnel: SNI and certificate name are the tunnel's host.")
-        add("            proxy_ssl_server_name on;")
-        add("            proxy_ssl_name %s;", ssl_name)
-      end
-      add("            # Never replay a request to the other route: a retry could run it twice.")
-      add("            proxy_next_upstream off;")
-      if route_header then add("            add_header X-Czctl-Route $czctl_route always;") end
-      add("            # Requests matching the rule go into the tunnel (proxy_pass is allowed")
-      add("            # in `if`, and a fixed target costs less than a variable one).")
-      add("            if ($czctl_route_rule = intercept) {")
-      add("                proxy_pass %s;", tunnel_target)
+    add("        # Sent upstream on both routes: the original Host (a request without")
+    add("        # one, HTTP/1.0 only, is forwarded without one), where it came from,")
+    add("        # and a WebSocket upgrade when one is asked for.")
+    request_headers("        ", "$http_host")
+    add("        # Never replay a request to the other route: a retry could run it twice.")
+    add("        proxy_next_upstream off;")
+    add("")
+    if route_all then
+      add("        location / {")
+      tunnel_location("            ")
+      add("        }")
+    else
+      add("        location / {")
+      add("            # A request matching the rule is handed to @czctl_tunnel with its")
+      add("            # method, headers and unread body; the 418 is never sent. (`return`")
+      add("            # is the one directive always safe inside `if`; the tunnel's own")
+      add("            # headers, TLS and log live there, so this route pays only the rule.)")
+      add("            error_page 418 = @czctl_tunnel;")
+      add("            if (%s) {", expr)
+      add("                return 418;")
       add("            }")
+      if route_header then add("            add_header X-Czctl-Route original always;") end
       add("            proxy_pass http://czctl_original_%s;", p.id)
+      add("        }")
+      add("")
+      add("        # The intercept route: into the tunnel, one access-log line per request.")
+      add("        location @czctl_tunnel {")
+      tunnel_location("            ")
+      add("        }")
     end
-    add("        }")
     add("    }")
     add("")
   end
-
   add("    # Readiness and liveness probes: answered by NGINX itself, so probing never")
   add("    # reaches the user's application or the tunnel.")
   add("    server {")

@@ -7,7 +7,7 @@ Every request gets a JSON answer: {"backend", "method", "path", "headers"
 (names lower-cased), "body_len", "body_sha256", "connection"} where
 "connection" numbers the TCP connection the request came on. GET /__stats
 answers {"connections": N, "requests": N}, so a test can tell whether the
-proxy reused upstream connections. A WebSocket upgrade (RFC 6455) is accepted
+proxy reused upstream connections; /__status/NNN answers with status NNN. A WebSocket upgrade (RFC 6455) is accepted
 and each text frame is echoed back as "NAME:payload". Request bodies are read
 as they arrive (Content-Length or chunked) and hashed, never held whole.
 HTTP/1.1 keep-alive. Standard library only.
@@ -148,7 +148,11 @@ class Handler(BaseHTTPRequestHandler):
         except (EOFError, ValueError):
             self.close_connection = True
             return
-        self.answer(200, {
+        # /__status/NNN answers with that status (the body as usual)
+        code = 200
+        if self.path.startswith("/__status/") and self.path[10:13].isdigit():
+            code = int(self.path[10:13])
+        self.answer(code, {
             "backend": NAME,
             "method": self.command,
             "path": self.path,

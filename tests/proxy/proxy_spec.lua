@@ -138,10 +138,13 @@ describe("proxy.render: the rule", function()
     assert.truthy(has(conf, "map $uri $czctl_rule_1"))
     assert.truthy(has(conf, [["~^\\/api\\/" 1;]]))
   end)
-  it("routes everything with all = true, without any rule map", function()
+  it("routes everything with all = true: no rule map, no `if`, no original upstream", function()
     local conf = render{ rule = { all = true } }
     assert.falsy(has(conf, "$czctl_rule_1"))
-    assert.truthy(has(conf, 'map "1" $czctl_route_rule'))
+    assert.falsy(has(conf, "if ("))
+    assert.falsy(has(conf, "upstream czctl_original_http"))
+    assert.truthy(has(conf, "        location / {\n            access_log /dev/stdout czctl buffer=64k flush=1s;\n" ..
+                            "            proxy_pass http://czctl_tunnel;\n        }"), conf)
   end)
   it("composes every with a map over the concatenation of its parts", function()
     local conf = render{ rule = { every = { { header = { name = "X-A", equals = "1" } }, { path_prefix = "/a" } } } }
@@ -175,12 +178,13 @@ describe("proxy.render: the server blocks", function()
     { "runs unprivileged: pid in /tmp", "pid /tmp/nginx.pid;" },
     { "temp paths in /tmp", "client_body_temp_path /tmp/client_temp;" },
     { "logs errors to stderr", "error_log stderr" },
-    { "logs requests to stdout with route and upstream", "route=$czctl_route upstream=$upstream_addr" },
-    { "logs only intercepted requests", "access_log /dev/stdout czctl buffer=64k flush=1s if=$czctl_log_request;" },
-    { "marks intercepted requests for the log", "map $czctl_route $czctl_log_request {\n        default   \"\";\n        intercept 1;" },
-    { "scales workers", "worker_processes auto;" },
+    { "logs requests to stdout with route and upstream", "route=intercept upstream=$upstream_addr" },
+    { "logs nothing by default", "    access_log off;\n" },
+    { "logs intercepted requests in the tunnel location",
+      "location @czctl_tunnel {\n            access_log /dev/stdout czctl buffer=64k flush=1s;" },
+    { "runs one worker (the pod's CPU limit is half a CPU)", "worker_processes 1;" },
     { "sizes events", "worker_connections 4096;" },
-    { "keeps the original Host", "proxy_set_header Host              $czctl_host;" },
+    { "keeps the original Host", "proxy_set_header Host              $http_host;" },
     { "adds X-Forwarded-For", "X-Forwarded-For   $proxy_add_x_forwarded_for;" },
     { "adds X-Forwarded-Proto", "X-Forwarded-Proto $czctl_forwarded_proto;" },
     { "speaks HTTP/1.1 upstream", "proxy_http_version 1.1;" },
@@ -195,7 +199,10 @@ describe("proxy.render: the server blocks", function()
     { "listens on the pass-through proxy port", "listen 8081 reuseport;" },
     { "passes the other port straight through, byte for byte", "stream {" },
     { "forwards the other port's connections to its original", "        proxy_pass 10.0.0.7:9090;\n    }" },
-    { "routes the intercepted port by rule", "if ($czctl_route_rule = intercept) {\n                proxy_pass http://czctl_tunnel;" },
+    { "hands requests matching the rule to the tunnel location",
+      "error_page 418 = @czctl_tunnel;\n            if ($czctl_rule_1) {\n                return 418;\n            }" },
+    { "sends them into the tunnel", "location @czctl_tunnel {\n" ..
+      "            access_log /dev/stdout czctl buffer=64k flush=1s;\n            proxy_pass http://czctl_tunnel;\n        }" },
     { "sends the other requests of the intercepted port to the original", "proxy_pass http://czctl_original_http;" },
     { "reaches the original by ClusterIP", "server 10.0.0.7:80;" },
     { "reaches a direct tunnel", "server 127.0.0.1:3000;" },
@@ -209,7 +216,9 @@ describe("proxy.render: the server blocks", function()
   it("has no user directive", function() assert.falsy(conf:find("\nuser ")) end)
   it("does not add X-Czctl-Route unless asked", function()
     assert.falsy(has(conf, "X-Czctl-Route"))
-    assert.truthy(has(render{ route_header = true }, "add_header X-Czctl-Route $czctl_route always;"))
+    local debug = render{ route_header = true }
+    assert.truthy(has(debug, "add_header X-Czctl-Route original always;\n            proxy_pass http://czctl_original_http;"))
+    assert.truthy(has(debug, "add_header X-Czctl-Route intercept always;\n            proxy_pass http://czctl_tunnel;"))
   end)
   it("drops upstream keep-alive when upstream_keepalive = 0 (benchmark baseline)", function()
     assert.falsy(has(render{ upstream_keepalive = 0 }, "keepalive 64"))
@@ -320,17 +329,26 @@ describe("proxy.render: an HTTPS tunnel (ngrok)", function()
     assert.truthy(has(conf, "proxy_ssl_server_name on;"))
     assert.truthy(has(conf, "proxy_ssl_name ab12.ngrok-free.app;"))
   end)
+  -- the tunnel location alone sets these; the server level (the original route) does not
+  local tunnel_loc = conf:match("location @czctl_tunnel {(.-)\n        }") or ""
+  local server_level = conf:match("listen 8080 reuseport;(.-)location /") or ""
   it("sends the tunnel's Host on the intercept route only", function()
-    assert.truthy(has(conf, 'map $czctl_route_rule $czctl_upstream_host {\n        default   $czctl_host;\n        intercept "ab12.ngrok-free.app";'), conf)
-    assert.truthy(has(conf, "            proxy_set_header Host              $czctl_upstream_host;"))
+    assert.truthy(has(tunnel_loc, 'proxy_set_header Host              "ab12.ngrok-free.app";'), conf)
+    assert.truthy(has(server_level, "proxy_set_header Host              $http_host;"), conf)
   end)
   it("keeps the original Host in X-Forwarded-Host, on the intercept route only", function()
-    assert.truthy(has(conf, "X-Forwarded-Host  $czctl_forwarded_host;"))
-    assert.truthy(has(conf, 'map $czctl_route_rule $czctl_forwarded_host {\n        default   "";\n        intercept $czctl_host;'), conf)
+    assert.truthy(has(tunnel_loc, "proxy_set_header X-Forwarded-Host  $http_host;"))
+    assert.falsy(has(server_level, "X-Forwarded-Host"))
+  end)
+  it("restates the headers of both routes in the tunnel location", function()
+    for _, h in ipairs{ "X-Forwarded-For   $proxy_add_x_forwarded_for;", "X-Forwarded-Proto $czctl_forwarded_proto;",
+                        "Upgrade           $http_upgrade;", "Connection        $czctl_connection;" } do
+      assert.truthy(has(tunnel_loc, "proxy_set_header " .. h), h)
+    end
   end)
   it("adds ngrok-skip-browser-warning into the tunnel only", function()
-    assert.truthy(has(conf, "proxy_set_header ngrok-skip-browser-warning $czctl_extra_header_1;"))
-    assert.truthy(has(conf, 'map $czctl_route_rule $czctl_extra_header_1 {\n        default   "";\n        intercept "1";'))
+    assert.truthy(has(tunnel_loc, 'proxy_set_header ngrok-skip-browser-warning "1";'))
+    assert.falsy(has(server_level, "ngrok-skip-browser-warning"))
   end)
   it("resolves the tunnel's host name per request through the cluster DNS by default", function()
     assert.truthy(has(conf, "resolver kube-dns.kube-system.svc.cluster.local valid=30s"))
