@@ -59,77 +59,19 @@ cpu_ticks() {
 }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
-# ---- the two apps: nginx answering a small body, one worker each
-app() {  # NAME ADDR PORT
-  mkdir -p "$T/$1"
-  cat >"$T/$1/nginx.conf" <<EOF
-worker_processes 1;
-pid $T/$1/nginx.pid;
-error_log stderr warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $T/$1/client_temp;
-    proxy_temp_path $T/$1/proxy_temp;
-    fastcgi_temp_path $T/$1/fastcgi_temp;
-    uwsgi_temp_path $T/$1/uwsgi_temp;
-    scgi_temp_path $T/$1/scgi_temp;
-    server {
-        listen $2:$3;
-        location / { default_type text/plain; return 200 "hello from $1\n"; }
-    }
-}
-EOF
-  run_nginx "$T/$1"
-}
-app app 127.0.79.1 8000
-app localapp 127.0.79.2 3000
-
-# ---- c/d/e: the rendered czctl proxy (as shipped), and without keep-alive
-render() {  # NAME ADDR EXTRA_JSON
-  mkdir -p "$T/$1"
-  cat >"$T/$1/spec.json" <<EOF
-{ "flags": {}, "session": "bench", "runtime_dir": "$T/$1", "listen_address": "$2", "health_port": 8079,
-  "ports": [ {"name": "http", "port": 80, "listen": 8080, "original": "127.0.79.1:8000", "intercept": true} ],
-  "tunnel_upstream": {"url": "http://127.0.79.2:3000"} $3 }
-EOF
-  "$CZCTL" run tests/proxy/render.lua "$T/$1/spec.json" >"$T/$1/nginx.conf" || exit 1
-  run_nginx "$T/$1"
-}
-render czctl 127.0.79.12 ""
-render nokeep 127.0.79.13 ', "upstream_keepalive": 0'
-# ---- b: the minimal hand-written keep-alive reverse proxy. It runs as many
-# worker processes as the czctl config does, so the two differ only in what
-# the comparison is about: routing, headers and logging.
-WORKERS=$(awk '$1 == "worker_processes" { sub(/;$/, "", $2); print $2; exit }' "$T/czctl/nginx.conf")
+source bench/lib/proxy-configs.sh
+# a/a': the two apps; c/d/e: the rendered czctl proxy (as shipped), and
+# without upstream keep-alive; b: the minimal hand-written keep-alive proxy.
+# The minimal proxy runs as many worker processes as the czctl config, so
+# the two differ only in what the comparison is about: routing, headers, log.
+write_app "$T/app" app 127.0.79.1 8000
+write_app "$T/localapp" localapp 127.0.79.2 3000
+write_czctl "$T/czctl" 127.0.79.12 127.0.79.1:8000 http://127.0.79.2:3000 || exit 1
+write_czctl "$T/nokeep" 127.0.79.13 127.0.79.1:8000 http://127.0.79.2:3000 ', "upstream_keepalive": 0' || exit 1
+WORKERS=$(workers_of "$T/czctl/nginx.conf")
 [ -n "$WORKERS" ] || { echo "bench/proxy.sh: no worker_processes in the rendered config" >&2; exit 1; }
-mkdir -p "$T/minimal"
-cat >"$T/minimal/nginx.conf" <<EOF
-worker_processes $WORKERS;
-pid $T/minimal/nginx.pid;
-error_log stderr warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000;
-    client_body_temp_path $T/minimal/client_temp;
-    proxy_temp_path $T/minimal/proxy_temp;
-    fastcgi_temp_path $T/minimal/fastcgi_temp;
-    uwsgi_temp_path $T/minimal/uwsgi_temp;
-    scgi_temp_path $T/minimal/scgi_temp;
-    upstream app { server 127.0.79.1:8000; keepalive 64; }
-    server {
-        listen 127.0.79.11:8080;
-        location / {
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass http://app;
-        }
-    }
-}
-EOF
-run_nginx "$T/minimal"
+write_minimal "$T/minimal" 127.0.79.11:8080 127.0.79.1:8000 "$WORKERS"
+for d in app localapp minimal czctl nokeep; do run_nginx "$T/$d"; done
 
 for a in 127.0.79.1:8000 127.0.79.2:3000 127.0.79.11:8080 127.0.79.12:8080 127.0.79.13:8080; do
   wait_port "${a%:*}" "${a#*:}" || { echo "bench/proxy.sh: nothing listens on $a" >&2; exit 1; }

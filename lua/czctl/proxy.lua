@@ -11,8 +11,10 @@
 --     match exactly;
 --   * `any` / `every` / `not` are maps over the concatenation of their
 --     children's variables ("$a$b" matched by ~1 / ~^11$ / ~1 negated);
+--   * the CLI's rule (one header, one value without '$') needs no map: it is
+--     the condition `$http_NAME = "VALUE"` (exact and case-sensitive);
 --   * the intercepted server's `location /` hands a matching request to the
---     named location @czctl_tunnel (`if ($czctl_rule_N) { return 418; }` with
+--     named location @czctl_tunnel (`if (CONDITION) { return 418; }` with
 --     `error_page 418 = @czctl_tunnel`: method, headers and unread body are
 --     kept) and proxies every other request to the original. The tunnel
 --     location has its own headers, TLS settings and access log, so the
@@ -305,14 +307,24 @@ local function compile(rule, maps)
   return var
 end
 
---- Compile a rule to NGINX maps (exposed for tests and for users who want to
---- embed the rule in their own configuration).
+--- Compile a rule to the condition of an NGINX `if` and the maps it needs
+--- (exposed for tests and for users who want to embed the rule in their own
+--- configuration).
+---
+--- The CLI's rule, one header equal to one value, needs no map: `if`'s `=`
+--- compares bytes exactly (case-sensitive, as a value must be) and costs the
+--- original route less than a map with a regular expression. A value holding
+--- '$' would be read as a variable there, so it goes through a map.
 ---@param rule table
----@return string|nil expression  "1" or "$czctl_rule_N"
+---@return string|nil condition  "1" (every request), "$czctl_rule_N" or "$http_NAME = \"VALUE\""
 ---@return string[]|string maps_or_error
 function M.compile(rule)
   local ok, err = M.validate(rule)
   if not ok then return nil, err end
+  local h = rule.header
+  if h and h.equals and not h.equals:find("$", 1, true) then
+    return string.format("%s = %s", M.header_variable(h.name), M.nginx_quote(h.equals)), {}
+  end
   local maps = {}
   return compile(rule, maps), maps
 end
@@ -483,13 +495,12 @@ function M.render(opts)
   add("    scgi_temp_path        %s/scgi_temp;", runtime_dir)
   add("")
   add("    # One line per intercepted request on stdout (kubectl logs), written by")
-  add("    # the tunnel location: the upstream address and the times. The original")
-  add("    # route's traffic is the app's own and not logged (a log line costs every")
-  add("    # request a few percent of the proxy's throughput). Buffered, flushed")
-  add("    # every second.")
+  add("    # the tunnel location: which requests left the cluster, through which")
+  add("    # address, and the time the tunnel and the local app took. The original")
+  add("    # route's traffic is the app's own and not logged (a log line costs a")
+  add("    # request more than all the routing does). Buffered, flushed every second.")
   add("    log_format czctl '$remote_addr [$time_iso8601] \"$request\" $status $body_bytes_sent '")
-  add("                     'route=intercept upstream=$upstream_addr '")
-  add("                     'request_time=$request_time upstream_time=$upstream_response_time';")
+  add("                     'route=intercept upstream=$upstream_addr upstream_time=$upstream_response_time';")
   add("    access_log off;")
   add("    server_tokens off;")
   add("    tcp_nodelay on;")
@@ -524,7 +535,7 @@ function M.render(opts)
   for _, p in ipairs(ports) do if p.intercept then intercepted[#intercepted + 1] = p end end
   local route_all = expr == "1"
 
-  if any_intercept and not route_all then
+  if any_intercept and #maps > 0 then
     add("    # ---- Routing rule: each map yields \"1\" when its part of the rule matches.")
     add("    # String keys in `map` ignore case, so values are matched with anchored,")
     add("    # escaped regular expressions (~^...$), which are case-sensitive.")
@@ -666,6 +677,9 @@ function M.render(opts)
       add("            # is the one directive always safe inside `if`; the tunnel's own")
       add("            # headers, TLS and log live there, so this route pays only the rule.)")
       add("            error_page 418 = @czctl_tunnel;")
+      if #maps == 0 then
+        add("            # (`=` compares the value exactly; the header's name matches in any case)")
+      end
       add("            if (%s) {", expr)
       add("                return 418;")
       add("            }")

@@ -111,18 +111,28 @@ describe("escaping", function()
   it("quotes for NGINX by escaping backslashes and double quotes only", function()
     assert.equal([["a\"b\\c$d;{}"]], proxy.nginx_quote([[a"b\c$d;{}]]))
   end)
-  it("puts an exact-match value into an anchored, case-sensitive regex", function()
-    local conf = render{ rule = { header = { name = "X-Odd", equals = 'a"b.c' } } }
+  it("puts an exact-match value into an anchored, case-sensitive regex inside a rule", function()
+    local conf = render{ rule = { ["not"] = { header = { name = "X-Odd", equals = 'a"b.c' } } } }
     assert.truthy(has(conf, [["~^a\\\"b\\.c$" 1;]]), conf)
+  end)
+  it("quotes a value with quotes and regex characters for `if` as a literal", function()
+    local conf = render{ rule = { header = { name = "X-Odd", equals = 'a"b.c' } } }
+    assert.truthy(has(conf, [[if ($http_x_odd = "a\"b.c") {]]), conf)
   end)
 end)
 
 describe("proxy.render: the rule", function()
-  it("matches a header through its $http_ variable, value exact", function()
+  it("compares one header's value in `if` (exact, case-sensitive), without a map", function()
     local conf = render()
-    assert.truthy(has(conf, "map $http_x_c6o_intercept $czctl_rule_1 {"))
-    assert.truthy(has(conf, [["~^yes$" 1;]]))
-    assert.falsy(conf:find("\n%s*yes%s+1;"), "no case-insensitive string key")
+    assert.truthy(has(conf, 'if ($http_x_c6o_intercept = "yes") {\n                return 418;'), conf)
+    assert.falsy(has(conf, "map $http_x_c6o_intercept"))
+  end)
+  it("matches a value holding '$' through a map (in `if` it would be a variable)", function()
+    local conf = render{ rule = { header = { name = "X-Odd", equals = "a$b" } } }
+    assert.truthy(has(conf, "map $http_x_odd $czctl_rule_1 {"), conf)
+    assert.truthy(has(conf, [["~^a\\$b$" 1;]]), conf)
+    assert.truthy(has(conf, "if ($czctl_rule_1) {"))
+    assert.falsy(conf:find("\n%s*a%$b%s+1;"), "no case-insensitive string key")
   end)
   it("uses the user's regular expression as is for matches=", function()
     local conf = render{ rule = { header = { name = "X-V", matches = "^v2(\\.\\d+)?$" } } }
@@ -200,7 +210,9 @@ describe("proxy.render: the server blocks", function()
     { "passes the other port straight through, byte for byte", "stream {" },
     { "forwards the other port's connections to its original", "        proxy_pass 10.0.0.7:9090;\n    }" },
     { "hands requests matching the rule to the tunnel location",
-      "error_page 418 = @czctl_tunnel;\n            if ($czctl_rule_1) {\n                return 418;\n            }" },
+      "error_page 418 = @czctl_tunnel;\n" ..
+      "            # (`=` compares the value exactly; the header's name matches in any case)\n" ..
+      "            if ($http_x_c6o_intercept = \"yes\") {\n                return 418;\n            }" },
     { "sends them into the tunnel", "location @czctl_tunnel {\n" ..
       "            access_log /dev/stdout czctl buffer=64k flush=1s;\n            proxy_pass http://czctl_tunnel;\n        }" },
     { "sends the other requests of the intercepted port to the original", "proxy_pass http://czctl_original_http;" },

@@ -227,6 +227,14 @@ route "a value with quotes, \$, braces, regex and non-ASCII characters matches l
 route "the same value with a regex-like difference does not match" "$ADDR_special" original / \
   -H 'X-Odd: a"b$c{;} x*+?[x]\\ é'
 
+# (without '$' the value is compared in `if` instead of a map: the same literal match)
+proxy literal '"rule": {"header": {"name": "X-Odd", "equals": "a\"b.c{;} *+?[x]\\\\ é"}}'
+route "a value with quotes, braces, regex and non-ASCII characters compared in if matches literally" "$ADDR_literal" local / \
+  -H 'X-Odd: a"b.c{;} *+?[x]\\ é'
+route "a value differing in one regex-like character does not match in if" "$ADDR_literal" original / \
+  -H 'X-Odd: a"bxc{;} *+?[x]\\ é'
+route "a value differing in case does not match in if" "$ADDR_literal" original / -H 'X-Odd: A"b.c{;} *+?[x]\\ é'
+
 proxy underscore '"rule": {"header": {"name": "X_Team", "equals": "blue"}}'
 route "a header name with an underscore still routes (underscores_in_headers)" "$ADDR_underscore" local / \
   -H 'X_Team: blue'
