@@ -198,29 +198,53 @@ static void set_str(lua_State *L, const char *key, const char *v)
     }
 }
 
-/* Like set_str for a URL, with a password in it replaced by "xxxxx" (as Go's
- * url.Redacted does): proxy URLs often carry one, and no secret goes to Lua. */
-static void set_url(lua_State *L, const char *key, const char *url)
+/* Where the secret of a URL's userinfo is: in "scheme://user:password@host"
+ * the password, in "scheme://token@host" the whole userinfo. Sets url[*from,
+ * *to) and returns 1, or returns 0 when there is no userinfo. Works on any
+ * text, so a URL too broken to parse can still be shown safely. */
+static int url_secret_span(const char *url, size_t *from, size_t *to)
 {
-    if (!url)
-        return;
     const char *authority = strstr(url, "://");
     authority = authority ? authority + 3 : url;
-    size_t n = strcspn(authority, "/?#");
-    const char *at = NULL;
-    for (const char *p = authority; p < authority + n; p++)
-        if (*p == '@')
-            at = p;
-    const char *colon = at ? memchr(authority, ':', (size_t)(at - authority)) : NULL;
-    if (colon) {
-        lua_pushlstring(L, url, (size_t)(colon + 1 - url));
+    const char *at = memrchr(authority, '@', strcspn(authority, "/?#"));
+    if (!at)
+        return 0;
+    const char *colon = memchr(authority, ':', (size_t)(at - authority));
+    *from = (size_t)((colon ? colon + 1 : authority) - url);
+    *to = (size_t)(at - url);
+    return 1;
+}
+
+/* Like set_str for a URL, its secret replaced by "xxxxx" (as Go's
+ * url.Redacted writes a password): proxy URLs often carry one, and no
+ * secret goes to Lua. */
+static void set_url(lua_State *L, const char *key, const char *url)
+{
+    size_t from, to;
+    if (!url)
+        return;
+    if (url_secret_span(url, &from, &to)) {
+        lua_pushlstring(L, url, from);
         lua_pushliteral(L, "xxxxx");
-        lua_pushstring(L, at);
+        lua_pushstring(L, url + to);
         lua_concat(L, 3);
     } else {
         lua_pushstring(L, url);
     }
     lua_setfield(L, -2, key);
+}
+
+/* A URL as an error message may show it (see url_secret_span); NULL when
+ * out of memory. */
+static char *url_for_message(const char *url)
+{
+    size_t from, to;
+    char *out = NULL;
+    if (!url_secret_span(url, &from, &to))
+        return strdup(url);
+    if (asprintf(&out, "%.*sxxxxx%s", (int)from, url, url + to) < 0)
+        return NULL;
+    return out;
 }
 
 /* cfg:info() -> table without secrets */
@@ -400,11 +424,16 @@ static int client_prepare_url(kube_client *k, char **err)
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_PORT, &dport, CURLU_DEFAULT_PORT) != CURLUE_OK) {
-        *err = kc_errf("cluster \"%s\": invalid server URL \"%s\"", c->cluster, c->server);
+        char *shown = url_for_message(c->server);
+        *err = kc_errf("cluster \"%s\": invalid server URL \"%s\"", c->cluster, shown ? shown : "?");
+        free(shown);
         goto out;
     }
     if (strcmp(scheme, "https") && strcmp(scheme, "http")) {
-        *err = kc_errf("cluster \"%s\": unsupported scheme in server URL \"%s\"", c->cluster, c->server);
+        char *shown = url_for_message(c->server);
+        *err = kc_errf("cluster \"%s\": unsupported scheme in server URL \"%s\"", c->cluster,
+                       shown ? shown : "?");
+        free(shown);
         goto out;
     }
     if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)

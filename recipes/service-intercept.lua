@@ -147,12 +147,14 @@ local function start(ctx, opts)
   local client = ctx.kube()
 
   -- 1. The Service and the port to intercept.
-  local svc = out:step(string.format("Resolve Service %s/%s", ns, name), function()
+  local svc, port_index = out:step(string.format("Resolve Service %s/%s", ns, name), function()
     local svc, err = intercept.get_service(client, ns, name)
     if not svc then fail(err) end
     local why = intercept.not_interceptable(svc)
     if why then fail(why) end
-    return svc
+    local index, port_err = intercept.choose_port(svc, opts.remote_port)
+    if not index then ctx.usage_error(port_err) end
+    return svc, index
   end)
   local existing = intercept.record(svc)
   if existing then
@@ -178,8 +180,6 @@ local function start(ctx, opts)
                        existing.session, existing.rule or existing.header or "?",
                        session.close_command(existing.session, ns)))
   end
-  local port_index, port_err = intercept.choose_port(svc, opts.remote_port)
-  if not port_index then return ctx.usage_error(port_err) end
   local service_port = svc.spec.ports[port_index]
   local pod_port, pod_port_warning = intercept.resolve_target_port(client, svc, service_port)
   if pod_port_warning then out:warn("%s", pod_port_warning) end

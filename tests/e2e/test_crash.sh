@@ -40,6 +40,8 @@ crash_at() {
   tunnel=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("pid") or "")' \
     "$XDG_STATE_HOME/czctl/sessions/$id.tunnel.json" 2>/dev/null)
   [ "$mode" = nofile ] && rm -rf "$XDG_STATE_HOME/czctl/sessions"
+  # a session-file write cut short by SIGKILL leaves a temporary file beside it
+  [ "$mode" = file ] && [ -n "$id" ] && : >"$XDG_STATE_HOME/czctl/sessions/$id.json.tmp.Xy12Ab"
   local out rc
   out=$("$CZCTL" session close 2>&1); rc=$?
   is "$rc" 0 "$name ($mode): session close exits 0"
@@ -55,6 +57,10 @@ crash_at() {
     check "$name ($mode): the tunnel process is gone" wait_for_cmd 10 sh -c "! kill -0 $tunnel 2>/dev/null"
   fi
   is "$(session_ids)" "" "$name ($mode): no local session file is left"
+  if [ "$mode" = file ]; then
+    is "$(ls -A "$XDG_STATE_HOME/czctl/sessions" 2>/dev/null)" "" \
+      "$name ($mode): no file of the session is left, temporary ones included"
+  fi
 }
 
 for mode in file nofile; do

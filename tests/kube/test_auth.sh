@@ -39,6 +39,8 @@ clusters:
 - {name: insecure, cluster: {server: "https://127.0.0.1:$port", certificate-authority: other-ca.crt, insecure-skip-tls-verify: true}}
 - {name: proxied, cluster: {server: "https://127.0.0.1:$port", certificate-authority: ca.crt, proxy-url: "http://127.0.0.1:$pport"}}
 - {name: userinfo, cluster: {server: "https://bob:s3cret@127.0.0.1:$port", certificate-authority: ca.crt}}
+- {name: badscheme, cluster: {server: "ftp://bob:s3cret@127.0.0.1:$port/x"}}
+- {name: badurl, cluster: {server: "https://bob:s3cret@127.0.0.1:port?"}}
 users:
 - {name: anon, user: {}}
 - {name: certfiles, user: {client-certificate: certs/alice.crt, client-key: ./certs/alice.key}}
@@ -65,6 +67,8 @@ contexts:
 - {name: insecure, context: {cluster: insecure, user: bearer}}
 - {name: proxied, context: {cluster: proxied, user: bearer}}
 - {name: userinfo, context: {cluster: userinfo, user: anon}}
+- {name: badscheme, context: {cluster: badscheme, user: anon}}
+- {name: badurl, context: {cluster: badurl, user: anon}}
 YAML
 mkdir -p "$D/tmp" "$D/home"
 who() { (cd / && env TMPDIR="$D/tmp" HOME="$D/home" "$CZCTL" run "$ROOT/tests/kube/fixtures/whoami.lua" "$D/kubeconfig" "$@" 2>>"$D/stderr"); }
@@ -77,6 +81,10 @@ is "$(wc -l < "$D/plugin.count" | tr -d ' ')" 1 "the exec plugin ran once for 5 
 out=$(who basic); is "$(field "$out" basic_user) $(field "$out" basic_ok)" "bob True" "username/password: basic auth"
 out=$(who userinfo); is "$(field "$out" basic_user) $(field "$out" basic_ok)" "bob True" \
   "user:password in the server URL: basic auth (and never logged, see the last check)"
+out=$(who badscheme); is "$out" 'error cluster "badscheme": unsupported scheme in server URL "ftp://bob:xxxxx@127.0.0.1:'"$port"'/x"' \
+  "a server URL with another scheme is refused, its password not shown"
+out=$(who badurl); is "$out" 'error cluster "badurl": invalid server URL "https://bob:xxxxx@127.0.0.1:port?"' \
+  "an invalid server URL is refused, its password not shown"
 out=$(who bearer); is "$(field "$out" bearer_ok) $(field "$out" cn)" "True None" "token: bearer auth, no client certificate"
 out=$(who wrongca); like "$out" '^error GET https://127.0.0.1:[0-9]+/whoami: .*(certificate|SSL)' "a server certificate from another CA is refused"
 out=$(who insecure); is "$(field "$out" bearer_ok)" True "insecure-skip-tls-verify accepts it"
