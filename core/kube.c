@@ -413,6 +413,13 @@ static int is_loopback_host(const char *h)
 static int client_prepare_url(kube_client *k, char **err)
 {
     kc_config *c = k->c;
+    if (c->insecure && c->ca.data) {
+        /* client-go refuses this pair (rest.TLSConfigFor), so kubectl does */
+        *err = kc_errf("cluster \"%s\": specifying a root certificates file with the insecure flag is not "
+                       "allowed (remove certificate-authority or insecure-skip-tls-verify from the kubeconfig)",
+                       c->cluster);
+        return -1;
+    }
     CURLU *u = curl_url();
     char *host = NULL, *port = NULL, *dport = NULL, *scheme = NULL, *url = NULL;
     int rc = -1;

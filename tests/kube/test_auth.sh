@@ -36,7 +36,8 @@ clusters:
 - {name: good, cluster: {server: "https://127.0.0.1:$port", certificate-authority: ca.crt}}
 - {name: gooddata, cluster: {server: "https://127.0.0.1:$port", certificate-authority-data: $(b64 ca.crt)}}
 - {name: wrongca, cluster: {server: "https://127.0.0.1:$port", certificate-authority: other-ca.crt}}
-- {name: insecure, cluster: {server: "https://127.0.0.1:$port", certificate-authority: other-ca.crt, insecure-skip-tls-verify: true}}
+- {name: insecure, cluster: {server: "https://127.0.0.1:$port", insecure-skip-tls-verify: true}}
+- {name: cainsecure, cluster: {server: "https://127.0.0.1:$port", certificate-authority: other-ca.crt, insecure-skip-tls-verify: true}}
 - {name: proxied, cluster: {server: "https://127.0.0.1:$port", certificate-authority: ca.crt, proxy-url: "http://127.0.0.1:$pport"}}
 - {name: userinfo, cluster: {server: "https://bob:s3cret@127.0.0.1:$port", certificate-authority: ca.crt}}
 - {name: badscheme, cluster: {server: "ftp://bob:s3cret@127.0.0.1:$port/x"}}
@@ -65,6 +66,7 @@ contexts:
 - {name: execcert, context: {cluster: good, user: execcert}}
 - {name: wrongca, context: {cluster: wrongca, user: bearer}}
 - {name: insecure, context: {cluster: insecure, user: bearer}}
+- {name: cainsecure, context: {cluster: cainsecure, user: bearer}}
 - {name: proxied, context: {cluster: proxied, user: bearer}}
 - {name: userinfo, context: {cluster: userinfo, user: anon}}
 - {name: badscheme, context: {cluster: badscheme, user: anon}}
@@ -88,6 +90,11 @@ out=$(who badurl); is "$out" 'error cluster "badurl": invalid server URL "https:
 out=$(who bearer); is "$(field "$out" bearer_ok) $(field "$out" cn)" "True None" "token: bearer auth, no client certificate"
 out=$(who wrongca); like "$out" '^error GET https://127.0.0.1:[0-9]+/whoami: .*(certificate|SSL)' "a server certificate from another CA is refused"
 out=$(who insecure); is "$(field "$out" bearer_ok)" True "insecure-skip-tls-verify accepts it"
+out=$(who cainsecure)
+like "$out" '^error cluster "cainsecure": specifying a root certificates file with the insecure flag is not allowed' \
+  "a CA together with insecure-skip-tls-verify is refused"
+like "$(kubectl --kubeconfig "$D/kubeconfig" --context cainsecure get --raw /whoami 2>&1)" \
+  'specifying a root certificates file with the insecure flag is not allowed' "kubectl refuses it the same way"
 out=$(who proxied 3); is "$(field "$out" bearer_ok)" True "proxy-url: the request goes through the proxy"
 is "$(cat "$D/proxy.count" 2>/dev/null)" 1 "proxy-url: one CONNECT for 3 requests (connection reused)"
 # HTTP/2 when offered: nginx (http2 on TLS) answering a fixed JSON body
