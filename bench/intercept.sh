@@ -108,17 +108,4 @@ largest: ${libs}.
 EOT
 )
 printf '%s\n' "$section"
-python3 - "$ROOT/bench/RESULTS.md" "$section" <<'PY'
-import re, sys
-path, section = sys.argv[1], sys.argv[2].rstrip("\n") + "\n"
-try:
-    text = open(path, encoding="utf-8").read()
-except FileNotFoundError:
-    text = "# Benchmark results\n"
-m = re.search(r"^## Intercept setup and cleanup\n.*?(?=^## |\Z)", text, re.S | re.M)
-if m:
-    text = text[:m.start()] + section + ("\n" if text[m.end():] else "") + text[m.end():]
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(path, "w", encoding="utf-8").write(text)
-PY
+printf '%s\n' "$section" | python3 "$ROOT/bench/lib/results.py" "$ROOT/bench/RESULTS.md"

@@ -105,15 +105,5 @@ section=$(mktemp)
 } >"$section"
 cat "$section"
 
-python3 - "$ROOT/bench/RESULTS.md" "$section" <<'PY'
-import os, re, sys
-path, section = sys.argv[1], open(sys.argv[2], encoding="utf-8").read().rstrip("\n") + "\n"
-text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmark results\n"
-pat = re.compile(r"^## Proxy cost in instructions\n.*?(?=^## |\Z)", re.S | re.M)
-if pat.search(text):
-    text = pat.sub(lambda m: section + "\n", text, count=1)
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(path, "w", encoding="utf-8").write(text.rstrip("\n") + "\n")
-PY
+python3 "$ROOT/bench/lib/results.py" "$ROOT/bench/RESULTS.md" <"$section"
 rm -f "$section"

@@ -216,15 +216,5 @@ section=$(mktemp)
 cat "$section"
 
 # Replace our section in bench/RESULTS.md (other sections are left alone).
-python3 - "$ROOT/bench/RESULTS.md" "$section" <<'EOF'
-import os, re, sys
-path, section = sys.argv[1], open(sys.argv[2], encoding="utf-8").read().rstrip("\n") + "\n"
-text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmark results\n"
-pat = re.compile(r"^## Proxy throughput and latency\n.*?(?=^## |\Z)", re.S | re.M)
-if pat.search(text):
-    text = pat.sub(lambda m: section + "\n", text, count=1)
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(path, "w", encoding="utf-8").write(text.rstrip("\n") + "\n")
-EOF
+python3 "$ROOT/bench/lib/results.py" "$ROOT/bench/RESULTS.md" <"$section"
 rm -f "$section"

@@ -78,12 +78,7 @@ section = "\n".join([
 ])
 print(section)
 
-path = "bench/RESULTS.md"
-text = open(path).read() if os.path.exists(path) else "# Benchmark results\n\n"
-pattern = re.compile(r"^## czctl version vs kubectl\n.*?(?=^## |\Z)", re.S | re.M)
-if pattern.search(text):
-    text = pattern.sub(lambda m: section + "\n", text)
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(path, "w").write(text)
+sys.path.insert(0, "bench/lib")
+from results import write_section
+write_section("bench/RESULTS.md", section)
 PY
