@@ -409,17 +409,23 @@ static int is_loopback_host(const char *h)
     return !strcmp(h, "localhost") || !strncmp(h, "127.", 4) || !strcmp(h, "[::1]") || !strcmp(h, "::1");
 }
 
-/* Work out base URL, connect-to and Host header. 0 or -1 with *err. */
-static int client_prepare_url(kube_client *k, char **err)
+/* TLS settings client-go refuses (rest.TLSConfigFor), so kubectl does too:
+ * a CA together with insecure-skip-tls-verify. 0 or -1 with *err. */
+static int check_tls(const kc_config *c, char **err)
 {
-    kc_config *c = k->c;
     if (c->insecure && c->ca.data) {
-        /* client-go refuses this pair (rest.TLSConfigFor), so kubectl does */
         *err = kc_errf("cluster \"%s\": specifying a root certificates file with the insecure flag is not "
                        "allowed (remove certificate-authority or insecure-skip-tls-verify from the kubeconfig)",
                        c->cluster);
         return -1;
     }
+    return 0;
+}
+
+/* Work out base URL, connect-to and Host header. 0 or -1 with *err. */
+static int client_prepare_url(kube_client *k, char **err)
+{
+    kc_config *c = k->c;
     CURLU *u = curl_url();
     char *host = NULL, *port = NULL, *dport = NULL, *scheme = NULL, *url = NULL;
     int rc = -1;
@@ -587,7 +593,8 @@ static int kube_client_new(lua_State *L)
     char *err = NULL;
     if (czctl_curl_init() != 0) {
         err = kc_errf("libcurl initialisation failed");
-    } else if (kubeconfig_load_files(k->c, &err) == 0 && client_prepare_url(k, &err) == 0) {
+    } else if (kubeconfig_load_files(k->c, &err) == 0 && check_tls(k->c, &err) == 0 &&
+               client_prepare_url(k, &err) == 0) {
         k->easy = curl_easy_init();
         k->multi = curl_multi_init();
         if (!k->easy || !k->multi || setup_easy(k, k->easy, &k->body, &k->hdrs, k->errbuf) < 0)

@@ -90,9 +90,9 @@ function M.remove(id)
   for _, suffix in ipairs({ ".json", ".tunnel.json", ".log", ".ngrok.log" }) do sys.remove(M.path(id, suffix)) end
   -- A write cut short (killed between creating and renaming) leaves its
   -- temporary file, ID.json.tmp.XXXXXX or ID.tunnel.json.tmp.XXXXXX.
-  local prefix = id .. "."
-  for _, name in ipairs(sys.listdir(M.dir()) or {}) do
-    if name:sub(1, #prefix) == prefix and name:find("%.json%.tmp%.%w+$") then sys.remove(M.dir() .. "/" .. name) end
+  local dir, prefix = M.dir(), id .. "."
+  for _, name in ipairs(sys.listdir(dir) or {}) do
+    if name:sub(1, #prefix) == prefix and name:find("%.json%.tmp%.%w+$") then sys.remove(dir .. "/" .. name) end
   end
 end
 
