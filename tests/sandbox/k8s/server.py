@@ -18,6 +18,7 @@ from . import protobuf
 from . import resources as R
 from . import schema
 from . import selection as selectors
+from . import streams
 from . import tables
 from . import watch as W
 
@@ -151,7 +152,7 @@ class Handler(BaseHTTPRequestHandler):
     def _error(self, err):
         if isinstance(err, E.PlainError):
             return self._send(err.code, err.text.encode(), "text/plain; charset=utf-8",
-                              [("X-Content-Type-Options", "nosniff")])
+                              [("X-Content-Type-Options", "nosniff")] + list(err.headers))
         self._json(err.code, err.body(), err.headers)
 
     def _handle(self, method):
@@ -290,6 +291,8 @@ class Handler(BaseHTTPRequestHandler):
             raise err
         if res.namespaced and req.namespace is None and verb not in ("list", "watch"):
             raise E.page_not_found() if method != "POST" else E.method_not_allowed()
+        if req.sub in ("exec", "portforward"):
+            return streams.serve(self, req, method)   # an upgraded connection, handed to streams.py
         if req.sub == "log":
             if method != "GET":
                 raise E.method_not_allowed()
