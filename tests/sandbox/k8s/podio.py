@@ -38,6 +38,8 @@ import socket
 import struct
 import subprocess
 import termios
+import threading
+import time
 
 
 class DialError(Exception):
@@ -104,6 +106,19 @@ class Process:
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.master = master
 
+    def watch(self, container):
+        """End the process when its container stops, as a runtime does (an
+        exec'd process lives in the container's cgroup and PID namespace)."""
+        main = container.proc
+
+        def run():
+            while self.popen.poll() is None:
+                if container.proc is not main or main.poll() is not None:
+                    self.kill()
+                    return
+                time.sleep(0.25)
+        threading.Thread(target=run, daemon=True).start()
+
     def wait(self):
         rc = self.popen.wait()
         self.kubelet.untrack(self.popen.pid)
@@ -144,8 +159,12 @@ def exec_process(kubelet, namespace, pod, container, argv, tty, stdin):
         os.close(slave)
         out = os.fdopen(master, "rb", buffering=0)
         inp = os.fdopen(os.dup(master), "wb", buffering=0) if stdin else None
-        return Process(kubelet, p, inp, out, None, master)
+        proc = Process(kubelet, p, inp, out, None, master)
+        proc.watch(c)
+        return proc
     p = subprocess.Popen([exe] + argv[1:], executable=exe, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=root,
                          start_new_session=True, close_fds=True, bufsize=0)
-    return Process(kubelet, p, p.stdin, p.stdout, p.stderr)
+    proc = Process(kubelet, p, p.stdin, p.stdout, p.stderr)
+    proc.watch(c)
+    return proc
