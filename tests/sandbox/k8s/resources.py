@@ -50,6 +50,7 @@ _ALL = [
         verbs=["create"]),
     Res("selfsubjectrulesreviews", "SelfSubjectRulesReview", "authorization.k8s.io", "v1", False,
         verbs=["create"]),
+    Res("selfsubjectreviews", "SelfSubjectReview", "authentication.k8s.io", "v1", False, verbs=["create"]),
     Res("roles", "Role", "rbac.authorization.k8s.io", "v1", True),
     Res("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", "v1", True),
 ]
