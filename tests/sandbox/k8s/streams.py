@@ -19,6 +19,7 @@ wire formats; pod I/O goes through podio.py only.
 """
 import base64
 import json
+import queue
 import select
 import socket
 import ssl
@@ -322,53 +323,49 @@ class ExecSession:
         self.kubelet, self.ns, self.pod, self.container = kubelet, ns, pod, container
         self.command, self.opts = command, opts
         self.proc = None
-        self.stdin_lock = threading.Lock()
-        self.early = []           # stdin that arrived before the process started
-        self.early_eof = False
+        # stdin goes through a bounded queue to one writer thread: the client may send
+        # stdin before the process exists, and a reader that blocks on a full pipe must
+        # not hold up the output (cat with more input than a pipe holds)
+        self.stdin_q = queue.Queue(64)
+        self.stdin_closed = False
 
     def start(self):
         """Start the process (None), or the Status to report when it cannot start."""
         try:
-            proc = podio.exec_process(self.kubelet, self.ns, self.pod, self.container, self.command,
-                                      self.opts["tty"], self.opts["stdin"])
+            self.proc = podio.exec_process(self.kubelet, self.ns, self.pod, self.container, self.command,
+                                           self.opts["tty"], self.opts["stdin"])
         except (podio.ExecError, podio.NotRunning) as e:
+            _thread(self._stdin_writer)      # only drains what the client still sends
+            self.close_stdin()
             return _status_internal("error executing command in container: %s" % e)
-        with self.stdin_lock:     # stdin keeps its order: what came early goes first
-            self.proc = proc
-            for d in self.early:
-                self._write_stdin(d)
-            self.early = []
-            if self.early_eof:
-                self._close_stdin()
+        _thread(self._stdin_writer)
         return None
 
-    def _write_stdin(self, data):
-        if self.proc.stdin is not None:
-            try:
-                self.proc.stdin.write(data)
-            except (OSError, ValueError):
-                pass
-
-    def _close_stdin(self):
-        if self.proc.stdin is not None:
+    def _stdin_writer(self):
+        broken = self.proc is None or self.proc.stdin is None
+        while True:
+            d = self.stdin_q.get()
+            if d is None:
+                break
+            if not broken:
+                try:
+                    self.proc.stdin.write(d)
+                except (OSError, ValueError):
+                    broken = True     # keep draining so that the reader never blocks
+        if self.proc is not None and self.proc.stdin is not None:
             try:
                 self.proc.stdin.close()
             except OSError:
                 pass
 
     def feed_stdin(self, data):
-        with self.stdin_lock:
-            if self.proc is None:
-                self.early.append(data)
-            else:
-                self._write_stdin(data)
+        if not self.stdin_closed:
+            self.stdin_q.put(data)
 
     def close_stdin(self):
-        with self.stdin_lock:
-            if self.proc is None:
-                self.early_eof = True
-            else:
-                self._close_stdin()
+        if not self.stdin_closed:
+            self.stdin_closed = True
+            self.stdin_q.put(None)
 
     def resize(self, data):
         for line in data.decode(errors="replace").splitlines() or [""]:
