@@ -132,19 +132,20 @@ class E_SizeLimit(unittest.TestCase):
 
 class F_Namespace(unittest.TestCase):
     def test_terminating(self):
-        "a deleted namespace is Terminating (no new content) until its content is gone"
+        "a deleted namespace is Terminating and refuses new content until its content is gone"
         kc("create", "namespace", "doomed")
-        kc("create", "deployment", "app", "--image=sandbox/echo:1", "-n", "doomed")
-        kc("rollout", "status", "deployment/app", "-n", "doomed", "--timeout=30s")
+        # content that outlives the namespace's deletion until its finalizer is removed
+        SB.admin.create("/api/v1/namespaces/doomed/configmaps", {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
         kc("delete", "namespace", "doomed", "--wait=false")
-        ns = SB.admin.get("/api/v1/namespaces/doomed", missing=None)
-        if ns is not None:     # the pod's graceful stop keeps it Terminating for a moment
-            self.assertEqual(ns["status"]["phase"], "Terminating")
-            self.assertIn("deletionTimestamp", ns["metadata"])
-            r = kc("create", "configmap", "late", "-n", "doomed", check=False)
-            if r.returncode:
-                self.assertIn('is forbidden: unable to create new content in namespace doomed because it is being '
-                              'terminated', r.stderr)
+        ns = SB.admin.get("/api/v1/namespaces/doomed")
+        self.assertEqual(ns["status"]["phase"], "Terminating")
+        self.assertIn("deletionTimestamp", ns["metadata"])
+        self.assertEqual(kc("get", "namespace", "doomed").stdout.split()[-2], "Terminating")
+        r = kc("create", "configmap", "late", "-n", "doomed", check=False)
+        self.assertIn('configmaps "late" is forbidden: unable to create new content in namespace doomed because it '
+                      'is being terminated', r.stderr)
+        kc("patch", "configmap", "held", "-n", "doomed", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
         kc("wait", "--for=delete", "namespace/doomed", "--timeout=30s")
 
 
