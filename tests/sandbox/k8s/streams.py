@@ -199,8 +199,8 @@ def serve(h, req, method):
         supported = EXEC_WS if req.sub == "exec" else [PF_TUNNEL] + PF_WS
         chosen = next((p for p in offered if p in supported), None)
         if chosen is None and offered:
-            raise E.PlainError(400, "websocket: the client is not using the websocket protocol: requested "
-                               "protocol(s) are not supported: %s; supports %s\n" % (offered, supported))
+            # wsstream's handshake refuses it; x/net/websocket answers 403 with no body
+            raise E.PlainError(403, "")
         if req.sub == "portforward" and chosen != PF_TUNNEL and not ports:
             raise E.bad_request('query parameter "port" is required')
         t = _upgrade(h, 101, WS.handshake_headers(h.headers, chosen))
