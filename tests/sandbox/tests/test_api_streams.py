@@ -2,6 +2,7 @@
 """kubectl exec and kubectl port-forward against the sandbox, with kubectl's default
 protocols (WebSocket: v5.channel.k8s.io, SPDY/3.1+portforward.k8s.io) and their SPDY
 fallbacks (issue 8, acceptance 4)."""
+import base64
 import concurrent.futures
 import hashlib
 import http.client
@@ -10,6 +11,8 @@ import os
 import random
 import re
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -200,6 +203,32 @@ class A_Exec(unittest.TestCase):
                 self.assertEqual(r.returncode, 0, r.stderr)
                 self.assertEqual(hashlib.sha256(r.stdout).hexdigest(), hashlib.sha256(data).hexdigest())
 
+    def test_4_older_websocket_protocols(self):
+        "exec over v4.channel.k8s.io and base64.channel.k8s.io, as the README describes them"
+        path = "/api/v1/namespaces/default/pods/%s/exec?command=sh&command=-c&command=echo%%20out;echo%%20err%%20%%3E%%262;" \
+               "exit%%207&stdout=true&stderr=true" % POD
+        for proto, enc, dec in (("v4.channel.k8s.io", lambda ch: bytes([ch]), lambda m: (m[0], m[1:])),
+                                ("base64.channel.k8s.io", None, lambda m: (m[0] - 48, base64.b64decode(m[1:])))):
+            with self.subTest(protocol=proto):
+                ws = RawWebSocket(path, proto)
+                self.assertEqual(ws.headers["sec-websocket-protocol"], proto)
+                got = {}
+                while True:
+                    op, m = ws.recv()
+                    if op == 8:
+                        break
+                    ch, data = dec(m)
+                    got[ch] = got.get(ch, b"") + data
+                ws.close()
+                self.assertEqual((got.get(1), got.get(2)), (b"out\n", b"err\n"))
+                if proto.startswith("v4."):
+                    status = json.loads(got[3])
+                    self.assertEqual(status["reason"], "NonZeroExitCode")
+                    self.assertEqual(status["details"]["causes"], [{"reason": "ExitCode", "message": "7"}])
+                else:
+                    self.assertEqual(got[3], b"command terminated with non-zero exit code: command terminated "
+                                             b"with exit code 7")
+
     def test_3_errors(self):
         "a missing command, a wrong container and a denied user fail as on a real cluster"
         r = kc("exec", POD, "--", "no-such-command", check=False)
@@ -215,6 +244,57 @@ class A_Exec(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn('Error from server (Forbidden): pods "%s" is forbidden: User "restricted" cannot create '
                       'resource "pods/exec" in API group "" in the namespace "default"' % POD, r.stderr)
+
+
+class RawWebSocket:
+    """A minimal RFC 6455 client written from the README's protocol section (what a
+    non-Go client such as czctl's does), for the protocols kubectl does not use."""
+
+    def __init__(self, path, protocol):
+        u = SB.server.split("://", 1)[1]
+        host, port = u.rsplit(":", 1)
+        ctx = ssl.create_default_context(cafile=SB.ca)
+        self.s = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=20), server_hostname=host)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nConnection: Upgrade\r\n"
+                        "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n"
+                        "Sec-WebSocket-Protocol: %s\r\n\r\n" % (path, u, SB.admin_token, key, protocol)).encode())
+        self.f = self.s.makefile("rb")
+        self.status = self.f.readline()
+        self.headers = {}
+        while True:
+            line = self.f.readline().decode().strip()
+            if not line:
+                break
+            k, v = line.split(":", 1)
+            self.headers[k.lower()] = v.strip()
+        want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        assert self.headers.get("sec-websocket-accept") == want.decode(), self.headers
+
+    def send(self, payload, opcode=2):
+        mask = os.urandom(4)
+        n = len(payload)
+        head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else bytes([0xFE]) + struct.pack("!H", n)
+                                         if n < 65536 else bytes([0xFF]) + struct.pack("!Q", n))
+        self.s.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def recv(self):
+        """(opcode, payload) of the next message; pings answered."""
+        while True:
+            b0, b1 = self.f.read(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", self.f.read(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", self.f.read(8))[0]
+            data = self.f.read(n)
+            if b0 & 0x0F == 9:
+                self.send(data, 10)
+                continue
+            return b0 & 0x0F, data
+
+    def close(self):
+        self.s.close()
 
 
 class B_PortForward(unittest.TestCase):
@@ -245,6 +325,24 @@ class B_PortForward(unittest.TestCase):
                     self.assertEqual(len(back), BIG)
                     self.assertEqual(hashlib.sha256(back).digest(), hashlib.sha256(body).digest())
         self.assertEqual(srv.rc, 0, "the pod server saw stdin EOF and exited; kubectl exec returned 0")
+
+    def test_4_kubelet_websocket_protocol(self):
+        "port-forward over v4.channel.k8s.io with ?ports=: the port prefix, data both ways, the error channel"
+        ws = RawWebSocket("/api/v1/namespaces/default/pods/%s/portforward?ports=8080,9999" % POD, "v4.channel.k8s.io")
+        first = [ws.recv()[1] for _ in range(4)]
+        self.assertEqual(sorted(first), sorted([b"\x00\x90\x1f", b"\x01\x90\x1f", b"\x02\x0f\x27",
+                                                b"\x03\x0f\x27"]))
+        ws.send(b"\x00GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = {}
+        while True:
+            op, m = ws.recv()
+            if op == 8:
+                break
+            got[m[0]] = got.get(m[0], b"") + m[1:]
+        ws.close()
+        self.assertIn(b'"path": "/ws"', got[0])
+        self.assertIn(b"error forwarding port 9999 to pod ", got[3])
+        self.assertIn(b"connect: connection refused", got[3])
 
     def test_3_connection_refused(self):
         "a port nothing listens on in the pod: kubectl reports the runtime's error and stops"
