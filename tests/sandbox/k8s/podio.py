@@ -10,6 +10,10 @@ The interface (kept narrow: the node's owners adapt the bodies, not the callers)
         text, which streams.py wraps as the kubelet does ("error forwarding
         port P to pod SANDBOX, uid : MESSAGE") into the error stream.
 
+    check_running(kubelet, namespace, pod, container)
+        Raises NotRunning(message) unless the container runs (checked before
+        the upgrade, as the kubelet finds the container first).
+
     exec_process(kubelet, namespace, pod, container, argv, tty, stdin) -> Process
         Starts argv in the container as `kubectl exec` runs it. Raises
         NotRunning(message) when there is no running container of that name
@@ -138,13 +142,18 @@ class Process:
                 pass
 
 
-def exec_process(kubelet, namespace, pod, container, argv, tty, stdin):
+def check_running(kubelet, namespace, pod, container):
+    """(worker, container) of a running container, or NotRunning (the kubelet
+    refuses the exec upgrade with it)."""
     w = _worker(kubelet, namespace, pod)
-    c = None
-    if w is not None:
-        c = next((x for x in w.containers if x.name == container), None)
+    c = next((x for x in (w.containers if w is not None else []) if x.name == container), None)
     if c is None or c.proc is None or c.proc.poll() is not None or c.state != "running":
         raise NotRunning('container not found ("%s")' % container)
+    return w, c
+
+
+def exec_process(kubelet, namespace, pod, container, argv, tty, stdin):
+    w, c = check_running(kubelet, namespace, pod, container)
     env = w._env(c)
     root = w._root(c)
     exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))

@@ -187,7 +187,7 @@ def serve(h, req, method):
     if req.sub == "exec":
         # the kubelet finds the container before it upgrades; a 500 Status otherwise
         try:
-            _running(kubelet, req.namespace, req.name, container)
+            podio.check_running(kubelet, req.namespace, req.name, container)
         except podio.NotRunning as e:
             raise E.internal(str(e))
     ws = WS.is_websocket_request(h.headers)
@@ -269,14 +269,6 @@ def _container(pod, name, container):
     return container
 
 
-def _running(kubelet, ns, pod, container):
-    w = podio._worker(kubelet, ns, pod)
-    c = next((x for x in (w.containers if w else []) if x.name == container), None)
-    if c is None or c.proc is None or c.proc.poll() is not None:
-        raise podio.NotRunning('container not found ("%s")' % container)
-    return True
-
-
 def _upgrade(h, code, headers):
     """Send the 101 and take the connection over from the HTTP handler."""
     h.status = code
@@ -297,6 +289,41 @@ def _upgrade(h, code, headers):
     except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, TypeError):
         pass
     return Transport(sock, initial)
+
+
+class Channels:
+    """The Kubernetes channel framing over a WebSocket: a channel byte then the
+    payload in BINARY messages, or ('0'+channel, base64 payload) in TEXT messages
+    for the base64 protocols. send() is safe from any thread."""
+
+    def __init__(self, conn, protocol):
+        self.conn = conn
+        self.b64 = protocol is not None and "base64" in protocol
+        self.lock = threading.Lock()
+
+    def send(self, ch, data):
+        with self.lock:
+            if self.b64:
+                self.conn.send(WS.TEXT, bytes([48 + ch]) + base64.b64encode(data))
+            else:
+                self.conn.send_binary(bytes([ch]) + data)
+
+    def messages(self):
+        """(channel, payload) of each message until the client closes or breaks the connection."""
+        try:
+            while True:
+                m = self.conn.read_message()
+                if m is None:
+                    return
+                data = m[1]
+                if not data:
+                    continue
+                if self.b64:
+                    yield data[0] - 48, base64.b64decode(data[1:])
+                else:
+                    yield data[0], data[1:]
+        except (EOFError, OSError, WS.ProtocolError, ValueError):
+            return
 
 
 # ---- exec ---------------------------------------------------------------------------------
@@ -386,29 +413,20 @@ class ExecSession:
             t.join()
         if code == 0:
             return _status_success()
-        return code, _status_exit(code, "command terminated with exit code %d" % code)
+        return _status_exit(code, "command terminated with exit code %d" % code)
 
     # -- WebSocket ------------------------------------------------------------------------
     def serve_ws(self, conn, protocol):
-        b64 = protocol is not None and "base64" in protocol
-        lock = threading.Lock()
-
-        def send(ch, data):
-            with lock:
-                if b64:
-                    conn.send(WS.TEXT, bytes([48 + ch]) + base64.b64encode(data))
-                else:
-                    conn.send_binary(bytes([ch]) + data)
-
+        chans = Channels(conn, protocol)
+        send = chans.send
         # an empty message on the lowest writable channel tells the client the connection is up
         first = STDOUT if self.opts["stdout"] else STDERR if self.opts["stderr"] else ERROR
         send(first, b"")
         status = self.start()
-        reader = _thread(self._ws_reader, conn, protocol, b64)
+        reader = _thread(self._ws_reader, chans, protocol)
         if status is None:
-            res = self.run(lambda d: send(STDOUT, d) if self.opts["stdout"] else None,
-                           lambda d: send(STDERR, d) if self.opts["stderr"] else None)
-            status = res if isinstance(res, dict) else res[1]
+            status = self.run(lambda d: send(STDOUT, d) if self.opts["stdout"] else None,
+                              lambda d: send(STDERR, d) if self.opts["stderr"] else None)
         if protocol in ("v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io"):
             send(ERROR, json.dumps(status, separators=(",", ":")).encode())
         elif status.get("status") != "Success":
@@ -417,29 +435,15 @@ class ExecSession:
         conn.close()
         reader.join(FINISH_TIMEOUT)
 
-    def _ws_reader(self, conn, protocol, b64):
-        try:
-            while True:
-                m = conn.read_message()
-                if m is None:
-                    break
-                data = m[1]
-                if not data:
-                    continue
-                ch = data[0] - 48 if b64 else data[0]
-                payload = data[1:]
-                if b64:
-                    payload = base64.b64decode(payload)
-                if protocol == "v5.channel.k8s.io" and ch == CLOSE_SIGNAL:
-                    if len(payload) == 1 and payload[0] == STDIN:
-                        self.close_stdin()
-                    continue
-                if ch == STDIN and self.opts["stdin"]:
-                    self.feed_stdin(payload)
-                elif ch == RESIZE:
-                    self.resize(payload)
-        except (EOFError, OSError, WS.ProtocolError, ValueError):
-            pass
+    def _ws_reader(self, chans, protocol):
+        for ch, payload in chans.messages():
+            if protocol == "v5.channel.k8s.io" and ch == CLOSE_SIGNAL:
+                if len(payload) == 1 and payload[0] == STDIN:
+                    self.close_stdin()
+            elif ch == STDIN and self.opts["stdin"]:
+                self.feed_stdin(payload)
+            elif ch == RESIZE:
+                self.resize(payload)
         self.close_stdin()
 
     # -- SPDY -----------------------------------------------------------------------------
@@ -475,9 +479,8 @@ class ExecSession:
         if status is None:
             if protocol == "channel.k8s.io" and "stdin" in streams:
                 streams["stdin"].close()    # v1 closes its stdin stream at once, as the kubelet does
-            res = self.run(streams["stdout"].write if "stdout" in streams else (lambda d: None),
-                           streams["stderr"].write if "stderr" in streams else (lambda d: None))
-            status = res if isinstance(res, dict) else res[1]
+            status = self.run(streams["stdout"].write if "stdout" in streams else (lambda d: None),
+                              streams["stderr"].write if "stderr" in streams else (lambda d: None))
         for k in ("stdout", "stderr"):
             if k in streams:
                 streams[k].close()
@@ -586,15 +589,8 @@ class PortForward:
 
     # -- WebSocket (the kubelet's protocol: two channels per port in ?ports=) --------------
     def serve_ws(self, conn, protocol, ports):
-        b64 = protocol is not None and "base64" in protocol
-        lock = threading.Lock()
-
-        def send(ch, data):
-            with lock:
-                if b64:
-                    conn.send(WS.TEXT, bytes([48 + ch]) + base64.b64encode(data))
-                else:
-                    conn.send_binary(bytes([ch]) + data)
+        chans = Channels(conn, protocol)
+        send = chans.send
         socks = {}
         for i, port in enumerate(ports):
             send(2 * i, struct.pack("<H", port))
@@ -608,7 +604,7 @@ class PortForward:
                 continue
             workers.append(_thread(_pump, socks[i].makefile("rb", buffering=0),
                                    lambda d, ch=2 * i: send(ch, d)))
-        reader = _thread(self._ws_reader, conn, socks, b64)
+        reader = _thread(self._ws_reader, chans, socks)
         for w in workers:
             w.join()
         conn.close()
@@ -616,24 +612,14 @@ class PortForward:
         for s in socks.values():
             s.close()
 
-    def _ws_reader(self, conn, socks, b64):
-        try:
-            while True:
-                m = conn.read_message()
-                if m is None:
-                    break
-                data = m[1]
-                if not data:
-                    continue
-                ch = data[0] - 48 if b64 else data[0]
-                payload = data[1:]
-                if b64:
-                    payload = base64.b64decode(payload)
-                s = socks.get(ch // 2) if ch % 2 == 0 else None
-                if s is not None and payload:
+    def _ws_reader(self, chans, socks):
+        for ch, payload in chans.messages():
+            s = socks.get(ch // 2) if ch % 2 == 0 else None
+            if s is not None and payload:
+                try:
                     s.sendall(payload)
-        except (EOFError, OSError, WS.ProtocolError, ValueError):
-            pass
+                except OSError:
+                    pass
         for s in socks.values():
             try:
                 s.shutdown(socket.SHUT_WR)
