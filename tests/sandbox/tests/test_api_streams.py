@@ -229,6 +229,25 @@ class A_Exec(unittest.TestCase):
                     self.assertEqual(got[3], b"command terminated with non-zero exit code: command terminated "
                                              b"with exit code 7")
 
+    def test_5_tty_and_resize(self):
+        "exec with tty=true runs on a terminal that takes the client's size from the resize channel (v5)"
+        path = ("/api/v1/namespaces/default/pods/%s/exec?command=sh&command=-c&command=read%%20x;stty%%20size"
+                "&stdin=true&stdout=true&tty=true" % POD)
+        ws = RawWebSocket(path, "v5.channel.k8s.io")
+        self.assertEqual(ws.recv(), (2, b"\x01"), "the empty stdout message that says the session is up")
+        ws.send(b"\x04" + json.dumps({"Width": 100, "Height": 40}).encode())
+        ws.send(b"\x00go\n")
+        got = {}
+        while True:
+            op, m = ws.recv()
+            if op == 8:
+                break
+            got[m[0]] = got.get(m[0], b"") + m[1:]
+        ws.close()
+        self.assertEqual(got[1].replace(b"\r", b""), b"go\n40 100\n")
+        self.assertNotIn(2, got, "no stderr channel with a tty")
+        self.assertEqual(json.loads(got[3]), {"metadata": {}, "status": "Success"})
+
     def test_3_errors(self):
         "a missing command, a wrong container and a denied user fail as on a real cluster"
         r = kc("exec", POD, "--", "no-such-command", check=False)
