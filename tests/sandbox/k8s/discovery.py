@@ -31,6 +31,7 @@ _SUB_VERBS = {
     "finalize": ["update"],
     "exec": ["create", "get"],
     "portforward": ["create", "get"],
+    "eviction": ["create"],
 }
 
 
@@ -87,6 +88,8 @@ def resource_list(group, version):
                 se["kind"] = "PodExecOptions"
             elif sub == "portforward":
                 se["kind"] = "PodPortForwardOptions"
+            elif sub == "eviction":
+                se.update({"group": "policy", "version": "v1", "kind": "Eviction"})
             out.append(se)
     gv = version if not group else "%s/%s" % (group, version)
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}

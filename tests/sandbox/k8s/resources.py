@@ -34,7 +34,7 @@ _ALL = [
     Res("services", "Service", "", "v1", True, ["svc"], subresources=["status"], categories=["all"],
         return_deleted=True),
     Res("endpoints", "Endpoints", "", "v1", True, ["ep"], singular="endpoints"),
-    Res("pods", "Pod", "", "v1", True, ["po"], subresources=["status", "log", "exec", "portforward"], categories=["all"],
+    Res("pods", "Pod", "", "v1", True, ["po"], subresources=["status", "log", "exec", "portforward", "eviction"], categories=["all"],
         return_deleted=True),
     Res("configmaps", "ConfigMap", "", "v1", True, ["cm"]),
     Res("secrets", "Secret", "", "v1", True),
