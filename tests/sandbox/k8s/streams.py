@@ -403,8 +403,10 @@ class ExecSession:
             if isinstance(sz, dict) and self.proc is not None:
                 self.proc.resize(int(sz.get("Width") or 0), int(sz.get("Height") or 0))
 
-    def run(self, out, err):
-        """Copy the process' output with out(bytes)/err(bytes) until it exits; the final Status."""
+    def run(self, out, err, translated=False):
+        """Copy the process' output with out(bytes)/err(bytes) until it exits; the final
+        Status. `translated`: the API server's v5 translator re-wraps the kubelet's
+        exit error (client-go's text), the other protocols carry the runtime's."""
         threads = [_thread(_pump, self.proc.stdout, out)]
         if self.proc.stderr is not None:
             threads.append(_thread(_pump, self.proc.stderr, err))
@@ -413,7 +415,9 @@ class ExecSession:
             t.join()
         if code == 0:
             return _status_success()
-        return _status_exit(code, "command terminated with exit code %d" % code)
+        if translated:
+            return _status_exit(code, "command terminated with exit code %d" % code)
+        return _status_exit(code, "error executing command [%s], exit code %d" % (" ".join(self.command), code))
 
     # -- WebSocket ------------------------------------------------------------------------
     def serve_ws(self, conn, protocol):
@@ -426,7 +430,8 @@ class ExecSession:
         reader = _thread(self._ws_reader, chans, protocol)
         if status is None:
             status = self.run(lambda d: send(STDOUT, d) if self.opts["stdout"] else None,
-                              lambda d: send(STDERR, d) if self.opts["stderr"] else None)
+                              lambda d: send(STDERR, d) if self.opts["stderr"] else None,
+                              translated=protocol == "v5.channel.k8s.io")
         if protocol in ("v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io"):
             send(ERROR, json.dumps(status, separators=(",", ":")).encode())
         elif status.get("status") != "Success":

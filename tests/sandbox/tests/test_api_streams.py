@@ -226,8 +226,8 @@ class A_Exec(unittest.TestCase):
                     self.assertEqual(status["reason"], "NonZeroExitCode")
                     self.assertEqual(status["details"]["causes"], [{"reason": "ExitCode", "message": "7"}])
                 else:
-                    self.assertEqual(got[3], b"command terminated with non-zero exit code: command terminated "
-                                             b"with exit code 7")
+                    self.assertEqual(got[3], b"command terminated with non-zero exit code: error executing command "
+                                             b"[sh -c echo out;echo err >&2;exit 7], exit code 7")
 
     def test_5_tty_and_resize(self):
         "exec with tty=true runs on a terminal that takes the client's size from the resize channel (v5)"
