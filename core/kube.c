@@ -23,15 +23,20 @@
  */
 #define _GNU_SOURCE
 #include <curl/curl.h>
+#include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "czctl.h"
 #include "kubeconfig.h"
+#include "kube_stream.h"
+#include "upgrade.h"
 
 #ifndef CZCTL_VERSION
 #define CZCTL_VERSION "0.0.0-dev"
@@ -685,9 +690,10 @@ static void push_url(lua_State *L, kube_client *k, int t)
     lua_settop(L, pathi);
 }
 
-/* Build the per-request header list (Authorization etc). 0, -1 (*err), -2 (interrupted). */
-static int build_headers(kube_client *k, struct curl_slist **out, const char *accept, const char *ctype,
-                         int force_refresh, CURL *e, char **err)
+/* Build the per-request header list (Authorization etc). 0, -1 (*err), -2 (interrupted).
+ * Call through build_headers, which holds the credential lock. */
+static int build_headers_unlocked(kube_client *k, struct curl_slist **out, const char *accept, const char *ctype,
+                                  int force_refresh, CURL *e, char **err)
 {
     kc_config *c = k->c;
     struct curl_slist *l = NULL, *n;
@@ -766,6 +772,20 @@ out:
     free(line);
     slist_wipe_free(&l);
     return rc;
+}
+
+/* The kubeconfig's credentials (token files, the exec plugin's cache) are
+ * read and refreshed from the Lua thread and from streaming threads
+ * (core/portforward.c through a dialer): one lock for all of them. */
+static pthread_mutex_t cred_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int build_headers(kube_client *k, struct curl_slist **out, const char *accept, const char *ctype,
+                         int force_refresh, CURL *e, char **err)
+{
+    pthread_mutex_lock(&cred_lock);
+    int r = build_headers_unlocked(k, out, accept, ctype, force_refresh, e, err);
+    pthread_mutex_unlock(&cred_lock);
+    return r;
 }
 
 /* The request's method ("GET" when nil); raises when it is not a string. */
@@ -1161,6 +1181,193 @@ static int watch_next(lua_State *L)
             w->result = CURLE_RECV_ERROR;
         }
     }
+}
+
+/* ---- dialers for streaming modules (kube_stream.h) ---------------------- */
+
+struct czctl_kube_dialer {
+    kube_client k;   /* private URL state; k.c is the shared kubeconfig */
+};
+
+czctl_kube_dialer *czctl_kube_dialer_new(lua_State *L, int idx, char **err)
+{
+    kube_client *src = check_client(L, idx);
+    czctl_kube_dialer *d = calloc(1, sizeof *d);
+    *err = NULL;
+    if (!d) {
+        *err = kc_errf("out of memory");
+        return NULL;
+    }
+    d->k.c = src->c;
+    d->k.timeout = src->timeout;
+    d->k.connect_timeout = src->connect_timeout;
+    d->k.verbose = src->verbose;
+    if (client_prepare_url(&d->k, err) < 0) {
+        czctl_kube_dialer_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* "Host: ..." as the server URL names it (client_prepare_url made the
+ * header already when tls-server-name rewrote the URL). */
+static char *dialer_host_line(const kube_client *k)
+{
+    if (k->host_header)
+        return strdup(k->host_header);
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL, *line = NULL;
+    if (u && curl_url_set(u, CURLUPART_URL, k->base, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+            port = NULL;
+        if (asprintf(&line, port ? "Host: %s:%s" : "Host: %s", host, port) < 0)
+            line = NULL;
+    }
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return line;
+}
+
+/* "Authorization: Basic ..." for basic auth or URL userinfo (libcurl adds it
+ * to the requests it writes itself, not to a CONNECT_ONLY connection). */
+static char *dialer_basic_line(const kube_client *k)
+{
+    const char *user = NULL, *pass = NULL;
+    if (!strcmp(k->c->auth, "basic")) {
+        user = k->c->username ? k->c->username : "";
+        pass = k->c->password ? k->c->password : "";
+    } else if (k->url_user) {
+        user = k->url_user;
+        pass = k->url_password;
+    }
+    if (!user)
+        return NULL;
+    errno = 0;
+    size_t ul = strlen(user), pl = strlen(pass), n = ul + 1 + pl;
+    char *plain = malloc(n + 1), *line = malloc(4 * (n / 3 + 1) + 32);
+    if (plain && line) {
+        memcpy(plain, user, ul);
+        plain[ul] = ':';
+        memcpy(plain + ul + 1, pass, pl);
+        memcpy(line, "Authorization: Basic ", 21);
+        up_base64((unsigned char *)plain, n, line + 21);
+    } else {
+        free(line);
+        line = NULL;
+    }
+    if (plain) {
+        explicit_bzero(plain, n);
+        free(plain);
+    }
+    return line;
+}
+
+/* Appends s and CR LF to buf at *w (NULL buf: only counts). */
+static void head_put(char *buf, size_t *w, const char *s)
+{
+    size_t n = strlen(s);
+    if (buf) {
+        memcpy(buf + *w, s, n);
+        memcpy(buf + *w + n, "\r\n", 2);
+    }
+    *w += n + 2;
+}
+
+int czctl_kube_dialer_prepare(czctl_kube_dialer *d, CURL *e, const char *method, const char *path, int refresh,
+                              char **head, size_t *head_len, char **url, char **err)
+{
+    kube_client *k = &d->k;
+    struct curl_slist *hl = NULL;
+    char *host = NULL, *basic = NULL, *start = NULL, *buf = NULL;
+    int rc = -1;
+    *head = *url = *err = NULL;
+    if (asprintf(url, "%s%s", k->base, path) < 0) {
+        *url = NULL;
+        goto oom;
+    }
+    if (setup_easy(k, e, &k->body, &k->hdrs, k->errbuf) < 0 ||
+        curl_easy_setopt(e, CURLOPT_CONNECT_ONLY, 1L) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_URL, *url) != CURLE_OK) {
+        *err = kc_errf("libcurl: cannot set up a connection");
+        goto out;
+    }
+    int hr = build_headers(k, &hl, NULL, NULL, refresh, e, err);
+    if (hr < 0) {
+        rc = hr;
+        goto out;
+    }
+    int has_auth = 0;
+    for (struct curl_slist *s = hl; s; s = s->next)
+        has_auth |= !strncasecmp(s->data, "Authorization:", 14);
+    errno = 0;   /* dialer_basic_line: NULL without ENOMEM means no basic auth */
+    if (!(host = dialer_host_line(k)) ||
+        asprintf(&start, "%s %s HTTP/1.1", method, path) < 0 ||
+        (!has_auth && (basic = dialer_basic_line(k)) == NULL && errno == ENOMEM))
+        goto oom;
+    /* two passes, count then write: no reallocation leaves a copy of a credential behind */
+    for (int pass = 0; pass < 2; pass++) {
+        size_t w = 0;
+        head_put(buf, &w, start);
+        head_put(buf, &w, host);
+        head_put(buf, &w, "User-Agent: czctl/" CZCTL_VERSION);
+        for (struct curl_slist *s = hl; s; s = s->next) {
+            size_t sl = strlen(s->data);
+            if (sl == 0 || s->data[sl - 1] == ':' || !strncasecmp(s->data, "Host:", 5))
+                continue;   /* "Expect:" removes a header in libcurl's syntax; Host is written above */
+            head_put(buf, &w, s->data);
+        }
+        if (basic)
+            head_put(buf, &w, basic);
+        if (pass == 0 && !(buf = malloc(w + 1)))
+            goto oom;
+        if (pass == 1) {
+            buf[w] = '\0';
+            *head_len = w;
+        }
+    }
+    *head = buf;
+    buf = NULL;
+    rc = 0;
+    goto out;
+oom:
+    free(*err);
+    *err = kc_errf("out of memory");
+out:
+    free(buf);
+    if (basic) {
+        explicit_bzero(basic, strlen(basic));
+        free(basic);
+    }
+    free(host);
+    free(start);
+    slist_wipe_free(&hl);
+    if (rc != 0) {
+        free(*url);
+        *url = NULL;
+    }
+    return rc;
+}
+
+int czctl_kube_dialer_verbose(const czctl_kube_dialer *d)
+{
+    return d->k.verbose;
+}
+
+int czctl_kube_dialer_exec_auth(const czctl_kube_dialer *d)
+{
+    return !strcmp(d->k.c->auth, "exec");
+}
+
+void czctl_kube_dialer_free(czctl_kube_dialer *d)
+{
+    if (!d)
+        return;
+    d->k.easy = NULL;   /* the dialer never made the client's own handles */
+    client_release(&d->k);
+    free(d);
 }
 
 /* ---- registration ------------------------------------------------------- */
