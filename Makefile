@@ -14,11 +14,11 @@ MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || $(CC)
 LIBDIR    := /usr/lib/$(MULTIARCH)
 PKGS      := lua5.4 libcurl yaml-0.1
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-# Lua, libyaml and lua-cjson are linked statically (small, and a shared
+# Lua, libyaml, lua-cjson and zlib (SPDY header blocks) are linked statically (small, and a shared
 # liblua costs start-up time). libcurl is NOT linked: core/curl_lazy.c loads
 # libcurl.so.4 with dlopen on first use, so `czctl version` or `help` never
 # pay for its ~30 shared libraries.
-STATIC_LIBS := $(LIBDIR)/liblua5.4-cjson.a $(LIBDIR)/liblua5.4.a $(LIBDIR)/libyaml.a
+STATIC_LIBS := $(LIBDIR)/liblua5.4-cjson.a $(LIBDIR)/liblua5.4.a $(LIBDIR)/libyaml.a $(LIBDIR)/libz.a
 
 ALL_CFLAGS  = -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) \
               -Icore -I$(BUILD) $(PKG_CFLAGS) -DCZCTL_VERSION='"$(VERSION)"'
@@ -44,7 +44,17 @@ endif
 .PHONY: all deps test ctests demo sanitize valgrind install clean help bench FORCE
 .DEFAULT_GOAL := all
 
-all: $(BIN)
+# The kube tunnel's in-cluster relay: only libc, linked statically so that its
+# image is FROM scratch (relay/Dockerfile). Sanitizer builds cannot link
+# statically; they build it dynamically for the tests.
+RELAY := $(BUILD)/czctl-relay
+RELAY_STATIC := $(if $(SANFLAGS),,-static)
+
+all: $(BIN) $(RELAY)
+
+$(RELAY): relay/czctl-relay.c core/relay_proto.h $(BUILD)/flags
+	$(CC) -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) -Icore -DCZCTL_VERSION='"$(VERSION)"' \
+	  $(RELAY_STATIC) -o $@ relay/czctl-relay.c
 
 help:
 	@echo "make            build ./czctl"

@@ -70,6 +70,10 @@ FORWARD(CURL *, curl_easy_init, (void), (), return NULL)
 FORWARD(CURLcode, curl_easy_perform, (CURL *c), (c), return CURLE_FAILED_INIT)
 FORWARD(void, curl_easy_cleanup, (CURL *c), (c), return)
 FORWARD(void, curl_easy_reset, (CURL *c), (c), return)
+FORWARD(CURLcode, curl_easy_send, (CURL *c, const void *b, size_t n, size_t *sent), (c, b, n, sent),
+        return CURLE_FAILED_INIT)
+FORWARD(CURLcode, curl_easy_recv, (CURL *c, void *b, size_t n, size_t *got), (c, b, n, got),
+        return CURLE_FAILED_INIT)
 FORWARD(CURLcode, curl_easy_pause, (CURL *c, int bitmask), (c, bitmask), return CURLE_FAILED_INIT)
 FORWARD(const char *, curl_easy_strerror, (CURLcode code), (code), return load_error)
 FORWARD(char *, curl_easy_escape, (CURL *c, const char *s, int n), (c, s, n), return NULL)
@@ -93,6 +97,8 @@ FORWARD(CURLMcode, curl_multi_wait,
         (CURLM *m, struct curl_waitfd extra[], unsigned int n, int ms, int *ret),
         (m, extra, n, ms, ret), return CURLM_INTERNAL_ERROR)
 FORWARD(CURLMcode, curl_multi_wakeup, (CURLM *m), (m), return CURLM_INTERNAL_ERROR)
+FORWARD(CURLMcode, curl_multi_socket_action, (CURLM *m, curl_socket_t s, int ev, int *running),
+        (m, s, ev, running), return CURLM_INTERNAL_ERROR)
 FORWARD(const char *, curl_multi_strerror, (CURLMcode code), (code), return load_error)
 FORWARD(CURLU *, curl_url, (void), (), return NULL)
 FORWARD(void, curl_url_cleanup, (CURLU *u), (u), return)

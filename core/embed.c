@@ -113,6 +113,7 @@ void czctl_preload_all(lua_State *L)
         {"czctl.core.embed", luaopen_czctl_core_embed},
         {"czctl.core.kube", luaopen_czctl_core_kube},
         {"czctl.core.net", luaopen_czctl_core_net},
+        {"czctl.core.portforward", luaopen_czctl_core_portforward},
         {"czctl.core.proc", luaopen_czctl_core_proc},
         {"czctl.core.sys", luaopen_czctl_core_sys},
         {NULL, NULL},
