@@ -286,9 +286,12 @@ void up_one_line(const char *in, size_t len, char *out, size_t cap)
         size_t k = w;
         while (k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0x80)
             k--;
-        if (k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0xC0)
-            k--;
-        w = k;
+        if (k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0xC0) {
+            unsigned char lead = (unsigned char)out[k - 1];
+            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+            if (w - (k - 1) < need)
+                w = k - 1;   /* the last sequence was cut */
+        }
     }
     out[w] = '\0';
 }
