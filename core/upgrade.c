@@ -293,6 +293,8 @@ void up_one_line(const char *in, size_t len, char *out, size_t cap)
                 w = k - 1;   /* the last sequence was cut */
         }
     }
+    while (w > 0 && out[w - 1] == ' ')
+        w--;   /* the limit fell after a blank (found by fuzz_upgrade) */
     out[w] = '\0';
 }
 

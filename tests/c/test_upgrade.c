@@ -117,5 +117,7 @@ int main(void)
     t_ok(!strcmp(small, "abc d\xc3\xa9"), "one line is cut at the limit, never inside a UTF-8 sequence", small);
     up_one_line("abcd\xc3\xa9", 6, small, 6);
     t_ok(!strcmp(small, "abcd"), "a UTF-8 sequence that does not fit is left out whole", small);
+    up_one_line("abcdef ghi", 10, small, 8);
+    t_ok(!strcmp(small, "abcdef"), "a line cut right after a blank does not end with it", small);
     return t_done();
 }
