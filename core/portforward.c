@@ -799,6 +799,7 @@ static void req_pair(struct req *r)
     atomic_fetch_add(&t->active, 1);
     atomic_fetch_add(&t->paired, 1);
     r->ps = PS_CONNECTING;
+    t->pool_wake = czctl_now();   /* one idle stream fewer: open its replacement now */
     r->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (r->fd < 0 || (connect(r->fd, (struct sockaddr *)&t->target, sizeof t->target) != 0 && errno != EINPROGRESS)) {
         req_refuse(r);

@@ -11,8 +11,10 @@
  * both ways untouched: the proxy and the laptop's landing speak mutual TLS
  * through it, so the relay holds no secret and reads nothing. When no
  * laptop stream is idle, a proxy connection is reset at once, so the proxy
- * falls back to the in-cluster version (decisions section 3). The pairing
- * bytes are in core/relay_proto.h.
+ * falls back to the in-cluster version (decisions section 3); when the
+ * laptop is there but all its streams are busy, a proxy connection waits
+ * (at most --wait-timeout) for the stream the laptop opens next. The
+ * pairing bytes are in core/relay_proto.h.
  *
  * One thread, one epoll loop, level-triggered; bounded buffers (16 KiB per
  * direction of a pair, allocated when paired). Only libc: it is linked
@@ -51,8 +53,8 @@
 struct opts {
     struct sockaddr_in proxy, laptop, health;
     int health_on;
-    double ping_interval, pair_timeout, hello_timeout;
-    int max_idle, max_pairs;
+    double ping_interval, pair_timeout, hello_timeout, wait_timeout;
+    int max_idle, max_pairs, max_waiting;
 };
 
 /* ---- objects ------------------------------------------------------------------- */
@@ -82,8 +84,10 @@ struct proxy {
     int replay_lost;             /* more than REPLAY_MAX: cannot be replayed */
     int replays;                 /* at most one */
     struct dir up;               /* proxy -> laptop */
-    double paired_at;
+    double paired_at, since;
     int dead;
+    struct proxy *wnext;         /* the waiting list (no laptop stream yet) */
+    int waiting;
     struct proxy *dnext;
 };
 
@@ -122,10 +126,12 @@ static struct {
     struct laptop *idle_head, *idle_tail;
     int nidle, nlaptops, npairs;
     struct laptop *all_laptops;  /* every live laptop stream */
+    struct proxy *wait_head, *wait_tail;
+    int nwaiting;
     struct health *healths;
     struct laptop *dead_l;
     struct proxy *dead_p;
-    long accepted, refused, paired, replayed, landing_refused, laptop_total;
+    long accepted, refused, paired, replayed, landing_refused, waited, laptop_total;
     double last_log, refused_logged;
     int stop;
 } R;
@@ -168,6 +174,18 @@ static void ep_set(int fd, struct ev *e, int *have, int want)
 
 /* ---- the idle list (most recently heard from last) ---------------------------------- */
 
+/* One log line when proxy connections start or stop being paired. */
+static void idle_log(void)
+{
+    static int had = -1;
+    int has = R.nidle > 0;
+    if (has == had)
+        return;
+    had = has;
+    logf_(has ? "laptop streams available: proxy connections are paired"
+              : "no idle laptop stream: proxy connections wait or are reset (the proxy falls back to the cluster)");
+}
+
 static void idle_remove(struct laptop *l)
 {
     if (!l->in_idle)
@@ -183,8 +201,6 @@ static void idle_remove(struct laptop *l)
     l->prev = l->next = NULL;
     l->in_idle = 0;
     R.nidle--;
-    if (R.nidle == 0)
-        logf_("no idle laptop stream: proxy connections are reset (the proxy falls back to the cluster)");
 }
 
 static void idle_push(struct laptop *l)
@@ -199,8 +215,7 @@ static void idle_push(struct laptop *l)
         R.idle_head = l;
     R.idle_tail = l;
     l->in_idle = 1;
-    if (R.nidle++ == 0)
-        logf_("laptop streams available: proxy connections are paired");
+    R.nidle++;
 }
 
 /* ---- events of sockets ----------------------------------------------------------------- */
@@ -208,6 +223,7 @@ static void idle_push(struct laptop *l)
 static void laptop_events(struct laptop *l);
 static void proxy_events(struct proxy *p);
 static void proxy_free(struct proxy *p, int reset);
+static void wait_remove(struct proxy *p);
 
 static void laptop_free(struct laptop *l, int reset)
 {
@@ -241,6 +257,8 @@ static void proxy_free(struct proxy *p, int reset)
     if (p->dead)
         return;
     p->dead = 1;
+    if (p->waiting)
+        wait_remove(p);
     ep_set(p->fd, &p->ev, &p->events, 0);
     if (reset)
         close_reset(p->fd);
@@ -624,6 +642,37 @@ static void accept_laptops(void)
     }
 }
 
+static void wait_remove(struct proxy *p)
+{
+    for (struct proxy **pp = &R.wait_head; *pp; pp = &(*pp)->wnext)
+        if (*pp == p) {
+            *pp = p->wnext;
+            if (R.wait_tail == p) {
+                R.wait_tail = NULL;
+                for (struct proxy *q = R.wait_head; q; q = q->wnext)
+                    R.wait_tail = q;
+            }
+            p->wnext = NULL;
+            p->waiting = 0;
+            R.nwaiting--;
+            return;
+        }
+}
+
+/* Waiting proxy connections get the streams that became idle, oldest first;
+ * with no laptop stream left at all they are reset (the laptop is gone). */
+static void serve_waiting(void)
+{
+    while (R.wait_head && (R.nidle > 0 || R.nlaptops == 0)) {
+        struct proxy *p = R.wait_head;
+        wait_remove(p);
+        if (R.nidle > 0 && pair(p) == 0)
+            continue;
+        R.refused++;
+        proxy_free(p, 1);
+    }
+}
+
 static void accept_proxies(void)
 {
     for (;;) {
@@ -631,7 +680,8 @@ static void accept_proxies(void)
         if (fd < 0)
             return;
         R.accepted++;
-        if (R.nidle == 0 || R.npairs >= R.o.max_pairs) {
+        int can_wait = R.nlaptops > 0 && R.nwaiting < R.o.max_waiting;
+        if ((R.nidle == 0 && !can_wait) || R.npairs >= R.o.max_pairs) {
             R.refused++;
             close_reset(fd);   /* at once: the proxy falls back to the cluster */
             continue;
@@ -647,8 +697,19 @@ static void accept_proxies(void)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         p->ev.kind = K_PROXY;
         p->fd = fd;
+        p->since = now_s();
         R.npairs++;
-        if (pair(p) != 0) {
+        if (R.nidle == 0) {
+            /* the laptop is there but busy: wait for the stream it opens next */
+            R.waited++;
+            if (R.wait_tail)
+                R.wait_tail->wnext = p;
+            else
+                R.wait_head = p;
+            R.wait_tail = p;
+            R.nwaiting++;
+            p->waiting = 1;
+        } else if (pair(p) != 0) {
             R.refused++;
             proxy_free(p, 1);
         }
@@ -702,10 +763,11 @@ static void on_health(struct health *h)
         snprintf(body, sizeof body, "ok\n");
     } else if (!strncmp(h->req, "GET /stats ", 11)) {
         snprintf(body, sizeof body,
-                 "{\"idle\":%d,\"laptop_streams\":%d,\"pairs\":%d,\"accepted\":%ld,\"refused\":%ld,"
-                 "\"paired\":%ld,\"replayed\":%ld,\"landing_refused\":%ld,\"laptop_streams_total\":%ld}\n",
-                 R.nidle, R.nlaptops, R.npairs, R.accepted, R.refused, R.paired, R.replayed, R.landing_refused,
-                 R.laptop_total);
+                 "{\"idle\":%d,\"laptop_streams\":%d,\"pairs\":%d,\"waiting\":%d,\"accepted\":%ld,\"refused\":%ld,"
+                 "\"paired\":%ld,\"waited\":%ld,\"replayed\":%ld,\"landing_refused\":%ld,"
+                 "\"laptop_streams_total\":%ld}\n",
+                 R.nidle, R.nlaptops, R.npairs, R.nwaiting, R.accepted, R.refused, R.paired, R.waited, R.replayed,
+                 R.landing_refused, R.laptop_total);
     } else {
         code = 404;
         snprintf(body, sizeof body, "not found\n");
@@ -741,6 +803,13 @@ static void tick(double now)
                     laptop_free(l, 1);
             }
         }
+    }
+    while (R.wait_head && now - R.wait_head->since > R.o.wait_timeout) {
+        struct proxy *p = R.wait_head;
+        wait_remove(p);
+        R.refused++;
+        logf_("proxy connection reset: no laptop stream became idle within %.1f s", R.o.wait_timeout);
+        proxy_free(p, 1);
     }
     for (struct health *h = R.healths, **hp = &R.healths; h; h = *hp) {
         if (h->fd >= 0 && now - h->since > 5)
@@ -812,10 +881,11 @@ static void usage(FILE *f)
 {
     fputs("usage: czctl-relay [--proxy-listen ADDR:PORT] [--laptop-listen ADDR:PORT]\n"
           "                   [--health-listen ADDR:PORT|off] [--ping-interval SECONDS]\n"
-          "                   [--pair-timeout SECONDS] [--max-idle N] [--max-pairs N] [--version]\n"
+          "                   [--pair-timeout SECONDS] [--wait-timeout SECONDS]\n"
+          "                   [--max-idle N] [--max-pairs N] [--version]\n"
           "defaults: --proxy-listen 0.0.0.0:9000 --laptop-listen 127.0.0.1:9001\n"
           "          --health-listen 0.0.0.0:9002 --ping-interval 5 --pair-timeout 2\n"
-          "          --max-idle 256 --max-pairs 512\n",
+          "          --wait-timeout 1 --max-idle 256 --max-pairs 512\n",
           f);
 }
 
@@ -849,8 +919,10 @@ int main(int argc, char **argv)
     o->ping_interval = 5;
     o->pair_timeout = 2;
     o->hello_timeout = 10;
+    o->wait_timeout = 1;
     o->max_idle = 256;
     o->max_pairs = 512;
+    o->max_waiting = 256;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -873,6 +945,8 @@ int main(int argc, char **argv)
             bad = parse_seconds(v, &o->ping_interval) || o->ping_interval > 3600;
         } else if (!strcmp(a, "--pair-timeout")) {
             bad = parse_seconds(v, &o->pair_timeout);
+        } else if (!strcmp(a, "--wait-timeout")) {
+            bad = parse_seconds(v, &o->wait_timeout);
         } else if (!strcmp(a, "--max-idle")) {
             bad = parse_count(v, &o->max_idle, 4096);
         } else if (!strcmp(a, "--max-pairs")) {
@@ -947,10 +1021,12 @@ int main(int argc, char **argv)
             case K_HEALTH: on_health((struct health *)e); break;
             }
         }
+        serve_waiting();
+        idle_log();
         double now = now_s();
         if (now >= next_tick) {
             tick(now);
-            next_tick = now + 0.25;
+            next_tick = now + (R.wait_head ? 0.05 : 0.25);
         }
         reap();
     }
