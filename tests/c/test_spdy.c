@@ -83,7 +83,7 @@ int main(void)
     uint8_t buf[4096];
     int roundtrip = 1;
     for (int i = 0; i < 3; i++) {   /* one zlib stream across frames */
-        char port[8];
+        char port[16];
         snprintf(port, sizeof port, "%d", 8080 + i);
         spdy_header h[3] = {{"streamtype", "data", 10, 4}, {"port", port, 4, strlen(port)}, {"requestid", "7", 9, 1}};
         size_t n = spdy_syn_stream(&w, buf, sizeof buf, (uint32_t)(1 + 4 * i), 0, h, 3);

@@ -23,8 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "sandbox", "tests"))
 import apilib  # noqa: E402  (also puts tests/lib on sys.path)
 
-CZCTL = os.path.join(ROOT, "czctl")
-RELAY = os.path.join(ROOT, os.environ.get("CZCTL_BUILD", "build"), "czctl-relay")
+# CZCTL_BUILD=build/san runs both under the sanitizers (make sanitize builds them there)
+BUILD = os.path.join(ROOT, os.environ.get("CZCTL_BUILD", "build"))
+CZCTL = os.path.join(BUILD, "czctl") if os.environ.get("CZCTL_BUILD") else os.path.join(ROOT, "czctl")
+RELAY = os.path.join(BUILD, "czctl-relay")
 DRIVER = os.path.join(HERE, "driver.lua")
 BIG = 50 * 1000 * 1000
 
