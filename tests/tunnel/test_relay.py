@@ -13,8 +13,10 @@ import concurrent.futures
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -305,6 +307,24 @@ class A_Local(unittest.TestCase):
         self.assertRegex(r.stdout, r"^czctl-relay \d+\.\d+\.\d+")
 
 
+    def test_10_image_build_step(self):
+        "relay/Dockerfile's compile step makes a static binary that needs nothing but itself (FROM scratch)"
+        steps = [l for l in open(os.path.join(tl.ROOT, "relay", "Dockerfile")) if l.startswith("RUN gcc")]
+        self.assertEqual(len(steps), 1)
+        with tempfile.TemporaryDirectory() as d:
+            for f in ("core/relay_proto.h", "relay/czctl-relay.c"):     # the image's COPY lines
+                os.makedirs(os.path.join(d, os.path.dirname(f)), exist_ok=True)
+                shutil.copy(os.path.join(tl.ROOT, f), os.path.join(d, f))
+            cmd = steps[0][4:].strip().replace("-o /czctl-relay", "-o " + os.path.join(d, "out"))
+            r = subprocess.run(["sh", "-c", cmd], cwd=d, capture_output=True, text=True, timeout=120,
+                               env=dict(os.environ, VERSION="9.8.7"))
+            self.assertEqual(r.returncode, 0, r.stderr)
+            ldd = subprocess.run(["ldd", os.path.join(d, "out")], capture_output=True, text=True)
+            self.assertIn("not a dynamic executable", ldd.stdout + ldd.stderr)
+            v = subprocess.run([os.path.join(d, "out"), "--version"], capture_output=True, text=True, env={})
+            self.assertEqual(v.stdout, "czctl-relay 9.8.7\n")
+
+
 class B_Sandbox(unittest.TestCase):
     """The relay in a pod (started with kubectl exec in a carrier pod of the echo image
     until the sandbox maps the relay's image), czctl's pool on this machine, and a
@@ -346,6 +366,24 @@ class B_Sandbox(unittest.TestCase):
             self.assertEqual((len(back), tl.sha(back)), (tl.BIG, tl.sha(body)))
             self.assertGreaterEqual(pool.stats["paired"], 102)
             pool.wait(lambda d: d.stats.get("idle") == 4, what="the pool refilled")
+
+    def test_3_relay_pod_passes_restricted(self):
+        "relay/kubernetes.yaml's pod is admitted in a namespace that enforces the restricted Pod Security Standard"
+        ns = "restricted-relay"
+        self.sb.kubectl("create", "namespace", ns)
+        self.sb.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+        docs = open(os.path.join(tl.ROOT, "relay", "kubernetes.yaml")).read().split("\n---\n")
+        # the sandbox serves no NetworkPolicy (networking.k8s.io): that document is applied on real clusters only
+        kept = [d for d in docs if "kind: NetworkPolicy" not in d]
+        self.assertEqual(len(kept), len(docs) - 1)
+        self.sb.kubectl("apply", "-n", ns, "-f", "-", stdin="\n---\n".join(kept))
+        self.sb.wait_for(lambda: self.sb.kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=relay",
+                                                 "-o", "name").stdout.strip(), what="the relay pod created")
+        bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root-relay"},
+               "spec": {"containers": [{"name": "relay", "image": "ghcr.io/czctl/czctl-relay:0.1.0"}]}}
+        r = self.sb.kubectl("apply", "-n", ns, "--dry-run=server", "-f", "-", stdin=json.dumps(bad), check=False)
+        self.assertNotEqual(r.returncode, 0, "the namespace really enforces restricted")
+        self.assertIn('violates PodSecurity "restricted', r.stderr)
 
     def test_2_laptop_goes_away_and_comes_back(self):
         "the laptop's side is killed: proxy connections are turned away without an answer; started again, they reach it"
