@@ -226,6 +226,7 @@ struct conn {
     struct iobuf in, out;
     int out_retry;       /* a TLS write must be retried with the same buffer */
     int paused;          /* not read: a local socket is behind */
+    int eof;             /* the server closed while we read its answer to the upgrade */
     int read_now;        /* read again without waiting for the socket */
     ws_parser ws;
     spdy_conn spdy;
@@ -1233,6 +1234,10 @@ static void conn_read(struct conn *c)
             return;
         }
         if (n == 0) {
+            if (c->state != C_OPEN) {
+                c->eof = 1;   /* an answer followed by a close: the handshake reads it first */
+                return;
+            }
             conn_fail(c, "the API server closed the connection");
             return;
         }
@@ -1489,8 +1494,13 @@ static void conn_handshake_read(struct conn *c)
         int status = 0;
         const char *why = NULL;
         long hl = up_parse_head((const char *)c->in.p, c->in.tail, &status, &why);
-        if (hl == 0)
+        if (hl == 0) {
+            if (c->eof) {
+                conn_log(c, "closed");
+                conn_fail(c, "the API server closed the connection without answering the upgrade");
+            }
             return;
+        }
         if (hl < 0) {
             conn_log(c, why);
             conn_fail(c, why);
@@ -1503,8 +1513,11 @@ static void conn_handshake_read(struct conn *c)
             conn_upgraded(c, head, (size_t)hl);
             return;
         }
-        if (status < 200)
-            continue;   /* 1xx: keep reading (a new head follows) */
+        if (status < 200) {   /* 1xx other than 101: an interim answer, the real one follows */
+            memmove(c->in.p, c->in.p + hl, c->in.tail - (size_t)hl);
+            c->in.tail -= (size_t)hl;
+            continue;
+        }
         char v[64];
         c->status = status;
         c->body_start = (size_t)hl;
@@ -1515,7 +1528,8 @@ static void conn_handshake_read(struct conn *c)
     }
     if (c->state == C_BODY) {
         size_t have = c->in.tail - c->body_start;
-        if ((c->body_want >= 0 && have >= (size_t)c->body_want) || have >= PF_BODY_MAX || c->in.tail == c->in.cap)
+        if ((c->body_want >= 0 && have >= (size_t)c->body_want) || have >= PF_BODY_MAX || c->in.tail == c->in.cap ||
+            c->eof)
             conn_refused(c);
     }
 }
