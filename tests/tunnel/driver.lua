@@ -9,19 +9,23 @@
 --
 -- usage: czctl run tests/tunnel/driver.lua forward|pool KEY=VALUE...
 --   keys: the options of portforward.forward / portforward.pool (numbers
---   become numbers), plus kubeconfig= and context= for the client.
+--   become numbers), plus kubeconfig= and context= for the client, and
+--   control=FILE: a line "retarget POD" written there (atomically) is applied
+--   and the file removed.
 local kube = require "czctl.core.kube"
 local portforward = require "czctl.core.portforward"
 local cjson = require "cjson"
 
 local mode = arg[1]
 assert(mode == "forward" or mode == "pool", "usage: driver.lua forward|pool KEY=VALUE...")
-local opts, client_opts = {}, {}
+local opts, client_opts, control = {}, {}, nil
 for i = 2, #arg do
   local key, value = arg[i]:match("^([%w_]+)=(.*)$")
   assert(key, "not KEY=VALUE: " .. arg[i])
   if key == "kubeconfig" or key == "context" then
     client_opts[key] = value
+  elseif key == "control" then
+    control = value
   else
     opts[key] = tonumber(value) or value
   end
@@ -64,6 +68,13 @@ while true do
     say("EVENT", ev.kind, ev.message or "")
   elseif why == "interrupted" then
     break
+  end
+  local f = control and io.open(control)
+  if f then
+    local pod = f:read("l"):match("^retarget (%S+)$")
+    f:close()
+    os.remove(control)
+    if pod then pf:retarget(pod) end
   end
   report()
 end

@@ -95,6 +95,20 @@ class A_Forward(unittest.TestCase):
             SB.curl("DELETE", "/sandbox/faults")
 
 
+    def test_5_retarget(self):
+        "retarget: later connections go to another pod on a new connection"
+        other = tl.echo_pod(SB, "web2")
+        control = os.path.join(tempfile.mkdtemp(), "control")
+        with forward(8080, control=control) as d:
+            port = d.port()
+            self.assertEqual(json.loads(tl.http_get(port, "/a")[1])["pod"], POD)
+            with open(control + ".tmp", "w") as f:
+                f.write("retarget %s\n" % other)
+            os.rename(control + ".tmp", control)
+            d.wait(lambda d: d.stats.get("pod") == other and d.stats.get("connections") == 2, what="a new connection")
+            self.assertEqual(json.loads(tl.http_get(port, "/b")[1])["pod"], other)
+
+
 class B_Errors(unittest.TestCase):
     def test_1_error_stream_becomes_one_line(self):
         "a port nothing listens on: the local connection is reset without a byte and the runtime's text is one line"
