@@ -825,6 +825,7 @@ static void req_refuse(struct req *r)
     r->ps = PS_CLOSING;
     r->local_eof = 1;
     r->pend_len = 0;
+    r->done_at = czctl_now();
     out_data(r->c, r->data_id, 0, "R", 1);
     out_data(r->c, r->data_id, SPDY_FLAG_FIN, "", 0);
 }
@@ -1644,7 +1645,8 @@ static void pool_tick(struct tun *t, double now)
     struct conn *c = t->cur;
     if (!c || c->state != C_OPEN || c->dead)
         return;
-    int ready = 0;
+    int idle = 0, opening = 0;
+    struct req *oldest = NULL;
     for (struct req *r = c->reqs, *n; r; r = n) {
         n = r->next;
         if (r->role != R_POOL)
@@ -1659,19 +1661,28 @@ static void pool_tick(struct tun *t, double now)
             req_abort(r);
             continue;
         }
-        if (r->ps == PS_IDLE && t->max_idle > 0 && now - r->since > t->max_idle) {
-            /* replaced before anything closes it under us; the relay drops it on our FIN */
-            atomic_fetch_sub(&t->idle, 1);
-            r->ps = PS_CLOSING;
-            r->local_eof = 1;
-            out_data(c, r->data_id, SPDY_FLAG_FIN, "", 0);
-            continue;
+        if (r->ps == PS_HELLO)
+            opening++;
+        if (r->ps == PS_IDLE) {
+            idle++;
+            if (t->max_idle > 0 && now - r->since > t->max_idle && (!oldest || r->since < oldest->since))
+                oldest = r;
         }
-        if (r->ps == PS_HELLO || r->ps == PS_IDLE)
-            ready++;
     }
-    if (ready < t->size && now >= t->pool_hold) {
-        for (int i = ready; i < t->size && !c->dead; i++)
+    /* an aged idle stream is replaced before anything closes it under us:
+     * its replacement is opened first, and it goes once that one is idle */
+    if (oldest && idle > t->size) {
+        atomic_fetch_sub(&t->idle, 1);
+        oldest->ps = PS_CLOSING;
+        oldest->local_eof = 1;
+        oldest->done_at = now;
+        out_data(c, oldest->data_id, SPDY_FLAG_FIN, "", 0);   /* the relay drops it on our FIN */
+        idle--;
+        oldest = NULL;
+    }
+    int want = t->size + (oldest && opening == 0 ? 1 : 0);
+    if (idle + opening < want && now >= t->pool_hold) {
+        for (int i = idle + opening; i < want && !c->dead; i++)
             if (!req_new(c, R_POOL, -1))
                 break;
     }
@@ -1815,12 +1826,19 @@ static double tun_timers(struct tun *t)
         if (p < next)
             next = p;
     }
-    /* finished requests waiting for their error stream */
+    /* finished requests whose error stream (or, for a stream being replaced,
+     * the relay's close) did not come: the server is told with RST_STREAM; the
+     * local socket is closed, not reset (its client may not have read all yet) */
     for (struct conn *c = t->conns; c; c = c->next)
         for (struct req *r = c->reqs, *n; r; r = n) {
             n = r->next;
-            if (r->done_at > 0 && now - r->done_at > 5)
+            if (r->done_at > 0 && now - r->done_at > 5) {
+                if (!r->remote_fin && !r->data_reset)
+                    out_rst(c, r->data_id, SPDY_CANCEL);
+                if (!r->err_fin)
+                    out_rst(c, r->err_id, SPDY_CANCEL);
                 req_free(r, 0);
+            }
         }
     if (t->mode == R_POOL) {
         if (now >= t->tick_at || (t->pool_wake > 0 && now >= t->pool_wake)) {

@@ -345,9 +345,9 @@ class B_Sandbox(unittest.TestCase):
         cls.app.close()
         cls.sb.stop()
 
-    def pool(self, size=4):
+    def pool(self, size=4, **opts):
         return tl.Driver("pool", self.sb.kubeconfig, namespace="default", pod=self.pod, port=self.ports["laptop"],
-                         target_port=self.app.port, size=size)
+                         target_port=self.app.port, size=size, **opts)
 
     def proxy(self):
         return tl.Driver("forward", self.sb.kubeconfig, namespace="default", pod=self.pod, port=self.ports["proxy"])
@@ -366,6 +366,16 @@ class B_Sandbox(unittest.TestCase):
             self.assertEqual((len(back), tl.sha(back)), (tl.BIG, tl.sha(body)))
             self.assertGreaterEqual(pool.stats["paired"], 102)
             pool.wait(lambda d: d.stats.get("idle") == 4, what="the pool refilled")
+
+    def test_4_idle_streams_are_replaced_before_they_age(self):
+        "idle streams older than max_idle are replaced, and requests keep reaching the laptop meanwhile"
+        with self.pool(size=2, max_idle=1) as pool, self.proxy() as proxy:
+            port = proxy.port()
+            pool.wait(lambda d: d.stats.get("requests", 0) >= 8, timeout=30, what="streams replaced three times")
+            for i in range(5):
+                self.assertEqual(tl.http_get(port, "/hello")[1], b"hello from the laptop")
+            self.assertEqual(pool.stats["failed"], 0)
+            pool.wait(lambda d: d.stats.get("idle") == 2, what="2 idle streams")
 
     def test_3_relay_pod_passes_restricted(self):
         "relay/kubernetes.yaml's pod is admitted in a namespace that enforces the restricted Pod Security Standard"
