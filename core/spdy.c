@@ -439,33 +439,33 @@ size_t spdy_syn_stream(spdy_conn *s, uint8_t *out, size_t cap, uint32_t stream, 
     return 18 + clen;
 }
 
+/* A control frame whose payload is one or two 32-bit words (the first a
+ * stream id, so 31 bits, when mask31). */
+static size_t spdy_words(uint8_t *out, size_t cap, int type, int nwords, uint32_t a, int mask31, uint32_t b)
+{
+    size_t len = 8 + 4 * (size_t)nwords;
+    if (cap < len)
+        return 0;
+    spdy_control_header(out, type, 0, (uint32_t)(4 * nwords));
+    put32(out + 8, mask31 ? a & 0x7FFFFFFF : a);
+    if (nwords == 2)
+        put32(out + 12, b);
+    return len;
+}
+
 size_t spdy_rst_stream(uint8_t *out, size_t cap, uint32_t stream, uint32_t status)
 {
-    if (cap < 16)
-        return 0;
-    spdy_control_header(out, SPDY_RST_STREAM, 0, 8);
-    put32(out + 8, stream & 0x7FFFFFFF);
-    put32(out + 12, status);
-    return 16;
+    return spdy_words(out, cap, SPDY_RST_STREAM, 2, stream, 1, status);
 }
 
 size_t spdy_ping(uint8_t *out, size_t cap, uint32_t id)
 {
-    if (cap < 12)
-        return 0;
-    spdy_control_header(out, SPDY_PING, 0, 4);
-    put32(out + 8, id);
-    return 12;
+    return spdy_words(out, cap, SPDY_PING, 1, id, 0, 0);
 }
 
 size_t spdy_goaway(uint8_t *out, size_t cap, uint32_t last_good, uint32_t status)
 {
-    if (cap < 16)
-        return 0;
-    spdy_control_header(out, SPDY_GOAWAY, 0, 8);
-    put32(out + 8, last_good & 0x7FFFFFFF);
-    put32(out + 12, status);
-    return 16;
+    return spdy_words(out, cap, SPDY_GOAWAY, 2, last_good, 1, status);
 }
 
 void spdy_data_header(uint8_t out[SPDY_DATA_HEADER], uint32_t stream, int flags, size_t len)

@@ -111,6 +111,16 @@ class Laptop:
         self.s.close()
 
 
+def idle_laptops(relay, n, **flags):
+    """n laptop streams past their hello, idle at the relay (last one heard from last)."""
+    laps = []
+    for _ in range(n):
+        laps.append(Laptop(relay))
+        laps[-1].hello()
+    relay.wait_stats(lambda s: s["idle"] == n, "%d idle streams" % n)
+    return laps
+
+
 def proxy_conn(relay):
     return socket.create_connection(("127.0.0.1", relay.proxy), timeout=5)
 
@@ -182,9 +192,7 @@ class A_Local(unittest.TestCase):
     def test_03_pairs_and_passes_bytes_untouched(self):
         "a proxy connection gets C and the proxy's bytes on an idle stream; after A, bytes flow both ways untouched"
         with Relay() as r:
-            lap = Laptop(r)
-            lap.hello()
-            r.wait_stats(lambda s: s["idle"] == 1, "an idle stream")
+            lap, = idle_laptops(r, 1)
             p = proxy_conn(r)
             p.sendall(b"client hello")
             lap.wait_connect()
@@ -211,10 +219,7 @@ class A_Local(unittest.TestCase):
     def test_04_one_replay_on_another_stream(self):
         "a laptop stream that ends before A: the proxy's bytes go again, once, to another idle stream"
         with Relay() as r:
-            first, second = Laptop(r), Laptop(r)
-            first.hello()
-            second.hello()
-            r.wait_stats(lambda s: s["idle"] == 2, "two idle streams")
+            first, second = idle_laptops(r, 2)
             p = proxy_conn(r)
             p.sendall(b"hello once")
             lapses = {}
@@ -244,11 +249,7 @@ class A_Local(unittest.TestCase):
     def test_05_refused_by_the_laptop(self):
         "R: the laptop cannot reach its landing; the proxy connection is reset at once and no other stream is tried"
         with Relay() as r:
-            lap = Laptop(r)
-            lap.hello()
-            spare = Laptop(r)
-            spare.hello()
-            r.wait_stats(lambda s: s["idle"] == 2, "two idle streams")
+            lap, spare = idle_laptops(r, 2)
             p = proxy_conn(r)
             p.sendall(b"x")
             # the most recently heard-from stream is paired: the spare one, which said hello last
@@ -263,9 +264,7 @@ class A_Local(unittest.TestCase):
     def test_06_pairing_timeout(self):
         "a laptop stream that does not answer C within --pair-timeout: the proxy connection is reset"
         with Relay("--pair-timeout", "0.3") as r:
-            lap = Laptop(r)
-            lap.hello()
-            r.wait_stats(lambda s: s["idle"] == 1, "an idle stream")
+            lap, = idle_laptops(r, 1)
             p = proxy_conn(r)
             p.sendall(b"x")
             lap.wait_connect()                           # and says nothing

@@ -41,6 +41,15 @@ def stop_all():
     del _procs[:]
 
 
+def finish(p, timeout):
+    """Waits up to timeout for process p (already asked to end), then kills it."""
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(5)
+
+
 def spawn(argv, **kw):
     p = subprocess.Popen(argv, **kw)
     _procs.append(p)
@@ -119,11 +128,7 @@ class Driver:
     def stop(self):
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
+            finish(self.p, 15)
 
     def kill(self):
         if self.p.poll() is None:
@@ -137,22 +142,16 @@ class Driver:
         self.stop()
 
 
-class CutProxy:
-    """A TCP path from this machine to the API server that a test can cut
-    (connections reset, new ones refused: the laptop lost its network),
-    blackhole (bytes vanish, nothing is closed: a silent network), or resume."""
+class Listener:
+    """A server on 127.0.0.1 (a free port): each connection goes to self.serve
+    in a thread of its own."""
 
-    def __init__(self, host, port):
-        self.target = (host, port)
+    def __init__(self):
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(64)
+        self.ls.listen(256)
         self.port = self.ls.getsockname()[1]
-        self.mode = "up"
-        self.conns = []
-        self.lock = threading.Lock()
-        self.accepted = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -161,20 +160,38 @@ class CutProxy:
                 c, _ = self.ls.accept()
             except OSError:
                 return
-            with self.lock:
-                if self.mode != "up":
-                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    c.close()
-                    continue
-                self.accepted += 1
-                try:
-                    u = socket.create_connection(self.target)
-                except OSError:
-                    c.close()
-                    continue
-                self.conns.append((c, u))
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def close(self):
+        self.ls.close()
+
+
+class CutProxy(Listener):
+    """A TCP path from this machine to the API server that a test can cut
+    (connections reset, new ones refused: the laptop lost its network),
+    blackhole (bytes vanish, nothing is closed: a silent network), or resume."""
+
+    def __init__(self, host, port):
+        self.target = (host, port)
+        self.mode = "up"
+        self.conns = []
+        self.lock = threading.Lock()
+        super().__init__()
+
+    def serve(self, c):
+        with self.lock:
+            if self.mode != "up":
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                c.close()
+                return
+            try:
+                u = socket.create_connection(self.target)
+            except OSError:
+                c.close()
+                return
+            self.conns.append((c, u))
+        threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
+        self._pipe(c, u)
 
     def _pipe(self, a, b):
         try:
@@ -219,50 +236,41 @@ class CutProxy:
 
     def close(self):
         self.cut()
-        self.ls.close()
+        super().close()
 
 
 def pattern(n, seed):
     return random.Random(seed).randbytes(n)
 
 
-class App:
+def read_head(f):
+    """Reads an HTTP head from file f: (first line, Content-Length or 0)."""
+    first, length = f.readline(), 0
+    while True:
+        h = f.readline()
+        if h in (b"\r\n", b"\n", b""):
+            return first, length
+        if h.lower().startswith(b"content-length:"):
+            length = int(h.split(b":")[1])
+
+
+class App(Listener):
     """The developer's app on 127.0.0.1: HTTP/1.1 with keep-alive.
     GET /hello -> "hello from the laptop"; GET /bytes/N/SEED -> N bytes of
     pattern(N, SEED); POST /echo -> the body back, streamed as it arrives."""
 
     def __init__(self):
-        self.ls = socket.socket()
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(256)
-        self.port = self.ls.getsockname()[1]
         self.requests = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
+    def serve(self, c):
         f = c.makefile("rb")
         try:
             while True:
-                line = f.readline()
+                line, length = read_head(f)
                 if not line:
                     return
                 method, path, _ = line.decode().split(" ", 2)
-                length = 0
-                while True:
-                    h = f.readline()
-                    if h in (b"\r\n", b"\n", b""):
-                        break
-                    if h.lower().startswith(b"content-length:"):
-                        length = int(h.split(b":")[1])
                 self.requests += 1
                 if method == "POST" and path == "/echo":
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length)
@@ -282,9 +290,6 @@ class App:
         finally:
             c.close()
 
-    def close(self):
-        self.ls.close()
-
 
 def http_get(port, path, timeout=30):
     """One GET on its own connection: (status line, body)."""
@@ -292,14 +297,7 @@ def http_get(port, path, timeout=30):
     try:
         s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
         f = s.makefile("rb")
-        status = f.readline()
-        n = 0
-        while True:
-            h = f.readline()
-            if h in (b"\r\n", b""):
-                break
-            if h.lower().startswith(b"content-length:"):
-                n = int(h.split(b":")[1])
+        status, n = read_head(f)
         return status, f.read(n)
     finally:
         s.close()
@@ -316,14 +314,7 @@ def roundtrip(port, body, path="/echo", raw=False, timeout=120):
     try:
         if raw:
             return f.read(len(body))
-        f.readline()
-        n = 0
-        while True:
-            h = f.readline()
-            if h in (b"\r\n", b""):
-                break
-            if h.lower().startswith(b"content-length:"):
-                n = int(h.split(b":")[1])
+        _, n = read_head(f)
         return f.read(n)
     finally:
         sender.join(timeout)
@@ -392,11 +383,7 @@ class PodProcess:
             self.p.stdin.close()
         except OSError:
             pass
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait(5)
+        finish(self.p, 10)
 
     def __enter__(self):
         return self
