@@ -65,6 +65,16 @@ $(BUILD)/flags: FORCE
 	@echo '$(ALL_CFLAGS) $(ALL_LDFLAGS) $(LIBS)' > $@.new; \
 	 if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
 
+# The commit czctl is built from (`czctl version`); only embed.o depends on it.
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+$(BUILD)/commit: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(COMMIT)' > $@.new; \
+	 if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
+
+$(BUILD)/core/embed.o: core/embed.c $(BUILD)/flags $(BUILD)/commit
+	$(CC) $(ALL_CFLAGS) -DCZCTL_COMMIT='"$(COMMIT)"' -MMD -MP -c -o $@ $<
+
 # The list of embedded files; adding or removing a .lua file regenerates.
 $(BUILD)/embed.list: FORCE
 	@mkdir -p $(BUILD)
