@@ -211,34 +211,51 @@ function M.describe(rule)
   return table.concat(parts, kind == "any" and " or " or " and ")
 end
 
---- Headers a client can send to satisfy a rule, for the curl example: the
---- first alternative of `any`, every part of `every`, nothing for `not`
---- (not sending a header is how to avoid it). Returns nil when the rule
---- cannot be expressed as fixed headers (a regex, a path prefix).
+--- A request that a rule routes to the tunnel, for the ready-to-paste
+--- example: headers to send and a path. The first alternative of `any` that
+--- has one, every part of `every` (their paths must nest), nothing for `not`
+--- (not sending a header is how to avoid it). nil when fixed headers and a
+--- path cannot satisfy the rule (a regular expression, paths that conflict).
 ---@param rule table
----@return string[]|nil headers  e.g. { "X-C6O-INTERCEPT: yes" }
-function M.example_headers(rule)
+---@return {headers: string[], path: string}|nil
+function M.example_request(rule)
   local kind = rule_kind(rule)
   local v = rule[kind]
-  if kind == "all" or kind == "not" then return {} end
-  if kind == "header" then return v.equals and { v.name .. ": " .. v.equals } or nil end
-  if kind == "cookie" then return { "Cookie: " .. v.name .. "=" .. v.equals } end
+  if kind == "all" or kind == "not" then return { headers = {}, path = "/" } end
+  if kind == "header" then
+    return v.equals and { headers = { v.name .. ": " .. v.equals }, path = "/" } or nil
+  end
+  if kind == "cookie" then return { headers = { "Cookie: " .. v.name .. "=" .. v.equals }, path = "/" } end
+  if kind == "path_prefix" then return { headers = {}, path = v } end
   if kind == "any" then
     for _, child in ipairs(v) do
-      local h = M.example_headers(child)
-      if h then return h end
+      local r = M.example_request(child)
+      if r then return r end
     end
     return nil
   end
-  if kind == "every" then
-    local out = {}
-    for _, child in ipairs(v) do
-      local h = M.example_headers(child)
-      if not h then return nil end
-      for _, line in ipairs(h) do out[#out + 1] = line end
+  local out = { headers = {}, path = "/" }
+  for _, child in ipairs(v) do
+    local r = M.example_request(child)
+    if not r then return nil end
+    for _, h in ipairs(r.headers) do out.headers[#out.headers + 1] = h end
+    if r.path ~= "/" then
+      if out.path ~= "/" and out.path:sub(1, #r.path) ~= r.path and r.path:sub(1, #out.path) ~= out.path then
+        return nil
+      end
+      if #r.path > #out.path then out.path = r.path end
     end
-    return out
   end
+  return out
+end
+
+--- The header a rule asks for, "Name: value", when the rule is exactly one
+--- header with one value (the CLI's --header); nil otherwise.
+---@param rule table
+---@return string|nil
+function M.example_header(rule)
+  local h = rule.header
+  if h and h.equals and next(rule, next(rule)) == nil then return h.name .. ": " .. h.equals end
   return nil
 end
 
