@@ -186,6 +186,8 @@ function M.report_error(caught, hint, state)
     line = "czctl: error: " .. one_line(caught.message)
   elseif type(e) == "string" then
     local loc, msg = e:match("^(.-:%d+): (.*)$")
+    -- Lua shortens long chunk names ("...ipes/x.lua:3"); a user file is named in full.
+    if loc and caught.file and loc:find("^%.%.%.") then loc = caught.file .. ":" .. loc:match(":(%d+)$") end
     if loc and caught.what then
       line = string.format("czctl: %s in %s (%s): %s", caught.syntax and "syntax error" or "error", caught.what,
                            loc, one_line(msg))
