@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE   /* pipe2, O_CLOEXEC, getrandom, RTLD_NOLOAD, ... */
 #include <dlfcn.h>
+#include <link.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -95,6 +96,14 @@ static int embed_module_source(lua_State *L) { return embed_source(L, 'm'); }
 /* embed.recipe_source(name) -> source, chunkname | nil, msg */
 static int embed_recipe_source(lua_State *L) { return embed_source(L, 'r'); }
 
+/* dl_iterate_phdr callback: stops (returns 1) at a loaded libcurl. */
+static int embed_curl_loaded(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    (void)data;
+    return info->dlpi_name && strstr(info->dlpi_name, "/libcurl.so") != NULL;
+}
+
 /*
  * embed.versions([load_curl]) -> { lua =, libyaml =, commit =, libcurl = }
  * The versions of the libraries built in, and of libcurl only when it is
@@ -112,7 +121,11 @@ static int embed_versions(lua_State *L)
     lua_setfield(L, -2, "libyaml");
     lua_pushliteral(L, CZCTL_COMMIT);
     lua_setfield(L, -2, "commit");
-    void *curl = dlopen("libcurl.so.4", RTLD_LAZY | RTLD_LOCAL | (load_curl ? 0 : RTLD_NOLOAD));
+    /* Asked without dlopen when not loading: even an RTLD_NOLOAD lookup
+     * would search for the library. */
+    void *curl = NULL;
+    if (load_curl || dl_iterate_phdr(embed_curl_loaded, NULL))
+        curl = dlopen("libcurl.so.4", RTLD_LAZY | RTLD_LOCAL);
     if (curl) {
         char *(*version)(void);
         *(void **)&version = dlsym(curl, "curl_version");

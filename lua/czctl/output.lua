@@ -115,7 +115,7 @@ function Out:step(title, fn, ...)
   clear_live(self)
   self.running[#self.running + 1] = step
   draw_live(self)
-  local guard <close> = setmetatable({}, { __close = function(_, err)
+  local _ <close> = setmetatable({}, { __close = function(_, err)
     local depth = #self.running
     for i = depth, 1, -1 do
       if self.running[i] == step then table.remove(self.running, i); depth = i; break end

@@ -2,7 +2,8 @@
 -- declarations (commands, verbs, flags and their choices, arguments), for
 -- bash, zsh and fish. Names that live in the cluster (Services, sessions,
 -- namespaces) are asked at TAB time through `czctl __complete KIND WORDS...`,
--- which gives up after a second so a slow cluster never blocks the shell.
+-- (the words after --), which gives up after a second so a slow cluster
+-- never blocks the shell.
 --
 -- A declaration's `complete` field names where its values come from:
 -- "services", "sessions", "namespaces", "recipes", "commands",
@@ -160,13 +161,12 @@ local function bash(commands)
 _czctl() {
   local cur=${COMP_WORDS[COMP_CWORD]}
   _czctl_state "${COMP_WORDS[@]:1:COMP_CWORD-1}" "$cur"
-  local IFS=$'\n'
   case $CZCTL_KIND in
     flags) COMPREPLY=($(compgen -W "$(_czctl_flags "$CZCTL_CMD")" -- "$cur")) ;;
     choice:*) COMPREPLY=($(compgen -W "${CZCTL_KIND#choice:}" -- "$cur")) ;;
     files) COMPREPLY=($(compgen -f -- "$cur")) ;;
     ""|value|bool) COMPREPLY=() ;;
-    *) COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete "$CZCTL_KIND" "${COMP_WORDS[@]:1:COMP_CWORD-1}" 2>/dev/null)" -- "$cur")) ;;
+    *) COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete "$CZCTL_KIND" -- "${COMP_WORDS[@]:1:COMP_CWORD-1}" 2>/dev/null)" -- "$cur")) ;;
   esac
 }
 complete -o default -F _czctl czctl
@@ -190,7 +190,7 @@ _czctl() {
     choice:*) compadd -- ${=CZCTL_KIND#choice:} ;;
     files) _files ;;
     ""|value|bool) ;;
-    *) compadd -- ${(f)"$(${words[1]} __complete "$CZCTL_KIND" "${(@)words[2,CURRENT-1]}" 2>/dev/null)"} ;;
+    *) compadd -- ${(f)"$(${words[1]} __complete "$CZCTL_KIND" -- "${(@)words[2,CURRENT-1]}" 2>/dev/null)"} ;;
   esac
 }
 if [ "$funcstack[1]" = "_czctl" ]; then _czctl "$@"; else compdef _czctl czctl; fi
@@ -226,7 +226,7 @@ local function fish(commands)
   add("end")
   add("function __czctl_names")
   add("    set -l t (commandline -opc)")
-  add("    $t[1] __complete $argv[1] $t[2..-1] 2>/dev/null")
+  add("    $t[1] __complete $argv[1] -- $t[2..-1] 2>/dev/null")
   add("end")
   local summaries = {}
   for _, c in ipairs(commands) do summaries[c.name] = c.summary end

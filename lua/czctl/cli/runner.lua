@@ -178,7 +178,8 @@ end
 ---@return integer
 function M.report_error(caught, hint, state)
   local e = caught.value
-  local line, code, reason = nil, 1, "Failed"
+  local line
+  local code, reason = 1, "Failed"
   if errors.is_usage_error(e) then
     line = "czctl: " .. one_line(e.message) .. (hint and " (see " .. hint .. ")" or "")
     code, reason = 2, "Usage"
