@@ -44,6 +44,17 @@ is "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: yes')" laptop "the header still rea
 like "$(who "http://$IP/")" '^demo-' "a request with neither reaches the cluster"
 like "$(printf '%s' "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rule"])')" \
   'X-C6O-INTERCEPT: yes.* or .*cookie team=blue' "the session's rule is the hook's"
+# shell completion asks the cluster for Service and session names
+"$CZCTL" completion bash >"$WORK/czctl.bash"
+complete_words() {
+  bash -c 'source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); _czctl
+    printf "%s\n" "${COMPREPLY[@]}" | sort | paste -sd" " -' _ "$WORK/czctl.bash" "$@"
+}
+like "$(complete_words czctl service intercept de)" '^demo$' "bash completes SERVICE with the cluster's Service names"
+is "$(complete_words czctl session close "")" "$id" "bash completes SESSION with the cluster's session ids"
+kubectl create namespace other >/dev/null && kubectl create service clusterip other-svc --tcp=80 -n other >/dev/null
+is "$(complete_words czctl service intercept -n other "")" "other-svc" "-n on the command line picks the namespace"
+kubectl delete namespace other --wait=true >/dev/null
 "$CZCTL" session close -q; is "$?" 0 "session close closes it"
 snapshot "$WORK/after.json"
 same_snapshot "$WORK/before.json" "$WORK/after.json" "the cluster equals the snapshot from before"

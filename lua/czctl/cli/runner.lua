@@ -198,6 +198,7 @@ function M.report_error(caught, hint, state)
   else
     line = "czctl: error: " .. one_line(error_text(e))
   end
+  if caught.remedy then line = line .. "; the rollback is incomplete, finish it with: " .. caught.remedy end
   emit(line, code, reason, state)
   if state.debug and caught.traceback and not caught.syntax then
     state.stderr(caught.traceback .. "\n")
@@ -249,8 +250,12 @@ function M.supervise(fn, ctx, what, hint, state)
   end
   local _, _, remedy = rollback(ctx, state)
   res.what = res.what or what
+  if remedy and state.format then
+    -- one Status document: the error and how to finish the rollback
+    res.remedy = remedy
+  end
   local code = M.report_error(res, hint, state)
-  if remedy then
+  if remedy and not state.format then
     emit("czctl: the rollback is incomplete; finish it with: " .. remedy, code, "Failed", state)
   end
   return code

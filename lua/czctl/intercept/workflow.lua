@@ -621,13 +621,13 @@ local function close_sessions_on(ctx, namespace, name)
     for _, s in ipairs(found) do
       if s.service == name then
         session.close(client, { id = s.id, namespace = namespace, service = name, service_object = s.service_object })
-        closed[#closed + 1] = { id = s.id }
+        closed[#closed + 1] = { id = s.id, namespace = namespace, service = name, restored = true }
       end
     end
     local mine = session.find_local(namespace, name)
     if mine and #closed == 0 then
       session.close(client, { id = mine.id, namespace = namespace, service = name, local_session = mine })
-      closed[#closed + 1] = { id = mine.id }
+      closed[#closed + 1] = { id = mine.id, namespace = namespace, service = name }
     end
     -- Nothing to close: a mistyped Service or namespace is an error, not "nothing to do".
     if #closed == 0 then
