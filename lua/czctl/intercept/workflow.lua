@@ -528,6 +528,9 @@ function M.start(ctx, opts, steps)
     signal.check() -- last chance to roll back: after discard the session stays
     ctx.undo:discard() -- the session now lives in the cluster (and its keeper)
     M.report(ctx, facts)
+    -- The setup child of a --wait holder: a signal from now on (Ctrl-C
+    -- reaches both) is the holder's to act on; the setup itself succeeded.
+    if opts.held_by then signal.clear() end
     return 0
   end
   M.report(ctx, facts)
@@ -558,13 +561,18 @@ function M.hold_from_command_line(ctx)
   -- reached the child too, which rolls back and exits 130; sent to this
   -- process alone, the setup finishes and is cleaned up right away. Passing
   -- it on could hit the child's rollback a second time.
-  local code, stop_signal
+  local code, stop_signal, stopped
   repeat
     local why
     code, why = setup:wait()
     if not code then
       if why ~= "interrupted" then intercept.raise("setup: " .. tostring(why)) end
-      stop_signal = stop_signal or signal.pending()
+      -- A signal once the setup has finished (the session is active, its
+      -- result printed) is the normal way to end the session, not an
+      -- interrupted setup.
+      local s = session.load(id)
+      if not (s and s.state == "active") then stop_signal = stop_signal or signal.pending() end
+      stopped = true
       signal.clear()
     end
   until code
@@ -572,7 +580,7 @@ function M.hold_from_command_line(ctx)
   local s = session.load(id)
   if code ~= 0 or not s then return code end -- failed (already reported), or an existing session reported
   local why, detail = "signal", nil
-  if not stop_signal then why, detail = M.hold(s) end
+  if not stopped then why, detail = M.hold(s) end
   if why == "closed" then ctx.out:info("session %s was closed by another command", id); return 0 end
   signal.clear()
   if why == "tunnel" then ctx.out:info("Closing session %s", id) end
