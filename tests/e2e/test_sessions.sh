@@ -143,6 +143,8 @@ out=$("$CZCTL" session list 2>&1)
 is "$out" "No intercept sessions." "session list no longer shows the session closed elsewhere"
 is "$(session_ids)" "$sid" "session list writes nothing: the stale local record stays"
 "$CZCTL" session close -q; is "$(session_ids)" "" "session close removes the stale local record"
+XDG_STATE_HOME="$WORK/fresh-state" "$CZCTL" session list >/dev/null
+check "session list on a machine with no sessions creates no state directory" test ! -e "$WORK/fresh-state"
 "$CZCTL" service intercept demo -l "$PORT" --tunnel direct -q
 sid=$(session_ids)
 XDG_STATE_HOME="$WORK/other-machine" "$CZCTL" session close -q

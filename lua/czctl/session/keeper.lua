@@ -104,6 +104,7 @@ end
 
 --- Write the keeper's report about the tunnel.
 function M.write_tunnel_status(id, facts)
+  records.ensure_dir()
   sys.write_file(records.path(id, ".tunnel.json"), util.json_encode(facts, { indent = true }) .. "\n",
                  tonumber("600", 8))
 end

@@ -10,10 +10,17 @@ local M = {}
 
 local null = cjson.null
 
---- Directory of the local session files (created 0700 on first use).
+--- Directory of the local session files (created 0700 by the first write:
+--- reading never creates it).
 ---@return string
 function M.dir()
-  local dir = sys.state_dir() .. "/sessions"
+  return sys.state_dir() .. "/sessions"
+end
+
+--- Create the directory of the session files (0700) if it is missing.
+---@return string dir
+function M.ensure_dir()
+  local dir = M.dir()
   sys.mkdir_p(dir, tonumber("700", 8))
   return dir
 end
@@ -45,6 +52,7 @@ end
 --- Save a session file (atomic, mode 0600).
 ---@param session table
 function M.save(session)
+  M.ensure_dir()
   local ok, err = sys.write_file(M.path(session.id), util.json_encode(session, { indent = true }) .. "\n",
                                  tonumber("600", 8))
   if not ok then error(setmetatable({ message = "cannot write the session file: " .. tostring(err) },
