@@ -155,9 +155,9 @@ function M.parse(flag_decls, arg_decls, argv, opts)
   for _, d in ipairs(flag_decls) do
     for _, s in ipairs(M.spellings(d)) do
       long[s] = d
-      candidates[#candidates + 1] = "--" .. s
+      if not d.hidden then candidates[#candidates + 1] = "--" .. s end
     end
-    if d.type == "boolean" then candidates[#candidates + 1] = "--no-" .. util.kebab(d.name) end
+    if d.type == "boolean" and not d.hidden then candidates[#candidates + 1] = "--no-" .. util.kebab(d.name) end
     if d.short then short[d.short] = d end
   end
 
