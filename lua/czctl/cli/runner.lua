@@ -148,7 +148,7 @@ end
 
 --- Print the final error: one line "czctl: ..." on stderr, or with -o json
 --- or yaml one Status document (kind Status, status Failure, reason Usage |
---- Failed | Interrupted, message = the same line without "czctl: ", code =
+--- Failed | Interrupted, message = the same line without "czctl: error: ", code =
 --- the exit code). Returns the exit code.
 ---@param line string the one-line message, starting with "czctl: "
 ---@param code integer
@@ -158,7 +158,7 @@ end
 local function emit(line, code, reason, state)
   if state.format then
     local doc = { apiVersion = "czctl.io/v1", kind = "Status", status = "Failure", reason = reason,
-                  message = (line:gsub("^czctl: ", "")), code = code }
+                  message = (line:gsub("^czctl: ", ""):gsub("^error: ", "")), code = code }
     if state.format == "yaml" then
       state.stderr(require("czctl.yaml").encode(doc))
     else
