@@ -412,6 +412,12 @@ class Network:
                              SERVICE_CIDR, sid, BRIDGE))
         self._configure_pod_side(sid + "-exec", EXEC_IP)
         netns.write_sysctl(self.cluster_netns, "net.ipv4.ip_forward", 1)
+        try:
+            # br_netfilter (when loaded) would pass traffic between pods on the
+            # bridge through the forward filter below: it is switched, not routed
+            netns.write_sysctl(self.cluster_netns, "net.bridge.bridge-nf-call-iptables", 0)
+        except FileNotFoundError:
+            pass
         # Pods reach this machine only at the host gateway, masqueraded to the
         # node's address as kind's node does; nothing else is forwarded.
         rules = ("table ip czsb {\n"
