@@ -24,7 +24,7 @@ return {
     { name = "remotePort", short = "r", type = "string", help = "the Service port (number or name)" },
     { name = "namespace", short = "n", type = "string", default = "default", help = "the Service's namespace" },
     { name = "tunnel", type = "string", default = "ngrok", help = "tunnel provider: ngrok or direct" },
-    { name = "tunnelHost", type = "string", default = "127.0.0.1", help = "this machine's address (direct)" },
+    { name = "tunnelHost", type = "string", help = "this machine's address the cluster reaches (direct; default: detected)" },
     { name = "wait", short = "w", type = "boolean", help = "stay until SIGINT/SIGTERM, then clean up" },
     { name = "kubeconfig", short = "k", type = "string", env = "KUBECONFIG", help = "kubeconfig file" },
     { name = "context", type = "string", help = "kubeconfig context" },

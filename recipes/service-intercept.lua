@@ -13,8 +13,8 @@
 --     (exit 1 when cleanup failed or the tunnel died). The waiting process
 --     delegates setup and cleanup to child commands (see wait_in_holder).
 --   * Without --wait the tunnel is held by a detached keeper
---     (`czctl session keep ID`); the direct tunnel needs no process, so no
---     keeper is started for it.
+--     (`czctl session keep ID`); for the direct tunnel the keeper runs the
+--     landing that forwards to the local port.
 local intercept = require "czctl.intercept"
 local session = require "czctl.session"
 local proxy = require "czctl.proxy"
@@ -63,7 +63,7 @@ local function render_result(r)
   add("Route", r.all and "all requests" or r.header and ("requests with header " .. r.header) or r.rule)
   add("Tunnel", r.tunnel_url and (r.tunnel_url .. " (" .. r.tunnel .. ")"))
   add("Inspector", r.inspector)
-  add("Try", r.curl)
+  add("Try", r.curl and (r.curl .. "   # from inside the cluster"))
   if r.wait then
     add("Stop", "Ctrl-C (or SIGTERM) ends the session and restores the Service")
   else
@@ -141,10 +141,14 @@ local function start(ctx, opts)
   local provider, provider_err = session.tunnel_provider(opts.tunnel or "ngrok")
   if not provider then return ctx.usage_error(provider_err) end
   opts.tunnel = opts.tunnel or "ngrok"
-  opts.tunnel_host = opts.tunnel_host or "127.0.0.1"
   opts.image = opts.image or intercept.DEFAULT_IMAGE
   local local_port = opts.local_port
   local client = ctx.kube()
+  if not opts.tunnel_host and provider.detect_host then
+    local host, host_err = provider.detect_host(client)
+    if not host then fail(host_err) end
+    opts.tunnel_host = host
+  end
 
   -- 1. The Service and the port to intercept.
   local svc, port_index = out:step(string.format("Resolve Service %s/%s", ns, name), function()
@@ -217,7 +221,7 @@ local function start(ctx, opts)
     -- A tunnel process is owned by a keeper, with or without --wait: it must
     -- outlive this command without --wait, and must not outlive it (even
     -- killed with SIGKILL) with --wait.
-    local keeper = opts.tunnel ~= "direct" and provider.needs_process ~= false
+    local keeper = provider.needs_process ~= false
     if keeper then
       -- The keeper starts and owns the tunnel so it outlives this command.
       ctx.undo:defer("stop the session keeper", function() session.stop_processes(s) end)
@@ -238,9 +242,9 @@ local function start(ctx, opts)
   end)
   s.tunnel = { provider = opts.tunnel, url = tunnel.url, inspector = tunnel.inspector, pid = tunnel.pid }
   session.save(s)
-  if opts.tunnel == "direct" and not require("czctl.core.net").probe(opts.tunnel_host, local_port, 0.5) then
-    out:warn("nothing listens on %s:%d yet; intercepted requests fail until your server runs there",
-             opts.tunnel_host, local_port)
+  if opts.tunnel == "direct" and not require("czctl.core.net").probe("127.0.0.1", local_port, 0.5) then
+    out:warn("nothing listens on 127.0.0.1:%d yet; intercepted requests fail until your server runs there",
+             local_port)
   end
 
   -- 4. The proxy's objects, each undo registered before it is created.
@@ -462,9 +466,9 @@ end
 local function setup_argv(ctx)
   local f = ctx.flags
   local argv = { sys.exe(), "service", "intercept", ctx.args.service, "--namespace", f.namespace,
-                 "--header", f.header, "--tunnel", f.tunnel, "--tunnel-host", f.tunnelHost,
-                 "--output", f.output, "--image", f.image }
+                 "--header", f.header, "--tunnel", f.tunnel, "--output", f.output, "--image", f.image }
   local function add(...) for _, a in ipairs({ ... }) do argv[#argv + 1] = a end end
+  if f.tunnelHost then add("--tunnel-host", f.tunnelHost) end
   if f.remotePort then add("--remote-port", tostring(f.remotePort)) end
   if f.localPort then add("--local-port", tostring(math.tointeger(f.localPort) or f.localPort)) end
   if f.kubeconfig and f.kubeconfig ~= os.getenv("KUBECONFIG") then add("--kubeconfig", f.kubeconfig) end
@@ -503,8 +507,8 @@ close`); with --wait it stays and cleans up on Ctrl-C or SIGTERM (exit 0).
     { name = "quiet", short = "q", type = "boolean", help = "only display errors" },
     { name = "wait", short = "w", type = "boolean", help = "stay until SIGINT/SIGTERM, then clean up" },
     { name = "tunnel", type = "string", default = "ngrok", help = "tunnel provider: ngrok or direct" },
-    { name = "tunnelHost", type = "string", default = "127.0.0.1",
-      help = "with --tunnel direct: the address of this machine as the cluster reaches it" },
+    { name = "tunnelHost", type = "string",
+      help = "with --tunnel direct: the address of this machine the cluster reaches (default: detected)" },
     { name = "context", type = "string", help = "kubeconfig context to use" },
     { name = "output", short = "o", type = "string", default = "text", help = "output format: text or json" },
     { name = "image", type = "string", default = intercept.DEFAULT_IMAGE, help = "the proxy image" },

@@ -30,6 +30,7 @@ VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update
 
 _ALL = [
     Res("namespaces", "Namespace", "", "v1", False, ["ns"], subresources=["status", "finalize"]),
+    Res("nodes", "Node", "", "v1", False, ["no"], subresources=["status"]),
     Res("services", "Service", "", "v1", True, ["svc"], subresources=["status"], categories=["all"],
         return_deleted=True),
     Res("endpoints", "Endpoints", "", "v1", True, ["ep"], singular="endpoints"),
