@@ -80,8 +80,8 @@ struct net4 { uint32_t addr, mask; };   /* host byte order */
 struct landing {
     int listen_fd, stop_fd, ep;
     struct sockaddr_in bound, target;
-    struct net4 allow[MAX_ALLOW];
-    int nallow;
+    struct net4 allow[MAX_ALLOW], deny[MAX_ALLOW];
+    int nallow, ndeny;
     pthread_t thread;
     int running;
     struct conn *conns;
@@ -133,6 +133,9 @@ static void conn_free(struct landing *l, struct conn *c, int reset)
 static int admit_peer(const struct landing *l, const struct sockaddr_in *peer)
 {
     uint32_t a = ntohl(peer->sin_addr.s_addr);
+    for (int i = 0; i < l->ndeny; i++)
+        if ((a & l->deny[i].mask) == l->deny[i].addr)
+            return 0;
     for (int i = 0; i < l->nallow; i++)
         if ((a & l->allow[i].mask) == l->allow[i].addr)
             return 1;
@@ -447,11 +450,38 @@ static int field_port(lua_State *L, int t, const char *key, int def)
     return (int)p;
 }
 
-/* landing.open{ host=, port=0, target_port=, target_host="127.0.0.1", allow={CIDR...} }
+/* Networks from field key of the options table at t (a string or a list of
+ * strings) into out; returns how many. Raises on anything else. */
+static int field_networks(lua_State *L, int t, const char *key, struct net4 *out)
+{
+    int n = 0;
+    lua_getfield(L, t, key);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        out[n++] = check_cidr(L, t, lua_tostring(L, -1));
+    } else if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_Integer len = luaL_len(L, -1);
+        if (len > MAX_ALLOW)
+            luaL_error(L, "landing.open: %s: too many networks", key);
+        for (lua_Integer i = 1; i <= len; i++) {
+            lua_geti(L, -1, i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "landing.open: %s must list networks as strings", key);
+            out[n++] = check_cidr(L, t, lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        luaL_error(L, "landing.open: %s must be a network or a list of networks", key);
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
+/* landing.open{ host=, port=0, target_port=, target_host="127.0.0.1", allow={CIDR...}, deny={CIDR...} }
  *   -> handle | nil, msg, errno
  * Listens on host:port (0: a free port) and forwards admitted connections to
  * target_host:target_port. allow lists the networks peers may come from
- * (required: there is no "anyone"). Raises on bad arguments. */
+ * (required: there is no "anyone"); deny, networks refused even so (this
+ * machine's own address on that network). Raises on bad arguments. */
 static int landing_open(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -463,23 +493,9 @@ static int landing_open(lua_State *L)
     int tport = field_port(L, 1, "target_port", -1);
     struct in_addr bind_addr = check_ipv4(L, 1, host);
     struct in_addr target_addr = check_ipv4(L, 1, thost ? thost : "127.0.0.1");
-    struct net4 allow[MAX_ALLOW];
-    int nallow = 0;
-    lua_getfield(L, 1, "allow");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        allow[nallow++] = check_cidr(L, 1, lua_tostring(L, -1));
-    } else if (lua_type(L, -1) == LUA_TTABLE) {
-        lua_Integer n = luaL_len(L, -1);
-        luaL_argcheck(L, n <= MAX_ALLOW, 1, "allow: too many networks");
-        for (lua_Integer i = 1; i <= n; i++) {
-            lua_geti(L, -1, i);
-            if (lua_type(L, -1) != LUA_TSTRING)
-                return luaL_error(L, "landing.open: allow must list networks as strings");
-            allow[nallow++] = check_cidr(L, 1, lua_tostring(L, -1));
-            lua_pop(L, 1);
-        }
-    }
-    lua_pop(L, 1);
+    struct net4 allow[MAX_ALLOW], deny[MAX_ALLOW];
+    int nallow = field_networks(L, 1, "allow", allow);
+    int ndeny = field_networks(L, 1, "deny", deny);
     if (nallow == 0)
         return luaL_error(L, "landing.open: allow must name the networks the cluster connects from");
 
@@ -493,6 +509,8 @@ static int landing_open(lua_State *L)
     l->listen_fd = l->stop_fd = l->ep = -1;
     memcpy(l->allow, allow, sizeof allow);
     l->nallow = nallow;
+    memcpy(l->deny, deny, sizeof deny);
+    l->ndeny = ndeny;
     l->target.sin_family = AF_INET;
     l->target.sin_addr = target_addr;
     l->target.sin_port = htons((uint16_t)tport);

@@ -130,6 +130,9 @@ end
 ---@param s table
 ---@return boolean
 function M.held(s)
+  -- An active session lives in the cluster: with nothing there it was closed
+  -- elsewhere, even while its keeper (which notices on its next check) runs.
+  if s.state == "active" then return false end
   local process = require "czctl.process"
   if s.keeper_pid and process.alive(s.keeper_pid) then return true end
   if s.parent_pid and s.parent_pid ~= sys.getpid() and (s.state == "starting" or s.wait)

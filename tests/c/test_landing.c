@@ -92,6 +92,13 @@ int main(void)
         return status == nil and s.refused == 1 and s.accepted == 0, tostring(err) .. " " .. s.refused
     ));
 
+    t_lua(L, "a denied peer is refused even inside an allowed network", LUA(
+        local l <close> = assert(landing.open{ host = "127.0.0.1", target_port = app_port, allow = "127.0.0.0/8",
+                                               deny = { "127.0.0.1/32" } })
+        local status = via(l, "/echo", { timeout = 5 })
+        return status == nil and l:stats().refused == 1
+    ));
+
     t_lua(L, "when the app is down the cluster side is reset without a response", LUA(
         local free = assert(net.free_port())
         local l <close> = assert(landing.open{ host = "127.0.0.1", target_port = free, allow = "127.0.0.0/8" })

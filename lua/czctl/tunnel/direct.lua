@@ -46,7 +46,7 @@ end
 
 --- Where the landing listens for a tunnel host, and whom it admits.
 ---@param host string the address (or Docker Desktop's name) the cluster dials
----@return {listen: string, allow: string[]}|nil plan
+---@return {listen: string, allow: string[], deny?: string[]}|nil plan
 ---@return string|nil err one line
 function M.landing_for(host)
   if host == M.DOCKER_DESKTOP_HOST then
@@ -64,7 +64,8 @@ function M.landing_for(host)
   if not itf then
     return nil, string.format("--tunnel-host %s is not an address of this machine; %s", host, M.NEEDS_HOST)
   end
-  return { listen = host, allow = { network_of(host, itf.prefix) } }
+  -- the cluster's side of that network; this machine's own address is not
+  return { listen = host, allow = { network_of(host, itf.prefix) }, deny = { host .. "/32" } }
 end
 
 --- The address of this machine the cluster reaches, from its Nodes (see above).
@@ -137,7 +138,7 @@ function M.start(opts)
   local plan, perr = M.landing_for(host)
   if not plan then return nil, perr end
   local l, lerr = landing.open{ host = plan.listen, port = 0, target_host = M.APP_HOST, target_port = port,
-                                allow = plan.allow }
+                                allow = plan.allow, deny = plan.deny }
   if not l then return nil, "direct tunnel: cannot listen: " .. tostring(lerr) end
   local _, landing_port = l:address()
   local url = string.format("http://%s:%d", host, landing_port)
