@@ -144,11 +144,6 @@ local function start(ctx, opts)
   opts.image = opts.image or intercept.DEFAULT_IMAGE
   local local_port = opts.local_port
   local client = ctx.kube()
-  if not opts.tunnel_host and provider.detect_host then
-    local host, host_err = provider.detect_host(client)
-    if not host then fail(host_err) end
-    opts.tunnel_host = host
-  end
 
   -- 1. The Service and the port to intercept.
   local svc, port_index = out:step(string.format("Resolve Service %s/%s", ns, name), function()
@@ -194,6 +189,12 @@ local function start(ctx, opts)
   end
   local port_number = math.tointeger(service_port.port)
   local_port = local_port or port_number
+  -- Where the cluster reaches this machine (direct: detected from the Nodes).
+  if not opts.tunnel_host and provider.detect_host then
+    local host, host_err = provider.detect_host(client)
+    if not host then fail(host_err) end
+    opts.tunnel_host = host
+  end
 
   -- 2. The session: a local file first, so a crash at any later point leaves a trace.
   -- Set up for a --wait holder (see wait_in_holder): its session id, and it
