@@ -99,13 +99,13 @@ int main(void)
         return status == nil and l:stats().refused == 1
     ));
 
+    /* on loopback the reset may even reach the client before its connect() returns */
     t_lua(L, "when the app is down the cluster side is reset without a response", LUA(
         local free = assert(net.free_port())
         local l <close> = assert(landing.open{ host = "127.0.0.1", target_port = free, allow = "127.0.0.0/8" })
         local status, err = via(l, "/", { timeout = 5 })
         local s = l:stats()
-        return status == nil and (err:find("reset") or err:find("Empty reply")) and s.failed == 1 and
-               s.accepted == 1, tostring(err)
+        return status == nil and s.failed == 1 and s.accepted == 1, tostring(err)
     ));
 
     t_lua(L, "close is idempotent, a closed handle says so and refuses use", LUA(
