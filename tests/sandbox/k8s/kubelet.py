@@ -577,7 +577,8 @@ class PodWorker:
             ports = [p.get("containerPort") for p in c.spec.get("ports") or []
                      if (p.get("protocol") or "TCP") == "TCP" and p.get("containerPort")]
             ports = ports or [8080]
-            argv = [sys.executable, "-I", ECHO_PY, "--ip", self.ip, "--container", c.name]
+            # every address of its own network namespace, as a container's app does
+            argv = [sys.executable, "-I", ECHO_PY, "--ip", self.ip, "--listen", "0.0.0.0", "--container", c.name]
             for p in ports:
                 argv += ["--port", str(p)]
             return argv, ports

@@ -14,6 +14,7 @@ import threading
 from . import controllers
 from . import dns as dns_mod
 from . import network as network_mod
+from . import nodeobj
 from . import kubelet as kubelet_mod
 from . import proxy as proxy_mod
 from . import nodeutil as u
@@ -36,19 +37,6 @@ class Node:
         self._dispatcher = threading.Thread(target=self._dispatch, name="node-events", daemon=True)
         self._stopped = False
 
-    def _register_node(self):
-        """The Node, with the node's address on the host link as its InternalIP:
-        what a client uses to find the host gateway (its route to that address
-        goes through it). Minimal until the API part's full Node object lands."""
-        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": u.NODE_NAME}}
-        if self.store.get("nodes", None, u.NODE_NAME) is None:
-            self.store.create("nodes", None, node)
-
-        def fn(o):
-            o.setdefault("status", {})["addresses"] = [
-                {"type": "InternalIP", "address": self.network.node_ip}, {"type": "Hostname", "address": u.NODE_NAME}]
-        self.store.patch_status("nodes", None, u.NODE_NAME, fn)
-
     def _on_event(self, etype, resource, obj):
         # Called by the store on the writer's thread: only enqueue.
         if not self._stopped:
@@ -68,7 +56,8 @@ class Node:
     def start(self):
         self.network.start()
         try:
-            self._register_node()
+            # the kubelet registers its Node first (its InternalIP: the node's host-link address)
+            nodeobj.register(self.store, self.state_dir, self.network)
             self.dns = dns_mod.Server(self.store, self.network).start()
             dns_mod.publish_service(self.store)
         except BaseException:
