@@ -30,11 +30,12 @@ BIG = 50 * 1000 * 1000
 
 # A small HTTP server run inside the pod with `kubectl exec -i`: answers each request
 # with its own body (so a body crosses the port-forward both ways), and exits when
-# its stdin closes (the exec session's stdin EOF).
+# its stdin closes (the exec session's stdin EOF). It listens on every address of
+# the pod: port-forward connects to localhost inside the pod, as a runtime does.
 POD_SERVER = r'''
 import os, socket, sys, threading
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((os.environ["POD_IP"], 9000)); s.listen(16)
+s.bind(("0.0.0.0", 9000)); s.listen(16)
 def serve(c):
     f = c.makefile("rb")
     while True:

@@ -168,6 +168,33 @@ class Isolation(unittest.TestCase):
                     s.close()
                 self.assertEqual(err, errno.EHOSTUNREACH, os.strerror(err))
 
+    def test_kubectl_exec_and_port_forward_work_inside_the_pod(self):
+        pod = SB.pods(prefix="echo-")[0]["metadata"]["name"]
+        probe = ("import socket,sys\nfor p in sys.argv[1:]:\n try:\n  socket.create_connection(('127.0.0.1',int(p)),3)"
+                 ".close(); print(p,'open')\n except OSError as e: print(p,e.errno)")
+        r = SB.kubectl("exec", pod, "--", "python3", "-c", probe, "8080", str(SB.ports["lo"]))
+        self.assertEqual(r.stdout.split("\n")[:2], ["8080 open", "%d %d" % (SB.ports["lo"], errno.ECONNREFUSED)],
+                         "127.0.0.1 in the pod is the pod's: its own server, not this machine's")
+        pf = subprocess.Popen(["kubectl", "port-forward", "--address", "127.0.0.1", "pod/" + pod, ":8080"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, KUBECONFIG=SB.kubeconfig))
+        try:
+            line = pf.stdout.readline()
+            local = int(re.search(r"127\.0\.0\.1:(\d+) -> 8080", line).group(1))
+            with socket.create_connection(("127.0.0.1", local), 5) as s:
+                s.sendall(b"GET /pf HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data = b""
+                while True:
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    data += d
+            self.assertEqual(json.loads(data.split(b"\r\n\r\n", 1)[1])["pod"], pod,
+                             "port-forward reaches the pod through the API server, from this machine")
+        finally:
+            pf.kill()
+            pf.wait()
+
     def test_the_node_address_is_found_by_route_lookup_from_this_machine(self):
         r = subprocess.run(["ip", "route", "get", SB.net["nodeIP"]], capture_output=True, text=True, check=True)
         self.assertIn("src %s" % SB.net["hostGateway"], r.stdout)
