@@ -174,6 +174,18 @@ def socket_in(path, family=socket.AF_INET, type=socket.SOCK_STREAM, proto=0):
         return socket.socket(family, type, proto)
 
 
+def connect(path, addr, timeout, family=socket.AF_INET):
+    """A TCP connection made from inside the namespace at path (its timeout stays set)."""
+    s = socket_in(path, family)
+    s.settimeout(timeout)
+    try:
+        s.connect(addr)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
 def write_sysctl(path, key, value):
     """Set a net.* sysctl inside the namespace at path (/proc/sys/net is
     per namespace, seen through the opening thread)."""

@@ -76,17 +76,6 @@ def _worker(kubelet, namespace, pod):
     return None
 
 
-def _connect(path, family, addr, timeout):
-    s = netns.socket_in(path, family)
-    s.settimeout(timeout)
-    try:
-        s.connect(addr)
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
 def _why(e):
     if isinstance(e, socket.timeout):
         return "i/o timeout"
@@ -107,10 +96,10 @@ def dial(kubelet, namespace, pod, port, timeout=5.0):
     if path is None:
         raise refused("connect: connection refused", "connect: connection refused")
     try:
-        s = _connect(path, socket.AF_INET, ("127.0.0.1", port), timeout)
+        s = netns.connect(path, ("127.0.0.1", port), timeout)
     except OSError as e4:
         try:
-            s = _connect(path, socket.AF_INET6, ("::1", port), timeout)
+            s = netns.connect(path, ("::1", port), timeout, socket.AF_INET6)
         except OSError as e6:
             raise refused(_why(e4), _why(e6))
     s.settimeout(None)

@@ -141,14 +141,7 @@ def service(name, selector, ports):
 
 def connect(addr, timeout=3):
     """A TCP connection from inside the cluster (the exec namespace)."""
-    s = netns.socket_in(EXEC["netns"])
-    s.settimeout(timeout)
-    try:
-        s.connect(addr)
-    except BaseException:
-        s.close()
-        raise
-    return s
+    return netns.connect(EXEC["netns"], addr, timeout)
 
 
 def listen(backlog=8):

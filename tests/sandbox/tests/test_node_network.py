@@ -183,12 +183,7 @@ class Isolation(unittest.TestCase):
             local = int(re.search(r"127\.0\.0\.1:(\d+) -> 8080", line).group(1))
             with socket.create_connection(("127.0.0.1", local), 5) as s:
                 s.sendall(b"GET /pf HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                data = b""
-                while True:
-                    d = s.recv(65536)
-                    if not d:
-                        break
-                    data += d
+                data = b"".join(iter(lambda: s.recv(65536), b""))
             self.assertEqual(json.loads(data.split(b"\r\n\r\n", 1)[1])["pod"], pod,
                              "port-forward reaches the pod through the API server, from this machine")
         finally:
