@@ -368,7 +368,7 @@ class Semantics(unittest.TestCase):
                          [(["10.244.9.9"], True), (["10.244.9.10"], False)])
         self.assertEqual(sl["ports"], [{"name": "", "port": 8080, "protocol": "TCP"}])
         out = SB.kubectl("describe", "service", "mir").stdout
-        self.assertRegex(out, r"(?m)^Endpoints:\s+127\.1\.9\.9:8080$")
+        self.assertRegex(out, r"(?m)^Endpoints:\s+10\.244\.9\.9:8080$")
         SB.admin.request("DELETE", NS + "/services/mir")
         SB.wait_for(lambda: not SB.admin.get(path)["items"], what="endpointslice garbage-collected")
         SB.wait_for(lambda: SB.admin.get(NS + "/endpoints/mir", missing=None) is None,
