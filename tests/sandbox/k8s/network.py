@@ -30,6 +30,7 @@ import threading
 import time
 
 from . import netns
+from .rtnl import Rtnl
 
 POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")
@@ -185,12 +186,11 @@ def _netns_with(marker):
 
 
 def _links_with(marker):
-    out = []
-    for line in _ip(["-o", "link", "show"]).splitlines():
-        m = re.match(r"\d+:\s+([^:@]+)", line)
-        if m and m.group(1).startswith(marker):
-            out.append(m.group(1))
-    return out
+    """Interfaces of this machine's namespace whose name starts with marker."""
+    try:
+        return sorted(n for n in os.listdir("/sys/class/net") if n.startswith(marker))
+    except OSError:
+        return []
 
 
 def _pids_in(inodes):
@@ -251,11 +251,12 @@ def cleanup(sid):
             pass
     for n in _netns_with(sid):
         netns.remove(netns.path_of(n))
-    for link in _links_with(sid):
-        try:
-            _ip(["link", "del", link])
-        except NetworkError:
-            pass   # gone meanwhile with its namespace
+    with Rtnl() as nl:
+        for link in _links_with(sid):
+            try:
+                nl.del_link(link)
+            except OSError:
+                pass   # gone meanwhile with its namespace
     deadline = time.monotonic() + 2
     for cg in _cgroups_with(sid):
         while True:
@@ -291,15 +292,16 @@ def _sync_routes(routes=None):
     registered (the caller holds the lock)."""
     have = cluster_routes_present(routes)
     want = bool(_users())
-    for cidr in (POD_CIDR, SERVICE_CIDR):
-        try:
-            if want and str(cidr) not in have:
-                _ip(["route", "add", "unreachable", str(cidr)])
-            elif not want and str(cidr) in have:
-                _ip(["route", "del", "unreachable", str(cidr)])
-        except NetworkError:
-            if want:
-                raise
+    with Rtnl() as nl:
+        for cidr in (POD_CIDR, SERVICE_CIDR):
+            try:
+                if want and str(cidr) not in have:
+                    nl.add_unreachable(str(cidr))
+                elif not want and str(cidr) in have:
+                    nl.del_unreachable(str(cidr))
+            except OSError:
+                if want:
+                    raise
 
 
 def release(sid):
@@ -308,6 +310,20 @@ def release(sid):
     with _Lock():
         cleanup(sid)
         _sync_routes()
+
+
+class _ns_fd:
+    """`with _ns_fd(path) as fd`: an fd on a namespace file, closed afterwards."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def __enter__(self):
+        return self.fd
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+        return False
 
 
 class IPAM:
@@ -394,23 +410,22 @@ class Network:
         netns.create(sid)
         netns.create(sid + "-exec")
         # addrgenmode none: no IPv6 link-local chatter on the link to this machine
-        _ip([], "link add %s type veth peer name eth0 netns %s\n"
-                "link set dev %s addrgenmode none\n"
-                "addr add %s/%d dev %s\n"
-                "link set %s up\n" % (sid, sid, sid, self.host_gateway, prefix, sid, sid))
-        _ip(["-n", sid], "link set lo up\n"
-                         "link set dev eth0 addrgenmode none\n"
-                         "addr add %s/%d dev eth0\n"
-                         "link set eth0 up\n"
-                         "link add %s type bridge\n"
-                         "addr add %s/%d dev %s\n"
-                         "link set %s up\n"
-                         "route add local %s dev lo\n"
-                         "link add vexec type veth peer name eth0 netns %s-exec\n"
-                         "link set vexec master %s up\n" % (
-                             self.node_ip, prefix, BRIDGE, BRIDGE_IP, POD_CIDR.prefixlen, BRIDGE, BRIDGE,
-                             SERVICE_CIDR, sid, BRIDGE))
-        self._configure_pod_side(sid + "-exec", EXEC_IP)
+        with Rtnl() as nl:
+            with _ns_fd(self.cluster_netns) as fd:
+                nl.add_veth(sid, "eth0", fd)
+            nl.set_link(sid, no_ipv6_ll=True)
+            nl.add_addr(sid, self.host_gateway, prefix)
+            nl.set_link(sid, up=True)
+        with Rtnl(self.cluster_netns) as nl:
+            nl.set_link("lo", up=True)
+            nl.set_link("eth0", no_ipv6_ll=True)
+            nl.add_addr("eth0", self.node_ip, prefix)
+            nl.set_link("eth0", up=True)
+            nl.add_bridge(BRIDGE)
+            nl.add_addr(BRIDGE, BRIDGE_IP, POD_CIDR.prefixlen)
+            nl.set_link(BRIDGE, up=True)
+            nl.add_local_route(str(SERVICE_CIDR))
+        self._attach(self.exec_netns, "vexec", EXEC_IP)
         netns.write_sysctl(self.cluster_netns, "net.ipv4.ip_forward", 1)
         try:
             # br_netfilter (when loaded) would pass traffic between pods on the
@@ -432,12 +447,16 @@ class Network:
         if r.returncode != 0:
             raise NetworkError("nft in the cluster namespace: %s" % (r.stderr.strip() or r.returncode))
 
-    @staticmethod
-    def _configure_pod_side(name, ip):
-        _ip(["-n", name], "link set lo up\n"
-                          "addr add %s/%d dev eth0\n"
-                          "link set eth0 up\n"
-                          "route add default via %s\n" % (ip, POD_CIDR.prefixlen, BRIDGE_IP))
+    def _attach(self, path, veth, ip):
+        """A veth from the bridge into the namespace at path (its eth0, with ip)."""
+        with Rtnl(self.cluster_netns) as nl, _ns_fd(path) as fd:
+            nl.add_veth(veth, "eth0", fd)
+            nl.set_link(veth, up=True, master=BRIDGE)
+        with Rtnl(path) as nl:
+            nl.set_link("lo", up=True)
+            nl.add_addr("eth0", ip, POD_CIDR.prefixlen)
+            nl.set_link("eth0", up=True)
+            nl.add_route("0.0.0.0/0", gateway=BRIDGE_IP)
 
     def add_pod(self, uid):
         """A network namespace for pod `uid` with one veth on the bridge:
@@ -451,9 +470,7 @@ class Network:
             self.ipam.release(ip)
             raise
         try:
-            _ip(["-n", self.id], "link add v%s type veth peer name eth0 netns %s\n"
-                                 "link set v%s master %s up\n" % (short, name, short, BRIDGE))
-            self._configure_pod_side(name, ip)
+            self._attach(path, "v" + short, ip)
         except BaseException:
             netns.remove(path)
             self.ipam.release(ip)
