@@ -54,10 +54,10 @@ class NetworkError(Exception):
     pass
 
 
-def _ip(args, batch=None):
-    """Run `ip ARGS` (with a batch on stdin); raise NetworkError with ip's message."""
-    argv = ["ip"] + list(args) + (["-batch", "-"] if batch is not None else [])
-    r = subprocess.run(argv, input=batch, capture_output=True, text=True)
+def _ip(args):
+    """Run `ip ARGS`; raise NetworkError with ip's message."""
+    argv = ["ip"] + list(args)
+    r = subprocess.run(argv, capture_output=True, text=True)
     if r.returncode != 0:
         raise NetworkError("%s: %s" % (" ".join(argv), (r.stderr or r.stdout).strip()))
     return r.stdout
