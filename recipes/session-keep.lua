@@ -16,7 +16,7 @@ local session = require "czctl.session"
 local intercept = require "czctl.intercept"
 local signal = require "czctl.signal"
 local process = require "czctl.process"
-local sys = require "czctl.core.sys"
+local sys = require "czctl.sys"
 
 local CLUSTER_CHECK_INTERVAL = 15
 local CHECK_TIMEOUT = 60
@@ -59,7 +59,7 @@ return {
       error(perr, 0)
     end
     -- the agent's log lives with the session's files (removed by session close)
-    local handle, err = provider.start{ local_port = s.local_port, host = s.tunnel_host or "127.0.0.1",
+    local handle, err = provider.start{ local_port = s.local_port, host = s.tunnel_host,
                                         log_file = session.path(id, ".ngrok.log") }
     if not handle then
       session.write_tunnel_status(id, { status = "failed", error = tostring(err) })
@@ -67,7 +67,7 @@ return {
       return 1
     end
     local facts = session.tunnel_facts(handle, s.tunnel.provider)
-    facts.status, facts.keeper_pid = "up", sys.getpid()
+    facts.status, facts.keeper_pid = "up", sys.pid()
     session.write_tunnel_status(id, facts)
     log("tunnel up: %s -> localhost:%d", tostring(handle.url), s.local_port)
 
