@@ -24,7 +24,7 @@ like "$out" "X-C6O-INTERCEPT" "the result names the header to send"
 like "$out" "curl -H" "the result has a curl example"
 try=$(printf '%s\n' "$out" | sed -n 's/^Try  *//p')
 like "$try" "# from inside the cluster$" "the curl example says where to run it"
-like "$(in_cluster sh -c "$try" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pod"])' 2>&1)" '^laptop$' \
+like "$(in_cluster sh -c "$try" 2>"$WORK/try.err" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pod"])' 2>&1)" '^laptop$' \
   "the curl example, run inside the cluster as printed, reaches the local server"
 tunnel=$(printf '%s\n' "$out" | sed -n 's/^Tunnel  *\(http:[^ ]*\) (direct)$/\1/p')
 like "$tunnel" "^http://$(host_gateway):[0-9]+$" "the direct tunnel lands on the detected host gateway"
