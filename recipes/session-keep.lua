@@ -10,7 +10,8 @@
 -- that dies is reported in .tunnel.json and the log.
 --
 -- It lives as long as the session, so it stays small: it never loads the
--- Kubernetes client or libcurl itself. The cluster is asked every 15 s by a
+-- Kubernetes client or libcurl itself, except for a tunnel that talks to the
+-- cluster (kube: the port-forward pool and the relay pod's lookup). The cluster is asked every 15 s by a
 -- short-lived child (`czctl session keep ID --check`).
 local session = require "czctl.session"
 local intercept = require "czctl.intercept"
@@ -60,7 +61,8 @@ return {
     end
     -- the agent's log lives with the session's files (removed by session close)
     local handle, err = provider.start{ local_port = s.local_port, host = s.tunnel_host,
-                                        log_file = session.path(id, ".ngrok.log") }
+                                        log_file = session.path(id, ".ngrok.log"), session = s,
+                                        log = function(msg) log("%s", msg) end }
     if not handle then
       session.write_tunnel_status(id, { status = "failed", error = tostring(err) })
       log("tunnel failed: %s", tostring(err))
@@ -74,7 +76,7 @@ return {
     local next_cluster_check = sys.now() + CLUSTER_CHECK_INTERVAL
     local reason, closed_elsewhere
     while true do
-      local sig = signal.wait(1)
+      local sig = signal.wait(handle.poll_interval or 1)
       if sig then reason = "received " .. sig; break end
       local current = session.load(id)
       if not current then reason = "session closed"; break end
@@ -83,6 +85,12 @@ return {
         reason = current.state == "starting" and "the command setting up the session exited before finishing"
                  or "the command holding the session (--wait) exited"
         break
+      end
+      -- A tunnel the keeper drives (kube: the pool's state, a replaced relay pod).
+      local changed = handle.poll and handle:poll()
+      if changed then
+        for k, v in pairs(changed) do facts[k] = v end
+        session.write_tunnel_status(id, facts)
       end
       if handle.pid then
         -- Only whether the agent runs: a request to its API would load

@@ -50,8 +50,9 @@ M.HOLD_CHECK_INTERVAL = 2
 ---@field local_port? integer            default: the Service port's number
 ---@field rule? table                    a czctl.proxy rule; default the header X-C6O-INTERCEPT: yes
 ---@field header? string                 the header as typed (name:value), for display
----@field tunnel? string                 tunnel provider: "ngrok" (default), "direct", or yours
+---@field tunnel? string                 tunnel provider: "ngrok" (default), "direct", "kube", or yours
 ---@field tunnel_host? string            with direct: this machine's address the cluster reaches (default: detected)
+---@field relay_image? string            with kube: the relay's image (default: czctl.tunnel.kube.DEFAULT_IMAGE)
 ---@field image? string                  the proxy image
 ---@field wait? boolean                  stay until a signal, then close the session
 ---@field kubeconfig? string
@@ -121,6 +122,10 @@ function M.new(ctx, opts)
   end
   local provider, provider_err = require("czctl.tunnel").get(o.tunnel)
   if not provider then ctx.usage_error(provider_err) end
+  if o.relay_image ~= nil and (o.tunnel ~= "kube" or not tostring(o.relay_image):find("^[%w][%w.:/@_%-]*$")) then
+    ctx.usage_error(o.tunnel ~= "kube" and "--relay-image is for --tunnel kube only"
+                    or string.format("--relay-image %q is not an image reference (REGISTRY/NAME:TAG)", o.relay_image))
+  end
   local run = setmetatable({ ctx = ctx, opts = o, hooks = o.hooks, provider = provider, out = ctx.out }, Run)
   run.client = ctx.kube()
   if run.hooks.rule then
@@ -256,6 +261,8 @@ end
 function Run:start_tunnel()
   local o, s = self.opts, self.session
   local tunnel = self.out:step(string.format("Start %s tunnel to localhost:%d", o.tunnel, self.local_port), function()
+    -- Cluster objects of the tunnel (the kube tunnel's relay), undone on failure.
+    if self.provider.prepare then self.provider.prepare(self) end
     if session.needs_keeper(self.provider) then
       self.ctx.undo:defer("stop the session keeper", function() session.stop_processes(s) end)
       local pid, err = session.start_keeper(s)
@@ -319,6 +326,13 @@ function Run:wait_proxy_ready()
                                         self.deployment)
     if not d then fail(err) end
   end)
+  -- A tunnel that connects from this machine (kube) is ready once it reached the cluster.
+  if self.provider.wait_ready then
+    self.out:step("Wait for the " .. self.opts.tunnel .. " tunnel", function()
+      local ok, err = self.provider.wait_ready(self, M.PROXY_READY_TIMEOUT)
+      if not ok then fail(err) end
+    end)
+  end
 end
 
 --- Step: point the Service at the proxy: one patch guarded by its
@@ -614,9 +628,11 @@ local function intercept_flags()
       help = "close the existing session on this Service first (alone: just close it)" },
     { name = "wait", short = "w", type = "boolean", help = "stay until SIGINT/SIGTERM, then clean up" },
     { name = "tunnel", type = "string", default = "ngrok", complete = "tunnels",
-      help = "tunnel provider: ngrok, direct, or czctl/tunnel/NAME.lua on package.path" },
+      help = "tunnel provider: ngrok, direct, kube, or czctl/tunnel/NAME.lua on package.path" },
     { name = "tunnelHost", type = "string",
       help = "with --tunnel direct: the address of this machine the cluster reaches (default: detected)" },
+    { name = "relayImage", type = "string",
+      help = "with --tunnel kube: the relay's image (default " .. require("czctl.tunnel.kube").DEFAULT_IMAGE .. ")" },
     { name = "image", type = "string", default = intercept.DEFAULT_IMAGE, help = "the proxy image" },
     -- Internal: the setup child of a --wait holder (see hold_from_command_line).
     { name = "heldBy", type = "integer", hidden = true, help = "(internal) pid of the --wait holder" },
@@ -661,6 +677,7 @@ function M.options_from_flags(ctx)
   return {
     service = ctx.args.service, namespace = f.namespace, remote_port = f.remotePort, local_port = f.localPort,
     rule = rule, header = not f.all and f.header or nil, tunnel = f.tunnel, tunnel_host = f.tunnelHost,
+    relay_image = f.relayImage,
     image = f.image, wait = f.wait, kubeconfig = f.kubeconfig, context = f.context,
     held_by = f.heldBy, session_id = f.sessionId,
   }

@@ -257,14 +257,13 @@ local function emit_upstreams(add, c)
       add("        keepalive_timeout 60s;")
     end
   end
-  if not c.route_all then
-    for _, p in ipairs(c.intercepted) do
-      add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
-      add("    upstream czctl_original_%s {", p.id)
-      add("        server %s;", p.original)
-      keepalive_lines()
-      add("    }")
-    end
+  -- (with every request intercepted too: the fallback goes there)
+  for _, p in ipairs(c.intercepted) do
+    add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
+    add("    upstream czctl_original_%s {", p.id)
+    add("        server %s;", p.original)
+    keepalive_lines()
+    add("    }")
   end
   if c.any_intercept then
     -- A host name in a static `upstream` is resolved when NGINX loads its
@@ -346,6 +345,10 @@ local function emit_intercepted_servers(add, c)
       add("%sproxy_ssl_server_name on;", indent)
       add("%sproxy_ssl_name %s;", indent, c.ssl_name)
     end
+    add("%s# Fail open: a request that did not reach the developer's app (refused,", indent)
+    add("%s# reset, timed out) goes to the in-cluster version instead. Every answer", indent)
+    add("%s# of the app passes unchanged (no proxy_intercept_errors).", indent)
+    add("%serror_page 502 504 = @czctl_fallback;", indent)
     if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
     add("%sproxy_pass %s;", indent, c.tunnel_target)
   end
@@ -365,8 +368,12 @@ local function emit_intercepted_servers(add, c)
     add("        # one, HTTP/1.0 only, is forwarded without one), where it came from,")
     add("        # and a WebSocket upgrade when one is asked for.")
     request_headers("        ", "$http_host")
-    add("        # Never replay a request to the other route: a retry could run it twice.")
+    add("        # Never replay a request to the other route: a retry could run it twice")
+    add("        # (the fallback below takes only requests that never reached the app).")
     add("        proxy_next_upstream off;")
+    add("        # The tunnel location is reached through error_page 418; its own")
+    add("        # error_page (the fallback) needs this.")
+    add("        recursive_error_pages on;")
     add("")
     if c.route_all then
       add("        location / {")
@@ -394,6 +401,12 @@ local function emit_intercepted_servers(add, c)
       tunnel_location("            ")
       add("        }")
     end
+    add("")
+    add("        # A request the tunnel could not deliver: the in-cluster version answers.")
+    add("        location @czctl_fallback {")
+    if c.route_header then add("            add_header X-Czctl-Route fallback always;") end
+    add("            proxy_pass http://czctl_original_%s;", p.id)
+    add("        }")
     add("    }")
     add("")
   end

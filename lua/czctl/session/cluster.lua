@@ -104,7 +104,7 @@ end
 --- its ReplicaSet and pods are gone too.
 ---@param client table
 ---@param namespace string
----@param kind "Deployment"|"ConfigMap"|"Service"
+---@param kind "Deployment"|"ConfigMap"|"Service"|"NetworkPolicy"
 ---@param name string
 function M.delete_object(client, namespace, kind, name)
   local foreground = kind == "Deployment" and { propagationPolicy = "Foreground" } or nil
@@ -124,16 +124,26 @@ function M.delete_object(client, namespace, kind, name)
 end
 
 --- Delete the objects of a session by their names (derived from the id),
---- the proxy first, waiting until its pods are gone. Missing objects are fine.
+--- the proxy first, waiting until its pods are gone, then the kube tunnel's
+--- relay unless the session's tunnel is known to be another. Missing
+--- objects are fine.
 ---@param client table
 ---@param namespace string
 ---@param id string
 ---@param step? fun(title: string, fn: fun())
-function M.delete_objects(client, namespace, id, step)
+---@param tunnel? string the session's tunnel provider, when known
+function M.delete_objects(client, namespace, id, step, tunnel)
   step = step or noop_step
   local names = intercept.names(id)
-  for _, o in ipairs({ { "Deployment", names.deployment, "proxy Deployment" },
-                       { "ConfigMap", names.configmap, "ConfigMap" }, { "Service", names.service, "Service" } }) do
+  local objects = { { "Deployment", names.deployment, "proxy Deployment" },
+                    { "ConfigMap", names.configmap, "ConfigMap" }, { "Service", names.service, "Service" } }
+  if tunnel == nil or tunnel == "kube" then
+    local relay = require("czctl.tunnel.kube").names(id)
+    objects[#objects + 1] = { "Deployment", relay.deployment, "relay Deployment" }
+    objects[#objects + 1] = { "Service", relay.service, "relay Service" }
+    objects[#objects + 1] = { "NetworkPolicy", relay.network_policy, "relay NetworkPolicy" }
+  end
+  for _, o in ipairs(objects) do
     step("Delete " .. o[3] .. " " .. o[2], function() M.delete_object(client, namespace, o[1], o[2]) end)
   end
 end
@@ -154,8 +164,10 @@ function M.close(client, target, step)
       restored = ok
     end)
   end
-  M.delete_objects(client, target.namespace, target.id, step)
   local s = target.local_session or records.load(target.id)
+  local record = target.service_object and intercept.record(target.service_object)
+  local tunnel = (s and s.tunnel and s.tunnel.provider) or (record and record.tunnel)
+  M.delete_objects(client, target.namespace, target.id, step, tunnel)
   local t = s and (keeper.tunnel_status(s.id) or s.tunnel or {})
   if s and (s.keeper_pid and s.keeper_pid ~= sys.getpid() or t.pid) then
     step("Stop local tunnel and keeper", function() keeper.stop_processes(s) end)

@@ -22,7 +22,7 @@ function M.tunnel_provider(name)
   end
   local okp, provider = pcall(require, "czctl.tunnel." .. tostring(name))
   if okp and type(provider) == "table" then return provider end
-  return nil, string.format("unknown tunnel provider %q (built in: ngrok, direct)", tostring(name))
+  return nil, string.format("unknown tunnel provider %q (built in: ngrok, direct, kube)", tostring(name))
 end
 
 --- Whether a session with this tunnel needs a keeper process: a tunnel that

@@ -1,6 +1,9 @@
 -- czctl.tunnel: the registry of tunnel providers. A provider is a Lua module
 -- `czctl.tunnel.<name>` (built in: ngrok, direct; a user adds one by putting
--- czctl/tunnel/<name>.lua on package.path) with one function:
+-- czctl/tunnel/<name>.lua on package.path) with one function (and optional
+-- parts the workflow and the keeper use when present: needs_process,
+-- detect_host(client), prepare(run), wait_ready(run, timeout), handle:poll()
+-- and handle.poll_interval; see czctl.tunnel.direct and czctl.tunnel.kube):
 --
 --   provider.start{ local_port=, host=, log=function(msg) end, ... }
 --     -> handle | nil, err
@@ -14,7 +17,7 @@
 -- This module only finds and checks providers; it starts nothing itself.
 local M = {}
 
-M.BUILTIN = { "ngrok", "direct" }
+M.BUILTIN = { "ngrok", "direct", "kube" }
 
 --- Load a provider by name.
 ---@param name string

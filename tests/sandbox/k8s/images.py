@@ -28,6 +28,27 @@ def stream_is_dynamic():
     return _stream_dynamic
 NGINX_IMAGES = ("library/nginx", "nginxinc/nginx-unprivileged", "nginx/nginx-unprivileged")
 ECHO_IMAGES = ("sandbox/echo",)
+# The kube tunnel's relay (relay/Dockerfile, published by the release): any tag
+# runs the czctl-relay this checkout built (SANDBOX_RELAY_BIN, else
+# $CZCTL_BUILD/czctl-relay, else build/czctl-relay), with the container's args.
+RELAY_IMAGES = (("ghcr.io", "czctl/czctl-relay"),)
+RELAY_ENTRYPOINT = "/czctl-relay"
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def relay_binary():
+    if os.environ.get("SANDBOX_RELAY_BIN"):
+        return os.environ["SANDBOX_RELAY_BIN"]
+    return os.path.join(_ROOT, os.environ.get("CZCTL_BUILD") or "build", "czctl-relay")
+
+
+def relay_command(command, args):
+    """The relay's argv for the container's command/args, or raise ValueError
+    naming a command the image does not have."""
+    command = list(command or [])
+    if command and command[0] != RELAY_ENTRYPOINT:
+        raise ValueError(command[0])
+    return [relay_binary()] + command[1:] + list(args or [])
 
 
 def parse_image(image):
@@ -69,10 +90,12 @@ def image_id(image):
 
 
 def kind_of(image):
-    """'nginx', 'nginx-unprivileged', 'echo' or None (unknown image)."""
+    """'nginx', 'nginx-unprivileged', 'echo', 'relay' or None (unknown image)."""
     if not image:
         return None
     registry, path, tag, digest = parse_image(image)
+    if (registry, path) in RELAY_IMAGES:
+        return "relay"
     if registry != "docker.io":
         return None
     if path == "library/nginx":

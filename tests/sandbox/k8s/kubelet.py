@@ -582,6 +582,16 @@ class PodWorker:
             for p in ports:
                 argv += ["--port", str(p)]
             return argv, ports
+        if c.kind == "relay":
+            try:
+                argv = images.relay_command(c.spec.get("command"), c.spec.get("args"))
+            except ValueError as e:
+                raise StartError("StartError", 'failed to create containerd task: failed to create shim task: OCI '
+                                 'runtime create failed: runc create failed: unable to start container process: '
+                                 'exec: "%s": stat %s: no such file or directory' % (e.args[0], e.args[0]), 128)
+            ports = [p.get("containerPort") for p in c.spec.get("ports") or []
+                     if (p.get("protocol") or "TCP") == "TCP" and p.get("containerPort")]
+            return argv, ports
         # nginx
         try:
             conf, extra = images.nginx_command(c.spec.get("command"), c.spec.get("args"))
@@ -631,7 +641,7 @@ class PodWorker:
             return
         shutil.rmtree(root, ignore_errors=True)
         os.makedirs(root)
-        if c.kind != "echo":
+        if c.kind not in ("echo", "relay"):
             images.populate_nginx_root(root, c.kind)
         self._mount(c, root)
         logf = open(logp, "ab")

@@ -46,6 +46,8 @@ _ALL = [
         categories=["all"], generation=True),
     Res("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True),
     Res("leases", "Lease", "coordination.k8s.io", "v1", True),
+    # stored, not enforced: like a CNI without policy support (README "Known differences")
+    Res("networkpolicies", "NetworkPolicy", "networking.k8s.io", "v1", True, ["netpol"], generation=True),
     Res("selfsubjectaccessreviews", "SelfSubjectAccessReview", "authorization.k8s.io", "v1", False,
         verbs=["create"]),
     Res("selfsubjectrulesreviews", "SelfSubjectRulesReview", "authorization.k8s.io", "v1", False,

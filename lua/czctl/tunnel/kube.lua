@@ -1,0 +1,309 @@
+-- czctl.tunnel.kube: a tunnel through the Kubernetes API (docs/decisions.md
+-- section 6), for clusters that cannot reach this machine and teams without
+-- ngrok. The session gets a relay of its own in the cluster (Deployment,
+-- Service and NetworkPolicy `czctl-relay-<id>`); the proxy sends intercepted
+-- traffic to the relay's Service, and the session's holder keeps a pool of
+-- port-forward streams open to the relay pod through the API server
+-- (czctl.core.portforward), each paired one handed to 127.0.0.1:LOCAL_PORT.
+-- Nothing listens on this machine beyond the app itself; nothing is public.
+--
+-- Two halves, in two processes:
+--   prepare(run)   in the intercept command (the workflow's tunnel step): the
+--                  relay's objects, each created with its undo registered;
+--   start(opts)    in the session's keeper: a handle whose poll() (called by
+--                  the keeper's loop) finds the relay pod, opens the pool,
+--                  follows a replaced pod and reports the state, which the
+--                  keeper writes to <id>.tunnel.json (`session list` shows it).
+-- This module must not print: it reports through opts.log and its handle.
+local embed = require "czctl.core.embed"
+
+local M = {}
+
+-- The release builds relay/Dockerfile and publishes it under this name, with
+-- the version of the czctl that creates it (the pairing protocol is theirs).
+M.IMAGE_REPOSITORY = "ghcr.io/czctl/czctl-relay"
+M.DEFAULT_IMAGE = M.IMAGE_REPOSITORY .. ":" .. embed.version
+M.PROXY_PORT = 9000    -- the proxy connects here (the relay's Service)
+M.LAPTOP_PORT = 9001   -- port-forward streams arrive here (the pod's loopback)
+M.HEALTH_PORT = 9002   -- probes
+M.POOL_SIZE = 8        -- idle streams kept open: a burst beyond waits for the next
+M.COMPONENT = "relay"
+M.COMPONENT_LABEL = "app.kubernetes.io/component"
+-- The holder polls quickly until the pool is up, then at the keeper's pace.
+M.FAST_POLL, M.SLOW_POLL = 0.05, 1
+-- The relay is in-process of the keeper (the pool): the session needs a holder.
+M.needs_process = true
+
+local SESSION_LABEL, PROXY_LABEL, MANAGED_BY = "czctl.io/session", "czctl.io/proxy", "app.kubernetes.io/managed-by"
+
+--- Names of the relay's objects, from the session id alone (so `session
+--- close` finds them without any local state).
+---@param id string
+---@return {deployment: string, service: string, network_policy: string}
+function M.names(id)
+  local name = "czctl-relay-" .. id
+  return { deployment = name, service = name, network_policy = name }
+end
+
+--- Where the proxy sends intercepted traffic: the relay's Service.
+---@param namespace string
+---@param id string
+---@return string url
+function M.url(namespace, id)
+  return string.format("http://%s.%s.svc.cluster.local:%d", M.names(id).service, namespace, M.PROXY_PORT)
+end
+
+local function labels(id)
+  return { [MANAGED_BY] = "czctl", [SESSION_LABEL] = id, [M.COMPONENT_LABEL] = M.COMPONENT }
+end
+
+--- The label selector of a session's relay pods.
+---@param id string
+---@return string
+function M.pod_selector(id)
+  return string.format("%s=%s,%s=%s", SESSION_LABEL, id, M.COMPONENT_LABEL, M.COMPONENT)
+end
+
+--- The relay's objects for a session (relay/kubernetes.yaml is the reference):
+--- a Deployment that passes the `restricted` Pod Security Standard, a
+--- Service on the proxy port, and a NetworkPolicy admitting only the
+--- session's proxy pods (and, once several sessions share a proxy, the
+--- Service's proxy pods) to the proxy port.
+---@param opts {namespace: string, id: string, image?: string, service: string}
+---@return table[] objects Deployment, Service, NetworkPolicy
+function M.objects(opts)
+  local id, ns = opts.id, opts.namespace
+  local names = M.names(id)
+  local selector = { [SESSION_LABEL] = id, [M.COMPONENT_LABEL] = M.COMPONENT }
+  local meta = function(name)
+    return { name = name, namespace = ns, labels = labels(id), annotations = { ["czctl.io/service"] = opts.service } }
+  end
+  local probe = { httpGet = { path = "/healthz", port = "health" }, periodSeconds = 1, failureThreshold = 2,
+                  timeoutSeconds = 1 }
+  local deployment = {
+    apiVersion = "apps/v1", kind = "Deployment", metadata = meta(names.deployment),
+    spec = {
+      replicas = 1,
+      selector = { matchLabels = selector },
+      -- one relay per session: the laptop's streams follow the new pod
+      strategy = { type = "Recreate" },
+      template = {
+        metadata = { labels = labels(id) },
+        spec = {
+          automountServiceAccountToken = false, -- the relay talks to no API
+          enableServiceLinks = false,
+          terminationGracePeriodSeconds = 5,
+          securityContext = { runAsNonRoot = true, runAsUser = 65532, runAsGroup = 65532,
+                              seccompProfile = { type = "RuntimeDefault" } },
+          containers = { {
+            name = "relay",
+            image = opts.image or M.DEFAULT_IMAGE,
+            args = { "--proxy-listen", "0.0.0.0:" .. M.PROXY_PORT, "--laptop-listen", "127.0.0.1:" .. M.LAPTOP_PORT,
+                     "--health-listen", "0.0.0.0:" .. M.HEALTH_PORT },
+            -- 127.0.0.1:9001 is not a container port: only port-forward reaches it
+            ports = { { name = "proxy", containerPort = M.PROXY_PORT, protocol = "TCP" },
+                      { name = "health", containerPort = M.HEALTH_PORT, protocol = "TCP" } },
+            readinessProbe = probe,
+            livenessProbe = { httpGet = probe.httpGet, periodSeconds = 10, failureThreshold = 3, timeoutSeconds = 1 },
+            resources = { requests = { cpu = "10m", memory = "16Mi" }, limits = { cpu = "500m", memory = "64Mi" } },
+            securityContext = { allowPrivilegeEscalation = false, readOnlyRootFilesystem = true, runAsNonRoot = true,
+                                capabilities = { drop = { "ALL" } } },
+          } },
+        },
+      },
+    },
+  }
+  local service = {
+    apiVersion = "v1", kind = "Service", metadata = meta(names.service),
+    spec = { type = "ClusterIP", selector = selector,
+             ports = { { name = "proxy", port = M.PROXY_PORT, targetPort = "proxy", protocol = "TCP" } } },
+  }
+  local policy = {
+    apiVersion = "networking.k8s.io/v1", kind = "NetworkPolicy", metadata = meta(names.network_policy),
+    spec = {
+      podSelector = { matchLabels = selector },
+      policyTypes = { "Ingress" },
+      -- the probe port is the kubelet's, which policies do not restrict
+      ingress = { {
+        from = { { podSelector = { matchLabels = { [MANAGED_BY] = "czctl", [PROXY_LABEL] = id } } },
+                 { podSelector = { matchLabels = { [MANAGED_BY] = "czctl", ["czctl.io/service"] = opts.service } } } },
+        ports = { { protocol = "TCP", port = M.PROXY_PORT } },
+      } },
+    },
+  }
+  return { deployment, service, policy }
+end
+
+--- The workflow's tunnel step, before the keeper starts: create the relay's
+--- objects (each with its undo registered by run:create). A NetworkPolicy
+--- the user may not create is a warning: the port is still protected by
+--- the landing's mutual TLS (section 2).
+---@param run table the intercept run (run.opts, run.id, run:create, run.out)
+function M.prepare(run)
+  local kube = require "czctl.kube"
+  for _, obj in ipairs(M.objects{ namespace = run.opts.namespace, id = run.id, image = run.opts.relay_image,
+                                  service = run.opts.service }) do
+    if obj.kind == "NetworkPolicy" then
+      local ok, err = pcall(run.create, run, obj)
+      if not ok then
+        if not kube.forbidden(err) then error(err, 0) end
+        run.out:warn("cannot create NetworkPolicy %s (%s); other pods may reach the relay's proxy port",
+                     obj.metadata.name, tostring(err))
+      end
+    else
+      run:create(obj)
+    end
+  end
+end
+
+--- After the proxy is ready: wait until the keeper's pool has reached the
+--- relay, so the first intercepted request already finds the laptop.
+---@param run table
+---@param timeout number seconds
+---@return boolean|nil ok
+---@return string|nil err
+function M.wait_ready(run, timeout)
+  local session = require "czctl.session"
+  local sys = require "czctl.core.sys"
+  local deadline = sys.now() + timeout
+  while true do
+    local t = session.tunnel_status(run.id) or {}
+    if t.state == "up" then return true end
+    local problem = session.keeper_problem(run.session)
+    if problem then return nil, problem end
+    if sys.now() > deadline then
+      return nil, string.format("the kube tunnel did not reach relay %s within %ds: %s", M.names(run.id).deployment,
+                                math.floor(timeout), t.error or t.state or "no relay pod")
+    end
+    local _, why = sys.sleep(0.05)
+    if why == "interrupted" then return nil, "interrupted" end
+  end
+end
+
+---------------------------------------------------------------------------
+-- The holder's side
+---------------------------------------------------------------------------
+
+local Handle = {}
+Handle.__index = Handle
+
+-- The newest running relay pod that is not being deleted, or nil.
+local function running_pod(h)
+  local pods, err = h.client:list("Pod", { namespace = h.namespace, labelSelector = M.pod_selector(h.id) })
+  if not pods then return nil, tostring(type(err) == "table" and err.message or err) end
+  local best
+  for _, p in ipairs(pods.items or {}) do
+    local st = p.status or {}
+    if st.phase == "Running" and not p.metadata.deletionTimestamp
+       and (not best or tostring(p.metadata.creationTimestamp) > tostring(best.metadata.creationTimestamp)) then
+      best = p
+    end
+  end
+  if not best then return nil, "waiting for the relay pod" end
+  return best.metadata.name
+end
+
+-- Move the pool to the current relay pod (opening it the first time).
+function Handle:follow_pod()
+  local pod, why = running_pod(self)
+  if not pod then self.error = why; return end
+  if pod == self.pod then return end
+  if not self.pool then
+    local pool, err = require("czctl.core.portforward").pool(self.client.raw, {
+      namespace = self.namespace, pod = pod, port = M.LAPTOP_PORT, target_port = self.local_port,
+      size = self.size })
+    if not pool then self.error = tostring(err); return end
+    self.pool = pool
+    self.log(string.format("port-forward pool to relay pod %s/%s (%d streams) -> 127.0.0.1:%d", self.namespace, pod,
+                           self.size, self.local_port))
+  else
+    self.pool:retarget(pod)
+    self.log(string.format("relay pod replaced: following %s", pod))
+  end
+  self.pod = pod
+end
+
+--- Called by the keeper's loop: opens the pool once the relay pod runs,
+--- logs the pool's events, follows a replaced relay pod. Returns the fields
+--- of <id>.tunnel.json that changed (state, pod, since, reconnects, error),
+--- or nil.
+---@return table|nil changed
+function Handle:poll()
+  if not self.pool then self:follow_pod() end
+  local pod_gone = false
+  while self.pool do
+    local ev = self.pool:event(0)
+    if not ev then break end
+    if ev.kind == "up" then
+      self.state, self.since, self.error = "up", ev.time, nil
+      self.log(string.format("kube tunnel up (relay pod %s)", self.pod))
+    elseif ev.kind == "down" or ev.kind == "connecting" then
+      if self.state == "up" then self.log("kube tunnel down: " .. tostring(ev.message)) end
+      self.state, self.error = ev.kind, ev.message or self.error
+      if ev.kind == "down" and tostring(ev.message):find("not found", 1, true) then pod_gone = true end
+    else
+      self.log("kube tunnel: " .. tostring(ev.message))
+    end
+  end
+  -- The pod is gone (deleted, evicted): the Deployment makes another.
+  if pod_gone or (self.pool and self.state ~= "up" and self.next_lookup <= require("czctl.core.sys").now()) then
+    self.next_lookup = require("czctl.core.sys").now() + 2
+    self:follow_pod()
+  end
+  self.poll_interval = self.state == "up" and M.SLOW_POLL or M.FAST_POLL
+  local stats = self.pool and self.pool:stats() or {}
+  local now = { state = self.state, pod = self.pod, since = self.since, error = self.error,
+                reconnects = stats.reconnects }
+  local changed = false
+  for k, v in pairs(now) do
+    if self.reported[k] ~= v then changed = true end
+  end
+  for k in pairs(self.reported) do
+    if now[k] == nil then changed = true end
+  end
+  if not changed then return nil end
+  self.reported = now
+  local out = {}
+  for k, v in pairs(now) do out[k] = v end
+  out.error = now.error or false -- cleared in the keeper's report too
+  return out
+end
+
+--- true while the pool reaches the relay.
+function Handle:healthy()
+  if self.state == "up" then return true end
+  return nil, self.error or self.state
+end
+
+--- Close the pool and the client. Idempotent.
+function Handle:stop()
+  if self.pool then self.pool:close(); self.pool = nil end
+  if self.client then self.client:close(); self.client = nil end
+  return true
+end
+
+--- Start the holder's side of a kube tunnel (in the session's keeper).
+---@param opts {local_port: integer, session: table, log?: fun(msg: string), size?: integer}
+---@return table|nil handle
+---@return string|nil err
+function M.start(opts)
+  opts = opts or {}
+  local port = math.tointeger(opts.local_port)
+  if not port or port < 1 or port > 65535 then return nil, "kube tunnel: local_port must be a port number" end
+  local s = opts.session
+  if type(s) ~= "table" or type(s.id) ~= "string" or type(s.namespace) ~= "string" then
+    return nil, "kube tunnel: the session (id, namespace, kubeconfig) is required"
+  end
+  local client, err = require("czctl.kube").connect{ kubeconfig = s.kubeconfig, context = s.context }
+  if not client then return nil, "kube tunnel: " .. tostring(err) end
+  local url = M.url(s.namespace, s.id)
+  local handle = setmetatable({
+    url = url, upstream = { url = url }, inspector = nil, pid = nil,
+    client = client, namespace = s.namespace, id = s.id, local_port = port, size = opts.size or M.POOL_SIZE,
+    log = opts.log or function() end, state = "connecting", reported = {}, next_lookup = 0,
+    poll_interval = M.FAST_POLL,
+  }, Handle)
+  return handle
+end
+
+return M
