@@ -38,6 +38,8 @@ return {
         complete = s.record ~= nil, objects = setmetatable(s.objects or {}, util.array_mt),
         tunnel = tunnel and tunnel.provider or record.tunnel, tunnelUrl = tunnel and tunnel.url,
         tunnelStatus = tunnel and tunnel.status,
+        -- the kube tunnel's pool: up, connecting, down; "stopped" once no process holds it
+        tunnelState = mine and tunnel and (session.keeper_problem(mine) and "stopped" or tunnel.state) or nil,
       }
     end
     -- A local session with nothing in the cluster: still starting or held by
@@ -55,9 +57,10 @@ return {
       for i, s in ipairs(r.items) do
         rows[i] = { s.id, s.namespace, s.service or "?", s.port and tostring(math.tointeger(s.port)) or "-",
                     s.all and "(all)" or s.rule or "-", session.format_age(session.age_seconds(s.started)),
-                    s["local"] and "*" or "" }
+                    s["local"] and "*" or "",
+                    s.tunnelState and string.format("%s (%s)", s.tunnel, s.tunnelState) or s.tunnel or "-" }
       end
-      return output.table({ "SESSION", "NAMESPACE", "SERVICE", "PORT", "HEADER", "AGE", "LOCAL" }, rows)
+      return output.table({ "SESSION", "NAMESPACE", "SERVICE", "PORT", "HEADER", "AGE", "LOCAL", "TUNNEL" }, rows)
     end)
     return 0
   end,

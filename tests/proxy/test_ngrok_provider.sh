@@ -152,7 +152,7 @@ fails no-url 1.5 '^error: ngrok did not report a public URL within 1.5s \(last l
   "an agent that never reports a URL"
 
 out=$(PATH=/usr/bin:/bin "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 5 </dev/null 2>/dev/null)
-is "$out" "error: ngrok is not installed: install it from https://ngrok.com/download (or use --tunnel direct)" \
+is "$out" "error: ngrok is not installed: install it from https://ngrok.com/download, or use --tunnel kube (through the Kubernetes API: no account, nothing public) or --tunnel direct" \
   "ngrok not installed: how to install it, or use the direct tunnel"
 
 # ---------------------------------------------------------------- direct, and the registry

@@ -148,6 +148,6 @@ describe("provider arguments", function()
   it("ngrok explains how to install it when the command is missing", function()
     local h, err = ngrok.start{ local_port = 3000, command = "/nonexistent/ngrok" }
     assert.is_nil(h)
-    assert.equal("ngrok is not installed: install it from https://ngrok.com/download (or use --tunnel direct)", err)
+    assert.equal("ngrok is not installed: install it from https://ngrok.com/download, or use --tunnel kube (through the Kubernetes API: no account, nothing public) or --tunnel direct", err)
   end)
 end)

@@ -219,6 +219,10 @@ function Run:existing_session(existing)
                        tostring(math.tointeger(mine.local_port) or mine.local_port),
                        tostring(mine.tunnel and mine.tunnel.provider), session.close_command(existing.session, ns)))
   end
+  if self.provider.stable_url and not mine.wait and mine.keeper_pid
+     and not require("czctl.process").alive(mine.keeper_pid) then
+    self:restart_keeper(mine)
+  end
   local tunnel = session.tunnel_status(mine.id) or mine.tunnel or {}
   self.existing = {
     status = "existing", id = mine.id, service = name, namespace = ns, port = existing.port,
@@ -228,6 +232,25 @@ function Run:existing_session(existing)
     wait = mine.wait == true, closeCommand = session.close_command(mine.id, ns),
   }
   error(M.DONE, 0)
+end
+
+-- The keeper of this machine's session is gone (killed, the machine
+-- restarted): start another. Only for a tunnel whose URL does not change
+-- (kube: the relay's Service), so the proxy's configuration stays right.
+function Run:restart_keeper(mine)
+  self.out:step("Restart the session keeper", function()
+    session.write_tunnel_status(mine.id, { status = "starting", provider = mine.tunnel.provider })
+    local pid, err = session.start_keeper(mine)
+    if not pid then fail("cannot start the session keeper: " .. tostring(err)) end
+    mine.keeper_pid = pid
+    session.save(mine)
+    local facts, terr = session.wait_keeper_tunnel(mine, M.TUNNEL_TIMEOUT)
+    if not facts then fail(terr) end
+    if self.provider.wait_ready then
+      local ok, werr = self.provider.wait_ready({ id = mine.id, session = mine }, M.PROXY_READY_TIMEOUT)
+      if not ok then fail(werr) end
+    end
+  end)
 end
 
 -- Raised by a step to end the run early with a result (an existing session).

@@ -31,8 +31,11 @@ M.COMPONENT = "relay"
 M.COMPONENT_LABEL = "app.kubernetes.io/component"
 -- The holder polls quickly until the pool is up, then at the keeper's pace.
 M.FAST_POLL, M.SLOW_POLL = 0.05, 1
--- The relay is in-process of the keeper (the pool): the session needs a holder.
+-- The pool is in-process of the keeper: the session needs a holder.
 M.needs_process = true
+-- The URL is the relay's Service, whatever process holds the pool: a new
+-- keeper can take over a session whose keeper died.
+M.stable_url = true
 
 local SESSION_LABEL, PROXY_LABEL, MANAGED_BY = "czctl.io/session", "czctl.io/proxy", "app.kubernetes.io/managed-by"
 

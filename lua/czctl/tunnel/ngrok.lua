@@ -15,7 +15,8 @@ local cjson = require "cjson"
 local M = {}
 
 M.DEFAULT_TIMEOUT = 20
-M.NOT_INSTALLED = "ngrok is not installed: install it from https://ngrok.com/download (or use --tunnel direct)"
+M.NOT_INSTALLED = "ngrok is not installed: install it from https://ngrok.com/download, or use --tunnel kube "
+  .. "(through the Kubernetes API: no account, nothing public) or --tunnel direct"
 M.NO_AUTHTOKEN = 'ngrok needs an authtoken: run "ngrok config add-authtoken <TOKEN>" (ERR_NGROK_4018)'
 
 -- "exited (status 1)", or for an exit code 128+N (killed by signal N, as
