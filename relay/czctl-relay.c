@@ -133,6 +133,7 @@ static struct {
     struct proxy *dead_p;
     long accepted, refused, paired, replayed, landing_refused, waited, laptop_total;
     double last_log, refused_logged;
+    double last_idle;            /* when a laptop stream last became idle */
     int stop;
 } R;
 
@@ -216,6 +217,7 @@ static void idle_push(struct laptop *l)
     R.idle_tail = l;
     l->in_idle = 1;
     R.nidle++;
+    R.last_idle = now_s();
 }
 
 /* ---- events of sockets ----------------------------------------------------------------- */
@@ -804,7 +806,11 @@ static void tick(double now)
             }
         }
     }
-    while (R.wait_head && now - R.wait_head->since > R.o.wait_timeout) {
+    /* A burst waits while the laptop keeps delivering streams (each one goes
+     * to the oldest waiter); the oldest is reset once none came for
+     * wait_timeout, measured from its own arrival or the last stream. */
+    while (R.wait_head && now - (R.wait_head->since > R.last_idle ? R.wait_head->since : R.last_idle)
+                              > R.o.wait_timeout) {
         struct proxy *p = R.wait_head;
         wait_remove(p);
         R.refused++;

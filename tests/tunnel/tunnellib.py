@@ -203,7 +203,13 @@ class CutProxy(Listener):
                 if self.mode == "up":
                     b.sendall(d)
         except OSError:
-            pass
+            # a reset (the laptop's process killed with unread data) ends the
+            # other side too, as the kernel's RST would on a direct connection
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def kubeconfig(self, src, dst):
         """A copy of kubeconfig src whose server goes through this proxy."""

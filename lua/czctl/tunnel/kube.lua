@@ -26,7 +26,7 @@ M.DEFAULT_IMAGE = M.IMAGE_REPOSITORY .. ":" .. embed.version
 M.PROXY_PORT = 9000    -- the proxy connects here (the relay's Service)
 M.LAPTOP_PORT = 9001   -- port-forward streams arrive here (the pod's loopback)
 M.HEALTH_PORT = 9002   -- probes
-M.POOL_SIZE = 8        -- idle streams kept open: a burst beyond waits for the next
+M.POOL_SIZE = 16       -- idle streams kept open: a burst beyond waits for the next
 M.COMPONENT = "relay"
 M.COMPONENT_LABEL = "app.kubernetes.io/component"
 -- The holder polls quickly until the pool is up, then at the keeper's pace.

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# The kube tunnel (issue 11): intercepted requests reach an app that listens
+# only on this machine's 127.0.0.1, over port-forward streams czctl opens
+# through the API server to the session's relay, while the sandbox's pods
+# cannot reach this machine at all (acceptance 1); many requests, 50 MB both
+# ways, WebSocket and server-sent events, byte-exact (2); the laptop side
+# killed or cut off: the in-cluster version answers, and routing resumes
+# without a new session (3); the relay's pod under the restricted Pod
+# Security Standard, and nothing of it left after `session close` (5).
+source "$(dirname "$0")/lib/common.sh"
+
+sandbox_up
+NS=kube-restricted
+# The demo app itself is not restricted: the namespace enforces the standard
+# from after its start on (Kubernetes checks new pods; running ones stay).
+kubectl create namespace "$NS" >/dev/null &&
+  sed "s/namespace: default/namespace: $NS/" "$E2E_ROOT/examples/demo-app.yaml" | kubectl apply -n "$NS" -f - >/dev/null &&
+  kubectl rollout status -n "$NS" deployment/demo --timeout=60s >/dev/null &&
+  kubectl label namespace "$NS" pod-security.kubernetes.io/enforce=restricted >/dev/null 2>&1 ||
+  { fail "demo app deploys in $NS"; exit 1; }
+snapshot "$WORK/before.json"
+python3 "$E2E_LIB/laptop_app.py" >"$WORK/app.port" 2>"$WORK/app.log" &
+E2E_PIDS+=($!)
+wait_for_cmd 10 test -s "$WORK/app.port"
+PORT=$(cat "$WORK/app.port")
+HOST=demo.$NS
+H='X-C6O-INTERCEPT:yes'
+# czctl talks to the cluster through the cuttable path (below)
+cz() { KUBECONFIG="$WORK/kubeconfig-cut" "$CZCTL" "$@"; }
+client() { in_cluster python3 "$E2E_LIB/kube_client.py" "$@"; }
+keeper_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["keeper_pid"])' "$XDG_STATE_HOME/czctl/sessions/$1.json"; }
+tunnel_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]))' "$XDG_STATE_HOME/czctl/sessions/$1.tunnel.json" "$2" 2>/dev/null; }
+
+# The laptop's network to the API server goes through a path the test can cut.
+python3 "$E2E_LIB/cutproxy.py" "$KUBECONFIG" "$WORK/kubeconfig-cut" >"$WORK/cut.out" 2>"$WORK/cut.err" &
+CUT=$!
+E2E_PIDS+=($CUT)
+wait_for_cmd 10 grep -q ready "$WORK/cut.out" || { fail "the cuttable path starts"; cat "$WORK/cut.err" | sed 's/^/# /'; exit 1; }
+
+# --- 1: routing to 127.0.0.1 while pods cannot reach this machine ----------
+out=$(cz service intercept demo -n "$NS" -l "$PORT" --tunnel kube 2>"$WORK/err"); rc=$?
+is "$rc" 0 "intercept --tunnel kube exits 0 in a namespace that enforces restricted"
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
+ID=$(printf '%s\n' "$out" | sed -n 's/^Session  *//p')
+like "$out" "Tunnel +http://czctl-relay-$ID\\.$NS\\.svc\\.cluster\\.local:9000 \\(kube\\)" "the tunnel is the session's relay Service"
+like "$(who "http://$HOST/" -H "$H")" '^laptop$' "a request with the header reaches the app on this machine's 127.0.0.1"
+like "$(who "http://$HOST/")" '^demo-' "a request without the header reaches the in-cluster pod"
+like "$(in_cluster curl -sS --max-time 5 "http://127.0.0.1:$PORT/" 2>&1)" 'Failed to connect|Connection refused' \
+  "from the cluster, 127.0.0.1:$PORT is the pod's own loopback: the app is not there"
+GW=$(host_gateway)
+like "$(in_cluster curl -sS --max-time 5 "http://$GW:$PORT/" 2>&1)" '(Failed to connect|Connection refused|timed out|No route)' \
+  "from the cluster, this machine's host gateway $GW:$PORT does not reach the app (it listens on 127.0.0.1 only)"
+APISERVER=$(sed -n 's/^ *server: *https:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$KUBECONFIG" | head -1)
+POD=$(kubectl get pods -n "$NS" -l app=demo -o jsonpath='{.items[0].metadata.name}')
+reach=$(kubectl exec -n "$NS" "$POD" -- python3 -c '
+import socket, sys
+for host, port in (("127.0.0.1", int(sys.argv[1])), (sys.argv[2], int(sys.argv[1])), (sys.argv[2], int(sys.argv[3])), ("10.255.255.53", 53)):
+    try:
+        socket.create_connection((host, port), 2).close(); print("reached", host, port)
+    except OSError as e:
+        print("not", host, port, type(e).__name__)' "$PORT" "$GW" "$APISERVER" 2>&1 | tr '\n' ' ')
+like "$reach" "^not 127.0.0.1 $PORT.*not $GW $PORT.*not $GW $APISERVER.*not 10.255.255.53 53" \
+  "a pod of the cluster reaches neither the app, nor the API server's port, nor another address of this machine"
+KEEPER=$(keeper_of "$ID")
+is "$(ss -ltnpH | grep -c "pid=$KEEPER,")" 0 "the holder of the kube tunnel listens on no port"
+like "$(cz session list)" "$ID +$NS +demo +80 .* kube \\(up\\)" "session list shows the kube tunnel up"
+
+# --- 2: load, size, WebSocket, SSE, byte-exact ---------------------------
+is "$(client many "$HOST" "$H" 100)" "laptop=100 other=0 errors=0" "100 concurrent requests all reach the app"
+is "$(client upload "$HOST" "$H" 50000000 7)" ok "a 50 MB upload reaches the app byte-exact"
+is "$(client download "$HOST" "$H" 50000000 8)" ok "a 50 MB download comes back byte-exact"
+like "$(in_cluster python3 "$E2E_LIB/wsclient.py" "$HOST" 80 hello X-C6O-INTERCEPT:yes 2>&1)" '^laptop: hello$' \
+  "a WebSocket echo round-trips through the app"
+is "$(client sse "$HOST" "$H" 4)" "text/event-stream event 0,event 1,event 2,event 3" \
+  "server-sent events arrive one by one (each acknowledged before the app sends the next)"
+
+# --- 3: the laptop side goes away and comes back ---------------------------
+# (a) the holder is killed: every request is answered, by the cluster
+client watch "$HOST" "$H" "$WORK/stop-watch" >"$WORK/watch1" 2>&1 &
+E2E_PIDS+=($!); W1=$!
+wait_for_cmd 20 grep -q ' laptop$' "$WORK/watch1"
+kill -KILL "$KEEPER"; KILLED=$(date +%s.%N)
+wait_for_cmd 20 grep -q ' demo-' "$WORK/watch1"
+touch "$WORK/stop-watch"; wait "$W1"; rm -f "$WORK/stop-watch"
+read -r first errors < <(python3 - "$WORK/watch1" "$KILLED" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if len(l.split()) == 2]
+t0 = float(sys.argv[2])
+after = [(float(t), p) for t, p in rows if float(t) > t0]
+first = next((t for t, p in after if p.startswith("demo-")), None)
+print("%.3f" % (first - t0) if first else "none", sum(1 for _, p in rows if not (p == "laptop" or p.startswith("demo-"))))
+PY
+)
+is "$errors" 0 "while the holder is killed no request fails (each is answered by the app or the cluster)"
+ok_if() { if [ "$1" = yes ]; then ok "$2"; else fail "$2"; fi; }
+ok_if "$(python3 -c "print('yes' if '$first' != 'none' and float('$first') <= 1.0 else 'no')")" \
+  "the in-cluster version answers within 1 s of the kill (${first} s)"
+like "$(cz session list)" "$ID .* kube \\(stopped\\)" "session list shows the tunnel stopped"
+# (b) the same command again restarts the holder: routing resumes, same session
+out=$(cz service intercept demo -n "$NS" -l "$PORT" --tunnel kube 2>&1); rc=$?
+is "$rc" 0 "the intercept command again exits 0"
+like "$out" "Restart the session keeper" "it restarts the session's keeper"
+like "$out" "Session +$ID" "it keeps the session"
+like "$(who "http://$HOST/" -H "$H")" '^laptop$' "routing to the app resumes"
+# (c) the laptop's network to the API server is cut, then back: czctl reconnects by itself
+KEEPER=$(keeper_of "$ID")
+before=$(tunnel_field "$ID" reconnects)
+kill -USR1 "$CUT"
+wait_for_cmd 30 sh -c "[ \"\$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(\"state\"))' '$XDG_STATE_HOME/czctl/sessions/$ID.tunnel.json')\" != up ]"
+like "$(who "http://$HOST/" -H "$H")" '^demo-' "cut off: a request with the header gets the in-cluster answer"
+kill -USR2 "$CUT"
+wait_for_cmd 30 sh -c "[ \"\$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(\"state\"))' '$XDG_STATE_HOME/czctl/sessions/$ID.tunnel.json')\" = up ]"
+like "$(who "http://$HOST/" -H "$H")" '^laptop$' "network back: routing resumes without a new session"
+like "$(tunnel_field "$ID" reconnects)" '^[1-9]' "the holder reports the reconnect (reconnects was $before)"
+like "$(sed -n '/kube tunnel down: /,$p' "$XDG_STATE_HOME/czctl/sessions/$ID.log" | tr '\n' ' ')" 'kube tunnel down: .* kube tunnel up' \
+  "the holder's log says the tunnel went down and came back"
+is "$(keeper_of "$ID")" "$KEEPER" "the same holder process reconnected"
+# (d) the relay's pod is replaced: the holder follows the new pod
+old=$(kubectl get pods -n "$NS" -l "czctl.io/session=$ID,app.kubernetes.io/component=relay" -o name)
+kubectl delete -n "$NS" "$old" --wait=false >/dev/null
+wait_for_cmd 30 sh -c "[ \"\$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get(\"state\"), d.get(\"pod\"))' '$XDG_STATE_HOME/czctl/sessions/$ID.tunnel.json')\" != 'up ${old#pod/}' ] && [ \"\$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(\"state\"))' '$XDG_STATE_HOME/czctl/sessions/$ID.tunnel.json')\" = up ]"
+isnt() { if [ "$1" != "$2" ]; then ok "$3"; else fail "$3"; fi; }
+isnt "$(tunnel_field "$ID" pod)" "${old#pod/}" "a replaced relay pod is followed (no new session)"
+like "$(who "http://$HOST/" -H "$H")" '^laptop$' "routing through the new relay pod works"
+
+# --- 5: restricted, the NetworkPolicy, nothing left -----------------------
+is "$(kubectl get pods -n "$NS" -l "czctl.io/session=$ID,app.kubernetes.io/component=relay" -o jsonpath='{.items[*].status.phase}')" Running \
+  "the relay pod runs in a namespace that enforces the restricted Pod Security Standard"
+relay_sel=$(kubectl get networkpolicy -n "$NS" "czctl-relay-$ID" -o json | python3 -c 'import json,sys
+p=json.load(sys.stdin)["spec"]; print(",".join("%s=%s" % kv for kv in sorted(p["podSelector"]["matchLabels"].items())))')
+is "$(kubectl get pods -n "$NS" -l "$relay_sel" -o name | sed 's/-[a-z0-9]*-[a-z0-9]*$//')" "pod/czctl-relay-$ID" \
+  "the NetworkPolicy applies to the relay pod (and no other)"
+from=$(kubectl get networkpolicy -n "$NS" "czctl-relay-$ID" -o json | python3 -c 'import json,sys
+r=json.load(sys.stdin)["spec"]["ingress"]
+print(" ".join(str(p["port"]) for x in r for p in x["ports"]), ";".join(",".join("%s=%s" % kv for kv in sorted(f["podSelector"]["matchLabels"].items())) for x in r for f in x["from"]))')
+is "${from%% *}" 9000 "the NetworkPolicy admits traffic to the proxy port only"
+admitted=""
+IFS=';' read -ra sels <<<"${from#* }"
+for s in "${sels[@]}"; do admitted+=$(kubectl get pods -n "$NS" -l "$s" -o name); done
+is "$(printf '%s\n' "$admitted" | sed 's/-[a-z0-9]*-[a-z0-9]*$//' | sort -u)" "pod/czctl-$ID" \
+  "the NetworkPolicy admits the session's proxy pod and no other pod"
+cz session close "$ID" -n "$NS" -q; is "$?" 0 "session close exits 0"
+is "$(kubectl get deploy,rs,pods,svc,cm,networkpolicy -A -l "czctl.io/session=$ID" -o name 2>/dev/null)" "" \
+  "session close leaves nothing of the relay (Deployment, ReplicaSet, pod, Service, NetworkPolicy)"
+if kill -0 "$KEEPER" 2>/dev/null; then fail "the holder has ended"; else ok "the holder has ended"; fi
+snapshot "$WORK/after.json"
+same_snapshot "$WORK/before.json" "$WORK/after.json" "after the session the cluster equals the snapshot from before"
+like "$(who "http://$HOST/" -H "$H")" '^demo-' "after close the header no longer reaches the app"
+
+# --- bad input -----------------------------------------------------------
+out=$(cz service intercept demo -n "$NS" -l "$PORT" --tunnel direct --relay-image x/y:1 2>&1); rc=$?
+is "$rc/$out" "2/czctl: --relay-image is for --tunnel kube only (see czctl service intercept --help)" \
+  "--relay-image with another tunnel is a usage error"
+out=$(cz service intercept demo -n "$NS" -l "$PORT" --tunnel kube --relay-image 'a b' 2>&1); rc=$?
+like "$rc/$out" '^2/czctl: --relay-image "a b" is not an image reference' "a --relay-image that is no image reference is a usage error"
+done_testing
