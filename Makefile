@@ -59,7 +59,7 @@ $(RELAY): relay/czctl-relay.c core/relay_proto.h $(BUILD)/flags
 help:
 	@echo "make            build ./czctl"
 	@echo "make test       install missing packages, build, run tests/run"
-	@echo "make demo       install missing packages, build, run scripts/demo"
+	@echo "make demo       install missing packages, build, run scripts/demo (TUNNEL=kube: the kube tunnel)"
 	@echo "make sanitize   C tests and Lua specs under ASan+UBSan (build/san)"
 	@echo "make valgrind   C unit tests under valgrind"
 	@echo "make install    install czctl (stripped), its man page, shell completions, examples and"
@@ -135,7 +135,7 @@ test: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	@scripts/demo
+	@TUNNEL=$(or $(TUNNEL),direct) scripts/demo
 
 # Build everything again under ASan+UBSan into build/san and run the C unit
 # tests and the Lua specs with that binary; any sanitizer report fails.
