@@ -323,6 +323,21 @@ class A_Local(unittest.TestCase):
             v = subprocess.run([os.path.join(d, "out"), "--version"], capture_output=True, text=True, env={})
             self.assertEqual(v.stdout, "czctl-relay 9.8.7\n")
 
+    def test_11_czctl_renders_the_reference_manifests(self):
+        "czctl.tunnel.kube renders relay/kubernetes.yaml (session example, Service example-service), namespace aside"
+        import yaml
+        want = [d for d in yaml.safe_load_all(open(os.path.join(tl.ROOT, "relay", "kubernetes.yaml"))) if d]
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
+            f.write('print(require("cjson").encode(require("czctl.tunnel.kube").objects{ namespace = "ns", '
+                    'id = "example", service = "example-service" }))')
+            f.flush()
+            r = subprocess.run([tl.CZCTL, "run", f.name], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = json.loads(r.stdout)
+        for o in got:
+            self.assertEqual(o["metadata"].pop("namespace"), "ns")
+        self.assertEqual(got, want)
+
 
 class B_Sandbox(unittest.TestCase):
     """The relay in a pod (started with kubectl exec in a carrier pod of the echo image
@@ -381,11 +396,7 @@ class B_Sandbox(unittest.TestCase):
         ns = "restricted-relay"
         self.sb.kubectl("create", "namespace", ns)
         self.sb.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
-        docs = open(os.path.join(tl.ROOT, "relay", "kubernetes.yaml")).read().split("\n---\n")
-        # the sandbox serves no NetworkPolicy (networking.k8s.io): that document is applied on real clusters only
-        kept = [d for d in docs if "kind: NetworkPolicy" not in d]
-        self.assertEqual(len(kept), len(docs) - 1)
-        self.sb.kubectl("apply", "-n", ns, "-f", "-", stdin="\n---\n".join(kept))
+        self.sb.kubectl("apply", "-n", ns, "-f", os.path.join(tl.ROOT, "relay", "kubernetes.yaml"))
         self.sb.wait_for(lambda: self.sb.kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=relay",
                                                  "-o", "name").stdout.strip(), what="the relay pod created")
         bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root-relay"},

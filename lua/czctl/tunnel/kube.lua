@@ -301,7 +301,10 @@ function M.start(opts)
   if not client then return nil, "kube tunnel: " .. tostring(err) end
   local url = M.url(s.namespace, s.id)
   local handle = setmetatable({
-    url = url, upstream = { url = url }, inspector = nil, pid = nil,
+    -- resolver = false: NGINX resolves the relay's Service when it starts (it
+    -- exists by then) and keeps connections to it alive, so a request pays no
+    -- pairing; the Service's address never changes while the session lives.
+    url = url, upstream = { url = url, resolver = false }, inspector = nil, pid = nil,
     client = client, namespace = s.namespace, id = s.id, local_port = port, size = opts.size or M.POOL_SIZE,
     log = opts.log or function() end, state = "connecting", reported = {}, next_lookup = 0,
     poll_interval = M.FAST_POLL,
