@@ -148,13 +148,17 @@ describe("proxy.render: the rule", function()
     assert.truthy(has(conf, "map $uri $czctl_rule_1"))
     assert.truthy(has(conf, [["~^\\/api\\/" 1;]]))
   end)
-  it("routes everything with all = true: no rule map, no `if`, no original upstream", function()
+  it("routes everything with all = true: no rule map, no `if`; the original only as the fallback", function()
     local conf = render{ rule = { all = true } }
     assert.falsy(has(conf, "$czctl_rule_1"))
     assert.falsy(has(conf, "if ("))
-    assert.falsy(has(conf, "upstream czctl_original_http"))
     assert.truthy(has(conf, "        location / {\n            access_log /dev/stdout czctl buffer=64k flush=1s;\n" ..
+                            "            # Fail open: a request that did not reach the developer's app (refused,\n" ..
+      "            # reset, timed out) goes to the in-cluster version instead. Every answer\n" ..
+      "            # of the app passes unchanged (no proxy_intercept_errors).\n" ..
+      "            error_page 502 504 = @czctl_fallback;\n" ..
                             "            proxy_pass http://czctl_tunnel;\n        }"), conf)
+    assert.truthy(has(conf, "location @czctl_fallback {\n            proxy_pass http://czctl_original_http;\n        }"))
   end)
   it("composes every with a map over the concatenation of its parts", function()
     local conf = render{ rule = { every = { { header = { name = "X-A", equals = "1" } }, { path_prefix = "/a" } } } }
@@ -214,7 +218,14 @@ describe("proxy.render: the server blocks", function()
       "            # (`=` compares the value exactly; the header's name matches in any case)\n" ..
       "            if ($http_x_c6o_intercept = \"yes\") {\n                return 418;\n            }" },
     { "sends them into the tunnel", "location @czctl_tunnel {\n" ..
-      "            access_log /dev/stdout czctl buffer=64k flush=1s;\n            proxy_pass http://czctl_tunnel;\n        }" },
+      "            access_log /dev/stdout czctl buffer=64k flush=1s;\n" ..
+      "            # Fail open: a request that did not reach the developer's app (refused,\n" ..
+      "            # reset, timed out) goes to the in-cluster version instead. Every answer\n" ..
+      "            # of the app passes unchanged (no proxy_intercept_errors).\n" ..
+      "            error_page 502 504 = @czctl_fallback;\n" ..
+      "            proxy_pass http://czctl_tunnel;\n        }" },
+    { "sends a request the tunnel could not deliver to the original", "recursive_error_pages on;" },
+    { "has the fallback location", "location @czctl_fallback {\n            proxy_pass http://czctl_original_http;\n        }" },
     { "sends the other requests of the intercepted port to the original", "proxy_pass http://czctl_original_http;" },
     { "reaches the original by ClusterIP", "server 10.0.0.7:80;" },
     { "reaches a direct tunnel", "server 127.0.0.1:3000;" },
