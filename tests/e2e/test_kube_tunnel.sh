@@ -19,6 +19,7 @@ kubectl create namespace "$NS" >/dev/null &&
   kubectl label namespace "$NS" pod-security.kubernetes.io/enforce=restricted >/dev/null 2>&1 ||
   { fail "demo app deploys in $NS"; exit 1; }
 snapshot "$WORK/before.json"
+svc_ns_before=$(service_state demo "$NS")
 python3 "$E2E_LIB/laptop_app.py" >"$WORK/app.port" 2>"$WORK/app.log" &
 E2E_PIDS+=($!)
 wait_for_cmd 10 test -s "$WORK/app.port"
@@ -154,4 +155,11 @@ is "$rc/$out" "2/czctl: --relay-image is for --tunnel kube only (see czctl servi
   "--relay-image with another tunnel is a usage error"
 out=$(cz service intercept demo -n "$NS" -l "$PORT" --tunnel kube --relay-image 'a b' 2>&1); rc=$?
 like "$rc/$out" '^2/czctl: --relay-image "a b" is not an image reference' "a --relay-image that is no image reference is a usage error"
+out=$(cz service intercept demo -n "$NS" -l "$PORT" --tunnel kube --relay-image registry.invalid/czctl-relay:1 2>&1); rc=$?
+is "$rc" 1 "a relay image that cannot be pulled fails the intercept"
+like "$out" "relay cannot start: relay pod czctl-relay-[a-z0-9]+-[a-z0-9]+-[a-z0-9]+: (ErrImagePull|ImagePullBackOff)" \
+  "the error names the relay pod and why it cannot start"
+is "$(kubectl get deploy,rs,pods,svc,cm,networkpolicy -A -l app.kubernetes.io/managed-by=czctl -o name 2>/dev/null)" "" \
+  "the failed intercept leaves nothing behind (relay and proxy rolled back)"
+is "$(service_state demo "$NS")" "$svc_ns_before" "the Service is as before"
 done_testing

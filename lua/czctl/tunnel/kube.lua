@@ -172,6 +172,7 @@ function M.wait_ready(run, timeout)
   while true do
     local t = session.tunnel_status(run.id) or {}
     if t.state == "up" then return true end
+    if t.state == "failed" then return nil, "the kube tunnel's relay cannot start: " .. tostring(t.error) end
     local problem = session.keeper_problem(run.session)
     if problem then return nil, problem end
     if sys.now() > deadline then
@@ -190,26 +191,41 @@ end
 local Handle = {}
 Handle.__index = Handle
 
--- The newest running relay pod that is not being deleted, or nil.
+-- Container states that do not pass by themselves: the relay cannot start.
+local FAILING = { ErrImagePull = true, ImagePullBackOff = true, InvalidImageName = true, CrashLoopBackOff = true,
+                  CreateContainerConfigError = true, CreateContainerError = true, RunContainerError = true }
+
+-- The newest running relay pod that is not being deleted, or nil, why, and
+-- whether the relay is failing (an image that cannot be pulled, a crash loop).
 local function running_pod(h)
   local pods, err = h.client:list("Pod", { namespace = h.namespace, labelSelector = M.pod_selector(h.id) })
   if not pods then return nil, tostring(type(err) == "table" and err.message or err) end
-  local best
+  local best, failing
   for _, p in ipairs(pods.items or {}) do
     local st = p.status or {}
     if st.phase == "Running" and not p.metadata.deletionTimestamp
        and (not best or tostring(p.metadata.creationTimestamp) > tostring(best.metadata.creationTimestamp)) then
       best = p
     end
+    for _, c in ipairs(st.containerStatuses or {}) do
+      local w = type(c.state) == "table" and c.state.waiting
+      if type(w) == "table" and FAILING[w.reason] then
+        failing = string.format("relay pod %s: %s: %s", p.metadata.name, w.reason, tostring(w.message or ""))
+      end
+    end
   end
-  if not best then return nil, "waiting for the relay pod" end
+  if not best then return nil, failing or "waiting for the relay pod", failing ~= nil end
   return best.metadata.name
 end
 
 -- Move the pool to the current relay pod (opening it the first time).
 function Handle:follow_pod()
-  local pod, why = running_pod(self)
-  if not pod then self.error = why; return end
+  local pod, why, failing = running_pod(self)
+  if not pod then
+    self.error = why
+    if failing then self.state = "failed" end
+    return
+  end
   if pod == self.pod then return end
   if not self.pool then
     local pool, err = require("czctl.core.portforward").pool(self.client.raw, {
@@ -232,7 +248,11 @@ end
 --- or nil.
 ---@return table|nil changed
 function Handle:poll()
-  if not self.pool then self:follow_pod() end
+  if not self.pool and self.next_lookup <= require("czctl.core.sys").now() then
+    -- (every poll while it starts; a relay that fails is asked about every 2 s)
+    if self.state == "failed" then self.next_lookup = require("czctl.core.sys").now() + 2 end
+    self:follow_pod()
+  end
   local pod_gone = false
   while self.pool do
     local ev = self.pool:event(0)
