@@ -234,18 +234,24 @@ function Run:existing_session(existing)
   error(M.DONE, 0)
 end
 
+-- Start the keeper of session s and wait until it reports the tunnel.
+local function launch_keeper(s)
+  local pid, err = session.start_keeper(s)
+  if not pid then fail("cannot start the session keeper: " .. tostring(err)) end
+  s.keeper_pid = pid
+  session.save(s)
+  local facts, terr = session.wait_keeper_tunnel(s, M.TUNNEL_TIMEOUT)
+  if not facts then fail(terr) end
+  return facts
+end
+
 -- The keeper of this machine's session is gone (killed, the machine
 -- restarted): start another. Only for a tunnel whose URL does not change
 -- (kube: the relay's Service), so the proxy's configuration stays right.
 function Run:restart_keeper(mine)
   self.out:step("Restart the session keeper", function()
     session.write_tunnel_status(mine.id, { status = "starting", provider = mine.tunnel.provider })
-    local pid, err = session.start_keeper(mine)
-    if not pid then fail("cannot start the session keeper: " .. tostring(err)) end
-    mine.keeper_pid = pid
-    session.save(mine)
-    local facts, terr = session.wait_keeper_tunnel(mine, M.TUNNEL_TIMEOUT)
-    if not facts then fail(terr) end
+    launch_keeper(mine)
     if self.provider.wait_ready then
       local ok, werr = self.provider.wait_ready({ id = mine.id, session = mine }, M.PROXY_READY_TIMEOUT)
       if not ok then fail(werr) end
@@ -288,13 +294,7 @@ function Run:start_tunnel()
     if self.provider.prepare then self.provider.prepare(self) end
     if session.needs_keeper(self.provider) then
       self.ctx.undo:defer("stop the session keeper", function() session.stop_processes(s) end)
-      local pid, err = session.start_keeper(s)
-      if not pid then fail("cannot start the session keeper: " .. tostring(err)) end
-      s.keeper_pid = pid
-      session.save(s)
-      local facts, terr = session.wait_keeper_tunnel(s, M.TUNNEL_TIMEOUT)
-      if not facts then fail(terr) end
-      return facts
+      return launch_keeper(s)
     end
     local handle, err = self.provider.start{ local_port = self.local_port, host = o.tunnel_host }
     if not handle then fail(err) end
