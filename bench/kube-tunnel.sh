@@ -7,10 +7,14 @@
 # exec), as a pod would.
 #
 #   throughput: wrk -t2 -c16 -d${BENCH_SECONDS}s -H 'X-C6O-INTERCEPT: yes' http://SERVICE/
-#   latency:    wrk -t1 -c1  -d${BENCH_SECONDS}s --latency (the 50% line), same header
+#   latency:    bench/lib/alternate_latency.py: one kept-alive connection to each
+#               Service, LAT_REQUESTS (default 500) requests each, direct and kube
+#               in alternation request by request (the load of the shared machine
+#               swings within seconds); p50 of each and the median per-pair difference
 #   memory:     the session holders (keepers) from /proc/PID/smaps_rollup: RSS, PSS and
 #               private (USS), idle (after the rounds settle) and the highest seen every
-#               0.1 s while the kube throughput runs are under way
+#               0.1 s while the kube throughput runs are under way; and where the kube
+#               holder's memory goes (bench/lib/smaps_breakdown.py), after the load
 #
 # Rounds are interleaved (direct and kube alternate, their order swapped
 # every round); ratios and added latencies are medians of per-round values.
@@ -18,6 +22,11 @@
 # Writes its section into bench/RESULTS.md and prints it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# Debian's python3 (scripts/deps), not a version manager's shim (see tests/run)
+if [ -x /usr/bin/python3 ]; then
+  mkdir -p "$ROOT/build/pybin" && ln -sf /usr/bin/python3 "$ROOT/build/pybin/python3"
+  export PATH="$ROOT/build/pybin:$PATH"
+fi
 ROUNDS=${1:-5}
 SECS=${BENCH_SECONDS:-3}
 CZCTL="$ROOT/czctl"
@@ -92,9 +101,9 @@ thr() {
   "$SANDBOX" exec "$WORK/cluster" -- wrk -t2 -c16 -d"${SECS}s" -H "$H" "http://$1/" |
     awk '/^Requests\/sec:/{print $2}'
 }
-lat() {  # the 50% line, in ms
-  "$SANDBOX" exec "$WORK/cluster" -- wrk -t1 -c1 -d"${SECS}s" --latency -H "$H" "http://$1/" |
-    awk '$1=="50%"{v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f\n", v}'
+lat() {  # "P50_DIRECT P50_KUBE ADDED" in ms
+  "$SANDBOX" exec "$WORK/cluster" -- python3 "$ROOT/bench/lib/alternate_latency.py" demo demo2 \
+    "${LAT_REQUESTS:-500}" "$H"
 }
 # the highest RSS/PSS/USS of the kube holder, sampled while the file $WORK/sampling exists
 sample_kube() {
@@ -123,20 +132,17 @@ for r in $(seq "$ROUNDS"); do
     v=$(thr "$svc")
     if [ "$which" = kube ]; then T_K+=("$v"); else T_D+=("$v"); fi
   done
-  for which in $order; do
-    svc=demo; [ "$which" = kube ] && svc=demo2
-    v=$(lat "$svc")
-    if [ "$which" = kube ]; then L_K+=("$v"); else L_D+=("$v"); fi
-  done
+  read -r ld lk la < <(lat)
+  L_D+=("$ld"); L_K+=("$lk"); ADDED+=("$la")
   i=$((r - 1))
   RATIO+=("$(python3 -c "print('%.3f' % (${T_K[$i]} / ${T_D[$i]}))")")
-  ADDED+=("$(python3 -c "print('%.3f' % (${L_K[$i]} - ${L_D[$i]}))")")
 done
 rm -f "$WORK/sampling"
 wait "$SAMPLER"; SAMPLER=""
 read -r PEAK_K_R PEAK_K_P PEAK_K_U <"$WORK/peak"
 sleep 2
 read -r AFTER_K_R AFTER_K_P AFTER_K_U < <(mem "$KEEP_KUBE")
+BREAKDOWN=$(python3 "$ROOT/bench/lib/smaps_breakdown.py" "$KEEP_KUBE" 10)
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -154,7 +160,8 @@ the session holders, the local app (nginx, 1 worker) and wrk share the CPUs; loa
 before: $LOAD_BEFORE, after: $LOAD_AFTER. Both sessions run at once, on two copies of the demo app.
 
 - throughput: \`wrk -t2 -c16 -d${SECS}s -H 'X-C6O-INTERCEPT: yes'\` from inside the cluster (sandbox exec)
-- latency: \`wrk -t1 -c1 -d${SECS}s --latency\`, same header, the 50% line
+- latency: \`bench/lib/alternate_latency.py\` in the cluster: ${LAT_REQUESTS:-500} requests per round on one
+  kept-alive connection to each Service, same header, direct and kube alternating request by request
 
 | tunnel | median req/s | median p50 at 1 connection |
 |---|---|---|
@@ -162,7 +169,7 @@ before: $LOAD_BEFORE, after: $LOAD_AFTER. Both sessions run at once, on two copi
 | kube (relay + port-forward through the API server) | $(median "${T_K[@]}") | $(median "${L_K[@]}") ms |
 
 - kube/direct throughput: **$MR** (goal ≥ 0.5): $(met "$MR >= 0.5")
-- p50 added by the kube tunnel at one connection: **$MA ms** (goal ≤ 1 ms): $(met "$MA <= 1")
+- p50 added by the kube tunnel at one connection (median over rounds of the per-request-pair median): **$MA ms** (goal ≤ 1 ms): $(met "$MA <= 1")
 
 Memory of the session holders (KiB → MiB; RSS counts shared library pages, PSS shares them
 among the processes mapping them, USS is the process's own):
@@ -176,13 +183,17 @@ among the processes mapping them, USS is the process's own):
 
 Goal < 8 MiB for the kube holder: PSS under load $(mib "$PEAK_K_P") MiB: $(met "$PEAK_K_P < 8192"); RSS under load $(mib "$PEAK_K_R") MiB: $(met "$PEAK_K_R < 8192").
 
+Where the kube holder's memory goes, after the load (\`python3 bench/lib/smaps_breakdown.py PID\`):
+
+$BREAKDOWN
+
 Raw per-round figures (req/s; ms):
 
 \`\`\`
 throughput direct: ${T_D[*]}
 throughput kube:   ${T_K[*]}
-latency direct:    ${L_D[*]}
-latency kube:      ${L_K[*]}
+p50 direct:        ${L_D[*]}
+p50 kube:          ${L_K[*]}
 ratio kube/direct: ${RATIO[*]}
 added p50:         ${ADDED[*]}
 \`\`\`

@@ -127,6 +127,9 @@ like "$(who "http://$HOST/" -H "$H")" '^laptop$' "routing through the new relay 
 # --- 5: restricted, the NetworkPolicy, nothing left -----------------------
 is "$(kubectl get pods -n "$NS" -l "czctl.io/session=$ID,app.kubernetes.io/component=relay" -o jsonpath='{.items[*].status.phase}')" Running \
   "the relay pod runs in a namespace that enforces the restricted Pod Security Standard"
+RELAY_IP=$(kubectl get pods -n "$NS" -l "czctl.io/session=$ID,app.kubernetes.io/component=relay" -o jsonpath='{.items[0].status.podIP}')
+like "$(in_cluster curl -sS --max-time 5 "http://$RELAY_IP:9001/" 2>&1)" 'Failed to connect|Connection refused' \
+  "the relay's laptop port is not reachable from the cluster (it listens on the pod's loopback: only port-forward gets there)"
 relay_sel=$(kubectl get networkpolicy -n "$NS" "czctl-relay-$ID" -o json | python3 -c 'import json,sys
 p=json.load(sys.stdin)["spec"]; print(",".join("%s=%s" % kv for kv in sorted(p["podSelector"]["matchLabels"].items())))')
 is "$(kubectl get pods -n "$NS" -l "$relay_sel" -o name | sed 's/-[a-z0-9]*-[a-z0-9]*$//')" "pod/czctl-relay-$ID" \
