@@ -90,6 +90,7 @@ int czctl_buf_addstr(czctl_buf *b, const char *s)
 
 void czctl_buf_consume(czctl_buf *b, size_t n)
 {
+    b->scanned = b->scanned > n ? b->scanned - n : 0;
     b->start += n;
     if (b->start >= b->len) {
         wipe(b, 0, b->len);
@@ -104,10 +105,34 @@ size_t czctl_buf_unread(const czctl_buf *b)
     return b->len - b->start;
 }
 
+int czctl_buf_has_line(czctl_buf *b)
+{
+    size_t unread = b->len - b->start;
+    if (b->scanned >= unread)
+        return 0;
+    const char *nl = memchr(b->data + b->start + b->scanned, '\n', unread - b->scanned);
+    b->scanned = nl ? (size_t)(nl - (b->data + b->start)) : unread;
+    return nl != NULL;
+}
+
+const char *czctl_buf_line(czctl_buf *b, int at_end, size_t *n)
+{
+    size_t unread = b->len - b->start;
+    if (!czctl_buf_has_line(b) && !(at_end && unread))
+        return NULL;
+    const char *line = b->data + b->start;
+    int nl = b->scanned < unread;   /* scanned stops at the '\n' */
+    *n = nl ? b->scanned : unread;
+    /* consumed without the reset of czctl_buf_consume: the line must stay */
+    b->start += *n + nl;
+    b->scanned = 0;
+    return line;
+}
+
 void czctl_buf_reset(czctl_buf *b)
 {
     wipe(b, 0, b->len);
-    b->start = b->len = 0;
+    b->start = b->len = b->scanned = 0;
     if (b->data)
         b->data[0] = '\0';
 }
@@ -119,7 +144,7 @@ void czctl_buf_free(czctl_buf *b)
         free(b->data);
     }
     b->data = NULL;
-    b->start = b->len = b->cap = 0;
+    b->start = b->len = b->cap = b->scanned = 0;
 }
 
 char *czctl_buf_take(czctl_buf *b, size_t *len)
@@ -131,7 +156,7 @@ char *czctl_buf_take(czctl_buf *b, size_t *len)
     if (len)
         *len = b->len;
     b->data = NULL;
-    b->start = b->len = b->cap = 0;
+    b->start = b->len = b->cap = b->scanned = 0;
     return d;
 }
 

@@ -27,6 +27,7 @@ typedef struct czctl_buf {
     size_t len;
     size_t cap;
     size_t limit;   /* most unread bytes it may hold; 0: no limit but memory */
+    size_t scanned; /* unread bytes already known to hold no '\n' (czctl_buf_line) */
     int secret;     /* wipe on free, reset and growth */
 } czctl_buf;
 
@@ -45,6 +46,14 @@ void czctl_buf_commit(czctl_buf *b, size_t n);
 void czctl_buf_consume(czctl_buf *b, size_t n);
 /* Unread bytes. */
 size_t czctl_buf_unread(const czctl_buf *b);
+/* The next complete line of the unread bytes, consumed: returns its start
+ * and sets *n to its length without the '\n'; NULL while there is none.
+ * With at_end, unread bytes without a '\n' are the last line. The line
+ * stays valid until the buffer is next changed. Each byte is scanned once
+ * however the line arrives (no quadratic rescans of a long line). */
+const char *czctl_buf_line(czctl_buf *b, int at_end, size_t *n);
+/* Is a complete line waiting? */
+int czctl_buf_has_line(czctl_buf *b);
 /* Empties the buffer, keeping its memory. */
 void czctl_buf_reset(czctl_buf *b);
 /* Frees the memory; the buffer is empty and reusable (limit and secret kept). */

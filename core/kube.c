@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "buf.h"
 #include "czctl.h"
 #include "kubeconfig.h"
 
@@ -42,67 +43,21 @@
 #define WATCH_MT "czctl.kube.watch"
 
 #define MAX_BODY (512u * 1024u * 1024u)   /* refuse absurd responses */
+#define MAX_HEADERS (1024u * 1024u)
 #define WATCH_PAUSE_AT (8u * 1024u * 1024u)
-
-/* ---- growable byte buffer --------------------------------------------- */
-
-typedef struct kbuf {
-    char *p;
-    size_t len, cap, start;   /* start: consumed prefix (watch lines) */
-} kbuf;
-
-static int kbuf_add(kbuf *b, const char *d, size_t n)
-{
-    if (n > MAX_BODY || b->len + n > MAX_BODY)
-        return -1;
-    if (b->len + n + 1 > b->cap) {
-        if (b->start > 0) { /* compact before growing */
-            memmove(b->p, b->p + b->start, b->len - b->start);
-            b->len -= b->start;
-            b->start = 0;
-        }
-        if (b->len + n + 1 > b->cap) {
-            size_t ncap = b->cap ? b->cap : 16384;
-            while (ncap < b->len + n + 1)
-                ncap *= 2;
-            char *np = realloc(b->p, ncap);
-            if (!np)
-                return -1;
-            b->p = np;
-            b->cap = ncap;
-        }
-    }
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return 0;
-}
-
-static void kbuf_reset(kbuf *b)
-{
-    b->len = b->start = 0;
-    if (b->p)
-        b->p[0] = 0;
-}
-
-static void kbuf_free(kbuf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
 
 static size_t on_body(char *d, size_t sz, size_t n, void *ud)
 {
-    return kbuf_add(ud, d, sz * n) == 0 ? sz * n : 0;
+    return czctl_buf_add(ud, d, sz * n) == 0 ? sz * n : 0;
 }
 
 /* Header lines of the last response only (a new status line starts over). */
 static size_t on_header(char *d, size_t sz, size_t n, void *ud)
 {
-    kbuf *b = ud;
+    czctl_buf *b = ud;
     if (sz * n >= 5 && !memcmp(d, "HTTP/", 5))
-        kbuf_reset(b);
-    return kbuf_add(b, d, sz * n) == 0 ? sz * n : 0;
+        czctl_buf_reset(b);
+    return czctl_buf_add(b, d, sz * n) == 0 ? sz * n : 0;
 }
 
 /* Wipe secrets in a header list (Authorization) before freeing it. */
@@ -198,23 +153,6 @@ static void set_str(lua_State *L, const char *key, const char *v)
     }
 }
 
-/* Where the secret of a URL's userinfo is: in "scheme://user:password@host"
- * the password, in "scheme://token@host" the whole userinfo. Sets url[*from,
- * *to) and returns 1, or returns 0 when there is no userinfo. Works on any
- * text, so a URL too broken to parse can still be shown safely. */
-static int url_secret_span(const char *url, size_t *from, size_t *to)
-{
-    const char *authority = strstr(url, "://");
-    authority = authority ? authority + 3 : url;
-    const char *at = memrchr(authority, '@', strcspn(authority, "/?#"));
-    if (!at)
-        return 0;
-    const char *colon = memchr(authority, ':', (size_t)(at - authority));
-    *from = (size_t)((colon ? colon + 1 : authority) - url);
-    *to = (size_t)(at - url);
-    return 1;
-}
-
 /* Like set_str for a URL, its secret replaced by "xxxxx" (as Go's
  * url.Redacted writes a password): proxy URLs often carry one, and no
  * secret goes to Lua. */
@@ -223,7 +161,7 @@ static void set_url(lua_State *L, const char *key, const char *url)
     size_t from, to;
     if (!url)
         return;
-    if (url_secret_span(url, &from, &to)) {
+    if (kube_url_secret_span(url, &from, &to)) {
         lua_pushlstring(L, url, from);
         lua_pushliteral(L, "xxxxx");
         lua_pushstring(L, url + to);
@@ -234,13 +172,13 @@ static void set_url(lua_State *L, const char *key, const char *url)
     lua_setfield(L, -2, key);
 }
 
-/* A URL as an error message may show it (see url_secret_span); NULL when
+/* A URL as an error message may show it (see kube_url_secret_span); NULL when
  * out of memory. */
 static char *url_for_message(const char *url)
 {
     size_t from, to;
     char *out = NULL;
-    if (!url_secret_span(url, &from, &to))
+    if (!kube_url_secret_span(url, &from, &to))
         return strdup(url);
     if (asprintf(&out, "%.*sxxxxx%s", (int)from, url, url + to) < 0)
         return NULL;
@@ -337,7 +275,7 @@ typedef struct kube_client {
     struct curl_slist *connect_to;
     int no_proxy;               /* loopback server without proxy-url: Go never proxies it */
     struct curl_slist *headers; /* per request; may hold Authorization, wiped */
-    kbuf body, hdrs;
+    czctl_buf body, hdrs;         /* body: secret (Secrets, tokens in objects) */
     char *errmsg;               /* last error message, owned here (see client_fail) */
     char errbuf[CURL_ERROR_SIZE];
     unsigned long requests, connections;
@@ -380,10 +318,8 @@ static void client_release(kube_client *k)
     k->host_header = NULL;
     wipe_free(&k->url_user);
     wipe_free(&k->url_password);
-    if (k->body.p)
-        explicit_bzero(k->body.p, k->body.cap);
-    kbuf_free(&k->body);
-    kbuf_free(&k->hdrs);
+    czctl_buf_free(&k->body);
+    czctl_buf_free(&k->hdrs);
     free(k->errmsg);
     k->errmsg = NULL;
     k->c = NULL;
@@ -514,7 +450,7 @@ out:
 }
 
 /* Options shared by the request handle and every watch handle. */
-static int setup_easy(kube_client *k, CURL *e, kbuf *body, kbuf *hdrs, char *errbuf)
+static int setup_easy(kube_client *k, CURL *e, czctl_buf *body, czctl_buf *hdrs, char *errbuf)
 {
     kc_config *c = k->c;
     int bad = 0;
@@ -583,6 +519,8 @@ static int kube_client_new(lua_State *L)
     }
     kube_client *k = lua_newuserdatauv(L, sizeof *k, 1);
     memset(k, 0, sizeof *k);
+    k->body = (czctl_buf){.limit = MAX_BODY, .secret = 1};
+    k->hdrs = (czctl_buf){.limit = MAX_HEADERS};
     luaL_setmetatable(L, CLIENT_MT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1); /* keep the config alive */
@@ -863,8 +801,8 @@ static int client_request(lua_State *L)
             }
             return client_fail(L, k, err);
         }
-        kbuf_reset(&k->body);
-        kbuf_reset(&k->hdrs);
+        czctl_buf_reset(&k->body);
+        czctl_buf_reset(&k->hdrs);
         k->errbuf[0] = 0;
         curl_easy_setopt(k->easy, CURLOPT_URL, url);
         curl_easy_setopt(k->easy, CURLOPT_HTTPHEADER, k->headers);
@@ -898,8 +836,8 @@ static int client_request(lua_State *L)
         if (status == 401 && !strcmp(k->c->auth, "exec") && attempt == 0)
             continue; /* refresh the exec credential once and retry */
         lua_pushinteger(L, status);
-        lua_pushlstring(L, k->body.p ? k->body.p : "", k->body.len);
-        czctl_push_headers(L, k->hdrs.p, k->hdrs.len);
+        lua_pushlstring(L, k->body.data ? k->body.data : "", k->body.len);
+        czctl_push_headers(L, k->hdrs.data, k->hdrs.len);
         return 3;
     }
 }
@@ -924,7 +862,7 @@ typedef struct kube_watch {
     CURL *easy;
     CURLM *multi;
     struct curl_slist *headers;
-    kbuf buf, hdrs;
+    czctl_buf buf, hdrs;
     char errbuf[CURL_ERROR_SIZE];
     int headers_done, done, paused, added;
     CURLcode result;
@@ -941,8 +879,8 @@ static void watch_release(kube_watch *w)
     transfer_free(&w->multi, &w->easy, w->added);
     w->added = 0;
     slist_wipe_free(&w->headers);
-    kbuf_free(&w->buf);
-    kbuf_free(&w->hdrs);
+    czctl_buf_free(&w->buf);
+    czctl_buf_free(&w->hdrs);
 }
 
 static int watch_close(lua_State *L)
@@ -951,19 +889,14 @@ static int watch_close(lua_State *L)
     return 0;
 }
 
-static int has_line(const kbuf *b)
-{
-    return b->len > b->start && memchr(b->p + b->start, '\n', b->len - b->start) != NULL;
-}
-
 static size_t on_watch_body(char *d, size_t sz, size_t n, void *ud)
 {
     kube_watch *w = ud;
-    if (w->buf.len - w->buf.start >= WATCH_PAUSE_AT && has_line(&w->buf)) {
+    if (czctl_buf_unread(&w->buf) >= WATCH_PAUSE_AT && czctl_buf_has_line(&w->buf)) {
         w->paused = 1;
         return CURL_WRITEFUNC_PAUSE; /* the reader is behind: let TCP push back */
     }
-    return kbuf_add(&w->buf, d, sz * n) == 0 ? sz * n : 0;
+    return czctl_buf_add(&w->buf, d, sz * n) == 0 ? sz * n : 0;
 }
 
 static size_t on_watch_header(char *d, size_t sz, size_t n, void *ud)
@@ -971,8 +904,8 @@ static size_t on_watch_header(char *d, size_t sz, size_t n, void *ud)
     kube_watch *w = ud;
     size_t len = sz * n;
     if (len >= 5 && !memcmp(d, "HTTP/", 5))
-        kbuf_reset(&w->hdrs);
-    if (kbuf_add(&w->hdrs, d, len) < 0)
+        czctl_buf_reset(&w->hdrs);
+    if (czctl_buf_add(&w->hdrs, d, len) < 0)
         return 0;
     if ((len == 2 && d[0] == '\r' && d[1] == '\n') || (len == 1 && d[0] == '\n')) {
         long code = 0;
@@ -990,7 +923,7 @@ static int watch_headers_ready(void *ud)
 
 static int watch_line_ready(void *ud)
 {
-    return has_line(&((kube_watch *)ud)->buf);
+    return czctl_buf_has_line(&((kube_watch *)ud)->buf);
 }
 
 /* client:watch{path=, query=, timeout=} -> w | nil, err, status, body */
@@ -1005,6 +938,8 @@ static int client_watch(lua_State *L)
 
     kube_watch *w = lua_newuserdatauv(L, sizeof *w, 1);
     memset(w, 0, sizeof *w);
+    w->buf = (czctl_buf){.limit = MAX_BODY, .secret = 1};
+    w->hdrs = (czctl_buf){.limit = MAX_HEADERS};
     luaL_setmetatable(L, WATCH_MT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
@@ -1081,7 +1016,7 @@ static int client_watch(lua_State *L)
             luaL_pushfail(L);
             lua_pushfstring(L, "HTTP %d", (int)status);
             lua_pushinteger(L, status);
-            lua_pushlstring(L, w->buf.p ? w->buf.p : "", w->buf.len);
+            lua_pushlstring(L, w->buf.data ? w->buf.data : "", w->buf.len);
             watch_release(w);
             return 4;
         }
@@ -1090,26 +1025,15 @@ static int client_watch(lua_State *L)
     }
 }
 
-/* Pop one line from the buffer (without the newline); 1 if pushed. */
+/* Push the next event line of the stream; 1 if pushed. */
 static int pop_line(lua_State *L, kube_watch *w, int final)
 {
-    while (w->buf.len > w->buf.start) {
-        char *s = w->buf.p + w->buf.start;
-        size_t avail = w->buf.len - w->buf.start;
-        char *nl = memchr(s, '\n', avail);
-        size_t n = nl ? (size_t)(nl - s) : avail;
-        if (!nl && !final)
-            return 0;
-        w->buf.start += nl ? n + 1 : n;
-        size_t m = n;
-        while (m > 0 && (s[m - 1] == '\r' || s[m - 1] == ' '))
-            m--;
-        if (m == 0)
-            continue; /* keep-alive blank line */
-        lua_pushlstring(L, s, m);
-        return 1;
-    }
-    return 0;
+    size_t n;
+    const char *line = kube_watch_line(&w->buf, final, &n);
+    if (!line)
+        return 0;
+    lua_pushlstring(L, line, n);
+    return 1;
 }
 
 /* w:next(timeout) -> line | nil, "timeout"|"eof"|"interrupted"|message */
@@ -1123,7 +1047,7 @@ static int watch_next(lua_State *L)
     double deadline = timeout >= 0 ? czctl_now() + timeout : -1;
     for (;;) {
         if (pop_line(L, w, w->done)) {
-            if (w->paused && w->buf.len - w->buf.start < WATCH_PAUSE_AT / 2) {
+            if (w->paused && czctl_buf_unread(&w->buf) < WATCH_PAUSE_AT / 2) {
                 w->paused = 0;
                 curl_easy_pause(w->easy, CURLPAUSE_CONT);
             }

@@ -46,8 +46,35 @@ char *kc_errf(const char *fmt, ...)
         s = NULL;
     va_end(ap);
     if (!s)
-        s = strdup("out of memory");
-    return s;
+        return strdup("out of memory");
+    /* one line, whatever names from a file it quotes: control characters
+     * are shown escaped (\n, \x1b), as Go's %q would show them */
+    size_t n = 0, extra = 0;
+    for (; s[n]; n++)
+        if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f)
+            extra += 3;
+    if (!extra)
+        return s;
+    char *e = malloc(n + extra + 1);
+    if (!e) {
+        free(s);
+        return strdup("out of memory");
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '\n' || ch == '\r' || ch == '\t') {
+            e[w++] = '\\';
+            e[w++] = ch == '\n' ? 'n' : ch == '\r' ? 'r' : 't';
+        } else if (ch < 0x20 || ch == 0x7f) {
+            w += (size_t)sprintf(e + w, "\\x%02x", ch);
+        } else {
+            e[w++] = (char)ch;
+        }
+    }
+    e[w] = '\0';
+    free(s);
+    return e;
 }
 
 void kc_blob_wipe(kc_blob *b)

@@ -141,8 +141,36 @@ size_t *kc_map_get(const kc_map *m, const char *key);
 /* Adds or replaces; 0 or -1 (out of memory). */
 int kc_map_put(kc_map *m, const char *key, size_t value);
 void kc_map_free(kc_map *m);
-/* Format an error message (malloc'd; "out of memory" fallback is static-safe). */
+/* Format a one-line error message: malloc'd, control characters shown escaped
+ * (\n, \x1b) whatever a name from a file holds; never NULL. */
 char *kc_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- text rules of the client (core/kube_text.c) ---------------------- */
+
+/* Go's httpguts.ValidHeaderFieldValue: no control character but HTAB (so
+ * no CR or LF that would end the header and start another). 1 or 0. */
+int kube_header_value_ok(const char *v);
+/*
+ * Every segment of an API path (before any '?'), percent-decoded, must be a
+ * valid path segment name as client-go requires of names and namespaces
+ * (IsValidPathSegmentName: not "." or "..", no '/' or '%'), and not empty:
+ * libcurl would otherwise resolve "." and ".." and send the request to
+ * another object. 0, or -1 with *err in kubectl's words, e.g.
+ * `invalid resource name "..": [may not be '..']` or `invalid namespace ...`.
+ * The path "/" alone is allowed.
+ */
+int kube_check_api_path(const char *path, char **err);
+/* Where the secret of a URL's userinfo is: in "scheme://user:password@host"
+ * the password, in "scheme://token@host" the whole userinfo. Sets
+ * url[*from, *to) and returns 1, or returns 0 when there is none. Works on
+ * any text, so a URL too broken to parse can still be shown safely. */
+int kube_url_secret_span(const char *url, size_t *from, size_t *to);
+/* The next event line of a watch stream buffered in b (struct czctl_buf,
+ * core/buf.h), consumed: trailing CR and spaces dropped, blank keep-alive
+ * lines skipped; NULL while no complete line is there (with at_end, the
+ * unterminated rest is the last line). Valid until b next changes. */
+struct czctl_buf;
+const char *kube_watch_line(struct czctl_buf *b, int at_end, size_t *n);
 
 /* ---- exec credential plugins (core/kube_exec.c) ------------------------ */
 
