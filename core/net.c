@@ -250,11 +250,13 @@ void czctl_push_headers(lua_State *L, const char *raw, size_t len)
             while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
             lua_pushvalue(L, -1);
-            if (lua_rawget(L, -3) == LUA_TSTRING) {   /* repeated header: join */
+            /* a repeated header is one comma-separated list; empty
+             * elements add nothing (RFC 9110, 5.6.1) */
+            if (lua_rawget(L, -3) == LUA_TSTRING && lua_rawlen(L, -1) > 0 && ve > v) {
                 lua_pushliteral(L, ", ");
                 lua_pushlstring(L, v, (size_t)(ve - v));
                 lua_concat(L, 3);
-            } else {
+            } else if (lua_type(L, -1) != LUA_TSTRING || ve > v) {
                 lua_pop(L, 1);
                 lua_pushlstring(L, v, (size_t)(ve - v));
             }
