@@ -33,6 +33,7 @@
 #include "buf.h"
 #include "czctl.h"
 #include "kubeconfig.h"
+#include "tls.h"
 
 #ifndef CZCTL_VERSION
 #define CZCTL_VERSION "0.0.0-dev"
@@ -274,8 +275,10 @@ typedef struct kube_client {
     char *url_user, *url_password; /* userinfo of the server URL, moved out of base (wiped) */
     struct curl_slist *connect_to;
     int no_proxy;               /* loopback server without proxy-url: Go never proxies it */
+    int https;
     struct curl_slist *headers; /* per request; may hold Authorization, wiped */
     czctl_buf body, hdrs;         /* body: secret (Secrets, tokens in objects) */
+    czctl_tls_check tls;        /* subjectAltName required, as Go requires it */
     char *errmsg;               /* last error message, owned here (see client_fail) */
     char errbuf[CURL_ERROR_SIZE];
     unsigned long requests, connections;
@@ -318,6 +321,7 @@ static void client_release(kube_client *k)
     k->host_header = NULL;
     wipe_free(&k->url_user);
     wipe_free(&k->url_password);
+    czctl_tls_check_free(&k->tls);
     czctl_buf_free(&k->body);
     czctl_buf_free(&k->hdrs);
     free(k->errmsg);
@@ -390,12 +394,13 @@ static int client_prepare_url(kube_client *k, char **err)
     /* a user:password in the server URL goes to libcurl as options, so base
      * (logged with --verbose, put into error messages and Lua) holds none */
     char *part = NULL;
-    if (curl_url_get(u, CURLUPART_USER, &part, CURLU_URLDECODE) == CURLUE_OK) {
+    CURLUcode ur = curl_url_get(u, CURLUPART_USER, &part, CURLU_URLDECODE), pr = CURLUE_OK;
+    if (ur == CURLUE_OK) {
         k->url_user = strdup(part);
         explicit_bzero(part, strlen(part));
         curl_free(part);
         part = NULL;
-        if (curl_url_get(u, CURLUPART_PASSWORD, &part, CURLU_URLDECODE) != CURLUE_OK)
+        if ((pr = curl_url_get(u, CURLUPART_PASSWORD, &part, CURLU_URLDECODE)) != CURLUE_OK)
             part = NULL;
         k->url_password = strdup(part ? part : "");
         if (part) {
@@ -407,7 +412,17 @@ static int client_prepare_url(kube_client *k, char **err)
         curl_url_set(u, CURLUPART_USER, NULL, 0);
         curl_url_set(u, CURLUPART_PASSWORD, NULL, 0);
     }
+    if (ur == CURLUE_URLDECODE || pr == CURLUE_URLDECODE) {
+        /* libcurl will not decode a control character (%0D, %0A...) */
+        *err = kc_errf("invalid header field value for \"Authorization\": the user:password in the server URL of "
+                       "cluster \"%s\" contains a control character (such as CR or LF); fix the credential",
+                       c->cluster);
+        goto out;
+    }
     k->no_proxy = !c->proxy_url && is_loopback_host(host);
+    k->https = !strcmp(scheme, "https");
+    if (czctl_tls_expect_host(&k->tls, c->tls_server_name ? c->tls_server_name : host) < 0)
+        goto oom;
     if (c->tls_server_name && !strcmp(scheme, "https")) {
         char *ct = NULL;
         if (asprintf(&k->host_header, port ? "Host: %s:%s" : "Host: %s", host, port) < 0) {
@@ -449,6 +464,26 @@ out:
     return rc;
 }
 
+/* Basic auth credentials (the kubeconfig's, or a user:password in the
+ * server URL) go into an Authorization header too: a control character in
+ * them is refused like one in a token. 0 or -1 with *err. */
+static int check_basic_auth(const kube_client *k, char **err)
+{
+    const kc_config *c = k->c;
+    const char *what = NULL;
+    if (!strcmp(c->auth, "basic") &&
+        ((c->username && !kube_header_value_ok(c->username)) || (c->password && !kube_header_value_ok(c->password))))
+        what = "the username or password of user";
+    else if (k->url_user && (!kube_header_value_ok(k->url_user) || !kube_header_value_ok(k->url_password)))
+        what = "the user:password in the server URL of cluster";
+    if (!what)
+        return 0;
+    *err = kc_errf("invalid header field value for \"Authorization\": %s \"%s\" contains a control character "
+                   "(such as CR or LF); fix the credential",
+                   what, !strcmp(c->auth, "basic") ? c->user : c->cluster);
+    return -1;
+}
+
 /* Options shared by the request handle and every watch handle. */
 static int setup_easy(kube_client *k, CURL *e, czctl_buf *body, czctl_buf *hdrs, char *errbuf)
 {
@@ -471,7 +506,10 @@ static int setup_easy(kube_client *k, CURL *e, czctl_buf *body, czctl_buf *hdrs,
     if (c->insecure) {
         SET(CURLOPT_SSL_VERIFYPEER, 0L);
         SET(CURLOPT_SSL_VERIFYHOST, 0L);
-    } else if (c->ca.data) {
+    } else if (k->https) {
+        bad |= czctl_tls_require_san(e, &k->tls) != 0;
+    }
+    if (!c->insecure && c->ca.data) {
         /* only the configured CA, as client-go (RootCAs = that pool) */
         struct curl_blob blob = {c->ca.data, c->ca.len, CURL_BLOB_COPY};
         SET(CURLOPT_CAINFO, NULL);
@@ -532,7 +570,7 @@ static int kube_client_new(lua_State *L)
     if (czctl_curl_init() != 0) {
         err = kc_errf("libcurl initialisation failed");
     } else if (kubeconfig_load_files(k->c, &err) == 0 && check_tls(k->c, &err) == 0 &&
-               client_prepare_url(k, &err) == 0) {
+               client_prepare_url(k, &err) == 0 && check_basic_auth(k, &err) == 0) {
         k->easy = curl_easy_init();
         k->multi = curl_multi_init();
         if (!k->easy || !k->multi || setup_easy(k, k->easy, &k->body, &k->hdrs, k->errbuf) < 0)
@@ -561,14 +599,23 @@ static void push_escaped(luaL_Buffer *b, const char *s, size_t n)
     }
 }
 
-/* Push the full URL for request table t (path, query). Raises on misuse.
- * Uses the stack only in balanced steps (no luaL_Buffer across lua_next). */
-static void push_url(lua_State *L, kube_client *k, int t)
+/* Push the full URL for request table t (path, query); raises on misuse.
+ * A path no API server should see (a name or namespace that is ".", "..",
+ * empty or holds '/' or '%': client-go refuses them, and libcurl would
+ * resolve the dot segments into another object's path) pushes nothing and
+ * returns the message (malloc'd). Uses the stack only in balanced steps (no
+ * luaL_Buffer across lua_next). */
+static char *push_url(lua_State *L, kube_client *k, int t)
 {
     lua_getfield(L, t, "path");
     const char *path = lua_tostring(L, -1);
     if (!path || lua_type(L, -1) != LUA_TSTRING || path[0] != '/')
         luaL_error(L, "request: 'path' must be a string starting with '/'");
+    char *bad = NULL;
+    if (kube_check_api_path(path, &bad) < 0) {
+        lua_pop(L, 1);
+        return bad;
+    }
     int pathi = lua_gettop(L);
     int q = lua_getfield(L, t, "query");
     int qi = lua_gettop(L);
@@ -621,6 +668,7 @@ static void push_url(lua_State *L, kube_client *k, int t)
     }
     lua_replace(L, pathi);
     lua_settop(L, pathi);
+    return NULL;
 }
 
 /* Build the per-request header list (Authorization etc). 0, -1 (*err), -2 (interrupted). */
@@ -678,6 +726,19 @@ static int build_headers(kube_client *k, struct curl_slist **out, const char *ac
         token = kubeconfig_bearer_token(c, err);
         if (!token && *err)
             goto out;
+    }
+    if (token && !kube_header_value_ok(token)) {
+        /* Go refuses to send it (net/http: invalid header field value), so
+         * kubectl does: a CR or LF would end the header and start others */
+        explicit_bzero(token, strlen(token));
+        free(token);
+        *err = kc_errf("invalid header field value for \"Authorization\": the %s of user \"%s\" contains a "
+                       "control character (such as CR or LF); fix the credential",
+                       !strcmp(c->auth, "exec") ? "token from the exec plugin"
+                       : c->token_file        ? "token in the tokenFile"
+                                              : "token in the kubeconfig",
+                       c->user);
+        goto out;
     }
     if (token) {
         int r = asprintf(&line, "Authorization: Bearer %s", token);
@@ -768,6 +829,13 @@ static void log_verbose(kube_client *k, CURL *e, const char *method, const char 
                 http_version_name(e), newconn ? ", new connection" : "");
 }
 
+/* A header value the caller gives; raises when it holds a control character. */
+static void check_header_arg(lua_State *L, const char *key, const char *v)
+{
+    if (v && !kube_header_value_ok(v))
+        luaL_error(L, "request: '%s' must be a header value without control characters", key);
+}
+
 /* client:request{method=, path=, query=, body=, content_type=, accept=, timeout=}
  *   -> status, body, headers | nil, message */
 static int client_request(lua_State *L)
@@ -786,7 +854,11 @@ static int client_request(lua_State *L)
             return luaL_error(L, "request: 'body' must be a string");
     }
     lua_pop(L, 1);
-    push_url(L, k, 2);
+    check_header_arg(L, "accept", accept);
+    check_header_arg(L, "content_type", ctype);
+    char *bad = push_url(L, k, 2);
+    if (bad)
+        return client_fail(L, k, bad);
     const char *url = lua_tostring(L, -1);
 
     for (int attempt = 0;; attempt++) {
@@ -804,6 +876,7 @@ static int client_request(lua_State *L)
         czctl_buf_reset(&k->body);
         czctl_buf_reset(&k->hdrs);
         k->errbuf[0] = 0;
+        k->tls.refused = 0;
         curl_easy_setopt(k->easy, CURLOPT_URL, url);
         curl_easy_setopt(k->easy, CURLOPT_HTTPHEADER, k->headers);
         curl_easy_setopt(k->easy, CURLOPT_TIMEOUT_MS, timeout > 0 ? (long)(timeout * 1000) : 0L);
@@ -821,8 +894,10 @@ static int client_request(lua_State *L)
             log_verbose(k, k->easy, method, url, 0, dt, 0, "interrupted");
             return czctl_fail(L, "interrupted");
         }
+        const char *refusal = czctl_tls_refusal(&k->tls);
         if (r == DRIVE_TIMEOUT || r == DRIVE_ERR || res != CURLE_OK) {
-            const char *why = r == DRIVE_TIMEOUT ? "request timed out"
+            const char *why = refusal            ? refusal
+                              : r == DRIVE_TIMEOUT ? "request timed out"
                               : r == DRIVE_ERR   ? "libcurl multi error"
                               : k->errbuf[0]     ? k->errbuf
                                                  : curl_easy_strerror(res);
@@ -932,7 +1007,9 @@ static int client_watch(lua_State *L)
     kube_client *k = check_client(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     double timeout = czctl_field_seconds(L, 2, "timeout", k->timeout);
-    push_url(L, k, 2);
+    char *bad = push_url(L, k, 2);
+    if (bad)
+        return client_fail(L, k, bad);
     const char *url = lua_tostring(L, -1);
     int urli = lua_gettop(L);
 
@@ -975,6 +1052,7 @@ static int client_watch(lua_State *L)
             return czctl_fail(L, "libcurl: cannot start the watch");
         }
         w->added = 1;
+        k->tls.refused = 0;
         double t0 = czctl_now();
         CURLcode res = CURLE_OK;
         int r = drive(w->multi, w->easy, timeout > 0 ? timeout : -1, watch_headers_ready, w, &res);
@@ -987,7 +1065,9 @@ static int client_watch(lua_State *L)
             w->result = res;
         }
         if (r == DRIVE_INTR || r == DRIVE_TIMEOUT || r == DRIVE_ERR || (r == DRIVE_DONE && res != CURLE_OK)) {
+            const char *refusal = czctl_tls_refusal(&k->tls);
             const char *why = r == DRIVE_INTR      ? "interrupted"
+                              : refusal            ? refusal
                               : r == DRIVE_TIMEOUT ? "timed out waiting for the watch to start"
                               : r == DRIVE_ERR     ? "libcurl multi error"
                               : w->errbuf[0]       ? w->errbuf

@@ -49,7 +49,13 @@ static char *go_quote(const char *s, size_t n)
             *w++ = '\\';
             *w++ = (char)ch;
         } else if (ch < 0x20 || ch == 0x7f) {
-            w += sprintf(w, "\\x%02x", ch);
+            const char *named = strchr("\a\b\f\n\r\t\v", ch);
+            if (ch && named) {
+                *w++ = '\\';
+                *w++ = "abfnrtv"[named - "\a\b\f\n\r\t\v"];
+            } else {
+                w += sprintf(w, "\\x%02x", ch);
+            }
         } else {
             *w++ = (char)ch;
         }

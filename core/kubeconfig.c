@@ -1108,11 +1108,18 @@ char *kubeconfig_bearer_token(const kc_config *c, char **err)
             free(rerr);
             return NULL;
         }
-        size_t l = b.len;
-        while (l && isspace(b.data[l - 1]))
-            l--;
-        b.data[l] = 0;
-        char *tok = strdup((char *)b.data);
+        /* client-go: strings.TrimSpace, and an empty token is an error */
+        size_t from = 0, to = b.len;
+        while (to > 0 && isspace(b.data[to - 1]))
+            to--;
+        while (from < to && isspace(b.data[from]))
+            from++;
+        if (from == to) {
+            kc_blob_wipe(&b);
+            *err = kc_errf("read empty token from file \"%s\"", c->token_file);
+            return NULL;
+        }
+        char *tok = strndup((char *)b.data + from, to - from);
         kc_blob_wipe(&b);
         if (!tok)
             *err = kc_errf("out of memory");
