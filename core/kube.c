@@ -2,9 +2,9 @@
  * kube.c: the czctl.core.kube Lua module: load a kubeconfig (kubeconfig.c),
  * make REST requests and stream watches over libcurl.
  *
- * Handles are userdata with named metatables ("czctl.kube.config",
- * "czctl.kube.client", "czctl.kube.watch"); each has one idempotent close
- * behind :close(), __close and __gc. Every malloc'd buffer, CURL and CURLM
+ * Handles are czctl classes (czctl.h: "czctl.kube.config",
+ * "czctl.kube.client", "czctl.kube.watch"): one idempotent close behind
+ * :close(), __close and __gc, and __tostring. Every malloc'd buffer, CURL and CURLM
  * handle is owned by a userdata created before it is acquired, so a Lua error
  * (memory errors included) never leaks one. Misuse raises; failures of the
  * world return nil, message.
@@ -39,9 +39,7 @@
 #define CZCTL_VERSION "0.0.0-dev"
 #endif
 
-#define CFG_MT "czctl.kube.config"
-#define CLIENT_MT "czctl.kube.client"
-#define WATCH_MT "czctl.kube.watch"
+static const czctl_class cfg_class, client_class, watch_class;
 
 #define MAX_BODY (512u * 1024u * 1024u)   /* refuse absurd responses */
 #define MAX_HEADERS (1024u * 1024u)
@@ -82,40 +80,39 @@ static void wipe_free(char **s)
 
 /* ---- config ------------------------------------------------------------ */
 
-/* Clients keep their config alive (uservalue) and use its kc_config, so
- * close() only marks the config closed for further use from Lua; the memory
- * (secrets wiped) goes with __gc, when no client can reference it any more. */
+/* A client holds its own reference to the kc_config (kubeconfig_ref), so
+ * closing the config from Lua leaves the clients made from it working. */
 typedef struct kube_cfg {
     kc_config *c;
     char *err;      /* load error, owned here so a raise while pushing it cannot leak it */
-    int closed;
 } kube_cfg;
+
+static void cfg_release(void *handle)
+{
+    kube_cfg *k = handle;
+    kubeconfig_free(k->c);   /* drops this reference; secrets wiped with the last */
+    k->c = NULL;
+    free(k->err);
+    k->err = NULL;
+}
+
+/* `kube config (context "kind-dev")` */
+static void cfg_describe(lua_State *L, const void *handle)
+{
+    const kube_cfg *k = handle;
+    if (k->c)
+        lua_pushfstring(L, "kube config (context \"%s\")", k->c->context);
+    else
+        lua_pushliteral(L, "kube config (not loaded)");
+}
 
 /* The open config at index i; raises when it is not one or is closed. */
 static kube_cfg *check_cfg(lua_State *L, int i)
 {
-    kube_cfg *k = luaL_checkudata(L, i, CFG_MT);
-    if (!k->c || k->closed)
-        luaL_argerror(L, i, "kube config is closed");
+    kube_cfg *k = czctl_handle_check_open(L, i, &cfg_class);
+    if (!k->c)
+        luaL_argerror(L, i, "kube config is not loaded");
     return k;
-}
-
-static int cfg_close(lua_State *L)
-{
-    kube_cfg *k = luaL_checkudata(L, 1, CFG_MT);
-    k->closed = 1;
-    return 0;
-}
-
-static int cfg_gc(lua_State *L)
-{
-    kube_cfg *k = luaL_checkudata(L, 1, CFG_MT);
-    kubeconfig_free(k->c);
-    k->c = NULL;
-    free(k->err);
-    k->err = NULL;
-    k->closed = 1;
-    return 0;
 }
 
 static int opt_bool(lua_State *L, int t, const char *key)
@@ -135,11 +132,7 @@ static int kube_load_config(lua_State *L)
         o.kubeconfig = czctl_field_string(L, 1, "kubeconfig");
         o.context = czctl_field_string(L, 1, "context");
     }
-    kube_cfg *k = lua_newuserdatauv(L, sizeof *k, 0);
-    k->c = NULL;
-    k->err = NULL;
-    k->closed = 0;
-    luaL_setmetatable(L, CFG_MT);
+    kube_cfg *k = czctl_handle_new(L, &cfg_class, sizeof *k, 0);
     if (kubeconfig_load(&o, &k->c, &k->err) < 0) {
         return czctl_fail(L, k->err);
     }
@@ -287,9 +280,9 @@ typedef struct kube_client {
 /* The open client at index i; raises when it is not one or is closed. */
 static kube_client *check_client(lua_State *L, int i)
 {
-    kube_client *k = luaL_checkudata(L, i, CLIENT_MT);
+    kube_client *k = czctl_handle_check_open(L, i, &client_class);
     if (!k->easy)
-        luaL_argerror(L, i, "kube client is closed");
+        luaL_argerror(L, i, "kube client is not connected");
     return k;
 }
 
@@ -309,8 +302,9 @@ static void transfer_free(CURLM **multi, CURL **easy, int added)
     }
 }
 
-static void client_release(kube_client *k)
+static void client_release(void *handle)
 {
+    kube_client *k = handle;
     transfer_free(&k->multi, &k->easy, 1);
     slist_wipe_free(&k->headers);
     curl_slist_free_all(k->connect_to);
@@ -326,7 +320,15 @@ static void client_release(kube_client *k)
     czctl_buf_free(&k->hdrs);
     free(k->errmsg);
     k->errmsg = NULL;
+    kubeconfig_free(k->c);   /* this client's reference */
     k->c = NULL;
+}
+
+/* `kube client (https://127.0.0.1:6443)`: the server, never a credential */
+static void client_describe(lua_State *L, const void *handle)
+{
+    const kube_client *k = handle;
+    lua_pushfstring(L, "kube client (%s)", k->base ? k->base : "not connected");
 }
 
 /* Return nil, msg for a malloc'd msg: the client owns it until the next error
@@ -336,12 +338,6 @@ static int client_fail(lua_State *L, kube_client *k, char *msg)
     free(k->errmsg);
     k->errmsg = msg;
     return czctl_fail(L, msg ? msg : "out of memory");
-}
-
-static int client_close(lua_State *L)
-{
-    client_release(luaL_checkudata(L, 1, CLIENT_MT));
-    return 0;
 }
 
 static int is_loopback_host(const char *h)
@@ -472,9 +468,9 @@ static int check_basic_auth(const kube_client *k, char **err)
     const kc_config *c = k->c;
     const char *what = NULL;
     if (!strcmp(c->auth, "basic") &&
-        ((c->username && !kube_header_value_ok(c->username)) || (c->password && !kube_header_value_ok(c->password))))
+        ((c->username && !czctl_header_value_ok(c->username)) || (c->password && !czctl_header_value_ok(c->password))))
         what = "the username or password of user";
-    else if (k->url_user && (!kube_header_value_ok(k->url_user) || !kube_header_value_ok(k->url_password)))
+    else if (k->url_user && (!czctl_header_value_ok(k->url_user) || !czctl_header_value_ok(k->url_password)))
         what = "the user:password in the server URL of cluster";
     if (!what)
         return 0;
@@ -555,14 +551,10 @@ static int kube_client_new(lua_State *L)
         connect_timeout = czctl_field_seconds(L, 2, "connect_timeout", connect_timeout);
         verbose = opt_bool(L, 2, "verbose");
     }
-    kube_client *k = lua_newuserdatauv(L, sizeof *k, 1);
-    memset(k, 0, sizeof *k);
+    kube_client *k = czctl_handle_new(L, &client_class, sizeof *k, 0);
     k->body = (czctl_buf){.limit = MAX_BODY, .secret = 1};
     k->hdrs = (czctl_buf){.limit = MAX_HEADERS};
-    luaL_setmetatable(L, CLIENT_MT);
-    lua_pushvalue(L, 1);
-    lua_setiuservalue(L, -2, 1); /* keep the config alive */
-    k->c = cfg->c;
+    k->c = kubeconfig_ref(cfg->c);
     k->timeout = timeout;
     k->connect_timeout = connect_timeout;
     k->verbose = verbose;
@@ -727,7 +719,7 @@ static int build_headers(kube_client *k, struct curl_slist **out, const char *ac
         if (!token && *err)
             goto out;
     }
-    if (token && !kube_header_value_ok(token)) {
+    if (token && !czctl_header_value_ok(token)) {
         /* Go refuses to send it (net/http: invalid header field value), so
          * kubectl does: a CR or LF would end the header and start others */
         explicit_bzero(token, strlen(token));
@@ -832,7 +824,7 @@ static void log_verbose(kube_client *k, CURL *e, const char *method, const char 
 /* A header value the caller gives; raises when it holds a control character. */
 static void check_header_arg(lua_State *L, const char *key, const char *v)
 {
-    if (v && !kube_header_value_ok(v))
+    if (v && !czctl_header_value_ok(v))
         luaL_error(L, "request: '%s' must be a header value without control characters", key);
 }
 
@@ -946,11 +938,12 @@ typedef struct kube_watch {
 /* The watch at index i (open or closed); raises when it is not one. */
 static kube_watch *check_watch(lua_State *L, int i)
 {
-    return luaL_checkudata(L, i, WATCH_MT);
+    return czctl_handle_check(L, i, &watch_class);
 }
 
-static void watch_release(kube_watch *w)
+static void watch_release(void *handle)
 {
+    kube_watch *w = handle;
     transfer_free(&w->multi, &w->easy, w->added);
     w->added = 0;
     slist_wipe_free(&w->headers);
@@ -958,10 +951,11 @@ static void watch_release(kube_watch *w)
     czctl_buf_free(&w->hdrs);
 }
 
-static int watch_close(lua_State *L)
+/* "kube watch (streaming)" until the server ends it */
+static void watch_describe(lua_State *L, const void *handle)
 {
-    watch_release(check_watch(L, 1));
-    return 0;
+    const kube_watch *w = handle;
+    lua_pushstring(L, !w->easy || w->done ? "kube watch (ended)" : "kube watch (streaming)");
 }
 
 static size_t on_watch_body(char *d, size_t sz, size_t n, void *ud)
@@ -1013,13 +1007,11 @@ static int client_watch(lua_State *L)
     const char *url = lua_tostring(L, -1);
     int urli = lua_gettop(L);
 
-    kube_watch *w = lua_newuserdatauv(L, sizeof *w, 1);
-    memset(w, 0, sizeof *w);
+    kube_watch *w = czctl_handle_new(L, &watch_class, sizeof *w, 1);
     w->buf = (czctl_buf){.limit = MAX_BODY, .secret = 1};
     w->hdrs = (czctl_buf){.limit = MAX_HEADERS};
-    luaL_setmetatable(L, WATCH_MT);
     lua_pushvalue(L, 1);
-    lua_setiuservalue(L, -2, 1);
+    lua_setiuservalue(L, -2, 1);   /* the client: its TLS check serves the handshake */
 
     for (int attempt = 0;; attempt++) {
         char *err = NULL;
@@ -1176,13 +1168,11 @@ static const luaL_Reg kube_funcs[] = {
 };
 
 static const luaL_Reg cfg_methods[] = {
-    {"close", cfg_close},
     {"info", cfg_info},
     {NULL, NULL},
 };
 
 static const luaL_Reg client_methods[] = {
-    {"close", client_close},
     {"request", client_request},
     {"stats", client_stats},
     {"watch", client_watch},
@@ -1190,33 +1180,21 @@ static const luaL_Reg client_methods[] = {
 };
 
 static const luaL_Reg watch_methods[] = {
-    {"close", watch_close},
     {"next", watch_next},
     {NULL, NULL},
 };
 
-/* Registers a handle metatable; raises only on memory errors. */
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction closer,
-                      lua_CFunction gc)
-{
-    luaL_newmetatable(L, name);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, closer);
-    lua_setfield(L, -2, "__close");
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
-}
+static const czctl_class cfg_class = {"czctl.kube.config", "kube config", cfg_methods, cfg_release, cfg_describe};
+static const czctl_class client_class = {"czctl.kube.client", "kube client", client_methods, client_release,
+                                         client_describe};
+static const czctl_class watch_class = {"czctl.kube.watch", "kube watch", watch_methods, watch_release,
+                                        watch_describe};
 
 int luaopen_czctl_core_kube(lua_State *L)
 {
-    new_class(L, CFG_MT, cfg_methods, cfg_close, cfg_gc);
-    new_class(L, CLIENT_MT, client_methods, client_close, client_close);
-    new_class(L, WATCH_MT, watch_methods, watch_close, watch_close);
+    czctl_class_register(L, &cfg_class);
+    czctl_class_register(L, &client_class);
+    czctl_class_register(L, &watch_class);
     luaL_newlib(L, kube_funcs);
     return 1;
 }

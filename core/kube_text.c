@@ -1,8 +1,7 @@
 /*
  * kube_text.c: the text rules the Kubernetes client applies before anything
- * reaches libcurl: which header values may be sent, which API paths may be
- * requested, where a URL keeps its secret, and how a watch stream splits
- * into event lines.
+ * reaches libcurl: which API paths may be requested, where a URL keeps its
+ * secret, and how a watch stream splits into event lines.
  *
  * Kept apart from kube.c (no libcurl, no Lua) so each rule is unit tested
  * and fuzzed on its own (tests/c/test_kube_text.c, fuzz/fuzz_text.c). Each
@@ -16,14 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int kube_header_value_ok(const char *v)
-{
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
-        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-            return 0;
-    return 1;
-}
 
 static int hexval(char c)
 {

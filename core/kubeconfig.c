@@ -572,10 +572,20 @@ static int load_file(kc_loader *ld, const char *path, char **err)
 
 /* ---- building the result ---------------------------------------------- */
 
+kc_config *kubeconfig_ref(kc_config *c)
+{
+    c->refs++;
+    return c;
+}
+
 void kubeconfig_free(kc_config *c)
 {
     if (!c)
         return;
+    if (c->refs > 1) {
+        c->refs--;
+        return;
+    }
     free(c->context);
     free(c->cluster);
     free(c->user);
@@ -871,6 +881,7 @@ static int load_in_cluster(kc_config **out, char **err)
     kc_config *c = calloc(1, sizeof *c);
     if (!c)
         goto oom;
+    c->refs = 1;
     c->in_cluster = 1;
     c->auth = "tokenFile";
     if (!(c->context = strdup("in-cluster")) || !(c->cluster = strdup("in-cluster")) ||
@@ -1046,6 +1057,8 @@ int kubeconfig_load(const kc_options *opts, kc_config **out, char **err)
         }
     }
     c = calloc(1, sizeof *c);
+    if (c)
+        c->refs = 1;
     if (!c || !(c->context = strdup(ctx_name)) || !(c->cluster = strdup(cluster_name)) ||
         !(c->user = strdup(user_name ? user_name : "")) ||
         !(c->namespace = strdup(ns && ns[0] ? ns : "default")) || !(c->source = strdup(cf->path))) {

@@ -62,6 +62,8 @@ typedef struct kc_config {
     char *exec_token;
     kc_blob exec_cert, exec_key;
     unsigned exec_runs;     /* how many times the plugin ran (for verbose/tests) */
+
+    unsigned refs;          /* holders; kubeconfig_free drops one */
 } kc_config;
 
 typedef struct kc_options {
@@ -87,7 +89,10 @@ int kubeconfig_load_files(kc_config *cfg, char **err);
  * error, or NULL with *err == NULL when the method has no token. */
 char *kubeconfig_bearer_token(const kc_config *cfg, char **err);
 
-/* Free everything, wiping secrets. NULL is fine. */
+/* One more holder of cfg (a client keeps the config it was made from);
+ * returns cfg. */
+kc_config *kubeconfig_ref(kc_config *cfg);
+/* Drop one holder; the last frees everything, wiping secrets. NULL is fine. */
 void kubeconfig_free(kc_config *cfg);
 
 /* ---- helpers shared with kube.c and the unit tests -------------------- */
@@ -147,9 +152,6 @@ char *kc_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- text rules of the client (core/kube_text.c) ---------------------- */
 
-/* Go's httpguts.ValidHeaderFieldValue: no control character but HTAB (so
- * no CR or LF that would end the header and start another). 1 or 0. */
-int kube_header_value_ok(const char *v);
 /*
  * Every segment of an API path (before any '?'), percent-decoded, must be a
  * valid path segment name as client-go requires of names and namespaces

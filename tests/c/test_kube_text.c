@@ -23,7 +23,7 @@ static void test_header_values(void)
         {"tok\r\nX-Injected: yes", 0}, {"tok\nX: y", 0}, {"tok\r", 0}, {"a\x7f", 0}, {"a\x01", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
-        t_ok(kube_header_value_ok(cases[i].v) == cases[i].ok,
+        t_ok(czctl_header_value_ok(cases[i].v) == cases[i].ok,
              cases[i].ok ? "a header value Go sends is accepted" : "a control character (but tab) is refused",
              cases[i].v);
 }
