@@ -9,7 +9,7 @@
  *   - a load either succeeds with a complete configuration (context,
  *     cluster, server, namespace, auth set) or fails with a one-line error;
  *   - the bearer token of a loaded configuration is exactly its token field;
- *   - the header check (kube_header_value_ok) agrees with a byte-by-byte
+ *   - the header check (czctl_header_value_ok) agrees with a byte-by-byte
  *     definition of Go's rule.
  * Certificate, key and token files the input names are never read.
  */
@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "czctl.h"
 #include "fuzz.h"
 #include "kubeconfig.h"
 
@@ -68,7 +69,7 @@ static void check_loaded(const kc_config *c)
             for (const char *p = tok; *p; p++)
                 if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
                     go_ok = 0;
-            FUZZ_CHECK(kube_header_value_ok(tok) == go_ok);
+            FUZZ_CHECK(czctl_header_value_ok(tok) == go_ok);
         }
         free(tok);
     }

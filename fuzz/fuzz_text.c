@@ -10,12 +10,13 @@
  *     that libcurl would resolve ("." or "..", also percent-encoded);
  *   4 URLs (kube_url_secret_span): the span lies inside the URL and, for
  *     "scheme://user:password@host", covers exactly the password;
- *   5 header values (kube_header_value_ok) against Go's definition.
+ *   5 header values (czctl_header_value_ok) against Go's definition.
  */
 #define _GNU_SOURCE
 #include <string.h>
 
 #include "buf.h"
+#include "czctl.h"
 #include "fuzz.h"
 #include "kubeconfig.h"
 
@@ -129,7 +130,7 @@ static void fuzz_header(const char *s, size_t n)
         if ((b < 0x20 && b != '\t') || b == 0x7f)
             go_ok = 0;
     }
-    FUZZ_CHECK(kube_header_value_ok(s) == go_ok);
+    FUZZ_CHECK(czctl_header_value_ok(s) == go_ok);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
