@@ -112,14 +112,10 @@ ctests: $(CTEST_BINS) $(FUZZ_TESTS)
 
 $(BUILD)/fuzz/%.o: fuzz/%.c $(BUILD)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Ifuzz -DFUZZ_NAME='"$(patsubst fuzz_%,%,$*)"' -MMD -MP -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -Ifuzz -MMD -MP -c -o $@ $<
 
-$(BUILD)/fuzz/standalone-%.o: fuzz/standalone.c $(BUILD)/flags
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Ifuzz -DFUZZ_NAME='"$*"' -MMD -MP -c -o $@ $<
-
-$(FUZZ_TESTS): $(BUILD)/fuzz/fuzz_$$(patsubst test_fuzz_%,%,$$(notdir $$@)).o \
-               $(BUILD)/fuzz/standalone-$$(patsubst test_fuzz_%,%,$$(notdir $$@)).o $(BUILD)/libczctl.a
+$(FUZZ_TESTS): $(BUILD)/fuzz/fuzz_$$(patsubst test_fuzz_%,%,$$(notdir $$@)).o $(BUILD)/fuzz/standalone.o \
+               $(BUILD)/libczctl.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 # Coverage-guided fuzzing: clang's libFuzzer with ASan and UBSan, in

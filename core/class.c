@@ -16,9 +16,16 @@
 
 #include "czctl.h"
 
+/* Padded to the alignment Lua gives a userdata block (LUAI_MAXALIGN: a
+ * lua_Number, a double, a pointer, a lua_Integer, a long), which the
+ * payload after it then keeps. */
 typedef union handle_head {
     int closed;
-    max_align_t align;   /* the payload keeps the alignment Lua gives the block */
+    lua_Number n;
+    double d;
+    void *p;
+    lua_Integer i;
+    long l;
 } handle_head;
 
 static void *payload_of(void *block)

@@ -25,12 +25,18 @@
 
 static lua_State *L;
 
+static void close_state(void)
+{
+    lua_close(L);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
     L = luaL_newstate();
     if (!L)
         abort();
+    atexit(close_state);   /* one state for the whole run */
     luaL_openlibs(L);
     czctl_preload_all(L);
     /* decode(s) -> true | false: cjson.decode under pcall, as kube.lua does */

@@ -5,7 +5,8 @@
  * breaks again. Built with the normal compiler (no clang runtime needed).
  *
  *   tests/c/test_fuzz_<name> [-v] [FILE|DIR]...
- * Without arguments: $CZCTL_ROOT/fuzz/corpus/<name> (or ./fuzz/corpus/<name>).
+ * <name> comes from the program's own name. Without arguments:
+ * $CZCTL_ROOT/fuzz/corpus/<name> (or ./fuzz/corpus/<name>).
  * Prints TAP: one test per directory or file given. -v names each input on
  * stderr before running it; a crash also names the input it was running.
  */
@@ -18,10 +19,6 @@
 
 #include "buf.h"
 #include "fuzz.h"
-
-#ifndef FUZZ_NAME
-#error "build with -DFUZZ_NAME='\"name\"'"
-#endif
 
 /* libFuzzer's optional hook; targets without one leave it NULL. */
 int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
@@ -127,6 +124,9 @@ static long run_dir(const char *dir, int verbose)
 
 int main(int argc, char **argv)
 {
+    const char *self = strrchr(argv[0], '/');
+    self = self ? self + 1 : argv[0];
+    const char *name = strncmp(self, "test_fuzz_", 10) ? self : self + 10;
     int verbose = argc > 1 && !strcmp(argv[1], "-v");
     if (verbose) {
         argv[1] = argv[0];
@@ -144,7 +144,7 @@ int main(int argc, char **argv)
     char *deflt = NULL;
     if (argc < 2) {
         const char *root = getenv("CZCTL_ROOT");
-        if (asprintf(&deflt, "%s/fuzz/corpus/%s", root && root[0] ? root : ".", FUZZ_NAME) < 0)
+        if (asprintf(&deflt, "%s/fuzz/corpus/%s", root && root[0] ? root : ".", name) < 0)
             return 1;
     }
     int failed = 0, n = 0;
@@ -156,11 +156,11 @@ int main(int argc, char **argv)
             ran = S_ISDIR(st.st_mode) ? run_dir(p, verbose) : run_file(p, verbose) == 0;
         n++;
         if (ran > 0) {
-            printf("ok %d - %s: %ld input%s of %s ran without a crash or a broken property\n", n, FUZZ_NAME, ran,
+            printf("ok %d - %s: %ld input%s of %s ran without a crash or a broken property\n", n, name, ran,
                    ran == 1 ? "" : "s", p);
         } else {
             failed = 1;
-            printf("not ok %d - %s: no input in %s\n", n, FUZZ_NAME, p);
+            printf("not ok %d - %s: no input in %s\n", n, name, p);
         }
     }
     printf("1..%d\n", n);
