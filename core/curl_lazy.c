@@ -58,19 +58,21 @@ static void *curl_lazy_sym(const char *name)
     return sym;
 }
 
-/* One forwarding function; on failure it runs `fail` (a return statement). */
-#define FORWARD(ret, name, params, args, fail)                        \
-    ret name params                                                   \
+/* One forwarding function named ours for the library's function theirs;
+ * on failure it runs `fail` (a return statement). */
+#define FORWARD_AS(ret, ours, theirs, params, args, fail)             \
+    ret ours params                                                   \
     {                                                                 \
         typedef ret(*fn_t) params;                                    \
         static fn_t fn;                                               \
         if (!fn)                                                      \
-            *(void **)&fn = curl_lazy_sym(#name);                     \
+            *(void **)&fn = curl_lazy_sym(#theirs);                   \
         if (!fn) {                                                    \
             fail;                                                     \
         }                                                             \
         return fn args;                                               \
     }
+#define FORWARD(ret, name, params, args, fail) FORWARD_AS(ret, name, name, params, args, fail)
 
 FORWARD(CURLcode, curl_global_init, (long flags), (flags), return CURLE_FAILED_INIT)
 FORWARD(void, curl_global_cleanup, (void), (), return)
@@ -113,19 +115,6 @@ FORWARD(const char *, curl_url_strerror, (CURLUcode code), (code), return load_e
 FORWARD(char *, curl_version, (void), (), return load_error)
 
 /* ---- OpenSSL (core/tls.c) ---------------------------------------------- */
-
-#define FORWARD_AS(ret, ours, theirs, params, args, fail)             \
-    ret ours params                                                   \
-    {                                                                 \
-        typedef ret(*fn_t) params;                                    \
-        static fn_t fn;                                               \
-        if (!fn)                                                      \
-            *(void **)&fn = curl_lazy_sym(#theirs);                   \
-        if (!fn) {                                                    \
-            fail;                                                     \
-        }                                                             \
-        return fn args;                                               \
-    }
 
 static const char *const ossl_names[] = {
     "SSL_CTX_set_cert_verify_callback", "X509_verify_cert", "X509_STORE_CTX_get0_cert", "X509_STORE_CTX_set_error",

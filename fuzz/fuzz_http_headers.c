@@ -9,27 +9,15 @@
 #define _GNU_SOURCE
 #include <string.h>
 
-#include <lauxlib.h>
-#include <lua.h>
-#include <lualib.h>
-
 #include "czctl.h"
 #include "fuzz.h"
 
 static lua_State *L;
 
-static void close_state(void)
-{
-    lua_close(L);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    L = luaL_newstate();
-    if (!L)
-        abort();
-    atexit(close_state);   /* one state for the whole run */
+    L = fuzz_lua_state();
     return 0;
 }
 

@@ -14,10 +14,6 @@
 #define _GNU_SOURCE
 #include <string.h>
 
-#include <lauxlib.h>
-#include <lua.h>
-#include <lualib.h>
-
 #include "buf.h"
 #include "czctl.h"
 #include "fuzz.h"
@@ -25,20 +21,10 @@
 
 static lua_State *L;
 
-static void close_state(void)
-{
-    lua_close(L);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    L = luaL_newstate();
-    if (!L)
-        abort();
-    atexit(close_state);   /* one state for the whole run */
-    luaL_openlibs(L);
-    czctl_preload_all(L);
+    L = fuzz_lua_state();
     /* decode(s) -> true | false: cjson.decode under pcall, as kube.lua does */
     if (luaL_dostring(L, "local cjson = require 'cjson'\n"
                          "return function(s)\n"
