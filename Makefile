@@ -140,7 +140,7 @@ FUZZ_BINS := $(patsubst %,$(BUILD)/bin/%,$(FUZZ_NAMES))
 
 fuzz:
 	@scripts/deps --fuzz
-	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=$(FUZZ_CC) CFLAGS='-O1 -g' \
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=$(FUZZ_CC) CFLAGS='-O1 -g -DCZCTL_FUZZ_LUA_LINES' \
 	  SANFLAGS='$(FUZZ_SAN) -fsanitize=fuzzer-no-link' fuzz-build
 ifneq ($(strip $(FUZZ_SECONDS)),)
 	@scripts/run-fuzz $(FUZZ_SECONDS) build/fuzz $(FUZZ_NAMES)
