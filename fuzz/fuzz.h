@@ -92,4 +92,33 @@ static __attribute__((unused)) lua_State *fuzz_lua_state(void)
         }                                                                             \
     } while (0)
 
+/* Runs chunk, a Lua chunk returning a function, in the state of
+ * fuzz_lua_state and keeps that function in the registry under key (so a
+ * target's checks are written in Lua once, at initialisation). Aborts when
+ * the chunk fails. Returns the state. */
+static __attribute__((unused)) lua_State *fuzz_lua_function(const char *chunk, const char *key)
+{
+    lua_State *L = fuzz_lua_state();
+    if (luaL_dostring(L, chunk) != LUA_OK) {
+        fprintf(stderr, "%s: %s\n", key, lua_tostring(L, -1));
+        abort();
+    }
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
+    return L;
+}
+
+/* Calls the function kept under key with the nargs values on top of the
+ * stack (pushed after lua_getfield(L, LUA_REGISTRYINDEX, key)) and states
+ * the property "it returns nil": a problem it returns, or an error it
+ * raises, is printed and aborts. Leaves the stack empty. */
+static __attribute__((unused)) void fuzz_lua_expect_nil(lua_State *L, int nargs, const char *key)
+{
+    int rc = lua_pcall(L, nargs, 1, 0);
+    if (rc != LUA_OK || !lua_isnil(L, -1))
+        fprintf(stderr, "%s: %s%s\n", key, rc != LUA_OK ? "the check raised: " : "", lua_tostring(L, -1));
+    FUZZ_CHECK(rc == LUA_OK && lua_isnil(L, -1));
+    lua_settop(L, 0);
+}
+
+
 #endif

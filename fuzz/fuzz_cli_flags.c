@@ -68,12 +68,7 @@ static const char check_lua[] =
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    L = fuzz_lua_state();
-    if (luaL_dostring(L, check_lua) != LUA_OK) {
-        fprintf(stderr, "%s\n", lua_tostring(L, -1));
-        abort();
-    }
-    lua_setfield(L, LUA_REGISTRYINDEX, "fuzz.check");
+    L = fuzz_lua_function(check_lua, "fuzz_cli_flags");
     return 0;
 }
 
@@ -82,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     lua_settop(L, 0);
-    lua_getfield(L, LUA_REGISTRYINDEX, "fuzz.check");
+    lua_getfield(L, LUA_REGISTRYINDEX, "fuzz_cli_flags");
     lua_newtable(L);
     const char *p = (const char *)data + 1, *end = (const char *)data + size;
     for (lua_Integer i = 1; p <= end; i++) {
@@ -95,13 +90,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         p = stop + 1;
     }
     lua_pushboolean(L, data[0] & 1);
-    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-        fprintf(stderr, "fuzz_cli_flags: %s\n", lua_tostring(L, -1));
-        FUZZ_CHECK(!"the check itself raised");
-    }
-    if (!lua_isnil(L, -1))
-        fprintf(stderr, "fuzz_cli_flags: %s\n", lua_tostring(L, -1));
-    FUZZ_CHECK(lua_isnil(L, -1));
-    lua_settop(L, 0);
+    fuzz_lua_expect_nil(L, 2, "fuzz_cli_flags");
     return 0;
 }

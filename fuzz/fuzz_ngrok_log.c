@@ -31,27 +31,15 @@ static const char check_lua[] =
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    L = fuzz_lua_state();
-    if (luaL_dostring(L, check_lua) != LUA_OK) {
-        fprintf(stderr, "%s\n", lua_tostring(L, -1));
-        abort();
-    }
-    lua_setfield(L, LUA_REGISTRYINDEX, "fuzz.check");
+    L = fuzz_lua_function(check_lua, "fuzz_ngrok_log");
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     lua_settop(L, 0);
-    lua_getfield(L, LUA_REGISTRYINDEX, "fuzz.check");
+    lua_getfield(L, LUA_REGISTRYINDEX, "fuzz_ngrok_log");
     lua_pushlstring(L, (const char *)data, size);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        fprintf(stderr, "fuzz_ngrok_log: %s\n", lua_tostring(L, -1));
-        FUZZ_CHECK(!"the check itself raised");
-    }
-    if (!lua_isnil(L, -1))
-        fprintf(stderr, "fuzz_ngrok_log: %s\n", lua_tostring(L, -1));
-    FUZZ_CHECK(lua_isnil(L, -1));
-    lua_settop(L, 0);
+    fuzz_lua_expect_nil(L, 1, "fuzz_ngrok_log");
     return 0;
 }

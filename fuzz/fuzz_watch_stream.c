@@ -24,18 +24,16 @@ static lua_State *L;
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    L = fuzz_lua_state();
     /* decode(s) -> true | false: cjson.decode under pcall, as kube.lua does */
-    if (luaL_dostring(L, "local cjson = require 'cjson'\n"
-                         "return function(s)\n"
-                         "  local ok, v = pcall(cjson.decode, s)\n"
-                         "  if ok and type(v) == 'table' then\n"
-                         "    local _ = v.kind, v.type, v.object, v.message, v.code, v.reason, v.details\n"
-                         "  end\n"
-                         "  return ok\n"
-                         "end") != LUA_OK)
-        abort();
-    lua_setfield(L, LUA_REGISTRYINDEX, "fuzz.decode");
+    L = fuzz_lua_function("local cjson = require 'cjson'\n"
+                          "return function(s)\n"
+                          "  local ok, v = pcall(cjson.decode, s)\n"
+                          "  if ok and type(v) == 'table' then\n"
+                          "    local _ = v.kind, v.type, v.object, v.message, v.code, v.reason, v.details\n"
+                          "  end\n"
+                          "  return ok\n"
+                          "end",
+                          "fuzz.decode");
     return 0;
 }
 
