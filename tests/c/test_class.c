@@ -5,7 +5,7 @@
  * one idempotent close behind :close(), __close and __gc, methods on a
  * closed handle refused (or answering as closed), and __tostring saying what
  * the handle is and "<label> (closed)" once closed. Table-driven over
- * process, kube config, kube client and kube watch.
+ * process, kube config, kube client, kube watch and landing.
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -41,6 +41,13 @@ int main(void)
               open = "^kube watch %(%a+%)$",
               new = function() return assert(new_client():watch{ path = "/echo", timeout = 10 }) end,
               use = function(h) return h:next(0) end },
+            { name = "czctl.landing", label = "landing", methods = {"address", "stats"},
+              open = "^landing 127%.0%.0%.1:%d+ %-> 127%.0%.0%.1:" .. port .. "$",
+              new = function()
+                  return assert(require("czctl.core.landing").open{ host = "127.0.0.1", target_port = port,
+                                                                    allow = "127.0.0.0/8" })
+              end,
+              use = function(h) return h:stats() end },
         }
     ));
     t_lua(L, "every handle class: __name, methods under __index only, __close, __gc, __tostring", LUA(
