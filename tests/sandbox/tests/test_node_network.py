@@ -148,6 +148,8 @@ class Isolation(unittest.TestCase):
             try:
                 nl.connect((addr, port), timeout=2).close()
                 reached.append(addr)
+            except TimeoutError:
+                pass    # dropped (another sandbox's host link, when several run at once)
             except OSError as e:
                 self.assertIn(e.errno, (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH), (addr, e))
         self.assertEqual(reached, [SB.net["hostGateway"]])
