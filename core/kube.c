@@ -1240,24 +1240,19 @@ static char *dialer_basic_line(const kube_client *k)
     }
     if (!user)
         return NULL;
+    /* both wiped when freed or moved: they hold the password */
+    czctl_buf plain = {.secret = 1}, line = {.secret = 1};
     errno = 0;
-    size_t ul = strlen(user), pl = strlen(pass), n = ul + 1 + pl;
-    char *plain = malloc(n + 1), *line = malloc(4 * (n / 3 + 1) + 32);
-    if (plain && line) {
-        memcpy(plain, user, ul);
-        plain[ul] = ':';
-        memcpy(plain + ul + 1, pass, pl);
-        memcpy(line, "Authorization: Basic ", 21);
-        up_base64((unsigned char *)plain, n, line + 21);
-    } else {
-        free(line);
-        line = NULL;
-    }
-    if (plain) {
-        explicit_bzero(plain, n);
-        free(plain);
-    }
-    return line;
+    char *out = NULL;
+    if (czctl_buf_addstr(&plain, user) == 0 && czctl_buf_add(&plain, ":", 1) == 0 &&
+        czctl_buf_addstr(&plain, pass) == 0 && czctl_buf_addstr(&line, "Authorization: Basic ") == 0 &&
+        czctl_buf_add_base64(&line, plain.data + plain.start, czctl_buf_unread(&plain)) == 0)
+        out = czctl_buf_take(&line, NULL);
+    czctl_buf_free(&plain);
+    czctl_buf_free(&line);
+    if (!out)
+        errno = ENOMEM;
+    return out;
 }
 
 /* Appends s and CR LF to buf at *w (NULL buf: only counts). */

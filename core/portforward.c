@@ -60,6 +60,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "buf.h"
 #include "czctl.h"
 #include "kube_stream.h"
 #include "relay_proto.h"
@@ -215,8 +216,7 @@ struct conn {
     struct curlsock cs[4];
     double curl_at;      /* libcurl's timer: 0 none */
     int fd, events;
-    char *head;          /* the request head (secret until sent) */
-    size_t head_len, head_off;
+    czctl_buf head;      /* the request head, unsent (secret: wiped when freed) */
     char *url;
     char target[520];    /* "namespace/pod" this connection goes to */
     char key[25];
@@ -962,10 +962,7 @@ static void conn_free_now(struct conn *c)
     }
     if (c->easy)
         curl_easy_cleanup(c->easy);
-    if (c->head) {
-        explicit_bzero(c->head, c->head_len);
-        free(c->head);
-    }
+    czctl_buf_free(&c->head);
     free(c->url);
     iobuf_free(&c->in);
     iobuf_free(&c->out);
@@ -1353,23 +1350,14 @@ static int conn_finish_head(struct conn *c)
                      "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: " PF_SPDY_PROTOCOL
                      "\r\nContent-Length: 0\r\n\r\n");
     }
-    char *nh = malloc(c->head_len + (size_t)n + 1);
-    if (!nh)
-        return -1;
-    memcpy(nh, c->head, c->head_len);
-    memcpy(nh + c->head_len, extra, (size_t)n + 1);
-    explicit_bzero(c->head, c->head_len);
-    free(c->head);
-    c->head = nh;
-    c->head_len += (size_t)n;
-    return 0;
+    return czctl_buf_add(&c->head, extra, (size_t)n);
 }
 
 static void conn_send_head(struct conn *c)
 {
-    while (c->head_off < c->head_len) {
+    while (czctl_buf_unread(&c->head) > 0) {
         size_t n = 0;
-        CURLcode r = curl_easy_send(c->easy, c->head + c->head_off, c->head_len - c->head_off, &n);
+        CURLcode r = curl_easy_send(c->easy, c->head.data + c->head.start, czctl_buf_unread(&c->head), &n);
         if (r == CURLE_AGAIN) {
             conn_events(c);
             return;
@@ -1378,11 +1366,9 @@ static void conn_send_head(struct conn *c)
             conn_fail(c, curl_easy_strerror(r));
             return;
         }
-        c->head_off += n;
+        czctl_buf_consume(&c->head, n);
     }
-    explicit_bzero(c->head, c->head_len);
-    free(c->head);
-    c->head = NULL;
+    czctl_buf_free(&c->head);
     c->state = C_RECV;
     conn_events(c);
 }
@@ -1437,8 +1423,9 @@ static void conn_upgraded(struct conn *c, const char *head, size_t hl)
     const char *bad = NULL;
     if (c->proto == P_WS) {
         char want[29];
-        up_ws_accept(c->key, want);
-        if (!up_header(head, hl, "Upgrade", v, sizeof v) || !up_has_token(v, "websocket"))
+        if (up_ws_accept(c->key, want) != 0)
+            bad = "out of memory checking Sec-WebSocket-Accept";
+        else if (!up_header(head, hl, "Upgrade", v, sizeof v) || !up_has_token(v, "websocket"))
             bad = "101 without Upgrade: websocket";
         else if (!up_header(head, hl, "Sec-WebSocket-Accept", v, sizeof v) || strcmp(v, want) != 0)
             bad = "101 with a wrong Sec-WebSocket-Accept";
@@ -1599,14 +1586,20 @@ static int tun_dial_proto(struct tun *t, enum proto proto, int refresh)
         conn_fail(c, "libcurl: cannot create a handle");
         return -1;
     }
-    int r = czctl_kube_dialer_prepare(t->dialer, c->easy, proto == P_WS ? "GET" : "POST", path, refresh, &c->head,
-                                      &c->head_len, &c->url, &err);
+    char *head = NULL;
+    size_t head_len = 0;
+    int r = czctl_kube_dialer_prepare(t->dialer, c->easy, proto == P_WS ? "GET" : "POST", path, refresh, &head,
+                                      &head_len, &c->url, &err);
     if (r != 0) {
         conn_fail(c, err ? err : "interrupted");
         free(err);
         return -1;
     }
-    if (conn_finish_head(c) != 0) {
+    c->head.secret = 1;
+    int added = czctl_buf_add(&c->head, head, head_len);
+    explicit_bzero(head, head_len);
+    free(head);
+    if (added != 0 || conn_finish_head(c) != 0) {
         conn_fail(c, "out of memory");
         return -1;
     }
@@ -1974,30 +1967,41 @@ static void tun_release(struct tun *t)
     pthread_mutex_destroy(&t->lock);
 }
 
-static struct tun **check_handle(lua_State *L)
+/* The handle (core/class.c) holds the tunnel, made by pf_new once the
+ * handle exists. pf:close() (also __close, __gc) stops its thread and resets
+ * what is open; idempotent. */
+static void pf_release(void *p)
 {
-    return luaL_checkudata(L, 1, PF_MT);
-}
-
-static struct tun *check_open(lua_State *L)
-{
-    struct tun *t = *check_handle(L);
-    if (!t)
-        luaL_error(L, "attempt to use a closed port-forward");
-    return t;
-}
-
-/* pf:close() -> true; idempotent (also __close, __gc). Open streams are reset. */
-static int pf_close(lua_State *L)
-{
-    struct tun **h = check_handle(L);
+    struct tun **h = p;
     if (*h) {
         tun_release(*h);
         free(*h);
         *h = NULL;
     }
-    lua_pushboolean(L, 1);
-    return 1;
+}
+
+/* "portforward pool default/POD:9001 (up)" (the class says "(closed)") */
+static void pf_describe(lua_State *L, const void *p)
+{
+    struct tun *t = *(struct tun *const *)p;
+    if (!t) {
+        lua_pushliteral(L, "portforward (not started)");
+        return;
+    }
+    pthread_mutex_lock(&t->lock);
+    lua_pushfstring(L, "portforward %s %s/%s:%d (%s)", t->mode == R_POOL ? "pool" : "forward", t->ns, t->pod,
+                    t->remote_port, t->state);
+    pthread_mutex_unlock(&t->lock);
+}
+
+static const czctl_class pf_class;
+
+static struct tun *check_open(lua_State *L)
+{
+    struct tun *t = *(struct tun **)czctl_handle_check_open(L, 1, &pf_class);
+    if (!t)
+        luaL_argerror(L, 1, "portforward is not started");
+    return t;
 }
 
 /* pf:address() -> host, port (forward: where the local listener is) | nil, msg */
@@ -2147,20 +2151,6 @@ static int pf_retarget(lua_State *L)
     return 1;
 }
 
-static int pf_tostring(lua_State *L)
-{
-    struct tun *t = *check_handle(L);
-    if (!t) {
-        lua_pushliteral(L, "portforward (closed)");
-        return 1;
-    }
-    pthread_mutex_lock(&t->lock);
-    lua_pushfstring(L, "portforward %s %s/%s:%d (%s)", t->mode == R_POOL ? "pool" : "forward", t->ns, t->pod,
-                    t->remote_port, t->state);
-    pthread_mutex_unlock(&t->lock);
-    return 1;
-}
-
 static int field_int(lua_State *L, int t, const char *key, int def, int lo, int hi)
 {
     int type = lua_getfield(L, t, key);
@@ -2207,9 +2197,7 @@ static struct tun *pf_new(lua_State *L, enum role mode)
     if (ping < 0.05)
         luaL_error(L, "portforward: ping_interval must be at least 0.05 s");
 
-    struct tun **h = lua_newuserdatauv(L, sizeof *h, 1);
-    *h = NULL;
-    luaL_setmetatable(L, PF_MT);
+    struct tun **h = czctl_handle_new(L, &pf_class, sizeof *h, 1);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);   /* the client (and its kubeconfig) live as long as we do */
     struct tun *t = calloc(1, sizeof *t);
@@ -2315,12 +2303,7 @@ static int pf_open(lua_State *L, enum role mode)
     struct tun *t = pf_new(L, mode);
     if (t)
         return 1;
-    struct tun **h = luaL_checkudata(L, 3, PF_MT);
-    if (*h) {
-        tun_release(*h);
-        free(*h);
-        *h = NULL;
-    }
+    czctl_handle_close(L, 3, &pf_class);
     return lua_gettop(L) - 3;
 }
 
@@ -2345,20 +2328,13 @@ static int pf_pool(lua_State *L)
 
 static const luaL_Reg pf_methods[] = {
     {"address", pf_address},
-    {"close", pf_close},
     {"event", pf_event},
     {"retarget", pf_retarget},
     {"stats", pf_stats},
     {NULL, NULL},
 };
 
-static const luaL_Reg pf_metamethods[] = {
-    {"__close", pf_close},
-    {"__gc", pf_close},
-    {"__index", NULL},
-    {"__tostring", pf_tostring},
-    {NULL, NULL},
-};
+static const czctl_class pf_class = {PF_MT, "portforward", pf_methods, pf_release, pf_describe};
 
 static const luaL_Reg pf_funcs[] = {
     {"forward", pf_forward},
@@ -2369,12 +2345,6 @@ static const luaL_Reg pf_funcs[] = {
 int luaopen_czctl_core_portforward(lua_State *L)
 {
     luaL_newlib(L, pf_funcs);
-    if (luaL_newmetatable(L, PF_MT)) {
-        luaL_setfuncs(L, pf_metamethods, 0);
-        luaL_newlibtable(L, pf_methods);
-        luaL_setfuncs(L, pf_methods, 0);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    czctl_class_register(L, &pf_class);
     return 1;
 }

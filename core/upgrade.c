@@ -9,6 +9,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <errno.h>
+
+#include "buf.h"
 
 #include "upgrade.h"
 
@@ -218,22 +221,20 @@ void up_sha1(const void *data, size_t n, unsigned char out[20])
     }
 }
 
-void up_base64(const unsigned char *in, size_t n, char *out)
+/* The base64 of n bytes into out (cap bytes, NUL-terminated): the core's
+ * one encoder (buf.h). 0, or -1 (errno ENOMEM, or ERANGE when it does not fit). */
+static int base64_into(const void *in, size_t n, char *out, size_t cap)
 {
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t w = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        out[w++] = tbl[(v >> 18) & 63];
-        out[w++] = tbl[(v >> 12) & 63];
-        out[w++] = i + 1 < n ? tbl[(v >> 6) & 63] : '=';
-        out[w++] = i + 2 < n ? tbl[v & 63] : '=';
+    czctl_buf b = {0};
+    int r = czctl_buf_add_base64(&b, in, n);
+    if (r == 0 && czctl_buf_unread(&b) >= cap) {
+        errno = ERANGE;
+        r = -1;
     }
-    out[w] = '\0';
+    if (r == 0)
+        memcpy(out, b.data + b.start, czctl_buf_unread(&b) + 1);
+    czctl_buf_free(&b);
+    return r;
 }
 
 int up_ws_key(char out[25])
@@ -241,11 +242,10 @@ int up_ws_key(char out[25])
     unsigned char raw[16];
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
         return -1;
-    up_base64(raw, sizeof raw, out);
-    return 0;
+    return base64_into(raw, sizeof raw, out, 25);
 }
 
-void up_ws_accept(const char *key, char out[29])
+int up_ws_accept(const char *key, char out[29])
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     char buf[128];
@@ -254,7 +254,7 @@ void up_ws_accept(const char *key, char out[29])
     memcpy(buf + kl, guid, sizeof guid - 1);
     unsigned char d[20];
     up_sha1(buf, kl + sizeof guid - 1, d);
-    up_base64(d, sizeof d, out);
+    return base64_into(d, sizeof d, out, 29);
 }
 
 /* ---- refusal messages ------------------------------------------------------------ */

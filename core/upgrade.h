@@ -37,15 +37,13 @@ int up_has_token(const char *value, const char *token);
  * when the kernel gave no randomness. */
 int up_ws_key(char out[25]);
 
-/* The Sec-WebSocket-Accept a server must answer for key. */
-void up_ws_accept(const char *key, char out[29]);
+/* The Sec-WebSocket-Accept a server must answer for key. 0, or -1 (errno
+ * ENOMEM). */
+int up_ws_accept(const char *key, char out[29]);
 
 /* SHA-1 of n bytes (for the accept value; not for anything secret). */
 void up_sha1(const void *data, size_t n, unsigned char out[20]);
 
-/* Standard base64 with padding of n bytes into out (4 * ceil(n / 3) + 1
- * bytes, NUL-terminated). */
-void up_base64(const unsigned char *in, size_t n, char *out);
 
 /*
  * One line for a refusal body: the "message" of a Kubernetes Status in

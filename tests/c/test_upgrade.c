@@ -26,7 +26,7 @@ struct msg_case {
 int main(void)
 {
     char accept[29];
-    up_ws_accept("dGhlIHNhbXBsZSBub25jZQ==", accept);
+    t_ok(up_ws_accept("dGhlIHNhbXBsZSBub25jZQ==", accept) == 0, "up_ws_accept succeeds", "");
     t_ok(!strcmp(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "Sec-WebSocket-Accept of RFC 6455's example key", accept);
 
     unsigned char d[20];
