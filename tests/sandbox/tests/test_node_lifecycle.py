@@ -110,7 +110,7 @@ class LifecycleTest(unittest.TestCase):
         pids = []
         for prefix in ("doomed-", ):
             for p in SB.pods(prefix=prefix):
-                found = nl.pids_of_pod("default", p["metadata"]["name"], p["status"]["podIP"])
+                found = nl.pids_of_pod(SB.dir, p)
                 self.assertTrue(found, "no process found for pod %s" % p["metadata"]["name"])
                 pids += found
         self.assertGreaterEqual(len(pids), 3 + 2, "echo x2 + nginx master and workers")

@@ -90,7 +90,7 @@ class NginxTest(unittest.TestCase):
         self.assertTrue(ip.startswith("127.1."), ip)
         status, body = nl.http_get(ip, 8080, "/static")
         self.assertEqual(status, 200)
-        conf = open(os.path.join(SB.dir, "pods", "default", pod["metadata"]["name"], "main.nginx.conf")).read()
+        conf = open(os.path.join(SB.dir, "pods", "default", pod["metadata"]["name"], "containers", "main", "nginx.conf")).read()
         self.assertIn("listen %s:8080;" % ip, conf)
         self.assertNotIn("[::]", conf)
 
