@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Images (what each holds, how its command line is built), the stand-in
+NGINX rewrite for pods on this machine's network (k8s/hostnet.py), the
+timing switch, pod IPs and the echo server, without a cluster."""
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.dont_write_bytecode = True
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+import nodelib  # noqa: E402,F401  (puts tests/lib on sys.path)
+import tap  # noqa: E402
+from k8s import hostnet  # noqa: E402
+from k8s import images  # noqa: E402
+from k8s import kubelet  # noqa: E402
+from k8s import nodeutil  # noqa: E402
+from k8s import timing  # noqa: E402
+
+POD_IP = "127.1.200.7"
+SERVICES = {"web": "127.2.0.9", "web.default": "127.2.0.9", "web.default.svc": "127.2.0.9",
+            "web.default.svc.cluster.local": "127.2.0.9"}
+LOAD_STREAM = ["-g", "load_module modules/ngx_stream_module.so;"] if images.stream_is_dynamic() else []
+
+
+class CommandTest(unittest.TestCase):
+    def test_command_and_args_replace_entrypoint_and_cmd(self):
+        g = "load_module modules/ngx_stream_module.so; " if LOAD_STREAM else ""
+        cases = [
+            # (kind, command, args) -> (argv, entrypoint step)
+            (("nginx", None, None), (["nginx", "-p", "/etc/nginx/", "-g", g + "daemon off;"], "nginx")),
+            (("nginx", None, ["nginx-debug", "-g", "daemon off;"]),
+             (["nginx", "-p", "/etc/nginx/", "-g", g + "daemon off;"], "nginx")),
+            (("nginx-unprivileged", ["nginx", "-e", "/dev/stderr", "-c", "/etc/czctl/nginx.conf", "-g", "daemon off;"],
+              None), (["nginx", "-p", "/etc/nginx/", "-e", "/dev/stderr", "-c", "/etc/czctl/nginx.conf", "-g",
+                       g + "daemon off;"], None)),
+            (("nginx", ["/docker-entrypoint.sh"], ["nginx", "-c", "/x.conf"]),
+             (["nginx", "-p", "/etc/nginx/", "-c", "/x.conf"] + LOAD_STREAM, "nginx")),
+            (("nginx", ["sh", "-c"], ["echo $(POD) $$(POD) $(NOPE)"]), (["sh", "-c", "echo p1 $(POD) $(NOPE)"], None)),
+            (("echo", None, ["ignored"]), (["python3", "-I", "/sandbox-echo/echo.py"], None)),
+            (("echo", ["sleep"], ["5"]), (["sleep", "5"], None)),
+        ]
+        for (kind, command, args), want in cases:
+            with self.subTest(kind=kind, command=command, args=args):
+                self.assertEqual(images.container_argv(kind, command, args, {"POD": "p1"}), want)
+        self.assertEqual(images.nginx_conf_path(["nginx", "-c", "/etc/czctl/nginx.conf"]), "/etc/czctl/nginx.conf")
+        self.assertEqual(images.nginx_conf_path(["nginx"]), "/etc/nginx/nginx.conf")
+
+    def test_nginx_layers_are_owned_as_in_the_images(self):
+        for kind, owner, mode in (("nginx", (0, 0), 0o755), ("nginx-unprivileged", (101, 0), 0o775)):
+            with self.subTest(kind=kind):
+                d = tempfile.mkdtemp(prefix="layer-")
+                try:
+                    images.populate(os.path.join(d, "root"), os.path.join(d, "usr"), kind)
+                    for path in ("etc/nginx", "var/cache/nginx"):
+                        st = os.stat(os.path.join(d, "root", path))
+                        self.assertEqual(((st.st_uid, st.st_gid), stat.S_IMODE(st.st_mode)), (owner, mode), path)
+                    self.assertEqual(os.readlink(os.path.join(d, "root/var/log/nginx/access.log")), "/dev/stdout")
+                    self.assertEqual(os.readlink(os.path.join(d, "root/var/lib/nginx")), "/var/cache/nginx")
+                    self.assertEqual(stat.S_IMODE(os.stat(os.path.join(d, "root/tmp")).st_mode), 0o1777)
+                    self.assertIn("nginx:x:101:101:", open(os.path.join(d, "root/etc/passwd")).read())
+                    self.assertIn("Welcome to nginx!", open(os.path.join(d, "usr/share/nginx/html/index.html")).read())
+                    conf = open(os.path.join(d, "root/etc/nginx/nginx.conf")).read()
+                    self.assertEqual("user  nginx;" in conf, kind == "nginx")
+                    self.assertIn("pid        /tmp/nginx.pid;" if kind != "nginx" else "pid        /var/run/nginx.pid;",
+                                  conf)
+                finally:
+                    shutil.rmtree(d, ignore_errors=True)
+        self.assertEqual(images.user_entry("nginx-unprivileged", 101), (101, "/nonexistent"))
+        self.assertEqual(images.user_entry("echo", 101), None)
+        self.assertEqual(images.config("nginx-unprivileged")["user"], (101, 101))
+
+
+class StandInTest(unittest.TestCase):
+    """Until pods have network namespaces: only listen, upstream and resolver are rewritten."""
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="standin-")
+        images.populate(os.path.join(self.root, "rootfs"), os.path.join(self.root, "usr"), "nginx")
+
+    def tearDown(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def host_path(self, p):
+        return self.root + "/rootfs" + p
+
+    def tr(self, text, root_master=True):
+        path = self.host_path("/etc/nginx/t.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        t = hostnet.Translator(self.host_path, POD_IP, resolve=SERVICES.get, root_master=root_master)
+        return t.translate("/etc/nginx/t.conf"), t
+
+    def test_listen_forms_become_the_pod_ip(self):
+        cases = [
+            ("listen 80;", "listen %s:80;" % POD_IP),
+            ("listen *:8080 default_server;", "listen %s:8080 default_server;" % POD_IP),
+            ("listen 0.0.0.0:81;", "listen %s:81;" % POD_IP),
+            ("listen 127.0.0.1:82;", "listen %s:82;" % POD_IP),
+            ("listen localhost:83;", "listen %s:83;" % POD_IP),
+            ("listen 8443 ssl;", "listen %s:8443 ssl;" % POD_IP),
+        ]
+        for src, want in cases:
+            with self.subTest(src=src):
+                out, t = self.tr("events {} http { server { %s } }" % src)
+                self.assertIn(want, out)
+
+    def test_ipv6_listens_are_dropped(self):
+        out, t = self.tr("events {} http { server { listen 80; listen [::]:80 ipv6only=on; } }")
+        self.assertNotIn("[::]", out)
+        self.assertEqual(t.listens, {80})
+
+    def test_server_without_listen_gets_the_default_port(self):
+        out, t = self.tr("events {} http { server { server_name x; } }")
+        self.assertIn("listen %s:80;" % POD_IP, out)
+        out, t = self.tr("events {} http { server { server_name x; } }", root_master=False)
+        self.assertIn("listen %s:8000;" % POD_IP, out)
+
+    def test_everything_else_is_left_as_written(self):
+        text = ("user nginx; pid /tmp/nginx.pid; daemon on; error_log /dev/stderr; events {} http { "
+                "access_log /var/log/nginx/x.log main; client_body_temp_path /tmp/cb; "
+                "server { listen 80; root /srv/www; location /a { alias /data/a/; } } }")
+        out, _ = self.tr(text)
+        for want in ("user nginx;", "pid /tmp/nginx.pid;", "daemon on;", "access_log /var/log/nginx/x.log main;",
+                     "client_body_temp_path /tmp/cb;", "root /srv/www;", "alias /data/a/;"):
+            self.assertIn(want, out)
+
+    def test_includes_are_inlined_from_the_containers_files(self):
+        out, t = self.tr(open(self.host_path("/etc/nginx/nginx.conf")).read())
+        self.assertNotIn("include", out)
+        self.assertIn("listen %s:80;" % POD_IP, out)       # from conf.d/default.conf
+        self.assertIn("text/html", out)                      # from mime.types
+        self.assertIn("root /usr/share/nginx/html;", out)
+
+    def test_service_names_in_upstreams_resolve_to_cluster_ips(self):
+        out, _ = self.tr("events {} http { upstream orig { server web:8080; server web.default.svc:81; } "
+                         "server { listen 80; location / { proxy_pass http://orig; } "
+                         "location /b { proxy_pass http://web.default.svc.cluster.local:8080/x; } "
+                         "location /c { proxy_pass http://localhost:9000; } "
+                         "location /d { proxy_pass http://127.0.0.1:7000; } } }")
+        self.assertIn("server 127.2.0.9:8080;", out)
+        self.assertIn("server 127.2.0.9:81;", out)
+        self.assertIn("proxy_pass http://orig;", out)
+        self.assertIn("proxy_pass http://127.2.0.9:8080/x;", out)
+        self.assertIn("proxy_pass http://%s:9000;" % POD_IP, out)
+        self.assertIn("proxy_pass http://127.0.0.1:7000;", out)
+
+    def test_unknown_host_names_fail_like_nginx_without_dns(self):
+        with self.assertRaises(hostnet.UnresolvedHost):
+            self.tr("events {} http { server { listen 80; location / { proxy_pass http://nowhere.example:80; } } }")
+
+    def test_resolvers_outside_loopback_are_replaced(self):
+        out, _ = self.tr("events {} http { resolver 10.96.0.10 valid=10s; server { listen 80; } }")
+        self.assertIn("resolver 127.0.0.1 valid=10s;", out)
+
+    def test_stream_listens_become_the_pod_ip(self):
+        out, t = self.tr("events {} http { server { listen 8080; } }\n"
+                         "stream { server { listen 8081 reuseport; proxy_pass web:443; }\n"
+                         "         server { listen 0.0.0.0:8082 udp reuseport; proxy_pass 127.2.0.9:53; } }")
+        self.assertIn("listen %s:8081 reuseport;" % POD_IP, out)
+        self.assertIn("listen %s:8082 udp reuseport;" % POD_IP, out)
+        self.assertIn("proxy_pass 127.2.0.9:443;", out)
+        self.assertEqual(t.listens, {8080, 8081}, "UDP listens are not waited for as TCP")
+
+
+class TimingTest(unittest.TestCase):
+    def test_sandbox_timing_values(self):
+        self.assertEqual(timing.parse(""), (False, {k: 0.0 for k in timing.REALISTIC}))
+        self.assertEqual(timing.parse("realistic"), (True, timing.REALISTIC))
+        realistic, fig = timing.parse("realistic,volume_sync=2,image_pull=0.5")
+        self.assertTrue(realistic)
+        self.assertEqual((fig["volume_sync"], fig["image_pull"], fig["pod_sandbox"]),
+                         (2.0, 0.5, timing.REALISTIC["pod_sandbox"]))
+        for bad in ("slow", "realistic,nope=1", "realistic,image_pull=x", "realistic,image_pull=-1"):
+            with self.subTest(bad=bad):
+                with self.assertRaises(timing.TimingError):
+                    timing.parse(bad)
+
+    def test_kubelet_resync_and_proxy_lag(self):
+        try:
+            timing.configure("realistic,volume_sync=60,endpoints_lag=0.3,proxy_min_sync=1")
+            for _ in range(20):
+                self.assertTrue(60 <= timing.pod_resync_interval() <= 90)
+            self.assertEqual(timing.datapath_due(100.0, None), 100.3)
+            self.assertEqual(timing.datapath_due(100.0, 99.5), 100.5)
+            self.assertEqual(timing.image_pull(False, False), timing.REALISTIC["image_pull"])
+            self.assertEqual(timing.image_pull(True, False), 0.0)
+            timing.configure("")
+            self.assertIsNone(timing.pod_resync_interval())
+            self.assertEqual(timing.datapath_due(100.0, 99.9), 100.0)
+        finally:
+            timing.configure(os.environ.get(timing.ENV, ""))
+
+    def test_quantities(self):
+        for q, want in (("64Mi", 64 << 20), ("500m", 0.5), ("1", 1), ("129e6", 129e6), ("1Gi", 1 << 30),
+                        ("123M", 123e6), ("x", None), (None, None)):
+            with self.subTest(q=q):
+                self.assertEqual(nodeutil.parse_quantity(q), want)
+
+
+class ImageTest(unittest.TestCase):
+    def test_image_kinds(self):
+        for image, kind in [("nginx", "nginx"), ("nginx:1.27-alpine", "nginx"), ("docker.io/library/nginx", "nginx"),
+                            ("nginxinc/nginx-unprivileged:stable", "nginx-unprivileged"),
+                            ("sandbox/echo", "echo"), ("sandbox/echo:v2", "echo"),
+                            ("busybox", None), ("quay.io/nginx/nginx-unprivileged", None), ("", None)]:
+            with self.subTest(image=image):
+                self.assertEqual(images.kind_of(image), kind)
+        self.assertEqual(images.normalized("nginx"), "docker.io/library/nginx:latest")
+
+    def test_ipam_hands_out_unique_loopback_addresses(self):
+        ipam = kubelet.IPAM()
+        a = [ipam.allocate() for _ in range(300)]
+        self.assertEqual(len(set(a)), 300)
+        self.assertTrue(all(ip.startswith("127.1.") and not ip.endswith(".0") and not ip.endswith(".255")
+                            for ip in a))
+        ipam.release(a[0])
+        self.assertNotEqual(ipam.allocate(), a[0], "a freed address is not reused at once")
+
+
+class EchoTest(unittest.TestCase):
+    def test_echo_reports_pod_port_and_headers(self):
+        env = dict(os.environ, POD_NAME="p1", POD_NAMESPACE="ns1")
+        proc = subprocess.Popen([sys.executable, "-I", images.ECHO_PY, "--ip", "127.1.250.1", "--port", "18081",
+                                 "--port", "18082", "--container", "c1"], env=env, stdout=subprocess.PIPE)
+        try:
+            proc.stdout.readline()
+            for port in (18081, 18082):
+                s = socket.create_connection(("127.1.250.1", port), timeout=3)
+                s.sendall(b"POST /a HTTP/1.1\r\nHost: h\r\nX-One: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"3\r\nabc\r\n0\r\n\r\n")
+                f = s.makefile("rb")
+                self.assertIn(b"200 OK", f.readline())
+                n = 0
+                while True:
+                    line = f.readline().strip()
+                    if not line:
+                        break
+                    if line.lower().startswith(b"content-length"):
+                        n = int(line.split(b":")[1])
+                doc = json.loads(f.read(n))
+                s.close()
+                self.assertEqual((doc["pod"], doc["namespace"], doc["container"], doc["port"]),
+                                 ("p1", "ns1", "c1", port))
+                self.assertEqual(doc["headers"]["X-One"], "1")
+                self.assertEqual(doc["body"]["length"], 3)
+        finally:
+            proc.terminate()
+            proc.wait(5)
+
+
+if __name__ == "__main__":
+    tap.main()
