@@ -739,14 +739,15 @@ class PodWorker:
         self._start(c)
 
     def _pull(self, c, nowm):
-        """The image pull before a start: instant in fast mode (the image is on
-        the node); in realistic mode the first use of an image on the node (and
-        every start with imagePullPolicy Always) waits for a pull, one pull at
-        a time, as the kubelet's serialized puller. True once the image is there."""
-        always = (c.spec.get("imagePullPolicy") or "IfNotPresent") == "Always"
+        """EnsureImageExists before each start: instant in fast mode (the image
+        is on the node); in realistic mode the first use of an image on the
+        node (and every start with imagePullPolicy Always) waits for a pull,
+        one pull at a time, as the kubelet's serialized puller. True once the
+        image is there for this start."""
+        if c.pulled:
+            return True
         if c.pull_done_at is None:
-            if c.pulled and not always:
-                return True
+            always = (c.spec.get("imagePullPolicy") or "IfNotPresent") == "Always"
             done, secs = self.kubelet.pull(c.image, always)
             if done is None:
                 c.pulled = True
@@ -831,6 +832,7 @@ class PodWorker:
         return (int(mem) if mem else None, cpu * 1000 if cpu else None, cpu_req * 1000 if cpu_req else None)
 
     def _start(self, c):
+        c.pulled = False   # the next start ensures the image again
         logp = self._log_path(c)
         if c.ever_started and os.path.exists(logp):
             os.replace(logp, os.path.join(self.dir, "%s.previous.log" % c.name))

@@ -27,12 +27,12 @@ and an error text after it if exec failed, so EOF after "." means the command
 runs, and EOF with nothing means the launcher died first (e.g. OOM-killed).
 
 This file must stay importable without the sandbox package (the launcher runs
-it as a script) and cheap to start (stdlib only: ctypes, json, os).
+it as a script) and cheap to start: the launcher imports only os, sys, marshal
+(the spec's format: no json, whose `re` import alone doubles the start) and
+ctypes; everything else is imported where the library side needs it.
 """
-import ctypes
-import json
+import marshal
 import os
-import signal
 import sys
 
 CLONE_NEWNS = 0x00020000
@@ -44,6 +44,7 @@ MNT_DETACH = 2
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 TIOCSCTTY = 0x540E
+SIGKILL = 9
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
 
 CAP_NAMES = ("CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
@@ -183,7 +184,7 @@ class Cgroup:
                 return True
             for pid in pids:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, SIGKILL)
                 except OSError:
                     pass
             _sleep(0.01)
@@ -212,7 +213,7 @@ def remove_cgroups(sandbox_id):
                 with open(os.path.join(dirpath, "cgroup.procs")) as f:
                     for pid in f.read().split():
                         try:
-                            os.kill(int(pid), signal.SIGKILL)
+                            os.kill(int(pid), SIGKILL)
                         except (OSError, ValueError):
                             pass
             except OSError:
@@ -261,6 +262,7 @@ _libc = None
 def libc():
     global _libc
     if _libc is None:
+        import ctypes
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
         _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
@@ -271,6 +273,7 @@ def libc():
 
 def _check(rc, what):
     if rc != 0:
+        import ctypes
         e = ctypes.get_errno()
         raise OSError(e, "%s: %s" % (what, os.strerror(e)))
 
@@ -323,10 +326,16 @@ def _interpreter():
 
 
 def write_spec(path, spec):
+    """The launcher's spec (marshal: str, int, bool, None, list and dict only)."""
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(spec, f)
+    with os.fdopen(fd, "wb") as f:
+        marshal.dump(spec, f)
     os.replace(path + ".tmp", path)
+
+
+def read_spec(path):
+    with open(path, "rb") as f:
+        return marshal.load(f)
 
 
 def _read_status(fd, proc, timeout):
@@ -506,10 +515,26 @@ def _become(spec, cgroup_fds):
     os.umask(0o022)
 
 
+def _envsubst(text, env):
+    """envsubst restricted to defined variables: ${VAR} replaced, anything else kept
+    (no `re`: nothing can be imported once the container's root is in place)."""
+    out, i = [], 0
+    while True:
+        j = text.find("${", i)
+        k = text.find("}", j + 2) if j >= 0 else -1
+        if k < 0:
+            out.append(text[i:])
+            return "".join(out)
+        name = text[j + 2:k]
+        ok = name and (name[0].isalpha() or name[0] == "_") and all(ch.isalnum() or ch == "_" for ch in name)
+        out.append(text[i:j])
+        out.append(env[name] if ok and name in env else text[j:k + 1])
+        i = k + 1
+
+
 def _nginx_entrypoint(env, log):
     """The official NGINX images' 20-envsubst-on-templates.sh, run as the container user:
     /etc/nginx/templates/**/*.template -> /etc/nginx/conf.d/**, ${VAR} of defined variables."""
-    import re
     tdir = env.get("NGINX_ENVSUBST_TEMPLATE_DIR", "/etc/nginx/templates")
     suffix = env.get("NGINX_ENVSUBST_TEMPLATE_SUFFIX", ".template")
     out_dir = env.get("NGINX_ENVSUBST_OUTPUT_DIR", "/etc/nginx/conf.d")
@@ -530,7 +555,7 @@ def _nginx_entrypoint(env, log):
             log("%s: Running envsubst on %s to %s" % (me, src, dst))
             with open(src, errors="replace") as fh:
                 text = fh.read()
-            text = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: env.get(m.group(1), m.group(0)), text)
+            text = _envsubst(text, env)
             with open(dst, "w") as fh:
                 fh.write(text)
 
@@ -573,8 +598,7 @@ def main_run(spec_path, status_fd):
     status_fd = int(status_fd)
     os.set_inheritable(status_fd, False)
     try:
-        with open(spec_path) as f:
-            spec = json.load(f)
+        spec = read_spec(spec_path)
         cgroup_fds = _open_cgroups(spec)
         if spec.get("netns"):
             fd = os.open(spec["netns"], os.O_RDONLY | os.O_CLOEXEC)
@@ -601,9 +625,9 @@ def main_exec(spec_path, pid, status_fd, tty, argv):
     status_fd = int(status_fd)
     os.set_inheritable(status_fd, False)
     try:
-        with open(spec_path) as f:
-            spec = json.load(f)
+        spec = read_spec(spec_path)
         cgroup_fds = _open_cgroups(spec)
+        libc()   # loaded before the container's root hides this machine's libraries
         fds = [(os.open("/proc/%s/ns/%s" % (pid, ns), os.O_RDONLY | os.O_CLOEXEC), flag)
                for ns, flag in (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("mnt", CLONE_NEWNS))]
         for fd, flag in fds:
@@ -611,8 +635,7 @@ def main_exec(spec_path, pid, status_fd, tty, argv):
             os.close(fd)
         if tty == "1":
             os.setsid()
-            import fcntl
-            fcntl.ioctl(0, TIOCSCTTY, 0)
+            _check(libc().ioctl(0, TIOCSCTTY, 0), "controlling terminal")
         _become(spec, cgroup_fds)
         try:
             os.chdir(spec.get("cwd") or "/")

@@ -110,6 +110,34 @@ class ContainerTest(unittest.TestCase):
         finally:
             box.close()
 
+    def test_exec_with_a_terminal_gets_it_as_controlling_terminal(self):
+        box = Box("tty-1", ["sleep", "30"])
+        master, slave = os.openpty()
+        try:
+            proc = box.start()
+            p = runtime.ExecContext(box.path, proc.pid).spawn(
+                ["sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; set -- $(cat /proc/$$/stat); "
+                       "[ \"$7\" != 0 ] && echo ctty"],
+                stdin=slave, stdout=slave, stderr=slave, tty=True)
+            os.close(slave)
+            slave = None
+            p.wait(10)
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            self.assertEqual(out.decode().split(), ["is-a-tty", "ctty"])
+        finally:
+            os.close(master)
+            if slave is not None:
+                os.close(slave)
+            box.close()
+
     def test_a_missing_command_is_a_start_error(self):
         box = Box("missing-1", ["no-such-server", "--flag"])
         try:
