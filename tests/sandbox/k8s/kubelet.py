@@ -142,7 +142,7 @@ class Container:
         self.ever_started = False
         self.run_started_mono = None
         self.cgroup = None         # runtime.Cgroup of the current instance
-        self.spec_path = None      # the launcher's spec (also the exec context's)
+        self.runtime_spec = None   # what the runtime started it with (also the exec context's)
         self.pull_done_at = None   # realistic timing: when the image pull ends
         self.start_at = None       # realistic timing: when create+start ends
         self.stopping = False      # a stop (hook, signal) is in progress
@@ -257,6 +257,7 @@ class PodWorker:
             self._bind()
             os.makedirs(self.dir, exist_ok=True)
             self._create_sandbox()
+            nowm = time.monotonic()
         if not self.volumes_ready:
             try:
                 self._setup_volumes()
@@ -864,7 +865,7 @@ class PodWorker:
         if c.cgroup is None:
             c.cgroup = runtime.Cgroup(self.kubelet.sandbox_id, self.uid, c.name)
         c.cgroup.create(*self._limits(c))
-        pass_fds = [self.uts_fd]
+        pass_fds = []
         conf_fd = None
         try:
             if self.netns is None and c.kind != "echo" and os.path.basename(argv[0]) == "nginx":
@@ -876,16 +877,15 @@ class PodWorker:
             self._record_failed_start(c, e)
             return
         spec = {"root": self._root(c), "readonly_root": sec["readonly_root"], "mounts": mounts,
-                "netns": self.netns, "utsns": "/proc/%d/fd/%d" % (os.getpid(), self.uts_fd),
+                "netns": self.netns, "uts_fd": self.uts_fd,
                 "cgroup_procs": c.cgroup.procs_files(), "uid": sec["uid"], "gid": sec["gid"],
                 "groups": sec["groups"], "caps": sec["caps"], "no_new_privs": sec["no_new_privs"],
                 "env": env, "cwd": c.spec.get("workingDir") or c.image_config()["workdir"], "argv": argv,
                 "entrypoint": entrypoint}
-        c.spec_path = os.path.join(self._cdir(c), "spec.json")
-        runtime.write_spec(c.spec_path, spec)
+        c.runtime_spec = spec
         logf = open(logp, "ab")
         try:
-            proc = runtime.launch(c.spec_path, logf, logf, pass_fds=pass_fds)
+            proc = runtime.launch(spec, logf, logf, pass_fds=pass_fds)
         except runtime.StartFailure as e:
             msg = e.message
             if e.before_exec and c.cgroup.oom_killed():
@@ -1133,9 +1133,9 @@ class PodWorker:
     # -- lifecycle hooks and stopping --------------------------------------------
     def _exec_context(self, c):
         proc = c.proc
-        if proc is None or c.spec_path is None:
+        if proc is None or c.runtime_spec is None:
             return None
-        return runtime.ExecContext(c.spec_path, proc.pid)
+        return runtime.ExecContext(c.runtime_spec, proc.pid)
 
     def _exec(self, c, argv, timeout):
         """Run argv in the container as ExecSync does: (exit code or None on

@@ -1,39 +1,33 @@
 """The sandbox node's container runtime: what runc and containerd do for a container.
 
-Library side (imported by the kubelet, in the cluster process):
-    launch(spec, spec_path, log_fd) -> Container      # start one container
-    ExecContext(spec_path, pid).spawn(argv, ...)       # a further process inside it
-    Cgroup(sandbox_id, pod_uid, name)                  # cgroup v1 memory + cpu
-    new_uts_namespace(hostname) -> fd                  # the pod's hostname, shared by its containers
-    capabilities(security_context) -> [int]            # the bounding set a container keeps
-    remove_cgroups(sandbox_id)                         # `sandbox down`: whatever a dead cluster left
+    launch(spec, stdout, stderr, pass_fds) -> Popen     # start one container
+    ExecContext(spec, pid).spawn(argv, ...)             # a further process inside it
+    Cgroup(sandbox_id, pod_uid, name)                   # cgroup v1 memory + cpu
+    new_uts_namespace(hostname) -> fd                   # the pod's hostname, shared by its containers
+    capabilities(security_context) -> [int]             # the bounding set a container keeps
+    remove_cgroups(sandbox_id)                          # `sandbox down`: whatever a dead cluster left
 
-Launcher side: `python3 -I -S runtime.py run SPEC STATUS_FD` and
-`... exec SPEC PID STATUS_FD TTY ARGV...` (the process becomes the container's
-process with exec(2), so the kubelet's child *is* the container):
-  - joins the pod's network namespace (a path, from the pod network; none:
-    this machine's namespace) and UTS namespace (the pod's hostname),
-  - a mount namespace of its own (private propagation, so nothing reaches
-    this machine's mounts) whose root is the image's layer directory bound on
-    itself, with this machine's /usr (binaries and libraries) bound read-only,
-    a fresh /proc, a small /dev, /sys read-only, the pod's /etc/hosts,
-    /etc/resolv.conf and /etc/hostname, and the volumes at their mount paths;
-    `readOnlyRootFilesystem` remounts the root read-only; pivot_root into it,
+A container's process is forked from the cluster process (subprocess with a
+preexec function: no interpreter to start, so a start costs a fork and the
+mounts) and, before it execs the command, the child:
+  - joins the pod's network namespace (an open file from the pod network;
+    none: this machine's) and UTS namespace (the pod's hostname),
+  - makes a mount namespace of its own (private propagation, so nothing
+    reaches this machine's mounts) whose root is the image's layer directory
+    bound on itself, with this machine's /usr (binaries and libraries) bound
+    read-only, a fresh /proc, a small /dev, /sys read-only, the pod's
+    /etc/hosts, /etc/resolv.conf and /etc/hostname, and the volumes at their
+    mount paths; `readOnlyRootFilesystem` remounts the root read-only;
+    pivot_root into it,
   - joins the container's cgroups, gives its stdout/stderr to the container
-    user (as runc does), drops capabilities outside the bounding set,
-    sets groups, gid and uid, no_new_privs, and execs the command.
-The status fd is close-on-exec: the launcher writes "." just before exec(2)
-and an error text after it if exec failed, so EOF after "." means the command
-runs, and EOF with nothing means the launcher died first (e.g. OOM-killed).
-
-This file must stay importable without the sandbox package (the launcher runs
-it as a script) and cheap to start: the launcher imports only os, sys, marshal
-(the spec's format: no json, whose `re` import alone doubles the start) and
-ctypes; everything else is imported where the library side needs it.
+    user (as runc does), drops capabilities outside the bounding set, sets
+    groups, gid and uid, no_new_privs, and execs the command (subprocess
+    searches the container's $PATH, in the container's root).
+The child of a multi-threaded process may only run code that takes no lock
+another thread could hold: no imports, no logging, nothing but os calls,
+libc calls through ctypes (loaded before the fork) and plain objects.
 """
-import marshal
 import os
-import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -257,24 +251,27 @@ def _sleep(s):
 # libc
 
 _libc = None
+_ctypes = None
 
 
 def libc():
-    global _libc
+    """libc through ctypes (load it before forking a child that uses it)."""
+    global _libc, _ctypes
     if _libc is None:
         import ctypes
+        _ctypes = ctypes
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
         _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
         _libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
         _libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+        _libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_int)
     return _libc
 
 
 def _check(rc, what):
     if rc != 0:
-        import ctypes
-        e = ctypes.get_errno()
+        e = _ctypes.get_errno()
         raise OSError(e, "%s: %s" % (what, os.strerror(e)))
 
 
@@ -319,120 +316,118 @@ def new_uts_namespace(hostname):
 
 
 # ---------------------------------------------------------------------------
-# library side: starting a container, exec in a running one
+# starting a container, exec in a running one
 
-def _interpreter():
-    return [sys.executable, "-I", "-S", os.path.abspath(__file__)]
-
-
-def write_spec(path, spec):
-    """The launcher's spec (marshal: str, int, bool, None, list and dict only)."""
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        marshal.dump(spec, f)
-    os.replace(path + ".tmp", path)
+RUN_PREFIX = ("failed to create containerd task: failed to create shim task: OCI runtime create failed: "
+              "runc create failed: unable to start container process")
+EXEC_PREFIX = "OCI runtime exec failed: exec failed: unable to start container process"
 
 
-def read_spec(path):
-    with open(path, "rb") as f:
-        return marshal.load(f)
+def _exec_error(prefix, argv, e):
+    """runc's message for a command exec(2) could not run."""
+    if isinstance(e, FileNotFoundError):
+        reason = "no such file or directory" if "/" in argv[0] else "executable file not found in $PATH"
+    elif isinstance(e, PermissionError):
+        reason = "permission denied"
+    else:
+        reason = (e.strerror or str(e)).lower()
+    return '%s: exec: "%s": %s: unknown' % (prefix, argv[0], reason)
 
 
-def _read_status(fd, proc, timeout):
-    """Read the launcher's status pipe to EOF: raises StartFailure unless exec succeeded."""
-    import select
-    import time
-    data = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise StartFailure("the container runtime did not start the process within %ds" % timeout)
-            r, _, _ = select.select([fd], [], [], left)
-            if not r:
-                continue
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
-    if data == b".":
-        return
-    if not data:
-        raise StartFailure("the container process was killed before it started", before_exec=True)
-    raise StartFailure(data.lstrip(b".").decode(errors="replace").strip())
-
-
-def launch(spec_path, stdout, stderr, pass_fds=(), timeout=10.0):
-    """Start the container described by the spec file; returns its Popen once
-    its command runs (raises StartFailure otherwise; the process is reaped)."""
+def _popen(prefix, argv, child, open_fds, **kw):
+    """subprocess.Popen with `child` run in the forked child before exec;
+    raises StartFailure with runc's message when the child or exec fails."""
     import subprocess
+    libc()
     r, w = os.pipe()
-    try:
-        proc = subprocess.Popen(_interpreter() + ["run", spec_path, str(w)], stdin=subprocess.DEVNULL,
-                                stdout=stdout, stderr=stderr, pass_fds=(w,) + tuple(pass_fds), close_fds=True,
-                                process_group=0, cwd="/")
-    except BaseException:
-        os.close(r)
-        os.close(w)
-        raise
-    os.close(w)
-    try:
-        _read_status(r, proc, timeout)
-    except StartFailure:
+    failed = []
+
+    def preexec():
         try:
-            proc.kill()
-        except OSError:
-            pass
-        proc.wait()
-        raise
-    return proc
+            child()
+        except BaseException as e:   # reported by the parent, from the pipe
+            os.write(w, ("%s: %s: unknown" % (prefix, e)).encode())
+            raise
+    try:
+        return subprocess.Popen(argv, preexec_fn=preexec, close_fds=True, **kw)
+    except subprocess.SubprocessError:
+        os.close(w)
+        w = None
+        failed.append(os.read(r, 65536).decode(errors="replace") or "%s: the process was killed" % prefix)
+    except OSError as e:
+        failed.append(_exec_error(prefix, argv, e))
+    finally:
+        for fd in [r, w] + list(open_fds):
+            if fd is not None:
+                os.close(fd)
+    raise StartFailure(failed[0], before_exec=True)
+
+
+def launch(spec, stdout, stderr, pass_fds=()):
+    """Start the container `spec` describes (see the kubelet's _start); returns
+    its Popen once the command runs, or raises StartFailure."""
+    import subprocess
+    if not spec.get("argv"):
+        raise StartFailure("%s: no command specified: unknown" % RUN_PREFIX)
+    spec = dict(spec, cap_last=cap_last())
+    cgroup_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in spec.get("cgroup_procs") or []]
+    netns = os.open(spec["netns"], os.O_RDONLY | os.O_CLOEXEC) if spec.get("netns") else None
+    uts = spec.get("uts_fd")
+
+    def child():
+        if netns is not None:
+            setns(netns, CLONE_NEWNET)
+        if uts is not None:
+            setns(uts, CLONE_NEWUTS)
+        unshare(CLONE_NEWNS)
+        cwd = _setup_rootfs(spec)
+        _become(spec, cgroup_fds)
+        os.chdir(cwd)
+        if spec.get("entrypoint") == "nginx":
+            _nginx_entrypoint(spec.get("env") or {}, lambda line: os.write(1, (line + "\n").encode()))
+    return _popen(RUN_PREFIX, spec["argv"], child, cgroup_fds + ([netns] if netns is not None else []),
+                  env=spec.get("env") or {}, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                  pass_fds=tuple(pass_fds), process_group=0)
 
 
 class ExecContext:
     """How to run a further process in a running container: its network, UTS
     and mount namespaces (those of its process `pid`), its cgroups, user,
-    groups, capabilities, no_new_privs and environment (from its spec file)."""
+    groups, capabilities, no_new_privs, environment and working directory
+    (from the spec it was started with)."""
 
-    def __init__(self, spec_path, pid):
-        self.spec_path = spec_path
+    def __init__(self, spec, pid):
+        self.spec = spec
         self.pid = pid
 
-    def spawn(self, argv, stdin=None, stdout=None, stderr=None, tty=False, timeout=10.0):
+    def spawn(self, argv, stdin=None, stdout=None, stderr=None, tty=False):
         """Popen of `argv` inside the container (raises StartFailure when it
         cannot be started, e.g. `exec: "x": executable file not found in $PATH`).
-        With tty=True, stdin should be a terminal (pty slave): it becomes the
-        controlling terminal of a new session."""
-        import subprocess
+        With tty=True, stdin should be a terminal (a pty's slave): it becomes
+        the controlling terminal of a new session."""
         if not argv:
-            raise StartFailure("no command given")
-        r, w = os.pipe()
-        try:
-            proc = subprocess.Popen(_interpreter() + ["exec", self.spec_path, str(self.pid), str(w),
-                                                      "1" if tty else "0", "--"] + list(argv),
-                                    stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=(w,), close_fds=True,
-                                    cwd="/")
-        except BaseException:
-            os.close(r)
-            os.close(w)
-            raise
-        os.close(w)
-        try:
-            _read_status(r, proc, timeout)
-        except StartFailure:
+            raise StartFailure("%s: no command given: unknown" % EXEC_PREFIX)
+        spec = dict(self.spec, cap_last=cap_last())
+        fds = [(os.open("/proc/%d/ns/%s" % (self.pid, ns), os.O_RDONLY | os.O_CLOEXEC), flag)
+               for ns, flag in (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("mnt", CLONE_NEWNS))]
+        cgroup_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in spec.get("cgroup_procs") or []]
+
+        def child():
+            for fd, flag in fds:
+                setns(fd, flag)
+            if tty:
+                _check(libc().ioctl(0, TIOCSCTTY, 0), "controlling terminal")
+            _become(spec, cgroup_fds)
             try:
-                proc.kill()
+                os.chdir(spec.get("cwd") or "/")
             except OSError:
-                pass
-            proc.wait()
-            raise
-        return proc
+                os.chdir("/")
+        return _popen(EXEC_PREFIX, list(argv), child, cgroup_fds + [fd for fd, _ in fds],
+                      env=spec.get("env") or {}, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=tty)
 
 
 # ---------------------------------------------------------------------------
-# launcher side (runs as a script, single-threaded, as root)
+# in the forked child (see the module's docstring: no imports, no locks)
 
 def _bind(src, dst, readonly, recursive=False):
     mount(src, dst, None, MS_BIND | (MS_REC if recursive else 0))
@@ -447,7 +442,7 @@ def _mountpoint(path, is_file):
     if is_file:
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            open(path, "a").close()
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
     else:
         os.makedirs(path, exist_ok=True)
 
@@ -470,7 +465,7 @@ def _setup_rootfs(spec):
     mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
     for n in DEV_NODES:
         p = dev + "/" + n
-        open(p, "a").close()
+        os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o666))
         mount("/dev/" + n, p, None, MS_BIND)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")):
@@ -493,10 +488,8 @@ def _setup_rootfs(spec):
 
 
 def _become(spec, cgroup_fds):
-    """Join the cgroups, hand stdout/stderr to the user, drop capabilities, switch user."""
-    for fd in cgroup_fds:
-        os.write(fd, b"%d" % os.getpid())
-        os.close(fd)
+    """Join the cgroups (last, so that little is charged to the container
+    before exec), hand stdout/stderr to the user, drop capabilities, switch user."""
     uid, gid = int(spec.get("uid", 0)), int(spec.get("gid", 0))
     for fd in (1, 2):
         try:
@@ -504,9 +497,11 @@ def _become(spec, cgroup_fds):
         except OSError:
             pass
     keep = set(spec.get("caps", []))
-    for cap in range(cap_last() + 1):
+    for cap in range(spec.get("cap_last", len(CAP_NAMES) - 1) + 1):
         if cap not in keep:
             _check(libc().prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop capability %d" % cap)
+    for fd in cgroup_fds:
+        os.write(fd, b"%d" % os.getpid())
     os.setgroups([int(g) for g in spec.get("groups") or []])
     os.setgid(gid)
     os.setuid(uid)
@@ -516,8 +511,7 @@ def _become(spec, cgroup_fds):
 
 
 def _envsubst(text, env):
-    """envsubst restricted to defined variables: ${VAR} replaced, anything else kept
-    (no `re`: nothing can be imported once the container's root is in place)."""
+    """envsubst restricted to defined variables: ${VAR} replaced, anything else kept."""
     out, i = [], 0
     while True:
         j = text.find("${", i)
@@ -555,103 +549,5 @@ def _nginx_entrypoint(env, log):
             log("%s: Running envsubst on %s to %s" % (me, src, dst))
             with open(src, errors="replace") as fh:
                 text = fh.read()
-            text = _envsubst(text, env)
             with open(dst, "w") as fh:
-                fh.write(text)
-
-
-def _lookup(cmd, env):
-    """The file exec(2) runs for cmd, searched in the container's $PATH as runc does."""
-    if "/" in cmd:
-        return cmd, "no such file or directory"
-    for d in (env.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
-        p = os.path.join(d or ".", cmd)
-        if os.path.isfile(p) and os.access(p, os.X_OK):
-            return p, None
-    return None, "executable file not found in $PATH"
-
-
-def _exec(argv, env, status_fd, prefix):
-    """exec(2) the command; on failure report the runtime's message on the status fd."""
-    path, reason = _lookup(argv[0], env)
-    if path is not None:
-        os.write(status_fd, b".")
-        try:
-            os.execve(path, argv, env)
-        except OSError as e:
-            reason = ("no such file or directory" if isinstance(e, FileNotFoundError)
-                      else "permission denied" if isinstance(e, PermissionError) else e.strerror.lower())
-    os.write(status_fd, ('.%s: exec: "%s": %s: unknown' % (prefix, argv[0], reason)).encode())
-    os._exit(127)
-
-
-RUN_PREFIX = ("failed to create containerd task: failed to create shim task: OCI runtime create failed: "
-              "runc create failed: unable to start container process")
-EXEC_PREFIX = "OCI runtime exec failed: exec failed: unable to start container process"
-
-
-def _open_cgroups(spec):
-    return [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in spec.get("cgroup_procs") or []]
-
-
-def main_run(spec_path, status_fd):
-    status_fd = int(status_fd)
-    os.set_inheritable(status_fd, False)
-    try:
-        spec = read_spec(spec_path)
-        cgroup_fds = _open_cgroups(spec)
-        if spec.get("netns"):
-            fd = os.open(spec["netns"], os.O_RDONLY | os.O_CLOEXEC)
-            setns(fd, CLONE_NEWNET)
-            os.close(fd)
-        if spec.get("utsns"):
-            fd = os.open(spec["utsns"], os.O_RDONLY | os.O_CLOEXEC)
-            setns(fd, CLONE_NEWUTS)
-            os.close(fd)
-        unshare(CLONE_NEWNS)
-        cwd = _setup_rootfs(spec)
-        env = spec.get("env") or {}
-        _become(spec, cgroup_fds)
-        os.chdir(cwd)
-        if spec.get("entrypoint") == "nginx":
-            _nginx_entrypoint(env, lambda line: os.write(1, (line + "\n").encode()))
-    except Exception as e:   # the kubelet reports it as the container's start error
-        os.write(status_fd, ("%s: %s: unknown" % (RUN_PREFIX, e)).encode())
-        os._exit(128)
-    _exec(spec["argv"], env, status_fd, RUN_PREFIX)
-
-
-def main_exec(spec_path, pid, status_fd, tty, argv):
-    status_fd = int(status_fd)
-    os.set_inheritable(status_fd, False)
-    try:
-        spec = read_spec(spec_path)
-        cgroup_fds = _open_cgroups(spec)
-        libc()   # loaded before the container's root hides this machine's libraries
-        fds = [(os.open("/proc/%s/ns/%s" % (pid, ns), os.O_RDONLY | os.O_CLOEXEC), flag)
-               for ns, flag in (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("mnt", CLONE_NEWNS))]
-        for fd, flag in fds:
-            setns(fd, flag)
-            os.close(fd)
-        if tty == "1":
-            os.setsid()
-            _check(libc().ioctl(0, TIOCSCTTY, 0), "controlling terminal")
-        _become(spec, cgroup_fds)
-        try:
-            os.chdir(spec.get("cwd") or "/")
-        except OSError:
-            os.chdir("/")
-    except Exception as e:
-        os.write(status_fd, ("%s: %s: unknown" % (EXEC_PREFIX, e)).encode())
-        os._exit(126)
-    _exec(argv, spec.get("env") or {}, status_fd, EXEC_PREFIX)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "run":
-        main_run(sys.argv[2], sys.argv[3])
-    elif len(sys.argv) >= 7 and sys.argv[1] == "exec" and sys.argv[6] == "--":
-        main_exec(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[7:])
-    else:
-        sys.stderr.write("usage: runtime.py run SPEC STATUS_FD | exec SPEC PID STATUS_FD TTY -- ARGV...\n")
-        sys.exit(2)
+                fh.write(_envsubst(text, env))

@@ -163,8 +163,10 @@ class LifecycleTest(unittest.TestCase):
         def not_ready():
             ep = SB.api.get("/api/v1/namespaces/default/endpoints/gated", missing=None) or {}
             subs = ep.get("subsets") or []
-            return subs and not subs[0].get("addresses") and subs[0].get("notReadyAddresses")
-        SB.wait_for(not_ready, what="pod listed as not ready")
+            cs = container_status("gated-") or {}
+            return (subs and not subs[0].get("addresses") and subs[0].get("notReadyAddresses")
+                    and "running" in cs.get("state", {}))
+        SB.wait_for(not_ready, what="pod running and listed as not ready")
         cs = container_status("gated-")
         self.assertEqual((cs["ready"], "running" in cs["state"]), (False, True))
         # A probe on the port the echo server listens on makes the pod ready.

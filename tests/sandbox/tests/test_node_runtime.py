@@ -36,7 +36,7 @@ class Box:
             f.write("from the volume\n")
         self.uts = runtime.new_uts_namespace(name)
         self.cgroup = runtime.Cgroup(SID, name, "main").create(memory_bytes=memory)
-        self.spec = {"root": self.root, "readonly_root": True, "utsns": "/proc/%d/fd/%d" % (os.getpid(), self.uts),
+        self.spec = {"root": self.root, "readonly_root": True, "uts_fd": self.uts,
                      "mounts": [{"source": self.vol, "target": "/data", "readonly": True},
                                 {"source": os.path.join(self.dir, "tmp"), "target": "/tmp"}],
                      "cgroup_procs": self.cgroup.procs_files(), "uid": 101, "gid": 101, "groups": [101],
@@ -45,13 +45,11 @@ class Box:
         os.makedirs(os.path.join(self.dir, "tmp"))
         os.chmod(os.path.join(self.dir, "tmp"), 0o777)   # as an emptyDir
         self.spec.update(spec)
-        self.path = os.path.join(self.dir, "spec.json")
-        runtime.write_spec(self.path, self.spec)
         self.log = open(os.path.join(self.dir, "log"), "w+b")
         self.proc = None
 
     def start(self):
-        self.proc = runtime.launch(self.path, self.log, self.log, pass_fds=(self.uts,))
+        self.proc = runtime.launch(self.spec, self.log, self.log)
         return self.proc
 
     def output(self):
@@ -94,7 +92,7 @@ class ContainerTest(unittest.TestCase):
         box = Box("exec-1", ["sleep", "30"], env={"PATH": images.PATH, "ONLY_IN_CONTAINER": "yes"})
         try:
             proc = box.start()
-            ctx = runtime.ExecContext(box.path, proc.pid)
+            ctx = runtime.ExecContext(box.spec, proc.pid)
             p = ctx.spawn(["sh", "-c", "id -u; hostname; echo $ONLY_IN_CONTAINER; cat /data/data.txt; "
                                        "grep -E 'memory' /proc/self/cgroup; touch /nope 2>&1; true"],
                           stdout=subprocess.PIPE)
@@ -115,7 +113,7 @@ class ContainerTest(unittest.TestCase):
         master, slave = os.openpty()
         try:
             proc = box.start()
-            p = runtime.ExecContext(box.path, proc.pid).spawn(
+            p = runtime.ExecContext(box.spec, proc.pid).spawn(
                 ["sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; set -- $(cat /proc/$$/stat); "
                        "[ \"$7\" != 0 ] && echo ctty"],
                 stdin=slave, stdout=slave, stderr=slave, tty=True)
