@@ -185,6 +185,10 @@ class PodWorker:
     def update(self, pod=None, deleted=False):
         with self.cv:
             if pod is not None:
+                old = u.meta(self.pod)
+                new = u.meta(pod)
+                if (old.get("labels"), old.get("annotations")) != (new.get("labels"), new.get("annotations")):
+                    self.volumes_dirty = True   # downward API volumes follow them
                 self.pod = pod
             self.deleted = self.deleted or deleted
             self.pending = True
@@ -291,7 +295,7 @@ class PodWorker:
         self.uts_fd = runtime.new_uts_namespace(self.hostname)
         etc = os.path.join(self.dir, "etc")
         os.makedirs(etc, exist_ok=True)
-        for name, text in (("hosts", self._hosts_file()), ("resolv.conf", self._resolv_conf()),
+        for name, text in (("hosts", self._etc_hosts()), ("resolv.conf", self._resolv_conf()),
                            ("hostname", self.hostname + "\n")):
             with open(os.path.join(etc, name), "w") as f:
                 f.write(text)
@@ -300,7 +304,7 @@ class PodWorker:
         interval = timing.pod_resync_interval()
         self.next_resync = None if interval is None else time.monotonic() + interval
 
-    def _hosts_file(self):
+    def _etc_hosts(self):
         spec = self.pod.get("spec") or {}
         out = HOSTS_HEADER + HOSTS_DEFAULTS
         if spec.get("subdomain"):
