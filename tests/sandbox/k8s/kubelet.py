@@ -1261,20 +1261,22 @@ class PodWorker:
         return False, "probe type not supported by the sandbox kubelet"
 
     def _http_get(self, c, g, timeout):
-        """An httpGet probe or hook (host defaults to the pod IP, success 200-399)."""
+        """An httpGet probe or hook (host defaults to the pod IP, success 200-399),
+        over a connection from Kubelet.connect (the pod network seam)."""
         port = self._probe_port(c, g.get("port"))
         host = g.get("host") or self.ip
         if port is None:
             return False, "invalid port %r" % g.get("port")
         path = g.get("path") or "/"
-        url = "%s://%s:%d%s" % ((g.get("scheme") or "HTTP").lower(), host, port, path)
+        https = (g.get("scheme") or "HTTP").upper() == "HTTPS"
+        url = "%s://%s:%d%s" % ("https" if https else "http", host, port, path)
         try:
-            if (g.get("scheme") or "HTTP").upper() == "HTTPS":
+            sock = self.kubelet.connect(self, port, timeout, host=g.get("host"))
+            if https:
                 import ssl
-                conn = http.client.HTTPSConnection(host, port, timeout=timeout,
-                                                   context=ssl._create_unverified_context())
-            else:
-                conn = http.client.HTTPConnection(host, port, timeout=timeout)
+                sock = ssl._create_unverified_context().wrap_socket(sock, server_hostname=host)
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn.sock = sock
             headers = {"User-Agent": "kube-probe/1.32", "Accept": "*/*", "Connection": "close"}
             for h in g.get("httpHeaders") or []:
                 headers[h.get("name")] = h.get("value")
