@@ -25,6 +25,18 @@ class Authenticator:
 ADMINS = {"admin"}
 
 
+def groups(user):
+    """The groups a token user is in (admin: system:masters, as a cluster-admin token's user)."""
+    return (["system:masters"] if user in ADMINS else []) + ["system:authenticated"]
+
+
+def self_review(user):
+    """SelfSubjectReview (authentication.k8s.io/v1): who the caller is (kubectl auth whoami)."""
+    return {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "status": {"userInfo": {"username": user, "groups": groups(user)}}}
+
+
 def _rule_allows(rule, verb, group, resource, subresource, name):
     verbs = rule.get("verbs") or []
     if "*" not in verbs and verb not in verbs:

@@ -29,6 +29,9 @@ _SUB_VERBS = {
     "scale": ["get", "patch", "update"],
     "log": ["get"],
     "finalize": ["update"],
+    "exec": ["create", "get"],
+    "portforward": ["create", "get"],
+    "eviction": ["create"],
 }
 
 
@@ -81,6 +84,12 @@ def resource_list(group, version):
                 se.update({"group": "autoscaling", "version": "v1", "kind": "Scale"})
             elif sub == "log":
                 se["kind"] = "Pod"
+            elif sub == "exec":
+                se["kind"] = "PodExecOptions"
+            elif sub == "portforward":
+                se["kind"] = "PodPortForwardOptions"
+            elif sub == "eviction":
+                se.update({"group": "policy", "version": "v1", "kind": "Eviction"})
             out.append(se)
     gv = version if not group else "%s/%s" % (group, version)
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}

@@ -114,8 +114,8 @@ def too_many_requests(message="Too many requests, please try again later.", retr
 class PlainError(ApiError):
     """An error the real server answers in plain text (e.g. an unknown path)."""
 
-    def __init__(self, code, text):
-        super().__init__(code, "NotFound", text)
+    def __init__(self, code, text, headers=None):
+        super().__init__(code, "NotFound", text, headers=headers)
         self.text = text
 
 

@@ -1576,20 +1576,3 @@ class Kubelet:
         """A TCP connection from the node to a pod's port (start checks, tcpSocket
         probes). Pod network seam: today the pod IP on this machine's loopback."""
         return socket.create_connection((host or worker.ip, port), timeout=timeout)
-
-    def exec_context(self, namespace, pod, container=None):
-        """How to run a further process in a running container (kubectl exec):
-        a runtime.ExecContext. Raises LookupError with the kubelet's message
-        when the pod, the container or a running process is missing."""
-        with self.lock:
-            w = next((x for x in self.workers.values() if x.ns == namespace and x.name == pod), None)
-        if w is None:
-            raise LookupError('pod "%s" not found' % pod)
-        c = w.containers[0] if container is None and w.containers else \
-            next((x for x in w.containers if x.name == container), None)
-        if c is None:
-            raise LookupError('container %s is not valid for pod %s' % (container, pod))
-        ctx = w._exec_context(c)
-        if ctx is None or c.state != "running":
-            raise LookupError('container not found ("%s")' % c.name)
-        return ctx

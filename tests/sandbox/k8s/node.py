@@ -10,6 +10,7 @@ import queue
 import threading
 
 from . import controllers
+from . import nodeobj
 from . import kubelet as kubelet_mod
 from . import proxy as proxy_mod
 from . import nodeutil as u
@@ -47,6 +48,7 @@ class Node:
                     u.log.warning("node: %s.on_event failed: %r", type(c).__name__, e, exc_info=True)
 
     def start(self):
+        nodeobj.register(self.store, self.state_dir)   # the kubelet registers its Node first
         self.store.subscribe(self._on_event)
         self._dispatcher.start()
         self.proxy.start()

@@ -30,10 +30,11 @@ VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update
 
 _ALL = [
     Res("namespaces", "Namespace", "", "v1", False, ["ns"], subresources=["status", "finalize"]),
+    Res("nodes", "Node", "", "v1", False, ["no"], subresources=["status"]),
     Res("services", "Service", "", "v1", True, ["svc"], subresources=["status"], categories=["all"],
         return_deleted=True),
     Res("endpoints", "Endpoints", "", "v1", True, ["ep"], singular="endpoints"),
-    Res("pods", "Pod", "", "v1", True, ["po"], subresources=["status", "log"], categories=["all"],
+    Res("pods", "Pod", "", "v1", True, ["po"], subresources=["status", "log", "exec", "portforward", "eviction"], categories=["all"],
         return_deleted=True),
     Res("configmaps", "ConfigMap", "", "v1", True, ["cm"]),
     Res("secrets", "Secret", "", "v1", True),
@@ -49,6 +50,7 @@ _ALL = [
         verbs=["create"]),
     Res("selfsubjectrulesreviews", "SelfSubjectRulesReview", "authorization.k8s.io", "v1", False,
         verbs=["create"]),
+    Res("selfsubjectreviews", "SelfSubjectReview", "authentication.k8s.io", "v1", False, verbs=["create"]),
     Res("roles", "Role", "rbac.authorization.k8s.io", "v1", True),
     Res("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", "v1", True),
 ]

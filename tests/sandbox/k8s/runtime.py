@@ -400,11 +400,11 @@ class ExecContext:
         self.spec = spec
         self.pid = pid
 
-    def spawn(self, argv, stdin=None, stdout=None, stderr=None, tty=False):
-        """Popen of `argv` inside the container (raises StartFailure when it
-        cannot be started, e.g. `exec: "x": executable file not found in $PATH`).
-        With tty=True, stdin should be a terminal (a pty's slave): it becomes
-        the controlling terminal of a new session."""
+    def spawn(self, argv, stdin=None, stdout=None, stderr=None, tty=False, bufsize=-1):
+        """Popen of `argv` inside the container, in a session of its own
+        (raises StartFailure when it cannot be started, e.g. `exec: "x":
+        executable file not found in $PATH`). With tty=True, stdin should be a
+        terminal (a pty's slave): it becomes the controlling terminal."""
         if not argv:
             raise StartFailure("%s: no command given: unknown" % EXEC_PREFIX)
         spec = dict(self.spec, cap_last=cap_last())
@@ -423,7 +423,8 @@ class ExecContext:
             except OSError:
                 os.chdir("/")
         return _popen(EXEC_PREFIX, list(argv), child, cgroup_fds + [fd for fd, _ in fds],
-                      env=spec.get("env") or {}, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=tty)
+                      env=spec.get("env") or {}, stdin=stdin, stdout=stdout, stderr=stderr,
+                      start_new_session=True, bufsize=bufsize)
 
 
 # ---------------------------------------------------------------------------

@@ -18,10 +18,27 @@ from . import protobuf
 from . import resources as R
 from . import schema
 from . import selection as selectors
+from . import streams
 from . import tables
+from . import yamlout
 from . import watch as W
 
 JSON = "application/json"
+
+
+def api_latency(method):
+    """Seconds the API server takes for one request: 0 by default, the realistic
+    figures with SANDBOX_TIMING=realistic. k8s/timing.py (the node's timing switch)
+    answers when present; until it is, this reads the variable itself, with the
+    same figures (5 ms per read, 15 ms per write on a small idle cluster)."""
+    try:
+        from . import timing
+        return timing.api_latency(method)
+    except ImportError:
+        mode = (os.environ.get("SANDBOX_TIMING") or "").split(",")[0].strip()
+        if mode != "realistic":
+            return 0.0
+        return 0.005 if method in ("GET", "HEAD", "OPTIONS") else 0.015
 
 
 def _compact(o):
@@ -30,6 +47,19 @@ def _compact(o):
 
 def _list_kind(res):
     return res.kind + "List"
+
+
+# Subresources a real API server has that the sandbox does not list in discovery:
+# {resource: {subresource: methods the real server accepts}}. Another method is a
+# 405 as on a real server; eviction is served; the rest answer 503 with a Status.
+UNSERVED = {
+    "pods": {"eviction": ("POST",), "binding": ("POST",), "attach": ("GET", "POST"),
+             "ephemeralcontainers": ("GET", "PUT", "PATCH"), "proxy": ("GET", "POST", "PUT", "PATCH", "DELETE",
+                                                                     "HEAD", "OPTIONS")},
+    "services": {"proxy": ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")},
+    "nodes": {"proxy": ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")},
+    "serviceaccounts": {"token": ("POST",)},
+}
 
 
 class Request:
@@ -146,23 +176,54 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, code, obj, headers=()):
+        if getattr(self, "fmt", "json") == "yaml":
+            return self._send(code, yamlout.dumps(obj).encode(), "application/yaml", headers)
         self._send(code, _compact(obj) + b"\n", JSON, headers)
+
+    def _negotiate(self):
+        """The response format for a resource request from its Accept header, as the
+        API server negotiates it (q-values, wildcards; parameters such as as=Table are
+        read elsewhere). Protobuf is not served: a request that accepts only protobuf
+        (or only other types) gets the 406 a server answers when it cannot serve it."""
+        acc = (self.headers.get("Accept") or "").strip()
+        if not acc:
+            return "json"
+        ranges = []
+        for i, part in enumerate(acc.split(",")):
+            params = [p.strip() for p in part.split(";")]
+            q = 1.0
+            for p in params[1:]:
+                if p.lower().startswith("q="):
+                    try:
+                        q = float(p[2:])
+                    except ValueError:
+                        q = 0.0
+            if q > 0:
+                ranges.append((-q, i, params[0].lower()))
+        for _, _, mt in sorted(ranges):
+            if mt in ("application/json", "application/*", "*/*", "*"):
+                return "json"
+            if mt == "application/yaml":
+                return "yaml"
+        raise E.not_acceptable("only the following media types are accepted: application/json, application/yaml")
 
     def _error(self, err):
         if isinstance(err, E.PlainError):
             return self._send(err.code, err.text.encode(), "text/plain; charset=utf-8",
-                              [("X-Content-Type-Options", "nosniff")])
+                              [("X-Content-Type-Options", "nosniff")] + list(err.headers))
         self._json(err.code, err.body(), err.headers)
 
     def _handle(self, method):
         t0 = time.monotonic()
         self.status = 0
+        self.fmt = "json"
         self.warnings = []
         self.watching = False
         self.audit_id = os.urandom(16).hex()
         u = urllib.parse.urlsplit(self.path)
         path, rawq = u.path, u.query
-        self.q = {k: v[-1] for k, v in urllib.parse.parse_qs(rawq, keep_blank_values=True).items()}
+        self.qs = urllib.parse.parse_qs(rawq, keep_blank_values=True)
+        self.q = {k: v[-1] for k, v in self.qs.items()}
         user = None
         try:
             self.body = self._read_body()
@@ -184,6 +245,9 @@ class Handler(BaseHTTPRequestHandler):
             if user is None:
                 raise E.unauthorized()
             self.user = user
+            delay = api_latency(method)
+            if delay:
+                time.sleep(delay)
             self._route(method, path)
         except E.ApiError as e:
             if not self.watching:
@@ -254,19 +318,23 @@ class Handler(BaseHTTPRequestHandler):
             raise E.page_not_found()
         name = urllib.parse.unquote(rest[1]) if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
-        if len(rest) > 3 or (sub is not None and sub not in res.subresources):
+        proxy_path = sub is not None and sub == "proxy" and sub in UNSERVED.get(res.plural, {})
+        if (len(rest) > 3 and not proxy_path) or (sub is not None and sub not in res.subresources
+                                                  and sub not in UNSERVED.get(res.plural, {})):
             raise E.page_not_found()
         return Request(res, namespace, name, sub)
 
     def _verb(self, method, req):
         if method in ("GET", "HEAD"):
-            if self.q.get("watch") in ("1", "true"):
+            if self._qbool("watch"):
                 return "watch"
             return "get" if req.name else "list"
         return {"POST": "create", "PUT": "update", "PATCH": "patch",
                 "DELETE": "delete" if req.name else "deletecollection"}[method]
 
     def _resource(self, method, req):
+        if req.sub not in ("exec", "portforward", "log"):
+            self.fmt = self._negotiate()
         verb = self._verb(method, req)
         res = req.res
         if res.verbs:
@@ -274,6 +342,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise E.method_not_allowed()
             review = self._decode_body(res)
             review = self._typed(res, review)
+            if res.plural == "selfsubjectreviews":
+                return self._json(201, auth.self_review(self.user))
             if res.plural == "selfsubjectrulesreviews":
                 return self._json(201, auth.rules_review(self.C.store, self.user, review))
             return self._json(201, auth.access_review(self.C.store, self.user, review))
@@ -290,6 +360,15 @@ class Handler(BaseHTTPRequestHandler):
             raise err
         if res.namespaced and req.namespace is None and verb not in ("list", "watch"):
             raise E.page_not_found() if method != "POST" else E.method_not_allowed()
+        if req.sub in ("exec", "portforward"):
+            return streams.serve(self, req, method)   # an upgraded connection, handed to streams.py
+        if req.sub in UNSERVED.get(res.plural, {}):
+            if method not in UNSERVED[res.plural][req.sub]:
+                raise E.method_not_allowed()
+            if (res.plural, req.sub) == ("pods", "eviction"):
+                return self._evict(req)
+            raise E.ApiError(503, "ServiceUnavailable", "the sandbox API server does not serve %s/%s"
+                             % (res.plural, req.sub))
         if req.sub == "log":
             if method != "GET":
                 raise E.method_not_allowed()
@@ -311,6 +390,10 @@ class Handler(BaseHTTPRequestHandler):
         return handler(req)
 
     # ---- helpers ----------------------------------------------------------------------
+
+    def _qbool(self, name):
+        """A bool query parameter, converted as the API server does (see streams.qbool)."""
+        return streams.qbool(self.qs.get(name))
 
     def _wants_table(self):
         acc = self.headers.get("Accept") or ""
@@ -529,8 +612,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise E.bad_request("json: cannot unmarshal %s into Go value of type v1.DeleteOptions" % schema._json_kind(opts))
         prop = opts.get("propagationPolicy") or self.q.get("propagationPolicy")
         orphan = opts.get("orphanDependents")
-        if orphan is None and self.q.get("orphanDependents") in ("true", "false"):
-            orphan = self.q["orphanDependents"] == "true"
+        if orphan is None and "orphanDependents" in self.qs:
+            orphan = self._qbool("orphanDependents")
         if orphan is not None and prop:
             raise E.invalid_object("DeleteOptions", "", "", [E.invalid(
                 "propagationPolicy", prop, "orphanDependents and deletionPropagation cannot be both set")])
@@ -580,6 +663,21 @@ class Handler(BaseHTTPRequestHandler):
                     raise
         self._json(200, {"kind": _list_kind(res), "apiVersion": res.api_version,
                          "metadata": {"resourceVersion": self.C.store.current_rv()}, "items": out})
+
+    def _evict(self, req):
+        """POST pods/NAME/eviction (policy/v1 Eviction): a graceful delete (no
+        PodDisruptionBudgets exist here), answered 201 with a Success Status."""
+        try:
+            ev = json.loads(self.body or b"{}")
+        except ValueError as e:
+            raise E.bad_request(schema.go_json_error(self.body, e))
+        if not isinstance(ev, dict) or (ev.get("metadata") or {}).get("name", req.name) != req.name:
+            raise E.bad_request("name in URL does not match name in Eviction object")
+        opts = ev.get("deleteOptions") or {}
+        self.C.store.delete_ex("pods", req.namespace, req.name, opts.get("propagationPolicy"),
+                               opts.get("preconditions"), dry_run=bool(opts.get("dryRun")),
+                               grace=opts.get("gracePeriodSeconds"), api=True)
+        self._json(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
 
     # ---- scale ------------------------------------------------------------------------
 
@@ -641,10 +739,10 @@ class Handler(BaseHTTPRequestHandler):
                 params["timeoutSeconds"] = max(0, int(ts))
             except ValueError:
                 raise E.bad_request("timeoutSeconds: invalid value")
-        params["allowWatchBookmarks"] = self.q.get("allowWatchBookmarks") in ("1", "true")
+        params["allowWatchBookmarks"] = self._qbool("allowWatchBookmarks")
         sie = self.q.get("sendInitialEvents")
         if sie is not None:
-            params["sendInitialEvents"] = sie in ("1", "true")
+            params["sendInitialEvents"] = self._qbool("sendInitialEvents")
             errs = []
             if self.q.get("resourceVersionMatch") != "NotOlderThan":
                 errs.append(E.forbidden_field("resourceVersionMatch",
@@ -719,7 +817,7 @@ class Handler(BaseHTTPRequestHandler):
             cname = names[0]
         elif cname not in names and cname not in inits:
             raise E.bad_request("container %s is not valid for pod %s" % (cname, req.name))
-        prev = self.q.get("previous") in ("1", "true")
+        prev = self._qbool("previous")
         base = os.path.join(self.C.state_dir, "pods", req.namespace, req.name)
         path = os.path.join(base, cname + (".previous.log" if prev else ".log"))
         if not os.path.exists(path):
@@ -733,7 +831,7 @@ class Handler(BaseHTTPRequestHandler):
             raise E.bad_request('container "%s" in pod "%s" is waiting to start: %s' % (cname, req.name, reason))
         tail = self.q.get("tailLines")
         limit = self.q.get("limitBytes")
-        follow = self.q.get("follow") in ("1", "true")
+        follow = self._qbool("follow")
         with open(path, "rb") as f:
             data = f.read()
         if tail is not None:

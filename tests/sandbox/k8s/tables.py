@@ -289,7 +289,37 @@ def eps_row(o):
     return [o["metadata"]["name"], o.get("addressType", ""), ps, es, age(o["metadata"].get("creationTimestamp"))]
 
 
+def node_row(o):
+    """printNode: status from the Ready condition (+SchedulingDisabled), roles from node-role labels."""
+    st = o.get("status") or {}
+    ready = next((c.get("status") for c in st.get("conditions") or [] if c.get("type") == "Ready"), None)
+    status = {"True": "Ready", "False": "NotReady"}.get(ready, "Unknown")
+    if (o.get("spec") or {}).get("unschedulable"):
+        status += ",SchedulingDisabled"
+    labels = o["metadata"].get("labels") or {}
+    roles = sorted({k[len("node-role.kubernetes.io/"):] for k in labels if k.startswith("node-role.kubernetes.io/")}
+                   | ({labels["kubernetes.io/role"]} if labels.get("kubernetes.io/role") else set()))
+    addr = lambda t: next((a["address"] for a in st.get("addresses") or [] if a.get("type") == t), "<none>")
+    info = st.get("nodeInfo") or {}
+    return [o["metadata"]["name"], status, ",".join(roles) or "<none>", age(o["metadata"].get("creationTimestamp")),
+            info.get("kubeletVersion", ""), addr("InternalIP"), addr("ExternalIP"), info.get("osImage", "<unknown>"),
+            info.get("kernelVersion", "<unknown>"), info.get("containerRuntimeVersion", "<unknown>")]
+
+
+NODE_COLS = [NAME, col("Status", desc="The status of the node"), col("Roles", desc="The roles of the node"), AGE,
+             col("Version", desc="Kubelet Version reported by the node."),
+             col("Internal-IP", priority=1, desc="List of internal IPs for the node."),
+             col("External-IP", priority=1, desc="List of external IPs for the node."),
+             col("OS-Image", priority=1, desc="OS image reported by the node from /etc/os-release (e.g. Debian "
+                 "GNU/Linux 7 (wheezy))."),
+             col("Kernel-Version", priority=1, desc="Kernel Version reported by the node from 'uname -r' (e.g. "
+                 "3.16.0-0.bpo.4-amd64)."),
+             col("Container-Runtime", priority=1, desc="Container runtime version reported by the node through "
+                 "runtime remote API (e.g. containerd://1.4.2).")]
+
+
 PRINTERS = {
+    "nodes": (NODE_COLS, node_row),
     "endpointslices": ([NAME, col("AddressType"), col("Ports"), col("Endpoints"), AGE], eps_row),
     "pods": (POD_COLS, pod_row),
     "services": (SVC_COLS, svc_row),

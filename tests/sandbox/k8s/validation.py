@@ -614,6 +614,15 @@ def _validate_rolebinding(obj):
     return errs
 
 
+MAX_SECRET_SIZE = 1024 * 1024    # api.MaxSecretSize, also the ConfigMap limit
+
+
+def _b64_len(v):
+    """Length of the bytes a base64 value stands for."""
+    v = str(v or "")
+    return len(v) * 3 // 4 - v[-2:].count("=")
+
+
 def validate(resource, obj, namespaced):
     """Create-time validation: list of FieldErrors."""
     errs = validate_meta(resource, obj.get("metadata") or {}, namespaced)
@@ -630,8 +639,14 @@ def validate(resource, obj, namespaced):
         dup = set(obj.get("data") or {}) & set(obj.get("binaryData") or {})
         for k in sorted(dup):
             errs.append(E.invalid("data[%s]" % k, k, "duplicate of key present in binaryData"))
+        size = sum(len(str(v).encode()) for v in (obj.get("data") or {}).values()) + \
+            sum(_b64_len(v) for v in (obj.get("binaryData") or {}).values())
+        if size > MAX_SECRET_SIZE:     # ValidateConfigMap: the whole data, on the path ""
+            errs.append(E.FieldError("TooLong", "[]", None, "may not be more than %d bytes" % MAX_SECRET_SIZE))
     elif resource == "secrets":
         errs += _validate_configmap_keys(obj, ("data",))
+        if sum(_b64_len(v) for v in (obj.get("data") or {}).values()) > MAX_SECRET_SIZE:
+            errs.append(E.FieldError("TooLong", "data", None, "may not be more than %d bytes" % MAX_SECRET_SIZE))
     elif resource == "roles":
         errs += _validate_rbac_role(obj)
     elif resource == "endpointslices":
