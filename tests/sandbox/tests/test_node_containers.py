@@ -125,20 +125,17 @@ class SecurityContextTest(unittest.TestCase):
                          (101, True), "the proxy's own securityContext")
         wait_ready("proxy-ok")
         self.assertEqual(pod_get("proxy-ok", 8080, "/"), (200, b"proxy-ok\n"), "$hostname is the pod's name")
-        # What a shell in the same image with the same securityContext sees
-        probe = proxy_pod("proxy-shell", "proxy-ok")
-        probe["spec"]["restartPolicy"] = "Never"
-        probe["spec"]["containers"][0].pop("readinessProbe")
-        probe["spec"]["containers"][0]["command"] = [
-            "sh", "-c", "id -u; id -g; hostname; touch /etc/nginx/x 2>&1; touch /tmp/ok && echo tmp-ok; "
-                        "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status"]
-        SB.apply(probe)
-        SB.wait_for(lambda: "terminated" in ((status("proxy-shell") or {}).get("state") or {}),
-                    what="the shell to finish")
-        out = logs("proxy-shell")
-        for want in ("101\n101\nproxy-shell\n", "touch: cannot touch '/etc/nginx/x': Read-only file system",
+        # What a shell exec'd into the proxy sees (the image has sh, touch, grep)
+        r = SB.kubectl("exec", "proxy-ok", "--", "sh", "-c",
+                       "id -u; id -g; hostname; touch /etc/nginx/x 2>&1; touch /tmp/ok && echo tmp-ok; "
+                       "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; cat /tmp/nginx.pid")
+        for want in ("101\n101\nproxy-ok\n", "touch: cannot touch '/etc/nginx/x': Read-only file system",
                      "tmp-ok", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1"):
-            self.assertIn(want, out)
+            self.assertIn(want, r.stdout)
+        self.assertRegex(r.stdout, r"\n\d+\n$", "nginx's pid file in the /tmp emptyDir")
+        r = SB.kubectl("exec", "proxy-ok", "--", "no-such-tool", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('exec: "no-such-tool": executable file not found in $PATH', r.stderr)
 
     def test_on_the_node_nginx_runs_as_101_within_its_limits(self):
         p = wait_ready("proxy-ok") and pod("proxy-ok")
