@@ -61,8 +61,8 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
 class StartFailure(Exception):
-    """The container's process could not be started; `before_exec` when the
-    launcher died before exec (killed, e.g. by the OOM killer)."""
+    """The container's process could not be started (its message is runc's);
+    `before_exec` when it never ran the command."""
 
     def __init__(self, message, before_exec=False):
         super().__init__(message)
@@ -87,14 +87,16 @@ def capabilities(sc):
         return list(range(cap_last() + 1))
     keep = set(DEFAULT_CAPS)
     caps = sc.get("capabilities") or {}
-    for name in caps.get("drop") or []:
-        name = name.upper().replace("CAP_", "", 1) if name.upper().startswith("CAP_") else name.upper()
+
+    def plain(name):   # "CAP_NET_RAW", "net_raw" -> "NET_RAW"
+        name = name.upper()
+        return name[4:] if name.startswith("CAP_") else name
+    for name in map(plain, caps.get("drop") or []):
         if name == "ALL":
             keep = set()
         else:
             keep.discard(name)
-    for name in caps.get("add") or []:
-        name = name.upper()[4:] if name.upper().startswith("CAP_") else name.upper()
+    for name in map(plain, caps.get("add") or []):
         if name == "ALL":
             keep = set(CAP_NAMES)
         elif name in CAPS:
