@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nodelib as nl  # noqa: E402
 import tap  # noqa: E402
 
-PULL = 2.0
+PULL = 1.0
 SB = None
 
 
