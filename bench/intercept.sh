@@ -103,8 +103,9 @@ One cleanup:
 ${cleanup_list}
 \`\`\`
 
-czctl memory while waiting in \`--wait\` mode (the waiting process, which runs setup and cleanup as
-child commands; 2 s after setup, /proc/PID/status): VmHWM
+czctl memory while waiting in \`--wait\` mode (the waiting process, which runs the setup as a
+child command and loads the Kubernetes client only to close the session; 2 s after setup,
+/proc/PID/status): VmHWM
 **${hwm_mib} MiB**, VmRSS ${rss_mib} MiB (goal < 8 MiB: $(verdict "$hwm < 8192")). Of the RSS, ${anon_mib} MiB is
 anonymous (Lua heap) and the rest shared pages of libraries (PSS ${pss_mib} MiB); the
 largest: ${libs}.

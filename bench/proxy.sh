@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Throughput and latency of the czctl intercept proxy (the NGINX config that
-# lua/czctl/proxy.lua renders), against the app directly, a minimal
+# lua/czctl/proxy/nginx.lua renders), against the app directly, a minimal
 # hand-written keep-alive reverse proxy, and the czctl config without upstream
 # keep-alive. Everything runs as local nginx processes on loopback, so the
 # figures are NGINX's, not the sandbox's: the sandbox pod path adds the

@@ -8,18 +8,24 @@
  * built-in modules and recipes. This file must not run any Lua code at
  * startup.
  */
-#define _GNU_SOURCE   /* pipe2, O_CLOEXEC, getrandom, ... */
+#define _GNU_SOURCE   /* pipe2, O_CLOEXEC, getrandom, RTLD_NOLOAD, ... */
+#include <dlfcn.h>
+#include <link.h>
 #include <string.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 #include <lua5.4/lua-cjson.h>
+#include <yaml.h>
 
 #include "czctl.h"
 #include "embed.h"
 
 #ifndef CZCTL_VERSION
 #define CZCTL_VERSION "0.0.0-dev"
+#endif
+#ifndef CZCTL_COMMIT
+#define CZCTL_COMMIT "unknown"
 #endif
 
 static const struct czctl_embedded *embed_find(char kind, const char *name)
@@ -90,11 +96,60 @@ static int embed_module_source(lua_State *L) { return embed_source(L, 'm'); }
 /* embed.recipe_source(name) -> source, chunkname | nil, msg */
 static int embed_recipe_source(lua_State *L) { return embed_source(L, 'r'); }
 
+/* dl_iterate_phdr callback: stops (returns 1) at a loaded libcurl. */
+static int embed_curl_loaded(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    (void)data;
+    return info->dlpi_name && strstr(info->dlpi_name, "/libcurl.so") != NULL;
+}
+
+/*
+ * embed.versions([load_curl]) -> { lua =, libyaml =, commit =, libcurl = }
+ * The versions of the libraries built in, and of libcurl only when it is
+ * already loaded (core/curl_lazy.c loads it on first use, and `czctl
+ * version` must not pay for its ~30 libraries) or when load_curl is true.
+ * libcurl is absent from the table when it is not loaded or cannot be.
+ */
+static int embed_versions(lua_State *L)
+{
+    int load_curl = lua_toboolean(L, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushliteral(L, LUA_RELEASE);
+    lua_setfield(L, -2, "lua");
+    lua_pushstring(L, yaml_get_version_string());
+    lua_setfield(L, -2, "libyaml");
+    lua_pushliteral(L, CZCTL_COMMIT);
+    lua_setfield(L, -2, "commit");
+    /* Asked without dlopen when not loading: even an RTLD_NOLOAD lookup
+     * would search for the library. */
+    void *curl = NULL;
+    if (load_curl || dl_iterate_phdr(embed_curl_loaded, NULL))
+        curl = dlopen("libcurl.so.4", RTLD_LAZY | RTLD_LOCAL);
+    if (curl) {
+        char *(*version)(void);
+        *(void **)&version = dlsym(curl, "curl_version");
+        if (version) {
+            /* "libcurl/7.88.1 OpenSSL/3.0.11 ...": the first word's number */
+            const char *v = version();
+            const char *slash = v ? strchr(v, '/') : NULL;
+            size_t n = slash ? strcspn(slash + 1, " ") : 0;
+            if (n > 0) {
+                lua_pushlstring(L, slash + 1, n);
+                lua_setfield(L, -2, "libcurl");
+            }
+        }
+        dlclose(curl);
+    }
+    return 1;
+}
+
 static const luaL_Reg embed_funcs[] = {
     {"module_source", embed_module_source},
     {"modules", embed_modules},
     {"recipe_source", embed_recipe_source},
     {"recipes", embed_recipes},
+    {"versions", embed_versions},
     {NULL, NULL},
 };
 

@@ -13,44 +13,27 @@
 local intercept = require "czctl.intercept"
 local proxy = require "czctl.proxy"
 
-return {
+-- The built-in intercept with two more flags and the rule built from them
+-- (hooks.rule replaces the rule the --header flag gives).
+return intercept.builtin_recipe():with{
   summary = "Intercept a Service for one team (cookie or X-Team header, under a path prefix)",
-  usage = "SERVICE --team NAME [flags]",
-  args = { { name = "service", help = "the Service to intercept", required = true } },
   flags = {
     { name = "team", type = "string", required = true, help = "the team name (letters, digits, -)" },
     { name = "pathPrefix", type = "string", default = "/api/", help = "only paths under this prefix" },
-    { name = "localPort", short = "l", type = "number", help = "local port (default: the Service port's number)" },
-    { name = "remotePort", short = "r", type = "string", help = "the Service port (number or name)" },
-    { name = "namespace", short = "n", type = "string", default = "default", help = "the Service's namespace" },
-    { name = "tunnel", type = "string", default = "ngrok", help = "tunnel provider: ngrok or direct" },
-    { name = "tunnelHost", type = "string", default = "127.0.0.1", help = "this machine's address (direct)" },
-    { name = "wait", short = "w", type = "boolean", help = "stay until SIGINT/SIGTERM, then clean up" },
-    { name = "kubeconfig", short = "k", type = "string", env = "KUBECONFIG", help = "kubeconfig file" },
-    { name = "context", type = "string", help = "kubeconfig context" },
-    { name = "quiet", short = "q", type = "boolean", help = "only display errors" },
-    { name = "output", short = "o", type = "string", default = "text", help = "text or json" },
   },
-  run = function(ctx)
-    local f = ctx.flags
-    if not f.team:find("^[%w][%w-]*$") then return ctx.usage_error("--team must be letters, digits and -") end
-    local rule = {
-      every = {
-        { any = {
-            { cookie = { name = "team", equals = f.team } },
-            { header = { name = "X-Team", matches = "^" .. proxy.pcre_escape(f.team) .. "(-[A-Za-z0-9]+)?$" } },
-        } },
-        { path_prefix = f.pathPrefix },
-      },
-    }
-    local ok, err = proxy.validate(rule)
-    if not ok then return ctx.usage_error(err) end
-    local start = intercept.workflow()
-    return start(ctx, {
-      service = ctx.args.service, namespace = f.namespace, remote_port = f.remotePort,
-      local_port = f.localPort and math.tointeger(f.localPort), rule = rule,
-      tunnel = f.tunnel, tunnel_host = f.tunnelHost, wait = f.wait,
-      kubeconfig = f.kubeconfig, context = f.context,
-    })
-  end,
+  hooks = {
+    rule = function(_, run)
+      local f = run.ctx.flags
+      if not f.team:find("^[%w][%w-]*$") then run.ctx.usage_error("--team must be letters, digits and -") end
+      return {
+        every = {
+          { any = {
+              { cookie = { name = "team", equals = f.team } },
+              { header = { name = "X-Team", matches = "^" .. proxy.pcre_escape(f.team) .. "(-[A-Za-z0-9]+)?$" } },
+          } },
+          { path_prefix = f.pathPrefix },
+        },
+      }
+    end,
+  },
 }

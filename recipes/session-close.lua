@@ -16,6 +16,8 @@ local intercept = require "czctl.intercept"
 local signal = require "czctl.signal"
 local kube = require "czctl.kube"
 local util = require "czctl.util"
+local flags = require "czctl.flags"
+local sys = require "czctl.sys"
 
 local function fail(err)
   signal.check()
@@ -28,12 +30,12 @@ local function render(r)
   for _, c in ipairs(r.closed) do
     if c.stale then
       lines[#lines + 1] = string.format("Removed the local record of session %s in %s (it was already closed in the cluster)",
-                                        c.session, c.namespace)
+                                        c.id, c.namespace)
     elseif c.forgotten then
       lines[#lines + 1] = string.format("Forgot the local record of session %s in %s (the cluster was not contacted)",
-                                        c.session, c.namespace)
+                                        c.id, c.namespace)
     else
-      lines[#lines + 1] = string.format("Closed session %s in %s%s", c.session, c.namespace,
+      lines[#lines + 1] = string.format("Closed session %s in %s%s", c.id, c.namespace,
                                         c.restored and (" (Service " .. c.service .. " restored)") or "")
     end
   end
@@ -54,25 +56,18 @@ are none, every session in the namespace (-n, default the context's).
 Only local sessions of the cluster being talked to count; a local record
 that cluster no longer knows is removed (and said so). When the cluster of
 SESSION is gone, --forget discards its local record only.]],
-  args = { { name = "session", help = "the session id (see czctl session list)" } },
-  flags = {
+  args = { { name = "session", help = "the session id (see czctl session list)", complete = "sessions" } },
+  flags = flags.join({
     { name = "all", short = "a", type = "boolean", help = "close every czctl session in the namespace" },
-    { name = "namespace", short = "n", type = "string", help = "namespace (default: the context's)" },
-    { name = "kubeconfig", short = "k", type = "string",
-      help = "kubeconfig file to use (default: the session's, else $KUBECONFIG)" },
-    { name = "context", type = "string", help = "kubeconfig context to use" },
-    { name = "quiet", short = "q", type = "boolean", help = "only display errors" },
-    { name = "output", short = "o", type = "string", default = "text", help = "output format: text or json" },
     { name = "forget", type = "boolean",
       help = "with SESSION: only discard this machine's record of it (stop its tunnel, remove its files) "
              .. "without contacting the cluster, e.g. when that cluster is gone" },
-  },
+  }, flags.kube{ namespace_help = "namespace (default: the context's)" }, flags.output()),
   run = function(ctx)
     -- Closing is cleanup that must finish: signals are recorded (exit 128+N
     -- afterwards) but interrupt none of its calls, which have their own timeouts.
-    local _shield <close> = require("czctl.undo").shield()
+    local _ <close> = sys.shield()
     local f, out = ctx.flags, ctx.out
-    if f.output ~= "text" and f.output ~= "json" then return ctx.usage_error("--output must be text or json") end
     local id = ctx.args.session
     if id and f.all then return ctx.usage_error("give a SESSION or --all, not both") end
     if id and not id:find("^[a-z0-9-]+$") then return ctx.usage_error("invalid session id " .. id) end
@@ -83,18 +78,21 @@ SESSION is gone, --forget discards its local record only.]],
       local mine = session.load(id)
       if not mine then fail(string.format("no local record of session %s on this machine", id)) end
       session.forget(mine)
-      closed[1] = { session = id, namespace = mine.namespace, service = mine.service, forgotten = true,
+      closed[1] = { id = id, namespace = mine.namespace, service = mine.service, forgotten = true,
                     restored = false }
-      out:result({ closed = closed, failed = failures }, render)
+      out:result({ apiVersion = "czctl.io/v1", kind = "CloseResult", closed = closed, failed = failures }, render)
       return 0
     end
 
     -- One client per kubeconfig/context; flags win over what a session file says.
     local clients = {}
+    -- A --kubeconfig given on the command line wins over a session's own;
+    -- one from $KUBECONFIG does not.
+    local given_kubeconfig = ctx.sources.kubeconfig == "flag" and f.kubeconfig or nil
     local function client_for(s)
-      local kubeconfig = f.kubeconfig or (s and s.kubeconfig) or nil
+      local kubeconfig = given_kubeconfig or (s and s.kubeconfig) or nil
       local context = f.context or (s and s.context) or nil
-      if not s or (kubeconfig == f.kubeconfig and context == f.context) then
+      if not s or (kubeconfig == given_kubeconfig and context == f.context) then
         clients.default = clients.default or ctx.kube()
         return clients.default
       end
@@ -229,7 +227,7 @@ SESSION is gone, --forget discards its local record only.]],
         end)
       end
       if ok then
-        closed[#closed + 1] = { session = t.id, namespace = t.namespace, service = t.service,
+        closed[#closed + 1] = { id = t.id, namespace = t.namespace, service = t.service,
                                 restored = (not t.stale and err == true), stale = t.stale or nil }
       else
         signal.check()
@@ -240,7 +238,8 @@ SESSION is gone, --forget discards its local record only.]],
     if #targets == 0 then
       message = id and string.format("Session %s: nothing left to close.", id) or "No session to close."
     end
-    out:result({ closed = closed, failed = failures, message = message }, render)
+    out:result({ apiVersion = "czctl.io/v1", kind = "CloseResult", closed = closed, failed = failures,
+                 message = message }, render)
     if #failures > 0 then
       intercept.raise(table.concat(failures, "; ") .. " (run czctl session close again to retry)")
     end

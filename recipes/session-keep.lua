@@ -16,7 +16,7 @@ local session = require "czctl.session"
 local intercept = require "czctl.intercept"
 local signal = require "czctl.signal"
 local process = require "czctl.process"
-local sys = require "czctl.core.sys"
+local sys = require "czctl.sys"
 
 local CLUSTER_CHECK_INTERVAL = 15
 local CHECK_TIMEOUT = 60
@@ -67,7 +67,7 @@ return {
       return 1
     end
     local facts = session.tunnel_facts(handle, s.tunnel.provider)
-    facts.status, facts.keeper_pid = "up", sys.getpid()
+    facts.status, facts.keeper_pid = "up", sys.pid()
     session.write_tunnel_status(id, facts)
     log("tunnel up: %s -> localhost:%d", tostring(handle.url), s.local_port)
 

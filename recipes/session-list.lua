@@ -3,26 +3,21 @@
 -- labelled with a session; sessions started on this machine are marked.
 -- Sessions whose setup never finished show "-" as PORT and HEADER: close
 -- them with `czctl session close ID`. Only local sessions of the cluster
--- being talked to are marked or shown; a local file whose session the
--- cluster no longer knows and no local process holds is pruned.
+-- being talked to are marked or shown; a local record whose session the
+-- cluster no longer knows and no local process holds is not shown (and not
+-- removed: a list never writes; `czctl session close` removes it).
 local session = require "czctl.session"
 local output = require "czctl.output"
 local signal = require "czctl.signal"
 local util = require "czctl.util"
+local flags = require "czctl.flags"
 
 return {
   summary = "List intercept sessions",
   usage = "[flags]",
-  flags = {
-    { name = "namespace", short = "n", type = "string", help = "only this namespace (default: all)" },
-    { name = "kubeconfig", short = "k", type = "string", help = "kubeconfig file to use" },
-    { name = "context", type = "string", help = "kubeconfig context to use" },
-    { name = "quiet", short = "q", type = "boolean", help = "only display errors" },
-    { name = "output", short = "o", type = "string", default = "text", help = "output format: text or json" },
-  },
+  flags = flags.join(flags.kube{ namespace_help = "only this namespace (default: all)" }, flags.output()),
   run = function(ctx)
     local f, out = ctx.flags, ctx.out
-    if f.output ~= "text" and f.output ~= "json" then return ctx.usage_error("--output must be text or json") end
     local client = ctx.kube()
     local found, err = session.discover(client, { namespace = f.namespace, all_namespaces = f.namespace == nil })
     if not found then signal.check(); require("czctl.intercept").raise(err) end
@@ -37,32 +32,29 @@ return {
       seen[s.id] = true
       local tunnel = mine and (session.tunnel_status(s.id) or mine.tunnel) or nil
       sessions[#sessions + 1] = {
-        session = s.id, namespace = s.namespace, service = s.service or (mine and mine.service),
-        port = record.port, header = record.all and "(all)" or record.header or record.rule, rule = record.rule,
+        kind = "Session", id = s.id, namespace = s.namespace, service = s.service or (mine and mine.service),
+        port = record.port, all = record.all == true, rule = record.rule,
         started = record.started or s.started, ["local"] = mine ~= nil,
         complete = s.record ~= nil, objects = setmetatable(s.objects or {}, util.array_mt),
-        tunnel_url = tunnel and tunnel.url, tunnel_status = tunnel and tunnel.status,
+        tunnel = tunnel and tunnel.provider or record.tunnel, tunnelUrl = tunnel and tunnel.url,
+        tunnelStatus = tunnel and tunnel.status,
       }
     end
     -- A local session with nothing in the cluster: still starting or held by
-    -- a process here (shown), or closed elsewhere (its stale file is pruned).
+    -- a process here (shown), or closed elsewhere (left for session close).
     for _, mine in ipairs(session.list_local_for(server)) do
-      if not seen[mine.id] and (f.namespace == nil or mine.namespace == f.namespace) then
-        if session.held(mine) then
-          sessions[#sessions + 1] = { session = mine.id, namespace = mine.namespace, service = mine.service,
-                                      port = nil, header = nil, started = mine.started, ["local"] = true,
-                                      complete = false, objects = setmetatable({}, util.array_mt) }
-        else
-          session.forget(mine)
-        end
+      if not seen[mine.id] and (f.namespace == nil or mine.namespace == f.namespace) and session.held(mine) then
+        sessions[#sessions + 1] = { kind = "Session", id = mine.id, namespace = mine.namespace,
+                                    service = mine.service, started = mine.started, ["local"] = true,
+                                    complete = false, objects = setmetatable({}, util.array_mt) }
       end
     end
-    out:result({ sessions = sessions }, function(r)
-      if #r.sessions == 0 then return "No intercept sessions." end
+    out:result({ apiVersion = "czctl.io/v1", kind = "SessionList", items = sessions }, function(r)
+      if #r.items == 0 then return "No intercept sessions." end
       local rows = {}
-      for i, s in ipairs(r.sessions) do
-        rows[i] = { s.session, s.namespace, s.service or "?", s.port and tostring(math.tointeger(s.port)) or "-",
-                    s.header or "-", session.format_age(session.age_seconds(s.started)),
+      for i, s in ipairs(r.items) do
+        rows[i] = { s.id, s.namespace, s.service or "?", s.port and tostring(math.tointeger(s.port)) or "-",
+                    s.all and "(all)" or s.rule or "-", session.format_age(session.age_seconds(s.started)),
                     s["local"] and "*" or "" }
       end
       return output.table({ "SESSION", "NAMESPACE", "SERVICE", "PORT", "HEADER", "AGE", "LOCAL" }, rows)

@@ -30,7 +30,7 @@ CONF
 }
 
 # write_czctl DIR LISTEN_ADDR ORIGINAL TUNNEL_URL [EXTRA_JSON]: the proxy as
-# czctl renders it (lua/czctl/proxy.lua), default rule, one intercepted port
+# czctl renders it (lua/czctl/proxy/nginx.lua), default rule, one intercepted port
 # on LISTEN_ADDR:8080, health on :8079
 write_czctl() {
   mkdir -p "$1"

@@ -109,18 +109,13 @@ local function status_error(status, body, req)
   }, req)
 end
 
-local function interrupt_error(req)
-  local ok, signal = pcall(require, "czctl.signal")
-  if ok then
-    local sok, sys = pcall(require, "czctl.core.sys")
-    local name = sok and sys.pending_signal() or "SIGINT"
-    return signal.interrupt(name)
-  end
-  return new_error({ code = 0, reason = "Interrupted", message = "interrupted" }, req)
+local function interrupt_error()
+  local signal = require "czctl.signal"
+  return signal.interrupt(signal.pending() or "SIGINT")
 end
 
 local function transport_error(msg, req)
-  if msg == "interrupted" then return interrupt_error(req) end
+  if msg == "interrupted" then return interrupt_error() end
   return new_error({ code = 0, reason = "Transport", message = tostring(msg) }, req)
 end
 
@@ -144,8 +139,7 @@ M.timeout = reason_is("Timeout")
 function M.interrupted(err)
   if type(err) ~= "table" then return false end
   if err.reason == "Interrupted" then return true end
-  local ok, signal = pcall(require, "czctl.signal")
-  return ok and signal.is_interrupt(err) or false
+  return require("czctl.signal").is_interrupt(err)
 end
 
 -- ---------------------------------------------------------------------------
@@ -204,6 +198,22 @@ local Client = {}
 Client.__index = Client
 
 --- Connect: resolve the kubeconfig like kubectl and open one reusable connection.
+--- How a kubeconfig resolves (the rules kubectl follows: --kubeconfig, else
+--- $KUBECONFIG merged, else ~/.kube/config, else in-cluster), without
+--- contacting the cluster and without any secret: context, cluster, user,
+--- namespace, server, auth (the method), source and the paths involved.
+---@param opts? {kubeconfig?: string, context?: string}
+---@return table|nil info
+---@return any err
+function M.config_info(opts)
+  opts = opts or {}
+  local cfg, err = ckube.load_config{ kubeconfig = opts.kubeconfig, context = opts.context }
+  if not cfg then return nil, err end
+  local info = cfg:info()
+  cfg:close()
+  return info
+end
+
 ---@param opts? {kubeconfig?:string, context?:string, namespace?:string, verbose?:boolean, timeout?:number, connect_timeout?:number}
 ---@return czctl.kube.Client|nil client
 ---@return string|nil err
@@ -469,11 +479,7 @@ function Client:delete(kind, name, opts)
   return true, obj
 end
 
-local function now()
-  local ok, sys = pcall(require, "czctl.core.sys")
-  if ok then return sys.now() end
-  return os.time()
-end
+local function now() return require("czctl.core.sys").now() end
 
 local function expired_message(ctx, rv, server_message)
   return string.format("watch of %s expired: resourceVersion %s is too old (%s); list again to get a current resourceVersion",

@@ -9,53 +9,59 @@
 --   quiet   only errors (out:error); steps, info, warnings and results are silent.
 --   json    exactly one JSON document on stdout (out:result); progress is
 --           silent, warnings and errors still go to stderr.
+--   yaml    the same document as YAML.
+--
+-- Colour only on a terminal, and never when NO_COLOR is set to a non-empty
+-- value (https://no-color.org).
 --
 -- It never decides what to show: recipes do. Writers are injectable so tests
 -- capture output without a terminal.
 local util = require "czctl.util"
+local csys = require "czctl.core.sys"
 
 local M = {}
 
 ---@class czctl.Output
----@field mode "normal"|"quiet"|"json"
+---@field mode "normal"|"quiet"|"json"|"yaml"
 local Out = {}
 Out.__index = Out
 Out.__name = "czctl.output"
 
-local function default_clock()
-  local ok, sys = pcall(require, "czctl.core.sys")
-  if ok then return sys.now end
-  return os.clock
+local function default_tty()
+  return csys.isatty(2) and os.getenv("TERM") ~= "dumb"
 end
 
-local function default_tty()
-  local ok, sys = pcall(require, "czctl.core.sys")
-  if not ok or not sys.isatty(2) then return false end
-  local term = os.getenv("TERM")
-  return term ~= "dumb"
+--- Whether NO_COLOR asks for no colour: set and not empty.
+---@param getenv? fun(name: string): string|nil
+---@return boolean
+function M.no_color(getenv)
+  local v = (getenv or os.getenv)("NO_COLOR")
+  return v ~= nil and v ~= ""
 end
+
+local DOCUMENT = { json = true, yaml = true }
 
 --- A new output object.
----@param opts? {mode?: "normal"|"quiet"|"json", stdout?: fun(s: string), stderr?: fun(s: string), tty?: boolean, color?: boolean, verbose?: boolean, clock?: fun(): number}
+---@param opts? {mode?: "normal"|"quiet"|"json"|"yaml", stdout?: fun(s: string), stderr?: fun(s: string), tty?: boolean, color?: boolean, verbose?: boolean, clock?: fun(): number}
 --- stdout/stderr default to the process streams; tty defaults to isatty(2)
---- (and TERM ~= "dumb"); color defaults to tty without NO_COLOR.
+--- (and TERM ~= "dumb"); color defaults to tty unless NO_COLOR is non-empty.
 ---@return czctl.Output
 function M.new(opts)
   opts = opts or {}
   local mode = opts.mode or "normal"
-  if mode ~= "normal" and mode ~= "quiet" and mode ~= "json" then
+  if mode ~= "normal" and mode ~= "quiet" and not DOCUMENT[mode] then
     error("output.new: unknown mode " .. tostring(mode), 2)
   end
   local tty = opts.tty
   if tty == nil then tty = default_tty() end
   local color = opts.color
-  if color == nil then color = tty and os.getenv("NO_COLOR") == nil end
+  if color == nil then color = tty and not M.no_color() end
   return setmetatable({
     mode = mode,
     tty = tty,
     color = color,
     verbose = opts.verbose or false,
-    clock = opts.clock or default_clock(),
+    clock = opts.clock or csys.now,
     write_out = opts.stdout or function(s) io.stdout:write(s); io.stdout:flush() end,
     write_err = opts.stderr or function(s) io.stderr:write(s); io.stderr:flush() end,
     running = {},       -- steps started and not finished, outermost first
@@ -109,7 +115,7 @@ function Out:step(title, fn, ...)
   clear_live(self)
   self.running[#self.running + 1] = step
   draw_live(self)
-  local guard <close> = setmetatable({}, { __close = function(_, err)
+  local _ <close> = setmetatable({}, { __close = function(_, err)
     local depth = #self.running
     for i = depth, 1, -1 do
       if self.running[i] == step then table.remove(self.running, i); depth = i; break end
@@ -166,17 +172,21 @@ function Out:print(f, ...)
   draw_live(self)
 end
 
---- The recipe's result. json: `tbl` as one JSON document (sorted keys) on
+--- The recipe's result. json/yaml: `tbl` as one document (sorted keys) on
 --- stdout, and only once. normal: render(tbl) on stdout (a string result is
 --- printed as is; without render, indented JSON). quiet: nothing.
 ---@param tbl any
 ---@param render? fun(tbl: any): string
 function Out:result(tbl, render)
   if self.mode == "quiet" then return end
-  if self.mode == "json" then
-    if self.results > 0 then error("out:result: json mode prints one document only", 2) end
+  if DOCUMENT[self.mode] then
+    if self.results > 0 then error("out:result: " .. self.mode .. " mode prints one document only", 2) end
     self.results = 1
-    self.write_out(util.json_encode(tbl, { indent = true }) .. "\n")
+    if self.mode == "yaml" then
+      self.write_out(require("czctl.yaml").encode(tbl))
+    else
+      self.write_out(util.json_encode(tbl, { indent = true }) .. "\n")
+    end
     return
   end
   local text

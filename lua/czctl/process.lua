@@ -85,10 +85,9 @@ function Process:wait(timeout, grace)
   if why ~= "timeout" then return nil, why end
   self.timed_out = true
   self.handle:kill("TERM")
-  code = self.handle:wait(grace or 2)
-  if not code then
+  if not self.handle:wait(grace or 2) then
     self.handle:kill("KILL")
-    code = self.handle:wait(5)
+    self.handle:wait(5)
   end
   self.code = M.TIMEOUT
   return M.TIMEOUT

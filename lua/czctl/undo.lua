@@ -3,9 +3,9 @@
 -- reverse on error and on signal. A failing step is reported and the rest
 -- still run: partial cleanup beats none. This module does no output itself
 -- unless no reporter is given, and knows nothing about what the steps do.
--- While a stack runs, signals are shielded (czctl.core.sys.shield_signals):
--- a second Ctrl-C is recorded but does not interrupt the steps' calls.
-local has_sys, sys = pcall(require, "czctl.core.sys")
+-- While a stack runs, signals are shielded (czctl.sys.shield): a second
+-- Ctrl-C is recorded but does not interrupt the steps' calls.
+local sys = require "czctl.sys"
 local M = {}
 
 ---@class czctl.UndoStack
@@ -112,14 +112,8 @@ end
 
 --- Raise the signal shield until the returned value is closed (a Lua 5.4
 --- to-be-closed variable: `local _ <close> = undo.shield()`), for cleanup
---- that is not an undo stack (e.g. closing a session). A no-op without the
---- C core.
+--- that is not an undo stack. The same as czctl.sys.shield.
 ---@return table closable
-function M.shield()
-  if has_sys and sys.shield_signals then sys.shield_signals(true) end
-  return setmetatable({}, { __close = function()
-    if has_sys and sys.shield_signals then sys.shield_signals(false) end
-  end })
-end
+M.shield = sys.shield
 
 return M

@@ -103,6 +103,15 @@ function M.split(s, sep)
   end
 end
 
+--- Whether a list holds a value.
+---@param list any[]
+---@param value any
+---@return boolean
+function M.contains(list, value)
+  for _, v in ipairs(list) do if v == value then return true end end
+  return false
+end
+
 ---@param s string
 ---@return string
 function M.trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end

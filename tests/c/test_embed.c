@@ -45,10 +45,10 @@ int main(void)
             end
         end
         local src, chunk = embed.module_source("czctl.cli")
-        local f = assert(io.open(root .. "/lua/czctl/cli.lua", "rb"))
+        local f = assert(io.open(root .. "/lua/czctl/cli/init.lua", "rb"))
         local disk = f:read("a"); f:close()
-        return src == disk and chunk == "@czctl/cli.lua",
-               "lua/czctl/cli.lua differs from the built-in copy (stale build? run make)"
+        return src == disk and chunk == "@czctl/cli/init.lua",
+               "lua/czctl/cli/init.lua differs from the built-in copy (stale build? run make)"
     ));
 
     t_lua(L, "every embedded module and recipe compiles", LUA(

@@ -1,7 +1,8 @@
 -- Specification of czctl.intercept's pure parts: choosing the port, telling
 -- what cannot be intercepted or who manages a Service, the guarded patches
--- (intercept then restore gives back exactly the original Service), and the
--- example request shown to users. The cluster side is in tests/e2e/test_*.sh.
+-- (intercept then restore gives back exactly the original Service). The
+-- example request shown to users is proxy.example_request (tests/proxy).
+-- The cluster side is in tests/e2e/test_*.sh.
 local intercept = require "czctl.intercept"
 local kube = require "czctl.kube"
 local cjson = require "cjson"
@@ -152,25 +153,6 @@ describe("intercept_patch and restore_patch", function()
     changed.spec.selector.extra = "x"
     local restored = apply(changed, intercept.restore_patch(changed, intercept.record(changed)))
     assert.same(original.spec.selector, restored.spec.selector)
-  end)
-end)
-
-describe("example_request", function()
-  local cases = {
-    { "a header", { header = { name = "X-A", equals = "b" } }, { headers = { "X-A: b" }, path = "/" } },
-    { "all", { all = true }, { headers = {}, path = "/" } },
-    { "a cookie under a path", { every = { { cookie = { name = "team", equals = "blue" } },
-                                           { path_prefix = "/api/" } } },
-      { headers = { "Cookie: team=blue" }, path = "/api/" } },
-    { "the first usable alternative", { any = { { header = { name = "X", matches = "^a" } },
-                                                { header = { name = "Y", equals = "1" } } } },
-      { headers = { "Y: 1" }, path = "/" } },
-  }
-  for _, c in ipairs(cases) do
-    it("builds a request for " .. c[1], function() assert.same(c[3], intercept.example_request(c[2])) end)
-  end
-  it("gives up on a regex-only rule", function()
-    assert.is_nil(intercept.example_request{ header = { name = "X", matches = "^a" } })
   end)
 end)
 

@@ -37,7 +37,7 @@ is "$seen/$len/$pod" "$sent/5242880/laptop" "a 5 MiB upload with the header arri
 read -r sent seen len pod < <(upload_check "http://$IP/upload")
 like "$seen/$len/$pod" "^$sent/5242880/demo-" "a 5 MiB upload without the header arrives intact in the cluster"
 list=$("$CZCTL" session list)
-like "$list" "demo +80 +X-C6O-INTERCEPT:yes" "session list shows the session"
+like "$list" "demo +80 +X-C6O-INTERCEPT: yes" "session list shows the session"
 "$CZCTL" session close -q; is "$?" 0 "session close exits 0"
 like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: yes')" '^demo-' "after close the header no longer reaches the local server"
 snapshot "$WORK/after1.json"

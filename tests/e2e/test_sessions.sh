@@ -16,10 +16,10 @@ svc_before=$(service_state demo)
 # --- JSON output ------------------------------------------------------------
 json=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct --output json 2>"$WORK/err"); rc=$?
 is "$rc" 0 "intercept --output json exits 0"
-id=$(printf '%s' "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["session"])' 2>/dev/null)
+id=$(printf '%s' "$json" | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["id"] if (o["apiVersion"], o["kind"]) == ("czctl.io/v1", "Session") else "")' 2>/dev/null)
 like "$id" '^[a-z0-9]{10}$' "--output json prints one JSON document with the session id"
-like "$(printf '%s' "$json" | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["tunnel_url"], o["curl"], o["header"])' 2>/dev/null)" \
-  "^http://127.0.0.1:$PORT curl -H .*X-C6O-INTERCEPT:yes$" "the JSON carries the tunnel URL, curl example and header"
+like "$(printf '%s' "$json" | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["tunnelUrl"], o["curl"], o["header"])' 2>/dev/null)" \
+  "^http://127.0.0.1:$PORT curl -H .*X-C6O-INTERCEPT: yes$" "the JSON carries the tunnel URL, curl example and header"
 is "$(stat -c %a "$XDG_STATE_HOME/czctl/sessions/$id.json" 2>/dev/null)" 600 "the session file is mode 0600"
 
 # --- already intercepted ----------------------------------------------------
@@ -37,9 +37,9 @@ is "$(echo "$out" | wc -l)" 1 "with -q the error is the only output, on one line
 # --- session list -------------------------------------------------------------
 list=$("$CZCTL" session list)
 like "$(echo "$list" | head -1)" '^SESSION +NAMESPACE +SERVICE +PORT +HEADER +AGE +LOCAL$' "session list prints a table header"
-like "$list" "$id +default +demo +80 +X-C6O-INTERCEPT:yes +[0-9]+s +\\*" "session list shows the session, marked local"
-jl=$("$CZCTL" session list -o json | python3 -c 'import json,sys; s=json.load(sys.stdin)["sessions"]; print(len(s), s[0]["session"], s[0]["local"])')
-is "$jl" "1 $id True" "session list --output json has the session"
+like "$list" "$id +default +demo +80 +X-C6O-INTERCEPT: yes +[0-9]+s +\\*" "session list shows the session, marked local"
+jl=$("$CZCTL" session list -o json | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d["items"]; print(d["kind"], len(s), s[0]["id"], s[0]["local"])')
+is "$jl" "SessionList 1 $id True" "session list --output json is a SessionList holding the session"
 
 # --- --clean alone ------------------------------------------------------------
 out=$("$CZCTL" service intercept demo -c 2>&1); rc=$?
@@ -130,8 +130,8 @@ is "$rc" 1 "-c in an unknown namespace exits 1"
 like "$out" 'namespace "nosuchns" not found' "-c in an unknown namespace says it is not found"
 
 # --- JSON: empty lists are [] ------------------------------------------------------
-is "$("$CZCTL" session list -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["sessions"] == [])')" True \
-  "session list -o json with no session prints \"sessions\": []"
+is "$("$CZCTL" session list -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"] == [])')" True \
+  "session list -o json with no session prints \"items\": []"
 is "$("$CZCTL" session close -o json | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["closed"] == [], o["failed"] == [])')" \
   "True True" "session close -o json with nothing to close prints \"closed\": [] and \"failed\": []"
 
@@ -141,7 +141,10 @@ sid=$(session_ids)
 XDG_STATE_HOME="$WORK/other-machine" "$CZCTL" session close -q; is "$?" 0 "another machine closes the session"
 out=$("$CZCTL" session list 2>&1)
 is "$out" "No intercept sessions." "session list no longer shows the session closed elsewhere"
-is "$(session_ids)" "" "session list prunes the stale local file"
+is "$(session_ids)" "$sid" "session list writes nothing: the stale local record stays"
+"$CZCTL" session close -q; is "$(session_ids)" "" "session close removes the stale local record"
+XDG_STATE_HOME="$WORK/fresh-state" "$CZCTL" session list >/dev/null
+check "session list on a machine with no sessions creates no state directory" test ! -e "$WORK/fresh-state"
 "$CZCTL" service intercept demo -l "$PORT" --tunnel direct -q
 sid=$(session_ids)
 XDG_STATE_HOME="$WORK/other-machine" "$CZCTL" session close -q

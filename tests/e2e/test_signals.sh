@@ -2,6 +2,7 @@
 # Acceptance 3 (second half) and 5: a signal in the middle of setup rolls
 # everything back. A sandbox fault stalls one request of the setup; the
 # signal arrives while czctl waits for it.
+# tests/run: alone
 source "$(dirname "$0")/lib/common.sh"
 export PATH="$E2E_ROOT/tests/fake-ngrok:$PATH"
 

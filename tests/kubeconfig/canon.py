@@ -9,6 +9,7 @@ BASE, the directory of the file that defined them, with client-go's rule
 URLs are compared with their password redacted.
 Usage: canon.py czctl < json | canon.py kubectl BASE < json"""
 import json
+import re
 import os
 import sys
 
@@ -78,6 +79,8 @@ def from_kubectl(doc):
 
 
 def from_czctl(info):
+    # czctl's documents use camelCase keys (tlsServerName); compare as snake_case
+    info = {re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), k): v for k, v in info.items()}
     out = {k: info.get(k, "") for k in ("context", "cluster", "user", "namespace", "server", "auth",
                                         "tls_server_name", "proxy_url", "token_file", "exec_command")}
     out["insecure"] = bool(info.get("insecure"))

@@ -151,6 +151,24 @@ end)
 
 describe("output.new", function()
   it("rejects an unknown mode", function()
-    assert.error_matches(function() output.new{ mode = "yaml" } end, "unknown mode")
+    assert.error_matches(function() output.new{ mode = "xml" } end, "unknown mode")
   end)
+  it("prints the result as one YAML document in yaml mode", function()
+    local out = {}
+    local o = output.new{ mode = "yaml", tty = false, stdout = function(s) out[#out + 1] = s end, stderr = function() end }
+    o:step("quiet in yaml mode", function() end)
+    o:result({ kind = "Session", id = "abc", items = setmetatable({}, require("czctl.util").array_mt), port = 80,
+               rule = "X-C6O-INTERCEPT: yes", flag = "true" })
+    assert.equal('---\nflag: "true"\nid: abc\nitems: []\nkind: Session\nport: 80\nrule: "X-C6O-INTERCEPT: yes"\n',
+                 table.concat(out))
+  end)
+end)
+
+describe("NO_COLOR", function()
+  local cases = { { "unset", nil, false }, { "empty", "", false }, { "set", "1", true }, { "set to 0", "0", true } }
+  for _, c in ipairs(cases) do
+    it("is " .. (c[3] and "honoured" or "ignored") .. " when " .. c[1], function()
+      assert.equal(c[3], output.no_color(function(name) return name == "NO_COLOR" and c[2] or nil end))
+    end)
+  end
 end)

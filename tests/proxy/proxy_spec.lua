@@ -386,19 +386,36 @@ describe("proxy.render: an HTTPS tunnel (ngrok)", function()
   end)
 end)
 
-describe("proxy.describe and proxy.example_headers", function()
+describe("proxy.describe, proxy.example_request and proxy.example_header", function()
   it("describes the default rule as the header to send", function()
     assert.equal("X-C6O-INTERCEPT: yes", proxy.describe(proxy.from_flags{}))
-    assert.same({ "X-C6O-INTERCEPT: yes" }, proxy.example_headers(proxy.from_flags{}))
+    assert.same({ headers = { "X-C6O-INTERCEPT: yes" }, path = "/" }, proxy.example_request(proxy.from_flags{}))
+    assert.equal("X-C6O-INTERCEPT: yes", proxy.example_header(proxy.from_flags{}))
   end)
-  it("gives the headers that satisfy a combined rule", function()
-    local rule = { every = { { header = { name = "X-Team", equals = "blue" } },
+  local cases = {
+    { "a header", { header = { name = "X-A", equals = "b" } }, { headers = { "X-A: b" }, path = "/" } },
+    { "all", { all = true }, { headers = {}, path = "/" } },
+    { "a path prefix", { path_prefix = "/api" }, { headers = {}, path = "/api" } },
+    { "a cookie under a path", { every = { { cookie = { name = "team", equals = "blue" } },
+                                           { path_prefix = "/api/" } } },
+      { headers = { "Cookie: team=blue" }, path = "/api/" } },
+    { "the first usable alternative", { any = { { header = { name = "X", matches = "^a" } },
+                                                { header = { name = "Y", equals = "1" } } } },
+      { headers = { "Y: 1" }, path = "/" } },
+    { "every part, nothing for not", { every = { { header = { name = "X-Team", equals = "blue" } },
                              { any = { { cookie = { name = "c", equals = "1" } }, { path_prefix = "/a" } } },
-                             { ["not"] = { header = { name = "X-Skip", equals = "1" } } } } }
-    assert.same({ "X-Team: blue", "Cookie: c=1" }, proxy.example_headers(rule))
+                             { ["not"] = { header = { name = "X-Skip", equals = "1" } } } } },
+      { headers = { "X-Team: blue", "Cookie: c=1" }, path = "/" } },
+  }
+  for _, c in ipairs(cases) do
+    it("builds an example request for " .. c[1], function() assert.same(c[3], proxy.example_request(c[2])) end)
+  end
+  it("gives up on a regex-only rule and on paths that cannot both hold", function()
+    assert.is_nil(proxy.example_request{ header = { name = "X", matches = "^a" } })
+    assert.is_nil(proxy.example_request{ every = { { path_prefix = "/a" }, { path_prefix = "/b" } } })
   end)
-  it("gives no headers for rules headers cannot express", function()
-    assert.is_nil(proxy.example_headers{ path_prefix = "/api" })
-    assert.same({}, proxy.example_headers{ all = true })
+  it("names a header only for a one-header rule", function()
+    assert.is_nil(proxy.example_header{ all = true })
+    assert.is_nil(proxy.example_header{ cookie = { name = "c", equals = "1" } })
   end)
 end)

@@ -5,6 +5,7 @@
 # sends intercepted requests into the tunnel with the tunnel's Host and
 # ngrok-skip-browser-warning, and every failure gives its one-line message and
 # leaves no agent running. Also the direct provider, and "not installed".
+# tests/run: alone
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd)

@@ -563,62 +563,25 @@ function M.delete_if_present(client, kind, name, namespace, opts)
 end
 
 
---- A request that the rule routes to this machine, for the ready-to-paste
---- curl example: headers to send and a path. nil when the rule cannot be
---- satisfied by fixed headers and a path (a regex-only or negated rule).
----@param rule table a czctl.proxy rule
----@return {headers: string[], path: string}|nil
-function M.example_request(rule)
-  if rule.all then return { headers = {}, path = "/" } end
-  if rule.header then
-    if rule.header.equals then return { headers = { rule.header.name .. ": " .. rule.header.equals }, path = "/" } end
-    return nil
-  end
-  if rule.cookie then return { headers = { "Cookie: " .. rule.cookie.name .. "=" .. rule.cookie.equals }, path = "/" } end
-  if rule.path_prefix then return { headers = {}, path = rule.path_prefix } end
-  if rule.any then
-    for _, child in ipairs(rule.any) do
-      local r = M.example_request(child)
-      if r then return r end
-    end
-    return nil
-  end
-  if rule.every then
-    local out = { headers = {}, path = "/" }
-    for _, child in ipairs(rule.every) do
-      local r = M.example_request(child)
-      if not r then return nil end
-      for _, h in ipairs(r.headers) do out.headers[#out.headers + 1] = h end
-      if r.path ~= "/" then
-        if out.path ~= "/" and out.path:sub(1, #r.path) ~= r.path and r.path:sub(1, #out.path) ~= out.path then
-          return nil
-        end
-        if #r.path > #out.path then out.path = r.path end
-      end
-    end
-    return out
-  end
-  return nil
-end
-
---- The intercept workflow of the `service-intercept` recipe, for scripts
---- that build their own routing rule (see examples/team-routing.lua). A
---- user's override of the recipe wins, as it does for the command.
---- Returns start(ctx, opts) -> exit code, with opts: service, namespace,
---- remote_port, local_port, rule (a czctl.proxy rule), header (for display),
---- tunnel, tunnel_host, image, wait, kubeconfig, context.
+--- The intercept workflow with options instead of flags, for scripts that
+--- build their own routing rule (see examples/team-routing.lua): the
+--- built-in service-intercept recipe's steps, run by czctl.intercept.workflow.
+--- Returns start(ctx, opts) -> exit code (opts: czctl.intercept.Options).
 ---@return fun(ctx: table, opts: table): integer
 function M.workflow()
-  local cli = require "czctl.cli"
-  local found = cli.registry():find("service-intercept")
-  if not found then error("the service-intercept recipe is missing", 2) end
-  local chunk, err = load(found.code, found.chunkname, "t")
-  if not chunk then error("cannot load the service-intercept recipe: " .. tostring(err), 2) end
-  local recipe = chunk()
-  if type(recipe) ~= "table" or type(recipe.start) ~= "function" then
-    error("the service-intercept recipe (" .. tostring(found.source) .. ") has no start function", 2)
-  end
-  return recipe.start
+  local recipe = M.builtin_recipe()
+  return function(ctx, opts) return require("czctl.intercept.workflow").start(ctx, opts, recipe.steps) end
+end
+
+--- The built-in service-intercept recipe (never a user's file of that name),
+--- to extend with recipe:with{ hooks = ..., defaults = ..., flags = ... }.
+---@return table recipe
+function M.builtin_recipe()
+  local recipes = require "czctl.recipes"
+  local registry = recipes.new()
+  local entry = registry:builtin("service-intercept")
+  if not entry then error("the built-in service-intercept recipe is missing", 2) end
+  return recipes.load(entry)
 end
 
 return M

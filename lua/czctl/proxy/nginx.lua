@@ -1,0 +1,482 @@
+-- czctl.proxy.nginx: the NGINX configuration of the intercept proxy
+-- (nginxinc/nginx-unprivileged; Debian's 1.22 in the tests), rendered from
+-- the ports, the routing rule (czctl.proxy.rules) and the tunnel. render()
+-- checks the options once into a plan, then small emitters each write one
+-- part of nginx.conf, in order: the header and globals, the http settings,
+-- the rule's maps, the upstreams, the intercepted servers, the health
+-- server, the stream pass-through. Pure functions: no I/O.
+--
+-- The intercepted server's `location /` hands a matching request to the
+-- named location @czctl_tunnel (`if (CONDITION) { return 418; }` with
+-- `error_page 418 = @czctl_tunnel`: method, headers and unread body are
+-- kept) and proxies every other request to the original. The tunnel
+-- location has its own headers, TLS settings and access log, so the
+-- original route pays for no map but the rule's own.
+local rules = require "czctl.proxy.rules"
+
+local M = {}
+
+M.DEFAULT_HEALTH_PORT = 8079
+-- Idle upstream connections kept per worker and upstream group.
+M.DEFAULT_KEEPALIVE = 64
+-- The cluster DNS Service under its conventional name (kubeadm, kind, minikube,
+-- k3s, GKE, EKS, AKS all keep it); used to resolve a tunnel's host name.
+M.DEFAULT_RESOLVER = "kube-dns.kube-system.svc.cluster.local"
+
+local function fail(fmt, ...)
+  return nil, string.format(fmt, ...)
+end
+
+local function parse_url(url)
+  local scheme, rest = tostring(url):match("^(https?)://(.+)$")
+  if not scheme then return fail("tunnel url %q must start with http:// or https://", tostring(url)) end
+  local hostport = rest:match("^([^/?#]+)")
+  if not hostport then return fail("tunnel url %q has no host", url) end
+  local host, port = hostport:match("^%[([%x:.]+)%]:?(%d*)$")
+  if host then host = "[" .. host .. "]" else host, port = hostport:match("^([^:]+):?(%d*)$") end
+  if not host or host == "" then return fail("tunnel url %q has no host", url) end
+  port = tonumber(port ~= "" and port or nil) or (scheme == "https" and 443 or 80)
+  if port < 1 or port > 65535 then return fail("tunnel url %q has an invalid port", url) end
+  return { scheme = scheme, host = host, port = port,
+           is_ip = host:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:sub(1, 1) == "[" }
+end
+
+local function check_port(p, what)
+  p = math.tointeger(p)
+  if not p or p < 1 or p > 65535 then
+    return fail("%s must be a port number (1-65535), got %s", what, tostring(p))
+  end
+  return true
+end
+
+local function ident(s)
+  return (tostring(s):lower():gsub("[^%w]+", "_"))
+end
+
+-- Check the options once and derive everything the emitters need (the plan
+-- `c`): ports with ids, the rule's condition and maps, the tunnel, flags.
+local function plan(opts)
+  if type(opts) ~= "table" then return fail("proxy.render needs a table") end
+  if type(opts.ports) ~= "table" or #opts.ports == 0 then return fail("proxy.render: ports is empty") end
+  local ports = {}
+  local rule = opts.rule or { all = true }
+  local ok, warnings = rules.validate(rule)
+  if not ok then return nil, warnings end
+  local runtime_dir = opts.runtime_dir or "/tmp"
+  if rules.has_control(runtime_dir) or runtime_dir:find("[%s;{}\"'#]") then
+    return fail("proxy.render: runtime_dir %q has characters NGINX would misread", runtime_dir)
+  end
+  local health_port = math.tointeger(opts.health_port) or opts.health_port or M.DEFAULT_HEALTH_PORT
+  local okp, perr = check_port(health_port, "health_port")
+  if not okp then return nil, perr end
+  local listen_address = opts.listen_address
+  if listen_address ~= nil and not tostring(listen_address):find("^[%d.]+$") then
+    return fail("proxy.render: listen_address must be an IPv4 address")
+  end
+  local function listen(port)
+    return listen_address and (listen_address .. ":" .. port) or tostring(port)
+  end
+  local session = opts.session and tostring(opts.session) or "-"
+  if not session:find("^[%w._-]+$") then return fail("proxy.render: session id %q is not a plain name", session) end
+
+  local seen_listen, seen_name = { [health_port] = "health" }, {}
+  local any_intercept = false
+  for i, p in ipairs(opts.ports) do
+    local what = string.format("ports[%d]", i)
+    local name = p.name and tostring(p.name) or tostring(p.port)
+    if rules.has_control(name) then return fail("%s: name has control characters", what) end
+    -- Numbers from JSON arrive as floats: keep integral ones as integers.
+    p = { name = name, port = math.tointeger(p.port) or p.port, listen = math.tointeger(p.listen) or p.listen,
+          original = p.original, intercept = p.intercept, protocol = p.protocol or "TCP" }
+    ports[i] = p
+    if p.protocol ~= "TCP" and p.protocol ~= "UDP" then
+      return fail("%s: protocol %s cannot pass through the proxy (NGINX proxies TCP and UDP only)",
+                  what, tostring(p.protocol))
+    end
+    if p.intercept == true and p.protocol ~= "TCP" then
+      return fail("%s: only a TCP (HTTP) port can be intercepted, this one is %s", what, p.protocol)
+    end
+    local ok1, e1 = check_port(p.listen, what .. ".listen")
+    if not ok1 then return nil, e1 end
+    if p.port ~= nil then
+      local ok2, e2 = check_port(p.port, what .. ".port")
+      if not ok2 then return nil, e2 end
+    end
+    if seen_listen[p.listen] then return fail("%s: listen port %d is used twice", what, p.listen) end
+    seen_listen[p.listen] = true
+    if type(p.original) ~= "string" or not p.original:find("^[%w.%-]+:%d+$") and not p.original:find("^%[[%x:]+%]:%d+$") then
+      return fail("%s: original must be HOST:PORT (the copy Service's ClusterIP and port), got %s", what, tostring(p.original))
+    end
+    local id = ident(name)
+    if seen_name[id] then id = id .. "_" .. i end
+    seen_name[id] = true
+    p.id = id
+    any_intercept = any_intercept or p.intercept == true
+  end
+
+  local up = opts.tunnel_upstream
+  local tunnel
+  if any_intercept then
+    if type(up) ~= "table" then return fail("proxy.render: tunnel_upstream is required when a port is intercepted") end
+    local err
+    tunnel, err = parse_url(up.url)
+    if not tunnel then return nil, err end
+    if up.host_header ~= nil and (type(up.host_header) ~= "string" or not up.host_header:find("^[%w.%-:%[%]]+$")) then
+      return fail("proxy.render: tunnel_upstream.host_header must be a host name")
+    end
+    for k, v in pairs(up.extra_headers or {}) do
+      local okh, eh = rules.check_header_name(k)
+      if not okh then return fail("proxy.render: extra header: %s", eh) end
+      if type(v) ~= "string" or rules.has_control(v) or v:find("$", 1, true) then
+        return fail("proxy.render: extra header %s: the value must be printable text without '$'", k)
+      end
+    end
+    if up.resolver ~= nil and up.resolver ~= false and not tostring(up.resolver):find("^[%w.:%[%]%- ]+$") then
+      return fail("proxy.render: tunnel_upstream.resolver must be one or more DNS server addresses, or false")
+    end
+  end
+
+  local expr, maps = rules.compile(rule)
+  local keepalive = opts.upstream_keepalive
+  if keepalive == nil then keepalive = M.DEFAULT_KEEPALIVE end
+  keepalive = math.tointeger(keepalive)
+  if not keepalive or keepalive < 0 then return fail("proxy.render: upstream_keepalive must be a count >= 0") end
+  local route_header = opts.route_header == true
+
+  local intercepted = {}
+  for _, p in ipairs(ports) do if p.intercept then intercepted[#intercepted + 1] = p end end
+  local extra = {}
+  for k, v in pairs(any_intercept and up.extra_headers or {}) do extra[#extra + 1] = { k, v } end
+  table.sort(extra, function(a, b) return a[1] < b[1] end)
+  return {
+    ports = ports, rule = rule, warnings = warnings, runtime_dir = runtime_dir, health_port = health_port,
+    listen = listen, session = session, any_intercept = any_intercept, up = up, tunnel = tunnel,
+    expr = expr, maps = maps, keepalive = keepalive, route_header = route_header,
+    access_log = opts.access_log, intercepted = intercepted, route_all = expr == "1", extra = extra,
+  }
+end
+
+-- The header comment, the process settings and events.
+local function emit_globals(add, c)
+  add("# czctl intercept proxy — session %s", c.session)
+  add("# Generated by czctl (lua/czctl/proxy/nginx.lua); edits are lost when the session ends.")
+  add("# Routing rule: %s", rules.describe(c.rule):gsub("\n", " "))
+  for _, p in ipairs(c.ports) do
+    add("#   port %-8s proxy :%d%s -> %s%s", p.name, p.listen, p.protocol == "TCP" and "" or "/" .. p.protocol,
+      p.intercept and "rule ? tunnel : " or "", p.original)
+  end
+  add("")
+  add("# Runs as a non-root user: no `user` directive, pid and temp files in %s.", c.runtime_dir)
+  add("# One worker: the pod is limited to half a CPU, which one worker can use")
+  add("# alone, and `auto` would start one per CPU of the node (each holding its")
+  add("# connection tables), enough on a large node to pass the memory limit.")
+  add("worker_processes 1;")
+  add("pid %s/nginx.pid;", c.runtime_dir)
+  add("error_log stderr notice;")
+  add("")
+  add("events {")
+  add("    worker_connections 4096;")
+  add("}")
+  add("")
+end
+
+-- `http {` and the settings every server shares (temp paths, logs, timeouts,
+-- the Connection and X-Forwarded-Proto maps).
+local function emit_http_settings(add, c)
+  add("http {")
+  add("    client_body_temp_path %s/client_temp;", c.runtime_dir)
+  add("    proxy_temp_path       %s/proxy_temp;", c.runtime_dir)
+  add("    fastcgi_temp_path     %s/fastcgi_temp;", c.runtime_dir)
+  add("    uwsgi_temp_path       %s/uwsgi_temp;", c.runtime_dir)
+  add("    scgi_temp_path        %s/scgi_temp;", c.runtime_dir)
+  add("")
+  add("    # One line per intercepted request on stdout (kubectl logs), written by")
+  add("    # the tunnel location: which requests left the cluster, through which")
+  add("    # address, and the time the tunnel and the local app took. The original")
+  add("    # route's traffic is the app's own and not logged (a log line costs a")
+  add("    # request more than all the routing does). Buffered, flushed every second.")
+  add("    log_format czctl '$remote_addr [$time_iso8601] \"$request\" $status $body_bytes_sent '")
+  add("                     'route=intercept upstream=$upstream_addr upstream_time=$upstream_response_time';")
+  add("    access_log off;")
+  add("    server_tokens off;")
+  add("    tcp_nodelay on;")
+  add("    keepalive_timeout 75s;")
+  add("    keepalive_requests 10000;")
+  add("")
+  add("    # Request bodies of any size stream to the upstream as they arrive.")
+  add("    client_max_body_size 0;")
+  add("    proxy_request_buffering off;")
+  add("    proxy_buffering on;")
+  add("    # Long reads so idle WebSocket connections are not cut after 60 s.")
+  add("    proxy_read_timeout 3600s;")
+  add("    proxy_send_timeout 3600s;")
+  add("    proxy_connect_timeout 10s;")
+  add("    # Upstream keep-alive needs HTTP/1.1 and no \"Connection: close\".")
+  add("    proxy_http_version 1.1;")
+  add("")
+  add("    # WebSocket upgrades get \"Connection: upgrade\"; every other request an")
+  add("    # empty Connection header (not sent), so upstream connections stay alive.")
+  add("    map $http_upgrade $czctl_connection {")
+  add("        default upgrade;")
+  add("        \"\"      \"\";")
+  add("    }")
+  add("    # Keep an X-Forwarded-Proto set by a load balancer in front of the Service.")
+  add("    map $http_x_forwarded_proto $czctl_forwarded_proto {")
+  add("        default $http_x_forwarded_proto;")
+  add("        \"\"      $scheme;")
+  add("    }")
+  add("")
+
+end
+
+-- The `map` blocks of the routing rule.
+local function emit_rule_maps(add, c)
+  if c.any_intercept and #c.maps > 0 then
+    add("    # ---- Routing rule: each map yields \"1\" when its part of the rule matches.")
+    add("    # String keys in `map` ignore case, so values are matched with anchored,")
+    add("    # escaped regular expressions (~^...$), which are case-sensitive.")
+    for _, m in ipairs(c.maps) do
+      for line in (m .. "\n"):gmatch("(.-)\n") do add("    %s", line) end
+    end
+    add("")
+  end
+
+end
+
+-- The upstreams: the originals of the intercepted ports and the tunnel (by
+-- address, or by name resolved per request). Sets c.tunnel_target,
+-- c.tunnel_host_header and c.ssl_name for the servers.
+local function emit_upstreams(add, c)
+  -- Upstream groups.
+  add("    # ---- Upstreams. `keepalive` keeps idle connections open in the worker so")
+  add("    # requests do not pay a TCP (or TLS) handshake each.")
+  local function keepalive_lines()
+    if c.keepalive > 0 then
+      add("        keepalive %d;", c.keepalive)
+      add("        keepalive_requests 10000;")
+      add("        keepalive_timeout 60s;")
+    end
+  end
+  if not c.route_all then
+    for _, p in ipairs(c.intercepted) do
+      add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
+      add("    upstream czctl_original_%s {", p.id)
+      add("        server %s;", p.original)
+      keepalive_lines()
+      add("    }")
+    end
+  end
+  if c.any_intercept then
+    -- A host name in a static `upstream` is resolved when NGINX loads its
+    -- configuration; if DNS is slow or fails, NGINX does not start at all. So
+    -- names are resolved per request through `resolver` (default: the cluster
+    -- DNS Service by its conventional name), unless resolver = false.
+    local resolver = c.up.resolver
+    if resolver == nil then resolver = M.DEFAULT_RESOLVER end
+    local runtime_resolve = (not c.tunnel.is_ip) and resolver ~= false
+    local hostport = c.tunnel.host .. ":" .. c.tunnel.port
+    c.tunnel_host_header = c.up.host_header
+    if c.tunnel.scheme == "https" and not c.tunnel_host_header and not c.tunnel.is_ip then
+      -- ngrok (and most tunnel edges) route by Host: send the tunnel's name.
+      c.tunnel_host_header = c.tunnel.host
+    end
+    c.ssl_name = c.tunnel.scheme == "https" and not c.tunnel.is_ip and c.tunnel.host or nil
+    if runtime_resolve then
+      add("    # The tunnel: %s", c.up.url)
+      add("    # Its name is resolved at request time (through the resolver below), so a")
+      add("    # slow or failing DNS lookup cannot stop the proxy from starting.")
+      add("    # (No upstream keep-alive on this hop: NGINX cannot pool connections")
+      add("    # to a name resolved per request.)")
+      add("    resolver %s valid=30s ipv6=off;", resolver)
+      add("    # A variable in proxy_pass is what makes NGINX resolve at request time.")
+      add("    map \"\" $czctl_tunnel_address {")
+      add("        default %s;", rules.nginx_quote(hostport))
+      add("    }")
+      c.tunnel_target = c.tunnel.scheme .. "://$czctl_tunnel_address"
+    else
+      add("    # The tunnel: %s", c.up.url)
+      if not c.tunnel.is_ip then
+        add("    # Resolved once when NGINX starts (resolver = false): keeps connections")
+        add("    # to the tunnel alive, but NGINX will not start while DNS fails.")
+      end
+      add("    upstream czctl_tunnel {")
+      add("        server %s;", hostport)
+      keepalive_lines()
+      add("    }")
+      c.tunnel_target = c.tunnel.scheme .. "://czctl_tunnel"
+    end
+  end
+  add("")
+
+end
+
+-- One server per intercepted port: the rule hands matching requests to the
+-- tunnel location, all others go to the original.
+local function emit_intercepted_servers(add, c)
+  -- The request headers both routes send. proxy_set_header replaces the whole
+  -- inherited list, so a location that changes one header restates them all.
+  local function request_headers(indent, host)
+    add("%sproxy_set_header Host              %s;", indent, host)
+    add("%sproxy_set_header X-Forwarded-For   $proxy_add_x_forwarded_for;", indent)
+    add("%sproxy_set_header X-Forwarded-Proto $czctl_forwarded_proto;", indent)
+    add("%sproxy_set_header Upgrade           $http_upgrade;", indent)
+    add("%sproxy_set_header Connection        $czctl_connection;", indent)
+  end
+
+  -- The body of the location that sends a request into the tunnel.
+  local function tunnel_location(indent)
+    if c.access_log ~= false then
+      add("%saccess_log /dev/stdout czctl buffer=64k flush=1s;", indent)
+    end
+    if c.tunnel_host_header or #c.extra > 0 then
+      if c.tunnel_host_header then
+        add("%s# The tunnel routes by Host and gets its own; the original Host travels", indent)
+        add("%s# in X-Forwarded-Host.", indent)
+      else
+        add("%s# The headers of both routes, and those only the tunnel gets.", indent)
+      end
+      request_headers(indent, c.tunnel_host_header and rules.nginx_quote(c.tunnel_host_header) or "$http_host")
+      if c.tunnel_host_header then add("%sproxy_set_header X-Forwarded-Host  $http_host;", indent) end
+      for _, h in ipairs(c.extra) do
+        add("%sproxy_set_header %-17s %s;", indent, h[1], rules.nginx_quote(h[2]))
+      end
+    end
+    if c.ssl_name then
+      add("%s# TLS to the tunnel: SNI and certificate name are the tunnel's host.", indent)
+      add("%sproxy_ssl_server_name on;", indent)
+      add("%sproxy_ssl_name %s;", indent, c.ssl_name)
+    end
+    if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
+    add("%sproxy_pass %s;", indent, c.tunnel_target)
+  end
+
+  -- Only intercepted ports are HTTP servers; the others are in `stream {}` below.
+  for _, p in ipairs(c.intercepted) do
+    add("    # Port %s (Service port %s): intercepted. %s", p.name, tostring(p.port or "?"),
+      c.route_all and "Every request goes to the tunnel."
+                or "Requests matching the rule go\n    # to the tunnel, all others to the original.")
+    add("    server {")
+    add("        listen %s reuseport;", c.listen(p.listen))
+    if rules.uses_underscore_header(c.rule) then
+      add("        # The rule names a header with '_', which NGINX drops unless told not to.")
+      add("        underscores_in_headers on;")
+    end
+    add("        # Sent upstream on both routes: the original Host (a request without")
+    add("        # one, HTTP/1.0 only, is forwarded without one), where it came from,")
+    add("        # and a WebSocket upgrade when one is asked for.")
+    request_headers("        ", "$http_host")
+    add("        # Never replay a request to the other route: a retry could run it twice.")
+    add("        proxy_next_upstream off;")
+    add("")
+    if c.route_all then
+      add("        location / {")
+      tunnel_location("            ")
+      add("        }")
+    else
+      add("        location / {")
+      add("            # A request matching the rule is handed to @czctl_tunnel with its")
+      add("            # method, headers and unread body; the 418 is never sent. (`return`")
+      add("            # is the one directive always safe inside `if`; the tunnel's own")
+      add("            # headers, TLS and log live there, so this route pays only the rule.)")
+      add("            error_page 418 = @czctl_tunnel;")
+      if #c.maps == 0 then
+        add("            # (`=` compares the value exactly; the header's name matches in any case)")
+      end
+      add("            if (%s) {", c.expr)
+      add("                return 418;")
+      add("            }")
+      if c.route_header then add("            add_header X-Czctl-Route original always;") end
+      add("            proxy_pass http://czctl_original_%s;", p.id)
+      add("        }")
+      add("")
+      add("        # The intercept route: into the tunnel, one access-log line per request.")
+      add("        location @czctl_tunnel {")
+      tunnel_location("            ")
+      add("        }")
+    end
+    add("    }")
+    add("")
+  end
+end
+
+-- The probes' server, and the end of `http {}`.
+local function emit_health_server(add, c)
+  add("    # Readiness and liveness probes: answered by NGINX itself, so probing never")
+  add("    # reaches the user's application or the tunnel.")
+  add("    server {")
+  add("        listen %s;", c.listen(c.health_port))
+  add("        access_log off;")
+  add("        location = /healthz {")
+  add("            default_type text/plain;")
+  add("            return 200 \"ok\\n\";")
+  add("        }")
+  add("        location / {")
+  add("            return 404;")
+  add("        }")
+  add("    }")
+  add("}")
+
+end
+
+-- Every other port: a byte-level pass-through (TLS, gRPC, databases, UDP
+-- keep working; NGINX never parses them).
+local function emit_stream(add, c)
+  -- Every other port: a byte-level pass-through (TLS, gRPC, databases, UDP
+  -- keep working; NGINX never parses them).
+  local passthrough = {}
+  for _, p in ipairs(c.ports) do if not p.intercept then passthrough[#passthrough + 1] = p end end
+  if #passthrough > 0 then
+    add("")
+    add("# ---- Ports that are not intercepted pass straight through, byte for byte")
+    add("# (TLS, gRPC, databases, UDP...): NGINX forwards the connection or the")
+    add("# datagrams to the original and never reads what they carry.")
+    add("stream {")
+    add("    # One line per connection (TCP) or session (UDP) on stdout.")
+    add("    log_format czctl_stream '$remote_addr [$time_iso8601] $protocol :$server_port $status '")
+    add("                            'route=original upstream=$upstream_addr '")
+    add("                            'bytes_in=$bytes_received bytes_out=$bytes_sent session_time=$session_time';")
+    if c.access_log == false then
+      add("    access_log off;")
+    else
+      add("    access_log /dev/stdout czctl_stream buffer=64k flush=1s;")
+    end
+    add("    tcp_nodelay on;")
+    add("    proxy_connect_timeout 10s;")
+    add("")
+    for _, p in ipairs(passthrough) do
+      add("    # Port %s (Service port %s/%s): not intercepted.", p.name, tostring(p.port or "?"), p.protocol)
+      add("    server {")
+      if p.protocol == "UDP" then
+        add("        listen %s udp reuseport;", c.listen(p.listen))
+        add("        # Datagrams both ways, any number of replies per request (no")
+        add("        # proxy_responses limit); a client's session ends after 60 s of silence.")
+        add("        proxy_timeout 60s;")
+      else
+        add("        listen %s reuseport;", c.listen(p.listen))
+        add("        # Idle connections (pools, long-lived TLS) stay open for an hour.")
+        add("        proxy_timeout 3600s;")
+      end
+      add("        proxy_pass %s;", p.original)
+      add("    }")
+    end
+    add("}")
+  end
+end
+
+local EMITTERS = { emit_globals, emit_http_settings, emit_rule_maps, emit_upstreams, emit_intercepted_servers,
+                   emit_health_server, emit_stream }
+
+--- Render the complete nginx.conf of the intercept proxy.
+---@param opts table  see docs/lua-api.md, "czctl.proxy"
+---@return string|nil conf
+---@return string[]|string warnings_or_error
+function M.render(opts)
+  local c, err = plan(opts)
+  if not c then return nil, err end
+  local out = {}
+  local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
+  for _, emit in ipairs(EMITTERS) do emit(add, c) end
+  return table.concat(out, "\n") .. "\n", c.warnings
+end
+
+return M

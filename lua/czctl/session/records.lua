@@ -1,0 +1,165 @@
+-- czctl.session.records: a session's local record on the machine that
+-- started it: $XDG_STATE_HOME/czctl/sessions/<id>.json (mode 0600, no
+-- secrets) and its companions (<id>.tunnel.json, the keeper's <id>.log, the
+-- agent's <id>.ngrok.log). No cluster, no processes, no printing.
+local sys = require "czctl.core.sys"
+local cjson = require "cjson"
+local util = require "czctl.util"
+
+local M = {}
+
+local null = cjson.null
+
+--- Directory of the local session files (created 0700 by the first write:
+--- reading never creates it).
+---@return string
+function M.dir()
+  return sys.state_dir() .. "/sessions"
+end
+
+--- Create the directory of the session files (0700) if it is missing.
+---@return string dir
+function M.ensure_dir()
+  local dir = M.dir()
+  sys.mkdir_p(dir, tonumber("700", 8))
+  return dir
+end
+
+--- A new session id: 10 characters [a-z0-9], safe in names and labels.
+---@return string
+function M.new_id()
+  return sys.random_id(10)
+end
+
+---@param id string
+---@param suffix? string ".json" (default), ".tunnel.json", ".log" (the keeper's), ".ngrok.log" (the agent's)
+---@return string
+function M.path(id, suffix)
+  return M.dir() .. "/" .. id .. (suffix or ".json")
+end
+
+--- Read a JSON file of the session directory, or nil.
+---@param path string
+---@return table|nil
+function M.read_json(path)
+  local data = sys.read_file(path)
+  if not data then return nil end
+  local ok, v = pcall(cjson.decode, data)
+  if ok and type(v) == "table" then return v end
+  return nil
+end
+
+--- Save a session file (atomic, mode 0600).
+---@param session table
+function M.save(session)
+  M.ensure_dir()
+  local ok, err = sys.write_file(M.path(session.id), util.json_encode(session, { indent = true }) .. "\n",
+                                 tonumber("600", 8))
+  if not ok then error(setmetatable({ message = "cannot write the session file: " .. tostring(err) },
+                         { __tostring = function(e) return e.message end }), 0) end
+end
+
+--- The local session file of `id`, or nil.
+---@param id string
+---@return table|nil
+function M.load(id)
+  if type(id) ~= "string" or not id:find("^[%w-]+$") then return nil end
+  return M.read_json(M.path(id))
+end
+
+--- Every session file on this machine, oldest first.
+---@return table[]
+function M.list_local()
+  local names = sys.listdir(M.dir()) or {}
+  local list = {}
+  for _, name in ipairs(names) do
+    local id = name:match("^([%w-]+)%.json$")
+    if id and not name:find("%.tunnel%.json$") then
+      local s = M.read_json(M.dir() .. "/" .. name)
+      if s and s.id == id then list[#list + 1] = s end
+    end
+  end
+  table.sort(list, function(a, b) return (a.started or 0) < (b.started or 0) end)
+  return list
+end
+
+--- Remove the local files of a session (idempotent).
+---@param id string
+function M.remove(id)
+  for _, suffix in ipairs({ ".json", ".tunnel.json", ".log", ".ngrok.log" }) do sys.remove(M.path(id, suffix)) end
+  -- A write cut short (killed between creating and renaming) leaves its
+  -- temporary file, ID.json.tmp.XXXXXX or ID.tunnel.json.tmp.XXXXXX.
+  local dir, prefix = M.dir(), id .. "."
+  for _, name in ipairs(sys.listdir(dir) or {}) do
+    if name:sub(1, #prefix) == prefix and name:find("%.json%.tmp%.%w+$") then sys.remove(dir .. "/" .. name) end
+  end
+end
+
+--- The local session holding `service` in `namespace`, or nil.
+function M.find_local(namespace, service)
+  for _, s in ipairs(M.list_local()) do
+    if s.namespace == namespace and s.service == service then return s end
+  end
+  return nil
+end
+
+--- Whether a local session belongs to the cluster at `server` (the API
+--- server URL recorded as `server` when it started; files without one
+--- predate the field and match any cluster).
+---@param s table
+---@param server string|nil
+---@return boolean
+function M.same_cluster(s, server)
+  return s.server == nil or server == nil or s.server == server
+end
+
+--- The local sessions of the cluster at `server` (see same_cluster), oldest first.
+---@param server string|nil
+---@return table[]
+function M.list_local_for(server)
+  local kept = {}
+  for _, s in ipairs(M.list_local()) do
+    if M.same_cluster(s, server) then kept[#kept + 1] = s end
+  end
+  return kept
+end
+
+--- How to close a session, as a command line to paste.
+---@param id string
+---@param namespace string
+---@return string
+function M.close_command(id, namespace)
+  return string.format("czctl session close %s -n %s", id, namespace)
+end
+
+--- Seconds since an RFC 3339 timestamp or epoch number, or nil.
+function M.age_seconds(started)
+  if type(started) == "number" then return sys.time() - started end
+  if type(started) ~= "string" then return nil end
+  local y, mo, d, h, mi, s = started:match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
+  if not y then return nil end
+  -- os.time reads the table as local time; correct by the offset at that time.
+  local t = { year = tonumber(y), month = tonumber(mo), day = tonumber(d),
+              hour = tonumber(h), min = tonumber(mi), sec = tonumber(s), isdst = false }
+  local local_t = os.time(t)
+  local utc_t = os.time(os.date("!*t", local_t))
+  return sys.time() - (local_t + (local_t - utc_t))
+end
+
+--- "5s", "3m", "2h", "4d".
+function M.format_age(seconds)
+  if not seconds then return "?" end
+  seconds = math.max(0, math.floor(seconds))
+  if seconds < 120 then return seconds .. "s" end
+  if seconds < 7200 then return (seconds // 60) .. "m" end
+  if seconds < 172800 then return (seconds // 3600) .. "h" end
+  return (seconds // 86400) .. "d"
+end
+
+--- Current UTC time as RFC 3339.
+function M.now_rfc3339()
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(sys.time()))
+end
+
+M.null = null
+return M
