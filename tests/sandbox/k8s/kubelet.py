@@ -611,21 +611,6 @@ class PodWorker:
                         "file": os.path.isfile(src), "readonly": readonly})
         return out
 
-    def _host_path(self, c, mounts, path):
-        """Where a path of the container is on this machine (for the stand-in NGINX rewrite)."""
-        path = os.path.normpath(path)
-        best = None
-        for m in mounts:
-            t = m["target"]
-            if path == t or path.startswith(t.rstrip("/") + "/"):
-                if best is None or len(t) > len(best["target"]):
-                    best = m
-        if best is not None:
-            return best["source"] + path[len(best["target"]):]
-        if path == "/usr" or path.startswith("/usr/"):
-            return path
-        return self._root(c) + path
-
     # -- containers -----------------------------------------------------------
     def _env(self, c):
         env = dict(c.image_config()["env"])
@@ -869,17 +854,10 @@ class PodWorker:
         if c.cgroup is None:
             c.cgroup = runtime.Cgroup(self.kubelet.sandbox_id, self.uid, c.name)
         c.cgroup.create(*self._limits(c))
-        pass_fds = []
-        conf_fd = None
-        try:
-            if self.netns is None and c.kind != "echo" and os.path.basename(argv[0]) == "nginx":
-                conf_fd, argv, ports = self._stand_in_nginx(c, argv, mounts, sec)
-                pass_fds.append(conf_fd)
-        except StartError as e:
-            with open(logp, "ab") as logf:
-                logf.write((e.message + "\n").encode())
-            self._record_failed_start(c, e)
-            return
+        stand_in = None
+        if self.netns is None and c.kind != "echo" and os.path.basename(argv[0]) == "nginx":
+            stand_in = StandInNginx(self, c, argv, sec)
+            argv = stand_in.argv
         spec = {"root": self._root(c), "readonly_root": sec["readonly_root"], "mounts": mounts,
                 "netns": self.netns, "uts_fd": self.uts_fd,
                 "cgroup_procs": c.cgroup.procs_files(), "uid": sec["uid"], "gid": sec["gid"],
@@ -889,7 +867,8 @@ class PodWorker:
         c.runtime_spec = spec
         logf = open(logp, "ab")
         try:
-            proc = runtime.launch(spec, logf, logf, pass_fds=pass_fds)
+            proc = runtime.launch(spec, logf, logf, pass_fds=stand_in.pass_fds if stand_in else (),
+                                  before_exec=stand_in.rewrite if stand_in else None)
         except runtime.StartFailure as e:
             msg = e.message
             if e.before_exec and c.cgroup.oom_killed():
@@ -899,8 +878,8 @@ class PodWorker:
             return
         finally:
             logf.close()
-            if conf_fd is not None:
-                os.close(conf_fd)
+            if stand_in is not None:
+                ports = stand_in.done()
         c.proc = proc
         c.pgid = proc.pid
         c.exited = False
@@ -931,34 +910,6 @@ class PodWorker:
         c.state = "running"
         c.waiting_reason = c.waiting_message = None
         self._start_probes(c)
-
-    def _stand_in_nginx(self, c, argv, mounts, sec):
-        """Pods still share this machine's network (no pod network namespace):
-        nginx reads a rewritten copy of its configuration (k8s/hostnet.py)
-        through a file descriptor. Returns (fd, argv, ports to wait for)."""
-        conf = images.nginx_conf_path(argv)
-        tr = hostnet.Translator(lambda p: self._host_path(c, mounts, p), self.ip,
-                                resolve=lambda h: self.kubelet.resolve(h, self.ns), root_master=sec["uid"] == 0)
-        try:
-            text = tr.translate(conf)
-        except hostnet.ConfigError as e:
-            raise StartError("Error", "nginx: [emerg] %s" % e, 1)
-        except hostnet.UnresolvedHost as e:
-            raise StartError("Error", 'nginx: [emerg] host not found in upstream "%s"' % e.args[0], 1)
-        except (ValueError, OSError) as e:
-            raise StartError("Error", "nginx: [emerg] %s" % e, 1)
-        fd = os.memfd_create("nginx.conf", 0)
-        os.write(fd, text.encode())
-        with open(os.path.join(self._cdir(c), "nginx.conf"), "w") as f:   # for people reading the pod dir
-            f.write(text)
-        rest, i = [], 1
-        while i < len(argv):
-            if argv[i] == "-c" and i + 1 < len(argv):
-                i += 2
-                continue
-            rest.append(argv[i])
-            i += 1
-        return fd, [argv[0], "-c", "/proc/self/fd/%d" % fd] + rest, sorted(tr.listens)
 
     def _post_start(self, c):
         """A postStart hook: the container is not running until it returns; if
@@ -1390,6 +1341,68 @@ class PodWorker:
             raise
 
 
+class StandInNginx:
+    """While pods share this machine's network (no pod network namespace),
+    NGINX reads a rewritten copy of its configuration (k8s/hostnet.py)
+    through a file descriptor. The rewrite runs in the container, after the
+    image's entrypoint step (so rendered templates are included), right
+    before exec; a configuration it cannot rewrite ends the container as
+    NGINX ends (`nginx: [emerg] ...`, exit 1). Service names are looked up
+    beforehand: the container's child may take no lock of the cluster."""
+
+    def __init__(self, worker, c, argv, sec):
+        self.conf = images.nginx_conf_path(argv)
+        self.names = worker.kubelet.name_table(worker.ns)
+        self.ip = worker.ip
+        self.root_master = sec["uid"] == 0
+        self.copy = os.path.join(worker._cdir(c), "nginx.conf")   # for people reading the pod's directory
+        self.fd = os.memfd_create("nginx.conf", 0)
+        self.ports_r, self.ports_w = os.pipe()
+        rest, i = [], 1
+        while i < len(argv):
+            if argv[i] == "-c" and i + 1 < len(argv):
+                i += 2
+                continue
+            rest.append(argv[i])
+            i += 1
+        self.argv = [argv[0], "-c", "/proc/self/fd/%d" % self.fd] + rest
+        self.pass_fds = (self.fd,)
+
+    def rewrite(self):
+        """In the container's child, as its user: write the copy, report the ports."""
+        tr = hostnet.Translator(lambda p: p, self.ip, resolve=lambda h: self.names.get(h.rstrip(".").lower()),
+                                root_master=self.root_master)
+        try:
+            text = tr.translate(self.conf)
+        except hostnet.UnresolvedHost as e:
+            msg = 'host not found in upstream "%s"' % e.args[0]
+        except (hostnet.ConfigError, ValueError, OSError) as e:
+            msg = str(e)
+        else:
+            os.write(self.fd, text.encode())
+            os.write(self.ports_w, ",".join(str(p) for p in sorted(tr.listens)).encode())
+            return
+        os.write(2, ("nginx: [emerg] %s\n" % msg).encode())
+        os._exit(1)
+
+    def done(self):
+        """After the start: the ports NGINX listens on (to wait for); closes the rest."""
+        os.close(self.ports_w)
+        data = b""
+        while True:
+            chunk = os.read(self.ports_r, 4096)
+            if not chunk:
+                break
+            data += chunk
+        os.close(self.ports_r)
+        size = os.fstat(self.fd).st_size
+        if size:
+            with open(self.copy, "wb") as f:
+                f.write(os.pread(self.fd, size, 0))
+        os.close(self.fd)
+        return [int(p) for p in data.decode().split(",") if p]
+
+
 class StartError(Exception):
     def __init__(self, reason, message, code):
         super().__init__(message)
@@ -1481,35 +1494,27 @@ class Kubelet:
                     w.volumes_dirty = True
                     w.wake()
 
-    def resolve(self, host, namespace):
-        """Service DNS names -> ClusterIP (name, name.ns, name.ns.svc, name.ns.svc.cluster.local)
-        and the sandbox hosts file DIR/hosts; None when unknown."""
-        h = host.rstrip(".").lower()
-        ip = self._hosts_file().get(h)
-        if ip:
-            return ip
-        parts = h.split(".")
-        if h.endswith(".svc.cluster.local"):
-            parts = parts[:-3]
-        elif h.endswith(".svc"):
-            parts = parts[:-1]
-        if len(parts) == 1:
-            name, ns = parts[0], namespace
-        elif len(parts) == 2:
-            name, ns = parts
-        else:
-            return None
-        svc = self.store.get("services", ns, name)
-        if svc is None:
-            return None
-        ip = (svc.get("spec") or {}).get("clusterIP")
-        if ip and ip != "None":
-            return ip
-        ep = self.store.get("endpoints", ns, name)
-        for s in (ep or {}).get("subsets") or []:
-            for a in s.get("addresses") or []:
-                return a.get("ip")
-        return None
+    def name_table(self, namespace):
+        """Service DNS names seen from `namespace` -> ClusterIP (name, name.ns,
+        name.ns.svc, name.ns.svc.cluster.local; a headless Service's first ready
+        endpoint), and the names of the sandbox hosts file DIR/hosts (which win)."""
+        out = {}
+        for svc in self.store.list("services"):
+            md = u.meta(svc)
+            name, ns = md.get("name"), md.get("namespace")
+            ip = (svc.get("spec") or {}).get("clusterIP")
+            if not ip or ip == "None":
+                ep = self.store.get("endpoints", ns, name)
+                ip = next((a.get("ip") for s in (ep or {}).get("subsets") or [] for a in s.get("addresses") or []),
+                          None)
+            if not ip:
+                continue
+            for form in ("%s.%s" % (name, ns), "%s.%s.svc" % (name, ns), "%s.%s.svc.%s" % (name, ns, CLUSTER_DOMAIN)):
+                out[form] = ip
+            if ns == namespace:
+                out[name] = ip
+        out.update(self._hosts_file())
+        return out
 
     def _hosts_file(self):
         out = {}

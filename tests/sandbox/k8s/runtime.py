@@ -365,9 +365,10 @@ def _popen(prefix, argv, child, open_fds, **kw):
     raise StartFailure(failed[0], before_exec=True)
 
 
-def launch(spec, stdout, stderr, pass_fds=()):
+def launch(spec, stdout, stderr, pass_fds=(), before_exec=None):
     """Start the container `spec` describes (see the kubelet's _start); returns
-    its Popen once the command runs, or raises StartFailure."""
+    its Popen once the command runs, or raises StartFailure. `before_exec` runs
+    in the container's child last (as the container user, in its root)."""
     import subprocess
     if not spec.get("argv"):
         raise StartFailure("%s: no command specified: unknown" % RUN_PREFIX)
@@ -387,6 +388,8 @@ def launch(spec, stdout, stderr, pass_fds=()):
         os.chdir(cwd)
         if spec.get("entrypoint") == "nginx":
             _nginx_entrypoint(spec.get("env") or {}, lambda line: os.write(1, (line + "\n").encode()))
+        if before_exec is not None:
+            before_exec()
     return _popen(RUN_PREFIX, spec["argv"], child, cgroup_fds + ([netns] if netns is not None else []),
                   env=spec.get("env") or {}, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                   pass_fds=tuple(pass_fds), process_group=0)

@@ -217,6 +217,21 @@ class VolumeTest(unittest.TestCase):
         self.assertEqual(pod_get("reader", 8080, "/sub/value.txt"), (200, b"one\n"), "subPath mounts never update")
 
 
+    def test_entrypoint_renders_templates_with_the_containers_environment(self):
+        SB.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tpl"},
+                  "data": {"default.conf.template": 'server { listen 80; location / { '
+                                                    'return 200 "greeting=${GREETING}\\n"; } }'}})
+        SB.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "templated"},
+                  "spec": {"containers": [{"name": "main", "image": "nginx:1.27",
+                                           "env": [{"name": "GREETING", "value": "hello"}],
+                                           "volumeMounts": [{"name": "t", "mountPath": "/etc/nginx/templates"}]}],
+                           "volumes": [{"name": "t", "configMap": {"name": "tpl"}}]}})
+        wait_ready("templated")
+        self.assertEqual(pod_get("templated", 80, "/"), (200, b"greeting=hello\n"))
+        self.assertIn("20-envsubst-on-templates.sh: Running envsubst on /etc/nginx/templates/default.conf.template "
+                      "to /etc/nginx/conf.d/default.conf", logs("templated"))
+
+
 class ProbeAndHookTest(unittest.TestCase):
     def test_exec_readiness_probe_runs_in_the_container(self):
         SB.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "execprobe"},
