@@ -5,6 +5,9 @@
 #   - default timing: nginx Deployment created (POST) -> Available=True
 #     (goal < 1 s), then a bare nginx Pod created -> Ready, 3 times (goal
 #     < 0.3 s: the node's own pod start: sandbox, container, listener),
+#     each next to a baseline: this machine's nginx started by hand on
+#     loopback until it accepts (the part of a pod start that is NGINX's own;
+#     the ratio says what the node adds, whatever the machine's load),
 #   - SANDBOX_TIMING=realistic: nginx Deployment created -> Available on a
 #     node that never pulled the image, then a second one (image cached):
 #     what a user of a real cluster waits for (README "Timing").
@@ -20,7 +23,38 @@ sys.path.insert(0, "tests/sandbox/tests")
 import nodelib as nl
 
 n = int(sys.argv[1])
-R = {k: [] for k in ("up", "available", "pod", "real_first", "real_cached")}
+R = {k: [] for k in ("up", "available", "pod", "nginx", "real_first", "real_cached")}
+NGINX_CONF = """pid %(d)s/nginx.pid; error_log stderr; daemon off; events {}
+http { access_log off; client_body_temp_path %(d)s/b; proxy_temp_path %(d)s/p; fastcgi_temp_path %(d)s/f;
+       uwsgi_temp_path %(d)s/u; scgi_temp_path %(d)s/s; server { listen 127.0.78.1:%(port)d; } }
+"""
+
+
+def nginx_alone():
+    """Baseline: start this machine's nginx with a minimal config, until it accepts."""
+    import socket
+    d = tempfile.mkdtemp(prefix="bench-nginx-")
+    s = socket.socket()
+    s.bind(("127.0.78.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with open(d + "/nginx.conf", "w") as f:
+        f.write(NGINX_CONF % {"d": d, "port": port})
+    t0 = time.monotonic()
+    p = subprocess.Popen(["/usr/sbin/nginx", "-p", d, "-c", d + "/nginx.conf"], stderr=subprocess.DEVNULL)
+
+    def up():
+        try:
+            socket.create_connection(("127.0.78.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    until(up, "nginx listening")
+    took = time.monotonic() - t0
+    p.terminate()
+    p.wait()
+    shutil.rmtree(d, ignore_errors=True)
+    return took
 
 
 def up(env):
@@ -77,7 +111,10 @@ for i in range(n):
     try:
         R["up"].append(took)
         R["available"].append(deployment_available(api, "bench-%d" % i))
-        pods = [pod_ready(api, "pod-%d-%d" % (i, k)) for k in range(3)]
+        pods = []
+        for k in range(3):
+            pods.append(pod_ready(api, "pod-%d-%d" % (i, k)))
+            R["nginx"].append(nginx_alone())
         R["pod"].extend(pods)
     finally:
         down(d)
@@ -95,6 +132,8 @@ goal = lambda v, g: "met" if v < g else "MISSED"
 print("median of %d rounds: sandbox up %.3f s (goal < 2 s: %s), nginx Deployment -> Available %.3f s (goal < 1 s: %s), "
       "pod -> Ready %.3f s (goal < 0.3 s: %s)" % (n, m["up"], goal(m["up"], 2), m["available"], goal(m["available"], 1),
                                                   m["pod"], goal(m["pod"], 0.3)))
+print("baseline: this machine's nginx alone, started until it accepts %.3f s; pod -> Ready / nginx alone: %.1f"
+      % (m["nginx"], m["pod"] / m["nginx"]))
 print("SANDBOX_TIMING=realistic: nginx Deployment -> Available %.3f s on a node without the image, %.3f s with it"
       % (m["real_first"], m["real_cached"]))
 print("load average at the end: %s" % open("/proc/loadavg").read().split()[0])
