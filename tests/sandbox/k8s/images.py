@@ -448,10 +448,3 @@ def nginx_argv(argv):
             rest += ["-g", load]
     return out + rest
 
-
-def nginx_conf_path(argv):
-    """The main configuration file an nginx command line reads (-c, default /etc/nginx/nginx.conf)."""
-    for i, a in enumerate(argv[:-1]):
-        if a == "-c":
-            return argv[i + 1]
-    return "/etc/nginx/nginx.conf"

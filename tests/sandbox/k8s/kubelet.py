@@ -1,13 +1,16 @@
-"""The sandbox kubelet: pods as containers (k8s/runtime.py), each pod on its own IP.
+"""The sandbox kubelet: pods as containers (k8s/runtime.py), each pod in its
+own network namespace (k8s/network.py gives it one, with its own IP on the
+cluster bridge).
 
 One PodWorker thread per pod owns that pod's containers and writes its status;
-process exits and probe results wake it. See README "Node: kubelet"."""
+process exits and probe results wake it. Its threads run in the cluster
+namespace, as a kubelet runs on its node: probes and start checks reach pod IPs
+as the node does. See README "Node: kubelet"."""
 import base64
 import copy
 import datetime
 import hashlib
 import http.client
-import ipaddress
 import os
 import re
 import shutil
@@ -18,56 +21,22 @@ import tempfile
 import threading
 import time
 
-from . import hostnet
 from . import images
+from . import netns
+from . import network as network_mod
 from . import nodeutil as u
 from . import runtime
 from . import timing
 
-POD_NET = ipaddress.ip_network("127.1.0.0/16")
-HOST_IP = "127.0.0.1"
 BACKOFF_BASE = 10.0        # CrashLoopBackOff / ImagePullBackOff, as the real kubelet
 BACKOFF_MAX = 300.0
 START_TIMEOUT = 10.0       # how long a container may take to open its listeners
 MIN_GRACE = 2              # kubelet minimumGracePeriodInSeconds: TERM -> KILL at least this long
-CLUSTER_DOMAIN = "cluster.local"
+CLUSTER_DOMAIN = network_mod.CLUSTER_DOMAIN
 API_DATA_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")   # always mounted read-only
 HOSTS_HEADER = "# Kubernetes-managed hosts file.\n"
 HOSTS_DEFAULTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
                   "fe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n")
-
-
-class IPAM:
-    """Pod IPs from 127.1.0.0/16, unique while allocated, handed out round robin
-    so that a freed address is not reused at once."""
-
-    def __init__(self, net=POD_NET, start=None):
-        self.lock = threading.Lock()
-        self.first = int(net.network_address) + 1
-        self.last = int(net.broadcast_address) - 1
-        # Several sandboxes may run on one machine: start at a per-process offset
-        # and skip addresses some other process already listens on.
-        if start is None:
-            start = self.first + (os.getpid() * 257) % (self.last - self.first)
-        self.next = start
-        self.used = set()
-
-    def allocate(self):
-        with self.lock:
-            busy = u.listening_ipv4()
-            for _ in range(self.last - self.first + 1):
-                ip = self.next
-                self.next = self.first if self.next >= self.last else self.next + 1
-                if ip in self.used or ip in busy or (ip & 0xff) in (0, 255):
-                    continue
-                self.used.add(ip)
-                return str(ipaddress.ip_address(ip))
-        raise RuntimeError("pod IP range 127.1.0.0/16 exhausted")
-
-    def release(self, ip):
-        if ip:
-            with self.lock:
-                self.used.discard(int(ipaddress.ip_address(ip)))
 
 
 class VolumeError(Exception):
@@ -164,7 +133,7 @@ class PodWorker:
         self.deleted = False
         self.shutdown_grace = None
         self.ip = None
-        self.netns = None          # pod network seam: the pod's network namespace path (None: this machine's)
+        self.netns = None          # the pod's network namespace (path); its containers enter it
         self.uts_fd = None         # the pod's UTS namespace (hostname), shared by its containers
         self.hostname = None
         self.sandbox_ready_at = None
@@ -209,6 +178,7 @@ class PodWorker:
 
     def _run(self):
         try:
+            netns.enter(self.kubelet.network.cluster_netns)
             while True:
                 with self.cv:
                     while not self.pending:
@@ -256,7 +226,7 @@ class PodWorker:
         if self.ip is None:
             if phase in ("Succeeded", "Failed"):
                 return False   # a finished pod from before: nothing to run
-            self.ip = self.kubelet.ipam.allocate()
+            self.netns, self.ip = self.kubelet.network.add_pod(self.uid)
             self.start_time = u.now_rfc3339()
             self._bind()
             os.makedirs(self.dir, exist_ok=True)
@@ -320,32 +290,44 @@ class PodWorker:
         return out
 
     def _resolv_conf(self):
-        """As the kubelet writes it for the pod's dnsPolicy and dnsConfig; the
-        name server and search path come from the pod network (Kubelet.cluster_dns)."""
+        """The pod's /etc/resolv.conf as a kubelet writes it for its dnsPolicy
+        (ClusterFirst by default) and dnsConfig."""
         spec = self.pod.get("spec") or {}
         policy = spec.get("dnsPolicy") or "ClusterFirst"
-        server, domain = self.kubelet.cluster_dns()
+        servers, searches, options = [], [], []
         if policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
-            servers = [server]
-            searches = ["%s.svc.%s" % (self.ns, domain), "svc." + domain, domain]
-            options = [("ndots", "5")]
+            d = CLUSTER_DOMAIN
+            servers = [network_mod.DNS_IP]
+            searches = ["%s.svc.%s" % (self.ns, d), "svc.%s" % d, d]
+            options = ["ndots:5"]
         elif policy == "Default":
-            servers, searches, options = [self.kubelet.node_dns()], [], []
-        else:   # None: only dnsConfig
-            servers, searches, options = [], [], []
+            # the node's resolver; pods have no route to it: nothing leaves the machine
+            try:
+                with open("/etc/resolv.conf") as f:
+                    for line in f:
+                        w = line.split()
+                        if w and w[0] == "nameserver":
+                            servers += w[1:2]
+                        elif w and w[0] in ("search", "domain"):
+                            searches += w[1:]
+                        elif w and w[0] == "options":
+                            options += w[1:]
+            except OSError:
+                pass
         cfg = spec.get("dnsConfig") or {}
-        servers += [x for x in cfg.get("nameservers") or [] if x not in servers]
-        searches += [x for x in cfg.get("searches") or [] if x not in searches]
+        servers = (servers + [x for x in cfg.get("nameservers") or [] if x not in servers])[:3]
+        searches = (searches + [x for x in cfg.get("searches") or [] if x not in searches])[:32]
         for o in cfg.get("options") or []:
-            options = [x for x in options if x[0] != o.get("name")] + [(o.get("name"), o.get("value"))]
-        out = ""
+            name = o.get("name")
+            options = [x for x in options if x.split(":")[0] != name]
+            options.append(name if o.get("value") is None else "%s:%s" % (name, o["value"]))
+        lines = []
         if searches:
-            out += "search %s\n" % " ".join(searches)
-        for x in servers[:3]:
-            out += "nameserver %s\n" % x
+            lines.append("search " + " ".join(searches))
+        lines += ["nameserver " + x for x in servers]
         if options:
-            out += "options %s\n" % " ".join(n if v is None else "%s:%s" % (n, v) for n, v in options)
-        return out
+            lines.append("options " + " ".join(options))
+        return "\n".join(lines) + "\n"
 
     def _teardown(self):
         """After the containers are gone: the pod's cgroups, hostname, IP."""
@@ -356,7 +338,9 @@ class PodWorker:
         if self.uts_fd is not None:
             os.close(self.uts_fd)
             self.uts_fd = None
-        self.kubelet.ipam.release(self.ip)
+        if self.ip is not None:
+            self.kubelet.network.remove_pod(self.netns, self.ip)
+            self.netns = self.ip = None
 
     def _ref(self):
         p = copy.deepcopy(self.pod)
@@ -568,10 +552,10 @@ class PodWorker:
             return (md.get(m.group(1)) or {}).get(m.group(2), "")
         return {
             "metadata.name": md.get("name"), "metadata.namespace": md.get("namespace"),
-            "metadata.uid": md.get("uid"), "status.podIP": self.ip, "status.hostIP": HOST_IP,
+            "metadata.uid": md.get("uid"), "status.podIP": self.ip, "status.hostIP": self.kubelet.network.node_ip,
             "spec.nodeName": u.NODE_NAME, "spec.serviceAccountName":
                 (self.pod.get("spec") or {}).get("serviceAccountName", "default"),
-            "status.podIPs": self.ip, "status.hostIPs": HOST_IP,
+            "status.podIPs": self.ip, "status.hostIPs": self.kubelet.network.node_ip,
         }.get(path, "") or ""
 
     def _mounts(self, c, readonly_root):
@@ -848,16 +832,13 @@ class PodWorker:
                  if (p.get("protocol") or "TCP") == "TCP" and p.get("containerPort")]
         if c.kind == "echo" and not c.spec.get("command"):
             ports = ports or [8080]
-            argv += ["--ip", self.ip if self.netns is None else "0.0.0.0", "--container", c.name]
+            # every address of its own network namespace, as a container's app does
+            argv += ["--ip", self.ip, "--listen", "0.0.0.0", "--container", c.name]
             for p in ports:
                 argv += ["--port", str(p)]
         if c.cgroup is None:
-            c.cgroup = runtime.Cgroup(self.kubelet.sandbox_id, self.uid, c.name)
+            c.cgroup = runtime.Cgroup(self.kubelet.network.id, self.uid, c.name)
         c.cgroup.create(*self._limits(c))
-        stand_in = None
-        if self.netns is None and c.kind != "echo" and os.path.basename(argv[0]) == "nginx":
-            stand_in = StandInNginx(self, c, argv, sec)
-            argv = stand_in.argv
         spec = {"root": self._root(c), "readonly_root": sec["readonly_root"], "mounts": mounts,
                 "netns": self.netns, "uts_fd": self.uts_fd,
                 "cgroup_procs": c.cgroup.procs_files(), "uid": sec["uid"], "gid": sec["gid"],
@@ -867,8 +848,7 @@ class PodWorker:
         c.runtime_spec = spec
         logf = open(logp, "ab")
         try:
-            proc = runtime.launch(spec, logf, logf, pass_fds=stand_in.pass_fds if stand_in else (),
-                                  before_exec=stand_in.rewrite if stand_in else None)
+            proc = runtime.launch(spec, logf, logf)
         except runtime.StartFailure as e:
             msg = e.message
             if e.before_exec and c.cgroup.oom_killed():
@@ -878,8 +858,6 @@ class PodWorker:
             return
         finally:
             logf.close()
-            if stand_in is not None:
-                ports = stand_in.done()
         c.proc = proc
         c.pgid = proc.pid
         c.exited = False
@@ -1017,6 +995,7 @@ class PodWorker:
                              name="probe-%s/%s/%s" % (self.ns, self.name, c.name)).start()
 
     def _probe_loop(self, c, gen):
+        netns.enter(self.kubelet.network.cluster_netns)   # probes come from the node, as a kubelet's do
         start = time.monotonic()
         for p in c.probes.values():
             p.next_due = start + p.initial
@@ -1323,8 +1302,9 @@ class PodWorker:
         self._set_cond("PodScheduled", "True")
         conds = [self.conds[t] for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady",
                                          "PodScheduled")]
-        mine = {"conditions": conds, "containerStatuses": statuses, "hostIP": HOST_IP,
-                "hostIPs": [{"ip": HOST_IP}], "phase": phase, "podIP": self.ip, "podIPs": [{"ip": self.ip}],
+        host_ip = self.kubelet.network.node_ip
+        mine = {"conditions": conds, "containerStatuses": statuses, "hostIP": host_ip,
+                "hostIPs": [{"ip": host_ip}], "phase": phase, "podIP": self.ip, "podIPs": [{"ip": self.ip}],
                 "startTime": self.start_time}
         if u.canon(mine) == u.canon(self.last_status):
             return
@@ -1339,68 +1319,6 @@ class PodWorker:
             if u.api_error_code(e) == 404:
                 return
             raise
-
-
-class StandInNginx:
-    """While pods share this machine's network (no pod network namespace),
-    NGINX reads a rewritten copy of its configuration (k8s/hostnet.py)
-    through a file descriptor. The rewrite runs in the container, after the
-    image's entrypoint step (so rendered templates are included), right
-    before exec; a configuration it cannot rewrite ends the container as
-    NGINX ends (`nginx: [emerg] ...`, exit 1). Service names are looked up
-    beforehand: the container's child may take no lock of the cluster."""
-
-    def __init__(self, worker, c, argv, sec):
-        self.conf = images.nginx_conf_path(argv)
-        self.names = worker.kubelet.name_table(worker.ns)
-        self.ip = worker.ip
-        self.root_master = sec["uid"] == 0
-        self.copy = os.path.join(worker._cdir(c), "nginx.conf")   # for people reading the pod's directory
-        self.fd = os.memfd_create("nginx.conf", 0)
-        self.ports_r, self.ports_w = os.pipe()
-        rest, i = [], 1
-        while i < len(argv):
-            if argv[i] == "-c" and i + 1 < len(argv):
-                i += 2
-                continue
-            rest.append(argv[i])
-            i += 1
-        self.argv = [argv[0], "-c", "/proc/self/fd/%d" % self.fd] + rest
-        self.pass_fds = (self.fd,)
-
-    def rewrite(self):
-        """In the container's child, as its user: write the copy, report the ports."""
-        tr = hostnet.Translator(lambda p: p, self.ip, resolve=lambda h: self.names.get(h.rstrip(".").lower()),
-                                root_master=self.root_master)
-        try:
-            text = tr.translate(self.conf)
-        except hostnet.UnresolvedHost as e:
-            msg = 'host not found in upstream "%s"' % e.args[0]
-        except (hostnet.ConfigError, ValueError, OSError) as e:
-            msg = str(e)
-        else:
-            os.write(self.fd, text.encode())
-            os.write(self.ports_w, ",".join(str(p) for p in sorted(tr.listens)).encode())
-            return
-        os.write(2, ("nginx: [emerg] %s\n" % msg).encode())
-        os._exit(1)
-
-    def done(self):
-        """After the start: the ports NGINX listens on (to wait for); closes the rest."""
-        os.close(self.ports_w)
-        data = b""
-        while True:
-            chunk = os.read(self.ports_r, 4096)
-            if not chunk:
-                break
-            data += chunk
-        os.close(self.ports_r)
-        size = os.fstat(self.fd).st_size
-        if size:
-            with open(self.copy, "wb") as f:
-                f.write(os.pread(self.fd, size, 0))
-        os.close(self.fd)
-        return [int(p) for p in data.decode().split(",") if p]
 
 
 class StartError(Exception):
@@ -1431,19 +1349,16 @@ def _bind_fallback(store, ns, name, node):
 
 
 class Kubelet:
-    def __init__(self, store, state_dir, ipam=None):
+    def __init__(self, store, state_dir, network):
         self.store = store
         self.state_dir = state_dir
-        self.sandbox_id = u.sandbox_id(state_dir)
-        self.ipam = ipam or IPAM()
+        self.network = network
         self.lock = threading.Lock()
         self.workers = {}      # uid -> PodWorker
         self.pids = set()
         self.stopping = False
-        self.hosts = {}
         self.images = {}       # normalized image -> monotonic time its pull ends (realistic timing)
         self.pull_busy_until = 0.0
-        runtime.remove_cgroups(self.sandbox_id)   # left by a cluster of this DIR that was killed
 
     def start(self):
         for p in self.store.list("pods"):
@@ -1494,41 +1409,6 @@ class Kubelet:
                     w.volumes_dirty = True
                     w.wake()
 
-    def name_table(self, namespace):
-        """Service DNS names seen from `namespace` -> ClusterIP (name, name.ns,
-        name.ns.svc, name.ns.svc.cluster.local; a headless Service's first ready
-        endpoint), and the names of the sandbox hosts file DIR/hosts (which win)."""
-        out = {}
-        for svc in self.store.list("services"):
-            md = u.meta(svc)
-            name, ns = md.get("name"), md.get("namespace")
-            ip = (svc.get("spec") or {}).get("clusterIP")
-            if not ip or ip == "None":
-                ep = self.store.get("endpoints", ns, name)
-                ip = next((a.get("ip") for s in (ep or {}).get("subsets") or [] for a in s.get("addresses") or []),
-                          None)
-            if not ip:
-                continue
-            for form in ("%s.%s" % (name, ns), "%s.%s.svc" % (name, ns), "%s.%s.svc.%s" % (name, ns, CLUSTER_DOMAIN)):
-                out[form] = ip
-            if ns == namespace:
-                out[name] = ip
-        out.update(self._hosts_file())
-        return out
-
-    def _hosts_file(self):
-        out = {}
-        try:
-            with open(os.path.join(self.state_dir, "hosts")) as f:
-                for line in f:
-                    line = line.split("#", 1)[0].split()
-                    if len(line) >= 2:
-                        for n in line[1:]:
-                            out[n.lower()] = line[0]
-        except OSError:
-            pass
-        return out
-
     def stop(self, grace=2.0):
         with self.lock:
             self.stopping = True
@@ -1542,7 +1422,7 @@ class Kubelet:
             pids = list(self.pids)
         for pid in pids:
             _kill_group(pid, signal.SIGKILL)
-        runtime.remove_cgroups(self.sandbox_id)
+        # the containers' cgroups go with the rest of the sandbox (network.cleanup)
 
     # -- runtime services ---------------------------------------------------------
     def pull(self, image, always):
@@ -1564,20 +1444,8 @@ class Kubelet:
             self.pull_busy_until = self.images[key] = begin + secs
             return begin + secs, secs
 
-    def cluster_dns(self):
-        """(name server, cluster domain) written into pods' /etc/resolv.conf.
-        Pod network seam: the kube-dns Service's ClusterIP once the cluster
-        has one; until then 127.0.0.1, where nothing answers (no name may be
-        looked up off this machine)."""
-        svc = self.store.get("services", "kube-system", "kube-dns")
-        ip = ((svc or {}).get("spec") or {}).get("clusterIP")
-        return (ip if ip and ip != "None" else "127.0.0.1"), CLUSTER_DOMAIN
-
-    def node_dns(self):
-        """The node's own name server (dnsPolicy Default): never this machine's real one."""
-        return "127.0.0.1"
-
     def connect(self, worker, port, timeout, host=None):
         """A TCP connection from the node to a pod's port (start checks, tcpSocket
-        probes). Pod network seam: today the pod IP on this machine's loopback."""
-        return socket.create_connection((host or worker.ip, port), timeout=timeout)
+        and httpGet probes, httpGet hooks), made in the cluster namespace as a
+        kubelet connects from its node to the pod IP."""
+        return netns.connect(self.network.cluster_netns, (host or worker.ip, port), timeout)

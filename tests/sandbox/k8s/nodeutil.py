@@ -1,8 +1,6 @@
 """Small helpers shared by the node side: work queues, time stamps, selectors, Events."""
-import hashlib
 import heapq
 import json
-import os
 import logging
 import random
 import re
@@ -13,13 +11,6 @@ import datetime
 log = logging.getLogger("sandbox.node")
 
 NODE_NAME = "sandbox"
-
-
-def sandbox_id(state_dir):
-    """A short id of the sandbox in DIR, carried by the names of what the node
-    makes outside DIR (cgroups, namespaces), so that several sandboxes can run
-    on one machine and `sandbox down` finds what a killed cluster left."""
-    return hashlib.sha256(os.path.realpath(state_dir).encode()).hexdigest()[:10]
 
 
 _SUFFIX = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
@@ -105,22 +96,6 @@ def map_selector_matches(selector, labels):
         return False
     labels = labels or {}
     return all(labels.get(k) == v for k, v in selector.items())
-
-
-def listening_ipv4():
-    """IPv4 addresses (as ints) that some process on this machine listens on
-    (TCP, from /proc/net/tcp): several sandboxes may share the loopback ranges."""
-    out = set()
-    try:
-        with open("/proc/net/tcp") as f:
-            next(f)
-            for line in f:
-                parts = line.split()
-                if parts[3] == "0A":
-                    out.add(int.from_bytes(bytes.fromhex(parts[1].split(":")[0]), "little"))
-    except (OSError, ValueError, StopIteration, IndexError):
-        pass
-    return out
 
 
 def api_error_code(e):

@@ -30,9 +30,8 @@ The interface (kept narrow: the node's owners adapt the bodies, not the callers)
 exec_process() runs argv through the kubelet's exec context (k8s/runtime.py
 ExecContext): in the container's network, UTS and mount namespaces, its
 cgroups, user, capabilities and environment; it ends with the container, as
-everything in the container's cgroup does. Today pods share this machine's
-network namespace, each with a pod IP on lo: dial() connects to the pod IP;
-once pods have their own network namespaces it connects inside them.
+everything in the container's cgroup does. dial() makes its socket in the
+pod's network namespace (netns.socket_in) and connects to localhost there.
 """
 import fcntl
 import hashlib
@@ -42,6 +41,7 @@ import struct
 import subprocess
 import termios
 
+from . import netns
 from . import runtime
 
 
@@ -62,12 +62,6 @@ def sandbox_id(uid):
     return hashlib.sha256(("sandbox/" + (uid or "")).encode()).hexdigest()
 
 
-def netns_path(uid):
-    """Where the runtime says the pod's network namespace is (a CNI-style name)."""
-    h = hashlib.sha256(("netns/" + (uid or "")).encode()).hexdigest()
-    return "/var/run/netns/cni-%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:32])
-
-
 def _worker(kubelet, namespace, pod):
     if kubelet is None:
         return None
@@ -78,24 +72,32 @@ def _worker(kubelet, namespace, pod):
     return None
 
 
+def _why(e):
+    if isinstance(e, socket.timeout):
+        return "i/o timeout"
+    return "connect: " + (os.strerror(e.errno).lower() if e.errno else str(e))
+
+
 def dial(kubelet, namespace, pod, port, timeout=5.0):
+    """localhost:port inside the pod's network namespace, IPv4 then IPv6, as
+    containerd's port-forward does."""
     w = _worker(kubelet, namespace, pod)
     uid = w.uid if w is not None else ""
-    ip = w.ip if w is not None else None
+    path = w.netns if w is not None else None
 
-    def refused(err4):
+    def refused(err4, err6):
         return DialError('failed to execute portforward in network namespace "%s": failed to connect to '
                          'localhost:%d inside namespace "%s", IPv4: dial tcp4 127.0.0.1:%d: %s IPv6 dial tcp6 '
-                         '[::1]:%d: connect: connection refused '
-                         % (netns_path(uid), port, sandbox_id(uid), port, err4, port))
-    if ip is None:
-        raise refused("connect: connection refused")
+                         '[::1]:%d: %s ' % (path or "", port, sandbox_id(uid), port, err4, port, err6))
+    if path is None:
+        raise refused("connect: connection refused", "connect: connection refused")
     try:
-        s = socket.create_connection((ip, port), timeout=timeout)
-    except socket.timeout:
-        raise refused("i/o timeout")
-    except OSError as e:
-        raise refused("connect: " + (os.strerror(e.errno).lower() if e.errno else str(e)))
+        s = netns.connect(path, ("127.0.0.1", port), timeout)
+    except OSError as e4:
+        try:
+            s = netns.connect(path, ("::1", port), timeout, socket.AF_INET6)
+        except OSError as e6:
+            raise refused(_why(e4), _why(e6))
     s.settimeout(None)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s

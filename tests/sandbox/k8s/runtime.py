@@ -5,7 +5,6 @@
     Cgroup(sandbox_id, pod_uid, name)                   # cgroup v1 memory + cpu
     new_uts_namespace(hostname) -> fd                   # the pod's hostname, shared by its containers
     capabilities(security_context) -> [int]             # the bounding set a container keeps
-    remove_cgroups(sandbox_id)                          # `sandbox down`: whatever a dead cluster left
 
 A container's process is forked from the cluster process (subprocess with a
 preexec function: no interpreter to start, so a start costs a fork and the
@@ -108,11 +107,13 @@ def capabilities(sc):
 # cgroups (v1: memory and cpu controllers)
 
 def cgroup_base(sandbox_id, controller):
-    return os.path.join(CGROUP_ROOT, controller, "czctl-sandbox-" + sandbox_id)
+    """The sandbox's cgroup in one controller, named by the sandbox's id (the
+    cluster network's, k8s/network.py), so that its clean-up finds it."""
+    return os.path.join(CGROUP_ROOT, controller, sandbox_id)
 
 
 class Cgroup:
-    """One container's cgroups: CGROUP_ROOT/{memory,cpu}/czctl-sandbox-<id>/pod<uid>/<container>."""
+    """One container's cgroups: CGROUP_ROOT/{memory,cpu}/<sandbox id>/pod<uid>/<container>."""
 
     def __init__(self, sandbox_id, pod_uid, name):
         self.paths = {c: os.path.join(cgroup_base(sandbox_id, c), "pod" + pod_uid, name) for c in CONTROLLERS}
@@ -194,33 +195,6 @@ class Cgroup:
                 os.rmdir(os.path.dirname(p))   # the pod's level, once its last container is gone
             except OSError:
                 pass
-
-
-def remove_cgroups(sandbox_id):
-    """Remove every cgroup of a sandbox (its processes are killed first).
-    Returns the directories that could not be removed."""
-    left = []
-    for c in CONTROLLERS:
-        base = cgroup_base(sandbox_id, c)
-        if not os.path.isdir(base):
-            continue
-        for dirpath, _, _ in os.walk(base):
-            try:
-                with open(os.path.join(dirpath, "cgroup.procs")) as f:
-                    for pid in f.read().split():
-                        try:
-                            os.kill(int(pid), SIGKILL)
-                        except (OSError, ValueError):
-                            pass
-            except OSError:
-                pass
-        for _ in range(50):
-            if _rmdir_tree(base):
-                break
-            _sleep(0.02)
-        if os.path.isdir(base):
-            left.append(base)
-    return left
 
 
 def _rmdir_tree(path):

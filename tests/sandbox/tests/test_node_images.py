@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
-"""Images (what each holds, how its command line is built), the stand-in
-NGINX rewrite for pods on this machine's network (k8s/hostnet.py), the
-timing switch, pod IPs and the echo server, without a cluster."""
+"""Images (what each holds, how its command line is built), the timing
+switch, pod IPs and the echo server, without a cluster."""
 import json
 import os
 import shutil
@@ -19,15 +18,11 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import nodelib  # noqa: E402,F401  (puts tests/lib on sys.path)
 import tap  # noqa: E402
-from k8s import hostnet  # noqa: E402
 from k8s import images  # noqa: E402
-from k8s import kubelet  # noqa: E402
+from k8s import network  # noqa: E402
 from k8s import nodeutil  # noqa: E402
 from k8s import timing  # noqa: E402
 
-POD_IP = "127.1.200.7"
-SERVICES = {"web": "127.2.0.9", "web.default": "127.2.0.9", "web.default.svc": "127.2.0.9",
-            "web.default.svc.cluster.local": "127.2.0.9"}
 LOAD_STREAM = ["-g", "load_module modules/ngx_stream_module.so;"] if images.stream_is_dynamic() else []
 
 
@@ -51,8 +46,6 @@ class CommandTest(unittest.TestCase):
         for (kind, command, args), want in cases:
             with self.subTest(kind=kind, command=command, args=args):
                 self.assertEqual(images.container_argv(kind, command, args, {"POD": "p1"}), want)
-        self.assertEqual(images.nginx_conf_path(["nginx", "-c", "/etc/czctl/nginx.conf"]), "/etc/czctl/nginx.conf")
-        self.assertEqual(images.nginx_conf_path(["nginx"]), "/etc/nginx/nginx.conf")
 
     def test_nginx_layers_are_owned_as_in_the_images(self):
         for kind, owner, mode in (("nginx", (0, 0), 0o755), ("nginx-unprivileged", (101, 0), 0o775)):
@@ -77,98 +70,6 @@ class CommandTest(unittest.TestCase):
         self.assertEqual(images.user_entry("nginx-unprivileged", 101), (101, "/nonexistent"))
         self.assertEqual(images.user_entry("echo", 101), None)
         self.assertEqual(images.config("nginx-unprivileged")["user"], (101, 101))
-
-
-class StandInTest(unittest.TestCase):
-    """Until pods have network namespaces: only listen, upstream and resolver are rewritten."""
-
-    def setUp(self):
-        self.root = tempfile.mkdtemp(prefix="standin-")
-        images.populate(os.path.join(self.root, "rootfs"), os.path.join(self.root, "usr"), "nginx")
-
-    def tearDown(self):
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def host_path(self, p):
-        return self.root + "/rootfs" + p
-
-    def tr(self, text, root_master=True):
-        path = self.host_path("/etc/nginx/t.conf")
-        with open(path, "w") as f:
-            f.write(text)
-        t = hostnet.Translator(self.host_path, POD_IP, resolve=SERVICES.get, root_master=root_master)
-        return t.translate("/etc/nginx/t.conf"), t
-
-    def test_listen_forms_become_the_pod_ip(self):
-        cases = [
-            ("listen 80;", "listen %s:80;" % POD_IP),
-            ("listen *:8080 default_server;", "listen %s:8080 default_server;" % POD_IP),
-            ("listen 0.0.0.0:81;", "listen %s:81;" % POD_IP),
-            ("listen 127.0.0.1:82;", "listen %s:82;" % POD_IP),
-            ("listen localhost:83;", "listen %s:83;" % POD_IP),
-            ("listen 8443 ssl;", "listen %s:8443 ssl;" % POD_IP),
-        ]
-        for src, want in cases:
-            with self.subTest(src=src):
-                out, t = self.tr("events {} http { server { %s } }" % src)
-                self.assertIn(want, out)
-
-    def test_ipv6_listens_are_dropped(self):
-        out, t = self.tr("events {} http { server { listen 80; listen [::]:80 ipv6only=on; } }")
-        self.assertNotIn("[::]", out)
-        self.assertEqual(t.listens, {80})
-
-    def test_server_without_listen_gets_the_default_port(self):
-        out, t = self.tr("events {} http { server { server_name x; } }")
-        self.assertIn("listen %s:80;" % POD_IP, out)
-        out, t = self.tr("events {} http { server { server_name x; } }", root_master=False)
-        self.assertIn("listen %s:8000;" % POD_IP, out)
-
-    def test_everything_else_is_left_as_written(self):
-        text = ("user nginx; pid /tmp/nginx.pid; daemon on; error_log /dev/stderr; events {} http { "
-                "access_log /var/log/nginx/x.log main; client_body_temp_path /tmp/cb; "
-                "server { listen 80; root /srv/www; location /a { alias /data/a/; } } }")
-        out, _ = self.tr(text)
-        for want in ("user nginx;", "pid /tmp/nginx.pid;", "daemon on;", "access_log /var/log/nginx/x.log main;",
-                     "client_body_temp_path /tmp/cb;", "root /srv/www;", "alias /data/a/;"):
-            self.assertIn(want, out)
-
-    def test_includes_are_inlined_from_the_containers_files(self):
-        out, t = self.tr(open(self.host_path("/etc/nginx/nginx.conf")).read())
-        self.assertNotIn("include", out)
-        self.assertIn("listen %s:80;" % POD_IP, out)       # from conf.d/default.conf
-        self.assertIn("text/html", out)                      # from mime.types
-        self.assertIn("root /usr/share/nginx/html;", out)
-
-    def test_service_names_in_upstreams_resolve_to_cluster_ips(self):
-        out, _ = self.tr("events {} http { upstream orig { server web:8080; server web.default.svc:81; } "
-                         "server { listen 80; location / { proxy_pass http://orig; } "
-                         "location /b { proxy_pass http://web.default.svc.cluster.local:8080/x; } "
-                         "location /c { proxy_pass http://localhost:9000; } "
-                         "location /d { proxy_pass http://127.0.0.1:7000; } } }")
-        self.assertIn("server 127.2.0.9:8080;", out)
-        self.assertIn("server 127.2.0.9:81;", out)
-        self.assertIn("proxy_pass http://orig;", out)
-        self.assertIn("proxy_pass http://127.2.0.9:8080/x;", out)
-        self.assertIn("proxy_pass http://%s:9000;" % POD_IP, out)
-        self.assertIn("proxy_pass http://127.0.0.1:7000;", out)
-
-    def test_unknown_host_names_fail_like_nginx_without_dns(self):
-        with self.assertRaises(hostnet.UnresolvedHost):
-            self.tr("events {} http { server { listen 80; location / { proxy_pass http://nowhere.example:80; } } }")
-
-    def test_resolvers_outside_loopback_are_replaced(self):
-        out, _ = self.tr("events {} http { resolver 10.96.0.10 valid=10s; server { listen 80; } }")
-        self.assertIn("resolver 127.0.0.1 valid=10s;", out)
-
-    def test_stream_listens_become_the_pod_ip(self):
-        out, t = self.tr("events {} http { server { listen 8080; } }\n"
-                         "stream { server { listen 8081 reuseport; proxy_pass web:443; }\n"
-                         "         server { listen 0.0.0.0:8082 udp reuseport; proxy_pass 127.2.0.9:53; } }")
-        self.assertIn("listen %s:8081 reuseport;" % POD_IP, out)
-        self.assertIn("listen %s:8082 udp reuseport;" % POD_IP, out)
-        self.assertIn("proxy_pass 127.2.0.9:443;", out)
-        self.assertEqual(t.listens, {8080, 8081}, "UDP listens are not waited for as TCP")
 
 
 class TimingTest(unittest.TestCase):
@@ -216,12 +117,14 @@ class ImageTest(unittest.TestCase):
                 self.assertEqual(images.kind_of(image), kind)
         self.assertEqual(images.normalized("nginx"), "docker.io/library/nginx:latest")
 
-    def test_ipam_hands_out_unique_loopback_addresses(self):
-        ipam = kubelet.IPAM()
+    def test_ipam_hands_out_unique_pod_addresses(self):
+        ipam = network.IPAM()
         a = [ipam.allocate() for _ in range(300)]
         self.assertEqual(len(set(a)), 300)
-        self.assertTrue(all(ip.startswith("127.1.") and not ip.endswith(".0") and not ip.endswith(".255")
+        self.assertTrue(all(ip.startswith("10.244.") and not ip.endswith(".0") and not ip.endswith(".255")
                             for ip in a))
+        self.assertNotIn("10.244.0.1", a, "the bridge (pods' gateway) is not handed out")
+        self.assertNotIn("10.244.0.2", a, "the sandbox exec address is not handed out")
         ipam.release(a[0])
         self.assertNotEqual(ipam.allocate(), a[0], "a freed address is not reused at once")
 

@@ -67,7 +67,11 @@ class Box:
 
 
 def tearDownModule():
-    runtime.remove_cgroups(SID)
+    for c in runtime.CONTROLLERS:   # each Box removed its own cgroups
+        try:
+            os.rmdir(runtime.cgroup_base(SID, c))
+        except FileNotFoundError:
+            pass
 
 
 class ContainerTest(unittest.TestCase):
@@ -99,7 +103,7 @@ class ContainerTest(unittest.TestCase):
             out = p.communicate(timeout=10)[0].decode()
             self.assertEqual(p.returncode, 0)
             for want in ("101\n", "exec-1\n", "yes\n", "from the volume",
-                         "memory:/czctl-sandbox-%s/podexec-1/main" % SID, "Read-only file system"):
+                         "memory:/%s/podexec-1/main" % SID, "Read-only file system"):
                 self.assertIn(want, out)
             with self.assertRaises(runtime.StartFailure) as cm:
                 ctx.spawn(["no-such-tool"])
@@ -155,14 +159,19 @@ class ContainerTest(unittest.TestCase):
         finally:
             box.close()
 
-    def test_cgroups_of_the_sandbox_are_removed(self):
+    def test_cgroup_limits_and_removal(self):
         cg = runtime.Cgroup(SID, "gone", "main").create(memory_bytes=32 << 20, cpu_millis=250)
         with open(os.path.join(cg.paths["cpu"], "cpu.cfs_quota_us")) as f:
             self.assertEqual(f.read().strip(), "25000")
         with open(os.path.join(cg.paths["memory"], "memory.limit_in_bytes")) as f:
             self.assertEqual(f.read().strip(), str(32 << 20))
-        self.assertEqual(runtime.remove_cgroups(SID), [])
-        self.assertFalse(os.path.exists(runtime.cgroup_base(SID, "memory")))
+        proc = subprocess.Popen(["sleep", "30"])
+        with open(cg.procs_files()[0], "w") as f:
+            f.write(str(proc.pid))
+        cg.remove()
+        self.assertEqual(proc.wait(5), -9, "what is left in the container's cgroup is killed")
+        for path in cg.paths.values():
+            self.assertFalse(os.path.exists(os.path.dirname(path)), "the pod's level goes with its last container")
 
 
 class CapabilitiesTest(unittest.TestCase):
