@@ -87,8 +87,10 @@ class VolumeSyncTest(unittest.TestCase):
     def test_configmap_change_lands_on_the_pods_periodic_sync(self):
         SB.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "slow"},
                   "data": {"index.html": "old\n"}})
+        # Ready once NGINX answers (without a probe a pod is Ready as soon as its process starts)
         SB.apply(pod("slow-reader", "nginx:1.27", container={
-            "volumeMounts": [{"name": "html", "mountPath": "/usr/share/nginx/html"}]},
+            "volumeMounts": [{"name": "html", "mountPath": "/usr/share/nginx/html"}],
+            "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1}},
             volumes=[{"name": "html", "configMap": {"name": "slow"}}]))
         ready("slow-reader")
         ip = SB.api.get("/api/v1/namespaces/default/pods/slow-reader")["status"]["podIP"]
