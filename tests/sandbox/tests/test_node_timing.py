@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """SANDBOX_TIMING=realistic (README "Timing"): image pulls on first use, one
 at a time, and a registry check for imagePullPolicy Always; a changed
-ConfigMap reaches a running pod only on the kubelet's periodic pod sync.
+ConfigMap reaches a running pod only on the kubelet's periodic pod sync; a
+changed Service reaches the data path only after the proxy's lag.
 The figures are shortened here (one override each) so the test stays quick;
 the behaviour, not the duration, is what is checked."""
 import json
@@ -23,7 +24,7 @@ SB = None
 def setUpModule():
     global SB
     SB = nl.Sandbox(env={"SANDBOX_TIMING": "realistic,image_pull=%g,image_check=0.2,pod_sandbox=0.1,"
-                                           "container_start=0.1,volume_sync=3" % PULL}).start()
+                                           "container_start=0.1,volume_sync=3,endpoints_lag=3" % PULL}).start()
 
 
 def tearDownModule():
@@ -98,6 +99,29 @@ class VolumeSyncTest(unittest.TestCase):
         SB.api.merge_patch("/api/v1/namespaces/default/configmaps/slow", {"data": {"index.html": "new\n"}})
         self.assertEqual(nl.http_get(ip, 80, "/"), (200, b"old\n"), "not at once: the kubelet's sync is periodic")
         SB.wait_for(lambda: nl.http_get(ip, 80, "/") == (200, b"new\n"), 10, "the next pod sync")
+
+
+class DataPathTest(unittest.TestCase):
+    def test_a_selector_change_reaches_the_data_path_after_the_proxys_lag(self):
+        for v in ("a", "b"):
+            p = pod("lag-" + v, "sandbox/echo:2", container={"ports": [{"containerPort": 8080}]})
+            p["metadata"]["labels"] = {"lag": v}
+            SB.apply(p)
+        SB.apply(nl.service("lagged", {"lag": "a"}, [{"port": 80, "targetPort": 8080}]))
+        ready("lag-a")
+        ready("lag-b")
+        ip = SB.cluster_ip("lagged")
+
+        def served_by(name):
+            try:
+                status, body = nl.http_get(ip, 80, "/")
+            except OSError:
+                return False
+            return status == 200 and json.loads(body)["pod"] == name
+        SB.wait_for(lambda: served_by("lag-a"), 15, "the Service routing to lag-a")
+        SB.api.merge_patch("/api/v1/namespaces/default/services/lagged", {"spec": {"selector": {"lag": "b"}}})
+        self.assertTrue(served_by("lag-a"), "not at once: the proxy programs the change after its lag")
+        SB.wait_for(lambda: served_by("lag-b"), 15, "the new selector in the data path")
 
 
 if __name__ == "__main__":
