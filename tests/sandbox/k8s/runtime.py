@@ -9,8 +9,9 @@
 A container's process is forked from the cluster process (subprocess with a
 preexec function: no interpreter to start, so a start costs a fork and the
 mounts) and, before it execs the command, the child:
-  - joins the pod's network namespace (an open file from the pod network;
-    none: this machine's) and UTS namespace (the pod's hostname),
+  - joins the pod's network namespace (spec["netns"], the path the cluster
+    network gave the pod; the runtime's own tests give none and stay in the
+    caller's) and UTS namespace (the pod's hostname),
   - makes a mount namespace of its own (private propagation, so nothing
     reaches this machine's mounts) whose root is the image's layer directory
     bound on itself, with this machine's /usr (binaries and libraries) bound
