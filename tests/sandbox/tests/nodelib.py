@@ -169,6 +169,20 @@ def http_get(host, port, path="/", headers=None, timeout=3):
     return r.status, body
 
 
+def read_json_response(f):
+    """(status line, JSON body) of one HTTP/1.1 response read from file object f
+    (a Content-Length body, as echo answers)."""
+    status = f.readline()
+    length = 0
+    while True:
+        line = f.readline().strip()
+        if not line:
+            break
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return status, json.loads(f.read(length))
+
+
 def pids_of_pod(sandbox_dir, pod):
     """Processes of a pod (nginx workers and exec'd processes included): the
     members of its containers' cgroups, as a runtime knows them."""

@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """Images (what each holds, how its command line is built), the timing
 switch, pod IPs and the echo server, without a cluster."""
-import json
 import os
 import shutil
 import socket
@@ -16,7 +15,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-import nodelib  # noqa: E402,F401  (puts tests/lib on sys.path)
+import nodelib  # noqa: E402  (also puts tests/lib on sys.path)
 import tap  # noqa: E402
 from k8s import images  # noqa: E402
 from k8s import network  # noqa: E402
@@ -140,16 +139,8 @@ class EchoTest(unittest.TestCase):
                 s = socket.create_connection(("127.1.250.1", port), timeout=3)
                 s.sendall(b"POST /a HTTP/1.1\r\nHost: h\r\nX-One: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
                           b"3\r\nabc\r\n0\r\n\r\n")
-                f = s.makefile("rb")
-                self.assertIn(b"200 OK", f.readline())
-                n = 0
-                while True:
-                    line = f.readline().strip()
-                    if not line:
-                        break
-                    if line.lower().startswith(b"content-length"):
-                        n = int(line.split(b":")[1])
-                doc = json.loads(f.read(n))
+                status, doc = nodelib.read_json_response(s.makefile("rb"))
+                self.assertIn(b"200 OK", status)
                 s.close()
                 self.assertEqual((doc["pod"], doc["namespace"], doc["container"], doc["port"]),
                                  ("p1", "ns1", "c1", port))
