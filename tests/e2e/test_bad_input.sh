@@ -58,6 +58,10 @@ bad_input "an unknown tunnel provider" 'unknown tunnel provider "carrier-pigeon"
   service intercept demo -l 3000 --tunnel carrier-pigeon
 bad_input "a refused permission (restricted user)" 'forbidden' 1 \
   service intercept demo -l 3000 --tunnel direct --context restricted
+bad_input "a header value longer than 1024 bytes" 'X-Dev value is 4100 bytes long; at most 1024 are allowed' 2 \
+  service intercept demo -x "X-Dev:$(printf 'a%.0s' $(seq 4100))" -l 3000 --tunnel direct
+bad_input "a header name as long" 'header name is 300 characters long; at most 256 are allowed' 2 \
+  service intercept demo -x "$(printf 'a%.0s' $(seq 300)):yes" -l 3000 --tunnel direct
 bad_input "a header name with a space" "invalid header name \"X Team\": only letters, digits, '-' and '_' are allowed" 2 \
   service intercept demo -x 'X Team:v' -l 3000 --tunnel direct
 bad_input "a header name with a dot" "\"X.Team\" contains \".\", which NGINX ignores.*only letters, digits, '-' and '_' are allowed" 2 \

@@ -100,9 +100,11 @@ host_gateway() { "$SANDBOX" info "$CLUSTER" | python3 -c 'import json,sys; print
 # asked from inside the cluster.
 who() {
   local url=$1; shift
-  in_cluster curl -s --max-time 10 "$@" "$url" | python3 -c 'import json,sys
+  local body rc
+  body=$(in_cluster curl -sS --max-time 10 "$@" "$url" 2>"$WORK/who.err"); rc=$?
+  printf '%s' "$body" | python3 -c 'import json,sys
 try: print(json.load(sys.stdin)["pod"])
-except Exception: print("(no answer)")'
+except Exception: print("(no answer: curl exit %s: %s)" % (sys.argv[1], open(sys.argv[2]).read().strip()))' "$rc" "$WORK/who.err"
 }
 
 # snapshot FILE: the normalised state of the cluster (kubectl get all,cm,secret -A).

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# tests/run: alone
+# (it compares the whole machine before and after: no other sandbox of this run may come or go meanwhile)
 """Clean-up (issue 8, acceptance 6): `down`, or the death of the process that
 owns the sandbox (even by SIGKILL), removes every namespace, interface, route,
 mount, cgroup and process the sandbox made; what is compared is listed before

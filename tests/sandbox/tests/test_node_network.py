@@ -149,7 +149,7 @@ class Isolation(unittest.TestCase):
                 nl.connect((addr, port), timeout=2).close()
                 reached.append(addr)
             except TimeoutError:
-                pass   # dropped, or its ICMP unreachable rate-limited (the kernel's per-peer limit)
+                pass   # not reached: dropped (another sandbox's host link), or its ICMP unreachable rate-limited
             except OSError as e:
                 self.assertIn(e.errno, (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH), (addr, e))
         self.assertEqual(reached, [SB.net["hostGateway"]])
