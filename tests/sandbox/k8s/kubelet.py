@@ -301,7 +301,8 @@ class PodWorker:
             searches = ["%s.svc.%s" % (self.ns, d), "svc.%s" % d, d]
             options = ["ndots:5"]
         elif policy == "Default":
-            # the node's resolver; pods have no route to it: nothing leaves the machine
+            # the node's resolver; pods cannot reach it (the cluster namespace forwards
+            # only to the host gateway): nothing leaves the machine
             try:
                 with open("/etc/resolv.conf") as f:
                     for line in f:
