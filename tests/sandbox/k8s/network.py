@@ -249,7 +249,7 @@ def cleanup(sid):
                         pass
         except OSError:
             pass
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 5
     while _pids_in(inodes) and time.monotonic() < deadline:
         time.sleep(0.01)   # killed, still exiting: gone before cleanup returns
     for mp in _mounts_with(sid):
