@@ -15,6 +15,7 @@
 -- czctl.session's job. This module prints only through ctx.out.
 local intercept = require "czctl.intercept"
 local session = require "czctl.session"
+local shared = require "czctl.session.shared"
 local proxy = require "czctl.proxy"
 local signal = require "czctl.signal"
 local util = require "czctl.util"
@@ -29,23 +30,21 @@ M.PROXY_READY_TIMEOUT = 120
 M.TUNNEL_TIMEOUT = 30
 -- Seconds until the Service's Endpoints list only the proxy, after the patch.
 M.ROUTE_TIMEOUT = 30
--- Seconds to watch for an object whose create (or the Service patch) lost
--- its answer: it may still land, and must then be undone too.
-M.LATE_CREATE_GRACE = 3
--- How often a --wait holder checks the tunnel and the session file.
-M.HOLD_CHECK_INTERVAL = 2
+-- How often a --wait holder checks the tunnel, the guard's warnings and the
+-- session file.
+M.HOLD_CHECK_INTERVAL = 1
 
 ---@class czctl.intercept.Hooks
 --- Each hook gets the object czctl built and the run (run.session, run.ctx,
 --- run.opts); it edits the object in place or returns a replacement.
 ---@field rule? fun(rule: table, run: czctl.intercept.Run): table|nil         the routing rule (a czctl.proxy rule)
----@field service_copy? fun(svc: table, run: czctl.intercept.Run): table|nil  the copy of the Service (route to the original)
----@field config_map? fun(cm: table, run: czctl.intercept.Run): table|nil     the ConfigMap with nginx.conf
----@field deployment? fun(d: table, run: czctl.intercept.Run): table|nil      the proxy Deployment, before it is created
+---@field service_copy? fun(svc: table, run: czctl.intercept.Run): table|nil  the copy of the Service (route to the original), before it is created
+---@field config_secret? fun(s: table, run: czctl.intercept.Run): table|nil   the Secret with nginx.conf, before it is created
+---@field deployment? fun(d: table, run: czctl.intercept.Run): table|nil      the proxy Deployment, before it is created (by the first session)
 
 ---@class czctl.intercept.Options
 ---@field service string                 the Service to intercept
----@field namespace? string              default "default"
+---@field namespace? string              default: the kubeconfig context's, else "default"
 ---@field remote_port? string|integer    the Service port (number or name); optional with one port
 ---@field local_port? integer            default: the Service port's number
 ---@field rule? table                    a czctl.proxy rule; default the header X-C6O-INTERCEPT: yes
@@ -76,7 +75,7 @@ M.HOLD_CHECK_INTERVAL = 2
 ---@field tunnelUrl string|nil
 ---@field inspector string|nil
 ---@field clusterIP string|nil
----@field proxy table|nil       names of the objects: deployment, configmap, service
+---@field proxy table|nil       names of the Service's proxy objects: deployment, service (the copy)
 ---@field wait boolean
 ---@field closeCommand string
 ---@field curl string|nil       a request that is routed to this machine, ready to paste
@@ -112,7 +111,6 @@ Run.__name = "czctl.intercept.run"
 function M.new(ctx, opts)
   local o = util.deep_copy(opts)
   o.hooks = opts.hooks or {}
-  o.namespace = o.namespace or "default"
   o.tunnel = o.tunnel or "ngrok"
   o.tunnel_host = o.tunnel_host or "127.0.0.1"
   o.image = o.image or intercept.DEFAULT_IMAGE
@@ -124,6 +122,8 @@ function M.new(ctx, opts)
   if not provider then ctx.usage_error(provider_err) end
   local run = setmetatable({ ctx = ctx, opts = o, hooks = o.hooks, provider = provider, out = ctx.out }, Run)
   run.client = ctx.kube()
+  -- -n, else the kubeconfig context's namespace, else default (as kubectl)
+  o.namespace = o.namespace or run.client.namespace or "default"
   if run.hooks.rule then
     run.opts.rule = apply_hook(run.hooks.rule, run.opts.rule, run)
     local ok, err = proxy.validate(run.opts.rule)
@@ -133,38 +133,10 @@ function M.new(ctx, opts)
   return run
 end
 
--- Create an object with its undo registered first. A refusal by the API
--- server (4xx) means there is nothing to undo (AlreadyExists: not ours to
--- delete). If the answer was lost (a signal, a dropped connection) the
--- object may exist, or may still be created by the request in flight, so
--- the undo deletes it and then watches a few seconds for a late arrival.
-function Run:create(obj)
-  local state = "creating"
-  local kind, name, ns = obj.kind, obj.metadata.name, obj.metadata.namespace
-  local client = self.client
-  local function delete() session.delete_object(client, ns, kind, name) end
-  self.ctx.undo:defer(string.format("delete %s %s", kind, name), function()
-    if state == "refused" then return end
-    delete()
-    if state == "unknown" then
-      local late = client:wait_for(kind, name, function(o) return o ~= nil end, M.LATE_CREATE_GRACE,
-                                   { namespace = ns })
-      if late and late.metadata then delete() end
-    end
-  end)
-  local created, err = client:create(obj, { namespace = ns })
-  if created then state = "created"; return created end
-  if type(err) == "table" and type(err.code) == "number" and err.code >= 400 and err.code < 500 then
-    state = "refused"
-  else
-    state = "unknown"
-  end
-  fail(err)
-end
-
 --- Step: the Service and the port to intercept (-r, or its only port). A
---- Service this machine already intercepts with the same settings ends the
---- run with that session (run.existing); with other settings it fails.
+--- session of this machine's on the same port with the same rule ends the
+--- run with that session (run.existing); a rule that would take another
+--- session's requests fails, naming that session and its owner.
 function Run:resolve_service()
   local o, ns, name = self.opts, self.opts.namespace, self.opts.service
   local svc, index = self.out:step(string.format("Resolve Service %s/%s", ns, name), function()
@@ -177,42 +149,56 @@ function Run:resolve_service()
     return svc, index
   end)
   self.svc, self.port_index = svc, index
-  local existing = intercept.record(svc)
-  if existing then self:existing_session(existing) end
+  local state = shared.state(svc)
+  -- what the pods are: the original selector and ports while others intercept it
+  local original = svc
+  if state.original and state.redirected then
+    original = { metadata = svc.metadata, spec = { selector = state.original.selector, ports = state.original.ports } }
+  end
   local service_port = svc.spec.ports[index]
-  local pod_port, warning = intercept.resolve_target_port(self.client, svc, service_port)
+  self.port = math.tointeger(service_port.port)
+  for _, s in ipairs(state.sessions) do
+    if s.port == self.port and session.is_mine(s.owner) and shared.same_rule(s.rule, o.rule) then
+      self:existing_session(s)
+    end
+  end
+  local conflict = shared.conflict(state, { id = o.session_id or "-", port = self.port, rule = o.rule, service = name })
+  if conflict then fail(conflict) end
+  local target_port = service_port
+  for _, p in ipairs(original.spec.ports) do
+    if math.tointeger(p.port) == self.port and (p.protocol or "TCP") == (service_port.protocol or "TCP") then
+      target_port = p
+    end
+  end
+  local pod_port, warning = intercept.resolve_target_port(self.client, original, target_port)
   if warning then self.out:warn("%s", warning) end
   local manager = intercept.managed_by(svc)
   if manager then
     self.out:warn("Service %s looks managed by %s, which may revert czctl's change while the session runs", name,
                   manager)
   end
-  self.port, self.pod_port = math.tointeger(service_port.port), pod_port
+  self.pod_port = pod_port
   self.local_port = o.local_port or self.port
 end
 
--- The Service carries a session already: this machine's with the same
--- settings is reported (run.existing); anything else is an error.
+-- A session of this machine's holds the port with the same rule: with the
+-- same settings it is reported (run.existing); otherwise an error.
 function Run:existing_session(existing)
   local o, ns, name = self.opts, self.opts.namespace, self.opts.service
-  local mine = session.load(existing.session)
-  if not mine then
-    fail(string.format("Service %s/%s is already intercepted by session %s (%s); close it with: %s", ns, name,
-                       existing.session, existing.rule or existing.header or "?",
-                       session.close_command(existing.session, ns)))
-  end
-  if existing.rule ~= self.rule_text or (o.local_port and o.local_port ~= mine.local_port)
+  local mine = session.load(existing.id)
+  if not mine or (o.local_port and o.local_port ~= mine.local_port)
      or (mine.tunnel and mine.tunnel.provider ~= o.tunnel) then
-    fail(string.format("Service %s/%s is already intercepted by session %s (%s -> localhost:%s, tunnel %s), "
-                       .. "started here with other flags; to replace it, run again with -c, or close it with: %s",
-                       ns, name, existing.session, existing.rule or "?",
-                       tostring(math.tointeger(mine.local_port) or mine.local_port),
-                       tostring(mine.tunnel and mine.tunnel.provider), session.close_command(existing.session, ns)))
+    fail(string.format("Service %s/%s port %d is already intercepted by your session %s (%s)%s; to replace it, "
+                       .. "run again with -c, or close it with: %s", ns, name, self.port, existing.id,
+                       tostring(existing.ruleText), mine and string.format(" -> localhost:%s, tunnel %s",
+                         tostring(math.tointeger(mine.local_port) or mine.local_port),
+                         tostring(mine.tunnel and mine.tunnel.provider)) or " started from another state directory",
+                       session.close_command(existing.id, ns)))
   end
   local tunnel = session.tunnel_status(mine.id) or mine.tunnel or {}
   self.existing = {
     status = "existing", id = mine.id, service = name, namespace = ns, port = existing.port,
-    localPort = mine.local_port, all = o.rule.all == true, rule = existing.rule,
+    localPort = mine.local_port, all = o.rule.all == true, rule = existing.ruleText,
     header = (not o.rule.all) and proxy.example_header(o.rule) or nil,
     tunnel = mine.tunnel and mine.tunnel.provider, tunnelUrl = tunnel.url, inspector = tunnel.inspector,
     wait = mine.wait == true, closeCommand = session.close_command(mine.id, ns),
@@ -234,10 +220,11 @@ function Run:record_session()
     local_port = self.local_port, header = o.header, all = o.rule.all == true, rule = self.rule_text,
     kubeconfig = o.kubeconfig or os.getenv("KUBECONFIG"), context = o.context or info.context,
     server = info.server, tunnel = { provider = o.tunnel }, tunnel_host = o.tunnel_host,
-    objects = intercept.names(id), started = csys.time(),
+    owner = session.owner(), started = csys.time(),
     parent_pid = o.held_by or csys.getpid(), state = "starting", wait = (o.wait or o.held_by ~= nil),
   }
-  self.session, self.id, self.names = s, id, s.objects
+  s.parent_start = session.process_start(s.parent_pid)
+  self.session, self.id = s, id
   -- Removed last, and only when every other undo step worked: otherwise it
   -- is what lets `czctl session close` find and finish the session.
   self.ctx.undo:defer("remove the local session file", function() session.remove(id) end, { only_if_clean = true })
@@ -246,28 +233,24 @@ function Run:record_session()
 end
 
 --- Step: the tunnel, before the proxy, so its URL goes into the proxy's
---- configuration. A tunnel process (ngrok) is owned by a keeper process: it
---- must outlive this command without --wait, and die with its holder with it.
+--- configuration. It is owned by the session's keeper process, for every
+--- tunnel kind: the keeper must outlive this command without --wait (and
+--- dies with the --wait process), and it also runs the session's guard.
 function Run:start_tunnel()
   local o, s = self.opts, self.session
   local tunnel = self.out:step(string.format("Start %s tunnel to localhost:%d", o.tunnel, self.local_port), function()
-    if session.needs_keeper(o.tunnel, self.provider) then
-      self.ctx.undo:defer("stop the session keeper", function() session.stop_processes(s) end)
-      local pid, err = session.start_keeper(s)
-      if not pid then fail("cannot start the session keeper: " .. tostring(err)) end
-      s.keeper_pid = pid
-      session.save(s)
-      local facts, terr = session.wait_keeper_tunnel(s, M.TUNNEL_TIMEOUT)
-      if not facts then fail(terr) end
-      return facts
-    end
-    local handle, err = self.provider.start{ local_port = self.local_port, host = o.tunnel_host }
-    if not handle then fail(err) end
-    self.ctx.undo:defer("stop the tunnel", function() handle:stop() end)
-    return session.tunnel_facts(handle, o.tunnel)
+    self.ctx.undo:defer("stop the session keeper", function() session.stop_processes(s) end)
+    local pid, err = session.start_keeper(s)
+    if not pid then fail("cannot start the session keeper: " .. tostring(err)) end
+    s.keeper_pid, s.keeper_start = pid, session.process_start(pid) or "gone"
+    session.save(s)
+    local facts, terr = session.wait_keeper_tunnel(s, M.TUNNEL_TIMEOUT)
+    if not facts then fail(terr) end
+    return facts
   end)
   self.tunnel = tunnel
-  s.tunnel = { provider = o.tunnel, url = tunnel.url, inspector = tunnel.inspector, pid = tunnel.pid }
+  s.tunnel = { provider = o.tunnel, url = tunnel.url, inspector = tunnel.inspector, pid = tunnel.pid,
+               start = tunnel.start }
   session.save(s)
   if o.tunnel == "direct" and not require("czctl.sys").listening(o.tunnel_host, self.local_port, 0.5) then
     self.out:warn("nothing listens on %s:%d yet; intercepted requests fail until your server runs there",
@@ -275,99 +258,84 @@ function Run:start_tunnel()
   end
 end
 
---- Step: a copy of the Service with the original selector: the proxy's
---- route to the in-cluster pods (hooks.service_copy edits it).
-function Run:create_original_route()
-  local copy = apply_hook(self.hooks.service_copy, intercept.copy_service(self.svc, self.id), self)
-  self.copy = self.out:step("Create Service " .. copy.metadata.name .. " (route to the original)", function()
-    return self:create(copy)
-  end)
-  self.proxy_ports = intercept.proxy_ports(self.svc, self.port_index, self.copy.spec.clusterIP)
-end
-
---- Step: the NGINX configuration from the routing rule, in a ConfigMap
---- (hooks.config_map edits it).
-function Run:create_proxy_config()
-  local conf, err = proxy.render{ ports = util.deep_copy(self.proxy_ports), rule = self.opts.rule,
-                                  tunnel_upstream = self.tunnel.upstream, session = self.id,
-                                  health_port = intercept.HEALTH_PORT }
-  if not conf then fail("cannot render the proxy configuration: " .. tostring(err)) end
-  local cm = apply_hook(self.hooks.config_map, intercept.config_map(self.opts.namespace, self.id, conf), self)
-  self.out:step("Create ConfigMap " .. cm.metadata.name, function() return self:create(cm) end)
-end
-
---- Step: the proxy Deployment (hooks.deployment edits it before it is created).
-function Run:create_proxy()
-  local o = self.opts
-  local d = intercept.deployment{ namespace = o.namespace, id = self.id, image = o.image, ports = self.proxy_ports,
-                                  service = o.service }
-  d = apply_hook(self.hooks.deployment, d, self)
-  self.deployment = self.out:step("Create proxy Deployment " .. d.metadata.name, function()
-    return self:create(d)
-  end)
-end
-
---- Step: wait, by watch, until the proxy is ready.
-function Run:wait_proxy_ready()
-  self.out:step("Wait for the proxy to be ready", function()
-    local d, err = intercept.wait_ready(self.client, self.opts.namespace, self.id, M.PROXY_READY_TIMEOUT,
-                                        self.deployment)
-    if not d then fail(err) end
-  end)
-end
-
---- Step: point the Service at the proxy: one patch guarded by its
---- resourceVersion, carrying the original selector and ports in an annotation.
-function Run:route_service()
-  local o, ns, name, id, svc = self.opts, self.opts.namespace, self.opts.service, self.id, self.svc
+--- Step: join the Service: one patch, guarded by its resourceVersion, adds
+--- this session (rule, tunnel, owner) to the Service's czctl.io/sessions
+--- annotation and counts up its routes-version. Two developers joining at
+--- once are serialised by the API server; a rule that would take another
+--- session's requests is refused.
+function Run:join_service()
+  local o, ns, name = self.opts, self.opts.namespace, self.opts.service
   local client = self.client
-  local patched_service, patch_state = nil, "patching"
-  self.ctx.undo:defer("restore Service " .. name, function()
-    local ok, err = session.restore_service(client, ns, name, id, patched_service)
-    if ok == nil then fail(err) end
-    if patch_state == "unknown" and not ok then
-      -- the patch's answer was lost: it may still land; watch briefly for it
-      local late = client:wait_for("Service", name, function(obj)
-        local r = obj and intercept.record(obj)
-        return r ~= nil and r.session == id
-      end, M.LATE_CREATE_GRACE, { namespace = ns })
-      if late and late.metadata then
-        ok, err = session.restore_service(client, ns, name, id, late)
-        if ok == nil then fail(err) end
-      end
-    end
+  local entry = {
+    id = self.id, port = self.port, rule = o.rule, ruleText = self.rule_text, tunnel = o.tunnel,
+    upstream = self.tunnel.upstream, owner = self.session.owner, started = session.now_rfc3339(),
+  }
+  self.ctx.undo:defer("take the route off Service " .. name, function()
+    session.leave(client, { id = self.id, namespace = ns, service = name, image = o.image })
   end)
-  patched_service = self.out:step(string.format("Route Service %s through the proxy", name), function()
-    local patched, err = intercept.guarded_patch(client, ns, name, svc, function(current)
-      local other = intercept.record(current)
-      if other then
-        fail(string.format("Service %s/%s was intercepted by session %s meanwhile; close it with: %s", ns, name,
-                           other.session, session.close_command(other.session, ns)))
-      end
-      if intercept.describe_ports(current) ~= intercept.describe_ports(svc) then
-        fail(string.format("the ports of Service %s changed during setup; run the command again", name))
-      end
-      return intercept.intercept_patch(current, id, self.proxy_ports, {
-        header = o.header, all = o.rule.all == true, rule = self.rule_text, port = self.port,
-        started = session.now_rfc3339(), host = csys.hostname(), tunnel = o.tunnel,
-      })
-    end)
-    if not patched then
-      patch_state = (type(err) == "table" and type(err.code) == "number" and err.code >= 400) and "refused"
-                    or "unknown"
-      fail(err)
-    end
-    patch_state = "patched"
+  self.svc = self.out:step(string.format("Join Service %s (routes shared with other sessions)", name), function()
+    local patched, err = shared.join(client, ns, name, entry, self.svc)
+    if not patched then fail(err) end
+    return patched
+  end)
+  local state = shared.state(self.svc)
+  self.version = state.version
+  self.first = not state.redirected
+end
+
+--- Step: the proxy from the Service's state: the copy Service (the route to
+--- the original pods; hooks.service_copy), the configuration in an
+--- immutable Secret named by its hash (hooks.config_secret), and the
+--- Deployment (hooks.deployment, when it is created) pointed at it, which
+--- rolls one new pod.
+function Run:update_proxy()
+  local o, ns, name = self.opts, self.opts.namespace, self.opts.service
+  local client = self.client
+  local by_kind = { Service = self.hooks.service_copy, Secret = self.hooks.config_secret,
+                    Deployment = self.hooks.deployment }
+  local result = self.out:step(string.format("Update proxy Deployment %s", shared.names(name).deployment), function()
+    local r, err = shared.reconcile(client, ns, name, { image = o.image, create = function(obj)
+      obj = apply_hook(by_kind[obj.kind], obj, self)
+      return client:create(obj, { namespace = ns })
+    end })
+    if not r then fail(err) end
+    return r
+  end)
+  self.deployment = result.deployment
+  self.names = { deployment = shared.names(name).deployment, service = shared.names(name).service }
+end
+
+--- Step: wait, by watch, until the proxy runs a configuration with this
+--- session's route (and no older pod is left).
+function Run:wait_proxy_ready()
+  self.out:step("Wait for the proxy to run the new routes", function()
+    local d, err = shared.wait_rollout(self.client, self.opts.namespace, self.opts.service, self.version,
+                                       M.PROXY_READY_TIMEOUT)
+    if not d then fail(err) end
+    shared.collect_secrets(self.client, self.opts.namespace, self.opts.service)
+  end)
+end
+
+--- Step: point the Service at the proxy, once, for the first session: one
+--- patch guarded by its resourceVersion that saves what it replaces
+--- (selector and target ports) in an annotation. Later sessions find it
+--- done.
+function Run:route_service()
+  local ns, name = self.opts.namespace, self.opts.service
+  self.svc = self.out:step(string.format("Route Service %s through the proxy", name), function()
+    local patched, err = shared.redirect(self.client, ns, name)
+    if not patched then fail(err) end
     return patched
   end)
 end
 
---- Step: wait, by watch, until the Service's Endpoints list only the proxy,
---- so the first request after the command returns is already routed.
+--- Step: wait, by watch, until the Service's Endpoints list only proxy
+--- pods with this session's route, so the first request after the command
+--- returns is already routed.
 function Run:wait_routed()
   local ns, name = self.opts.namespace, self.opts.service
   self.out:step(string.format("Wait for Service %s to route through the proxy", name), function()
-    local ep, err = intercept.wait_routed(self.client, ns, name, self.id, M.ROUTE_TIMEOUT)
+    local ep, err = shared.wait_routed(self.client, ns, name, self.version, M.ROUTE_TIMEOUT)
     if not ep then fail(err) end
   end)
   self.session.state = "active"
@@ -463,19 +431,45 @@ function M.report(ctx, r)
   ctx.out:result(doc, M.render)
 end
 
---- Wait until a signal arrives, the session's tunnel dies, or the session is
---- closed by another command. Returns why: "signal", "closed", or the
---- tunnel's problem (a message).
+--- Wait until a signal arrives, the session's tunnel dies, its guard ends
+--- it, or it is closed by another command. Returns why: "signal",
+--- "closed", "tunnel" or "ended" (with a message). The guard's warnings
+--- (in the keeper's log) are passed to `warn` as they come.
 ---@param s table the local session record
+---@param warn? fun(line: string)
 ---@return string reason
 ---@return string|nil detail
-function M.hold(s)
+function M.hold(s, warn)
+  local log_path = session.path(s.id, ".log")
+  local seen = #(require("czctl.sys").read_file(log_path) or "")
   while true do
     if signal.wait(M.HOLD_CHECK_INTERVAL) then return "signal" end
-    local problem = session.keeper_problem(s)
-    if problem then return "tunnel", problem end
+    if warn then
+      local data = require("czctl.sys").read_file(log_path) or ""
+      if #data > seen then
+        for line in data:sub(seen + 1):gmatch("[^\n]+") do
+          local text = line:match("^%S+ warning: (.*)$") or line:match("^%S+ repaired (.*)$")
+          if text then warn(text) end
+        end
+        seen = #data
+      end
+    end
+    local problem, kind = session.keeper_problem(s)
+    if problem then return kind or "tunnel", problem end
     if not session.load(s.id) then return "closed" end
   end
+end
+
+-- How a holder ends: print why, close what is left, and fail when it was
+-- not the user's choice.
+local function end_held(ctx, s, why, detail)
+  if why == "closed" then ctx.out:info("session %s was closed by another command", s.id); return 0 end
+  signal.clear()
+  if why == "tunnel" or why == "ended" then ctx.out:info("Closing session %s", s.id) end
+  M.close(ctx, s)
+  if why == "tunnel" then intercept.raise("the session ended because the tunnel stopped: " .. tostring(detail)) end
+  if why == "ended" then intercept.raise("the session ended: " .. tostring(detail)) end
+  return nil
 end
 
 --- Close a session after holding it: shielded from signals (a second Ctrl-C
@@ -505,13 +499,8 @@ local function hold_here(ctx, facts)
   ctx.undo:discard() -- from here on the session is closed as a whole, from the cluster
   local s = session.load(facts.id)
   if not s then return 0 end
-  local why, detail = M.hold(s)
-  if why == "closed" then ctx.out:info("session %s was closed by another command", s.id); return 0 end
-  signal.clear()
-  if why == "tunnel" then ctx.out:info("Closing session %s", s.id) end
-  M.close(ctx, s)
-  if why == "tunnel" then intercept.raise("the session ended because the tunnel stopped: " .. tostring(detail)) end
-  return 0
+  local why, detail = M.hold(s, function(line) ctx.out:warn("%s", line) end)
+  return end_held(ctx, s, why, detail) or 0
 end
 
 --- The intercept, start to end, in this process: check the options, run
@@ -580,13 +569,8 @@ function M.hold_from_command_line(ctx)
   local s = session.load(id)
   if code ~= 0 or not s then return code end -- failed (already reported), or an existing session reported
   local why, detail = "signal", nil
-  if not stopped then why, detail = M.hold(s) end
-  if why == "closed" then ctx.out:info("session %s was closed by another command", id); return 0 end
-  signal.clear()
-  if why == "tunnel" then ctx.out:info("Closing session %s", id) end
-  M.close(ctx, s)
-  if why == "tunnel" then intercept.raise("the session ended because the tunnel stopped: " .. tostring(detail)) end
-  return stop_signal and signal.exit_code(stop_signal) or 0
+  if not stopped then why, detail = M.hold(s, function(line) ctx.out:warn("%s", line) end) end
+  return end_held(ctx, s, why, detail) or (stop_signal and signal.exit_code(stop_signal)) or 0
 end
 
 ---------------------------------------------------------------------------
@@ -616,31 +600,31 @@ local function intercept_flags()
     -- Internal: the setup child of a --wait holder (see hold_from_command_line).
     { name = "heldBy", type = "integer", hidden = true, help = "(internal) pid of the --wait holder" },
     { name = "sessionId", type = "string", hidden = true, help = "(internal) the session id the holder chose" },
-  }, flagsets.kube{ namespace_default = "default", namespace_help = "the namespace of the Service" },
+  }, flagsets.kube{ namespace_help = "the namespace of the Service (default: the kubeconfig context's, else default)" },
      flagsets.output())
 end
 
--- --clean: close whatever session holds the Service; returns their ids.
+-- --clean: close this machine's sessions on the Service (found in the
+-- cluster by their owner, and by local records); returns them. Others'
+-- sessions are left alone.
 local function close_sessions_on(ctx, namespace, name)
   local client, closed = ctx.kube(), {}
-  ctx.out:step(string.format("Close existing session on %s/%s", namespace, name), function()
-    local found, err = session.discover(client, { namespace = namespace })
-    if not found then fail(err) end
-    for _, s in ipairs(found) do
-      if s.service == name then
-        session.close(client, { id = s.id, namespace = namespace, service = name, service_object = s.service_object })
-        closed[#closed + 1] = { id = s.id, namespace = namespace, service = name, restored = true }
+  ctx.out:step(string.format("Close your sessions on %s/%s", namespace, name), function()
+    local svc, gerr = intercept.get_service(client, namespace, name)
+    if not svc then fail(gerr) end
+    local seen = {}
+    for _, e in ipairs(shared.state(svc).sessions) do
+      if session.is_mine(e.owner) then
+        seen[e.id] = true
+        session.close(client, { id = e.id, namespace = namespace, service = name })
+        closed[#closed + 1] = { id = e.id, namespace = namespace, service = name }
       end
     end
-    local mine = session.find_local(namespace, name)
-    if mine and #closed == 0 then
-      session.close(client, { id = mine.id, namespace = namespace, service = name, local_session = mine })
-      closed[#closed + 1] = { id = mine.id, namespace = namespace, service = name }
-    end
-    -- Nothing to close: a mistyped Service or namespace is an error, not "nothing to do".
-    if #closed == 0 then
-      local svc, gerr = intercept.get_service(client, namespace, name)
-      if not svc then fail(gerr) end
+    for _, mine in ipairs(session.list_local()) do
+      if mine.namespace == namespace and mine.service == name and not seen[mine.id] then
+        session.close(client, { id = mine.id, namespace = namespace, service = name, local_session = mine })
+        closed[#closed + 1] = { id = mine.id, namespace = namespace, service = name }
+      end
     end
   end)
   return setmetatable(closed, util.array_mt)
@@ -698,8 +682,9 @@ close`); with --wait it stays and cleans up on Ctrl-C or SIGTERM (exit 0).
     opts.hooks = spec.hooks
     -- --wait: this process only holds the session; the setup runs as a child.
     if f.wait and not f.heldBy then return M.hold_from_command_line(ctx) end
-    -- --clean: close whatever session holds this Service, then go on (or stop).
+    -- --clean: close this machine's sessions on this Service, then go on (or stop).
     if f.clean then
+      opts.namespace = opts.namespace or ctx.kube().namespace or "default"
       local closed = close_sessions_on(ctx, opts.namespace, opts.service)
       local given = ctx.sources
       if not (given.localPort == "flag" or given.remotePort == "flag" or given.header == "flag" or f.all
