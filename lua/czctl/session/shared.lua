@@ -34,6 +34,20 @@ M.KEEPALIVE_TIME = 3
 M.PRESTOP_SECONDS = 5
 M.GRACE_SECONDS = 15
 
+local function port_key(p)
+  return tostring(math.tointeger(p.port)) .. "/" .. tostring(is_null(p.protocol) and "TCP" or p.protocol)
+end
+
+-- The proxy's listening port for each port of the original Service, by
+-- port/protocol (proxy ports follow the original's order).
+local function listen_ports(original_ports)
+  local by_key = {}
+  for i, p in ipairs(intercept.proxy_ports({ spec = { ports = original_ports } }, 0, "0.0.0.0")) do
+    by_key[port_key(original_ports[i])] = p.listen
+  end
+  return by_key
+end
+
 --- Names of the objects of a Service's proxy (the Secret adds a hash).
 ---@param service string
 ---@return {deployment: string, service: string, secret_prefix: string}
@@ -202,13 +216,12 @@ function M.restore_spec(current, original)
   end
   local by_key = {}
   for i, p in ipairs(original.ports or {}) do
-    by_key[tostring(math.tointeger(p.port)) .. "/" .. tostring(p.protocol or "TCP")] = { port = p, set = (original.targets
-      or {})[i] }
+    by_key[port_key(p)] = { port = p, set = (original.targets or {})[i] }
   end
   local ports = {}
   for i, p in ipairs(is_null(current.spec.ports) and {} or current.spec.ports) do
     local copy = util.deep_copy(p)
-    local o = by_key[tostring(math.tointeger(p.port)) .. "/" .. tostring(p.protocol or "TCP")]
+    local o = by_key[port_key(p)]
     if o and o.set and math.tointeger(p.targetPort) == math.tointeger(o.set) then
       copy.targetPort = o.port.targetPort
       if is_null(copy.targetPort) then copy.targetPort = nil end
@@ -291,26 +304,23 @@ function M.redirect(client, namespace, name, svc)
   return intercept.guarded_patch(client, namespace, name, svc, function(current)
     local state = M.state(current)
     if #state.sessions == 0 then return nil, "no sessions" end
-    local proxy_ports = intercept.proxy_ports(current, 0, "0.0.0.0")
-    local selector, ports, original = {}, {}, state.original
-    local aligned = state.redirected
-    for i, p in ipairs(current.spec.ports) do
-      if math.tointeger(p.targetPort) ~= proxy_ports[i].listen then aligned = false end
-    end
-    if aligned then return nil, "redirected" end
+    if state.redirected and not M.drift(current) then return nil, "redirected" end
     -- written once, by the first redirect: a later one (re-asserting the
     -- route after a `kubectl apply`) keeps it
-    original = original or { selector = util.deep_copy(current.spec.selector),
-                             ports = util.deep_copy(current.spec.ports) }
+    local original = state.original or { selector = util.deep_copy(current.spec.selector),
+                                         ports = util.deep_copy(current.spec.ports) }
+    local listen = listen_ports(original.ports)
     original.targets = {}
+    for i, p in ipairs(original.ports) do original.targets[i] = listen[port_key(p)] end
+    local selector, ports = {}, {}
     for k in pairs(current.spec.selector) do selector[k] = null end
     for k in pairs(original.selector or {}) do selector[k] = null end
     selector[M.PROXY_LABEL] = name
+    -- ports someone added during the session are theirs: left as they are
     for i, p in ipairs(current.spec.ports) do
       local copy = util.deep_copy(p)
-      copy.targetPort = proxy_ports[i].listen
+      copy.targetPort = listen[port_key(p)] or p.targetPort
       ports[i] = copy
-      original.targets[i] = proxy_ports[i].listen
     end
     return { metadata = { resourceVersion = current.metadata.resourceVersion,
                           annotations = { [M.ORIGINAL] = util.json_encode(original) } },
@@ -333,9 +343,10 @@ function M.drift(svc)
   for k in pairs(selector) do
     if k ~= M.PROXY_LABEL then return true, "its selector has the extra key " .. k .. ", which no proxy pod has" end
   end
-  local proxy_ports = intercept.proxy_ports(svc, 0, "0.0.0.0")
-  for i, p in ipairs(svc.spec.ports) do
-    if math.tointeger(p.targetPort) ~= proxy_ports[i].listen then
+  local listen = listen_ports((state.original or {}).ports or svc.spec.ports)
+  for _, p in ipairs(svc.spec.ports) do
+    local want = listen[port_key(p)]
+    if want and math.tointeger(p.targetPort) ~= want then
       return true, string.format("port %s targets %s, not the proxy", tostring(math.tointeger(p.port)),
                                  tostring(p.targetPort))
     end
