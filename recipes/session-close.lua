@@ -146,11 +146,15 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
     end
     -- A local record the cluster no longer knows, held by no process here,
     -- was closed elsewhere: only the record is left (stale).
+    -- What is left of its Service's proxy, if no session uses it, goes too.
     local function from_local(mine, c)
       local found = discover(c, { namespace = mine.namespace, id = mine.id })
       if found[1] then return add(from_cluster(found[1], c)) end
       add({ id = mine.id, namespace = mine.namespace, service = mine.service, owner = mine.owner, mine = true,
             local_session = mine, client = c, stale = not session.held(mine) })
+      for _, s in ipairs(discover(c, { namespace = mine.namespace })) do
+        if s.orphan and s.service == mine.service then add(from_cluster(s, c)) end
+      end
     end
 
     if id then

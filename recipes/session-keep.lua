@@ -40,11 +40,8 @@ local function guard(s)
   local outcome, message = require("czctl.session.guard").run(client, s, log)
   if outcome == "signal" then return 0 end
   log("%s: %s", outcome, tostring(message))
-  if outcome == "ended" then
-    session.write_end(s.id, message)
-    return ENDED
-  end
-  return CLOSED_ELSEWHERE
+  session.write_end(s.id, message)
+  return outcome == "ended" and ENDED or CLOSED_ELSEWHERE
 end
 
 return {
@@ -110,8 +107,7 @@ return {
           guard_child:close()
           guard_child = nil
           if code == CLOSED_ELSEWHERE or code == ENDED then
-            local why = code == ENDED and (session.read_end(id) or "the session was ended") or
-                        "the Service no longer carries this session (closed elsewhere)"
+            local why = session.read_end(id) or "the Service no longer carries this session (closed elsewhere)"
             facts.status, facts.error = "ended", why
             session.write_tunnel_status(id, facts)
             reason, ended_here = why, true

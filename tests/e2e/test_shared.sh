@@ -95,11 +95,11 @@ same_snapshot "$WORK/before.json" "$WORK/after.json" "after every order of leavi
 
 # --- acceptance 3: rules that would take the same requests are refused ---------------
 join alice
-out=$(dev bob service intercept demo -x X-Dev:alice -l "${LPORT[bob]}" --tunnel direct 2>&1); rc=$?
+out=$(dev bob service intercept demo -x X-Dev:alice -l "${LPORT[bob]}" --tunnel direct -q 2>&1); rc=$?
 is "$rc" 1 "bob cannot take alice's header and value"
 aid=$(dev alice session list -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
 like "$out" "session $aid of alice@[^ ]+ already routes X-Dev: alice" "the error names alice's session and alice"
-is "$(printf '%s\n' "$out" | grep -c .)" 1 "the refusal is one line"
+is "$(printf '%s\n' "$out" | grep -c .)" 1 "with -q the refusal is one line"
 out=$(dev bob service intercept demo -x x-dev:alice -l "${LPORT[bob]}" --tunnel direct 2>&1)
 is "$?" 1 "header names match in any case: x-dev:alice is refused too"
 out=$(dev dave service intercept demo -a -l "${LPORT[dave]}" --tunnel direct 2>&1); rc=$?

@@ -30,6 +30,9 @@ M.PROXY_READY_TIMEOUT = 120
 M.TUNNEL_TIMEOUT = 30
 -- Seconds until the Service's Endpoints list only the proxy, after the patch.
 M.ROUTE_TIMEOUT = 30
+-- Seconds to watch for an object whose create (or a Service patch) lost
+-- its answer: it may still land, and must then be undone too.
+M.LATE_CREATE_GRACE = 3
 -- How often a --wait holder checks the tunnel, the guard's warnings and the
 -- session file.
 M.HOLD_CHECK_INTERVAL = 1
@@ -270,11 +273,22 @@ function Run:join_service()
     id = self.id, port = self.port, rule = o.rule, ruleText = self.rule_text, tunnel = o.tunnel,
     upstream = self.tunnel.upstream, owner = self.session.owner, started = session.now_rfc3339(),
   }
+  local answer = "waiting"
   self.ctx.undo:defer("take the route off Service " .. name, function()
-    session.leave(client, { id = self.id, namespace = ns, service = name, image = o.image })
+    local target = { id = self.id, namespace = ns, service = name, image = o.image }
+    session.leave(client, target)
+    if answer == "lost" then
+      -- the join's answer was lost: it may still land; watch briefly for it
+      local late = client:wait_for("Service", name, function(obj)
+        return obj ~= nil and shared.find(shared.state(obj), self.id) ~= nil
+      end, M.LATE_CREATE_GRACE, { namespace = ns })
+      if late and late.metadata then session.leave(client, target) end
+    end
   end)
   self.svc = self.out:step(string.format("Join Service %s (routes shared with other sessions)", name), function()
     local patched, err = shared.join(client, ns, name, entry, self.svc)
+    answer = (patched or (type(err) ~= "table") or (type(err.code) == "number" and err.code >= 400)) and "known"
+             or "lost"
     if not patched then fail(err) end
     return patched
   end)
@@ -296,7 +310,18 @@ function Run:update_proxy()
   local result = self.out:step(string.format("Update proxy Deployment %s", shared.names(name).deployment), function()
     local r, err = shared.reconcile(client, ns, name, { image = o.image, create = function(obj)
       obj = apply_hook(by_kind[obj.kind], obj, self)
-      return client:create(obj, { namespace = ns })
+      local created, cerr = client:create(obj, { namespace = ns })
+      if not created and not (type(cerr) == "table" and type(cerr.code) == "number" and cerr.code >= 400) then
+        -- the answer was lost (a signal, a dropped connection): the object
+        -- may still be created by the request in flight; undone if it is
+        local kind, obj_name = obj.kind, obj.metadata.name
+        self.ctx.undo:defer(string.format("delete %s %s if it was created late", kind, obj_name), function()
+          local late = client:wait_for(kind, obj_name, function(x) return x ~= nil end, M.LATE_CREATE_GRACE,
+                                       { namespace = ns })
+          if late and late.metadata then session.delete_object(client, ns, kind, obj_name) end
+        end)
+      end
+      return created, cerr
     end })
     if not r then fail(err) end
     return r
@@ -322,8 +347,17 @@ end
 --- done.
 function Run:route_service()
   local ns, name = self.opts.namespace, self.opts.service
+  local client, answer = self.client, "waiting"
+  self.ctx.undo:defer("wait for a lost route patch of Service " .. name, function()
+    if answer ~= "lost" then return end
+    -- it may still land: wait for it, so the restore that follows sees it
+    client:wait_for("Service", name, function(obj) return obj ~= nil and shared.state(obj).redirected end,
+                    M.LATE_CREATE_GRACE, { namespace = ns })
+  end)
   self.svc = self.out:step(string.format("Route Service %s through the proxy", name), function()
-    local patched, err = shared.redirect(self.client, ns, name)
+    local patched, err = shared.redirect(client, ns, name)
+    answer = (patched or (type(err) ~= "table") or (type(err.code) == "number" and err.code >= 400)) and "known"
+             or "lost"
     if not patched then fail(err) end
     return patched
   end)

@@ -13,7 +13,8 @@ local M = {}
 
 --- Sessions found in the cluster: the entries of the intercepted Services'
 --- annotations (czctl.io/sessions), each with its owner, and proxies left
---- without any session (a crash between steps) as {orphan = true}. Two LISTs.
+--- without any session (a crash or a failed delete between steps) as
+--- {orphan = true}. Three LISTs (one with opts.id).
 ---@param client table
 ---@param opts {namespace?: string, all_namespaces?: boolean, id?: string}
 ---@return table[]|nil sessions {id, namespace, service, entry, owner, service_object, started, orphan?}
@@ -34,16 +35,25 @@ function M.discover(client, opts)
     if #state.sessions > 0 then with_sessions[svc.metadata.namespace .. "/" .. svc.metadata.name] = true end
   end
   if not opts.id then
-    local proxies, perr = client:list("Deployment", { namespace = opts.namespace, all_namespaces = opts.all_namespaces,
-                                                      labelSelector = intercept.MANAGED_BY .. "=czctl" })
-    if not proxies then return nil, perr end
-    for _, d in ipairs(proxies.items or {}) do
-      local labels = d.metadata.labels
-      local service = type(labels) == "table" and labels[shared.SERVICE_LABEL]
-      if service and not with_sessions[d.metadata.namespace .. "/" .. service] then
-        sessions[#sessions + 1] = { id = "-", namespace = d.metadata.namespace, service = service, orphan = true,
-                                    started = d.metadata.creationTimestamp }
+    -- proxy objects (Deployment, copy Service, Secrets) of a Service with no session
+    local orphans = {}
+    local function note(obj)
+      local labels = obj.metadata.labels
+      local service = type(labels) == "table" and labels[intercept.MANAGED_BY] == "czctl"
+                      and labels[shared.SERVICE_LABEL]
+      local key = service and (obj.metadata.namespace .. "/" .. service)
+      if key and not with_sessions[key] and not orphans[key] then
+        orphans[key] = true
+        sessions[#sessions + 1] = { id = "-", namespace = obj.metadata.namespace, service = service, orphan = true,
+                                    started = obj.metadata.creationTimestamp }
       end
+    end
+    for _, svc in ipairs(services.items or {}) do note(svc) end
+    for _, kind in ipairs({ "Deployment", "Secret" }) do
+      local list, lerr = client:list(kind, { namespace = opts.namespace, all_namespaces = opts.all_namespaces,
+                                             labelSelector = intercept.MANAGED_BY .. "=czctl" })
+      if not list then return nil, lerr end
+      for _, obj in ipairs(list.items or {}) do note(obj) end
     end
   end
   table.sort(sessions, function(x, y)

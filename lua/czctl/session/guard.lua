@@ -27,6 +27,22 @@ M.LEASE_SECONDS = 30     -- a heartbeat older than this: the holder is gone
 M.RENEW_SECONDS = 10
 M.FIGHT_LIMIT = 3
 M.FIGHT_WINDOW = 60
+M.ENDED_REASON = "InterceptEnded"  -- the Event a holder leaves when it ends a Service's sessions
+
+-- Why the sessions of a Service were ended by a holder in the last minute
+-- (its InterceptEnded Event), or nil.
+local function recent_end(client, namespace, name)
+  local list = client:list("Event", { namespace = namespace, fieldSelector = "involvedObject.name=" .. name })
+  local best, best_age
+  for _, e in ipairs(list and list.items or {}) do
+    local age = require("czctl.session.records").age_seconds(e.lastTimestamp)
+    if e.reason == M.ENDED_REASON and (e.involvedObject or {}).name == name and age and age < 60
+       and (not best_age or age < best_age) then
+      best, best_age = e.message, age
+    end
+  end
+  return best
+end
 
 --- The heartbeat Lease of a session.
 ---@param s table the local session record
@@ -69,12 +85,23 @@ end
 --- End every session of a Service: one guarded patch restores what czctl
 --- changed (keeping others' edits) and removes czctl's annotations; then
 --- the proxy is deleted.
+--- The reason is recorded as a Warning Event on the Service (reason
+--- InterceptEnded), so the other sessions' holders, and `kubectl describe`,
+--- can tell why.
 ---@param client table
 ---@param namespace string
 ---@param name string
+---@param reason string
 ---@return string[] warnings
-function M.end_all(client, namespace, name)
+function M.end_all(client, namespace, name, reason)
   local warnings = {}
+  local now = os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(sys.time()))
+  client:create({
+    apiVersion = "v1", kind = "Event", type = "Warning", reason = M.ENDED_REASON, message = reason,
+    metadata = { generateName = name .. ".czctl-", namespace = namespace },
+    involvedObject = { apiVersion = "v1", kind = "Service", name = name, namespace = namespace },
+    source = { component = "czctl" }, firstTimestamp = now, lastTimestamp = now, count = 1,
+  }, { namespace = namespace })
   local _, err = intercept.guarded_patch(client, namespace, name, nil, function(current)
     if not shared.touched(current) and not shared.state(current).redirected then return nil, "nothing to restore" end
     local patch
@@ -112,7 +139,10 @@ function M.check(client, s, st, log)
     return "ended", string.format("Service %s/%s was deleted", ns, name)
   end
   local state = shared.state(svc)
-  if not shared.find(state, s.id) then return "closed", "the session is no longer on Service " .. name end
+  if not shared.find(state, s.id) then
+    return "closed", recent_end(client, ns, name)
+      or "the Service no longer carries this session (closed elsewhere)"
+  end
   local d, derr = client:get("Deployment", shared.names(name).deployment, { namespace = ns })
   local missing
   if not d then
@@ -124,9 +154,10 @@ function M.check(client, s, st, log)
     missing = "the proxy Deployment " .. shared.names(name).deployment .. " was scaled to 0"
   end
   if missing then
+    local why = missing .. "; Service " .. name .. " was restored and its sessions ended"
     log("warning: %s; restoring Service %s and ending its sessions", missing, name)
-    for _, w in ipairs(M.end_all(client, ns, name)) do log("warning: %s", w) end
-    return "ended", missing .. "; Service " .. name .. " was restored and its sessions ended"
+    for _, w in ipairs(M.end_all(client, ns, name, why)) do log("warning: %s", w) end
+    return "ended", why
   end
   local drifted, why = shared.drift(svc)
   if drifted then
@@ -135,15 +166,17 @@ function M.check(client, s, st, log)
     for _, t in ipairs(st.fights) do if now - t < M.FIGHT_WINDOW then recent[#recent + 1] = t end end
     st.fights = recent
     if #recent >= M.FIGHT_LIMIT then
-      log("warning: Service %s was reverted again (%s); giving up", name, why)
-      for _, w in ipairs(M.end_all(client, ns, name)) do log("warning: %s", w) end
-      return "ended", string.format("a controller keeps reverting Service %s (%d times within %ds, last: %s); "
+      local reason = string.format("a controller keeps reverting Service %s (%d times within %ds, last: %s); "
         .. "czctl restored it and ended its sessions", name, #recent + 1, M.FIGHT_WINDOW, why)
+      log("warning: Service %s was reverted again (%s); giving up", name, why)
+      for _, w in ipairs(M.end_all(client, ns, name, reason)) do log("warning: %s", w) end
+      return "ended", reason
     end
+    -- every revert seen counts, whichever holder re-asserts first
+    st.fights[#st.fights + 1] = now
     local patched, perr, untouched = shared.redirect(client, ns, name, svc)
     if patched and untouched then return nil end -- another holder was first
     if patched then
-      st.fights[#st.fights + 1] = now
       log("warning: Service %s was changed: %s (a kubectl apply, a GitOps sync or a hand edit?); "
           .. "czctl routed it through the proxy again", name, why)
     else

@@ -160,12 +160,15 @@ function M.user_name()
 end
 
 --- Whether a session's owner (as recorded in the cluster) is this machine's
---- czctl state.
+--- czctl state; when the state directory is gone (its id with it), whether
+--- it is this user on this machine.
 ---@param owner table|nil
 ---@return boolean
 function M.is_mine(owner)
+  if type(owner) ~= "table" then return false end
   local mine = M.machine_id(false)
-  return mine ~= nil and type(owner) == "table" and owner.machine == mine
+  if mine then return owner.machine == mine end
+  return owner.user == M.user_name() and owner.host == sys.hostname()
 end
 
 --- How to close a session, as a command line to paste.
