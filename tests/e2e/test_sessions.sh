@@ -16,6 +16,9 @@ PORT=$(local_server laptop)
 IP=$(cluster_ip demo)
 svc_before=$(service_state demo)
 
+# no_files DIR: DIR is empty or missing (a condition for wait_for_cmd).
+no_files() { [ -z "$(ls -A "$1" 2>/dev/null)" ]; }
+
 # --- JSON output ------------------------------------------------------------
 json=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct --output json 2>"$WORK/err"); rc=$?
 is "$rc" 0 "intercept --output json exits 0"
@@ -151,14 +154,14 @@ XDG_STATE_HOME="$WORK/other-machine" USER=someone-else "$CZCTL" session close "$
 is "$?" 0 "another machine closes the session by id with --force"
 out=$("$CZCTL" session list 2>&1)
 is "$out" "No intercept sessions in namespace default." "session list no longer shows the session closed elsewhere"
-check "the session's keeper notices and removes the local record" wait_for_cmd 10 test -z "$(session_ids)"
+check "the session's keeper notices and removes the local record" wait_for_cmd 10 no_files "$XDG_STATE_HOME/czctl/sessions"
 "$CZCTL" session close -q; is "$(session_ids)" "" "session close has nothing left to remove"
 XDG_STATE_HOME="$WORK/fresh-state" "$CZCTL" session list >/dev/null
 check "session list on a machine with no sessions creates no state directory" test ! -e "$WORK/fresh-state"
 "$CZCTL" service intercept demo -l "$PORT" --tunnel direct -q
 sid=$(session_ids)
 # the keeper would notice and remove the record itself: stop it first
-kill -KILL "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["keeper_pid"])' \
+kill -KILL "$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["keeper_pid"]))' \
   "$XDG_STATE_HOME/czctl/sessions/$sid.json")" 2>/dev/null
 XDG_STATE_HOME="$WORK/other-machine" USER=someone-else "$CZCTL" session close "$sid" --force -q
 out=$("$CZCTL" session close 2>/dev/null); rc=$?
@@ -238,7 +241,7 @@ is "$(printf '%s\n' "$out" | grep -c .)" 1 "that error is one line"
 out=$(bob session close "$aid" --force 2>&1); rc=$?
 is "$rc" 0 "bob closes alice's session with its id and --force"
 like "$out" "Closed session $aid in default \\(Service demo restored\\), which belonged to alice@" "and is told whose it was"
-check "alice's keeper notices: her local record goes" wait_for_cmd 10 test -z "$(ls "$WORK/state-alice/czctl/sessions")"
+check "alice's keeper notices: her local record goes" wait_for_cmd 10 no_files "$WORK/state-alice/czctl/sessions"
 is "$(service_state demo)" "$svc_before" "the Service is restored"
 alice service intercept demo -l "$PORT" --tunnel direct -x X-Dev:alice -q
 bob service intercept demo -l "$PORT" --tunnel direct -x X-Dev:bob -q
@@ -282,7 +285,7 @@ like "$out" "Closed session .*which belonged to alice@" "and says whose sessions
 
 # --- the namespace: -n, else the context's, else default, for every command ----------
 kubectl create namespace team-a >/dev/null
-kubectl apply -n team-a -f "$E2E_ROOT/examples/demo-app.yaml" >/dev/null &&
+sed 's/namespace: default/namespace: team-a/' "$E2E_ROOT/examples/demo-app.yaml" | kubectl apply -f - >/dev/null &&
   kubectl rollout status -n team-a deployment/demo --timeout=60s >/dev/null || fail "the demo app deploys in team-a"
 cp "$KUBECONFIG" "$WORK/kc-team-a"
 KUBECONFIG="$WORK/kc-team-a" kubectl config set-context --current --namespace=team-a >/dev/null
@@ -316,7 +319,7 @@ is "$(service_state demo team-a)" "$tsvc_before" "team-a/demo is restored"
 "$CZCTL" service intercept demo -l "$PORT" --tunnel direct -q
 pid_sid=$(session_ids)
 rec="$XDG_STATE_HOME/czctl/sessions/$pid_sid.json"
-keeper=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["keeper_pid"])' "$rec")
+keeper=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["keeper_pid"]))' "$rec")
 kill -KILL "$keeper"
 sleep 600 &
 other=$!

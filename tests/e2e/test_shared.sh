@@ -27,6 +27,11 @@ else
   in_cluster() { "$@"; }
 fi
 
+# Conditions for wait_for_cmd (evaluated at each try).
+no_files() { [ -z "$(ls -A "$1" 2>/dev/null)" ]; }
+service_restored() { [ "$(service_state demo)" = "$svc_before" ]; }
+nothing_left() { [ -z "$(czctl_leftovers)" ]; }
+
 # dev NAME ARGS...: czctl as developer NAME (own user and state directory).
 dev() { local who=$1; shift; USER=$who XDG_STATE_HOME="$WORK/state-$who" "$CZCTL" "$@"; }
 # join NAME [ARGS...]: NAME intercepts demo with their own rule:
@@ -165,13 +170,12 @@ for i in 1 2 3; do
   kubectl apply -f "$E2E_ROOT/examples/demo-app.yaml" >/dev/null
 done
 check "a controller that keeps reverting is given up on: the Service is restored within 5 s" \
-  wait_for_cmd 5 test "$(service_state demo)" = "$svc_before"
+  wait_for_cmd 5 service_restored
 check "bob's --wait process ends" wait_for_cmd 10 sh -c "! kill -0 $bpid 2>/dev/null"
 wait "$bpid"; is "$?" 1 "with exit 1"
 like "$(cat "$WORK/bob.err")" "the session ended: a controller keeps reverting Service demo" "saying a controller keeps reverting it"
 is "$(dev alice session list)" "No intercept sessions in namespace default." "alice's session ended too"
-check "alice's keeper is gone and her session files removed" \
-  wait_for_cmd 10 test -z "$(ls "$WORK/state-alice/czctl/sessions" 2>/dev/null)"
+check "alice's keeper is gone and her session files removed" wait_for_cmd 10 no_files "$WORK/state-alice/czctl/sessions"
 is "$(czctl_leftovers)" "" "nothing of the proxy is left"
 
 # the proxy Deployment deleted: the Service is restored, the sessions end
@@ -182,13 +186,13 @@ E2E_PIDS+=($bpid)
 check "bob's second --wait session is live" wait_for_cmd 60 grep -q '^Session' "$WORK/bob.out"
 kubectl delete deployment czctl-proxy-demo --wait=false >/dev/null
 check "a deleted proxy Deployment: the Service is restored within 5 s" \
-  wait_for_cmd 5 test "$(service_state demo)" = "$svc_before"
+  wait_for_cmd 5 service_restored
 is "$(route -)" pods "requests reach the pods"
 check "bob's --wait process ends" wait_for_cmd 10 sh -c "! kill -0 $bpid 2>/dev/null"
 wait "$bpid"; is "$?" 1 "with exit 1"
 like "$(cat "$WORK/bob.err")" "the session ended: the proxy Deployment czctl-proxy-demo (was deleted|is being deleted)" \
   "saying the proxy was deleted"
-check "nothing of czctl is left" wait_for_cmd 10 test -z "$(czctl_leftovers)"
+check "nothing of czctl is left" wait_for_cmd 10 nothing_left
 
 # --- acceptance 2: joins and leaves under load fail no request ----------------------
 # The old proxy pod drains through its preStop hook and NGINX's graceful stop

@@ -25,6 +25,7 @@ local M = {}
 
 M.LEASE_SECONDS = 30     -- a heartbeat older than this: the holder is gone
 M.RENEW_SECONDS = 10
+M.KEEPER_CHECK_SECONDS = 5 -- the longest a guard outlives a keeper killed by SIGKILL
 M.FIGHT_LIMIT = 3
 M.FIGHT_WINDOW = 60
 M.ENDED_REASON = "InterceptEnded"  -- the Event a holder leaves when it ends a Service's sessions
@@ -216,8 +217,11 @@ function M.run(client, s, log)
   local st = { fights = {} }
   local next_renewal = 0
   local rv
+  local keeper = require "czctl.session.keeper"
   while true do
     if signal.pending() then return "signal" end
+    -- the keeper that started this guard is gone (even by SIGKILL): so is the session's holder
+    if s.keeper_pid and not keeper.same_process(s.keeper_pid, s.keeper_start) then return "signal" end
     if sys.now() >= next_renewal then
       local ok, err = M.renew(client, s)
       if not ok then log("warning: cannot renew the heartbeat Lease czctl-%s: %s", s.id, tostring(err)) end
@@ -228,7 +232,7 @@ function M.run(client, s, log)
     -- Until the next change of the Service's Endpoints, or the next renewal.
     local _, werr = client:watch("Endpoints", {
       namespace = s.namespace, fieldSelector = "metadata.name=" .. s.service, resourceVersion = rv,
-      timeout = math.max(0.5, next_renewal - sys.now()), relist = true,
+      timeout = math.max(0.5, math.min(M.KEEPER_CHECK_SECONDS, next_renewal - sys.now())), relist = true,
     }, function(_, obj)
       if type(obj) == "table" and type(obj.metadata) == "table" then rv = obj.metadata.resourceVersion end
       return true
