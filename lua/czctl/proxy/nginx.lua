@@ -542,10 +542,24 @@ local function emit_intercepted_servers(add, c)
     add("%sproxy_set_header Connection        $czctl_connection;", indent)
   end
 
-  -- The body of the location that sends a request into the tunnel.
+  -- The body of the location that sends a request into the tunnel. With
+  -- several routes its target, Host, TLS name and extra headers come from
+  -- the maps keyed by the matching route.
   local function tunnel_location(indent)
     if c.access_log ~= false then
       add("%saccess_log /dev/stdout czctl buffer=64k flush=1s;", indent)
+    end
+    if c.routes then
+      request_headers(indent, "$czctl_tunnel_host")
+      add("%sproxy_set_header X-Forwarded-Host  $czctl_tunnel_forwarded_host;", indent)
+      for _, name in ipairs(c.extra_names) do
+        add("%sproxy_set_header %-17s $czctl_extra_%s;", indent, name, ident(name))
+      end
+      add("%sproxy_ssl_server_name on;", indent)
+      add("%sproxy_ssl_name $czctl_tunnel_ssl_name;", indent)
+      if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
+      add("%sproxy_pass $czctl_tunnel_target;", indent)
+      return
     end
     if c.tunnel_host_header or #c.extra > 0 then
       if c.tunnel_host_header then
@@ -569,64 +583,22 @@ local function emit_intercepted_servers(add, c)
     add("%sproxy_pass %s;", indent, c.tunnel_target)
   end
 
-  -- Several routes: one tunnel location whose target, Host, TLS name and
-  -- extra headers come from the maps keyed by the matching route.
-  if c.routes then
-    local underscores = false
-    for _, r in ipairs(c.routes) do underscores = underscores or rules.uses_underscore_header(r.rule) end
-    for _, p in ipairs(c.intercepted) do
+  local underscores = c.rule and rules.uses_underscore_header(c.rule)
+  for _, r in ipairs(c.routes or {}) do underscores = underscores or rules.uses_underscore_header(r.rule) end
+  -- Only intercepted ports are HTTP servers; the others are in `stream {}` below.
+  for _, p in ipairs(c.intercepted) do
+    if c.routes then
       add("    # Port %s (Service port %s): intercepted by %d routes; a request matching", p.name,
         tostring(p.port or "?"), #(c.route_by_port[p.port] or {}))
       add("    # none goes to the original.")
-      add("    server {")
-      add("        listen %s reuseport;", c.listen(p.listen))
-      if underscores then
-        add("        # A rule names a header with '_', which NGINX drops unless told not to.")
-        add("        underscores_in_headers on;")
-      end
-      request_headers("        ", "$http_host")
-      add("        # Never replay a request to the other route: a retry could run it twice.")
-      add("        proxy_next_upstream off;")
-      add("")
-      add("        location / {")
-      add("            error_page 418 = @czctl_tunnel;")
-      add("            set $czctl_route $czctl_route_%s;", p.id)
-      add("            if ($czctl_route) {")
-      add("                return 418;")
-      add("            }")
-      if c.route_header then add("            add_header X-Czctl-Route original always;") end
-      add("            proxy_pass http://czctl_original_%s;", p.id)
-      add("        }")
-      add("")
-      add("        # The intercept routes: into the matching session's tunnel.")
-      add("        location @czctl_tunnel {")
-      if c.access_log ~= false then
-        add("            access_log /dev/stdout czctl buffer=64k flush=1s;")
-      end
-      request_headers("            ", "$czctl_tunnel_host")
-      add("            proxy_set_header X-Forwarded-Host  $czctl_tunnel_forwarded_host;")
-      for _, name in ipairs(c.extra_names) do
-        add("            proxy_set_header %-17s $czctl_extra_%s;", name, ident(name))
-      end
-      add("            proxy_ssl_server_name on;")
-      add("            proxy_ssl_name $czctl_tunnel_ssl_name;")
-      if c.route_header then add("            add_header X-Czctl-Route intercept always;") end
-      add("            proxy_pass $czctl_tunnel_target;")
-      add("        }")
-      add("    }")
-      add("")
+    else
+      add("    # Port %s (Service port %s): intercepted. %s", p.name, tostring(p.port or "?"),
+        c.route_all and "Every request goes to the tunnel."
+                  or "Requests matching the rule go\n    # to the tunnel, all others to the original.")
     end
-    return
-  end
-
-  -- Only intercepted ports are HTTP servers; the others are in `stream {}` below.
-  for _, p in ipairs(c.intercepted) do
-    add("    # Port %s (Service port %s): intercepted. %s", p.name, tostring(p.port or "?"),
-      c.route_all and "Every request goes to the tunnel."
-                or "Requests matching the rule go\n    # to the tunnel, all others to the original.")
     add("    server {")
     add("        listen %s reuseport;", c.listen(p.listen))
-    if rules.uses_underscore_header(c.rule) then
+    if underscores then
       add("        # The rule names a header with '_', which NGINX drops unless told not to.")
       add("        underscores_in_headers on;")
     end
@@ -648,10 +620,15 @@ local function emit_intercepted_servers(add, c)
       add("            # is the one directive always safe inside `if`; the tunnel's own")
       add("            # headers, TLS and log live there, so this route pays only the rule.)")
       add("            error_page 418 = @czctl_tunnel;")
-      if #c.maps == 0 then
+      local condition = c.expr
+      if c.routes then
+        add("            # the first route whose rule matches (\"\" for none), for the tunnel's maps")
+        add("            set $czctl_route $czctl_route_%s;", p.id)
+        condition = "$czctl_route"
+      elseif #c.maps == 0 then
         add("            # (`=` compares the value exactly; the header's name matches in any case)")
       end
-      add("            if (%s) {", c.expr)
+      add("            if (%s) {", condition)
       add("                return 418;")
       add("            }")
       if c.route_header then add("            add_header X-Czctl-Route original always;") end

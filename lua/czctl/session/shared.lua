@@ -465,6 +465,7 @@ end
 function M.reconcile(client, namespace, name, opts)
   local kube = require "czctl.kube"
   local names = M.names(name)
+  local create = opts.create or function(obj) return client:create(obj, { namespace = namespace }) end
   local last_err
   for _ = 1, 6 do
     local svc, err = client:get("Service", name, { namespace = namespace })
@@ -478,7 +479,7 @@ function M.reconcile(client, namespace, name, opts)
         return nil, "Service " .. name .. " points at the proxy but its original selector is lost"
       end
       local obj = M.copy_service(svc, state.original)
-      copy, cerr = (opts.create or function(o) return client:create(o, { namespace = namespace }) end)(obj)
+      copy, cerr = create(obj)
       if not copy and kube.already_exists(cerr) then
         copy, cerr = client:get("Service", names.service, { namespace = namespace })
       end
@@ -487,8 +488,8 @@ function M.reconcile(client, namespace, name, opts)
     local conf, rerr = M.render(svc, state, copy.spec.clusterIP)
     if not conf then return nil, "cannot render the proxy configuration: " .. tostring(rerr) end
     local secret = M.config_secret(namespace, name, conf)
-    local made, serr = client:create(secret, { namespace = namespace })
-    if not made and not (type(serr) == "table" and serr.code == 409) then return nil, serr end
+    local made, serr = create(secret)
+    if not made and not kube.already_exists(serr) then return nil, serr end
     local d, derr = client:get("Deployment", names.deployment, { namespace = namespace })
     if not d and not kube.not_found(derr) then return nil, derr end
     local base = (state.original and state.original.ports) or svc.spec.ports
@@ -497,9 +498,9 @@ function M.reconcile(client, namespace, name, opts)
       local obj = M.deployment{ namespace = namespace, service = name, image = opts.image, ports = proxy_ports,
                                 secret = secret.metadata.name, version = state.version }
       if opts.deployment_hook then obj = opts.deployment_hook(obj) or obj end
-      local created, cerr2 = (opts.create or function(o) return client:create(o, { namespace = namespace }) end)(obj)
+      local created, cerr2 = create(obj)
       if created then return { version = state.version, deployment = created, changed = true, svc = svc, state = state } end
-      if not (type(cerr2) == "table" and cerr2.code == 409) then return nil, cerr2 end
+      if not kube.already_exists(cerr2) then return nil, cerr2 end
       last_err = cerr2
     elseif deployment_version(d) >= state.version then
       return { version = deployment_version(d), deployment = d, changed = false, svc = svc, state = state }
