@@ -150,8 +150,9 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
     local function from_local(mine, c)
       local found = discover(c, { namespace = mine.namespace, id = mine.id })
       if found[1] then return add(from_cluster(found[1], c)) end
+      -- (an active session is held by the cluster alone, whatever its keeper)
       add({ id = mine.id, namespace = mine.namespace, service = mine.service, owner = mine.owner, mine = true,
-            local_session = mine, client = c, stale = not session.held(mine) })
+            local_session = mine, client = c, stale = mine.state == "active" or not session.held(mine) })
       for _, s in ipairs(discover(c, { namespace = mine.namespace })) do
         if s.orphan and s.service == mine.service then add(from_cluster(s, c)) end
       end

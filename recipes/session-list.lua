@@ -81,7 +81,8 @@ return {
     -- A local session not (yet) in the cluster: still starting, or held by a
     -- process here (shown); closed elsewhere ones are left for session close.
     for _, mine in ipairs(session.list_local_for(server)) do
-      if not seen[mine.id] and (ns == nil or mine.namespace == ns) and session.held(mine) then
+      if not seen[mine.id] and (ns == nil or mine.namespace == ns) and mine.state ~= "active"
+         and session.held(mine) then
         sessions[#sessions + 1] = { kind = "Session", id = mine.id, namespace = mine.namespace,
                                     service = mine.service, started = mine.started, ["local"] = true,
                                     owner = mine.owner, mine = true, state = "starting", rule = mine.rule }

@@ -18,14 +18,6 @@ IP=$(cluster_ip demo)
 declare -A LPORT
 for d in alice bob carol dave; do LPORT[$d]=$(local_server "$d"); done
 
-# in_cluster CMD...: run CMD where in-cluster clients run (the sandbox's
-# `exec` when it has one: pods in network namespaces; else this machine,
-# which then reaches ClusterIPs itself).
-if "$SANDBOX" 2>&1 | grep -q '\bexec\b'; then
-  in_cluster() { "$SANDBOX" exec "$CLUSTER" -- "$@"; }
-else
-  in_cluster() { "$@"; }
-fi
 
 # Conditions for wait_for_cmd (evaluated at each try).
 no_files() { [ -z "$(ls -A "$1" 2>/dev/null)" ]; }

@@ -53,7 +53,7 @@ M.HOLD_CHECK_INTERVAL = 1
 ---@field rule? table                    a czctl.proxy rule; default the header X-C6O-INTERCEPT: yes
 ---@field header? string                 the header as typed (name:value), for display
 ---@field tunnel? string                 tunnel provider: "ngrok" (default), "direct", or yours
----@field tunnel_host? string            with direct: this machine's address as the cluster reaches it
+---@field tunnel_host? string            with direct: this machine's address the cluster reaches (default: detected)
 ---@field image? string                  the proxy image
 ---@field wait? boolean                  stay until a signal, then close the session
 ---@field kubeconfig? string
@@ -115,7 +115,6 @@ function M.new(ctx, opts)
   local o = util.deep_copy(opts)
   o.hooks = opts.hooks or {}
   o.tunnel = o.tunnel or "ngrok"
-  o.tunnel_host = o.tunnel_host or "127.0.0.1"
   o.image = o.image or intercept.DEFAULT_IMAGE
   o.rule = o.rule or assert(proxy.from_flags{})
   if o.local_port ~= nil and (math.type(o.local_port) ~= "integer" or o.local_port < 1 or o.local_port > 65535) then
@@ -182,6 +181,12 @@ function Run:resolve_service()
   end
   self.pod_port = pod_port
   self.local_port = o.local_port or self.port
+  -- Where the cluster reaches this machine (direct: detected from the Nodes).
+  if not o.tunnel_host and self.provider.detect_host then
+    local host, host_err = self.provider.detect_host(self.client)
+    if not host then fail(host_err) end
+    o.tunnel_host = host
+  end
 end
 
 -- A session of this machine's holds the port with the same rule: with the
@@ -255,9 +260,9 @@ function Run:start_tunnel()
   s.tunnel = { provider = o.tunnel, url = tunnel.url, inspector = tunnel.inspector, pid = tunnel.pid,
                start = tunnel.start }
   session.save(s)
-  if o.tunnel == "direct" and not require("czctl.sys").listening(o.tunnel_host, self.local_port, 0.5) then
-    self.out:warn("nothing listens on %s:%d yet; intercepted requests fail until your server runs there",
-                  o.tunnel_host, self.local_port)
+  if o.tunnel == "direct" and not require("czctl.sys").listening("127.0.0.1", self.local_port, 0.5) then
+    self.out:warn("nothing listens on 127.0.0.1:%d yet; intercepted requests fail until your server runs there",
+                  self.local_port)
   end
 end
 
@@ -447,7 +452,7 @@ function M.render(r)
   add("Route", r.all and "all requests" or r.header and ("requests with header " .. r.header) or r.rule)
   add("Tunnel", r.tunnelUrl and (r.tunnelUrl .. " (" .. r.tunnel .. ")"))
   add("Inspector", r.inspector)
-  add("Try", r.curl)
+  add("Try", r.curl and (r.curl .. "   # from inside the cluster"))
   if r.wait then
     add("Stop", "Ctrl-C (or SIGTERM) ends the session and restores the Service")
   else
@@ -628,8 +633,8 @@ local function intercept_flags()
     { name = "wait", short = "w", type = "boolean", help = "stay until SIGINT/SIGTERM, then clean up" },
     { name = "tunnel", type = "string", default = "ngrok", complete = "tunnels",
       help = "tunnel provider: ngrok, direct, or czctl/tunnel/NAME.lua on package.path" },
-    { name = "tunnelHost", type = "string", default = "127.0.0.1",
-      help = "with --tunnel direct: the address of this machine as the cluster reaches it" },
+    { name = "tunnelHost", type = "string",
+      help = "with --tunnel direct: the address of this machine the cluster reaches (default: detected)" },
     { name = "image", type = "string", default = intercept.DEFAULT_IMAGE, help = "the proxy image" },
     -- Internal: the setup child of a --wait holder (see hold_from_command_line).
     { name = "heldBy", type = "integer", hidden = true, help = "(internal) pid of the --wait holder" },
