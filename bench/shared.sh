@@ -116,6 +116,8 @@ export KUBECONFIG="$T/cluster/kubeconfig"
 kubectl apply -f "$ROOT/examples/demo-app.yaml" >/dev/null && kubectl rollout status deployment/demo --timeout=120s >/dev/null ||
   { echo "bench/shared.sh: the demo app did not start" >&2; exit 1; }
 IP=$(kubectl get service demo -o jsonpath='{.spec.clusterIP}')
+# in-cluster clients run where pods do: the sandbox's exec namespace
+in_cluster() { "$ROOT/tests/sandbox/sandbox" exec "$T/cluster" -- "$@"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P1=$(free_port); P2=$(free_port)
 for p in "$P1:dev1" "$P2:dev2"; do
@@ -131,7 +133,7 @@ FIRST="" SECOND="" LEAVE2="" LEAVE1=""
 for i in $(seq "$RUNS"); do
   v=$(timed dev dev1 service intercept demo -x X-Dev:dev1 -l "$P1" --tunnel direct -q) || exit 1; FIRST+="$v "
   v=$(timed dev dev2 service intercept demo -x X-Dev:dev2 -l "$P2" --tunnel direct -q) || exit 1; SECOND+="$v "
-  [ "$(curl -s -H 'X-Dev: dev2' "http://$IP/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pod"])')" = dev2 ] ||
+  [ "$(in_cluster curl -s -H 'X-Dev: dev2' "http://$IP/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pod"])')" = dev2 ] ||
     { echo "bench/shared.sh: dev2's route is not live when its command returns" >&2; exit 1; }
   v=$(timed dev dev2 session close -q) || exit 1; LEAVE2+="$v "
   v=$(timed dev dev1 session close -q) || exit 1; LEAVE1+="$v "
@@ -139,9 +141,9 @@ for i in $(seq "$RUNS"); do
 done
 
 dev dev1 service intercept demo -x X-Dev:dev1 -l "$P1" --tunnel direct -q || exit 1
-wrk -t1 -c4 -d600s "http://$IP/" >"$T/wrk-none.out" 2>&1 &
+in_cluster wrk -t1 -c4 -d600s "http://$IP/" >"$T/wrk-none.out" 2>&1 &
 W1=$!; PIDS+=($W1)
-wrk -t1 -c4 -d600s -H 'X-Dev: dev1' "http://$IP/" >"$T/wrk-dev1.out" 2>&1 &
+in_cluster wrk -t1 -c4 -d600s -H 'X-Dev: dev1' "http://$IP/" >"$T/wrk-dev1.out" 2>&1 &
 W2=$!; PIDS+=($W2)
 sleep 1
 for i in $(seq "$CYCLES"); do
@@ -149,6 +151,7 @@ for i in $(seq "$CYCLES"); do
   dev dev2 session close -q || exit 1
 done
 sleep 1
+# wrk prints its summary on SIGINT (`sandbox exec` execs it: the same process)
 kill -INT "$W1" "$W2"; wait "$W1" "$W2" 2>/dev/null
 dev dev1 session close -q
 wrk_failures() {  # FILE: "requests non2xx socket-errors"

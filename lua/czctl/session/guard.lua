@@ -29,6 +29,35 @@ M.KEEPER_CHECK_SECONDS = 5 -- the longest a guard outlives a keeper killed by SI
 M.FIGHT_LIMIT = 3
 M.FIGHT_WINDOW = 60
 M.ENDED_REASON = "InterceptEnded"  -- the Event a holder leaves when it ends a Service's sessions
+M.REASSERTED_REASON = "InterceptReasserted"  -- ... when it routes the Service through the proxy again
+
+-- A Warning Event on the Service, as the holder's message to every other
+-- holder (and to `kubectl describe`). Returns the Event, or nil.
+local function tell(client, namespace, name, reason, message)
+  local now = os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(sys.time()))
+  return client:create({
+    apiVersion = "v1", kind = "Event", type = "Warning", reason = reason, message = message,
+    metadata = { generateName = name .. ".czctl-", namespace = namespace },
+    involvedObject = { apiVersion = "v1", kind = "Service", name = name, namespace = namespace },
+    source = { component = "czctl" }, firstTimestamp = now, lastTimestamp = now, count = 1,
+  }, { namespace = namespace })
+end
+
+-- The czctl Events on a Service (reason in `reasons`) this guard has not
+-- seen yet; the first call only marks what is there as seen.
+local function unseen_events(client, namespace, name, st, reasons)
+  local list = client:list("Event", { namespace = namespace, fieldSelector = "involvedObject.name=" .. name })
+  local fresh = {}
+  for _, e in ipairs(list and list.items or {}) do
+    local key = e.metadata and e.metadata.name
+    if key and reasons[e.reason] and (e.involvedObject or {}).name == name and not st.seen[key] then
+      st.seen[key] = true
+      if st.seen_once then fresh[#fresh + 1] = e end
+    end
+  end
+  st.seen_once = true
+  return fresh
+end
 
 -- Why the sessions of a Service were ended by a holder in the last minute
 -- (its InterceptEnded Event), or nil.
@@ -96,13 +125,7 @@ end
 ---@return string[] warnings
 function M.end_all(client, namespace, name, reason)
   local warnings = {}
-  local now = os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(sys.time()))
-  client:create({
-    apiVersion = "v1", kind = "Event", type = "Warning", reason = M.ENDED_REASON, message = reason,
-    metadata = { generateName = name .. ".czctl-", namespace = namespace },
-    involvedObject = { apiVersion = "v1", kind = "Service", name = name, namespace = namespace },
-    source = { component = "czctl" }, firstTimestamp = now, lastTimestamp = now, count = 1,
-  }, { namespace = namespace })
+  tell(client, namespace, name, M.ENDED_REASON, reason)
   local _, err = intercept.guarded_patch(client, namespace, name, nil, function(current)
     if not shared.touched(current) and not shared.state(current).redirected then return nil, "nothing to restore" end
     local patch
@@ -139,8 +162,23 @@ function M.check(client, s, st, log)
     shared.delete_proxy(client, ns, name)
     return "ended", string.format("Service %s/%s was deleted", ns, name)
   end
+  -- A warning told once, whichever holder saw it first (the same drift
+  -- gives every holder the same message).
+  local function say(message)
+    local now = sys.now()
+    if st.told[message] and now - st.told[message] < M.FIGHT_WINDOW then return end
+    st.told[message] = now
+    log("warning: %s", message)
+  end
+  -- what other holders did to this Service (re-assertions), told here too
+  for _, e in ipairs(unseen_events(client, ns, name, st, { [M.REASSERTED_REASON] = true })) do
+    say(tostring(e.message))
+  end
   local state = shared.state(svc)
   if not shared.find(state, s.id) then
+    -- No session left and the Service its own again (a `kubectl replace`
+    -- of the manifest drops czctl's annotations too): the proxy goes.
+    if #state.sessions == 0 and not state.redirected then shared.delete_proxy(client, ns, name) end
     return "closed", recent_end(client, ns, name)
       or "the Service no longer carries this session (closed elsewhere)"
   end
@@ -176,10 +214,14 @@ function M.check(client, s, st, log)
     -- every revert seen counts, whichever holder re-asserts first
     st.fights[#st.fights + 1] = now
     local patched, perr, untouched = shared.redirect(client, ns, name, svc)
-    if patched and untouched then return nil end -- another holder was first
+    local message = string.format("Service %s was changed: %s (a kubectl apply, a GitOps sync or a hand edit?); "
+                                  .. "czctl routed it through the proxy again", name, why)
+    if patched and not untouched then
+      local event = tell(client, ns, name, M.REASSERTED_REASON, message)
+      if event then st.seen[event.metadata.name] = true end
+    end
     if patched then
-      log("warning: Service %s was changed: %s (a kubectl apply, a GitOps sync or a hand edit?); "
-          .. "czctl routed it through the proxy again", name, why)
+      say(message) -- (when another holder was first, it did the same)
     else
       log("warning: cannot re-assert the route of Service %s: %s", name, tostring(perr))
     end
@@ -214,7 +256,7 @@ end
 ---@return string outcome
 ---@return string|nil message
 function M.run(client, s, log)
-  local st = { fights = {} }
+  local st = { fights = {}, seen = {}, told = {} }
   local next_renewal = 0
   local rv
   local keeper = require "czctl.session.keeper"
