@@ -106,7 +106,11 @@ function M.leave(client, target, step)
     end
     return r
   end)
-  if result.gone or result.last then
+  -- (not on the Service, but nothing else is either: what is left of a
+  -- proxy no session uses goes too)
+  local unused = not result.left and result.svc and #shared.state(result.svc).sessions == 0
+                 and not shared.state(result.svc).redirected
+  if result.gone or result.last or unused then
     shared.delete_proxy(client, ns, name, step)
   else
     M.delete_object(client, ns, "Lease", "czctl-" .. target.id)

@@ -286,7 +286,7 @@ function M.leave(client, namespace, name, id, svc)
   end)
   if not patched then return nil, err end
   result.svc = patched
-  if reason then result.left, result.last = false, reason == "nothing to restore" and false or result.last end
+  if reason then result.left, result.last = false, false end -- nothing was patched
   return result
 end
 
