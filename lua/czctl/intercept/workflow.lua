@@ -336,7 +336,8 @@ function Run:update_proxy()
 end
 
 --- Step: wait, by watch, until the proxy runs a configuration with this
---- session's route (and no older pod is left).
+--- session's route (older pods drain meanwhile; wait_routed then waits
+--- until the Endpoints list only the new ones).
 function Run:wait_proxy_ready()
   self.out:step("Wait for the proxy to run the new routes", function()
     local d, err = shared.wait_rollout(self.client, self.opts.namespace, self.opts.service, self.version,

@@ -119,7 +119,7 @@ function M.leave(client, target, step)
     step("Update the proxy without the route", function()
       local r, err = shared.reconcile(client, ns, name, { image = target.image or intercept.DEFAULT_IMAGE })
       if not r then intercept.raise(err) end
-      local _, werr = shared.wait_rollout(client, ns, name, r.version, 120)
+      local _, werr = shared.wait_rollout(client, ns, name, r.version, 120, true)
       if werr then intercept.raise(werr) end
       shared.collect_secrets(client, ns, name)
     end)

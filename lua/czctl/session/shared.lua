@@ -591,16 +591,18 @@ function M.wait_routed(client, namespace, name, version, timeout)
 end
 
 --- Wait, by watch, until the proxy Deployment has rolled out `version`
---- (or later): its pods run that configuration and no older pod is left,
---- terminating ones included (their drain ends with the grace period).
+--- (or later): its pods run that configuration; with `drain`, also until
+--- no older pod is left, terminating ones included (their drain ends with
+--- the grace period): a leaving session keeps its tunnel until then.
 ---@param client table
 ---@param namespace string
 ---@param name string
 ---@param version integer
 ---@param timeout number
+---@param drain? boolean
 ---@return table|nil deployment
 ---@return any err
-function M.wait_rollout(client, namespace, name, version, timeout)
+function M.wait_rollout(client, namespace, name, version, timeout, drain)
   local sys = require "czctl.core.sys"
   local deadline = sys.now() + timeout
   local d, err = intercept.wait_ready(client, namespace, M.names(name).deployment, name, timeout, {
@@ -611,7 +613,7 @@ function M.wait_rollout(client, namespace, name, version, timeout)
         and (st.replicas or 0) == (st.updatedReplicas or 0) and (st.availableReplicas or 0) >= 1
     end,
   })
-  if not d then return nil, err end
+  if not d or not drain then return d, err end
   -- the old pods' drain: wait until none older than `version` is left
   while sys.now() < deadline do
     local pods, perr = proxy_pods(client, namespace, name)
