@@ -22,6 +22,12 @@ Process.__name = "czctl.process"
 
 --- Start a process. opts are those of czctl.core.proc.spawn (env, env_extra,
 --- cwd, stdin, stdout, stderr); stdout and stderr default to "pipe".
+--- opts.group: the process leads a new process group, and :kill() signals
+--- the whole group; opts.foreground (implies group): with stdin "inherit" on
+--- the terminal this process holds, the group gets the terminal until it is
+--- reaped (Ctrl-C then reaches it alone, as with a shell's job);
+--- opts.parent_death_signal ("TERM", ...): sent to the process when this one
+--- dies, even by SIGKILL (Linux PR_SET_PDEATHSIG).
 --- Raises on misuse; returns nil, message when the command cannot start.
 ---@param argv string[]
 ---@param opts? table
