@@ -986,6 +986,19 @@ static int proc_detach(lua_State *L)
     return 1;
 }
 
+/* cproc.find(cmd) -> path | nil, "<cmd>: command not found"
+ * The program spawn would run for cmd (as execvp finds it, on our PATH):
+ * lets a caller refuse a command before doing anything on its behalf. */
+static int proc_find(lua_State *L)
+{
+    const char *cmd = luaL_checkstring(L, 1);
+    const char *path = find_program(L, cmd, NULL);
+    if (!path)
+        return czctl_fail(L, lua_pushfstring(L, "%s: command not found", cmd));
+    lua_pushstring(L, path);
+    return 1;
+}
+
 /* ---- pid functions --------------------------------------------------------------- */
 
 /* A pid argument; raises unless a positive integer. */
@@ -1054,6 +1067,7 @@ static const luaL_Reg proc_metamethods[] = {
 static const luaL_Reg proc_funcs[] = {
     {"alive", proc_alive},
     {"detach", proc_detach},
+    {"find", proc_find},
     {"kill", proc_kill_pid},
     {"spawn", proc_spawn},
     {NULL, NULL},

@@ -99,6 +99,19 @@ function Process:wait(timeout, grace)
   return M.TIMEOUT
 end
 
+--- Wait up to `timeout` seconds for the exit without stopping the process
+--- (unlike wait): the exit code (128+N if killed by signal N), or nil and
+--- "timeout" | "interrupted" (a signal came) | an error message.
+---@param timeout? number seconds; nil waits forever
+---@return integer|nil code
+---@return string|nil why
+function Process:await(timeout)
+  if self.code then return self.code end
+  local code, why = self.handle:wait(timeout)
+  if code then self.code = code end
+  return code, why
+end
+
 --- Release the handle; kills and reaps a process still running. Idempotent.
 function Process:close()
   if self.handle then self.handle:close() end
@@ -170,6 +183,13 @@ end
 ---@param pid integer
 ---@return boolean
 function M.alive(pid) return cproc.alive(pid) end
+
+--- The path of the program spawn() would run for `cmd` (found on PATH as
+--- execvp does), or nil, "<cmd>: command not found".
+---@param cmd string
+---@return string|nil path
+---@return string|nil err
+function M.find(cmd) return cproc.find(cmd) end
 
 ---@param pid integer
 ---@param sig? string|integer default "TERM"
