@@ -15,10 +15,12 @@
 -- `--progress json`), whatever the mode: one object per line, as it
 -- happens, with the same step titles as the text:
 --   {"event":"step","status":"started","step":"Resolve Service default/demo"}
---   {"event":"step","status":"done","step":"Resolve Service default/demo","seconds":0.012}
---   {"event":"step","status":"failed","step":"...","seconds":0.5,"error":"..."}
+--   {"event":"step","status":"done","step":"Resolve Service default/demo","ms":12}
+--   {"event":"step","status":"failed","step":"...","ms":500,"error":"..."}
 --   {"event":"info"|"warning"|"error","message":"..."}
 --   {"event":"<name>", ...}  (out:event, e.g. "command" for `-- CMD`)
+--   {"event":"result", ...}  the result document, when it goes to stderr
+--                            (results_on_stderr) in text, json or yaml mode
 -- Every line czctl itself writes to stderr is then such an object (the
 -- runner writes the final error as {"event":"error",...} too).
 --
@@ -149,7 +151,7 @@ function Out:step(title, fn, ...)
     emit(self, { event = "step", status = "started", step = step.title })
     local _ <close> = setmetatable({}, { __close = function(_, err)
       emit(self, { event = "step", status = err ~= nil and "failed" or "done", step = step.title,
-                   seconds = math.floor((self.clock() - step.start) * 1000 + 0.5) / 1000,
+                   ms = math.floor((self.clock() - step.start) * 1000 + 0.5),
                    error = err ~= nil and error_line(err) or nil })
     end })
     return fn(...)
@@ -226,6 +228,13 @@ function Out:event(name, fields, text)
   if text then self:info("%s", text) end
 end
 
+--- From now on the result (out:result, out:print) goes to stderr: stdout
+--- belongs to a command czctl runs (`-- CMD`).
+function Out:results_on_stderr()
+  self.write_out = self.write_err
+  self.results_stderr = true
+end
+
 --- A line of result text on stdout (normal mode only).
 function Out:print(f, ...)
   if self.mode ~= "normal" then return end
@@ -241,6 +250,16 @@ end
 ---@param render? fun(tbl: any): string
 function Out:result(tbl, render)
   if self.mode == "quiet" then return end
+  if self.results_stderr and self.progress == "json" then
+    -- the stream stays one object per line
+    if self.results > 0 and self.mode ~= "normal" then
+      error("out:result: " .. self.mode .. " mode prints one document only", 2)
+    end
+    self.results = self.results + 1
+    local e = type(tbl) == "table" and util.deep_copy(tbl) or { value = tbl }
+    e.event = "result"
+    return emit(self, e)
+  end
   if DOCUMENT[self.mode] then
     if self.results > 0 then error("out:result: " .. self.mode .. " mode prints one document only", 2) end
     self.results = 1

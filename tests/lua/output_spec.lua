@@ -190,7 +190,7 @@ describe("JSON-lines progress", function()
       local e = events(c)
       assert.equal(3, #e)
       assert.same({ event = "step", status = "started", step = "Resolve Service default/demo" }, e[1])
-      assert.same({ event = "step", status = "done", step = "Resolve Service default/demo", seconds = 0.125 }, e[2])
+      assert.same({ event = "step", status = "done", step = "Resolve Service default/demo", ms = 125 }, e[2])
       assert.same({ event = "warning", message = "Service demo looks managed by Helm" }, e[3])
       assert.falsy(c.stderr():find("\27", 1, true), "no terminal control codes")
     end)
@@ -202,7 +202,7 @@ describe("JSON-lines progress", function()
     assert.falsy(ok)
     assert.equal("conflict\nsecond line", err)
     local e = events(c)
-    assert.same({ event = "step", status = "failed", step = "Patch Service demo", seconds = 0.125, error = "conflict" },
+    assert.same({ event = "step", status = "failed", step = "Patch Service demo", ms = 125, error = "conflict" },
                 e[2])
   end)
 

@@ -201,6 +201,8 @@ function M.report_error(caught, hint, state)
   local e = caught.value
   local line
   local code, reason = 1, "Failed"
+  -- a failure may carry its own exit code (`-- CMD` not found: 127)
+  if type(e) == "table" and math.type(rawget(e, "exit_code")) == "integer" then code = e.exit_code end
   if errors.is_usage_error(e) then
     line = "czctl: " .. one_line(e.message) .. (hint and " (see " .. hint .. ")" or "")
     code, reason = 2, "Usage"
