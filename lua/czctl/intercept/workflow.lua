@@ -649,12 +649,24 @@ end
 
 --- The intercept, start to end, in this process: check the options, run
 --- the steps, report the result; with opts.wait, hold the session until a
---- signal and close it. Returns the exit code.
+--- signal and close it; with opts.command, run it and close the session
+--- when it exits (the exit code is the command's, 128+N after signal N, 127
+--- when it is not found, before anything is done). Returns the exit code.
 ---@param ctx table
 ---@param opts czctl.intercept.Options
 ---@param steps (string|function)[]
 ---@return integer
 function M.start(ctx, opts, steps)
+  if opts.command then
+    -- refused before anything is done, with the code a shell would give
+    local found, find_err = require("czctl.process").find(opts.command[1])
+    if not found then fail_with(127, string.format("cannot run the command: %s; nothing was changed", find_err)) end
+    -- held by this process while the command runs (the keeper and
+    -- `session close` see its holder die, even by SIGKILL)
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.wait, opts = true, o
+  end
   local run = M.new(ctx, opts)
   local facts = run:run_steps(steps)
   if facts.status == "existing" and opts.command then
@@ -854,11 +866,8 @@ czctl's own failures: 1, usage 2, CMD not found 127; see docs/ci.md).
     opts.hooks = spec.hooks
     if ctx.command then
       if f.wait then ctx.usage_error("give --wait or -- CMD, not both (with CMD the session lasts while it runs)") end
-      -- refused before anything is done, with the code a shell would give
-      local found, find_err = require("czctl.process").find(ctx.command[1])
-      if not found then fail_with(127, string.format("cannot run the command: %s; nothing was changed", find_err)) end
       if f.grace < 0 then ctx.usage_error("--grace must be a number of seconds >= 0") end
-      opts.command, opts.wait, opts.grace = ctx.command, true, f.grace
+      opts.command, opts.grace = ctx.command, f.grace
     end
     -- --wait: this process only holds the session; the setup runs as a child.
     if f.wait and not f.heldBy then return M.hold_from_command_line(ctx) end
