@@ -12,6 +12,7 @@
 -- USE_CLUSTER_IP. SIGINT/SIGTERM to czctl are passed to the test command,
 -- and the session is closed, as with `czctl service intercept ... -- CMD`:
 -- this is the same workflow, given options instead of flags.
+-- luacheck: read globals ctx
 local intercept = require "czctl.intercept"
 local process = require "czctl.process"
 local proxy = require "czctl.proxy"
@@ -31,8 +32,9 @@ local build <close> = assert(process.spawn({ "python3", here .. "/local-build.py
                                              "--name", name }, { stdout = "null", stderr = "inherit" }))
 local deadline = sys.now() + 10
 while not sys.listening("127.0.0.1", port) do
+  local code = build:await(0.05)
+  if code then error(string.format("the local build exited (code %d) before it listened", code), 0) end
   if sys.now() > deadline then error("the local build did not listen on port " .. port .. " within 10 s", 0) end
-  sys.sleep(0.05)
 end
 
 -- 2-4. the intercept, with the test command as its `-- CMD`: the returned

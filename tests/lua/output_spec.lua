@@ -206,6 +206,21 @@ describe("JSON-lines progress", function()
                 e[2])
   end)
 
+  it("writes a result sent to stderr as one result object, keeping stdout free", function()
+    for _, mode in ipairs({ "normal", "json" }) do
+      local c = capture(mode, { progress = "json" })
+      c.o:results_on_stderr()
+      c.o:result({ kind = "Session", id = "abc" }, function() return "Session abc" end)
+      assert.equal("", c.stdout(), mode)
+      assert.same({ { event = "result", kind = "Session", id = "abc" } }, events(c), mode)
+    end
+    local t = capture("normal")
+    t.o:results_on_stderr()
+    t.o:result({ id = "abc" }, function(r) return "Session " .. r.id end)
+    assert.equal("", t.stdout())
+    assert.equal("Session abc\n", t.stderr(), "without JSON progress: the text, on stderr")
+  end)
+
   it("writes events and info as objects, and as text lines without it", function()
     local c = capture("normal", { progress = "json" })
     c.o:event("command", { status = "exited", code = 7 }, "the command exited with code 7")

@@ -100,7 +100,7 @@ function M.make_ctx(cmd, spec_flags, parsed, state)
     flags = flags,
     positional = parsed.positional,
     -- The words after `--` for a recipe that declares `command` (nil without `--`).
-    command = parsed.command,
+    command_argv = parsed.command,
     sources = parsed.sources, -- per flag: "flag" (given), "env" or "default"
     -- How this command was invoked, to run it again in a child process
     -- (czctl.intercept's --wait holder): the words that name the command

@@ -567,9 +567,8 @@ local function stop_command(ctx, child, sig, grace)
     end
     local code, why = child:await(math.max(0, deadline - clock()))
     if code then return code end
-    sig = nil
     if why == "interrupted" then
-      sig = signal.pending()
+      sig = signal.pending() -- another one (the runner's SIGTERM after its SIGINT): passed on too
     else
       ctx.out:event("command", { status = "killed", signal = "SIGKILL" },
                     string.format("the command did not exit within %gs: SIGKILL", grace))
@@ -665,7 +664,8 @@ function M.start(ctx, opts, steps)
     -- `session close` see its holder die, even by SIGKILL)
     local o = {}
     for k, v in pairs(opts) do o[k] = v end
-    o.wait, opts = true, o
+    o.wait = true
+    opts = o
   end
   local run = M.new(ctx, opts)
   local facts = run:run_steps(steps)
@@ -864,10 +864,10 @@ czctl's own failures: 1, usage 2, CMD not found 127; see docs/ci.md).
     local f = ctx.flags
     local opts = M.options_from_flags(ctx)
     opts.hooks = spec.hooks
-    if ctx.command then
+    if ctx.command_argv then
       if f.wait then ctx.usage_error("give --wait or -- CMD, not both (with CMD the session lasts while it runs)") end
       if f.grace < 0 then ctx.usage_error("--grace must be a number of seconds >= 0") end
-      opts.command, opts.grace = ctx.command, f.grace
+      opts.command, opts.grace = ctx.command_argv, f.grace
     end
     -- --wait: this process only holds the session; the setup runs as a child.
     if f.wait and not f.heldBy then return M.hold_from_command_line(ctx) end
@@ -876,7 +876,7 @@ czctl's own failures: 1, usage 2, CMD not found 127; see docs/ci.md).
       local closed = close_sessions_on(ctx, opts.namespace, opts.service)
       local given = ctx.sources
       if not (given.localPort == "flag" or given.remotePort == "flag" or given.header == "flag" or f.all
-              or f.wait or ctx.command) then
+              or f.wait or ctx.command_argv) then
         M.report(ctx, { kind = "CloseResult", closed = closed, failed = setmetatable({}, util.array_mt),
                         service = opts.service, namespace = opts.namespace })
         return 0
