@@ -48,8 +48,8 @@ others_settled() {
     [ "$k" = "$JOB" ] || [ -e "$MARKS/running-$k" ] || [ -e "$MARKS/done-$k" ] || return 1
   done
 }
-for _ in $(seq 600); do others_settled && break; sleep 0.1; done
-others_settled || { echo "job $JOB: the other jobs did not settle within 60 s" >&2; exit 1; }
+for _ in $(seq 1200); do others_settled && break; sleep 0.1; done   # bounded: 120 s
+others_settled || { echo "job $JOB: the other jobs did not settle within 120 s" >&2; exit 1; }
 svc >"$MARKS/svc-last-$JOB"
 last=$(who)
 echo "$first $last" >"$MARKS/who-$JOB"
