@@ -596,7 +596,11 @@ local function run_command(ctx, facts, command, grace)
                                               stderr = "inherit", foreground = true,
                                               parent_death_signal = "TERM" })
   local code, why, detail, first_signal
-  if not child then
+  if not child and err == "interrupted" then
+    -- a signal came between the setup and the start: CMD never ran
+    first_signal = signal.pending()
+    code = signal.exit_code(first_signal)
+  elseif not child then
     code, detail = tostring(err):find("command not found", 1, true) and 127 or 126, err
   else
     why, detail = M.hold(s, child)
@@ -614,9 +618,11 @@ local function run_command(ctx, facts, command, grace)
     end
     child:close()
   end
-  local seconds = csys.now() - started
-  ctx.out:event("command", { status = "exited", code = code, ms = math.floor(seconds * 1000 + 0.5) },
-                string.format("The command exited with code %d (%s)", code, util.format_duration(seconds)))
+  if child then
+    local seconds = csys.now() - started
+    ctx.out:event("command", { status = "exited", code = code, ms = math.floor(seconds * 1000 + 0.5) },
+                  string.format("The command exited with code %d (%s)", code, util.format_duration(seconds)))
+  end
   signal.clear()
   if why ~= "closed" then
     local ok, close_err = pcall(M.close, ctx, s)
@@ -628,7 +634,9 @@ local function run_command(ctx, facts, command, grace)
     intercept.raise(string.format("the session ended because the tunnel stopped: %s (the command exited with %d)",
                                   tostring(detail), code))
   end
-  if not child then fail_with(code, string.format("cannot run the command: %s", tostring(detail))) end
+  if not child and not first_signal then
+    fail_with(code, string.format("cannot run the command: %s", tostring(detail)))
+  end
   return first_signal and signal.exit_code(first_signal) or code, code
 end
 
@@ -675,6 +683,7 @@ function M.start(ctx, opts, steps)
                        facts.namespace, facts.service, facts.id, facts.closeCommand))
   end
   if opts.command then
+    signal.check() -- last chance to roll back: from here on the session is closed as a whole
     -- CMD's output is the command's own: czctl's result goes to stderr
     ctx.out:results_on_stderr()
     if ctx.out.mode == "normal" then M.report(ctx, facts) end
