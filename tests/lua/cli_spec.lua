@@ -203,8 +203,8 @@ describe("generated help", function()
   end
 
   it("lists -- CMD [ARGS...] with the arguments of a recipe that declares a command", function()
-    local text = cli.help_text("service intercept", recipe{ command = { help = "run it while the session lives" } })
-    assert.truthy(text:find("%-%- CMD %[ARGS%.%.%.%] +run it while the session lives"), text)
+    local help = cli.help_text("service intercept", recipe{ command = { help = "run it while the session lives" } })
+    assert.truthy(help:find("%-%- CMD %[ARGS%.%.%.%] +run it while the session lives"), help)
   end)
 
   it("keeps a recipe's own usage line", function()
