@@ -460,7 +460,9 @@ function M.render(r)
   add("Tunnel", r.tunnelUrl and (r.tunnelUrl .. " (" .. r.tunnel .. ")"))
   add("Inspector", r.inspector)
   add("Try", r.curl)
-  if r.wait then
+  if r.command then
+    add("Command", util.shell_join(r.command.argv) .. " (the session closes when it exits)")
+  elseif r.wait then
     add("Stop", "Ctrl-C (or SIGTERM) ends the session and restores the Service")
   else
     add("Close", r.closeCommand)
@@ -686,11 +688,11 @@ function M.start(ctx, opts, steps)
     signal.check() -- last chance to roll back: from here on the session is closed as a whole
     -- CMD's output is the command's own: czctl's result goes to stderr
     ctx.out:results_on_stderr()
+    facts.command = { argv = setmetatable(util.deep_copy(opts.command), util.array_mt) }
     if ctx.out.mode == "normal" then M.report(ctx, facts) end
     local exit, code = run_command(ctx, facts, opts.command, opts.grace or M.COMMAND_GRACE)
     if ctx.out.mode ~= "normal" then
-      facts.command = { argv = setmetatable(util.deep_copy(opts.command), util.array_mt), exitCode = code }
-      facts.status = "closed"
+      facts.command.exitCode, facts.status = code, "closed"
       M.report(ctx, facts)
     end
     return exit
