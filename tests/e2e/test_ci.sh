@@ -207,6 +207,10 @@ if wait_for_cmd 60 test -e "$WORK/mark.run"; then
   check "SIGKILL to czctl: the ngrok keeper, whose holder is gone, stops" \
     wait_for_cmd 10 sh -c "! kill -0 $keeper 2>/dev/null"
   like "$("$CZCTL" session list)" "^$sid +default +demo " "SIGKILL to czctl: the session is left in the cluster"
+  # session list shows holder states once the shared-clusters issue lands
+  state=$("$CZCTL" session list -o json | python3 -c 'import json,sys
+print(next((s.get("state", "") for s in json.load(sys.stdin)["items"] if s["id"] == sys.argv[1]), ""))' "$sid")
+  if [ -n "$state" ]; then is "$state" "holder gone" "SIGKILL to czctl: session list shows the session's holder gone"; fi
   if "$CZCTL" session close --help | grep -q -- '--stale'; then
     out=$("$CZCTL" session close --stale 2>&1); rc=$?
     is "$rc" 0 "SIGKILL to czctl: session close --stale exits 0"
