@@ -9,7 +9,7 @@
 --
 -- Settings (environment) as for ci-job.sh: LOCAL_PORT (8080), TUNNEL
 -- (direct), TUNNEL_HOST, CI_JOB_ID (default: GitHub's run id and job name),
--- USE_CLUSTER_IP. SIGINT/SIGTERM to czctl are passed to the test command,
+-- CLUSTER_EXEC. SIGINT/SIGTERM to czctl are passed to the test command,
 -- and the session is closed, as with `czctl service intercept ... -- CMD`:
 -- this is the same workflow, given options instead of flags.
 -- luacheck: read globals ctx

@@ -9,7 +9,7 @@
 # (8080), TUNNEL (direct: the cluster reaches the runner; ngrok otherwise),
 # TUNNEL_HOST (with direct: the runner's address as the cluster sees it),
 # CI_JOB_ID (default: GitHub's run id and job name), CZCTL (czctl),
-# USE_CLUSTER_IP (see integration-tests.sh).
+# CLUSTER_EXEC (see integration-tests.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 SERVICE=${SERVICE:-demo}

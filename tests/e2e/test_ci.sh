@@ -17,6 +17,9 @@ export PATH="$E2E_ROOT/tests/fake-ngrok:$PATH"
 
 demo_cluster
 IP=$(cluster_ip demo)
+# CMD reaches the cluster network as a CI runner inside it would: here
+# through `sandbox exec` (this machine has no route to it, as a laptop)
+export IN_CLUSTER="$SANDBOX exec $CLUSTER --"
 
 # no_session_left NAME: the session is closed and the cluster equals its start.
 no_session_left() {
@@ -80,9 +83,9 @@ no_session_left "closed under CMD"
 # CZCTL_HEADER inherited from an outer session must not leak into an --all one
 cat >"$WORK/cmd.sh" <<'EOF'
 env | grep '^CZCTL_' | grep -v '^CZCTL_ROOT=' | sort >"$ENV_OUT"   # CZCTL_ROOT: the test runner's
-# through the Service's ClusterIP, as a test suite on a runner that reaches the cluster
-curl -s --max-time 10 ${CZCTL_HEADER:+-H "$CZCTL_HEADER"} "http://$CZCTL_CLUSTER_IP:$CZCTL_SERVICE_PORT/" >"$ENV_OUT.with"
-curl -s --max-time 10 "http://$CZCTL_CLUSTER_IP:$CZCTL_SERVICE_PORT/" >"$ENV_OUT.without"
+# the Service by its in-cluster URL, from inside the cluster network
+$IN_CLUSTER curl -s --max-time 10 ${CZCTL_HEADER:+-H "$CZCTL_HEADER"} "$CZCTL_SERVICE_URL/" >"$ENV_OUT.with"
+$IN_CLUSTER curl -s --max-time 10 "$CZCTL_SERVICE_URL/" >"$ENV_OUT.without"
 EOF
 pod_of() { python3 -c 'import json,sys
 try: print(json.load(open(sys.argv[1]))["pod"])
@@ -91,7 +94,8 @@ ENV_OUT="$WORK/env" CZCTL_HEADER="X-Stale: 1" CZCTL_TUNNEL_URL=stale \
   "$CZCTL" service intercept demo -l "$PORT" --tunnel direct -x 'X-CI-Job: job-42' -o json -- sh "$WORK/cmd.sh" \
   >"$WORK/out" 2>"$WORK/doc.json"
 is "$?" 0 "-x X-CI-Job:job-42 -- CMD exits 0"
-sid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/doc.json" 2>/dev/null)
+read -r sid tunnel_url < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["id"], d["tunnelUrl"])' \
+  "$WORK/doc.json" 2>/dev/null)
 cat >"$WORK/want.env" <<EOF
 CZCTL_CLUSTER_IP=$IP
 CZCTL_HEADER=X-CI-Job: job-42
@@ -105,7 +109,7 @@ CZCTL_SERVICE_PORT=80
 CZCTL_SERVICE_URL=http://demo.default.svc.cluster.local:80
 CZCTL_SESSION=$sid
 CZCTL_TUNNEL=direct
-CZCTL_TUNNEL_URL=http://127.0.0.1:$PORT
+CZCTL_TUNNEL_URL=$tunnel_url
 EOF
 if diff -u "$WORK/want.env" "$WORK/env" >"$WORK/env.diff"; then ok "CMD sees the session's facts in the documented CZCTL_* variables"
 else fail "CMD sees the session's facts in the documented CZCTL_* variables"; sed 's/^/# /' "$WORK/env.diff"; fi

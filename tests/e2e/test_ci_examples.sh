@@ -21,13 +21,15 @@ after() {
   check "$1: the local build was stopped" wait_for_cmd 10 sh -c "! curl -s --max-time 1 http://127.0.0.1:$2/"
 }
 
-# run_job NAME CMD...: run an example as a CI job would, on the sandbox
-# (the runner reaches the cluster network but not its DNS: USE_CLUSTER_IP).
+# Run each example as a CI job would, on the sandbox: its test command
+# reaches the cluster network through `sandbox exec` (CLUSTER_EXEC), as a
+# runner inside the cluster would directly.
+export CLUSTER_EXEC="$SANDBOX exec $CLUSTER --"
 n=0
 for example in "shell:bash $EX/ci-job.sh" "lua:$CZCTL run $EX/ci-job.lua demo default"; do
   kind=${example%%:*}; cmd=${example#*:}
   n=$((n + 1)); port=$(free_port); job="pr-17-run-$n"
-  CZCTL="$CZCTL" USE_CLUSTER_IP=1 LOCAL_PORT=$port CI_JOB_ID="$job" SESSION_FILE="$WORK/session-$n" \
+  CZCTL="$CZCTL" LOCAL_PORT=$port CI_JOB_ID="$job" SESSION_FILE="$WORK/session-$n" \
     $cmd >"$WORK/job.out" 2>"$WORK/job.err"
   rc=$?
   is "$rc" 0 "$kind example: the job passes"
@@ -41,15 +43,18 @@ for example in "shell:bash $EX/ci-job.sh" "lua:$CZCTL run $EX/ci-job.lua demo de
 done
 
 # A failing test command fails the job (its code), and the session is still
-# closed: here the tunnel points where nothing listens, so the request with
-# the header cannot reach the local build.
-port=$(free_port)
-CZCTL="$CZCTL" USE_CLUSTER_IP=1 LOCAL_PORT=$port CI_JOB_ID=broken TUNNEL_HOST=127.0.0.9 \
+# closed: here another server already holds the job's port, so the build
+# cannot start there and the request with the header reaches the wrong one.
+port=$(local_server impostor)
+CZCTL="$CZCTL" LOCAL_PORT=$port CI_JOB_ID=broken \
   bash "$EX/ci-job.sh" >"$WORK/job.out" 2>"$WORK/job.err"
 is "$?" 1 "a failing test command: the job fails with its code"
 like "$(cat "$WORK/job.err")" "FAIL: a request with 'X-CI-Job: broken' got" "a failing test command: it says why"
+like "$(cat "$WORK/job.err")" '"pod": "impostor"' "a failing test command: ... the server that answered instead"
 like "$(cat "$WORK/job.err")" "Delete proxy Deployment" "a failing test command: the session is closed anyway"
-after "a failing test command" "$port"
+is "$(session_ids)" "" "a failing test command: no local session is left"
+snapshot "$WORK/after.json"
+same_snapshot "$WORK/before.json" "$WORK/after.json" "a failing test command: the cluster equals its start"
 
 # A cancelled job: SIGTERM to the script (as a runner sends it) while czctl
 # sets up (a sandbox fault holds the proxy Deployment's creation): the
@@ -57,7 +62,7 @@ after "a failing test command" "$port"
 port=$(free_port)
 stall_next "ci-cancel-$RANDOM" POST "^$APPS/deployments\$" "" 3
 rule=$(sed -n 's/.*"name":"\([^"]*\)".*/\1/p' "$CLUSTER/faults.json")
-CZCTL="$CZCTL" USE_CLUSTER_IP=1 LOCAL_PORT=$port CI_JOB_ID=cancelled \
+CZCTL="$CZCTL" LOCAL_PORT=$port CI_JOB_ID=cancelled \
   bash "$EX/ci-job.sh" >"$WORK/job.out" 2>"$WORK/job.err" &
 pid=$!
 if wait_for_cmd 30 fault_fired "$rule"; then

@@ -19,8 +19,9 @@
 source "$(dirname "$0")/lib/common.sh"
 
 demo_cluster
-IP=$(cluster_ip demo)
 JOBS=5
+# CMD reaches the cluster network as a CI runner inside it would (sandbox exec)
+export IN_CLUSTER="$SANDBOX exec $CLUSTER --"
 MARKS="$WORK/marks"; mkdir -p "$MARKS"
 multi=$("$CZCTL" version -o json | python3 -c 'import json,sys; print("multi-session" in json.load(sys.stdin).get("features", []))')
 if [ "$multi" = True ]; then
@@ -34,7 +35,7 @@ fi
 # own build (before and after the others joined); the Service's state is
 # recorded at both moments
 cat >"$WORK/job.sh" <<'EOF'
-who() { curl -s --max-time 10 -H "$CZCTL_HEADER" "http://$CZCTL_CLUSTER_IP:$CZCTL_SERVICE_PORT/" |
+who() { $IN_CLUSTER curl -s --max-time 10 -H "$CZCTL_HEADER" "$CZCTL_SERVICE_URL/" |
         python3 -c 'import json,sys
 try: print(json.load(sys.stdin)["pod"])
 except Exception: print("(no answer)")'; }

@@ -502,9 +502,10 @@ function M.hold(s, child)
     elseif signal.wait(M.HOLD_CHECK_INTERVAL) then
       return "signal"
     end
+    -- closed elsewhere first: closing also stops the keeper, which is then no tunnel problem
+    if not session.load(s.id) then return "closed" end
     local problem = session.keeper_problem(s)
     if problem then return "tunnel", problem end
-    if not session.load(s.id) then return "closed" end
   end
 end
 
