@@ -34,23 +34,17 @@ no_session_left() {
 for case in "direct 0" "direct 7" "ngrok 7"; do
   read -r tunnel code <<<"$case"
   name="CMD exiting $code ($tunnel tunnel)"
-  "$CZCTL" service intercept demo -l "$PORT" --tunnel "$tunnel" -- sh -c "exit $code" >"$WORK/out" 2>"$WORK/err"
+  "$CZCTL" service intercept demo -l "$PORT" --tunnel "$tunnel" -- sh -c "echo from CMD; exit $code" \
+    >"$WORK/out" 2>"$WORK/err"
   rc=$?
   is "$rc" "$code" "$name: czctl exits $code"
   [ "$rc" -eq "$code" ] || sed 's/^/# /' "$WORK/err"
+  is "$(cat "$WORK/out")" "from CMD" "$name: stdout is CMD's alone (czctl's own output is on stderr)"
   like "$(cat "$WORK/err")" "The command exited with code $code " "$name: the log says CMD's code"
   like "$(cat "$WORK/err")" "Restore Service demo" "$name: then the session is closed"
+  [ "$case" = "direct 0" ] && cp "$WORK/err" "$WORK/text.err"   # the text steps, for --progress json below
   no_session_left "$name"
 done
-
-out=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct -- echo 'from CMD' 2>"$WORK/err")
-is "$out" "from CMD" "stdout belongs to CMD (czctl's own output is on stderr)"
-
-json=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct -o json -- sh -c 'exit 3' 2>"$WORK/err"); rc=$?
-is "$rc" 3 "-o json: exits with CMD's code"
-is "$json" "" "-o json: nothing on stdout but CMD's"
-is "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["kind"], d["status"], d["command"]["exitCode"], d["command"]["argv"])' "$WORK/err" 2>&1)" \
-  "Session closed 3 ['sh', '-c', 'exit 3']" "-o json: one Session document on stderr, with CMD's exit code, once closed"
 
 # --- czctl's own failures keep their codes ------------------------------------
 writes() { echo "$(audit_count POST /namespaces/default/)/$(audit_count PATCH /namespaces/default/)"; }
@@ -93,7 +87,10 @@ except Exception: print("(no answer)")' "$1"; }
 ENV_OUT="$WORK/env" CZCTL_HEADER="X-Stale: 1" CZCTL_TUNNEL_URL=stale \
   "$CZCTL" service intercept demo -l "$PORT" --tunnel direct -x 'X-CI-Job: job-42' -o json -- sh "$WORK/cmd.sh" \
   >"$WORK/out" 2>"$WORK/doc.json"
-is "$?" 0 "-x X-CI-Job:job-42 -- CMD exits 0"
+is "$?" 0 "-x X-CI-Job:job-42 -o json -- CMD exits 0"
+is "$(cat "$WORK/out")" "" "-o json: nothing on stdout but CMD's"
+is "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["kind"], d["status"], d["command"]["exitCode"], d["command"]["argv"][0])' "$WORK/doc.json" 2>&1)" \
+  "Session closed 0 sh" "-o json: one Session document on stderr, with CMD's exit code, once closed"
 read -r sid tunnel_url < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["id"], d["tunnelUrl"])' \
   "$WORK/doc.json" 2>/dev/null)
 cat >"$WORK/want.env" <<EOF
@@ -126,7 +123,6 @@ is "$(pod_of "$WORK/env.without")" laptop "--all: CMD's request without a header
 
 # --- --progress json: one object per line, the text's step names --------------
 steps_of_text() { sed -n 's/^✓ \(.*\) ([0-9.]*m\{0,1\}s)$/\1/p' "$1" | sed "s/$2/ID/g"; }
-"$CZCTL" service intercept demo -l "$PORT" --tunnel direct -- true >/dev/null 2>"$WORK/text.err"
 tid=$(sed -n 's/^Session *//p' "$WORK/text.err")
 "$CZCTL" service intercept demo -l "$PORT" --tunnel direct --progress json -- sh -c 'exit 4' >/dev/null 2>"$WORK/stream"
 is "$?" 4 "--progress json -- CMD: exits with CMD's code"
