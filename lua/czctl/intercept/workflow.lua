@@ -36,7 +36,7 @@ M.LATE_CREATE_GRACE = 3
 M.HOLD_CHECK_INTERVAL = 2
 -- `-- CMD`: seconds CMD has to exit after czctl passed it a signal, before
 -- its process group gets SIGKILL and the session is closed. With the close
--- (about a second on a cluster that answers) this fits the 10 s a CI runner
+-- (0.35 s on the sandbox, bench/ci-cancel.sh) this fits the 10 s a CI runner
 -- gives between its first signal and SIGKILL (GitHub Actions: SIGINT, 7.5 s,
 -- SIGTERM, 2.5 s, then the process tree is killed). See docs/ci.md.
 M.COMMAND_GRACE = 5
