@@ -538,11 +538,12 @@ M.COMMAND_ENV = { "CZCTL_SESSION", "CZCTL_SERVICE", "CZCTL_NAMESPACE", "CZCTL_SE
                   "CZCTL_CLUSTER_IP", "CZCTL_RULE", "CZCTL_HEADER", "CZCTL_HEADER_NAME", "CZCTL_HEADER_VALUE",
                   "CZCTL_LOCAL_PORT", "CZCTL_TUNNEL", "CZCTL_TUNNEL_URL" }
 
---- The environment of `-- CMD`: ours, plus the session's facts.
+--- The environment of `-- CMD`: ours (or `base`), plus the session's facts.
 ---@param facts czctl.intercept.Session
+---@param base? table<string, string> default: this process's environment
 ---@return table<string, string>
-function M.command_env(facts)
-  local env = csys.environ()
+function M.command_env(facts, base)
+  local env = util.deep_copy(base or csys.environ())
   for _, name in ipairs(M.COMMAND_ENV) do env[name] = nil end
   local header_name, header_value
   if facts.header then header_name, header_value = facts.header:match("^([^:]+):%s*(.-)%s*$") end
