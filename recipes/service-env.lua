@@ -54,6 +54,16 @@ read back exactly by `set -a; . FILE` and python-dotenv (docs/env.md).]],
                         command[1], ctx.args.service, command[1])
       end
     end
+    if f.file then
+      -- the file is replaced by rename: never do that to a device, a pipe,
+      -- a directory or a link (`--file /dev/null` must not replace /dev/null)
+      local st = require("czctl.process").run({ "stat", "-c", "%F", "--", f.file })
+      local kind = st and st.code == 0 and st.stdout:gsub("%s+$", "") or nil
+      if kind and kind ~= "regular file" and kind ~= "regular empty file" then
+        ctx.usage_error("--file %s is a %s; give the path of a regular file (it is created with mode 0600)",
+                        f.file, kind)
+      end
+    end
     local client = ctx.kube()
     local ok, aerr = access.check(client, f.namespace, access.needs("service env"), "czctl service env")
     if not ok then fail(aerr) end

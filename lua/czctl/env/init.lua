@@ -45,6 +45,21 @@ local function b64decode(s)
 end
 M.b64decode = b64decode
 
+--- Base64 (standard alphabet, padded).
+---@param s string
+---@return string
+function M.b64encode(s)
+  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
+    out[#out + 1] = string.char(alphabet:byte((n >> 18) + 1), alphabet:byte(((n >> 12) & 63) + 1),
+                                b and alphabet:byte(((n >> 6) & 63) + 1) or 61, c and alphabet:byte((n & 63) + 1) or 61)
+  end
+  return table.concat(out)
+end
+
 --- Whether a name is a valid environment variable name for the kubelet's
 --- envFrom check (validation.IsEnvVarName: [-._a-zA-Z][-._a-zA-Z0-9]*, not
 --- ".", "..", nor starting with "..").
@@ -494,7 +509,9 @@ function M.render(result, format, opts)
   local items = setmetatable({}, util.array_mt)
   for _, v in ipairs(result.vars) do
     local item = { name = v.name, source = v.source, secret = v.secret }
-    if v.secret and not opts.secrets then item.hidden = true else item.value = v.value end
+    if v.secret and not opts.secrets then item.hidden = true
+    elseif utf8.len(v.value) then item.value = v.value
+    else item.valueBase64 = M.b64encode(v.value) end -- JSON strings cannot carry other bytes
     items[#items + 1] = item
   end
   local doc = { apiVersion = "czctl.io/v1", kind = "Environment", namespace = result.namespace, pod = result.pod,
