@@ -55,14 +55,8 @@ read back exactly by `set -a; . FILE` and python-dotenv (docs/env.md).]],
       end
     end
     if f.file then
-      -- the file is replaced by rename: never do that to a device, a pipe,
-      -- a directory or a link (`--file /dev/null` must not replace /dev/null)
-      local st = require("czctl.process").run({ "stat", "-c", "%F", "--", f.file })
-      local kind = st and st.code == 0 and st.stdout:gsub("%s+$", "") or nil
-      if kind and kind ~= "regular file" and kind ~= "regular empty file" then
-        ctx.usage_error("--file %s is a %s; give the path of a regular file (it is created with mode 0600)",
-                        f.file, kind)
-      end
+      local ok, perr = env.check_path(f.file)
+      if not ok then ctx.usage_error("--file %s", perr) end
     end
     local client = ctx.kube()
     local ok, aerr = access.check(client, f.namespace, access.needs("service env"), "czctl service env")
@@ -89,8 +83,8 @@ read back exactly by `set -a; . FILE` and python-dotenv (docs/env.md).]],
                table.concat(conflicts, ", "))
     end
     if f.file then
-      local wrote, werr = require("czctl.sys").write_file(f.file, text, tonumber("600", 8))
-      if not wrote then fail("cannot write " .. f.file .. ": " .. tostring(werr)) end
+      local wrote, werr = env.write_file(f.file, text)
+      if not wrote then fail(werr) end
       out:info("Wrote %d variables to %s (mode 0600)", #result.vars - #skipped, f.file)
       return 0
     end

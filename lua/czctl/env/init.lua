@@ -543,6 +543,36 @@ function M.run(argv, result)
   end
 end
 
+--- Whether `path` can be written as an environment file: absent or a
+--- regular file (it is replaced by rename, which must never happen to a
+--- device, a pipe, a directory or a link: `--file /dev/null`). Returns
+--- nil and a message otherwise.
+---@param path string
+---@return true|nil
+---@return string|nil err
+function M.check_path(path)
+  local st = require("czctl.process").run({ "stat", "-c", "%F", "--", path })
+  local kind = st and st.code == 0 and st.stdout:gsub("%s+$", "") or nil
+  if kind and kind ~= "regular file" and kind ~= "regular empty file" then
+    return nil, string.format("%s is a %s; give the path of a regular file (it is created with mode 0600)", path, kind)
+  end
+  return true
+end
+
+--- Write an environment file: checked by check_path, replaced atomically,
+--- mode 0600 whatever the umask.
+---@param path string
+---@param text string
+---@return true|nil
+---@return string|nil err
+function M.write_file(path, text)
+  local ok, err = M.check_path(path)
+  if not ok then return nil, err end
+  local wrote, werr = require("czctl.sys").write_file(path, text, tonumber("600", 8))
+  if not wrote then return nil, "cannot write " .. path .. ": " .. tostring(werr) end
+  return true
+end
+
 --- The variables as a name -> value table (for a child process' environment).
 ---@param result czctl.env.Result
 ---@return table<string, string>

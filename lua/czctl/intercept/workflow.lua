@@ -57,6 +57,7 @@ M.HOLD_CHECK_INTERVAL = 2
 ---@field kubeconfig? string
 ---@field context? string
 ---@field hooks? czctl.intercept.Hooks
+---@field env_file? string               also write the app's environment there (czctl.env, mode 0600)
 ---@field held_by? integer               (internal) pid of the --wait holder this setup runs for
 ---@field session_id? string             (internal) the session id the holder chose
 
@@ -160,6 +161,39 @@ function Run:create(obj)
     state = "unknown"
   end
   fail(err)
+end
+
+--- Step: before anything changes, ask the API server whether the user may
+--- do every step, the undo steps and closing the session included
+--- (czctl.access); fails with one line naming every missing permission.
+function Run:check_access()
+  local access = require "czctl.access"
+  local ns = self.opts.namespace
+  local needs = self.opts.env_file and access.needs("service intercept", "service env")
+                or access.needs("service intercept")
+  self.out:step("Check permissions in namespace " .. ns, function()
+    local ok, err = access.check(self.client, ns, needs, "czctl service intercept")
+    if not ok then fail(err) end
+  end)
+end
+
+--- Step (with --env-file): the environment of the Service's app, resolved
+--- from its pods before the Service is routed elsewhere, written to a 0600
+--- file (removed again if the intercept rolls back).
+function Run:export_env()
+  local path = self.opts.env_file
+  if not path then return end
+  local env = require "czctl.env"
+  self.out:step("Write the environment of Service " .. self.opts.service .. " to " .. path, function()
+    local existed = io.open(path, "rb")
+    if existed then existed:close() end
+    local result, err = env.resolve(self.client, { namespace = self.opts.namespace, service = self.opts.service })
+    if not result then fail(err) end
+    for _, w in ipairs(result.warnings) do self.out:warn("%s", w) end
+    if not existed then self.ctx.undo:defer("remove " .. path, function() os.remove(path) end) end
+    local ok, werr = env.write_file(path, (env.render(result, "dotenv", { secrets = true })))
+    if not ok then fail(werr) end
+  end)
 end
 
 --- Step: the Service and the port to intercept (-r, or its only port). A
@@ -613,6 +647,8 @@ local function intercept_flags()
     { name = "tunnelHost", type = "string", default = "127.0.0.1",
       help = "with --tunnel direct: the address of this machine as the cluster reaches it" },
     { name = "image", type = "string", default = intercept.DEFAULT_IMAGE, help = "the proxy image" },
+    { name = "envFile", type = "string", complete = "files",
+      help = "also write the environment of the Service's app to this file (mode 0600; see czctl service env)" },
     -- Internal: the setup child of a --wait holder (see hold_from_command_line).
     { name = "heldBy", type = "integer", hidden = true, help = "(internal) pid of the --wait holder" },
     { name = "sessionId", type = "string", hidden = true, help = "(internal) the session id the holder chose" },
@@ -657,7 +693,7 @@ function M.options_from_flags(ctx)
     service = ctx.args.service, namespace = f.namespace, remote_port = f.remotePort, local_port = f.localPort,
     rule = rule, header = not f.all and f.header or nil, tunnel = f.tunnel, tunnel_host = f.tunnelHost,
     image = f.image, wait = f.wait, kubeconfig = f.kubeconfig, context = f.context,
-    held_by = f.heldBy, session_id = f.sessionId,
+    held_by = f.heldBy, session_id = f.sessionId, env_file = f.envFile,
   }
 end
 

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The minimal Role (issue 15, acceptance 3 and 4): the sandbox's restricted
+# user, bound to exactly examples/czctl-developer-role.yaml, can run every
+# command (intercept with --env-file, session list, service env, session
+# close, also from another machine); with any one verb of any rule removed,
+# kubectl auth can-i says no, and `service intercept` refuses up front with
+# a one-line error naming exactly that permission, having written nothing
+# (the audit log shows no request but the access reviews) and left the
+# Service as it was; `service env` refuses the same way for the ones it needs.
+source "$(dirname "$0")/lib/common.sh"
+
+ROLE="$E2E_ROOT/examples/czctl-developer-role.yaml"
+sandbox_up
+deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
+kubectl apply -f - >/dev/null <<'EOF'
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: envapp}
+data: {MODE: blue}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: envapp}
+stringData: {TOKEN: t0ken}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: envapp}
+spec:
+  selector: {matchLabels: {app: envapp}}
+  template:
+    metadata: {labels: {app: envapp}}
+    spec:
+      containers:
+        - name: app
+          image: sandbox/echo
+          env:
+            - {name: MODE, valueFrom: {configMapKeyRef: {name: envapp, key: MODE}}}
+            - {name: TOKEN, valueFrom: {secretKeyRef: {name: envapp, key: TOKEN}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: envapp}
+spec:
+  selector: {app: envapp}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+kubectl rollout status deployment/envapp --timeout=60s >/dev/null || { fail "the env app deploys"; exit 1; }
+PORT=$(local_server laptop)
+svc_before=$(service_state demo)
+AS=(--context restricted)
+
+# apply_role [RESOURCE VERB]: the example Role (without that one verb) and
+# its RoleBinding, bound to the sandbox's restricted user.
+apply_role() {
+  python3 - "$ROLE" "${1:-}" "${2:-}" <<'PY' | kubectl apply -n default -f - >/dev/null
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+for d in docs:
+    if d["kind"] == "Role":
+        for r in d["rules"]:
+            if r["resources"] == [sys.argv[2]]:
+                r["verbs"] = [v for v in r["verbs"] if v != sys.argv[3]]
+        d["rules"] = [r for r in d["rules"] if r["verbs"]]   # a rule with no verb left is no rule
+    if d["kind"] == "RoleBinding":
+        d["subjects"] = [{"kind": "User", "name": "restricted", "apiGroup": "rbac.authorization.k8s.io"}]
+print(yaml.safe_dump_all(docs))
+PY
+}
+
+# --- before the Role: refused up front, naming everything -----------------------
+out=$("$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" 2>&1); rc=$?
+like "$rc $out" '^1 .*needs permissions you do not have in namespace "default": get services, patch services' \
+  "without the Role, service intercept refuses up front and lists what is missing"
+
+# --- with exactly the Role: every command works -----------------------------------
+apply_role
+is "$(kubectl "${AS[@]}" auth can-i get secrets -n default)" yes "kubectl auth can-i agrees the Role is bound"
+out=$("$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" --env-file "$WORK/demo.env" 2>&1); rc=$?
+is "$rc" 0 "service intercept --env-file works with the Role"; [ "$rc" = 0 ] || echo "$out" | sed 's/^/# /'
+like "$(who "http://$(cluster_ip demo)/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "the intercept routes to this machine"
+is "$(stat -c %a "$WORK/demo.env" 2>/dev/null)" 600 "--env-file wrote a 0600 file"
+id=$(session_ids)
+like "$("$CZCTL" session list -n default "${AS[@]}" 2>&1)" "$id +default +demo" "session list -n works with the Role"
+like "$("$CZCTL" service env envapp "${AS[@]}" --show-secrets 2>&1)" "TOKEN='t0ken'" "service env works with the Role"
+"$CZCTL" session close "${AS[@]}" -q; is "$?" 0 "session close works with the Role"
+is "$(service_state demo)" "$svc_before" "the Service is restored"
+is "$(czctl_leftovers)" "" "nothing is left behind"
+"$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" -q; is "$?" 0 "a second intercept works"
+mv "$XDG_STATE_HOME" "$WORK/state-elsewhere"
+"$CZCTL" session close -n default "${AS[@]}" -q; is "$?" 0 "session close from another machine (no local record) works with the Role"
+is "$(service_state demo)" "$svc_before" "the Service is restored again"
+is "$(czctl_leftovers)" "" "nothing is left behind again"
+
+# --- each verb of each rule removed in turn --------------------------------------
+env_needs=" get/services list/pods get/configmaps get/secrets "
+python3 -c 'import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d["kind"] == "Role":
+        for r in d["rules"]:
+            for v in r["verbs"]: print(r["resources"][0], v, (r["apiGroups"][0] or ""))' "$ROLE" >"$WORK/perms"
+n=0
+while read -r resource verb group; do
+  n=$((n + 1))
+  name="$verb $resource${group:+.$group}"
+  apply_role "$resource" "$verb"
+  is "$(kubectl "${AS[@]}" auth can-i "$verb" "$resource${group:+.$group}" -n default)" no "without '$name', kubectl auth can-i says no"
+  mark=$(wc -l <"$CLUSTER/audit.jsonl")
+  out=$("$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" --env-file "$WORK/x.env" 2>&1); rc=$?
+  is "$rc:$(printf '%s\n' "$out" | wc -l)" "1:1" "without '$name', service intercept fails with one line"
+  like "$out" "needs permissions you do not have in namespace \"default\": $name \(see docs/permissions.md" \
+    "the error names exactly '$name'"
+  writes=$(tail -n +"$((mark + 1))" "$CLUSTER/audit.jsonl" | python3 -c 'import json, sys
+print(" ".join(r["method"] + " " + r["path"] for r in map(json.loads, sys.stdin)
+      if r["user"] == "restricted" and r["method"] != "GET" and "/apis/authorization.k8s.io/" not in r["path"]))')
+  is "$writes" "" "without '$name', nothing was written (only access reviews were asked)"
+  check "without '$name', no env file is left" test ! -e "$WORK/x.env"
+  if [[ $env_needs == *" $verb/$resource "* ]]; then
+    out=$("$CZCTL" service env envapp "${AS[@]}" 2>&1); rc=$?
+    like "$rc $out" "^1 .*czctl service env needs permissions .*: $name \(" "without '$name', service env refuses up front naming it"
+  fi
+done <"$WORK/perms"
+is "$n" 19 "the Role has 19 verbs, each removed once"
+is "$(service_state demo)" "$svc_before" "after all these refusals the Service is as it was"
+is "$(czctl_leftovers)" "" "nothing of czctl is in the cluster"
+
+done_testing
