@@ -50,23 +50,30 @@ PORT=$(local_server laptop)
 svc_before=$(service_state demo)
 AS=(--context restricted)
 
-# apply_role [RESOURCE VERB]: the example Role (without that one verb) and
-# its RoleBinding, bound to the sandbox's restricted user.
-apply_role() {
-  python3 - "$ROLE" "${1:-}" "${2:-}" <<'PY' | kubectl apply -n default -f - >/dev/null
-import sys, yaml
+# The example Role and its RoleBinding, bound to the sandbox's restricted
+# user: $WORK/role.yaml as it is, and $WORK/role-N.yaml without the Nth verb
+# (listed in $WORK/perms as "RESOURCE VERB GROUP"); one Python run for all.
+python3 - "$ROLE" "$WORK" <<'PY'
+import copy, sys, yaml
 docs = list(yaml.safe_load_all(open(sys.argv[1])))
 for d in docs:
-    if d["kind"] == "Role":
-        for r in d["rules"]:
-            if r["resources"] == [sys.argv[2]]:
-                r["verbs"] = [v for v in r["verbs"] if v != sys.argv[3]]
-        d["rules"] = [r for r in d["rules"] if r["verbs"]]   # a rule with no verb left is no rule
     if d["kind"] == "RoleBinding":
         d["subjects"] = [{"kind": "User", "name": "restricted", "apiGroup": "rbac.authorization.k8s.io"}]
-print(yaml.safe_dump_all(docs))
+role = next(d for d in docs if d["kind"] == "Role")
+yaml.safe_dump_all(docs, open(sys.argv[2] + "/role.yaml", "w"))
+perms = open(sys.argv[2] + "/perms", "w")
+n = 0
+for i, rule in enumerate(role["rules"]):
+    for verb in rule["verbs"]:
+        n += 1
+        perms.write("%s %s %s\n" % (rule["resources"][0], verb, rule["apiGroups"][0]))
+        variant = copy.deepcopy(docs)
+        r = next(d for d in variant if d["kind"] == "Role")
+        r["rules"][i]["verbs"] = [v for v in rule["verbs"] if v != verb]
+        r["rules"] = [x for x in r["rules"] if x["verbs"]]   # a rule with no verb left is no rule
+        yaml.safe_dump_all(variant, open("%s/role-%d.yaml" % (sys.argv[2], n), "w"))
 PY
-}
+apply_role() { kubectl apply -n default -f "$WORK/role${1:+-$1}.yaml" >/dev/null; }
 
 # --- before the Role: refused up front, naming everything -----------------------
 out=$("$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" 2>&1); rc=$?
@@ -94,25 +101,19 @@ is "$(czctl_leftovers)" "" "nothing is left behind again"
 
 # --- each verb of each rule removed in turn --------------------------------------
 env_needs=" get/services list/pods get/configmaps get/secrets "
-python3 -c 'import sys, yaml
-for d in yaml.safe_load_all(open(sys.argv[1])):
-    if d["kind"] == "Role":
-        for r in d["rules"]:
-            for v in r["verbs"]: print(r["resources"][0], v, (r["apiGroups"][0] or ""))' "$ROLE" >"$WORK/perms"
 n=0
 while read -r resource verb group; do
   n=$((n + 1))
   name="$verb $resource${group:+.$group}"
-  apply_role "$resource" "$verb"
+  apply_role "$n"
   is "$(kubectl "${AS[@]}" auth can-i "$verb" "$resource${group:+.$group}" -n default)" no "without '$name', kubectl auth can-i says no"
   mark=$(wc -l <"$CLUSTER/audit.jsonl")
   out=$("$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" --env-file "$WORK/x.env" 2>&1); rc=$?
   is "$rc:$(printf '%s\n' "$out" | wc -l)" "1:1" "without '$name', service intercept fails with one line"
   like "$out" "needs permissions you do not have in namespace \"default\": $name \(see docs/permissions.md" \
     "the error names exactly '$name'"
-  writes=$(tail -n +"$((mark + 1))" "$CLUSTER/audit.jsonl" | python3 -c 'import json, sys
-print(" ".join(r["method"] + " " + r["path"] for r in map(json.loads, sys.stdin)
-      if r["user"] == "restricted" and r["method"] != "GET" and "/apis/authorization.k8s.io/" not in r["path"]))')
+  writes=$(tail -n +"$((mark + 1))" "$CLUSTER/audit.jsonl" | grep '"user":"restricted"' | grep -v '"method":"GET"' \
+           | grep -v '"path":"/apis/authorization.k8s.io/')
   is "$writes" "" "without '$name', nothing was written (only access reviews were asked)"
   check "without '$name', no env file is left" test ! -e "$WORK/x.env"
   if [[ $env_needs == *" $verb/$resource "* ]]; then
