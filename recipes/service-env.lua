@@ -71,6 +71,10 @@ read back exactly by `set -a; . FILE` and python-dotenv (docs/env.md).]],
       local written, merr = require("czctl.env.mount").write(client, result.pod_object, result.container, f.mount)
       if not written then fail(merr) end
       out:info("Wrote %d files of %d volumes under %s", written.files, written.volumes, f.mount)
+      if #written.skipped > 0 then
+        out:warn("volumes not written (only configMap, secret, downwardAPI and projected volumes are): %s",
+                 table.concat(written.skipped, ", "))
+      end
     end
     if #command > 0 then return env.run(command, result) end
     local text, skipped, conflicts = env.render(result, f.output, { secrets = f.file ~= nil or f.showSecrets })

@@ -53,8 +53,18 @@ items = [
   {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "envtest"},
    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "envtest"}},
     "template": {"metadata": {"labels": {"app": "envtest"}, "annotations": {"team": "blue"}},
-     "spec": {"containers": [{
+     "spec": {"volumes": [
+       {"name": "config", "configMap": {"name": "app-config", "items": [
+         {"key": "GREETING", "path": "greeting.txt", "mode": 0o400},
+         {"key": "LOG_LEVEL", "path": "nested/level"}]}},
+       {"name": "secrets", "secret": {"secretName": "awkward", "defaultMode": 0o640}},
+       {"name": "scratch", "emptyDir": {}}],
+      "containers": [{
        "name": "app", "image": "sandbox/echo", "ports": [{"containerPort": 8080}],
+       "volumeMounts": [{"name": "config", "mountPath": "/etc/app"},
+                        {"name": "secrets", "mountPath": "/var/run/secrets/app"},
+                        {"name": "secrets", "mountPath": "/etc/one-secret.txt", "subPath": "QUOTES"},
+                        {"name": "scratch", "mountPath": "/tmp/scratch"}],
        "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": "1500m", "memory": "1Gi"}},
        "envFrom": [{"configMapRef": {"name": "app-config"}, "prefix": "CFG_"},
                    {"secretRef": {"name": "app-secret"}},
@@ -205,6 +215,29 @@ out=$("$CZCTL" service env nope 2>&1); rc=$?
 is "$rc:$(echo "$out" | wc -l)" "1:1" "an unknown Service is a one-line error, exit 1"
 out=$("$CZCTL" service env envtest -c nope 2>&1); rc=$?
 like "$rc $out" '^1 .*no container "nope" \(it has: app\)' "an unknown container is named with the ones there are"
+
+# --- --mount: the ConfigMap and Secret volumes as files ------------------------
+"$CZCTL" service env envtest --mount "$WORK/mnt" --file "$WORK/mnt.env" 2>"$WORK/mount.err"; is "$?" 0 "--mount exits 0"
+like "$(cat "$WORK/mount.err")" "Wrote 19 files of 4 volumes under" \
+  "it says what it wrote (2 + 14 + 1 subPath + the service account volume's ca.crt and namespace, not its token)"
+is "$(cat "$WORK/mnt/var/run/secrets/kubernetes.io/serviceaccount/namespace")" default "a downwardAPI item is written"
+check "no token is written" test ! -e "$WORK/mnt/var/run/secrets/kubernetes.io/serviceaccount/token"
+like "$(cat "$WORK/mount.err")" "volumes not written .*: scratch" "an emptyDir is named as not written"
+is "$(find "$WORK/mnt" -type f -printf '%P %m\n' | sort | head -4 | tr '\n' ' ')" \
+  "etc/app/greeting.txt 400 etc/app/nested/level 644 etc/one-secret.txt 600 var/run/secrets/app/BACKSLASHES 600 " \
+  "files at their mount paths with items, subPath and modes (Secret files owner-only)"
+python3 - "$WORK/mnt" "$WORK/awkward.json" "$WORK/pod-files.txt" >"$WORK/mount.out" <<'PY'
+import json, os, sys
+root, awkward = sys.argv[1], json.load(open(sys.argv[2]))
+bad = [k for k, v in awkward.items()
+       if open(os.path.join(root, "var/run/secrets/app", k), "rb").read() != v.encode("utf-8", "surrogateescape")]
+print(", ".join(bad) or "exact")
+PY
+is "$(cat "$WORK/mount.out")" exact "every Secret file holds its exact bytes"
+is "$(cat "$WORK/mnt/etc/app/greeting.txt")" "$(kubectl exec "$POD" -- cat etc/app/greeting.txt)" \
+  "a ConfigMap file is what the pod reads at that path"
+is "$(cat "$WORK/mnt/etc/one-secret.txt")" "$(kubectl exec "$POD" -- cat etc/one-secret.txt)" \
+  "a subPath file is what the pod reads at that path"
 
 # --- acceptance 2: the dotenv file round-trips every byte ---------------------
 like "$(cat "$WORK/file.err")" "python-dotenv reads these differently from a shell.*: (.*)$" \
