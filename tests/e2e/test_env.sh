@@ -216,6 +216,20 @@ is "$rc:$(echo "$out" | wc -l)" "1:1" "an unknown Service is a one-line error, e
 out=$("$CZCTL" service env envtest -c nope 2>&1); rc=$?
 like "$rc $out" '^1 .*no container "nope" \(it has: app\)' "an unknown container is named with the ones there are"
 
+# --- while czctl intercepts the Service: still the app's pod, not the proxy's --------
+PORT=$(local_server laptop)
+"$CZCTL" service intercept envtest -l "$PORT" --tunnel direct --env-file "$WORK/intercept.env" -q
+is "$?" 0 "service intercept --env-file exits 0"
+cmp -s "$WORK/intercept.env" "$WORK/app.env"; is "$?" 0 "--env-file writes the same file as service env --file"
+is "$(stat -c %a "$WORK/intercept.env")" 600 "--env-file's file is 0600"
+like "$("$CZCTL" service env envtest -o json 2>/dev/null)" "\"pod\": \"$POD\"" \
+  "during the intercept, service env still uses the app's pod (the original selector)"
+"$CZCTL" session close -q; is "$?" 0 "the session closes"
+rm -f "$WORK/never.env"
+"$CZCTL" service intercept envtest -l "$PORT" --tunnel direct --env-file "$WORK/never.env" --image no-such/image:1 -q \
+  2>/dev/null; is "$?" 1 "an intercept whose proxy cannot start fails"
+check "and its rollback removes the env file it wrote" test ! -e "$WORK/never.env"
+
 # --- --mount: the ConfigMap and Secret volumes as files ------------------------
 "$CZCTL" service env envtest --mount "$WORK/mnt" --file "$WORK/mnt.env" 2>"$WORK/mount.err"; is "$?" 0 "--mount exits 0"
 like "$(cat "$WORK/mount.err")" "Wrote 19 files of 4 volumes under" \
