@@ -48,15 +48,6 @@ describe("env.resource_value: ceil(quantity / divisor)", function()
   end)
 end)
 
-describe("env.valid_name: the kubelet's envFrom key check", function()
-  for _, c in ipairs({ { "A", true }, { "a.b-c_d", true }, { "_x", true }, { "1BAD", false }, { ".", false },
-                       { "..", false }, { "..x", false }, { ".x", true }, { "a b", false }, { "", false } }) do
-    it(string.format("%q is %s", c[1], c[2] and "valid" or "invalid"), function()
-      assert.equal(c[2], env.valid_name(c[1]))
-    end)
-  end
-end)
-
 describe("env.field_value", function()
   local pod = { metadata = { name = "p", namespace = "ns", uid = "u", labels = { app = "web" } },
                 spec = { nodeName = "n1", serviceAccountName = "sa" },

@@ -7,9 +7,9 @@
 --   local r = env.resolve(client, { namespace = "default", service = "web" })
 --   r.pod, r.container, r.vars[i] = { name, value, secret, source }
 --
--- The kubelet's rules kept here: envFrom sources first, in order, each key
--- with its prefix and skipped (with a warning) when the result is not a
--- valid variable name; then env in order, each entry overriding what came
+-- The kubelet's rules kept here: envFrom sources first, in order, every key
+-- with its prefix (kubelets since 1.30 no longer skip keys that are not
+-- C-style names, KEP-4369); then env in order, each entry overriding what came
 -- before; `value` expanded with $(VAR) over what is defined so far ($$ is a
 -- literal $, an undefined reference stays as written); valueFrom never
 -- expanded; optional references to a missing ConfigMap, Secret or key leave
@@ -58,16 +58,6 @@ function M.b64encode(s)
                                 b and alphabet:byte(((n >> 6) & 63) + 1) or 61, c and alphabet:byte((n & 63) + 1) or 61)
   end
   return table.concat(out)
-end
-
---- Whether a name is a valid environment variable name for the kubelet's
---- envFrom check (validation.IsEnvVarName: [-._a-zA-Z][-._a-zA-Z0-9]*, not
---- ".", "..", nor starting with "..").
----@param name string
----@return boolean
-function M.valid_name(name)
-  if not name:match("^[%-%._%a][%-%._%w]*$") then return false end
-  return name ~= "." and name ~= ".." and name:sub(1, 2) ~= ".."
 end
 
 --- Expand $(VAR) references as the kubelet does (third_party/forked/golang/
@@ -360,21 +350,11 @@ function M.from_pod(client, pod, container)
                                     kind, ref.name, container.name)
         end
       else
-        local data, keys, invalid = data_of(kind, obj), {}, {}
+        local data, keys = data_of(kind, obj), {}
         for k in pairs(data) do keys[#keys + 1] = k end
         table.sort(keys)
         for _, k in ipairs(keys) do
-          local name = prefix .. k
-          if M.valid_name(name) then
-            set(name, data[k], kind == "Secret", string.format("%s %s", kind:lower(), ref.name))
-          else
-            invalid[#invalid + 1] = name
-          end
-        end
-        if #invalid > 0 then
-          warnings[#warnings + 1] = string.format("keys [%s] from the envFrom %s %s/%s were skipped since they are "
-                                                  .. "not valid environment variable names (as the kubelet does)",
-                                                  table.concat(invalid, ", "), kind:lower(), ns, ref.name)
+          set(prefix .. k, data[k], kind == "Secret", string.format("%s %s", kind:lower(), ref.name))
         end
       end
     end

@@ -1,7 +1,7 @@
 """A container's environment as the kubelet builds it (pkg/kubelet/kubelet_pods.go
-makeEnvironmentVariables): envFrom sources first, in order, keys with their prefix,
-keys that are not valid variable names skipped (an InvalidEnvironmentVariableNames
-warning); then env in order, each entry overriding; `value` expanded with $(VAR)
+makeEnvironmentVariables): envFrom sources first, in order, every key with its prefix
+(kubelets since 1.30 no longer skip keys that are not C-style names: KEP-4369, relaxed
+environment variable names); then env in order, each entry overriding; `value` expanded with $(VAR)
 over what is defined so far (third_party/forked/golang/expansion: $$ is $, an
 undefined reference is kept as written); valueFrom never expanded; optional refs to a
 missing ConfigMap, Secret or key leave the variable unset, required ones fail the
@@ -13,16 +13,10 @@ import math
 import re
 from fractions import Fraction
 
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _SUFFIX = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": Fraction(1),
            "k": Fraction(10**3), "M": Fraction(10**6), "G": Fraction(10**9), "T": Fraction(10**12),
            "P": Fraction(10**15), "E": Fraction(10**18), "Ki": Fraction(2**10), "Mi": Fraction(2**20),
            "Gi": Fraction(2**30), "Ti": Fraction(2**40), "Pi": Fraction(2**50), "Ei": Fraction(2**60)}
-
-
-def valid_name(name):
-    """validation.IsEnvVarName."""
-    return bool(_ENV_NAME.match(name)) and name not in (".", "..") and not name.startswith("..")
 
 
 def expand(value, lookup):
@@ -107,16 +101,8 @@ def container_env(store, namespace, pod, container, field, allocatable, config_e
                     continue
                 raise config_error('%s "%s" not found' % ("configmap" if kind == "configmaps" else "secret",
                                                           ref.get("name")))
-            invalid = []
             for k, v in _data(kind, obj).items():
-                if not valid_name(prefix + k):
-                    invalid.append(prefix + k)
-                    continue
                 env[prefix + k] = v
-            if invalid:
-                warnings.append("Keys [%s] from the EnvFrom %s %s/%s were skipped since they are considered invalid "
-                                "environment variable names." % (", ".join(sorted(invalid)), "configMap" if kind ==
-                                                                 "configmaps" else "secret", namespace, ref.get("name")))
     for e in container.get("env") or []:
         name = e.get("name")
         value = e.get("value") or ""
