@@ -85,6 +85,14 @@ def _data(kind, obj):
     return dict(data)
 
 
+def _source(store, namespace, kind, ref, config_error):
+    """The ConfigMap or Secret a reference names; None when it is missing and optional."""
+    obj = store.get(kind, namespace, ref.get("name"))
+    if obj is None and not ref.get("optional"):
+        raise config_error('%s "%s" not found' % ("configmap" if kind == "configmaps" else "secret", ref.get("name")))
+    return obj
+
+
 def container_env(store, namespace, pod, container, field, allocatable, config_error):
     """(env dict, warnings). field(ref) resolves a fieldRef; allocatable() the node's;
     config_error(msg) is raised for what fails the container."""
@@ -95,12 +103,9 @@ def container_env(store, namespace, pod, container, field, allocatable, config_e
             ref = ef.get(key)
             if ref is None:
                 continue
-            obj = store.get(kind, namespace, ref.get("name"))
+            obj = _source(store, namespace, kind, ref, config_error)
             if obj is None:
-                if ref.get("optional"):
-                    continue
-                raise config_error('%s "%s" not found' % ("configmap" if kind == "configmaps" else "secret",
-                                                          ref.get("name")))
+                continue
             for k, v in _data(kind, obj).items():
                 env[prefix + k] = v
     for e in container.get("env") or []:
@@ -122,12 +127,9 @@ def container_env(store, namespace, pod, container, field, allocatable, config_e
             elif vf.get("configMapKeyRef") or vf.get("secretKeyRef"):
                 kind, ref = (("configmaps", vf["configMapKeyRef"]) if vf.get("configMapKeyRef")
                              else ("secrets", vf["secretKeyRef"]))
-                obj = store.get(kind, namespace, ref.get("name"))
+                obj = _source(store, namespace, kind, ref, config_error)
                 if obj is None:
-                    if ref.get("optional"):
-                        continue
-                    raise config_error('%s "%s" not found' % ("configmap" if kind == "configmaps" else "secret",
-                                                              ref.get("name")))
+                    continue
                 data = _data(kind, obj)
                 if ref.get("key") not in data:
                     if ref.get("optional"):
