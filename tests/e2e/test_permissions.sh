@@ -4,7 +4,8 @@
 # command (intercept with --env-file, session list, service env, session
 # close, also from another machine); with any one verb of any rule removed,
 # kubectl auth can-i says no, and `service intercept` refuses up front with
-# a one-line error naming exactly that permission, having written nothing
+# a one-line error naming exactly that permission (and so does -c, closing
+# a session first, for the ones closing needs), having written nothing
 # (the audit log shows no request but the access reviews) and left the
 # Service as it was; `service env` refuses the same way for the ones it needs.
 source "$(dirname "$0")/lib/common.sh"
@@ -100,7 +101,12 @@ is "$(service_state demo)" "$svc_before" "the Service is restored again"
 is "$(czctl_leftovers)" "" "nothing is left behind again"
 
 # --- each verb of each rule removed in turn --------------------------------------
+# A session (the admin's) holds the Service meanwhile, so that `-c` (close
+# it first) has something to close.
 env_needs=" get/services list/pods get/configmaps get/secrets "
+close_needs=" get/services patch/services delete/services list/services delete/configmaps list/configmaps delete/deployments list/deployments watch/deployments "
+"$CZCTL" service intercept demo --tunnel direct -l "$PORT" -q; is "$?" 0 "the admin intercepts the Service meanwhile"
+held=$(service_state demo)
 n=0
 while read -r resource verb group; do
   n=$((n + 1))
@@ -112,17 +118,23 @@ while read -r resource verb group; do
   is "$rc:$(printf '%s\n' "$out" | wc -l)" "1:1" "without '$name', service intercept fails with one line"
   like "$out" "needs permissions you do not have in namespace \"default\": $name \(see docs/permissions.md" \
     "the error names exactly '$name'"
-  writes=$(tail -n +"$((mark + 1))" "$CLUSTER/audit.jsonl" | grep '"user":"restricted"' | grep -v '"method":"GET"' \
-           | grep -v '"path":"/apis/authorization.k8s.io/')
-  is "$writes" "" "without '$name', nothing was written (only access reviews were asked)"
-  check "without '$name', no env file is left" test ! -e "$WORK/x.env"
+  if [[ $close_needs == *" $verb/$resource "* ]]; then
+    out=$("$CZCTL" service intercept demo -c "${AS[@]}" 2>&1); rc=$?
+    like "$rc $out" "^1 .*needs permissions .*: $name \(" "without '$name', service intercept -c refuses up front naming it"
+  fi
   if [[ $env_needs == *" $verb/$resource "* ]]; then
     out=$("$CZCTL" service env envapp "${AS[@]}" 2>&1); rc=$?
     like "$rc $out" "^1 .*czctl service env needs permissions .*: $name \(" "without '$name', service env refuses up front naming it"
   fi
+  writes=$(tail -n +"$((mark + 1))" "$CLUSTER/audit.jsonl" | grep '"user":"restricted"' | grep -v '"method":"GET"' \
+           | grep -v '"path":"/apis/authorization.k8s.io/')
+  is "$writes" "" "without '$name', nothing was written (only access reviews were asked)"
+  check "without '$name', no env file is left" test ! -e "$WORK/x.env"
 done <"$WORK/perms"
 is "$n" 19 "the Role has 19 verbs, each removed once"
-is "$(service_state demo)" "$svc_before" "after all these refusals the Service is as it was"
+is "$(service_state demo)" "$held" "after all these refusals the Service is as it was (still held by the admin's session)"
+"$CZCTL" session close -q; is "$?" 0 "the admin's session closes"
+is "$(service_state demo)" "$svc_before" "the Service is restored"
 is "$(czctl_leftovers)" "" "nothing of czctl is in the cluster"
 
 done_testing

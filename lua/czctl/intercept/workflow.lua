@@ -58,6 +58,7 @@ M.HOLD_CHECK_INTERVAL = 2
 ---@field context? string
 ---@field hooks? czctl.intercept.Hooks
 ---@field env_file? string               also write the app's environment there (czctl.env, mode 0600)
+---@field access_checked? boolean       (internal) the permissions were checked already (before --clean)
 ---@field held_by? integer               (internal) pid of the --wait holder this setup runs for
 ---@field session_id? string             (internal) the session id the holder chose
 
@@ -167,12 +168,21 @@ end
 --- do every step, the undo steps and closing the session included
 --- (czctl.access); fails with one line naming every missing permission.
 function Run:check_access()
+  if self.opts.access_checked then return end -- before --clean, for this run too
+  M.check_access(self.ctx, self.opts, self.opts.env_file and { "service intercept", "service env" }
+                                      or { "service intercept" })
+end
+
+--- Fail (one line naming them) unless the user has every permission the
+--- commands need in opts.namespace (czctl.access); also used before --clean.
+---@param ctx table
+---@param opts czctl.intercept.Options
+---@param commands string[] names in czctl.access.NEEDS
+function M.check_access(ctx, opts, commands)
   local access = require "czctl.access"
-  local ns = self.opts.namespace
-  local needs = self.opts.env_file and access.needs("service intercept", "service env")
-                or access.needs("service intercept")
-  self.out:step("Check permissions in namespace " .. ns, function()
-    local ok, err = access.check(self.client, ns, needs, "czctl service intercept")
+  local ns = opts.namespace or "default"
+  ctx.out:step("Check permissions in namespace " .. ns, function()
+    local ok, err = access.check(ctx.kube(), ns, access.needs(table.unpack(commands)), "czctl service intercept")
     if not ok then fail(err) end
   end)
 end
@@ -736,10 +746,14 @@ close`); with --wait it stays and cleans up on Ctrl-C or SIGTERM (exit 0).
     if f.wait and not f.heldBy then return M.hold_from_command_line(ctx) end
     -- --clean: close whatever session holds this Service, then go on (or stop).
     if f.clean then
-      local closed = close_sessions_on(ctx, opts.namespace, opts.service)
       local given = ctx.sources
-      if not (given.localPort == "flag" or given.remotePort == "flag" or given.header == "flag" or f.all
-              or f.wait) then
+      local alone = not (given.localPort == "flag" or given.remotePort == "flag" or given.header == "flag" or f.all
+                         or f.wait)
+      M.check_access(ctx, opts, alone and { "session close" }
+                                or opts.env_file and { "service intercept", "service env" } or { "service intercept" })
+      opts.access_checked = not alone
+      local closed = close_sessions_on(ctx, opts.namespace, opts.service)
+      if alone then
         M.report(ctx, { kind = "CloseResult", closed = closed, failed = setmetatable({}, util.array_mt),
                         service = opts.service, namespace = opts.namespace })
         return 0
