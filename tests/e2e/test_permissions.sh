@@ -52,10 +52,10 @@ svc_before=$(service_state demo)
 AS=(--context restricted)
 
 # The example Role and its RoleBinding, bound to the sandbox's restricted
-# user: $WORK/role.yaml as it is, and $WORK/role-N.yaml without the Nth verb
+# user: $WORK/role.yaml as it is, and $WORK/role-N.json without the Nth verb
 # (listed in $WORK/perms as "RESOURCE VERB GROUP"); one Python run for all.
 python3 - "$ROLE" "$WORK" <<'PY'
-import copy, sys, yaml
+import copy, json, sys, yaml
 docs = list(yaml.safe_load_all(open(sys.argv[1])))
 for d in docs:
     if d["kind"] == "RoleBinding":
@@ -72,9 +72,19 @@ for i, rule in enumerate(role["rules"]):
         r = next(d for d in variant if d["kind"] == "Role")
         r["rules"][i]["verbs"] = [v for v in rule["verbs"] if v != verb]
         r["rules"] = [x for x in r["rules"] if x["verbs"]]   # a rule with no verb left is no rule
-        yaml.safe_dump_all(variant, open("%s/role-%d.yaml" % (sys.argv[2], n), "w"))
+        r["metadata"]["namespace"] = "default"
+        json.dump(r, open("%s/role-%d.json" % (sys.argv[2], n), "w"))
 PY
-apply_role() { kubectl apply -n default -f "$WORK/role${1:+-$1}.yaml" >/dev/null; }
+# apply_role [N]: the Role and binding as they are (kubectl apply), or the
+# Nth variant of the Role (one PUT with curl: much faster than kubectl).
+apply_role() {
+  if [ -z "${1:-}" ]; then kubectl apply -n default -f "$WORK/role.yaml" >/dev/null; return; fi
+  local server token
+  server=$(sed -n 's/^ *server: *//p' "$KUBECONFIG" | head -1)
+  token=$(sed -n 's/^ *token: *//p' "$KUBECONFIG" | head -1)
+  curl -sf -o /dev/null --cacert "$CLUSTER/ca.crt" -H "Authorization: Bearer $token" -H "Content-Type: application/json" \
+    -X PUT --data-binary @"$WORK/role-$1.json" "$server/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles/czctl-developer"
+}
 
 # --- before the Role: refused up front, naming everything -----------------------
 out=$("$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" 2>&1); rc=$?
@@ -111,7 +121,7 @@ n=0
 while read -r resource verb group; do
   n=$((n + 1))
   name="$verb $resource${group:+.$group}"
-  apply_role "$n"
+  apply_role "$n" || fail "the Role without '$name' is applied"
   is "$(kubectl "${AS[@]}" auth can-i "$verb" "$resource${group:+.$group}" -n default)" no "without '$name', kubectl auth can-i says no"
   mark=$(wc -l <"$CLUSTER/audit.jsonl")
   out=$("$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" --env-file "$WORK/x.env" 2>&1); rc=$?
