@@ -20,6 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)   # the machine is shared: absolute times depend on it
 "$ROOT/tests/sandbox/sandbox" up "$WORK/cluster" >/dev/null
 kubectl apply -f "$ROOT/examples/demo-app.yaml" >/dev/null
 kubectl rollout status deployment/demo --timeout=60s >/dev/null
@@ -80,7 +81,8 @@ Command: \`bench/intercept.sh $RUNS\` ($RUNS interleaved rounds on one sandbox: 
 czctl cleanup, baseline setup, baseline cleanup; medians). czctl: \`czctl service intercept demo
 -l PORT --tunnel direct -q\` and \`czctl session close -q\`; baseline: \`bench/baseline-kubectl.sh\`
 (the same objects and steps with kubectl, \`kubectl rollout status\`, \`kubectl delete --wait\`).
-Machine: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%d).
+Machine: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%d), load average before the runs $LOAD (the machine is shared;
+the ratios, taken on interleaved runs, are what the goals are about).
 
 | step | czctl median | kubectl baseline median | ratio (goal <= 0.1) |
 |---|---|---|---|

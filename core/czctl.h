@@ -19,6 +19,7 @@ int luaopen_czctl_core_sys(lua_State *L);   /* core/sys.c */
 int luaopen_czctl_core_net(lua_State *L);   /* core/net.c */
 int luaopen_czctl_core_kube(lua_State *L);  /* core/kube.c (core-kube) */
 int luaopen_czctl_core_embed(lua_State *L); /* core/embed.c */
+int luaopen_czctl_core_landing(lua_State *L); /* core/landing.c */
 
 /*
  * Register every C module, cjson, czctl.core.embed and every embedded Lua

@@ -167,6 +167,7 @@ void czctl_preload_all(lua_State *L)
         {"cjson", luaopen_cjson},
         {"czctl.core.embed", luaopen_czctl_core_embed},
         {"czctl.core.kube", luaopen_czctl_core_kube},
+        {"czctl.core.landing", luaopen_czctl_core_landing},
         {"czctl.core.net", luaopen_czctl_core_net},
         {"czctl.core.proc", luaopen_czctl_core_proc},
         {"czctl.core.sys", luaopen_czctl_core_sys},

@@ -434,6 +434,33 @@ static mode_t check_mode(lua_State *L, int arg, lua_Integer def)
     return (mode_t)m;
 }
 
+/* sys.lstat(path) -> {kind=, mode=, uid=} | nil, msg, errno. kind: "file",
+ * "dir", "link" (not followed) or "other"; mode: the permission bits. */
+static int sys_lstat(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return sys_fail(L, path);
+    const char *kind = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "dir"
+                     : S_ISLNK(st.st_mode) ? "link" : "other";
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
+    lua_setfield(L, -2, "mode");
+    lua_pushinteger(L, (lua_Integer)st.st_uid);
+    lua_setfield(L, -2, "uid");
+    return 1;
+}
+
+/* sys.getuid() -> integer (the real user id) */
+static int sys_getuid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getuid());
+    return 1;
+}
+
 /* sys.mkdir_p(path[, mode=0700]) -> true | nil, msg, errno */
 static int sys_mkdir_p(lua_State *L)
 {
@@ -710,9 +737,11 @@ static const luaL_Reg sys_funcs[] = {
     {"exe", sys_exe},
     {"getenv", sys_getenv},
     {"getpid", sys_getpid},
+    {"getuid", sys_getuid},
     {"hostname", sys_hostname},
     {"isatty", sys_isatty},
     {"listdir", sys_listdir},
+    {"lstat", sys_lstat},
     {"mkdir_p", sys_mkdir_p},
     {"now", sys_now},
     {"pending_signal", sys_pending_signal},

@@ -58,6 +58,10 @@ bad_input "an unknown tunnel provider" 'unknown tunnel provider "carrier-pigeon"
   service intercept demo -l 3000 --tunnel carrier-pigeon
 bad_input "a refused permission (restricted user)" 'forbidden' 1 \
   service intercept demo -l 3000 --tunnel direct --context restricted
+bad_input "a header value longer than 1024 bytes" 'X-Dev value is 4100 bytes long; at most 1024 are allowed' 2 \
+  service intercept demo -x "X-Dev:$(printf 'a%.0s' $(seq 4100))" -l 3000 --tunnel direct
+bad_input "a header name as long" 'header name is 300 characters long; at most 256 are allowed' 2 \
+  service intercept demo -x "$(printf 'a%.0s' $(seq 300)):yes" -l 3000 --tunnel direct
 bad_input "a header name with a space" "invalid header name \"X Team\": only letters, digits, '-' and '_' are allowed" 2 \
   service intercept demo -x 'X Team:v' -l 3000 --tunnel direct
 bad_input "a header name with a dot" "\"X.Team\" contains \".\", which NGINX ignores.*only letters, digits, '-' and '_' are allowed" 2 \
@@ -66,6 +70,29 @@ bad_input "-c on an unknown Service" 'Service "nope" not found in namespace "def
   service intercept nope -c
 bad_input "-c in an unknown namespace" 'namespace "nowhere" not found' 1 \
   service intercept demo -n nowhere -c
+# --tunnel direct: the address pods reach is this machine's on a Node's
+# network; 127.0.0.1 is the pod itself there, and another machine's address
+# cannot be listened on; who may not list Nodes must say where.
+bad_input "--tunnel-host on the loopback" \
+  "^czctl: error: --tunnel-host 127\\.0\\.0\\.1 is this machine's loopback, which pods cannot reach; give the address of this machine that the cluster reaches with --tunnel-host ADDRESS$" 1 \
+  service intercept demo -l 3000 --tunnel direct --tunnel-host 127.0.0.1
+bad_input "--tunnel-host of another machine" "^czctl: error: --tunnel-host 192\\.0\\.2\\.254 is not an address of this machine" 1 \
+  service intercept demo -l 3000 --tunnel direct --tunnel-host 192.0.2.254
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: svc-reader, namespace: default}
+rules: [{apiGroups: [""], resources: [services, pods], verbs: [get, list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: restricted-svc-reader, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: svc-reader}
+subjects: [{kind: User, name: restricted}]
+YAML
+bad_input "--tunnel direct when the Nodes cannot be listed" \
+  "cannot tell which address of this machine the cluster reaches: cannot list the cluster's nodes \\(nodes is forbidden.*\\); give the address of this machine that the cluster reaches with --tunnel-host ADDRESS$" 1 \
+  service intercept demo -l 3000 --tunnel direct --context restricted
 sed 's/^\( *token:\).*/\1 not-the-token-4711/' "$KUBECONFIG" >"$WORK/badtoken.kubeconfig"
 bad_input "rejected credentials (401)" \
   'Unauthorized: the cluster rejected the credentials of user "admin" \(context "sandbox"\); refresh them or check the kubeconfig' 1 \

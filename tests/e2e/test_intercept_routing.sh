@@ -22,15 +22,24 @@ is "$rc" 0 "intercept demo with the default header exits 0"
 [ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
 like "$out" "X-C6O-INTERCEPT" "the result names the header to send"
 like "$out" "curl -H" "the result has a curl example"
+try=$(printf '%s\n' "$out" | sed -n 's/^Try  *//p')
+like "$try" "# from inside the cluster$" "the curl example says where to run it"
+like "$(in_cluster sh -c "$try" 2>"$WORK/try.err" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pod"])' 2>&1)" '^laptop$' \
+  "the curl example, run inside the cluster as printed, reaches the local server"
+tunnel=$(printf '%s\n' "$out" | sed -n 's/^Tunnel  *\(http:[^ ]*\) (direct)$/\1/p')
+like "$tunnel" "^http://$(host_gateway):[0-9]+$" "the direct tunnel lands on the detected host gateway"
+curl -s --max-time 5 "$tunnel/" >/dev/null; rc=$?
+# reset at once: curl sees it during its connect (7) or on its first read (56)
+like "$rc" '^(7|56)$' "the landing resets a connection from this machine itself (it admits the cluster's side only)"
 like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "a request with the header reaches the local server"
 like "$(who "http://$IP/")" '^demo-' "a request without the header reaches the in-cluster pod"
 like "$(who "http://$IP/" -H 'x-c6o-intercept: yes')" '^laptop$' "the header name matches case-insensitively"
 like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: YES')" '^demo-' "the header value matches exactly (YES is not yes)"
-host=$(curl -s -H 'X-C6O-INTERCEPT: yes' "http://$IP/" | python3 -c 'import json,sys; h=json.load(sys.stdin)["headers"]; print(h.get("Host") or h.get("host"))')
+host=$(in_cluster curl -s -H 'X-C6O-INTERCEPT: yes' "http://$IP/" | python3 -c 'import json,sys; h=json.load(sys.stdin)["headers"]; print(h.get("Host") or h.get("host"))')
 is "$host" "$IP" "the local server sees the original Host header"
-like "$(python3 "$E2E_LIB/wsclient.py" "$IP" 80 hello X-C6O-INTERCEPT:yes 2>&1)" '^laptop: hello$' \
+like "$(in_cluster python3 "$E2E_LIB/wsclient.py" "$IP" 80 hello X-C6O-INTERCEPT:yes 2>&1)" '^laptop: hello$' \
   "a WebSocket with the header round-trips through the local server"
-like "$(python3 "$E2E_LIB/wsclient.py" "$IP" 80 hello 2>&1)" '^demo-.*: hello$' \
+like "$(in_cluster python3 "$E2E_LIB/wsclient.py" "$IP" 80 hello 2>&1)" '^demo-.*: hello$' \
   "a WebSocket without the header round-trips through the in-cluster pod"
 read -r sent seen len pod < <(upload_check "http://$IP/upload" -H 'X-C6O-INTERCEPT: yes')
 is "$seen/$len/$pod" "$sent/5242880/laptop" "a 5 MiB upload with the header arrives intact at the local server"
@@ -74,9 +83,9 @@ is "$rc" 0 "intercept port web of a two-port Service exits 0"
 [ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
 like "$(who "http://$MIP:80/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "multi-port: the intercepted port routes the header to the local server"
 like "$(who "http://$MIP:80/")" '^multi-' "multi-port: the intercepted port without the header reaches the pod (named targetPort)"
-port_seen=$(curl -s "http://$MIP:9090/" -H 'X-C6O-INTERCEPT: yes' | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["pod"].split("-")[0], o["port"])')
+port_seen=$(in_cluster curl -s "http://$MIP:9090/" -H 'X-C6O-INTERCEPT: yes' | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["pod"].split("-")[0], o["port"])')
 is "$port_seen" "multi 9090" "multi-port: the other port passes through to the original, header or not"
-like "$(python3 "$E2E_LIB/wsclient.py" "$MIP" 9090 hi 2>&1)" '^multi-.*: hi$' "multi-port: WebSocket on the other port reaches the original"
+like "$(in_cluster python3 "$E2E_LIB/wsclient.py" "$MIP" 9090 hi 2>&1)" '^multi-.*: hi$' "multi-port: WebSocket on the other port reaches the original"
 "$CZCTL" session close -q; is "$?" 0 "session close of the multi-port session exits 0"
 snapshot "$WORK/after3.json"
 same_snapshot "$WORK/before.json" "$WORK/after3.json" "after the multi-port session the cluster equals the snapshot"
@@ -148,22 +157,22 @@ spec:
 EOF_YAML
   kubectl rollout status deployment/tls-app --timeout=60s >/dev/null || { fail "the TLS app deploys"; done_testing; exit 1; }
 TIP=$(cluster_ip tls)
-subject() { openssl s_client -connect "$TIP:443" </dev/null 2>/dev/null | openssl x509 -noout -subject 2>/dev/null; }
-is "$(curl -sk --max-time 10 "https://$TIP/")" tls-app-https "TLS app: the TLS port answers before the intercept"
+subject() { in_cluster openssl s_client -connect "$TIP:443" </dev/null 2>/dev/null | openssl x509 -noout -subject 2>/dev/null; }
+is "$(in_cluster curl -sk --max-time 10 "https://$TIP/")" tls-app-https "TLS app: the TLS port answers before the intercept"
 "$CZCTL" service intercept tls -r http -l "$PORT" --tunnel direct -q 2>"$WORK/err"; rc=$?
 is "$rc" 0 "intercept the HTTP port of a Service that also has a TLS port exits 0"
 [ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
 like "$(who "http://$TIP/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "TLS app: the HTTP port routes the header to the local server"
-is "$(curl -s --max-time 10 "http://$TIP/")" tls-app-http "TLS app: the HTTP port without the header reaches the pod"
-is "$(curl -sk --max-time 10 "https://$TIP/" -H 'X-C6O-INTERCEPT: yes')" tls-app-https \
+is "$(in_cluster curl -s --max-time 10 "http://$TIP/")" tls-app-http "TLS app: the HTTP port without the header reaches the pod"
+is "$(in_cluster curl -sk --max-time 10 "https://$TIP/" -H 'X-C6O-INTERCEPT: yes')" tls-app-https \
   "TLS app: the TLS port works through the ClusterIP during the intercept"
 like "$(subject)" "CN ?= ?tls-app.default" "TLS app: clients see the pod's own certificate during the intercept"
 conf=$(kubectl get configmap -l app.kubernetes.io/managed-by=czctl -o jsonpath='{.items[0].data.nginx\.conf}')
 like "$conf" "listen 8082 udp reuseport;" "TLS app: the UDP port passes through on a UDP listener of the (ready) proxy"
 like "$(printf '%s' "$conf" | grep -c 'listen 808[0-9]')" '^3$' "TLS app: the proxy listens once per Service port"
 "$CZCTL" session close -q; is "$?" 0 "session close of the TLS app session exits 0"
-is "$(curl -sk --max-time 10 "https://$TIP/")" tls-app-https "TLS app: the TLS port works after the session is closed"
-is "$(curl -s --max-time 10 "http://$TIP/" -H 'X-C6O-INTERCEPT: yes')" tls-app-http \
+is "$(in_cluster curl -sk --max-time 10 "https://$TIP/")" tls-app-https "TLS app: the TLS port works after the session is closed"
+is "$(in_cluster curl -s --max-time 10 "http://$TIP/" -H 'X-C6O-INTERCEPT: yes')" tls-app-http \
   "TLS app: after close the header no longer reaches the local server"
 
 is "$(czctl_leftovers)" "" "nothing labelled managed-by=czctl is left"

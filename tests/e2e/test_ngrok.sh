@@ -22,16 +22,16 @@ ngrok_alive() {
 out=$(PATH="$FAKE:$PATH" "$CZCTL" service intercept demo -l "$PORT" 2>"$WORK/err"); rc=$?
 is "$rc" 0 "intercept with the default (ngrok) tunnel exits 0"
 [ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
-like "$out" "Tunnel +https://127\\.0\\.0\\.1:[0-9]+ \\(ngrok\\)" "the result shows the ngrok URL"
+like "$out" "Tunnel +https://${FAKE_NGROK_EDGE_ADDR//./\\.}:[0-9]+ \\(ngrok\\)" "the result shows the ngrok URL"
 like "$out" "Inspector +http://localhost:[0-9]+" "the result shows the ngrok inspector"
 check "the command returned and the agent keeps running (held by the keeper)" ngrok_alive
-answer=$(curl -s --max-time 10 -H 'X-C6O-INTERCEPT: yes' "http://$IP/")
+answer=$(in_cluster curl -s --max-time 10 -H 'X-C6O-INTERCEPT: yes' "http://$IP/")
 is "$(printf '%s' "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pod"])' 2>/dev/null)" laptop \
   "a request with the header reaches the local server through the ngrok tunnel"
 like "$(printf '%s' "$answer" | python3 -c 'import json,sys; h={k.lower():v for k,v in json.load(sys.stdin)["headers"].items()}; print(h.get("ngrok-skip-browser-warning"), h.get("x-forwarded-host"))' 2>/dev/null)" \
   "^1 $IP" "requests into the tunnel carry ngrok-skip-browser-warning and the original host"
 like "$(who "http://$IP/")" '^demo-' "a request without the header stays in the cluster"
-like "$(python3 "$E2E_LIB/wsclient.py" "$IP" 80 hi X-C6O-INTERCEPT:yes 2>&1)" '^laptop: hi$' "a WebSocket passes through the ngrok tunnel"
+like "$(in_cluster python3 "$E2E_LIB/wsclient.py" "$IP" 80 hi X-C6O-INTERCEPT:yes 2>&1)" '^laptop: hi$' "a WebSocket passes through the ngrok tunnel"
 "$CZCTL" session close -q; is "$?" 0 "session close exits 0"
 check "session close stops the ngrok agent and the keeper" wait_for_cmd 10 sh -c "! { $(declare -f ngrok_alive); FAKE_NGROK_PIDFILE=$FAKE_NGROK_PIDFILE ngrok_alive; }"
 snapshot "$WORK/after.json"

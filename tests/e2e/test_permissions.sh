@@ -50,6 +50,11 @@ kubectl rollout status deployment/envapp --timeout=60s >/dev/null || { fail "the
 PORT=$(local_server laptop)
 svc_before=$(service_state demo)
 AS=(--context restricted)
+# A Role cannot list Nodes (cluster-scoped), which --tunnel direct reads to
+# find this machine's address: give it, as docs/permissions.md says.
+node_ip=$(kubectl get node sandbox -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+HOST=$(ip -o route get "$node_ip" | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+TUNNEL=(--tunnel direct --tunnel-host "$HOST")
 
 # The example Role and its RoleBinding, bound to the sandbox's restricted
 # user: $WORK/role.yaml as it is, and $WORK/role-N.json without the Nth verb
@@ -87,14 +92,14 @@ apply_role() {
 }
 
 # --- before the Role: refused up front, naming everything -----------------------
-out=$("$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" 2>&1); rc=$?
+out=$("$CZCTL" service intercept demo "${AS[@]}" "${TUNNEL[@]}" -l "$PORT" 2>&1); rc=$?
 like "$rc $out" '^1 .*needs permissions you do not have in namespace "default": get services, patch services' \
   "without the Role, service intercept refuses up front and lists what is missing"
 
 # --- with exactly the Role: every command works -----------------------------------
 apply_role
 is "$(kubectl "${AS[@]}" auth can-i get secrets -n default)" yes "kubectl auth can-i agrees the Role is bound"
-out=$("$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" --env-file "$WORK/demo.env" 2>&1); rc=$?
+out=$("$CZCTL" service intercept demo "${AS[@]}" "${TUNNEL[@]}" -l "$PORT" --env-file "$WORK/demo.env" 2>&1); rc=$?
 is "$rc" 0 "service intercept --env-file works with the Role"; [ "$rc" = 0 ] || echo "$out" | sed 's/^/# /'
 like "$(who "http://$(cluster_ip demo)/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "the intercept routes to this machine"
 is "$(stat -c %a "$WORK/demo.env" 2>/dev/null)" 600 "--env-file wrote a 0600 file"
@@ -104,7 +109,7 @@ like "$("$CZCTL" service env envapp "${AS[@]}" --show-secrets 2>&1)" "TOKEN='t0k
 "$CZCTL" session close "${AS[@]}" -q; is "$?" 0 "session close works with the Role"
 is "$(service_state demo)" "$svc_before" "the Service is restored"
 is "$(czctl_leftovers)" "" "nothing is left behind"
-"$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" -q; is "$?" 0 "a second intercept works"
+"$CZCTL" service intercept demo "${AS[@]}" "${TUNNEL[@]}" -l "$PORT" -q; is "$?" 0 "a second intercept works"
 mv "$XDG_STATE_HOME" "$WORK/state-elsewhere"
 "$CZCTL" session close -n default "${AS[@]}" -q; is "$?" 0 "session close from another machine (no local record) works with the Role"
 is "$(service_state demo)" "$svc_before" "the Service is restored again"
@@ -124,7 +129,7 @@ while read -r resource verb group; do
   apply_role "$n" || fail "the Role without '$name' is applied"
   is "$(kubectl "${AS[@]}" auth can-i "$verb" "$resource${group:+.$group}" -n default)" no "without '$name', kubectl auth can-i says no"
   mark=$(wc -l <"$CLUSTER/audit.jsonl")
-  out=$("$CZCTL" service intercept demo "${AS[@]}" --tunnel direct -l "$PORT" --env-file "$WORK/x.env" 2>&1); rc=$?
+  out=$("$CZCTL" service intercept demo "${AS[@]}" "${TUNNEL[@]}" -l "$PORT" --env-file "$WORK/x.env" 2>&1); rc=$?
   is "$rc:$(printf '%s\n' "$out" | wc -l)" "1:1" "without '$name', service intercept fails with one line"
   like "$out" "needs permissions you do not have in namespace \"default\": $name \(see docs/permissions.md" \
     "the error names exactly '$name'"

@@ -1,6 +1,6 @@
 -- Test helper for test_ngrok_provider.sh: starts a tunnel provider and
 -- prints what a recipe would see, then obeys commands on stdin.
---   czctl run tests/proxy/ngrok_driver.lua PROVIDER LOCAL_PORT [TIMEOUT]
+--   czctl run tests/proxy/ngrok_driver.lua PROVIDER LOCAL_PORT [TIMEOUT] [HOST]
 -- First line: {"url":..,"inspector":..,"pid":..,"upstream":{..}} or "error: MSG"
 -- (exit 1). Then per stdin line: "healthy" -> "healthy" | "unhealthy: WHY";
 -- "stop" -> stops (twice: stop is idempotent) and prints "stopped". EOF stops.
@@ -8,8 +8,9 @@ local tunnel = require "czctl.tunnel"
 local cjson = require "cjson"
 
 local name, port, timeout = arg[1], math.tointeger(tonumber(arg[2])), tonumber(arg[3])
+local host = arg[4] ~= "" and arg[4] or nil
 local handle, err = tunnel.start(name, {
-  local_port = port, timeout = timeout,
+  local_port = port, timeout = timeout, host = host,
   log = function(msg) io.stderr:write("log: ", msg, "\n") end,
 })
 if not handle then

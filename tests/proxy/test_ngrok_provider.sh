@@ -156,13 +156,29 @@ is "$out" "error: ngrok is not installed: install it from https://ngrok.com/down
   "ngrok not installed: how to install it, or use the direct tunnel"
 
 # ---------------------------------------------------------------- direct, and the registry
-out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38111 </dev/null 2>"$T/direct.err" | head -1)
-is "$(json url "$out")" "http://127.0.0.1:38111" "direct: the URL is http://127.0.0.1:LOCALPORT"
-is "$(json pid "$out")$(json inspector "$out")" "" "direct: nothing to keep alive and no inspector"
-is "$(cat "$T/direct.err")" "" "direct: no warning when something listens"
-out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38119 </dev/null 2>"$T/direct.err" | head -1)
-is "$(json url "$out")" "http://127.0.0.1:38119" "direct: starts even when nothing listens yet"
+# Docker Desktop's name lands on this machine's loopback: portable, so the
+# landing is tested here; the detected host is tested on the sandbox (tests/e2e).
+coproc DRV { exec "$CZCTL" run tests/proxy/ngrok_driver.lua direct 38111 "" host.docker.internal 2>"$T/direct.err"; }
+out=""; read -r -t 20 out <&"${DRV[0]}"
+url=$(json url "$out"); lport=${url##*:}
+like "$url" '^http://host\.docker\.internal:[0-9]+$' "direct: the URL is the cluster's name for this machine and the landing's port"
+is "$(json pid "$out")$(json inspector "$out")" "" "direct: no agent process and no inspector (the landing runs in the session's holder)"
+got=$(curl -s --max-time 5 "http://127.0.0.1:$lport/hello" | python3 -c 'import json,sys; print(json.load(sys.stdin)["backend"])' 2>/dev/null)
+is "$got" local "direct: the landing forwards to the local port"
+echo stop >&"${DRV[1]}"; line=""; read -r -t 10 line <&"${DRV[0]}"
+is "$line" stopped "direct: stop (twice) answers"
+curl -s --max-time 2 "http://127.0.0.1:$lport/" >/dev/null; is "$?" 7 "direct: after stop the landing is closed"
+exec {DRV[1]}>&-; wait "$DRV_PID" 2>/dev/null
+like "$(cat "$T/direct.err")" 'log: landing 127\.0\.0\.1:[0-9]+ -> 127\.0\.0\.1:38111' "direct: the landing is logged through opts.log"
+check "direct: no warning when something listens" sh -c "! grep -q warning '$T/direct.err'"
+out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38119 "" host.docker.internal </dev/null 2>"$T/direct.err" | head -1)
+like "$(json url "$out")" '^http://host\.docker\.internal:[0-9]+$' "direct: starts even when nothing listens yet"
 like "$(cat "$T/direct.err")" 'warning: nothing listens on 127\.0\.0\.1:38119 yet' "direct: warns when nothing listens yet"
+out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38111 "" 127.0.0.1 </dev/null 2>/dev/null)
+is "$out" "error: --tunnel-host 127.0.0.1 is this machine's loopback, which pods cannot reach; give the address of this machine that the cluster reaches with --tunnel-host ADDRESS" \
+  "direct: the loopback is refused, with what to give instead"
+out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38111 "" 192.0.2.254 </dev/null 2>/dev/null)
+like "$out" "^error: --tunnel-host 192\.0\.2\.254 is not an address of this machine" "direct: an address of another machine is refused"
 out=$("$CZCTL" run tests/proxy/ngrok_driver.lua nosuch 38111 </dev/null 2>/dev/null)
 like "$out" '^error: unknown tunnel provider "nosuch" \(built in: ngrok, direct' "an unknown provider is named with the built-in ones"
 

@@ -95,14 +95,50 @@ describe("provider arguments", function()
     assert.is_nil(h)
     assert.match("invalid host", err)
   end)
-  it("direct builds http://HOST:PORT and needs no process", function()
-    local h = direct.start{ local_port = 1, host = "127.0.0.9", log = function() end }
-    assert.equal("http://127.0.0.9:1", h.url)
-    assert.same({ url = "http://127.0.0.9:1" }, h.upstream)
+  it("direct needs a host, and says how to give one", function()
+    local h, err = direct.start{ local_port = 3000 }
+    assert.is_nil(h)
+    assert.match("%-%-tunnel%-host ADDRESS", err)
+  end)
+  it("direct lands where the cluster connects and is held by the session's process", function()
+    assert.equal(true, direct.needs_process)
+    assert.same({ listen = "127.0.0.1", allow = { "127.0.0.0/8" } }, direct.landing_for("host.docker.internal"))
+    for _, case in ipairs({
+      { "127.0.0.1", "is this machine's loopback, which pods cannot reach" },
+      { "192.0.2.254", "is not an address of this machine" },
+      { "my.laptop", "needs an IPv4 address of this machine" },
+    }) do
+      local plan, err = direct.landing_for(case[1])
+      assert.is_nil(plan)
+      assert.truthy(err:find(case[2], 1, true), err)
+      assert.truthy(err:find("--tunnel-host", 1, true), err)
+    end
+  end)
+  it("direct builds http://HOST:LANDING_PORT and stops twice", function()
+    local h = assert(direct.start{ local_port = 1, host = "host.docker.internal", log = function() end })
+    assert.match("^http://host%.docker%.internal:%d+$", h.url)
+    assert.same({ url = h.url }, h.upstream)
     assert.is_nil(h.pid)
-    assert.equal(false, direct.needs_process)
     assert.truthy(h:stop())
     assert.truthy(h:stop())
+  end)
+  it("direct finds no host when no node is on a network of this machine", function()
+    local function client(nodes, context, err)
+      return { list = function() return nodes, err end, info = function() return { context = context } end }
+    end
+    local loopback_node = { items = { { status = { addresses = { { type = "InternalIP", address = "127.0.0.1" } } } } } }
+    for _, case in ipairs({
+      { client(loopback_node, "kind-kind"), "no node %(127%.0%.0%.1%) is on a network of this machine" },
+      { client({ items = {} }, "x"), "no node reports an IPv4 InternalIP" },
+      { client(nil, "x", { message = 'nodes is forbidden: User "u" cannot list resource "nodes"' }),
+        "cannot list the cluster's nodes %(nodes is forbidden" },
+    }) do
+      local host, err = direct.detect_host(case[1])
+      assert.is_nil(host)
+      assert.match(case[2], err)
+      assert.match("%-%-tunnel%-host ADDRESS$", err)
+    end
+    assert.equal("host.docker.internal", direct.detect_host(client({ items = {} }, "docker-desktop")))
   end)
   it("ngrok refuses a bad port", function()
     local h, err = ngrok.start{ local_port = 70000 }

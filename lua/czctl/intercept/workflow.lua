@@ -51,7 +51,7 @@ M.HOLD_CHECK_INTERVAL = 2
 ---@field rule? table                    a czctl.proxy rule; default the header X-C6O-INTERCEPT: yes
 ---@field header? string                 the header as typed (name:value), for display
 ---@field tunnel? string                 tunnel provider: "ngrok" (default), "direct", or yours
----@field tunnel_host? string            with direct: this machine's address as the cluster reaches it
+---@field tunnel_host? string            with direct: this machine's address the cluster reaches (default: detected)
 ---@field image? string                  the proxy image
 ---@field wait? boolean                  stay until a signal, then close the session
 ---@field kubeconfig? string
@@ -116,7 +116,6 @@ function M.new(ctx, opts)
   o.hooks = opts.hooks or {}
   o.namespace = o.namespace or "default"
   o.tunnel = o.tunnel or "ngrok"
-  o.tunnel_host = o.tunnel_host or "127.0.0.1"
   o.image = o.image or intercept.DEFAULT_IMAGE
   o.rule = o.rule or assert(proxy.from_flags{})
   if o.local_port ~= nil and (math.type(o.local_port) ~= "integer" or o.local_port < 1 or o.local_port > 65535) then
@@ -233,6 +232,12 @@ function Run:resolve_service()
   end
   self.port, self.pod_port = math.tointeger(service_port.port), pod_port
   self.local_port = o.local_port or self.port
+  -- Where the cluster reaches this machine (direct: detected from the Nodes).
+  if not o.tunnel_host and self.provider.detect_host then
+    local host, host_err = self.provider.detect_host(self.client)
+    if not host then fail(host_err) end
+    o.tunnel_host = host
+  end
 end
 
 -- The Service carries a session already: this machine's with the same
@@ -295,7 +300,7 @@ end
 function Run:start_tunnel()
   local o, s = self.opts, self.session
   local tunnel = self.out:step(string.format("Start %s tunnel to localhost:%d", o.tunnel, self.local_port), function()
-    if session.needs_keeper(o.tunnel, self.provider) then
+    if session.needs_keeper(self.provider) then
       self.ctx.undo:defer("stop the session keeper", function() session.stop_processes(s) end)
       local pid, err = session.start_keeper(s)
       if not pid then fail("cannot start the session keeper: " .. tostring(err)) end
@@ -313,9 +318,9 @@ function Run:start_tunnel()
   self.tunnel = tunnel
   s.tunnel = { provider = o.tunnel, url = tunnel.url, inspector = tunnel.inspector, pid = tunnel.pid }
   session.save(s)
-  if o.tunnel == "direct" and not require("czctl.sys").listening(o.tunnel_host, self.local_port, 0.5) then
-    self.out:warn("nothing listens on %s:%d yet; intercepted requests fail until your server runs there",
-                  o.tunnel_host, self.local_port)
+  if o.tunnel == "direct" and not require("czctl.sys").listening("127.0.0.1", self.local_port, 0.5) then
+    self.out:warn("nothing listens on 127.0.0.1:%d yet; intercepted requests fail until your server runs there",
+                  self.local_port)
   end
 end
 
@@ -489,7 +494,7 @@ function M.render(r)
   add("Route", r.all and "all requests" or r.header and ("requests with header " .. r.header) or r.rule)
   add("Tunnel", r.tunnelUrl and (r.tunnelUrl .. " (" .. r.tunnel .. ")"))
   add("Inspector", r.inspector)
-  add("Try", r.curl)
+  add("Try", r.curl and (r.curl .. "   # from inside the cluster"))
   if r.wait then
     add("Stop", "Ctrl-C (or SIGTERM) ends the session and restores the Service")
   else
@@ -654,8 +659,8 @@ local function intercept_flags()
     { name = "wait", short = "w", type = "boolean", help = "stay until SIGINT/SIGTERM, then clean up" },
     { name = "tunnel", type = "string", default = "ngrok", complete = "tunnels",
       help = "tunnel provider: ngrok, direct, or czctl/tunnel/NAME.lua on package.path" },
-    { name = "tunnelHost", type = "string", default = "127.0.0.1",
-      help = "with --tunnel direct: the address of this machine as the cluster reaches it" },
+    { name = "tunnelHost", type = "string",
+      help = "with --tunnel direct: the address of this machine the cluster reaches (default: detected)" },
     { name = "image", type = "string", default = intercept.DEFAULT_IMAGE, help = "the proxy image" },
     { name = "envFile", type = "string", complete = "files",
       help = "also write the environment of the Service's app to this file (mode 0600; see czctl service env)" },

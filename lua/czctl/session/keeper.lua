@@ -26,12 +26,12 @@ function M.tunnel_provider(name)
 end
 
 --- Whether a session with this tunnel needs a keeper process: a tunnel that
---- is a process (ngrok) must outlive the command that started it.
----@param name string the provider's name
+--- is a process (ngrok) or runs in one (the direct tunnel's landing) must
+--- outlive the command that started it.
 ---@param provider table the provider module
 ---@return boolean
-function M.needs_keeper(name, provider)
-  return name ~= "direct" and provider.needs_process ~= false
+function M.needs_keeper(provider)
+  return provider.needs_process ~= false
 end
 
 --- The facts about a started tunnel that other processes need (no handle).
@@ -140,6 +140,9 @@ end
 ---@param s table
 ---@return boolean
 function M.held(s)
+  -- An active session lives in the cluster: with nothing there it was closed
+  -- elsewhere, even while its keeper (which notices on its next check) runs.
+  if s.state == "active" then return false end
   local process = require "czctl.process"
   if s.keeper_pid and process.alive(s.keeper_pid) then return true end
   if s.parent_pid and s.parent_pid ~= sys.getpid() and (s.state == "starting" or s.wait)

@@ -17,11 +17,38 @@ function M.dir()
   return sys.state_dir() .. "/sessions"
 end
 
+local function refuse(message)
+  error(setmetatable({ message = message }, { __tostring = function(e) return e.message end }), 0)
+end
+
+--- Raise when the directory of the session files exists but others could
+--- have written it (as ssh refuses a ~/.ssh it cannot trust): a planted or
+--- edited session file would make czctl delete objects or signal processes
+--- it never made. A missing directory is fine.
+function M.check_dir()
+  local dir = M.dir()
+  local st = sys.lstat(dir)
+  if not st then return end
+  if st.kind ~= "dir" then
+    refuse(string.format("the sessions directory %s is not a directory (a %s); remove it and run again", dir,
+                         st.kind))
+  end
+  if st.uid ~= sys.getuid() then
+    refuse(string.format("the sessions directory %s belongs to user id %d, not to you; remove it and run again",
+                         dir, st.uid))
+  end
+  if st.mode & tonumber("022", 8) ~= 0 then
+    refuse(string.format("the sessions directory %s is mode %03o, writable by others; check its files, "
+                         .. "then run: chmod 700 %s", dir, st.mode, dir))
+  end
+end
+
 --- Create the directory of the session files (0700) if it is missing.
 ---@return string dir
 function M.ensure_dir()
   local dir = M.dir()
   sys.mkdir_p(dir, tonumber("700", 8))
+  M.check_dir()
   return dir
 end
 
@@ -55,8 +82,7 @@ function M.save(session)
   M.ensure_dir()
   local ok, err = sys.write_file(M.path(session.id), util.json_encode(session, { indent = true }) .. "\n",
                                  tonumber("600", 8))
-  if not ok then error(setmetatable({ message = "cannot write the session file: " .. tostring(err) },
-                         { __tostring = function(e) return e.message end }), 0) end
+  if not ok then refuse("cannot write the session file: " .. tostring(err)) end
 end
 
 --- The local session file of `id`, or nil.
@@ -64,12 +90,14 @@ end
 ---@return table|nil
 function M.load(id)
   if type(id) ~= "string" or not id:find("^[%w-]+$") then return nil end
+  M.check_dir()
   return M.read_json(M.path(id))
 end
 
 --- Every session file on this machine, oldest first.
 ---@return table[]
 function M.list_local()
+  M.check_dir()
   local names = sys.listdir(M.dir()) or {}
   local list = {}
   for _, name in ipairs(names) do

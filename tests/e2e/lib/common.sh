@@ -40,10 +40,14 @@ PY
 trap e2e_cleanup EXIT
 
 # sandbox_up: start the cluster or bail out (the whole file fails).
+# The stand-in ngrok's "internet" endpoint goes where pods can reach it: the
+# host gateway (tests/fake-ngrok/README.md).
 sandbox_up() {
   if ! "$SANDBOX" up "$CLUSTER" >"$WORK/sandbox-up.log" 2>&1; then
     fail "sandbox starts"; sed 's/^/# /' "$WORK/sandbox-up.log"; exit 1
   fi
+  FAKE_NGROK_EDGE_ADDR=$(host_gateway)
+  export FAKE_NGROK_EDGE_ADDR
 }
 
 # demo_cluster: the starting point of the fault-injection tests: a sandbox
@@ -85,12 +89,22 @@ local_server() {
 
 cluster_ip() { kubectl get service "$1" -n "${2:-default}" -o jsonpath='{.spec.clusterIP}'; }
 
-# who URL [curl args...]: the pod name that answered (the echo app's JSON).
+# in_cluster CMD...: run CMD inside the cluster network, as from a debug pod
+# (this machine has no route to ClusterIPs or pod IPs, as a laptop has none).
+in_cluster() { "$SANDBOX" exec "$CLUSTER" -- "$@"; }
+
+# host_gateway: the address of this machine that pods reach (the sandbox's host gateway).
+host_gateway() { "$SANDBOX" info "$CLUSTER" | python3 -c 'import json,sys; print(json.load(sys.stdin)["hostGateway"])'; }
+
+# who URL [curl args...]: the pod name that answered (the echo app's JSON),
+# asked from inside the cluster.
 who() {
   local url=$1; shift
-  curl -s --max-time 10 "$@" "$url" | python3 -c 'import json,sys
+  local body rc
+  body=$(in_cluster curl -sS --max-time 10 "$@" "$url" 2>"$WORK/who.err"); rc=$?
+  printf '%s' "$body" | python3 -c 'import json,sys
 try: print(json.load(sys.stdin)["pod"])
-except Exception: print("(no answer)")'
+except Exception: print("(no answer: curl exit %s: %s)" % (sys.argv[1], open(sys.argv[2]).read().strip()))' "$rc" "$WORK/who.err"
 }
 
 # snapshot FILE: the normalised state of the cluster (kubectl get all,cm,secret -A).

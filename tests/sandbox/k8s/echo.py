@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The `sandbox/echo` image: an HTTP/1.1 server that answers every request with JSON.
 
-    echo.py --ip POD_IP --port 8080 [--port 9090 ...] --container NAME
+    echo.py --ip POD_IP [--listen ADDR] --port 8080 [--port 9090 ...] --container NAME
 
 Environment: POD_NAME, POD_NAMESPACE (set by the kubelet).
 
@@ -225,6 +225,7 @@ def main():
     global CONTAINER, IP
     ap = argparse.ArgumentParser()
     ap.add_argument("--ip", required=True)
+    ap.add_argument("--listen", help="the address to listen on (default: --ip)")
     ap.add_argument("--port", type=int, action="append", default=[])
     ap.add_argument("--container", default="")
     a = ap.parse_args()
@@ -234,17 +235,18 @@ def main():
     # kernel delivers to a thread blocked in accept().
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     ports = a.port or [8080]
+    addr = a.listen or a.ip
     listeners = []
     for p in ports:
         try:
-            listeners.append((listen(a.ip, p), p))
+            listeners.append((listen(addr, p), p))
         except OSError as e:  # a bind error ends the container, as for a real app
-            print("echo: listen %s:%d: %s" % (a.ip, p, e), file=sys.stderr, flush=True)
+            print("echo: listen %s:%d: %s" % (addr, p, e), file=sys.stderr, flush=True)
             sys.exit(1)
     for ls, p in listeners:
         threading.Thread(target=serve, args=(ls, p), daemon=True).start()
-    print("echo: pod %s/%s container %s listening on %s port(s) %s"
-          % (NAMESPACE, POD, CONTAINER, a.ip, ",".join(map(str, ports))), flush=True)
+    print("echo: pod %s/%s container %s (%s) listening on %s port(s) %s"
+          % (NAMESPACE, POD, CONTAINER, a.ip, addr, ",".join(map(str, ports))), flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     os._exit(0)
 

@@ -567,8 +567,9 @@ class NginxTranslator:
                 if v != "off" and not v.startswith("syslog:"):
                     args[0] = self._path_tok(args[0])
             elif name == "resolver":
-                # No traffic may leave 127.0.0.0/8: other name servers become 127.0.0.1.
-                args = [a if "=" in a or unquote(a).startswith("127.") else "127.0.0.1" for a in args]
+                # Addresses are kept (cluster DNS answers at the kube-dns ClusterIP;
+                # nothing else is reachable from a pod); names map like upstream names.
+                args = [a if "=" in a else self._hostport(a) for a in args]
             elif name == "load_module" and args:
                 v = unquote(args[0])
                 args[0] = quote(os.path.join("/usr/lib/nginx/modules", os.path.basename(v)))

@@ -1,11 +1,13 @@
-"""The sandbox kubelet: pods as local processes, each pod on its own loopback IP.
+"""The sandbox kubelet: pods as local processes, each pod in its own network
+namespace (k8s/network.py gives it one, with its own IP on the cluster bridge).
 
 One PodWorker thread per pod owns that pod's containers and writes its status;
-process exits and probe results wake it. See README "Node: kubelet"."""
+process exits and probe results wake it. Its threads run in the cluster
+namespace, as a kubelet runs on its node: probes and start checks reach pod IPs
+as the node does. See README "Node: kubelet"."""
 import base64
 import copy
 import http.client
-import ipaddress
 import os
 import re
 import shutil
@@ -17,48 +19,16 @@ import threading
 import time
 
 from . import images
+from . import netns
+from . import network as network_mod
 from . import podenv
 from . import nodeutil as u
 
-POD_NET = ipaddress.ip_network("127.1.0.0/16")
-HOST_IP = "127.0.0.1"
+IPAM = network_mod.IPAM
 ECHO_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "echo.py")
 BACKOFF_BASE = 10.0        # CrashLoopBackOff / ImagePullBackOff, as the real kubelet
 BACKOFF_MAX = 300.0
 START_TIMEOUT = 10.0       # how long a container may take to open its listeners
-
-
-class IPAM:
-    """Pod IPs from 127.1.0.0/16, unique while allocated, handed out round robin
-    so that a freed address is not reused at once."""
-
-    def __init__(self, net=POD_NET, start=None):
-        self.lock = threading.Lock()
-        self.first = int(net.network_address) + 1
-        self.last = int(net.broadcast_address) - 1
-        # Several sandboxes may run on one machine: start at a per-process offset
-        # and skip addresses some other process already listens on.
-        if start is None:
-            start = self.first + (os.getpid() * 257) % (self.last - self.first)
-        self.next = start
-        self.used = set()
-
-    def allocate(self):
-        with self.lock:
-            busy = u.listening_ipv4()
-            for _ in range(self.last - self.first + 1):
-                ip = self.next
-                self.next = self.first if self.next >= self.last else self.next + 1
-                if ip in self.used or ip in busy or (ip & 0xff) in (0, 255):
-                    continue
-                self.used.add(ip)
-                return str(ipaddress.ip_address(ip))
-        raise RuntimeError("pod IP range 127.1.0.0/16 exhausted")
-
-    def release(self, ip):
-        if ip:
-            with self.lock:
-                self.used.discard(int(ipaddress.ip_address(ip)))
 
 
 class VolumeError(Exception):
@@ -168,6 +138,8 @@ class PodWorker:
         self.deleted = False
         self.shutdown_grace = None
         self.ip = None
+        self.netns = None          # the pod's network namespace (path); containers enter it
+        self.resolv_conf = os.path.join(self.dir, "resolv.conf")   # the pod's /etc/resolv.conf
         self.volumes_ready = False
         self.volume_error = None
         self.containers = [Container(c, i) for i, c in enumerate((pod.get("spec") or {}).get("containers") or [])]
@@ -201,6 +173,7 @@ class PodWorker:
 
     def _run(self):
         try:
+            netns.enter(self.kubelet.network.cluster_netns)
             while True:
                 with self.cv:
                     while not self.pending:
@@ -224,14 +197,14 @@ class PodWorker:
         """One pass; returns True when the worker is finished."""
         if self.shutdown_grace is not None:
             self._kill_all(self.shutdown_grace)
-            self.kubelet.ipam.release(self.ip)
+            self._release_network()
             return True
         if self.deleted or u.meta(self.pod).get("deletionTimestamp"):
             grace = u.meta(self.pod).get("deletionGracePeriodSeconds")
             if grace is None:
                 grace = (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
             self._kill_all(grace)
-            self.kubelet.ipam.release(self.ip)
+            self._release_network()
             if not self.deleted:
                 try:
                     self.store.delete("pods", self.ns, self.name)
@@ -245,10 +218,12 @@ class PodWorker:
         if self.ip is None:
             if phase in ("Succeeded", "Failed"):
                 return False   # a finished pod from before: nothing to run
-            self.ip = self.kubelet.ipam.allocate()
+            self.netns, self.ip = self.kubelet.network.add_pod(self.uid)
             self.start_time = u.now_rfc3339()
             self._bind()
             os.makedirs(self.dir, exist_ok=True)
+            with open(self.resolv_conf, "w") as f:
+                f.write(self._resolv_conf_text())
         if not self.volumes_ready:
             try:
                 self._setup_volumes()
@@ -268,6 +243,51 @@ class PodWorker:
                 self._sync_container(c)
         self._write_status()
         return False
+
+    def _release_network(self):
+        if self.ip is not None:
+            self.kubelet.network.remove_pod(self.netns, self.ip)
+            self.netns = self.ip = None
+
+    def _resolv_conf_text(self):
+        """The pod's /etc/resolv.conf as a kubelet writes it for its dnsPolicy
+        (ClusterFirst by default) and dnsConfig."""
+        spec = self.pod.get("spec") or {}
+        policy = spec.get("dnsPolicy") or "ClusterFirst"
+        servers, searches, options = [], [], []
+        if policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
+            d = network_mod.CLUSTER_DOMAIN
+            servers = [network_mod.DNS_IP]
+            searches = ["%s.svc.%s" % (self.ns, d), "svc.%s" % d, d]
+            options = ["ndots:5"]
+        elif policy == "Default":
+            # the node's resolver; pods have no route to it: nothing leaves the machine
+            try:
+                with open("/etc/resolv.conf") as f:
+                    for line in f:
+                        w = line.split()
+                        if w and w[0] == "nameserver":
+                            servers += w[1:2]
+                        elif w and w[0] in ("search", "domain"):
+                            searches += w[1:]
+                        elif w and w[0] == "options":
+                            options += w[1:]
+            except OSError:
+                pass
+        cfg = spec.get("dnsConfig") or {}
+        servers = (servers + [x for x in cfg.get("nameservers") or [] if x not in servers])[:3]
+        searches = (searches + [x for x in cfg.get("searches") or [] if x not in searches])[:32]
+        for o in cfg.get("options") or []:
+            name = o.get("name")
+            options = [x for x in options if x.split(":")[0] != name]
+            options.append(name if o.get("value") is None else "%s:%s" % (name, o["value"]))
+        lines = []
+        if searches:
+            lines.append("search " + " ".join(searches))
+        lines += ["nameserver " + x for x in servers]
+        if options:
+            lines.append("options " + " ".join(options))
+        return "\n".join(lines) + "\n"
 
     def _ref(self):
         p = copy.deepcopy(self.pod)
@@ -394,10 +414,10 @@ class PodWorker:
             return (md.get(m.group(1)) or {}).get(m.group(2), "")
         return {
             "metadata.name": md.get("name"), "metadata.namespace": md.get("namespace"),
-            "metadata.uid": md.get("uid"), "status.podIP": self.ip, "status.hostIP": HOST_IP,
+            "metadata.uid": md.get("uid"), "status.podIP": self.ip, "status.hostIP": self.kubelet.network.node_ip,
             "spec.nodeName": u.NODE_NAME, "spec.serviceAccountName":
                 (self.pod.get("spec") or {}).get("serviceAccountName", "default"),
-            "status.podIPs": self.ip, "status.hostIPs": HOST_IP,
+            "status.podIPs": self.ip, "status.hostIPs": self.kubelet.network.node_ip,
         }.get(path, "") or ""
 
     def _mount(self, c, root):
@@ -523,7 +543,8 @@ class PodWorker:
             ports = [p.get("containerPort") for p in c.spec.get("ports") or []
                      if (p.get("protocol") or "TCP") == "TCP" and p.get("containerPort")]
             ports = ports or [8080]
-            argv = [sys.executable, "-I", ECHO_PY, "--ip", self.ip, "--container", c.name]
+            # every address of its own network namespace, as a container's app does
+            argv = [sys.executable, "-I", ECHO_PY, "--ip", self.ip, "--listen", "0.0.0.0", "--container", c.name]
             for p in ports:
                 argv += ["--port", str(p)]
             return argv, ports
@@ -587,6 +608,9 @@ class PodWorker:
                 logf.write((e.message + "\n").encode())
                 self._record_failed_start(c, e)
                 return
+            # The simplest way into the pod's network namespace (nsenter execs, so
+            # the pid stays the container's); a container runtime replaces this.
+            argv = ["nsenter", "--net=" + self.netns, "--"] + argv
             c.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
                                       cwd=root, process_group=0, close_fds=True)
         finally:
@@ -707,6 +731,7 @@ class PodWorker:
                              name="probe-%s/%s/%s" % (self.ns, self.name, c.name)).start()
 
     def _probe_loop(self, c, gen):
+        netns.enter(self.kubelet.network.cluster_netns)   # probes come from the node, as a kubelet's do
         start = time.monotonic()
         for p in c.probes.values():
             p.next_due = start + p.initial
@@ -927,8 +952,9 @@ class PodWorker:
         self._set_cond("PodScheduled", "True")
         conds = [self.conds[t] for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady",
                                          "PodScheduled")]
-        mine = {"conditions": conds, "containerStatuses": statuses, "hostIP": HOST_IP,
-                "hostIPs": [{"ip": HOST_IP}], "phase": phase, "podIP": self.ip, "podIPs": [{"ip": self.ip}],
+        host_ip = self.kubelet.network.node_ip
+        mine = {"conditions": conds, "containerStatuses": statuses, "hostIP": host_ip,
+                "hostIPs": [{"ip": host_ip}], "phase": phase, "podIP": self.ip, "podIPs": [{"ip": self.ip}],
                 "startTime": self.start_time}
         if u.canon(mine) == u.canon(self.last_status):
             return
@@ -973,10 +999,10 @@ def _bind_fallback(store, ns, name, node):
 
 
 class Kubelet:
-    def __init__(self, store, state_dir, ipam=None):
+    def __init__(self, store, state_dir, network):
         self.store = store
         self.state_dir = state_dir
-        self.ipam = ipam or IPAM()
+        self.network = network
         self.lock = threading.Lock()
         self.workers = {}      # uid -> PodWorker
         self.pids = set()

@@ -1,8 +1,10 @@
-"""The node half of the sandbox: controllers, kubelet and service proxy as threads.
+"""The node half of the sandbox: controllers, kubelet, service proxy and cluster
+DNS as threads, over the cluster network (k8s/network.py).
 
     handle = node.start(store, state_dir)
     ...
-    handle.stop()   # kills every pod process (TERM, KILL after 2 s), closes listeners, joins threads
+    handle.stop()   # kills every pod process (TERM, KILL after 2 s), closes listeners, joins
+                    # threads, then removes the cluster network
 
 Everything is driven by store.subscribe events; the callback only enqueues."""
 import os
@@ -10,6 +12,8 @@ import queue
 import threading
 
 from . import controllers
+from . import dns as dns_mod
+from . import network as network_mod
 from . import nodeobj
 from . import kubelet as kubelet_mod
 from . import proxy as proxy_mod
@@ -24,8 +28,10 @@ class Node:
         self.rs = controllers.ReplicaSetController(store)
         self.deploy = controllers.DeploymentController(store)
         self.endpoints = controllers.EndpointsController(store)
-        self.kubelet = kubelet_mod.Kubelet(store, self.state_dir)
-        self.proxy = proxy_mod.ServiceProxy(store)
+        self.network = network_mod.Network(self.state_dir)
+        self.kubelet = kubelet_mod.Kubelet(store, self.state_dir, self.network)
+        self.proxy = proxy_mod.ServiceProxy(store, self.network.cluster_netns, reserved=[network_mod.DNS_IP])
+        self.dns = None
         self.components = [self.kubelet, self.rs, self.deploy, self.endpoints, self.proxy]
         self._events = queue.SimpleQueue()
         self._dispatcher = threading.Thread(target=self._dispatch, name="node-events", daemon=True)
@@ -48,7 +54,15 @@ class Node:
                     u.log.warning("node: %s.on_event failed: %r", type(c).__name__, e, exc_info=True)
 
     def start(self):
-        nodeobj.register(self.store, self.state_dir)   # the kubelet registers its Node first
+        self.network.start()
+        try:
+            # the kubelet registers its Node first (its InternalIP: the node's host-link address)
+            nodeobj.register(self.store, self.state_dir, self.network)
+            self.dns = dns_mod.Server(self.store, self.network).start()
+            dns_mod.publish_service(self.store)
+        except BaseException:
+            self.network.stop()
+            raise
         self.store.subscribe(self._on_event)
         self._dispatcher.start()
         self.proxy.start()
@@ -67,10 +81,15 @@ class Node:
             unsub(self._on_event)
         self._events.put(None)
         self._dispatcher.join(5)
-        for c in (self.deploy, self.rs, self.endpoints):
-            c.stop()
-        self.kubelet.stop(grace=2.0)
-        self.proxy.stop()
+        try:
+            for c in (self.deploy, self.rs, self.endpoints):
+                c.stop()
+            self.kubelet.stop(grace=2.0)
+            self.proxy.stop()
+            if self.dns is not None:
+                self.dns.stop()
+        finally:
+            self.network.stop()   # whatever failed above, nothing of the network stays
 
     def pids(self):
         """Processes the kubelet started and that are still running."""

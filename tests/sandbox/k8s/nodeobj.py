@@ -1,8 +1,8 @@
 """The Node object the sandbox's one node registers, as a kubelet does at start.
 
-Addresses, pod CIDR and name come from the node itself (kubelet.HOST_IP,
-kubelet.POD_NET, nodeutil.NODE_NAME): the network part of the node decides
-them, this file only reports them. Capacity is this machine's (CPUs, memory,
+Addresses, pod CIDR and name come from the node itself (the cluster network's
+node address and pod range, nodeutil.NODE_NAME): the network part of the node
+decides them, this file only reports them. Capacity is this machine's (CPUs, memory,
 the state directory's file system); allocatable subtracts the kubelet's
 default hard eviction thresholds (memory.available<100Mi,
 nodefs.available<10%), as a kubelet without reservations reports.
@@ -11,7 +11,6 @@ import os
 import platform
 
 from . import discovery
-from . import kubelet as kubelet_mod
 from . import nodeutil as u
 
 MAX_PODS = 110    # the kubelet's default --max-pods
@@ -43,7 +42,7 @@ def _mem_kib():
     return 0
 
 
-def build(state_dir):
+def build(state_dir, net):
     name = u.NODE_NAME
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     mem = _mem_kib()
@@ -58,7 +57,7 @@ def build(state_dir):
     def cond(t, status, reason, message):
         return {"type": t, "status": status, "lastHeartbeatTime": now, "lastTransitionTime": now,
                 "reason": reason, "message": message}
-    cidr = str(kubelet_mod.POD_NET)
+    cidr = net.info()["podCIDR"]
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {
@@ -75,7 +74,7 @@ def build(state_dir):
                 cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                 cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                 cond("Ready", "True", "KubeletReady", "kubelet is posting ready status")],
-            "addresses": [{"type": "InternalIP", "address": kubelet_mod.HOST_IP}, {"type": "Hostname", "address": name}],
+            "addresses": [{"type": "InternalIP", "address": net.node_ip}, {"type": "Hostname", "address": name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {
                 "machineID": _read("/etc/machine-id"), "systemUUID": _read("/sys/class/dmi/id/product_uuid",
@@ -88,9 +87,9 @@ def build(state_dir):
     }
 
 
-def register(store, state_dir):
+def register(store, state_dir, net):
     """Create the Node (or refresh its status) and its Lease in kube-node-lease."""
-    node = build(state_dir)
+    node = build(state_dir, net)
     if store.get("nodes", None, node["metadata"]["name"]) is None:
         store.create("nodes", None, node)     # status is ignored on create, as for any kind
 

@@ -77,22 +77,6 @@ def map_selector_matches(selector, labels):
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def listening_ipv4():
-    """IPv4 addresses (as ints) that some process on this machine listens on
-    (TCP, from /proc/net/tcp): several sandboxes may share the loopback ranges."""
-    out = set()
-    try:
-        with open("/proc/net/tcp") as f:
-            next(f)
-            for line in f:
-                parts = line.split()
-                if parts[3] == "0A":
-                    out.add(int.from_bytes(bytes.fromhex(parts[1].split(":")[0]), "little"))
-    except (OSError, ValueError, StopIteration, IndexError):
-        pass
-    return out
-
-
 def api_error_code(e):
     return getattr(e, "code", None)
 

@@ -27,12 +27,11 @@ The interface (kept narrow: the node's owners adapt the bodies, not the callers)
             kill()
             resize(cols, rows)   (ignored without tty)
 
-Today's node runs containers as processes of this machine that share its
-loopback, each with a pod IP on lo: dial() connects to the pod IP, and
-exec_process() runs argv with the container's environment, in its root
-directory, in a new session. Once pods have their own network namespaces
-and containers their own mount/UTS/cgroup namespaces, these two functions
-enter them (setns) and nothing else changes.
+Pods have their own network namespaces: dial() makes its socket in the pod's
+(netns.socket_in) and connects to localhost there. exec_process() runs argv
+with the container's environment, in its root directory, in a new session, in
+the pod's network namespace; once containers have their own mount/UTS/cgroup
+namespaces, it enters those too and nothing else changes.
 """
 import fcntl
 import hashlib
@@ -44,6 +43,8 @@ import subprocess
 import termios
 import threading
 import time
+
+from . import netns
 
 
 class DialError(Exception):
@@ -63,10 +64,6 @@ def sandbox_id(uid):
     return hashlib.sha256(("sandbox/" + (uid or "")).encode()).hexdigest()
 
 
-def netns_path(uid):
-    """Where the runtime says the pod's network namespace is (a CNI-style name)."""
-    h = hashlib.sha256(("netns/" + (uid or "")).encode()).hexdigest()
-    return "/var/run/netns/cni-%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:32])
 
 
 def _worker(kubelet, namespace, pod):
@@ -79,24 +76,32 @@ def _worker(kubelet, namespace, pod):
     return None
 
 
+def _why(e):
+    if isinstance(e, socket.timeout):
+        return "i/o timeout"
+    return "connect: " + (os.strerror(e.errno).lower() if e.errno else str(e))
+
+
 def dial(kubelet, namespace, pod, port, timeout=5.0):
+    """localhost:port inside the pod's network namespace, IPv4 then IPv6, as
+    containerd's port-forward does."""
     w = _worker(kubelet, namespace, pod)
     uid = w.uid if w is not None else ""
-    ip = w.ip if w is not None else None
+    path = w.netns if w is not None else None
 
-    def refused(err4):
+    def refused(err4, err6):
         return DialError('failed to execute portforward in network namespace "%s": failed to connect to '
                          'localhost:%d inside namespace "%s", IPv4: dial tcp4 127.0.0.1:%d: %s IPv6 dial tcp6 '
-                         '[::1]:%d: connect: connection refused '
-                         % (netns_path(uid), port, sandbox_id(uid), port, err4, port))
-    if ip is None:
-        raise refused("connect: connection refused")
+                         '[::1]:%d: %s ' % (path or "", port, sandbox_id(uid), port, err4, port, err6))
+    if path is None:
+        raise refused("connect: connection refused", "connect: connection refused")
     try:
-        s = socket.create_connection((ip, port), timeout=timeout)
-    except socket.timeout:
-        raise refused("i/o timeout")
-    except OSError as e:
-        raise refused("connect: " + (os.strerror(e.errno).lower() if e.errno else str(e)))
+        s = netns.connect(path, ("127.0.0.1", port), timeout)
+    except OSError as e4:
+        try:
+            s = netns.connect(path, ("::1", port), timeout, socket.AF_INET6)
+        except OSError as e6:
+            raise refused(_why(e4), _why(e6))
     s.settimeout(None)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
@@ -152,6 +157,12 @@ def check_running(kubelet, namespace, pod, container):
     return w, c
 
 
+def _in_pod(w, exe, argv):
+    """The command line that runs exe in the pod's network namespace (nsenter
+    execs it: the pid is the command's)."""
+    return ["nsenter", "--net=" + w.netns, "--", exe] + list(argv[1:])
+
+
 def exec_process(kubelet, namespace, pod, container, argv, tty, stdin):
     w, c = check_running(kubelet, namespace, pod, container)
     env = w._env(c)
@@ -163,7 +174,7 @@ def exec_process(kubelet, namespace, pod, container, argv, tty, stdin):
                         'unknown' % (os.urandom(32).hex(), argv[0]))
     if tty:
         master, slave = os.openpty()
-        p = subprocess.Popen([exe] + argv[1:], executable=exe, stdin=slave, stdout=slave, stderr=slave, env=env,
+        p = subprocess.Popen(_in_pod(w, exe, argv), stdin=slave, stdout=slave, stderr=slave, env=env,
                              cwd=root, start_new_session=True, close_fds=True)
         os.close(slave)
         out = os.fdopen(master, "rb", buffering=0)
@@ -171,7 +182,7 @@ def exec_process(kubelet, namespace, pod, container, argv, tty, stdin):
         proc = Process(kubelet, p, inp, out, None, master)
         proc.watch(c)
         return proc
-    p = subprocess.Popen([exe] + argv[1:], executable=exe, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+    p = subprocess.Popen(_in_pod(w, exe, argv), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=root,
                          start_new_session=True, close_fds=True, bufsize=0)
     proc = Process(kubelet, p, p.stdin, p.stdout, p.stderr)

@@ -1,6 +1,9 @@
 """The sandbox service proxy (kube-proxy's job): ClusterIP:port -> a ready endpoint.
 
-An acceptor thread multiplexes every listener with a selector; each accepted
+It runs in the cluster namespace (its threads enter it when they start): the
+Service range is a local route there, so it can listen on any ClusterIP, and
+pods reach it through their default route; this machine's namespace has no
+route to it. An acceptor thread multiplexes every listener with a selector; each accepted
 connection goes to the next ready endpoint of its Service port (round robin).
 One copy thread (epoll) connects to the endpoint without blocking and moves
 bytes in both directions with non-blocking splice(2) through a pipe per
@@ -9,7 +12,9 @@ half-close passed on, a reset on one side reset on the other. A connection
 to a port with no ready endpoint (or whose endpoint refuses) is reset at
 once, as kube-proxy's REJECT rule does. The routing table follows Service and
 Endpoints events, so a new selector or targetPort takes effect for the next
-connection."""
+connection; `lag` (seconds, 0 by default) delays every routing change, as the
+time a real kube-proxy takes to program the data path (set by the node's
+realistic-timing mode)."""
 import errno
 import fcntl
 import os
@@ -19,6 +24,7 @@ import socket
 import struct
 import threading
 
+from . import netns
 from . import nodeutil as u
 
 F_SETPIPE_SZ = 1031
@@ -66,7 +72,8 @@ class _Loop:
     """All proxied connections, copied by one epoll thread with non-blocking
     splice(2): no thread per connection and no GIL hand-off per read."""
 
-    def __init__(self):
+    def __init__(self, netns_path=None):
+        self.netns_path = netns_path
         self.ep = select.epoll()
         self.fds = {}
         self.lock = threading.Lock()
@@ -75,6 +82,8 @@ class _Loop:
         self.ep.register(self.wake_r, select.EPOLLIN)
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="proxy-copy", daemon=True)
+
+    def start(self):
         self.thread.start()
 
     def add(self, client, target):
@@ -85,7 +94,8 @@ class _Loop:
     def stop(self):
         self.stopping = True
         os.write(self.wake_w, b"x")
-        self.thread.join(5)
+        if self.thread.ident is not None:
+            self.thread.join(5)
 
     def _start(self, client, target):
         client.setblocking(False)
@@ -216,6 +226,8 @@ class _Loop:
                 pass
 
     def _run(self):
+        if self.netns_path:
+            netns.enter(self.netns_path)   # the endpoint sockets live in the cluster namespace
         while not self.stopping:
             try:
                 events = self.ep.poll()
@@ -251,8 +263,13 @@ class _Loop:
 
 
 class ServiceProxy:
-    def __init__(self, store):
+    def __init__(self, store, netns_path=None, reserved=(), lag=0.0):
+        """netns_path: the namespace it serves in (None: the caller's);
+        reserved: ClusterIPs served by something else (cluster DNS)."""
         self.store = store
+        self.netns_path = netns_path
+        self.reserved = set(reserved)
+        self.lag = lag
         self.lock = threading.Lock()
         self.routes = {}        # (ip, port) -> (ns, svc, port name)
         self.backends = {}      # (ns, svc, port name) -> [(ip, port), ...]
@@ -264,19 +281,20 @@ class ServiceProxy:
         self.sel.register(self.wake_r, selectors.EVENT_READ, None)
         self.pending = []
         self.stopping = False
-        self.loop = _Loop()
+        self.loop = _Loop(netns_path)
         self.worker = u.Worker("service-proxy", self.sync)
         self.thread = threading.Thread(target=self._accept_loop, name="proxy-accept", daemon=True)
 
     def start(self):
         for s in self.store.list("services"):
             self.worker.queue.add(u.key_of(s))
+        self.loop.start()
         self.worker.start()
         self.thread.start()
 
     def on_event(self, etype, resource, obj):
         if resource in ("services", "endpoints"):
-            self.worker.queue.add(u.key_of(obj))
+            self.worker.queue.add_after(u.key_of(obj), self.lag)
 
     # -- table ---------------------------------------------------------------------
     def sync(self, key):
@@ -287,7 +305,8 @@ class ServiceProxy:
         backends = {}
         if svc is not None:
             spec = svc.get("spec") or {}
-            ips = [ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None"]
+            ips = [ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")])
+                   if ip and ip != "None" and ip not in self.reserved]
             if spec.get("type") != "ExternalName":
                 for p in spec.get("ports") or []:
                     if (p.get("protocol") or "TCP") != "TCP":
@@ -352,6 +371,8 @@ class ServiceProxy:
                 s.close()
 
     def _accept_loop(self):
+        if self.netns_path:
+            netns.enter(self.netns_path)   # listeners are made here, in the cluster namespace
         while not self.stopping:
             for key, _ in self.sel.select():
                 if key.data is None:
@@ -389,7 +410,8 @@ class ServiceProxy:
         self.worker.stop()
         self.stopping = True
         os.write(self.wake_w, b"x")
-        self.thread.join(5)
+        if self.thread.ident is not None:
+            self.thread.join(5)
         self.loop.stop()
         try:
             self.sel.close()

@@ -19,7 +19,6 @@ from . import errors as E
 from . import resources as R
 from . import selection as selectors
 from . import validation as V
-from .nodeutil import listening_ipv4
 
 
 def deepcopy(o):
@@ -56,7 +55,10 @@ class Watcher:
 
 
 class Store:
-    CLUSTER_IP_NET = ipaddress.ip_network("127.2.0.0/16")
+    CLUSTER_IP_NET = ipaddress.ip_network("10.96.0.0/16")
+    # Addresses left for Services that ask for one (kube-dns is 10.96.0.10), as
+    # the real allocator's static band (KEP-3070: min(max(16, size/16), 256)).
+    STATIC_BAND = 256
 
     def __init__(self, history=1000):
         self._lock = threading.RLock()
@@ -70,9 +72,9 @@ class Store:
         self._watchers = []
         self._subs = []
         self._ips = set()
-        # random start (like the real allocator): sandboxes running side by side rarely collide
-        self._next_ip = int(self.CLUSTER_IP_NET.network_address) + 1 + random.randrange(
-            self.CLUSTER_IP_NET.num_addresses - 2)
+        # random start in the dynamic band, like the real allocator
+        self._next_ip = int(self.CLUSTER_IP_NET.network_address) + self.STATIC_BAND + random.randrange(
+            self.CLUSTER_IP_NET.num_addresses - self.STATIC_BAND - 1)
         self.warnings_hook = None
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
@@ -489,14 +491,13 @@ class Store:
             spec["clusterIPs"] = ["None"]
         else:
             if not ip:
-                first = int(self.CLUSTER_IP_NET.network_address) + 1
+                first = int(self.CLUSTER_IP_NET.network_address) + self.STATIC_BAND
                 last = int(self.CLUSTER_IP_NET.broadcast_address) - 1
                 n = self._next_ip
-                busy = listening_ipv4()   # another sandbox's proxy may hold an address
                 for _ in range(last - first + 1):
                     cand = str(ipaddress.ip_address(n))
                     n = n + 1 if n < last else first
-                    if cand not in self._ips and int(ipaddress.ip_address(cand)) not in busy:
+                    if cand not in self._ips:
                         ip = cand
                         break
                 else:

@@ -1,5 +1,10 @@
 """Helpers for the node tests: a sandbox per module, kubectl, a small API client,
-condition waits (no fixed sleeps) and process lookups."""
+condition waits (no fixed sleeps) and process lookups.
+
+In-cluster traffic (to ClusterIPs, pod IPs, cluster DNS) goes out of the
+sandbox's exec namespace, where `sandbox exec` runs commands: `connect`,
+`listen` and `HTTPConnection` make their sockets there. This machine's own
+namespace has no route to the cluster."""
 import base64
 import http.client
 import json
@@ -12,6 +17,10 @@ import sys
 import sandboxlib  # noqa: E402  (also puts tests/lib on sys.path for `import tap`)
 
 HERE, ROOT, SANDBOX = sandboxlib.HERE, sandboxlib.ROOT, sandboxlib.SANDBOX
+sys.path.insert(0, os.path.dirname(HERE))
+from k8s import netns  # noqa: E402
+
+EXEC = {}   # the running sandbox's exec namespace: {"netns": path, "ip": address}
 
 
 class Sandbox(sandboxlib.Sandbox):
@@ -22,6 +31,9 @@ class Sandbox(sandboxlib.Sandbox):
 
     def connect(self):
         self.api = Api(self.kubeconfig)
+        with open(os.path.join(self.dir, "network.json")) as f:
+            self.net = json.load(f)
+        EXEC.update(netns=self.net["execNetns"], ip=self.net["execIP"])
 
     def apply(self, obj):
         return self.kubectl("apply", "-f", "-", stdin=json.dumps(obj))
@@ -31,7 +43,7 @@ class Sandbox(sandboxlib.Sandbox):
                 if p["metadata"]["name"].startswith(prefix)]
 
     def cluster_ip(self, name, ns="default"):
-        """The ClusterIP the sandbox gave a Service (its user-space proxy listens there)."""
+        """The ClusterIP the sandbox gave a Service (reachable from inside the cluster only)."""
         return self.api.get("/api/v1/namespaces/%s/services/%s" % (ns, name))["spec"]["clusterIP"]
 
     def wait_available(self, name, ns="default", replicas=None, timeout=15):
@@ -127,8 +139,29 @@ def service(name, selector, ports):
             "spec": {"selector": selector, "ports": ports}}
 
 
+def connect(addr, timeout=3):
+    """A TCP connection from inside the cluster (the exec namespace)."""
+    return netns.connect(EXEC["netns"], addr, timeout)
+
+
+def listen(backlog=8):
+    """A listening socket on the exec namespace's address (an endpoint inside the cluster)."""
+    s = netns.socket_in(EXEC["netns"])
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((EXEC["ip"], 0))
+    s.listen(backlog)
+    return s
+
+
+class HTTPConnection(http.client.HTTPConnection):
+    """http.client from inside the cluster."""
+
+    def connect(self):
+        self.sock = connect((self.host, self.port), self.timeout)
+
+
 def http_get(host, port, path="/", headers=None, timeout=3):
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn = HTTPConnection(host, port, timeout=timeout)
     conn.request("GET", path, headers=headers or {})
     r = conn.getresponse()
     body = r.read()

@@ -198,7 +198,7 @@ class Invalid(unittest.TestCase):
         "422: changing a Service clusterIP"
         cur = SB.admin.get(NS + "/services/web")
         ip = cur["spec"]["clusterIP"]
-        new = "127.2.200.1" if ip != "127.2.200.1" else "127.2.200.2"
+        new = "10.96.200.1" if ip != "10.96.200.1" else "10.96.200.2"
         cur["spec"]["clusterIP"] = new
         cur["spec"]["clusterIPs"] = [new]
         self.check("PUT", NS + "/services/web", cur, invalid("Service", "", "web", [

@@ -85,7 +85,7 @@ class A_Apply(unittest.TestCase):
         self.assertIn("deployment.apps/web created", r.stdout)
         self.assertIn("service/web created", r.stdout)
         svc = getj("service", "web")
-        self.assertRegex(svc["spec"]["clusterIP"], r"^127\.2\.\d+\.\d+$")
+        self.assertRegex(svc["spec"]["clusterIP"], r"^10\.96\.\d+\.\d+$")
         self.assertEqual(svc["spec"]["ports"][0], {"port": 80, "protocol": "TCP", "targetPort": 8080})
         self.assertEqual(svc["spec"]["type"], "ClusterIP")
         self.assertEqual(svc["spec"]["sessionAffinity"], "None")
@@ -166,7 +166,7 @@ class B_Get(unittest.TestCase):
         self.assertIn("web-config", [i["metadata"]["name"] for i in lst["items"]])
         y = kc("get", "service", "web", "-o", "yaml").stdout
         self.assertIn("kind: Service", y)
-        self.assertIn("clusterIP: 127.2.", y)
+        self.assertIn("clusterIP: 10.96.", y)
 
     def test_describe(self):
         "describe deployment and service"
@@ -176,7 +176,7 @@ class B_Get(unittest.TestCase):
         self.assertRegex(out, r"(?m)^StrategyType:\s+RollingUpdate$")
         out = kc("describe", "service", "web").stdout
         self.assertRegex(out, r"(?m)^Type:\s+ClusterIP$")
-        self.assertRegex(out, r"(?m)^IP:\s+127\.2\.")
+        self.assertRegex(out, r"(?m)^IP:\s+10\.96\.")
         self.assertRegex(out, r"(?m)^TargetPort:\s+8080/TCP$")
         out = kc("describe", "configmap", "web-config").stdout
         self.assertIn("greeting", out)

@@ -30,11 +30,12 @@ BIG = 50 * 1000 * 1000
 
 # A small HTTP server run inside the pod with `kubectl exec -i`: answers each request
 # with its own body (so a body crosses the port-forward both ways), and exits when
-# its stdin closes (the exec session's stdin EOF).
+# its stdin closes (the exec session's stdin EOF). It listens on every address of
+# the pod: port-forward connects to localhost inside the pod, as a runtime does.
 POD_SERVER = r'''
 import os, socket, sys, threading
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((os.environ["POD_IP"], 9000)); s.listen(16)
+s.bind(("0.0.0.0", 9000)); s.listen(16)
 def serve(c):
     f = c.makefile("rb")
     while True:
@@ -379,7 +380,7 @@ class B_PortForward(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertRegex(err, r"an error occurred forwarding \d+ -> 9999: error forwarding port 9999 to pod "
                               r"[0-9a-f]{64}, uid : failed to execute portforward in network namespace "
-                              r"\\\"/var/run/netns/cni-[0-9a-f-]+\\\": failed to connect to localhost:9999 inside "
+                              r"\\\"/run/netns/czsb-[0-9a-f]{6}-[0-9a-f]{12}\\\": failed to connect to localhost:9999 inside "
                               r"namespace \\\"[0-9a-f]{64}\\\", IPv4: dial tcp4 127.0.0.1:9999: connect: "
                               r"connection refused IPv6 dial tcp6 \[::1\]:9999: connect: connection refused")
         self.assertIn("error: lost connection to pod", err)

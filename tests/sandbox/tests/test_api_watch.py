@@ -359,28 +359,28 @@ class Semantics(unittest.TestCase):
         "an EndpointSlice owned by the Service mirrors its Endpoints; both go with the Service"
         svc = SB.admin.create(NS + "/services", {"metadata": {"name": "mir"}, "spec": {"ports": [{"port": 80}]}})
         SB.admin.create(NS + "/endpoints", {"metadata": {"name": "mir"}, "subsets": [{
-            "addresses": [{"ip": "127.1.9.9"}], "notReadyAddresses": [{"ip": "127.1.9.10"}],
+            "addresses": [{"ip": "10.244.9.9"}], "notReadyAddresses": [{"ip": "10.244.9.10"}],
             "ports": [{"port": 8080, "protocol": "TCP"}]}]})
         path = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dmir"
         sl = SB.wait_for(lambda: SB.admin.get(path)["items"], what="endpointslice")[0]
         self.assertEqual(sl["metadata"]["ownerReferences"][0]["uid"], svc["metadata"]["uid"])
         self.assertEqual([(e["addresses"], e["conditions"]["ready"]) for e in sl["endpoints"]],
-                         [(["127.1.9.9"], True), (["127.1.9.10"], False)])
+                         [(["10.244.9.9"], True), (["10.244.9.10"], False)])
         self.assertEqual(sl["ports"], [{"name": "", "port": 8080, "protocol": "TCP"}])
         out = SB.kubectl("describe", "service", "mir").stdout
-        self.assertRegex(out, r"(?m)^Endpoints:\s+127\.1\.9\.9:8080$")
+        self.assertRegex(out, r"(?m)^Endpoints:\s+10\.244\.9\.9:8080$")
         SB.admin.request("DELETE", NS + "/services/mir")
         SB.wait_for(lambda: not SB.admin.get(path)["items"], what="endpointslice garbage-collected")
         SB.wait_for(lambda: SB.admin.get(NS + "/endpoints/mir", missing=None) is None,
                     what="Endpoints deleted with their Service")
 
     def test_cluster_ips_are_unique(self):
-        "Services get distinct ClusterIPs from 127.2.0.0/16; headless Services keep None"
+        "Services get distinct ClusterIPs from 10.96.0.0/16; headless Services keep None"
         ips = set()
         for i in range(5):
             s = SB.admin.create(NS + "/services", {"metadata": {"name": "ip%d" % i}, "spec": {"ports": [{"port": 80}]}})
             ips.add(s["spec"]["clusterIP"])
-            self.assertTrue(s["spec"]["clusterIP"].startswith("127.2."))
+            self.assertTrue(s["spec"]["clusterIP"].startswith("10.96."))
         self.assertEqual(len(ips), 5)
         h = SB.admin.create(NS + "/services", {"metadata": {"name": "headless"},
                                                "spec": {"clusterIP": "None", "ports": [{"port": 80}]}})

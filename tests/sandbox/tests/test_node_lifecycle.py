@@ -72,7 +72,7 @@ class LifecycleTest(unittest.TestCase):
         r = SB.kubectl("wait", "--for=condition=Available", "deployment/waited", "--timeout=20s")
         self.assertIn("condition met", r.stdout)
         r = SB.kubectl("logs", "deployment/waited")
-        self.assertIn("listening on 127.1.", r.stdout)
+        self.assertRegex(r.stdout, r"\(10\.244\.\d+\.\d+\) listening on 0\.0\.0\.0 ")
 
     def test_template_change_rolls_out_a_new_replicaset(self):
         SB.apply(nl.deployment("roll", "sandbox/echo", replicas=3))

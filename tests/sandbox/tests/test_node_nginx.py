@@ -87,7 +87,7 @@ class NginxTest(unittest.TestCase):
     def test_nginx_listens_on_its_pod_ip_only(self):
         pod = SB.pods(prefix="proxy-")[0]
         ip = pod["status"]["podIP"]
-        self.assertTrue(ip.startswith("127.1."), ip)
+        self.assertTrue(ip.startswith("10.244."), ip)
         status, body = nl.http_get(ip, 8080, "/static")
         self.assertEqual(status, 200)
         conf = open(os.path.join(SB.dir, "pods", "default", pod["metadata"]["name"], "main.nginx.conf")).read()
@@ -110,7 +110,7 @@ class NginxTest(unittest.TestCase):
         pod = SB.pods(prefix="plain-")[0]
         self.assertEqual(pod["spec"]["nodeName"], "sandbox")
         self.assertEqual(pod["status"]["phase"], "Running")
-        self.assertEqual(pod["status"]["hostIP"], "127.0.0.1")
+        self.assertEqual(pod["status"]["hostIP"], SB.net["nodeIP"], "the node's InternalIP")
         self.assertEqual(pod["status"]["podIPs"], [{"ip": pod["status"]["podIP"]}])
         cs = pod["status"]["containerStatuses"][0]
         self.assertEqual((cs["name"], cs["ready"], cs["started"], cs["restartCount"]), ("main", True, True, 0))

@@ -80,7 +80,7 @@ class ServiceProxyTest(unittest.TestCase):
 
     def test_echo_answers_through_the_cluster_ip_round_robin(self):
         ip = SB.cluster_ip("echo")
-        self.assertTrue(ip.startswith("127.2."), ip)
+        self.assertTrue(ip.startswith("10.96."), ip)
         seen = set()
         for _ in range(6):
             r = ask(ip, 80, "/hello?x=1", {"X-Test": "yes"})
@@ -119,7 +119,7 @@ class ServiceProxyTest(unittest.TestCase):
     def test_body_of_any_size_is_read_and_hashed(self):
         ip = SB.cluster_ip("echo")
         body = os.urandom(3 * 1024 * 1024 + 7)
-        s = socket.create_connection((ip, 80), timeout=5)
+        s = nl.connect((ip, 80), timeout=5)
         s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         f = s.makefile("rb")
         status = f.readline()
@@ -136,8 +136,7 @@ class ServiceProxyTest(unittest.TestCase):
         self.assertEqual(doc["body"], {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()})
 
     def test_keep_alive_connection_serves_several_requests(self):
-        import http.client
-        conn = http.client.HTTPConnection(SB.cluster_ip("echo"), 80, timeout=3)
+        conn = nl.HTTPConnection(SB.cluster_ip("echo"), 80, timeout=3)
         pods = set()
         for i in range(3):
             conn.request("GET", "/k%d" % i)
@@ -149,7 +148,7 @@ class ServiceProxyTest(unittest.TestCase):
         self.assertEqual(len(pods), 1, "one TCP connection stays on one pod")
 
     def test_websocket_round_trip_through_the_cluster_ip(self):
-        s = socket.create_connection((SB.cluster_ip("echo"), 80), timeout=5)
+        s = nl.connect((SB.cluster_ip("echo"), 80), timeout=5)
         key = base64.b64encode(os.urandom(16)).decode()
         s.sendall(("GET /ws HTTP/1.1\r\nHost: echo\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode())
@@ -192,7 +191,7 @@ class ServiceProxyTest(unittest.TestCase):
         try:
             with self.assertRaises((ConnectionResetError, BrokenPipeError)):
                 # the reset may already be seen by connect() itself
-                s = socket.create_connection((ip, 80), timeout=2)
+                s = nl.connect((ip, 80), timeout=2)
                 s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 data = s.recv(100)
                 self.fail("connection not reset (read %r)" % data)
@@ -203,11 +202,8 @@ class ServiceProxyTest(unittest.TestCase):
     def test_selectorless_service_uses_manual_endpoints_with_half_close_and_reset(self):
         import threading
         big = os.urandom(16 << 20)
-        ls = socket.socket()
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(("127.1.254.77", 0))
-        ls.listen(8)
-        port = ls.getsockname()[1]
+        ls = nl.listen()     # an endpoint inside the cluster that is no pod
+        addr, port = ls.getsockname()
 
         def serve():
             for _ in range(2):
@@ -226,12 +222,12 @@ class ServiceProxyTest(unittest.TestCase):
             SB.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "manual"},
                       "spec": {"ports": [{"port": 7000, "targetPort": port}]}})
             SB.apply({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "manual"},
-                      "subsets": [{"addresses": [{"ip": "127.1.254.77"}], "ports": [{"port": port}]},
+                      "subsets": [{"addresses": [{"ip": addr}], "ports": [{"port": port}]},
                                   ]})
             ip = SB.cluster_ip("manual")
 
             def exchange(payload):
-                s = socket.create_connection((ip, 7000), timeout=10)
+                s = nl.connect((ip, 7000), timeout=10)
                 s.sendall(payload)
                 s.shutdown(socket.SHUT_WR)
                 out = b""
@@ -253,7 +249,7 @@ class ServiceProxyTest(unittest.TestCase):
         # the endpoint now refuses: the client is reset
         s = None
         with self.assertRaises((ConnectionResetError, BrokenPipeError)):
-            s = socket.create_connection((ip, 7000), timeout=2)
+            s = nl.connect((ip, 7000), timeout=2)
             s.sendall(b"hello")
             s.recv(10)
             self.fail("not reset")
@@ -270,7 +266,7 @@ class ServiceProxyTest(unittest.TestCase):
 
         def refused():
             try:
-                socket.create_connection((ip, 81), timeout=1).close()
+                nl.connect((ip, 81), timeout=1).close()
                 return False
             except ConnectionRefusedError:
                 return True

@@ -106,9 +106,11 @@ class TranslateTest(unittest.TestCase):
         with self.assertRaises(images.UnresolvedHost):
             self.tr("events {} http { server { listen 80; location / { proxy_pass http://nowhere.example:80; } } }")
 
-    def test_resolvers_outside_loopback_are_replaced(self):
+    def test_resolver_addresses_are_kept_and_service_names_mapped(self):
         out, _ = self.tr("events {} http { resolver 10.96.0.10 valid=10s; server { listen 80; } }")
-        self.assertIn("resolver 127.0.0.1 valid=10s;", out)
+        self.assertIn("resolver 10.96.0.10 valid=10s;", out)
+        out, _ = self.tr("events {} http { resolver web.default.svc.cluster.local:53; server { listen 80; } }")
+        self.assertIn("resolver 127.2.0.9:53;", out)
 
     def test_translated_default_config_passes_nginx_t(self):
         out, _ = self.tr(open(os.path.join(self.root, "etc/nginx/nginx.conf")).read())
@@ -160,12 +162,14 @@ class ImageTest(unittest.TestCase):
                 self.assertEqual(images.kind_of(image), kind)
         self.assertEqual(images.normalized("nginx"), "docker.io/library/nginx:latest")
 
-    def test_ipam_hands_out_unique_loopback_addresses(self):
+    def test_ipam_hands_out_unique_pod_addresses(self):
         ipam = kubelet.IPAM()
         a = [ipam.allocate() for _ in range(300)]
         self.assertEqual(len(set(a)), 300)
-        self.assertTrue(all(ip.startswith("127.1.") and not ip.endswith(".0") and not ip.endswith(".255")
+        self.assertTrue(all(ip.startswith("10.244.") and not ip.endswith(".0") and not ip.endswith(".255")
                             for ip in a))
+        self.assertNotIn("10.244.0.1", a, "the bridge (pods' gateway) is not handed out")
+        self.assertNotIn("10.244.0.2", a, "the sandbox exec address is not handed out")
         ipam.release(a[0])
         self.assertNotEqual(ipam.allocate(), a[0], "a freed address is not reused at once")
 
