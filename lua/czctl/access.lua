@@ -145,7 +145,11 @@ end
 ---@return czctl.access.Permission[]|nil missing
 ---@return any err
 function M.missing(client, namespace, needs)
-  local status = rules_review(client, namespace)
+  local status, rerr = rules_review(client, namespace)
+  local kube = require "czctl.kube"
+  -- a server that refuses or lacks rules reviews still answers access
+  -- reviews; anything else (401, unreachable) is the answer
+  if not status and not (kube.forbidden(rerr) or kube.not_found(rerr)) then return nil, rerr end
   local rules = status and status.resourceRules or {}
   local missing = {}
   for _, q in ipairs(needs) do

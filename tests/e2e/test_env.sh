@@ -76,6 +76,7 @@ items = [
          {"name": "LATER", "value": "<$(EARLY)>"},
          {"name": "EARLY", "value": "early"},
          {"name": "EXPANDED", "value": "$(CFG_LOG_LEVEL)/$(PLAIN)/$$(PLAIN)/$(UNDEFINED)/$(EARLY)/$x/$("},
+         {"name": "DOLLAR_UTF8", "value": "price: $\u00e9"},
          {"name": "CFG_GREETING", "value": "env overrides envFrom"},
          {"name": "DB_URL", "value": "postgres://app:$(DB_PASSWORD)@db:5432/app"},
          {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "GREETING"}}},
@@ -156,6 +157,9 @@ want.update({
     "DB_PASSWORD": "s3cr3t-pw", "API_TOKEN": "tok-123", "1BAD": "kept since 1.30",
     "PLAIN": "plain value", "EMPTY": "", "LATER": "<$(EARLY)>", "EARLY": "early",
     "EXPANDED": "debug/plain value/$(PLAIN)/$(UNDEFINED)/early/$x/$(",
+    # Go's expansion turns the byte after $ into the code point of its value:
+    # e-acute (c3 a9) comes out as c3 83 a9
+    "DOLLAR_UTF8": "price: $\u00c3\udca9",
     "DB_URL": "postgres://app:s3cr3t-pw@db:5432/app",
     "FROM_CM": "hello from the ConfigMap", "FROM_SECRET": "tok-123", "NOT_EXPANDED": "$(PLAIN) stays",
     "MY_POD": pod["metadata"]["name"], "MY_NS": "default", "MY_UID": pod["metadata"]["uid"], "MY_LABEL": "envtest",

@@ -6,7 +6,7 @@ local dotenv = require "czctl.env.dotenv"
 local access = require "czctl.access"
 
 -- control characters as \N in test names (one TAP line each)
-local function show(s) return (s:gsub("%c", function(ch) return "\\" .. ch:byte() end)) end
+local function show(s) return (s:gsub("[%c\128-\255]", function(ch) return "\\" .. ch:byte() end)) end
 
 describe("env.expand: the kubelet's $(VAR) expansion", function()
   local vars = { VAR_A = "A", VAR_B = "B", EMPTY = "" }
@@ -17,8 +17,9 @@ describe("env.expand: the kubelet's $(VAR) expansion", function()
     { "$$$$(VAR_A)", "$$(VAR_A)" }, { "$$$(VAR_A)", "$A" }, { "$$", "$" }, { "$", "$" }, { "x$", "x$" },
     { "$VAR_A", "$VAR_A" }, { "${VAR_A}", "${VAR_A}" }, { "$(", "$(" }, { "$(VAR_A", "$(VAR_A" },
     { "$()", "$()" }, { "$(VAR_A)$(", "A$(" }, { "($(VAR_A))", "(A)" }, { "$(VAR_A)$", "A$" },
+    { "$\xc3\xa9", "$\xc3\x83\xa9" }, -- Go's string(byte): é (c3 a9) after $ comes out as $Ã then a9
   }) do
-    it(string.format("expands %q to %q", c[1], c[2]), function()
+    it(string.format("expands [%s] to [%s]", show(c[1]), show(c[2])), function()
       assert.equal(c[2], (env.expand(c[1], lookup)))
     end)
   end

@@ -62,7 +62,8 @@ end
 
 --- Expand $(VAR) references as the kubelet does (third_party/forked/golang/
 --- expansion): $$ is $, $(NAME) is NAME's value when `lookup` knows it and
---- stays as written otherwise, an unclosed $( and any other $ are kept.
+--- stays as written otherwise, an unclosed $( and any other $ are kept
+--- (bytes, as Go does it: a non-ASCII byte right after $ is re-encoded).
 ---@param input string
 ---@param lookup fun(name: string): string|nil
 ---@return string
@@ -87,7 +88,10 @@ function M.expand(input, lookup)
           out[#out + 1] = "$("; i = i + 2
         end
       else
-        out[#out + 1] = "$" .. nxt; i = i + 2
+        -- Go's string(input[0]) turns the byte into the code point of that
+        -- value: a non-ASCII byte after $ comes out re-encoded, as the kubelet does
+        local b = nxt:byte()
+        out[#out + 1] = "$" .. (b >= 0x80 and utf8.char(b) or nxt); i = i + 2
       end
     else
       out[#out + 1] = c; i = i + 1

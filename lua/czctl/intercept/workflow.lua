@@ -179,11 +179,10 @@ end
 ---@param commands string[] names in czctl.access.NEEDS
 function M.check_access(ctx, opts, commands)
   local access = require "czctl.access"
-  local ns = opts.namespace or "default"
-  ctx.out:step("Check permissions in namespace " .. ns, function()
-    local ok, err = access.check(ctx.kube(), ns, access.needs(table.unpack(commands)), "czctl service intercept")
-    if not ok then fail(err) end
-  end)
+  -- not a step of its own on screen: when it passes there is nothing to say
+  local ok, err = access.check(ctx.kube(), opts.namespace or "default", access.needs(table.unpack(commands)),
+                               "czctl service intercept")
+  if not ok then fail(err) end
 end
 
 --- Step (with --env-file): the environment of the Service's app, resolved

@@ -20,31 +20,35 @@ _SUFFIX = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 10
 
 
 def expand(value, lookup):
-    out, i, n = [], 0, len(value)
+    """On bytes, as Go's expansion.Expand: string(input[0]) turns a byte after $ into the
+    code point of that value, so a non-ASCII byte there comes out re-encoded."""
+    enc = lambda t: t.encode("utf-8", "surrogateescape")
+    data, out, i = enc(value), [], 0
+    n = len(data)
     while i < n:
-        c = value[i]
-        if c == "$" and i + 1 < n:
-            nxt = value[i + 1]
-            if nxt == "$":
-                out.append("$")
+        c = data[i:i + 1]
+        if c == b"$" and i + 1 < n:
+            nxt = data[i + 1]
+            if nxt == 0x24:
+                out.append(b"$")
                 i += 2
-            elif nxt == "(":
-                close = value.find(")", i + 2)
+            elif nxt == 0x28:
+                close = data.find(b")", i + 2)
                 if close < 0:
-                    out.append("$(")
+                    out.append(b"$(")
                     i += 2
                 else:
-                    name = value[i + 2:close]
+                    name = data[i + 2:close].decode("utf-8", "surrogateescape")
                     v = lookup(name)
-                    out.append(v if v is not None else "$(" + name + ")")
+                    out.append(enc(v) if v is not None else b"$(" + data[i + 2:close] + b")")
                     i = close + 1
             else:
-                out.append("$" + nxt)
+                out.append(b"$" + chr(nxt).encode("utf-8"))
                 i += 2
         else:
             out.append(c)
             i += 1
-    return "".join(out)
+    return b"".join(out).decode("utf-8", "surrogateescape")
 
 
 def quantity(s):
