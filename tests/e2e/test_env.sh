@@ -204,6 +204,12 @@ is "$(stat -c %a "$WORK/existing.env")" 600 "an existing file is replaced by a 0
 out=$("$CZCTL" service env envtest -- python3 -c 'import os; print(os.environ["DB_URL"], os.environ["FROM_SECRET"], os.environ["CFG_LOG_LEVEL"], os.environ.get("OPT_NO_KEY", "unset"))' 2>/dev/null)
 is "$out" "postgres://app:s3cr3t-pw@db:5432/app tok-123 debug unset" "a command after -- sees the environment, secrets included"
 "$CZCTL" service env envtest -- sh -c 'exit 7' 2>/dev/null; is "$?" 7 "czctl exits with the command's exit code"
+"$CZCTL" service env envtest -- sh -c 'echo $$ >"$1"; exec sleep 30' _ "$WORK/child.pid" 2>/dev/null &
+czpid=$!; E2E_PIDS+=("$czpid")
+wait_for_cmd 20 test -s "$WORK/child.pid"
+kill -TERM "$czpid"; wait "$czpid"; rc=$?
+is "$rc" 143 "a SIGTERM to czctl is passed on to the command, and czctl exits as it did (143)"
+check "the command is gone" bash -c '! kill -0 "$(cat "$1")" 2>/dev/null' _ "$WORK/child.pid"
 out=$("$CZCTL" service env envtest -- python3 -c 'import os,sys; sys.stdout.buffer.write(os.environb[b"RAW_BYTES"])' 2>/dev/null | od -An -tx1 | tr -d ' \n')
 is "$out" "636166e920fffe20656e64" "the command gets non-UTF-8 Secret bytes exactly"
 out=$("$CZCTL" service env envtest extra 2>&1); rc=$?
