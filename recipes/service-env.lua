@@ -59,7 +59,8 @@ read back exactly by `set -a; . FILE` and python-dotenv (docs/env.md).]],
       if not ok then ctx.usage_error("--file %s", perr) end
     end
     local client = ctx.kube()
-    local ok, aerr = access.check(client, f.namespace, access.needs("service env"), "czctl service env")
+    local ok, aerr = access.check(client, f.namespace, access.needs("service env"), "czctl service env",
+                                 ctx.args.service)
     if not ok then fail(aerr) end
     local result, err = env.resolve(client, { namespace = f.namespace, service = ctx.args.service,
                                               container = f.container })

@@ -185,9 +185,16 @@ end
 ---@param namespace string
 ---@param needs czctl.access.Permission[]
 ---@param command string for the message
+---@param object_name? string the object the command is about (a Service)
 ---@return true|nil
 ---@return any err
-function M.check(client, namespace, needs, command)
+function M.check(client, namespace, needs, command, object_name)
+  -- A name kubectl refuses (".", "..", "/" or "%" in it) is refused by the
+  -- client, with kubectl's message, before the first request that uses it:
+  -- asking about permissions first would send a request for nothing.
+  for _, s in ipairs({ namespace, object_name or "x" }) do
+    if s == "" or s == "." or s == ".." or s:find("[/%%]") then return true end
+  end
   local missing, err = M.missing(client, namespace, needs)
   if not missing then return nil, err end
   if #missing > 0 then return nil, M.message(namespace, missing, command) end

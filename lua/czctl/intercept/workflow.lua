@@ -181,7 +181,7 @@ function M.check_access(ctx, opts, commands)
   local access = require "czctl.access"
   -- not a step of its own on screen: when it passes there is nothing to say
   local ok, err = access.check(ctx.kube(), opts.namespace or "default", access.needs(table.unpack(commands)),
-                               "czctl service intercept")
+                               "czctl service intercept", opts.service)
   if not ok then fail(err) end
 end
 
