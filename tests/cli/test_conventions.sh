@@ -59,7 +59,7 @@ like "$out" 'invalid value "xml" for flag -o: expected one of text, json, yaml' 
 
 # --- recipe list as a List ------------------------------------------------------------
 is "$("$CZCTL" recipe list -o json | json '(d["kind"], [i["name"] for i in d["items"]][:2])')" \
-  "('RecipeList', ['config-view', 'service-intercept'])" "recipe list -o json is a RecipeList of items"
+  "('RecipeList', ['config-view', 'service-env'])" "recipe list -o json is a RecipeList of items"
 
 # --- completion -----------------------------------------------------------------------
 "$CZCTL" completion bash >"$WORK/czctl.bash"

@@ -65,6 +65,8 @@ M.COMMAND_GRACE = 5
 ---@field kubeconfig? string
 ---@field context? string
 ---@field hooks? czctl.intercept.Hooks
+---@field env_file? string               also write the app's environment there (czctl.env, mode 0600)
+---@field access_checked? boolean       (internal) the permissions were checked already (before --clean)
 ---@field held_by? integer               (internal) pid of the --wait holder this setup runs for
 ---@field session_id? string             (internal) the session id the holder chose
 
@@ -173,6 +175,47 @@ function Run:create(obj)
     state = "unknown"
   end
   fail(err)
+end
+
+--- Step: before anything changes, ask the API server whether the user may
+--- do every step, the undo steps and closing the session included
+--- (czctl.access); fails with one line naming every missing permission.
+function Run:check_access()
+  if self.opts.access_checked then return end -- before --clean, for this run too
+  M.check_access(self.ctx, self.opts, self.opts.env_file and { "service intercept", "service env" }
+                                      or { "service intercept" })
+end
+
+--- Fail (one line naming them) unless the user has every permission the
+--- commands need in opts.namespace (czctl.access); also used before --clean.
+---@param ctx table
+---@param opts czctl.intercept.Options
+---@param commands string[] names in czctl.access.NEEDS
+function M.check_access(ctx, opts, commands)
+  local access = require "czctl.access"
+  -- not a step of its own on screen: when it passes there is nothing to say
+  local ok, err = access.check(ctx.kube(), opts.namespace or "default", access.needs(table.unpack(commands)),
+                               "czctl service intercept", opts.service)
+  if not ok then fail(err) end
+end
+
+--- Step (with --env-file): the environment of the Service's app, resolved
+--- from its pods before the Service is routed elsewhere, written to a 0600
+--- file (removed again if the intercept rolls back).
+function Run:export_env()
+  local path = self.opts.env_file
+  if not path then return end
+  local env = require "czctl.env"
+  self.out:step("Write the environment of Service " .. self.opts.service .. " to " .. path, function()
+    local existed = io.open(path, "rb")
+    if existed then existed:close() end
+    local result, err = env.resolve(self.client, { namespace = self.opts.namespace, service = self.opts.service })
+    if not result then fail(err) end
+    for _, w in ipairs(result.warnings) do self.out:warn("%s", w) end
+    if not existed then self.ctx.undo:defer("remove " .. path, function() os.remove(path) end) end
+    local ok, werr = env.write_file(path, (env.render(result, "dotenv", { secrets = true })))
+    if not ok then fail(werr) end
+  end)
 end
 
 --- Step: the Service and the port to intercept (-r, or its only port). A
@@ -795,6 +838,8 @@ local function intercept_flags()
     { name = "image", type = "string", default = intercept.DEFAULT_IMAGE, help = "the proxy image" },
     { name = "grace", type = "number", default = M.COMMAND_GRACE,
       help = "with -- CMD: seconds CMD has to exit after czctl passes it SIGINT/SIGTERM, then SIGKILL" },
+    { name = "envFile", type = "string", complete = "files",
+      help = "also write the environment of the Service's app to this file (mode 0600; see czctl service env)" },
     -- Internal: the setup child of a --wait holder (see hold_from_command_line).
     { name = "heldBy", type = "integer", hidden = true, help = "(internal) pid of the --wait holder" },
     { name = "sessionId", type = "string", hidden = true, help = "(internal) the session id the holder chose" },
@@ -839,7 +884,7 @@ function M.options_from_flags(ctx)
     service = ctx.args.service, namespace = f.namespace, remote_port = f.remotePort, local_port = f.localPort,
     rule = rule, header = not f.all and f.header or nil, tunnel = f.tunnel, tunnel_host = f.tunnelHost,
     image = f.image, wait = f.wait, kubeconfig = f.kubeconfig, context = f.context,
-    held_by = f.heldBy, session_id = f.sessionId,
+    held_by = f.heldBy, session_id = f.sessionId, env_file = f.envFile,
   }
 end
 
@@ -891,10 +936,14 @@ czctl's own failures: 1, usage 2, CMD not found 127; see docs/ci.md).
     if f.wait and not f.heldBy then return M.hold_from_command_line(ctx) end
     -- --clean: close whatever session holds this Service, then go on (or stop).
     if f.clean then
-      local closed = close_sessions_on(ctx, opts.namespace, opts.service)
       local given = ctx.sources
-      if not (given.localPort == "flag" or given.remotePort == "flag" or given.header == "flag" or f.all
-              or f.wait or ctx.command_argv) then
+      local alone = not (given.localPort == "flag" or given.remotePort == "flag" or given.header == "flag" or f.all
+                         or f.wait or ctx.command_argv)
+      M.check_access(ctx, opts, alone and { "session close" }
+                                or opts.env_file and { "service intercept", "service env" } or { "service intercept" })
+      opts.access_checked = not alone
+      local closed = close_sessions_on(ctx, opts.namespace, opts.service)
+      if alone then
         M.report(ctx, { kind = "CloseResult", closed = closed, failed = setmetatable({}, util.array_mt),
                         service = opts.service, namespace = opts.namespace })
         return 0
