@@ -7,8 +7,10 @@
 -- is registered for undo just before it is made, so an error or Ctrl-C at
 -- any point rolls back.
 local STEPS = {
+  "check_access",          -- 0. ask the API server whether every step (and its undo) is allowed
   "resolve_service",       -- 1. the Service and the port to intercept (-r, or its only port); a rule
                            --    that would take another session's requests is refused here
+  "export_env",            --    with --env-file: the app's environment, to a 0600 file
   "record_session",        -- 2. a local session file, so a crash at any later point leaves a trace
   "start_tunnel",          -- 3. the tunnel (ngrok, held by a keeper process; or direct): its URL is
                            --    where the proxy sends this session's requests

@@ -36,6 +36,12 @@ M.LATE_CREATE_GRACE = 3
 -- How often a --wait holder checks the tunnel, the guard's warnings and the
 -- session file.
 M.HOLD_CHECK_INTERVAL = 1
+-- `-- CMD`: seconds CMD has to exit after czctl passed it a signal, before
+-- its process group gets SIGKILL and the session is closed. With the close
+-- (0.35 s on the sandbox, bench/ci-cancel.sh) this fits the 10 s a CI runner
+-- gives between its first signal and SIGKILL (GitHub Actions: SIGINT, 7.5 s,
+-- SIGTERM, 2.5 s, then the process tree is killed). See docs/ci.md.
+M.COMMAND_GRACE = 5
 
 ---@class czctl.intercept.Hooks
 --- Each hook gets the object czctl built and the run (run.session, run.ctx,
@@ -56,9 +62,13 @@ M.HOLD_CHECK_INTERVAL = 1
 ---@field tunnel_host? string            with direct: this machine's address the cluster reaches (default: detected)
 ---@field image? string                  the proxy image
 ---@field wait? boolean                  stay until a signal, then close the session
+---@field command? string[]              run this command, and close the session when it exits (implies wait)
+---@field grace? number                  with command: seconds it has to exit after a signal (M.COMMAND_GRACE)
 ---@field kubeconfig? string
 ---@field context? string
 ---@field hooks? czctl.intercept.Hooks
+---@field env_file? string               also write the app's environment there (czctl.env, mode 0600)
+---@field access_checked? boolean       (internal) the permissions were checked already (before --clean)
 ---@field held_by? integer               (internal) pid of the --wait holder this setup runs for
 ---@field session_id? string             (internal) the session id the holder chose
 
@@ -82,6 +92,12 @@ M.HOLD_CHECK_INTERVAL = 1
 ---@field wait boolean
 ---@field closeCommand string
 ---@field curl string|nil       a request that is routed to this machine, ready to paste
+
+-- Raise a failure that exits with `code` instead of 1 (`-- CMD`: 126/127
+-- when CMD cannot run, as a shell says it).
+local function fail_with(code, message)
+  error(setmetatable({ message = message, exit_code = code }, { __tostring = function(e) return e.message end }), 0)
+end
 
 -- Raise a failure as a one-line error; a pending signal wins, so the
 -- runner reports the interrupt instead.
@@ -133,6 +149,47 @@ function M.new(ctx, opts)
   end
   run.rule_text = proxy.describe(run.opts.rule)
   return run
+end
+
+--- Step: before anything changes, ask the API server whether the user may
+--- do every step, the undo steps and closing the session included
+--- (czctl.access); fails with one line naming every missing permission.
+function Run:check_access()
+  if self.opts.access_checked then return end -- before --clean, for this run too
+  M.check_access(self.ctx, self.opts, self.opts.env_file and { "service intercept", "service env" }
+                                      or { "service intercept" })
+end
+
+--- Fail (one line naming them) unless the user has every permission the
+--- commands need in opts.namespace (czctl.access); also used before --clean.
+---@param ctx table
+---@param opts czctl.intercept.Options
+---@param commands string[] names in czctl.access.NEEDS
+function M.check_access(ctx, opts, commands)
+  local access = require "czctl.access"
+  -- not a step of its own on screen: when it passes there is nothing to say
+  local ok, err = access.check(ctx.kube(), opts.namespace or "default", access.needs(table.unpack(commands)),
+                               "czctl service intercept", opts.service)
+  if not ok then fail(err) end
+end
+
+--- Step (with --env-file): the environment of the Service's app, resolved
+--- from its pods before the Service is routed elsewhere, written to a 0600
+--- file (removed again if the intercept rolls back).
+function Run:export_env()
+  local path = self.opts.env_file
+  if not path then return end
+  local env = require "czctl.env"
+  self.out:step("Write the environment of Service " .. self.opts.service .. " to " .. path, function()
+    local existed = io.open(path, "rb")
+    if existed then existed:close() end
+    local result, err = env.resolve(self.client, { namespace = self.opts.namespace, service = self.opts.service })
+    if not result then fail(err) end
+    for _, w in ipairs(result.warnings) do self.out:warn("%s", w) end
+    if not existed then self.ctx.undo:defer("remove " .. path, function() os.remove(path) end) end
+    local ok, werr = env.write_file(path, (env.render(result, "dotenv", { secrets = true })))
+    if not ok then fail(werr) end
+  end)
 end
 
 --- Step: the Service and the port to intercept (-r, or its only port). A
@@ -454,7 +511,9 @@ function M.render(r)
   add("Tunnel", r.tunnelUrl and (r.tunnelUrl .. " (" .. r.tunnel .. ")"))
   add("Inspector", r.inspector)
   add("Try", r.curl and (r.curl .. "   # from inside the cluster"))
-  if r.wait then
+  if r.command then
+    add("Command", util.shell_join(r.command.argv) .. " (the session closes when it exits)")
+  elseif r.wait then
     add("Stop", "Ctrl-C (or SIGTERM) ends the session and restores the Service")
   else
     add("Close", r.closeCommand)
@@ -472,18 +531,27 @@ function M.report(ctx, r)
 end
 
 --- Wait until a signal arrives, the session's tunnel dies, its guard ends
---- it, or it is closed by another command. Returns why: "signal",
---- "closed", "tunnel" or "ended" (with a message). The guard's warnings
---- (in the keeper's log) are passed to `warn` as they come.
+--- it, or it is closed by another command, or, given a process (`-- CMD`),
+--- until it exits. Returns why: "signal", "closed", "tunnel" or "ended"
+--- (with a message), or "exited" and the process's exit code. The guard's
+--- warnings (in the keeper's log) are passed to `warn` as they come.
 ---@param s table the local session record
+---@param child? czctl.Process
 ---@param warn? fun(line: string)
 ---@return string reason
----@return string|nil detail
-function M.hold(s, warn)
+---@return string|integer|nil detail
+function M.hold(s, child, warn)
   local log_path = session.path(s.id, ".log")
   local seen = #(require("czctl.sys").read_file(log_path) or "")
   while true do
-    if signal.wait(M.HOLD_CHECK_INTERVAL) then return "signal" end
+    if child then
+      local code, why = child:await(M.HOLD_CHECK_INTERVAL)
+      if code then return "exited", code end
+      if why == "interrupted" then return "signal" end
+      if why ~= "timeout" then return "exited", 1 end -- cannot happen for our own child
+    elseif signal.wait(M.HOLD_CHECK_INTERVAL) then
+      return "signal"
+    end
     if warn then
       local data = require("czctl.sys").read_file(log_path) or ""
       if #data > seen then
@@ -494,9 +562,10 @@ function M.hold(s, warn)
         seen = #data
       end
     end
+    -- closed elsewhere first: closing also stops the keeper, which is then no tunnel problem
+    if not session.load(s.id) then return "closed" end
     local problem, kind = session.keeper_problem(s)
     if problem then return kind or "tunnel", problem end
-    if not session.load(s.id) then return "closed" end
   end
 end
 
@@ -534,25 +603,174 @@ function M.close(ctx, s)
   end
 end
 
+-- `-- CMD`: the environment names CMD finds the session's facts under
+-- (documented in docs/ci.md); any of them inherited from an outer czctl is
+-- removed, so an unset one (CZCTL_HEADER with --all) is really unset.
+M.COMMAND_ENV = { "CZCTL_SESSION", "CZCTL_SERVICE", "CZCTL_NAMESPACE", "CZCTL_SERVICE_PORT", "CZCTL_SERVICE_URL",
+                  "CZCTL_CLUSTER_IP", "CZCTL_RULE", "CZCTL_HEADER", "CZCTL_HEADER_NAME", "CZCTL_HEADER_VALUE",
+                  "CZCTL_LOCAL_PORT", "CZCTL_TUNNEL", "CZCTL_TUNNEL_URL" }
+
+--- The environment of `-- CMD`: ours (or `base`), plus the session's facts.
+---@param facts czctl.intercept.Session
+---@param base? table<string, string> default: this process's environment
+---@return table<string, string>
+function M.command_env(facts, base)
+  local env = util.deep_copy(base or csys.environ())
+  for _, name in ipairs(M.COMMAND_ENV) do env[name] = nil end
+  local header_name, header_value
+  if facts.header then header_name, header_value = facts.header:match("^([^:]+):%s*(.-)%s*$") end
+  local function num(n) return n and tostring(math.tointeger(n) or n) end
+  local set = {
+    CZCTL_SESSION = facts.id, CZCTL_SERVICE = facts.service, CZCTL_NAMESPACE = facts.namespace,
+    CZCTL_SERVICE_PORT = num(facts.port),
+    CZCTL_SERVICE_URL = string.format("http://%s.%s.svc.cluster.local:%s", facts.service, facts.namespace,
+                                      num(facts.port)),
+    CZCTL_CLUSTER_IP = facts.clusterIP, CZCTL_RULE = facts.rule,
+    CZCTL_HEADER = facts.header, CZCTL_HEADER_NAME = header_name, CZCTL_HEADER_VALUE = header_value,
+    CZCTL_LOCAL_PORT = num(facts.localPort), CZCTL_TUNNEL = facts.tunnel, CZCTL_TUNNEL_URL = facts.tunnelUrl,
+  }
+  for k, v in pairs(set) do env[k] = v end
+  return env
+end
+
+-- Stop CMD after a signal came to czctl: the signal (and any that follow)
+-- goes to CMD's process group, which gets `grace` seconds to exit and then
+-- SIGKILL. Returns CMD's exit code.
+local function stop_command(ctx, child, sig, grace)
+  local clock = csys.now
+  local deadline = clock() + grace
+  while true do
+    if sig then
+      ctx.out:event("command", { status = "signalled", signal = sig },
+                    string.format("passing %s to the command (%gs to exit)", sig, grace))
+      child:kill(sig)
+      signal.clear()
+    end
+    local code, why = child:await(math.max(0, deadline - clock()))
+    if code then return code end
+    if why == "interrupted" then
+      sig = signal.pending() -- another one (the runner's SIGTERM after its SIGINT): passed on too
+    else
+      ctx.out:event("command", { status = "killed", signal = "SIGKILL" },
+                    string.format("the command did not exit within %gs: SIGKILL", grace))
+      child:kill("KILL")
+      return child:await(5) or 137
+    end
+  end
+end
+
+-- Run `-- CMD` for a session set up in this process, hold the session for
+-- as long as CMD runs, then close it. Exit: CMD's code; 128+N when a signal
+-- N came to czctl (passed on to CMD); 1 when czctl failed (the close, the
+-- tunnel, the session closed by another command: CMD is stopped first).
+local function run_command(ctx, facts, command, grace)
+  ctx.undo:discard() -- from here on the session is closed as a whole, from the cluster
+  local s = assert(session.load(facts.id), "the session file disappeared")
+  local process = require "czctl.process"
+  local started = csys.now()
+  ctx.out:event("command", { status = "started", argv = setmetatable(util.deep_copy(command), util.array_mt) },
+                "Running " .. util.shell_join(command))
+  -- Its own process group (czctl passes signals to all of it), the terminal
+  -- when czctl has it (Ctrl-C then reaches CMD alone, as in a shell), and
+  -- SIGTERM if czctl dies, even by SIGKILL, so it never runs unattended.
+  local child, err = process.spawn(command, { env = M.command_env(facts), stdin = "inherit", stdout = "inherit",
+                                              stderr = "inherit", foreground = true,
+                                              parent_death_signal = "TERM" })
+  local code, why, detail, first_signal
+  if not child and err == "interrupted" then
+    -- a signal came between the setup and the start: CMD never ran
+    first_signal = signal.pending()
+    code = signal.exit_code(first_signal)
+  elseif not child then
+    code, detail = tostring(err):find("command not found", 1, true) and 127 or 126, err
+  else
+    why, detail = M.hold(s, child, function(line) ctx.out:warn("%s", line) end)
+    if why == "exited" then
+      code = detail
+    elseif why == "signal" then
+      first_signal = signal.pending()
+      code = stop_command(ctx, child, first_signal, grace)
+    else
+      -- the session ended under CMD: it would go on testing the cluster's version
+      ctx.out:event("command", { status = "stopped", reason = why }, "stopping the command: the session ended")
+      child:kill("TERM")
+      code = child:await(grace)
+      if not code then child:kill("KILL"); code = child:await(5) or 137 end
+    end
+    child:close()
+  end
+  if child then
+    local seconds = csys.now() - started
+    ctx.out:event("command", { status = "exited", code = code, ms = math.floor(seconds * 1000 + 0.5) },
+                  string.format("The command exited with code %d (%s)", code, util.format_duration(seconds)))
+  end
+  signal.clear()
+  if why ~= "closed" then
+    local ok, close_err = pcall(M.close, ctx, s)
+    if not ok then intercept.raise(string.format("%s (the command exited with %d)", tostring(close_err), code)) end
+  end
+  if why == "closed" then intercept.raise(string.format("session %s was closed by another command while "
+                                                        .. "the command ran (it exited with %d)", s.id, code)) end
+  if why == "tunnel" then
+    intercept.raise(string.format("the session ended because the tunnel stopped: %s (the command exited with %d)",
+                                  tostring(detail), code))
+  end
+  if not child and not first_signal then
+    fail_with(code, string.format("cannot run the command: %s", tostring(detail)))
+  end
+  return first_signal and signal.exit_code(first_signal) or code, code
+end
+
 -- Hold a session set up in this process, then close it.
 local function hold_here(ctx, facts)
   ctx.undo:discard() -- from here on the session is closed as a whole, from the cluster
   local s = session.load(facts.id)
   if not s then return 0 end
-  local why, detail = M.hold(s, function(line) ctx.out:warn("%s", line) end)
+  local why, detail = M.hold(s, nil, function(line) ctx.out:warn("%s", line) end)
   return end_held(ctx, s, why, detail) or 0
 end
 
 --- The intercept, start to end, in this process: check the options, run
 --- the steps, report the result; with opts.wait, hold the session until a
---- signal and close it. Returns the exit code.
+--- signal and close it; with opts.command, run it and close the session
+--- when it exits (the exit code is the command's, 128+N after signal N, 127
+--- when it is not found, before anything is done). Returns the exit code.
 ---@param ctx table
 ---@param opts czctl.intercept.Options
 ---@param steps (string|function)[]
 ---@return integer
 function M.start(ctx, opts, steps)
+  if opts.command then
+    -- refused before anything is done, with the code a shell would give
+    local found, find_err = require("czctl.process").find(opts.command[1])
+    if not found then fail_with(127, string.format("cannot run the command: %s; nothing was changed", find_err)) end
+    -- held by this process while the command runs (the keeper and
+    -- `session close` see its holder die, even by SIGKILL)
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.wait = true
+    opts = o
+  end
   local run = M.new(ctx, opts)
   local facts = run:run_steps(steps)
+  if facts.status == "existing" and opts.command then
+    fail(string.format("Service %s/%s is already intercepted by session %s of this machine; `-- CMD` needs a "
+                       .. "session of its own, which it closes: close that one first (%s), or add -c",
+                       facts.namespace, facts.service, facts.id, facts.closeCommand))
+  end
+  if opts.command then
+    signal.check() -- last chance to roll back: from here on the session is closed as a whole
+    -- CMD's output is the command's own: czctl's result goes to stderr
+    ctx.out:results_on_stderr()
+    facts.command = { argv = setmetatable(util.deep_copy(opts.command), util.array_mt) }
+    if ctx.out.mode == "normal" then M.report(ctx, facts) end
+    local exit, code = run_command(ctx, facts, opts.command, opts.grace or M.COMMAND_GRACE)
+    if ctx.out.mode ~= "normal" then
+      facts.command.exitCode, facts.status = code, "closed"
+      M.report(ctx, facts)
+    end
+    return exit
+  end
   if facts.status == "existing" or not (opts.wait and not opts.held_by) then
     signal.check() -- last chance to roll back: after discard the session stays
     ctx.undo:discard() -- the session now lives in the cluster (and its keeper)
@@ -609,7 +827,7 @@ function M.hold_from_command_line(ctx)
   local s = session.load(id)
   if code ~= 0 or not s then return code end -- failed (already reported), or an existing session reported
   local why, detail = "signal", nil
-  if not stopped then why, detail = M.hold(s, function(line) ctx.out:warn("%s", line) end) end
+  if not stopped then why, detail = M.hold(s, nil, function(line) ctx.out:warn("%s", line) end) end
   return end_held(ctx, s, why, detail) or (stop_signal and signal.exit_code(stop_signal)) or 0
 end
 
@@ -637,6 +855,10 @@ local function intercept_flags()
     { name = "tunnelHost", type = "string",
       help = "with --tunnel direct: the address of this machine the cluster reaches (default: detected)" },
     { name = "image", type = "string", default = intercept.DEFAULT_IMAGE, help = "the proxy image" },
+    { name = "grace", type = "number", default = M.COMMAND_GRACE,
+      help = "with -- CMD: seconds CMD has to exit after czctl passes it SIGINT/SIGTERM, then SIGKILL" },
+    { name = "envFile", type = "string", complete = "files",
+      help = "also write the environment of the Service's app to this file (mode 0600; see czctl service env)" },
     -- Internal: the setup child of a --wait holder (see hold_from_command_line).
     { name = "heldBy", type = "integer", hidden = true, help = "(internal) pid of the --wait holder" },
     { name = "sessionId", type = "string", hidden = true, help = "(internal) the session id the holder chose" },
@@ -681,7 +903,7 @@ function M.options_from_flags(ctx)
     service = ctx.args.service, namespace = f.namespace, remote_port = f.remotePort, local_port = f.localPort,
     rule = rule, header = not f.all and f.header or nil, tunnel = f.tunnel, tunnel_host = f.tunnelHost,
     image = f.image, wait = f.wait, kubeconfig = f.kubeconfig, context = f.context,
-    held_by = f.heldBy, session_id = f.sessionId,
+    held_by = f.heldBy, session_id = f.sessionId, env_file = f.envFile,
   }
 end
 
@@ -702,13 +924,17 @@ function M.recipe(spec)
   end
   local recipe = {
     summary = spec.summary or "Intercept traffic to a Service and send it to this machine",
-    usage = "SERVICE [flags]",
+    usage = "SERVICE [flags] [-- CMD [ARGS...]]",
+    command = { help = "run CMD with the session's facts in CZCTL_* variables; close the session when it exits" },
     description = spec.description or [[
 Requests to SERVICE that carry the header (default X-C6O-INTERCEPT:yes), or
 all requests with --all, go through a tunnel to --localPort on this machine;
 every other request reaches the in-cluster version. Without --wait the
 command returns once the intercept is live (close it with `czctl session
 close`); with --wait it stays and cleans up on Ctrl-C or SIGTERM (exit 0).
+With -- CMD it runs CMD once the intercept is live and closes the session
+when CMD exits, exiting with CMD's code (SIGINT/SIGTERM are passed to CMD;
+czctl's own failures: 1, usage 2, CMD not found 127; see docs/ci.md).
 --localPort defaults to the intercepted Service port's number.]],
     args = { { name = "service", help = "the name of the Service to intercept", required = true,
                complete = "services" } },
@@ -720,15 +946,25 @@ close`); with --wait it stays and cleans up on Ctrl-C or SIGTERM (exit 0).
     local f = ctx.flags
     local opts = M.options_from_flags(ctx)
     opts.hooks = spec.hooks
+    if ctx.command_argv then
+      if f.wait then ctx.usage_error("give --wait or -- CMD, not both (with CMD the session lasts while it runs)") end
+      if f.grace < 0 then ctx.usage_error("--grace must be a number of seconds >= 0") end
+      opts.command, opts.grace = ctx.command_argv, f.grace
+    end
     -- --wait: this process only holds the session; the setup runs as a child.
     if f.wait and not f.heldBy then return M.hold_from_command_line(ctx) end
     -- --clean: close this machine's sessions on this Service, then go on (or stop).
     if f.clean then
+      -- -n, else the kubeconfig context's namespace, else default (as kubectl)
       opts.namespace = opts.namespace or ctx.kube().namespace or "default"
-      local closed = close_sessions_on(ctx, opts.namespace, opts.service)
       local given = ctx.sources
-      if not (given.localPort == "flag" or given.remotePort == "flag" or given.header == "flag" or f.all
-              or f.wait) then
+      local alone = not (given.localPort == "flag" or given.remotePort == "flag" or given.header == "flag" or f.all
+                         or f.wait or ctx.command_argv)
+      M.check_access(ctx, opts, alone and { "session close" }
+                                or opts.env_file and { "service intercept", "service env" } or { "service intercept" })
+      opts.access_checked = not alone
+      local closed = close_sessions_on(ctx, opts.namespace, opts.service)
+      if alone then
         M.report(ctx, { kind = "CloseResult", closed = closed, failed = setmetatable({}, util.array_mt),
                         service = opts.service, namespace = opts.namespace })
         return 0
