@@ -20,25 +20,11 @@ from . import schema
 from . import selection as selectors
 from . import streams
 from . import tables
+from . import timing
 from . import yamlout
 from . import watch as W
 
 JSON = "application/json"
-
-
-def api_latency(method):
-    """Seconds the API server takes for one request: 0 by default, the realistic
-    figures with SANDBOX_TIMING=realistic. k8s/timing.py (the node's timing switch)
-    answers when present; until it is, this reads the variable itself, with the
-    same figures (5 ms per read, 15 ms per write on a small idle cluster)."""
-    try:
-        from . import timing
-        return timing.api_latency(method)
-    except ImportError:
-        mode = (os.environ.get("SANDBOX_TIMING") or "").split(",")[0].strip()
-        if mode != "realistic":
-            return 0.0
-        return 0.005 if method in ("GET", "HEAD", "OPTIONS") else 0.015
 
 
 def _compact(o):
@@ -245,7 +231,7 @@ class Handler(BaseHTTPRequestHandler):
             if user is None:
                 raise E.unauthorized()
             self.user = user
-            delay = api_latency(method)
+            delay = timing.api_latency(method)
             if delay:
                 time.sleep(delay)
             self._route(method, path)

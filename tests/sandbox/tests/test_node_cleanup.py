@@ -80,9 +80,9 @@ class CleanUp(unittest.TestCase):
     interface, route, mount, cgroup and process the sandbox made."""
 
     def busy_sandbox(self, env=None):
-        """A sandbox with pods, a process inside the cluster network, and a
-        mount and a cgroup named with its id (as the container runtime names
-        its own); returns (dir, network info, server pid, namespace inodes)."""
+        """A sandbox with pods (their containers in cgroups named with its id),
+        a process inside the cluster network, and a mount named with its id;
+        returns (dir, network info, server pid, namespace inodes)."""
         d = tempfile.mkdtemp(prefix="sandbox-net-")
         self.dirs = getattr(self, "dirs", []) + [d]
         r = subprocess.run([nl.SANDBOX, "up", d], capture_output=True, text=True, timeout=60,
@@ -97,8 +97,6 @@ class CleanUp(unittest.TestCase):
         subprocess.Popen([nl.SANDBOX, "exec", d, "--", "sleep", "300"], start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sid = info["id"]
-        cg = "/sys/fs/cgroup/memory/%s-runtime-test" % sid
-        os.mkdir(cg)
         mp = os.path.join(d, "%s-runtime-test" % sid)
         os.mkdir(mp)
         netns.mount("tmpfs", mp, "tmpfs", 0)
@@ -121,9 +119,13 @@ class CleanUp(unittest.TestCase):
         before = machine_state()
         d, info, pid, inodes = self.busy_sandbox()
         during = machine_state(info["id"]) - before
-        for item in ("netns %s" % info["id"], "interface %s" % info["id"], "netns %s-exec" % info["id"],
-                     "cgroup /sys/fs/cgroup/memory/%s-runtime-test" % info["id"]):
+        sid = info["id"]
+        for item in ("netns %s" % sid, "interface %s" % sid, "netns %s-exec" % sid,
+                     "cgroup /sys/fs/cgroup/memory/%s" % sid, "cgroup /sys/fs/cgroup/cpu/%s" % sid):
             self.assertIn(item, during)
+        containers = [c for c in during if c.startswith("cgroup /sys/fs/cgroup/memory/%s/pod" % sid)
+                      and c.endswith("/main")]
+        self.assertEqual(len(containers), 2, "the two echo containers' cgroups: %s" % sorted(during))
         r = subprocess.run([nl.SANDBOX, "down", d], capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.check_nothing_left(before, info, pid, inodes)
@@ -147,7 +149,9 @@ class CleanUp(unittest.TestCase):
         os.kill(pid, signal.SIGKILL)
         r = subprocess.run([nl.SANDBOX, "down", d], capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 1, "down reports what it had to clean up")
-        self.assertIn("left behind: netns %s" % info["id"], r.stderr)
+        # what it names: its namespaces, or, when another sandbox's `up` on this
+        # machine pruned those first, at least its containers' cgroups
+        self.assertRegex(r.stderr, r"left behind: (netns|cgroup) \S*%s" % info["id"])
         self.check_nothing_left(before, info, pid, inodes)
 
 
