@@ -171,6 +171,10 @@ for _, d in ipairs{
     { "ClusterRole", "clusterroles", false }, { "ClusterRoleBinding", "clusterrolebindings", false },
   } },
   { "coordination.k8s.io", "v1", { { "Lease", "leases", true } } },
+  { "authorization.k8s.io", "v1", {
+    { "SelfSubjectAccessReview", "selfsubjectaccessreviews", false },
+    { "SelfSubjectRulesReview", "selfsubjectrulesreviews", false },
+  } },
 } do
   for _, k in ipairs(d[3]) do
     local t = rt(d[1], d[2], k[2], k[3], k[1])

@@ -167,7 +167,7 @@ is "$(in_cluster curl -s --max-time 10 "http://$TIP/")" tls-app-http "TLS app: t
 is "$(in_cluster curl -sk --max-time 10 "https://$TIP/" -H 'X-C6O-INTERCEPT: yes')" tls-app-https \
   "TLS app: the TLS port works through the ClusterIP during the intercept"
 like "$(subject)" "CN ?= ?tls-app.default" "TLS app: clients see the pod's own certificate during the intercept"
-conf=$(kubectl get configmap -l app.kubernetes.io/managed-by=czctl -o jsonpath='{.items[0].data.nginx\.conf}')
+conf=$(kubectl get secret -l app.kubernetes.io/managed-by=czctl,czctl.io/service=tls -o jsonpath='{.items[0].data.nginx\.conf}' | base64 -d)
 like "$conf" "listen 8082 udp reuseport;" "TLS app: the UDP port passes through on a UDP listener of the (ready) proxy"
 like "$(printf '%s' "$conf" | grep -c 'listen 808[0-9]')" '^3$' "TLS app: the proxy listens once per Service port"
 "$CZCTL" session close -q; is "$?" 0 "session close of the TLS app session exits 0"

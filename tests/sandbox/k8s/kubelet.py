@@ -24,6 +24,7 @@ import time
 from . import images
 from . import netns
 from . import network as network_mod
+from . import podenv
 from . import nodeutil as u
 from . import runtime
 from . import timing
@@ -603,49 +604,14 @@ class PodWorker:
         if c.kind == "echo":
             env["POD_NAME"] = self.name
             env["POD_NAMESPACE"] = self.ns
-        for ef in c.spec.get("envFrom") or []:
-            prefix = ef.get("prefix", "")
-            for kind, key in (("configmaps", "configMapRef"), ("secrets", "secretRef")):
-                ref = ef.get(key)
-                if ref is None:
-                    continue
-                obj = self.store.get(kind, self.ns, ref.get("name"))
-                if obj is None:
-                    if ref.get("optional"):
-                        continue
-                    raise ConfigError('%s "%s" not found' % ("configmap" if kind == "configmaps" else "secret",
-                                                              ref.get("name")))
-                for k, val in (obj.get("data") or {}).items():
-                    env[prefix + k] = base64.b64decode(val).decode(errors="replace") if kind == "secrets" else val
-        for e in c.spec.get("env") or []:
-            name = e.get("name")
-            if "value" in e:
-                env[name] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
-                                   lambda m: env.get(m.group(1), m.group(0)), e.get("value") or "")
-                continue
-            vf = e.get("valueFrom") or {}
-            if vf.get("fieldRef"):
-                env[name] = self._field(vf["fieldRef"])
-            elif vf.get("configMapKeyRef") or vf.get("secretKeyRef"):
-                kind, ref = (("configmaps", vf["configMapKeyRef"]) if vf.get("configMapKeyRef")
-                             else ("secrets", vf["secretKeyRef"]))
-                singular = "configmap" if kind == "configmaps" else "secret"
-                obj = self.store.get(kind, self.ns, ref.get("name"))
-                if obj is None:
-                    if ref.get("optional"):
-                        continue
-                    raise ConfigError('%s "%s" not found' % (singular, ref.get("name")))
-                data = obj.get("data") or {}
-                if ref.get("key") not in data:
-                    if ref.get("optional"):
-                        continue
-                    raise ConfigError("couldn't find key %s in %s %s/%s" % (ref.get("key"), "ConfigMap" if kind ==
-                                      "configmaps" else "Secret", self.ns, ref.get("name")))
-                val = data[ref["key"]]
-                env[name] = base64.b64decode(val).decode(errors="replace") if kind == "secrets" else val
-            elif vf.get("resourceFieldRef"):
-                env[name] = "0"
+        spec_env, _ = podenv.container_env(self.store, self.ns, self.pod, c.spec, self._field, self._allocatable,
+                                           ConfigError)
+        env.update(spec_env)
         return env
+
+    def _allocatable(self):
+        node = self.store.get("nodes", None, u.NODE_NAME) or {}
+        return (node.get("status") or {}).get("allocatable") or {}
 
     def _log_path(self, c):
         return os.path.join(self.dir, "%s.log" % c.name)
