@@ -41,7 +41,7 @@ for case in "direct 0" "direct 7" "ngrok 7"; do
   [ "$rc" -eq "$code" ] || sed 's/^/# /' "$WORK/err"
   is "$(cat "$WORK/out")" "from CMD" "$name: stdout is CMD's alone (czctl's own output is on stderr)"
   like "$(cat "$WORK/err")" "The command exited with code $code " "$name: the log says CMD's code"
-  like "$(cat "$WORK/err")" "Restore Service demo" "$name: then the session is closed"
+  like "$(cat "$WORK/err")" "Take the route off Service demo" "$name: then the session is closed"
   [ "$case" = "direct 0" ] && cp "$WORK/err" "$WORK/text.err"   # the text steps, for --progress json below
   no_session_left "$name"
 done

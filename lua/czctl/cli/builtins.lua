@@ -24,7 +24,7 @@ local function cli() return require "czctl.cli" end
 --- "progress-json" (`--progress json`). The shared-clusters work adds
 --- "multi-session" when several sessions can hold one Service (the CI test
 --- tests/e2e/test_ci_parallel.sh then expects five parallel jobs to pass).
-M.FEATURES = { "intercept-command", "progress-json" }
+M.FEATURES = { "intercept-command", "progress-json", "multi-session" }
 
 local function version_info(load_curl)
   local embed = require "czctl.core.embed"
