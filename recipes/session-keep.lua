@@ -40,7 +40,8 @@ local function guard(s)
   local outcome, message = require("czctl.session.guard").run(client, s, log)
   if outcome == "signal" then return 0 end
   log("%s: %s", outcome, tostring(message))
-  session.write_end(s.id, message)
+  -- (a session closed here meanwhile has no files left to add one to)
+  if session.load(s.id) then session.write_end(s.id, message) end
   return outcome == "ended" and ENDED or CLOSED_ELSEWHERE
 end
 

@@ -146,7 +146,7 @@ while read -r resource verb group; do
   is "$writes" "" "without '$name', nothing was written (only access reviews were asked)"
   check "without '$name', no env file is left" test ! -e "$WORK/x.env"
 done <"$WORK/perms"
-is "$n" 19 "the Role has 19 verbs, each removed once"
+is "$n" 27 "the Role has 27 verbs, each removed once"
 is "$(service_state demo)" "$held" "after all these refusals the Service is as it was (still held by the admin's session)"
 "$CZCTL" session close -q; is "$?" 0 "the admin's session closes"
 is "$(service_state demo)" "$svc_before" "the Service is restored"

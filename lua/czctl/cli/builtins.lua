@@ -21,10 +21,10 @@ local function cli() return require "czctl.cli" end
 
 --- What this build can do that scripts may need to know (`version -o json`,
 --- `features`): "intercept-command" (`service intercept ... -- CMD`),
---- "progress-json" (`--progress json`). The shared-clusters work adds
---- "multi-session" when several sessions can hold one Service (the CI test
---- tests/e2e/test_ci_parallel.sh then expects five parallel jobs to pass).
-M.FEATURES = { "intercept-command", "progress-json" }
+--- "progress-json" (`--progress json`), "multi-session" (several sessions
+--- hold one Service, each with its own rule: tests/e2e/test_ci_parallel.sh
+--- then expects five parallel jobs to pass).
+M.FEATURES = { "intercept-command", "progress-json", "multi-session" }
 
 local function version_info(load_curl)
   local embed = require "czctl.core.embed"

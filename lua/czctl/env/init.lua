@@ -230,8 +230,8 @@ function M.pick_pod(client, namespace, service)
   local intercept = require "czctl.intercept"
   local svc, err = intercept.get_service(client, namespace, service)
   if not svc then return nil, err end
-  local record = intercept.record(svc)
-  local selector = record and record.selector or svc.spec.selector
+  local shared = require("czctl.session.shared").state(svc)
+  local selector = (shared.redirected and shared.original) and shared.original.selector or svc.spec.selector
   if is_null(selector) or next(selector) == nil then
     return nil, string.format("Service %s/%s has no selector, so no pod stands for it; use --pod", namespace, service)
   end
