@@ -33,8 +33,6 @@
 
 extern char **environ;
 
-#define PROC_MT "czctl.process"
-
 /* ---- signal names ---------------------------------------------------------- */
 
 static const struct { const char *name; int signo; } signal_names[] = {
@@ -343,10 +341,11 @@ static const char *find_program(lua_State *L, const char *cmd, const char *path_
     czctl_box *box = czctl_box_new(L);
     if (!path_var)
         path_var = getenv("PATH");
-    box->buf = czctl_find_program(cmd, path_var ? path_var : "/usr/local/bin:/usr/bin:/bin");
-    if (!box->buf && errno == ENOMEM)
+    box->ptr = czctl_find_program(cmd, path_var ? path_var : "/usr/local/bin:/usr/bin:/bin");
+    box->release = free;
+    if (!box->ptr && errno == ENOMEM)
         luaL_error(L, "not enough memory");
-    return box->buf;
+    return box->ptr;
 }
 
 /* Reads opts.argv (a non-empty list of strings) into a NULL-terminated
@@ -447,8 +446,7 @@ static char **check_env(lua_State *L, int opts, const char **path_var)
 
 struct stream {
     int fd;          /* parent's read end, non-blocking, or -1 */
-    char *buf;       /* unread bytes are buf[start..len) */
-    size_t start, len, cap;
+    czctl_buf buf;   /* read, not yet returned */
     int eof;
 };
 
@@ -463,18 +461,18 @@ struct proc {
     int terminal;    /* was given the terminal's foreground: taken back once reaped */
 };
 
-/* The process handle at arg; raises when it is not one. */
+static const czctl_class proc_class;
+
+/* The process handle at arg (open or closed); raises when it is not one. */
 static struct proc *check_process(lua_State *L, int arg)
 {
-    return luaL_checkudata(L, arg, PROC_MT);
+    return czctl_handle_check(L, arg, &proc_class);
 }
 
 static void stream_close(struct stream *s)
 {
     close_fd(&s->fd);
-    free(s->buf);
-    s->buf = NULL;
-    s->start = s->len = s->cap = 0;
+    czctl_buf_free(&s->buf);
 }
 
 /* Reap without blocking: 1 reaped (now or before), 0 still running. */
@@ -502,8 +500,9 @@ static int proc_try_reap(struct proc *p)
 }
 
 /* The one close: stdin, pipes, then TERM (KILL after 2 s) and reap. Idempotent. */
-static void proc_release(struct proc *p)
+static void proc_release(void *handle)
 {
+    struct proc *p = handle;
     close_fd(&p->in_fd);
     stream_close(&p->out);
     stream_close(&p->err);
@@ -518,7 +517,7 @@ static void proc_release(struct proc *p)
 static int proc_close(lua_State *L)
 {
     struct proc *p = check_process(L, 1);
-    proc_release(p);
+    czctl_handle_close(L, 1, &proc_class);
     if (p->reaped)
         lua_pushinteger(L, p->code);
     else
@@ -526,20 +525,14 @@ static int proc_close(lua_State *L)
     return 1;
 }
 
-static int proc_gc(lua_State *L)
+/* "process 1234", "process 1234 (exited 0)" */
+static void proc_describe(lua_State *L, const void *handle)
 {
-    proc_release(check_process(L, 1));
-    return 0;
-}
-
-static int proc_tostring(lua_State *L)
-{
-    struct proc *p = check_process(L, 1);
+    const struct proc *p = handle;
     if (p->reaped)
         lua_pushfstring(L, "process %d (exited %d)", (int)p->pid, p->code);
     else
         lua_pushfstring(L, "process %d", (int)p->pid);
-    return 1;
 }
 
 /* p:pid() -> integer */
@@ -553,29 +546,13 @@ static int proc_pid(lua_State *L)
 static int stream_fill(struct stream *s)
 {
     for (;;) {
-        if (s->start > 0 && (s->start == s->len || s->start > s->cap / 2)) {
-            memmove(s->buf, s->buf + s->start, s->len - s->start);
-            s->len -= s->start;
-            s->start = 0;
-        }
-        if (s->cap - s->len < 4096) {
-            size_t cap = s->cap ? s->cap * 2 : 8192;
-            if (cap < s->cap) {
-                errno = ENOMEM;
-                return -1;
-            }
-            char *nb = realloc(s->buf, cap);
-            if (!nb) {
-                errno = ENOMEM;
-                return -1;
-            }
-            s->buf = nb;
-            s->cap = cap;
-        }
-        ssize_t n = read(s->fd, s->buf + s->len, s->cap - s->len);
+        char *dst = czctl_buf_reserve(&s->buf, 8192);
+        if (!dst)
+            return -1;
+        ssize_t n = read(s->fd, dst, 8192);
         if (n > 0) {
-            s->len += (size_t)n;
-            if (s->len < s->cap)
+            czctl_buf_commit(&s->buf, (size_t)n);
+            if (n < 8192)
                 return 0;   /* drained what was there */
             continue;
         }
@@ -602,25 +579,18 @@ static int proc_read_line(lua_State *L)
     static const char *const names[] = {"stdout", "stderr", NULL};
     int which = luaL_checkoption(L, 3, "stdout", names);
     struct stream *s = which == 0 ? &p->out : &p->err;
-    if (s->fd < 0 && s->len == s->start)
+    if (s->fd < 0 && !czctl_buf_unread(&s->buf))
         return luaL_argerror(L, 3, lua_pushfstring(L, "%s is not a pipe (or was closed)", names[which]));
     double deadline = timeout >= 0 ? czctl_now() + timeout : 0;
-    size_t scanned = s->start;
     for (;;) {
-        char *nl = s->len > scanned ? memchr(s->buf + scanned, '\n', s->len - scanned) : NULL;
-        if (nl) {
-            lua_pushlstring(L, s->buf + s->start, (size_t)(nl - (s->buf + s->start)));
-            s->start = (size_t)(nl - s->buf) + 1;
+        size_t n;
+        const char *line = czctl_buf_line(&s->buf, s->eof || s->fd < 0, &n);
+        if (line) {
+            lua_pushlstring(L, line, n);
             return 1;
         }
-        if (s->eof || s->fd < 0) {
-            if (s->len > s->start) {
-                lua_pushlstring(L, s->buf + s->start, s->len - s->start);
-                s->start = s->len;
-                return 1;
-            }
+        if (s->eof || s->fd < 0)
             return czctl_fail(L, "eof");
-        }
         double left = timeout >= 0 ? deadline - czctl_now() : -1;
         int w = czctl_wait_fd(s->fd, POLLIN, timeout >= 0 && left < 0 ? 0 : left);
         if (w == -2)
@@ -629,10 +599,8 @@ static int proc_read_line(lua_State *L)
             return czctl_fail(L, "timeout");
         if (w < 0)
             return czctl_fail_errno(L, "read_line", errno);
-        size_t offset = s->len - s->start;   /* bytes already scanned */
         if (stream_fill(s) != 0)
             return czctl_fail_errno(L, "read_line", errno);
-        scanned = s->start + offset;
     }
 }
 
@@ -836,11 +804,9 @@ static int proc_spawn(lua_State *L)
         return exec_fail(L, &x, CZCTL_EXEC_EXEC, ENOENT);
 
     /* the handle exists before any fd, so a memory error leaks nothing */
-    struct proc *p = lua_newuserdatauv(L, sizeof *p, 0);
-    memset(p, 0, sizeof *p);
+    struct proc *p = czctl_handle_new(L, &proc_class, sizeof *p, 0);
     p->pid = -1;
     p->pidfd = p->in_fd = p->out.fd = p->err.fd = -1;
-    luaL_setmetatable(L, PROC_MT);
 
     struct spawn_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}, -1, -1, -1};
     int e = 0;
@@ -1056,13 +1022,7 @@ static const luaL_Reg proc_methods[] = {
     {NULL, NULL},
 };
 
-static const luaL_Reg proc_metamethods[] = {
-    {"__close", proc_gc},
-    {"__gc", proc_gc},
-    {"__index", NULL},
-    {"__tostring", proc_tostring},
-    {NULL, NULL},
-};
+static const czctl_class proc_class = {"czctl.process", "process", proc_methods, proc_release, proc_describe};
 
 static const luaL_Reg proc_funcs[] = {
     {"alive", proc_alive},
@@ -1076,13 +1036,7 @@ static const luaL_Reg proc_funcs[] = {
 int luaopen_czctl_core_proc(lua_State *L)
 {
     czctl_signal_init();
+    czctl_class_register(L, &proc_class);
     luaL_newlib(L, proc_funcs);
-    if (luaL_newmetatable(L, PROC_MT)) {
-        luaL_setfuncs(L, proc_metamethods, 0);
-        luaL_newlibtable(L, proc_methods);
-        luaL_setfuncs(L, proc_methods, 0);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
     return 1;
 }
