@@ -164,6 +164,13 @@ class Faults:
         with self._lock:
             self._api_rules.extend(rules)
 
+    def remove_rules(self, name):
+        """Remove the endpoint rules called name; returns their last state."""
+        with self._lock:
+            gone = [r for r in self._api_rules if r.spec.get("name") == name]
+            self._api_rules = [r for r in self._api_rules if r.spec.get("name") != name]
+            return [r.state() for r in gone]
+
     def state(self):
         with self._lock:
             return {"rules": [r.state() for r in self._api_rules],

@@ -931,6 +931,8 @@ class Handler(BaseHTTPRequestHandler):
                     self.C.faults.add_rules(rules)
                 return self._json(200, self.C.faults.state())
             if method == "DELETE":
+                if "name" in self.q:     # only the endpoint rules of that name
+                    return self._json(200, {"removed": self.C.faults.remove_rules(self.q["name"])})
                 self.C.faults.set_rules([])
                 return self._json(200, self.C.faults.state())
         if parts == ["drop-watches"] and method == "POST":
