@@ -133,6 +133,8 @@ M.already_exists = reason_is("AlreadyExists")
 M.forbidden = function(err) return type(err) == "table" and (err.reason == "Forbidden" or err.code == 403) end
 --- err is an Invalid (422) error.
 M.invalid = function(err) return type(err) == "table" and (err.reason == "Invalid" or err.code == 422) end
+--- err is a 410 Expired/Gone: a watch's resourceVersion is too old (list again).
+M.expired = function(err) return type(err) == "table" and err.code == 410 end
 --- err is a Timeout (wait_for/watch deadline or 504).
 M.timeout = reason_is("Timeout")
 --- err is an interrupt (SIGINT/SIGTERM/SIGHUP while waiting).
@@ -667,27 +669,36 @@ function Client:wait_for(kind, name, predicate, timeout, opts)
   if not t then return nil, err end
   local ns = self:_ns(t, opts)
   local selector = "metadata.name=" .. name
-  local list, lerr = self:list(kind, { namespace = ns, fieldSelector = selector })
-  if not list then return nil, lerr end
-  local current = list.items[1]
-  if predicate(current) then return current or {} end
-  local rv = type(list.metadata) == "table" and list.metadata.resourceVersion or nil
-  local last = current
-  local gone_ok = false
-  local obj, werr = self:watch(kind, { namespace = ns, fieldSelector = selector, resourceVersion = rv,
-                                       timeout = timeout, relist = true },
-    function(event_type, o)
-      if event_type == "DELETED" then
-        last = o
-        if predicate(nil) then
-          gone_ok = true
-          return true
+  local deadline = now() + timeout
+  local obj, werr, last, gone_ok
+  repeat
+    -- list (the current state and its resourceVersion), then watch from it;
+    -- a 410 (the version expired meanwhile: a deletion may be in the gap)
+    -- lists again, as client-go's informers do
+    local list, lerr = self:list(kind, { namespace = ns, fieldSelector = selector })
+    if not list then return nil, lerr end
+    local current = list.items[1]
+    if predicate(current) then return current or {} end
+    local rv = type(list.metadata) == "table" and list.metadata.resourceVersion or nil
+    last, gone_ok = current, false
+    obj, werr = self:watch(kind, { namespace = ns, fieldSelector = selector, resourceVersion = rv,
+                                   timeout = math.max(0, deadline - now()) },
+      function(event_type, o)
+        if event_type == "DELETED" then
+          last = o
+          if predicate(nil) then
+            gone_ok = true
+            return true
+          end
+          return false
         end
-        return false
-      end
-      last = o
-      return predicate(o)
-    end)
+        last = o
+        return predicate(o)
+      end)
+  until obj or not M.expired(werr) or now() >= deadline
+  if M.expired(werr) then
+    werr = new_error({ code = 0, reason = "Timeout", message = "timed out" }, ctx_for("watch", t, ns, name))
+  end
   if obj then return gone_ok and (last or {}) or obj end
   if M.timeout(werr) then
     werr.message = string.format('timed out after %gs waiting for %s "%s"%s', timeout, t.kind, name,

@@ -395,7 +395,10 @@ def table_rows(results):
     rows = []
     for (phase, label, fault), (ok, outcome, notes) in results:
         err = next((n[len("error: "):] for n in notes if n.startswith("error: ")), "")
-        err = re.sub(r"czctl-[a-z0-9]{10}|[a-z0-9]{10}(?= )", "ID", err)
+        err = re.sub(r"(czctl-|session |%3D)[a-z0-9]{10}\b", r"\1ID", err)
+        err = re.sub(r"after \d+ milliseconds", "after N milliseconds", err)
+        err = re.sub(r"(resourceVersion[ =])\d+", r"\1RV", err)
+        err = re.sub(r"version: \d+ \(\d+\)", "version: RV (RV)", err)
         err = re.sub(r"faults-\d+", "NS", err)
         err = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", err)
         rows.append((phase, label, fault, outcome, err))
