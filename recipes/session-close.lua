@@ -25,7 +25,10 @@ local function fail(err)
 end
 
 local function render(r)
-  if #r.closed == 0 then return r.message or "No session to close." end
+  if #r.closed == 0 then
+    if r.failed and #r.failed > 0 then return nil end -- the error says what happened
+    return r.message or "No session to close."
+  end
   local lines = {}
   for _, c in ipairs(r.closed) do
     if c.stale then
@@ -241,7 +244,12 @@ SESSION is gone, --forget discards its local record only.]],
     out:result({ apiVersion = "czctl.io/v1", kind = "CloseResult", closed = closed, failed = failures,
                  message = message }, render)
     if #failures > 0 then
-      intercept.raise(table.concat(failures, "; ") .. " (run czctl session close again to retry)")
+      local all = table.concat(failures, "; ")
+      -- a failure that names its own remedy command needs no other
+      if not all:find("run: czctl session close", 1, true) then
+        all = all .. " (run czctl session close again to retry)"
+      end
+      intercept.raise(all)
     end
     return 0
   end,

@@ -391,6 +391,46 @@ def run_cell(lane, phase, reqs, i, fault, before):
     return ok, outcome, notes
 
 
+def malformed_annotation(lane, before):
+    """Issue 14: a malformed czctl.io/intercept annotation on the intercepted
+    Service: `session close ID` fails with one line naming the problem and the
+    remedy, and changes nothing (deleting the proxy would cut the Service
+    off); once the annotation is restored, close completes."""
+    api = lane.cl.api()
+    state = lane.new_state()
+    rc, err, _ = lane.run(state, lane.setup_args())
+    if rc != 0:
+        tap(False, "malformed annotation: setup", [err])
+        return
+    sid = lane.sessions(state)[0]
+    path = "/api/v1/namespaces/%s/services/demo" % lane.ns
+    good = api.get(path)["metadata"]["annotations"][ANNOTATION]
+
+    def annotate(value):
+        st, body, _ = api.request("PATCH", path, {"metadata": {"annotations": {ANNOTATION: value}}},
+                                  ctype="application/merge-patch+json")
+        assert st == 200, body
+    for value, problem in (("not json", "not JSON"), ('{"session": 5}', "no session id"),
+                           ('{"session": "%s", "selector": "x"}' % sid, "selector is not a map"),
+                           ('{"session": "%s", "selector": {"app": "demo"}, "ports": "x"}' % sid, "no list of ports")):
+        annotate(value)
+        routed = api.get(path)["spec"]
+        rc, err, _ = lane.run(state, lane.close_args(sid))
+        single, line = one_line(err)
+        dep = api.get("/apis/apps/v1/namespaces/%s/deployments/czctl-%s" % (lane.ns, sid), missing=None)
+        tap(rc == 1 and single and problem in line and "nothing was changed" in line
+            and "czctl session close %s" % sid in line
+            and api.get(path)["spec"] == routed and dep is not None and sid in lane.sessions(state),
+            "malformed annotation %s: session close fails with one line naming it and changes nothing" % value,
+            ["exit %d" % rc, err])
+    annotate(good)
+    rc, err, _ = lane.run(state, lane.close_args(sid))
+    after = wait_for(lambda: snapshot(lane.cl, lane.ns) == before, 30)
+    tap(rc == 0 and after and not lane.sessions(state),
+        "malformed annotation: once it is restored, session close restores the Service and removes everything",
+        [err])
+
+
 def table_rows(results):
     rows = []
     for (phase, label, fault), (ok, outcome, notes) in results:
@@ -515,6 +555,8 @@ def main():
         for cell in alone:
             todo.put(cell)
         worker(lane0)
+
+        malformed_annotation(lane0, befores[lane0.ns])
 
         order = [(p, r["label"], f) for p, reqs in phases.items() for i, r in enumerate(reqs)
                  for f in FAULTS if any(c == (p, i, f) for c in cells + alone)]

@@ -214,7 +214,18 @@ function M.record(svc)
   local text = annotations[M.ANNOTATION]
   if type(text) ~= "string" then return nil end
   local ok, record = pcall(cjson.decode, text)
-  if not ok or type(record) ~= "table" or type(record.session) ~= "string" then return nil end
+  if not ok or type(record) ~= "table" or type(record.session) ~= "string" then
+    return nil, ok and "no session id in it" or "not JSON"
+  end
+  -- what a restore reads: selector (label -> value) and ports (objects with a port)
+  if type(record.selector) ~= "table" then return nil, "its selector is not a map" end
+  for k, v in pairs(record.selector) do
+    if type(k) ~= "string" or type(v) ~= "string" then return nil, "its selector is not a map of strings" end
+  end
+  if type(record.ports) ~= "table" or #record.ports == 0 then return nil, "it has no list of ports" end
+  for _, p in ipairs(record.ports) do
+    if type(p) ~= "table" or not math.tointeger(p.port) then return nil, "a port in it has no port number" end
+  end
   return record
 end
 

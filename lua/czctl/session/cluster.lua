@@ -88,11 +88,27 @@ local function noop_step(_, fn) return fn() end
 ---@return any err
 function M.restore_service(client, namespace, service, id, svc)
   local kube = require "czctl.kube"
+  local unreadable
   local result, err, reason = intercept.guarded_patch(client, namespace, service, svc, function(current)
-    local record = intercept.record(current)
+    local record, problem = intercept.record(current)
+    local selector = current.spec and current.spec.selector
+    if not record and type(selector) == "table" and selector[intercept.PROXY_LABEL] == id then
+      -- routed to this session's proxy, but the original selector and ports
+      -- cannot be read: change nothing (deleting the proxy would cut the Service off)
+      unreadable = problem or "missing"
+      return nil, "unreadable record"
+    end
     if not record or record.session ~= id then return nil, "not intercepted by this session" end
     return intercept.restore_patch(current, record)
   end)
+  if unreadable then
+    local copy = intercept.names(id).service
+    return nil, string.format("Service %s/%s routes to the proxy of session %s but its %s annotation is %s, "
+      .. "so its original selector and ports are unknown; nothing was changed: restore them from Service %s "
+      .. "(kubectl get service %s -n %s -o yaml), then run: %s", namespace, service, id, intercept.ANNOTATION,
+      unreadable == "missing" and "missing" or ("malformed (" .. unreadable .. ")"), copy, copy, namespace,
+      records.close_command(id, namespace))
+  end
   if result and reason then return false end
   if result then return true end
   if kube.not_found(err) then return false end
