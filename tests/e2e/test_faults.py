@@ -182,6 +182,12 @@ def procs_of(state_dir):
     return pids
 
 
+def parse_time(stamp):
+    """Seconds of an audit time stamp (2026-12-06T10:27:14.713017Z)."""
+    import datetime
+    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+
+
 def wait_for(fn, timeout):
     deadline = time.monotonic() + timeout
     while True:
@@ -330,6 +336,17 @@ def run_cell(lane, phase, reqs, i, fault, before):
     clean = sum(1 for r in reqs if r["method"] == req["method"] and r["label_path"] == req["label_path"]
                 and (not req["watch"] or r["watch"]))
     retried = len(seen) > clean
+    if fault == "429" and retried:
+        # Retry-After: 1 honoured: the retry comes a second after the 429 at least
+        stamps = [r["time"] for r in seen]
+        i429 = next((k for k, r in enumerate(seen) if r["status"] == 429), None)
+        if i429 is not None and i429 + 1 < len(seen):
+            gap = parse_time(stamps[i429 + 1]) - parse_time(stamps[i429])
+            if gap < 0.95:
+                return False, "retried %.2f s after a 429 with Retry-After: 1" % gap, [err]
+    how = " (request retried)"
+    if fault == "reset" and req["method"] != "GET":
+        how = " (request re-sent by libcurl: a reused connection died before any answer)"
     if not fired:
         return False, "the fault did not fire (the request was not made)", [err]
     ok = True
@@ -341,13 +358,13 @@ def run_cell(lane, phase, reqs, i, fault, before):
                 notes.append("exit 0 but not set up: " + what)
             else:
                 sid = what
-            outcome = "set up" + (" (request retried)" if retried else "") + ", then closed"
+            outcome = "set up" + (how if retried else "") + ", then closed"
             crc, cerr, _ = lane.run(state, lane.close_args(sid))
             if crc != 0:
                 ok = False
                 notes.append("the close after it failed: " + cerr)
         else:
-            outcome = "closed" + (" (request retried)" if retried else "")
+            outcome = "closed" + (how if retried else "")
     elif rc == 1:
         single, line = one_line(err)
         if not single:

@@ -153,7 +153,12 @@ function Run:create(obj)
   end)
   local created, err = client:create(obj, { namespace = ns })
   if created then state = "created"; return created end
-  if type(err) == "table" and type(err.code) == "number" and err.code >= 400 and err.code < 500 then
+  -- AlreadyExists counts as unknown: the name holds this session's fresh
+  -- random id, so the object is ours, made by a request whose answer was lost
+  -- and that the HTTP library sent again (libcurl re-sends a request once when
+  -- a reused connection dies before any answer)
+  if type(err) == "table" and type(err.code) == "number" and err.code >= 400 and err.code < 500
+     and err.reason ~= "AlreadyExists" then
     state = "refused"
   else
     state = "unknown"
