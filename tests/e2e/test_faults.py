@@ -52,7 +52,7 @@ import apilib  # noqa: E402
 
 CZCTL = os.path.join(ROOT, "czctl")
 DOC = os.path.join(ROOT, "docs", "faults.md")
-LANES = int(os.environ.get("FAULTS_LANES", "5"))
+LANES = int(os.environ.get("FAULTS_LANES", "6"))
 REQUEST_TIMEOUT = 3          # CZCTL_REQUEST_TIMEOUT for every run
 STALL = REQUEST_TIMEOUT + 1.5
 ANNOTATION = "czctl.io/intercept"
