@@ -273,7 +273,12 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
     out:result({ apiVersion = "czctl.io/v1", kind = "CloseResult", closed = closed, failed = failures,
                  warnings = warnings, message = message }, render)
     if #failures > 0 then
-      intercept.raise(table.concat(failures, "; ") .. " (run czctl session close again to retry)")
+      local all = table.concat(failures, "; ")
+      -- a failure that names its own remedy command needs no other
+      if not all:find("run: czctl session close", 1, true) then
+        all = all .. " (run czctl session close again to retry)"
+      end
+      intercept.raise(all)
     end
     return 0
   end,

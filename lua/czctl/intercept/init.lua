@@ -356,7 +356,7 @@ function M.wait_ready(client, namespace, name, selector, timeout, opts)
     end
     if failure then return nil, failure end
     if d then return d end
-    if not kube.timeout(err) then return nil, err end
+    if not kube.timeout(err) and not kube.expired(err) then return nil, err end -- 410: wait_for lists again
     failure = pods_failure(client, namespace, id)
     if failure then return nil, failure end
     slice = math.min(slice * 2, 15)

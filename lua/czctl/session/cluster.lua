@@ -147,6 +147,10 @@ function M.delete_object(client, namespace, kind, name)
     local _, werr = client:watch(kind, { namespace = namespace, resourceVersion = rv, timeout = 60,
                                          fieldSelector = "metadata.name=" .. name },
                                  function(event_type) return event_type == "DELETED" end)
+    if require("czctl.kube").expired(werr) then
+      -- the version expired (410): list again and wait from the current state
+      _, werr = client:wait_for(kind, name, function(o) return o == nil end, 60, { namespace = namespace })
+    end
     if werr then intercept.raise(werr) end
   end
 end
