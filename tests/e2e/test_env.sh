@@ -137,8 +137,8 @@ for entry in raw:
     if entry:
         k, _, v = entry.partition(b"=")
         pod_env[k.decode()] = v.decode("utf-8", "surrogateescape")
-# the image's and the runtime's own variables are not the container spec's
-for k in ("PATH", "HOSTNAME", "POD_NAME", "POD_NAMESPACE"):
+# the image's and the runtime's own variables are not the container spec's (runc sets HOME from the image's passwd)
+for k in ("PATH", "HOSTNAME", "HOME", "POD_NAME", "POD_NAMESPACE"):
     pod_env.pop(k, None)
 pod = json.load(open(sys.argv[3]))
 node = json.load(open(sys.argv[4]))

@@ -314,13 +314,14 @@ end
 --- resourceVersion of the created Deployment (no extra GET); when it is slow,
 --- the pods are checked for failures between further watches.
 --- `ready(d)` says when the Deployment is where the caller wants it
---- (default: M.deployment_ready).
+--- (default: M.deployment_ready). With `absent_ok`, a Deployment that is
+--- missing or deleted meanwhile ends the wait with {gone = true}.
 ---@param client table
 ---@param namespace string
 ---@param name string the Deployment
 ---@param selector string the value of the pods' czctl.io/proxy label
 ---@param timeout number seconds
----@param opts? {created?: table, ready?: fun(d: table): boolean}
+---@param opts? {created?: table, ready?: fun(d: table): boolean, absent_ok?: boolean}
 ---@return table|nil deployment
 ---@return any err
 function M.wait_ready(client, namespace, name, selector, timeout, opts)
@@ -331,9 +332,14 @@ function M.wait_ready(client, namespace, name, selector, timeout, opts)
   local is_ready = opts.ready or M.deployment_ready
   local id = selector
   local deadline = sys.now() + timeout
-  local failure
+  local failure, gone
   local function ready(obj)
-    if obj == nil then return false end
+    if obj == nil then
+      -- opts.absent_ok: a Deployment deleted meanwhile is as good as ready
+      -- (the last session to leave a shared proxy deletes it)
+      gone = opts.absent_ok == true
+      return gone
+    end
     failure = deployment_failure(obj)
     return failure ~= nil or is_ready(obj)
   end
@@ -347,7 +353,10 @@ function M.wait_ready(client, namespace, name, selector, timeout, opts)
       d, err = client:watch("Deployment", { namespace = namespace, fieldSelector = "metadata.name=" .. name,
                                             resourceVersion = rv, timeout = math.min(slice, remaining) },
         function(event_type, obj)
-          if event_type == "DELETED" then failure = "the proxy Deployment was deleted"; return true end
+          if event_type == "DELETED" then
+            if opts.absent_ok then gone = true else failure = "the proxy Deployment was deleted" end
+            return true
+          end
           return ready(obj)
         end)
       rv = nil
@@ -355,6 +364,7 @@ function M.wait_ready(client, namespace, name, selector, timeout, opts)
       d, err = client:wait_for("Deployment", name, ready, math.min(slice, remaining), { namespace = namespace })
     end
     if failure then return nil, failure end
+    if gone then return { gone = true } end
     if d then return d end
     if not kube.timeout(err) and not kube.expired(err) then return nil, err end -- 410: wait_for lists again
     failure = pods_failure(client, namespace, id)

@@ -606,6 +606,7 @@ function M.wait_rollout(client, namespace, name, version, timeout, drain)
   local sys = require "czctl.core.sys"
   local deadline = sys.now() + timeout
   local d, err = intercept.wait_ready(client, namespace, M.names(name).deployment, name, timeout, {
+    absent_ok = drain, -- leaving: the last session out may delete the proxy meanwhile
     ready = function(o)
       if deployment_version(o) < version then return false end
       local st = o.status or {}
@@ -613,7 +614,7 @@ function M.wait_rollout(client, namespace, name, version, timeout, drain)
         and (st.replicas or 0) == (st.updatedReplicas or 0) and (st.availableReplicas or 0) >= 1
     end,
   })
-  if not d or not drain then return d, err end
+  if not d or not drain or d.gone then return d, err end
   -- the old pods' drain: wait until none older than `version` is left
   while sys.now() < deadline do
     local pods, perr = proxy_pods(client, namespace, name)
