@@ -19,14 +19,15 @@ import nodelib as nl  # noqa: E402
 import tap  # noqa: E402
 
 SB = None
-PROXY_SPEC = None   # the pod template czctl deploys as its proxy (lua/czctl/intercept.lua)
+PROXY_SPEC = None   # the pod template czctl deploys as its proxy (lua/czctl/session/shared.lua)
 
 # czctl's proxy Deployment, as the CLI renders it
 RENDER_PROXY = """
 local cjson = require "cjson"
 local intercept = require "czctl.intercept"
-io.write(cjson.encode(intercept.deployment{namespace = "default", id = "acc3", image = intercept.DEFAULT_IMAGE,
-  ports = {{name = "http", port = 80, listen = 8080, protocol = "TCP"}}, service = "web"}))
+local shared = require "czctl.session.shared"
+io.write(cjson.encode(shared.deployment{namespace = "default", service = "web", image = intercept.DEFAULT_IMAGE,
+  ports = {{name = "http", port = 80, listen = 8080, protocol = "TCP"}}, secret = "czctl-proxy-web-acc3", version = 1}))
 """
 
 # What the proxy needs of NGINX (pid and temp files in its /tmp emptyDir, a
@@ -64,7 +65,8 @@ def proxy_pod(name, conf_name):
     whose config volume holds ConfigMap conf_name."""
     spec = json.loads(json.dumps(PROXY_SPEC))
     for v in spec["volumes"]:
-        if v.get("configMap") is not None:
+        if v.get("configMap") is not None or v.get("secret") is not None:   # the configuration
+            v.pop("secret", None)
             v["configMap"] = {"name": conf_name}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"test": name}}, "spec": spec}
 
