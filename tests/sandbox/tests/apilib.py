@@ -46,8 +46,9 @@ class Sandbox(sandboxlib.Sandbox):
             return int(code), out
 
     def audit(self):
+        # a last line without its newline is still being written by the server
         with open(os.path.join(self.dir, "audit.jsonl")) as f:
-            return [json.loads(ln) for ln in f if ln.strip()]
+            return [json.loads(ln) for ln in f if ln.endswith("\n") and ln.strip()]
 
 
 class ApiError(Exception):
