@@ -12,31 +12,12 @@
 #
 #   bench/soak.sh [DURATION_SECONDS] [REQUESTS_PER_ROUTE]   (default 600, 20; needs ./czctl built)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${1:-600}
 N=${2:-20}
-CZCTL="$ROOT/czctl"
-SANDBOX="$ROOT/tests/sandbox/sandbox"
-WORK=$(mktemp -d /tmp/czctl-soak.XXXXXX)
-export KUBECONFIG="$WORK/cluster/kubeconfig" XDG_STATE_HOME="$WORK/state"
-LOCAL_PID=""
-cleanup() {
-  "$CZCTL" session close -q >/dev/null 2>&1 || true
-  [ -n "$LOCAL_PID" ] && kill "$LOCAL_PID" 2>/dev/null
-  "$SANDBOX" down "$WORK/cluster" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
+# shellcheck source=lib/demo-sandbox.sh
+source "$(dirname "$0")/lib/demo-sandbox.sh"
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-"$SANDBOX" up "$WORK/cluster" >/dev/null
-kubectl apply -f "$ROOT/examples/demo-app.yaml" >/dev/null
-kubectl rollout status deployment/demo --timeout=60s >/dev/null
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-POD_NAME=laptop POD_NAMESPACE=laptop python3 -I "$ROOT/tests/sandbox/k8s/echo.py" \
-  --ip 127.0.0.1 --port "$PORT" --container laptop >/dev/null 2>&1 &
-LOCAL_PID=$!
+demo_sandbox soak
 SERVER_PID=$(cat "$WORK/cluster/server.pid")
 
 # usage PID: "RSS_KiB FDS"

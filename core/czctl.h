@@ -171,6 +171,11 @@ typedef struct czctl_exec {
     char *const *envp;
     const char *cwd;           /* NULL: ours */
     int fds[3];                /* become the child's 0, 1 and 2 */
+    int group;                 /* 1: the child leads a new process group */
+    int terminal;              /* with group, 1: that group becomes the foreground of the
+                                * terminal on the child's stdin (as a shell starts a job) */
+    int parent_death_signal;   /* 0: none; else sent to the child when the thread that
+                                * started it dies, even by SIGKILL (PR_SET_PDEATHSIG) */
 } czctl_exec;
 
 enum { CZCTL_EXEC_FORK, CZCTL_EXEC_EXEC, CZCTL_EXEC_CWD };

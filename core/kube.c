@@ -848,8 +848,16 @@ static void check_header_arg(lua_State *L, const char *key, const char *v)
         luaL_error(L, "request: '%s' must be a header value without control characters", key);
 }
 
+/* A transfer that ended because the peer reset or closed the connection. */
+static int connection_lost(CURLcode res)
+{
+    return res == CURLE_GOT_NOTHING || res == CURLE_RECV_ERROR || res == CURLE_SEND_ERROR ||
+           res == CURLE_PARTIAL_FILE;
+}
+
 /* client:request{method=, path=, query=, body=, content_type=, accept=, timeout=}
- *   -> status, body, headers | nil, message */
+ *   -> status, body, headers | nil, message [, "reset"] ("reset": the connection
+ *   was reset or closed before the whole answer) */
 static int client_request(lua_State *L)
 {
     kube_client *k = check_client(L, 1);
@@ -916,6 +924,12 @@ static int client_request(lua_State *L)
             log_verbose(k, k->easy, method, url, 0, dt, 0, why);
             luaL_pushfail(L);
             lua_pushfstring(L, "%s %s: %s", method, url, why);
+            /* the connection was reset or closed before a whole answer came
+             * (client-go's IsConnectionReset/IsProbableEOF): a GET may be sent again */
+            if (r == DRIVE_DONE && !refusal && connection_lost(res)) {
+                lua_pushliteral(L, "reset");
+                return 3;
+            }
             return 2;
         }
         curl_easy_getinfo(k->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -1015,7 +1029,7 @@ static int watch_line_ready(void *ud)
     return czctl_buf_has_line(&((kube_watch *)ud)->buf);
 }
 
-/* client:watch{path=, query=, timeout=} -> w | nil, err, status, body */
+/* client:watch{path=, query=, timeout=} -> w | nil, err, status, body, headers */
 static int client_watch(lua_State *L)
 {
     kube_client *k = check_client(L, 1);
@@ -1109,8 +1123,9 @@ static int client_watch(lua_State *L)
             lua_pushfstring(L, "HTTP %d", (int)status);
             lua_pushinteger(L, status);
             lua_pushlstring(L, w->buf.data ? w->buf.data : "", w->buf.len);
+            czctl_push_headers(L, w->hdrs.data, w->hdrs.len);
             watch_release(w);
-            return 4;
+            return 5;
         }
         lua_pushvalue(L, urli + 1);
         return 1;

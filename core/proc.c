@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -135,8 +136,10 @@ static int exit_code_of(int status)
 
 /* Runs in the child after fork: async-signal-safe calls only. Never returns.
  * Reports a failure as {stage, errno} on errfd (CLOEXEC, so a successful
- * exec reports nothing). */
-static void child_exec(const czctl_exec *x, int errfd)
+ * exec reports nothing). parent: the pid that forked (for the parent-death
+ * signal). Signals stay blocked until execve: tcsetpgrp from what is now a
+ * background group would otherwise stop the child with SIGTTOU. */
+static void child_exec(const czctl_exec *x, int errfd, pid_t parent)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -147,7 +150,6 @@ static void child_exec(const czctl_exec *x, int errfd)
         sigaction(reset[i], &sa, NULL);
     sigset_t none;
     sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
 
     int err = 0, stage = CZCTL_EXEC_EXEC;
     int src[3];
@@ -162,11 +164,22 @@ static void child_exec(const czctl_exec *x, int errfd)
             err = errno;
     if (!err && x->cwd && chdir(x->cwd) != 0)
         err = errno, stage = CZCTL_EXEC_CWD;
+    if (!err && x->group && setpgid(0, 0) != 0)
+        err = errno, stage = CZCTL_EXEC_FORK;
+    if (!err && x->group && x->terminal && isatty(0))
+        tcsetpgrp(0, getpid());   /* best effort: without it the job still runs */
+    if (!err && x->parent_death_signal) {
+        if (prctl(PR_SET_PDEATHSIG, x->parent_death_signal) != 0)
+            err = errno, stage = CZCTL_EXEC_FORK;
+        else if (getppid() != parent)
+            _exit(128 + x->parent_death_signal);   /* the parent died before prctl */
+    }
     if (!err) {
         /* no fd of ours may leak into the program (curl sockets, other pipes) */
         if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
             for (int fd = 3; fd < 65536; fd++)
                 fcntl(fd, F_SETFD, FD_CLOEXEC);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         execve(x->path, x->argv, x->envp);
         err = errno;
     }
@@ -208,9 +221,10 @@ pid_t czctl_exec_start(const czctl_exec *x, int *stage)
     *stage = CZCTL_EXEC_FORK;
     if (pipe2(errpipe, O_CLOEXEC) != 0)
         return -1;
+    pid_t parent = getpid();
     pid_t pid = fork_blocked();
     if (pid == 0)
-        child_exec(x, errpipe[1]);
+        child_exec(x, errpipe[1], parent);
     int e = errno;
     close(errpipe[1]);
     if (pid < 0) {
@@ -443,6 +457,8 @@ struct proc {
     struct stream out, err;
     int reaped;
     int code;        /* exit code once reaped (128+N for signal N) */
+    int group;       /* leads its own process group: kill() signals the group */
+    int terminal;    /* was given the terminal's foreground: taken back once reaped */
 };
 
 static const czctl_class proc_class;
@@ -468,6 +484,18 @@ static int proc_try_reap(struct proc *p)
         return 0;
     p->reaped = 1;
     close_fd(&p->pidfd);
+    if (p->terminal) {
+        /* back to our group, if the child's still has the terminal; SIGTTOU
+         * blocked, since we are in the background until this succeeds */
+        p->terminal = 0;
+        sigset_t ttou, old;
+        sigemptyset(&ttou);
+        sigaddset(&ttou, SIGTTOU);
+        sigprocmask(SIG_BLOCK, &ttou, &old);
+        if (tcgetpgrp(0) == p->pid)
+            tcsetpgrp(0, getpgrp());
+        sigprocmask(SIG_SETMASK, &old, NULL);
+    }
     return 1;
 }
 
@@ -640,14 +668,15 @@ static int proc_wait(lua_State *L)
     }
 }
 
-/* p:kill([signal="TERM"]) -> true | nil, msg. Raises on an unknown signal. */
+/* p:kill([signal="TERM"]) -> true | nil, msg. Raises on an unknown signal.
+ * A process spawned with group=true gets it with its whole group. */
 static int proc_kill(lua_State *L)
 {
     struct proc *p = check_process(L, 1);
     int sig = check_signal(L, 2, SIGTERM);
     if (proc_try_reap(p))
         return czctl_fail(L, "process has exited");
-    if (kill(p->pid, sig) != 0)
+    if (kill(p->group ? -p->pid : p->pid, sig) != 0)
         return czctl_fail_errno(L, "kill", errno);
     lua_pushboolean(L, 1);
     return 1;
@@ -735,20 +764,39 @@ static int exec_fail(lua_State *L, const czctl_exec *x, int stage, int e)
     return czctl_fail(L, lua_pushfstring(L, "%s: %s", x->argv[0], strerror(e)));
 }
 
-/* cproc.spawn{ argv=, env=, env_extra=, cwd=, stdin=, stdout=, stderr= }
- *   -> process | nil, msg
- * Defaults: stdin "null", stdout "pipe", stderr "pipe". Raises on misuse;
- * a missing program gives nil, "<cmd>: command not found". */
+/* Field key of the options table at index t as a boolean (nil: false). */
+static int field_bool(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    int b = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/* cproc.spawn{ argv=, env=, env_extra=, cwd=, stdin=, stdout=, stderr=,
+ *              group=, foreground=, parent_death_signal= } -> process | nil, msg
+ * Defaults: stdin "null", stdout "pipe", stderr "pipe". group: the child
+ * leads a new process group (kill() then signals the group); foreground
+ * (implies group): with stdin "inherit" on the terminal whose foreground we
+ * hold, the child's group gets it until it is reaped, as a shell runs a job.
+ * parent_death_signal: sent to the child when we die, even by SIGKILL.
+ * Raises on misuse; a missing program gives nil, "<cmd>: command not found". */
 static int proc_spawn(lua_State *L)
 {
     czctl_exec x;
     const char *path_var = NULL;
     check_exec(L, &x, &path_var);
+    int foreground = field_bool(L, 1, "foreground");
+    x.group = foreground || field_bool(L, 1, "group");
+    lua_getfield(L, 1, "parent_death_signal");
+    x.parent_death_signal = check_signal(L, lua_gettop(L), 0);
+    lua_pop(L, 1);
     const char *outfile, *errfile, *nofile;
     int in_mode = check_io(L, 1, "stdin", IO_NULL, 0, &nofile);
     int out_mode = check_io(L, 1, "stdout", IO_PIPE, 0, &outfile);
     int err_mode = check_io(L, 1, "stderr", IO_PIPE, 1, &errfile);
     luaL_argcheck(L, in_mode != IO_FILE, 1, "stdin must be \"null\", \"pipe\" or \"inherit\"");
+    x.terminal = foreground && in_mode == IO_INHERIT && isatty(0) && tcgetpgrp(0) == getpgrp();
 
     if (czctl_signal_pending())
         return czctl_fail(L, "interrupted");
@@ -795,6 +843,8 @@ static int proc_spawn(lua_State *L)
         return exec_fail(L, &x, stage, e);
     }
     p->pid = pid;
+    p->group = x.group;
+    p->terminal = x.terminal;
     p->pidfd = pidfd_open_compat(pid);
     if (p->pidfd >= 0)
         fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
@@ -862,7 +912,7 @@ static int proc_detach(lua_State *L)
         } else {
             pid_t helper = fork();
             if (helper == 0)
-                child_exec(&x, f.errpipe[1]);
+                child_exec(&x, f.errpipe[1], 0);
             if (helper < 0)
                 msg[0] = CZCTL_EXEC_FORK, msg[1] = errno;
             else
@@ -899,6 +949,19 @@ static int proc_detach(lua_State *L)
     if (helper <= 0)
         return czctl_fail(L, "detach: the helper did not start");
     lua_pushinteger(L, helper);
+    return 1;
+}
+
+/* cproc.find(cmd) -> path | nil, "<cmd>: command not found"
+ * The program spawn would run for cmd (as execvp finds it, on our PATH):
+ * lets a caller refuse a command before doing anything on its behalf. */
+static int proc_find(lua_State *L)
+{
+    const char *cmd = luaL_checkstring(L, 1);
+    const char *path = find_program(L, cmd, NULL);
+    if (!path)
+        return czctl_fail(L, lua_pushfstring(L, "%s: command not found", cmd));
+    lua_pushstring(L, path);
     return 1;
 }
 
@@ -964,6 +1027,7 @@ static const czctl_class proc_class = {"czctl.process", "process", proc_methods,
 static const luaL_Reg proc_funcs[] = {
     {"alive", proc_alive},
     {"detach", proc_detach},
+    {"find", proc_find},
     {"kill", proc_kill_pid},
     {"spawn", proc_spawn},
     {NULL, NULL},

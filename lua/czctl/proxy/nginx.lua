@@ -53,11 +53,68 @@ local function ident(s)
   return (tostring(s):lower():gsub("[^%w]+", "_"))
 end
 
+-- A tunnel upstream ({url, host_header?, extra_headers?, resolver?}) checked;
+-- returns the parsed URL.
+local function check_upstream(up)
+  if type(up) ~= "table" then return fail("proxy.render: tunnel_upstream is required when a port is intercepted") end
+  local tunnel, err = parse_url(up.url)
+  if not tunnel then return nil, err end
+  if up.host_header ~= nil and (type(up.host_header) ~= "string" or not up.host_header:find("^[%w.%-:%[%]]+$")) then
+    return fail("proxy.render: tunnel_upstream.host_header must be a host name")
+  end
+  for k, v in pairs(up.extra_headers or {}) do
+    local okh, eh = rules.check_header_name(k)
+    if not okh then return fail("proxy.render: extra header: %s", eh) end
+    if type(v) ~= "string" or rules.has_control(v) or v:find("$", 1, true) then
+      return fail("proxy.render: extra header %s: the value must be printable text without '$'", k)
+    end
+  end
+  if up.resolver ~= nil and up.resolver ~= false and not tostring(up.resolver):find("^[%w.:%[%]%- ]+$") then
+    return fail("proxy.render: tunnel_upstream.resolver must be one or more DNS server addresses, or false")
+  end
+  return tunnel
+end
+
+local plan_routes
+
 -- Check the options once and derive everything the emitters need (the plan
 -- `c`): ports with ids, the rule's condition and maps, the tunnel, flags.
+-- With opts.routes (several sessions on one proxy) a port is intercepted
+-- when a route names it; one route is rendered exactly as opts.rule and
+-- opts.tunnel_upstream would be, two or more by plan_routes.
 local function plan(opts)
   if type(opts) ~= "table" then return fail("proxy.render needs a table") end
   if type(opts.ports) ~= "table" or #opts.ports == 0 then return fail("proxy.render: ports is empty") end
+  local multi = false
+  if opts.routes ~= nil then
+    if type(opts.routes) ~= "table" then return fail("proxy.render: routes must be a list") end
+    local routed = {}
+    for i, r in ipairs(opts.routes) do
+      if type(r) ~= "table" then return fail("proxy.render: routes[%d] must be a table", i) end
+      routed[math.tointeger(r.port) or -1] = true
+    end
+    local copy = {}
+    for i, p in ipairs(opts.ports) do
+      copy[i] = {}
+      for k, v in pairs(p) do copy[i][k] = v end
+      copy[i].intercept = routed[math.tointeger(p.port) or -2] == true
+    end
+    for i, r in ipairs(opts.routes) do
+      local found = false
+      for _, p in ipairs(copy) do found = found or (math.tointeger(p.port) == math.tointeger(r.port)) end
+      if not found then return fail("proxy.render: routes[%d].port %s is not one of the ports", i, tostring(r.port)) end
+    end
+    local rest = {}
+    for k, v in pairs(opts) do rest[k] = v end
+    rest.ports, rest.routes = copy, nil
+    if #opts.routes == 1 then
+      local r = opts.routes[1]
+      rest.rule, rest.tunnel_upstream, rest.session = r.rule, r.tunnel_upstream, r.id or opts.session
+      return plan(rest)
+    end
+    multi = #opts.routes > 1 and opts.routes
+    opts = rest
+  end
   local ports = {}
   local rule = opts.rule or { all = true }
   local ok, warnings = rules.validate(rule)
@@ -114,26 +171,19 @@ local function plan(opts)
     any_intercept = any_intercept or p.intercept == true
   end
 
+  if multi then
+    return plan_routes(multi, { ports = ports, warnings = warnings, runtime_dir = runtime_dir,
+                                health_port = health_port, listen = listen, session = session,
+                                any_intercept = any_intercept, access_log = opts.access_log,
+                                route_header = opts.route_header == true,
+                                keepalive_time = math.tointeger(opts.keepalive_time) }, opts)
+  end
   local up = opts.tunnel_upstream
   local tunnel
   if any_intercept then
-    if type(up) ~= "table" then return fail("proxy.render: tunnel_upstream is required when a port is intercepted") end
     local err
-    tunnel, err = parse_url(up.url)
+    tunnel, err = check_upstream(up)
     if not tunnel then return nil, err end
-    if up.host_header ~= nil and (type(up.host_header) ~= "string" or not up.host_header:find("^[%w.%-:%[%]]+$")) then
-      return fail("proxy.render: tunnel_upstream.host_header must be a host name")
-    end
-    for k, v in pairs(up.extra_headers or {}) do
-      local okh, eh = rules.check_header_name(k)
-      if not okh then return fail("proxy.render: extra header: %s", eh) end
-      if type(v) ~= "string" or rules.has_control(v) or v:find("$", 1, true) then
-        return fail("proxy.render: extra header %s: the value must be printable text without '$'", k)
-      end
-    end
-    if up.resolver ~= nil and up.resolver ~= false and not tostring(up.resolver):find("^[%w.:%[%]%- ]+$") then
-      return fail("proxy.render: tunnel_upstream.resolver must be one or more DNS server addresses, or false")
-    end
   end
 
   local expr, maps = rules.compile(rule)
@@ -153,17 +203,94 @@ local function plan(opts)
     listen = listen, session = session, any_intercept = any_intercept, up = up, tunnel = tunnel,
     expr = expr, maps = maps, keepalive = keepalive, route_header = route_header,
     access_log = opts.access_log, intercepted = intercepted, route_all = expr == "1", extra = extra,
+    keepalive_time = math.tointeger(opts.keepalive_time),
   }
+end
+
+-- The plan for two or more routes (sessions) on one proxy. Each route's
+-- rule becomes one variable ("1" when it matches); per intercepted port a
+-- map over those variables picks the first matching route ("" for none,
+-- the original); maps keyed by the route give the tunnel's address, Host,
+-- TLS name and extra headers, so one tunnel location serves every route
+-- and the original route pays one map plus the rules, whatever the count.
+function plan_routes(routes, c, opts)
+  c.routes, c.route_by_port, c.extra_names = {}, {}, {}
+  local seen_id, extra_seen = {}, {}
+  for i, r in ipairs(routes) do
+    local what = string.format("routes[%d]", i)
+    local id = r.id and tostring(r.id) or tostring(i)
+    if not id:find("^[%w._-]+$") then return fail("%s: id %q is not a plain name", what, id) end
+    if seen_id[id] then return fail("%s: id %s is used twice", what, id) end
+    seen_id[id] = true
+    local ok, w = rules.validate(r.rule)
+    if not ok then return fail("%s: %s", what, w) end
+    for _, x in ipairs(w) do c.warnings[#c.warnings + 1] = x end
+    local key = "r" .. i
+    local var, maps = rules.compile_variable(r.rule, key)
+    local tunnel, err = check_upstream(r.tunnel_upstream)
+    if not tunnel then return fail("%s: %s", what, err) end
+    local up = r.tunnel_upstream
+    local route = { id = id, key = key, rule = r.rule, var = var, maps = maps, tunnel = tunnel, up = up,
+                    port = math.tointeger(r.port) }
+    route.host_header = up.host_header
+    if tunnel.scheme == "https" and not route.host_header and not tunnel.is_ip then route.host_header = tunnel.host end
+    route.ssl_name = tunnel.scheme == "https" and not tunnel.is_ip and tunnel.host or nil
+    local resolver = up.resolver
+    if resolver == nil then resolver = M.DEFAULT_RESOLVER end
+    route.runtime_resolve = (not tunnel.is_ip) and resolver ~= false
+    if route.runtime_resolve then c.resolver = c.resolver or resolver end
+    local hostport = tunnel.host .. ":" .. tunnel.port
+    if route.runtime_resolve then
+      -- not an upstream's name: NGINX resolves it per request
+      route.target = tunnel.scheme .. "://" .. hostport
+    else
+      route.upstream = "czctl_tunnel_" .. key
+      route.target = tunnel.scheme .. "://" .. route.upstream
+      route.hostport = hostport
+    end
+    route.extra = {}
+    for k, v in pairs(up.extra_headers or {}) do
+      route.extra[k:lower()] = v
+      if not extra_seen[k:lower()] then extra_seen[k:lower()] = true; c.extra_names[#c.extra_names + 1] = k:lower() end
+    end
+    c.routes[i] = route
+    local list = c.route_by_port[route.port] or {}
+    list[#list + 1] = route
+    c.route_by_port[route.port] = list
+  end
+  table.sort(c.extra_names)
+  c.intercepted = {}
+  for _, p in ipairs(c.ports) do if p.intercept then c.intercepted[#c.intercepted + 1] = p end end
+  local keepalive = opts.upstream_keepalive
+  if keepalive == nil then keepalive = M.DEFAULT_KEEPALIVE end
+  c.keepalive = math.tointeger(keepalive)
+  if not c.keepalive or c.keepalive < 0 then return fail("proxy.render: upstream_keepalive must be a count >= 0") end
+  c.route_all, c.maps, c.extra = false, {}, {}
+  return c
 end
 
 -- The header comment, the process settings and events.
 local function emit_globals(add, c)
-  add("# czctl intercept proxy — session %s", c.session)
+  if c.routes then
+    add("# czctl intercept proxy — %d sessions", #c.routes)
+  else
+    add("# czctl intercept proxy — session %s", c.session)
+  end
   add("# Generated by czctl (lua/czctl/proxy/nginx.lua); edits are lost when the session ends.")
   -- a comment line stays short whatever the rule (values are up to 1 KiB each)
-  local described = rules.describe(c.rule):gsub("\n", " ")
-  if #described > 200 then described = described:sub(1, 197) .. "..." end
-  add("# Routing rule: %s", described)
+  local function short(rule)
+    local described = rules.describe(rule):gsub("\n", " ")
+    if #described > 200 then described = described:sub(1, 197) .. "..." end
+    return described
+  end
+  if c.routes then
+    add("# Routes, first match wins (a request matching none goes to the original):")
+    for _, r in ipairs(c.routes) do
+      add("#   %s session %s, port %d: %s -> %s", r.key, r.id, r.port, short(r.rule), r.up.url)
+    end
+  else
+    add("# Routing rule: %s", short(c.rule))
+  end
   for _, p in ipairs(c.ports) do
     add("#   port %-8s proxy :%d%s -> %s%s", p.name, p.listen, p.protocol == "TCP" and "" or "/" .. p.protocol,
       p.intercept and "rule ? tunnel : " or "", p.original)
@@ -204,6 +331,12 @@ local function emit_http_settings(add, c)
   add("    server_tokens off;")
   add("    tcp_nodelay on;")
   add("    keepalive_timeout 75s;")
+  if c.keepalive_time then
+    add("    # A client connection lives at most this long: it is then closed after a")
+    add("    # response (never under the client's feet), so clients move to a new")
+    add("    # proxy pod when the configuration changes (see docs/decisions.md).")
+    add("    keepalive_time %ds;", c.keepalive_time)
+  end
   add("    keepalive_requests 10000;")
   add("")
   add("    # Request bodies of any size stream to the upstream as they arrive.")
@@ -232,8 +365,71 @@ local function emit_http_settings(add, c)
 
 end
 
+-- The maps of several routes: each rule's, then per port the route that
+-- matches first, then the tunnel parameters by route.
+local function emit_route_maps(add, c)
+  local function block(m) for line in (m .. "\n"):gmatch("(.-)\n") do add("    %s", line) end end
+  add("    # ---- Routing rules, one variable per route: \"1\" when its rule matches.")
+  add("    # String keys in `map` ignore case, so values are matched with anchored,")
+  add("    # escaped regular expressions (~^...$), which are case-sensitive.")
+  for _, r in ipairs(c.routes) do
+    add("    # %s: session %s", r.key, r.id)
+    for _, m in ipairs(r.maps) do block(m) end
+  end
+  add("")
+  for _, p in ipairs(c.intercepted) do
+    local list = c.route_by_port[p.port] or {}
+    local vars = {}
+    for i, r in ipairs(list) do vars[i] = r.var end
+    add("    # Port %s: the first route whose rule matches (regular expressions in a", p.name)
+    add("    # map are tried in order), or \"\" for the original.")
+    add("    map %s $czctl_route_%s {", rules.nginx_quote(table.concat(vars, ":") .. ":"), p.id)
+    add("        default \"\";")
+    for i, r in ipairs(list) do
+      add("        %s %s;", rules.nginx_quote("~^" .. string.rep(":", i - 1) .. "1"), r.key)
+    end
+    add("    }")
+  end
+  add("")
+  add("    # The tunnel of each route.")
+  add("    map $czctl_route $czctl_tunnel_target {")
+  add("        default \"\";")
+  for _, r in ipairs(c.routes) do add("        %s %s;", r.key, rules.nginx_quote(r.target)) end
+  add("    }")
+  add("    # Host sent into the tunnel: the tunnel's own name when it routes by Host")
+  add("    # (the original Host then travels in X-Forwarded-Host).")
+  add("    map $czctl_route $czctl_tunnel_host {")
+  add("        default $http_host;")
+  for _, r in ipairs(c.routes) do
+    if r.host_header then add("        %s %s;", r.key, rules.nginx_quote(r.host_header)) end
+  end
+  add("    }")
+  add("    map $czctl_route $czctl_tunnel_forwarded_host {")
+  add("        default $http_x_forwarded_host;")
+  for _, r in ipairs(c.routes) do
+    if r.host_header then add("        %s $http_host;", r.key) end
+  end
+  add("    }")
+  add("    map $czctl_route $czctl_tunnel_ssl_name {")
+  add("        default $proxy_host;")
+  for _, r in ipairs(c.routes) do
+    if r.ssl_name then add("        %s %s;", r.key, rules.nginx_quote(r.ssl_name)) end
+  end
+  add("    }")
+  for _, name in ipairs(c.extra_names) do
+    add("    map $czctl_route $czctl_extra_%s {", ident(name))
+    add("        default \"\";")
+    for _, r in ipairs(c.routes) do
+      if r.extra[name] then add("        %s %s;", r.key, rules.nginx_quote(r.extra[name])) end
+    end
+    add("    }")
+  end
+  add("")
+end
+
 -- The `map` blocks of the routing rule.
 local function emit_rule_maps(add, c)
+  if c.routes then return emit_route_maps(add, c) end
   if c.any_intercept and #c.maps > 0 then
     add("    # ---- Routing rule: each map yields \"1\" when its part of the rule matches.")
     add("    # String keys in `map` ignore case, so values are matched with anchored,")
@@ -259,6 +455,31 @@ local function emit_upstreams(add, c)
       add("        keepalive_requests 10000;")
       add("        keepalive_timeout 60s;")
     end
+  end
+  if c.routes then
+    for _, p in ipairs(c.intercepted) do
+      add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
+      add("    upstream czctl_original_%s {", p.id)
+      add("        server %s;", p.original)
+      keepalive_lines()
+      add("    }")
+    end
+    if c.resolver then
+      add("    # Tunnels named by host are resolved per request (proxy_pass takes the")
+      add("    # address from a variable), so failing DNS cannot stop the proxy.")
+      add("    resolver %s valid=30s ipv6=off;", c.resolver)
+    end
+    for _, r in ipairs(c.routes) do
+      if r.upstream then
+        add("    # %s: the tunnel of session %s, %s", r.key, r.id, r.up.url)
+        add("    upstream %s {", r.upstream)
+        add("        server %s;", r.hostport)
+        keepalive_lines()
+        add("    }")
+      end
+    end
+    add("")
+    return
   end
   -- (with every request intercepted too: the fallback goes there)
   for _, p in ipairs(c.intercepted) do
@@ -325,10 +546,34 @@ local function emit_intercepted_servers(add, c)
     add("%sproxy_set_header Connection        $czctl_connection;", indent)
   end
 
-  -- The body of the location that sends a request into the tunnel.
+  -- Fail open: a request that did not reach the developer's app goes to the
+  -- in-cluster version (the server's @czctl_fallback).
+  local function fail_open(indent)
+    add("%s# Fail open: a request that did not reach the developer's app (refused,", indent)
+    add("%s# reset, timed out) goes to the in-cluster version instead. Every answer", indent)
+    add("%s# of the app passes unchanged (no proxy_intercept_errors).", indent)
+    add("%serror_page 502 504 = @czctl_fallback;", indent)
+  end
+
+  -- The body of the location that sends a request into the tunnel. With
+  -- several routes its target, Host, TLS name and extra headers come from
+  -- the maps keyed by the matching route.
   local function tunnel_location(indent)
     if c.access_log ~= false then
       add("%saccess_log /dev/stdout czctl buffer=64k flush=1s;", indent)
+    end
+    if c.routes then
+      request_headers(indent, "$czctl_tunnel_host")
+      add("%sproxy_set_header X-Forwarded-Host  $czctl_tunnel_forwarded_host;", indent)
+      for _, name in ipairs(c.extra_names) do
+        add("%sproxy_set_header %-17s $czctl_extra_%s;", indent, name, ident(name))
+      end
+      add("%sproxy_ssl_server_name on;", indent)
+      add("%sproxy_ssl_name $czctl_tunnel_ssl_name;", indent)
+      fail_open(indent)
+      if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
+      add("%sproxy_pass $czctl_tunnel_target;", indent)
+      return
     end
     if c.tunnel_host_header or #c.extra > 0 then
       if c.tunnel_host_header then
@@ -348,22 +593,27 @@ local function emit_intercepted_servers(add, c)
       add("%sproxy_ssl_server_name on;", indent)
       add("%sproxy_ssl_name %s;", indent, c.ssl_name)
     end
-    add("%s# Fail open: a request that did not reach the developer's app (refused,", indent)
-    add("%s# reset, timed out) goes to the in-cluster version instead. Every answer", indent)
-    add("%s# of the app passes unchanged (no proxy_intercept_errors).", indent)
-    add("%serror_page 502 504 = @czctl_fallback;", indent)
+    fail_open(indent)
     if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
     add("%sproxy_pass %s;", indent, c.tunnel_target)
   end
 
+  local underscores = c.rule and rules.uses_underscore_header(c.rule)
+  for _, r in ipairs(c.routes or {}) do underscores = underscores or rules.uses_underscore_header(r.rule) end
   -- Only intercepted ports are HTTP servers; the others are in `stream {}` below.
   for _, p in ipairs(c.intercepted) do
-    add("    # Port %s (Service port %s): intercepted. %s", p.name, tostring(p.port or "?"),
-      c.route_all and "Every request goes to the tunnel."
-                or "Requests matching the rule go\n    # to the tunnel, all others to the original.")
+    if c.routes then
+      add("    # Port %s (Service port %s): intercepted by %d routes; a request matching", p.name,
+        tostring(p.port or "?"), #(c.route_by_port[p.port] or {}))
+      add("    # none goes to the original.")
+    else
+      add("    # Port %s (Service port %s): intercepted. %s", p.name, tostring(p.port or "?"),
+        c.route_all and "Every request goes to the tunnel."
+                  or "Requests matching the rule go\n    # to the tunnel, all others to the original.")
+    end
     add("    server {")
     add("        listen %s reuseport;", c.listen(p.listen))
-    if rules.uses_underscore_header(c.rule) then
+    if underscores then
       add("        # The rule names a header with '_', which NGINX drops unless told not to.")
       add("        underscores_in_headers on;")
     end
@@ -389,10 +639,15 @@ local function emit_intercepted_servers(add, c)
       add("            # is the one directive always safe inside `if`; the tunnel's own")
       add("            # headers, TLS and log live there, so this route pays only the rule.)")
       add("            error_page 418 = @czctl_tunnel;")
-      if #c.maps == 0 then
+      local condition = c.expr
+      if c.routes then
+        add("            # the first route whose rule matches (\"\" for none), for the tunnel's maps")
+        add("            set $czctl_route $czctl_route_%s;", p.id)
+        condition = "$czctl_route"
+      elseif #c.maps == 0 then
         add("            # (`=` compares the value exactly; the header's name matches in any case)")
       end
-      add("            if (%s) {", c.expr)
+      add("            if (%s) {", condition)
       add("                return 418;")
       add("            }")
       if c.route_header then add("            add_header X-Czctl-Route original always;") end

@@ -366,6 +366,27 @@ function M.compile(rule)
   return compile(rule, maps), maps
 end
 
+--- Compile a rule to one NGINX variable that is "1" when the rule matches
+--- and "" otherwise, with its maps; every variable it defines starts with
+--- `$czctl_<prefix>_`, so the rules of several sessions live side by side in
+--- one configuration (czctl.proxy.nginx's routes).
+---@param rule table
+---@param prefix string letters, digits and "_" only
+---@return string|nil variable  "$czctl_<prefix>_rule_N", or "1" for {all = true}
+---@return string[]|string maps_or_error
+function M.compile_variable(rule, prefix)
+  local ok, err = M.validate(rule)
+  if not ok then return nil, err end
+  if type(prefix) ~= "string" or not prefix:find("^[%w_]+$") then
+    return nil, "rule prefix must be letters, digits and '_'"
+  end
+  local maps = {}
+  local var = compile(rule, maps)
+  local function rename(s) return (s:gsub("%$czctl_rule_", "$czctl_" .. prefix .. "_rule_")) end
+  for i, m in ipairs(maps) do maps[i] = rename(m) end
+  return rename(var), maps
+end
+
 --- Whether a rule names a header with "_" (NGINX must be told to keep those).
 ---@param rule table
 ---@return boolean

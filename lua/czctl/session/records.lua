@@ -114,7 +114,7 @@ end
 --- Remove the local files of a session (idempotent).
 ---@param id string
 function M.remove(id)
-  for _, suffix in ipairs({ ".json", ".tunnel.json", ".log", ".ngrok.log" }) do sys.remove(M.path(id, suffix)) end
+  for _, suffix in ipairs({ ".json", ".tunnel.json", ".end.json", ".log", ".ngrok.log" }) do sys.remove(M.path(id, suffix)) end
   -- A write cut short (killed between creating and renaming) leaves its
   -- temporary file, ID.json.tmp.XXXXXX or ID.tunnel.json.tmp.XXXXXX.
   local dir, prefix = M.dir(), id .. "."
@@ -150,6 +150,53 @@ function M.list_local_for(server)
     if M.same_cluster(s, server) then kept[#kept + 1] = s end
   end
   return kept
+end
+
+--- The stable id of this machine's czctl state (16 characters, kept in
+--- $XDG_STATE_HOME/czctl/machine-id, mode 0600): what makes a session "mine"
+--- in the cluster. Created on first use when `create` is true; nil when
+--- missing and not created (a reading command never writes).
+---@param create? boolean
+---@return string|nil
+function M.machine_id(create)
+  local path = sys.state_dir() .. "/machine-id"
+  local id = (sys.read_file(path) or ""):match("^(%w+)")
+  if id or not create then return id end
+  sys.mkdir_p(sys.state_dir(), tonumber("700", 8))
+  id = sys.random_id(16)
+  sys.write_file(path, id .. "\n", tonumber("600", 8))
+  return id
+end
+
+--- Who owns a session started here: user, machine name and machine id.
+---@return {user: string, host: string, machine: string}
+function M.owner()
+  return { user = M.user_name(), host = sys.hostname(), machine = M.machine_id(true) }
+end
+
+--- This user's name: $USER, else $LOGNAME, else the passwd entry of the uid.
+---@return string
+function M.user_name()
+  local name = os.getenv("USER") or os.getenv("LOGNAME")
+  if name and name ~= "" then return name end
+  local uid = (sys.read_file("/proc/self/status") or ""):match("\nUid:%s+(%d+)")
+  for line in (sys.read_file("/etc/passwd") or ""):gmatch("[^\n]+") do
+    local user, id = line:match("^([^:]+):[^:]*:(%d+):")
+    if id and id == uid then return user end
+  end
+  return uid and ("uid " .. uid) or "unknown"
+end
+
+--- Whether a session's owner (as recorded in the cluster) is this machine's
+--- czctl state; when the state directory is gone (its id with it), whether
+--- it is this user on this machine.
+---@param owner table|nil
+---@return boolean
+function M.is_mine(owner)
+  if type(owner) ~= "table" then return false end
+  local mine = M.machine_id(false)
+  if mine then return owner.machine == mine end
+  return owner.user == M.user_name() and owner.host == sys.hostname()
 end
 
 --- How to close a session, as a command line to paste.

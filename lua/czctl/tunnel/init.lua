@@ -1,8 +1,9 @@
 -- czctl.tunnel: the registry of tunnel providers. A provider is a Lua module
--- `czctl.tunnel.<name>` (built in: ngrok, direct; a user adds one by putting
+-- `czctl.tunnel.<name>` (built in: ngrok, direct, kube; a user adds one by putting
 -- czctl/tunnel/<name>.lua on package.path) with one function (and optional
--- parts the workflow and the keeper use when present: needs_process,
--- detect_host(client), prepare(run), wait_ready(run, timeout), handle:poll()
+-- parts the workflow, the keeper and close use when present:
+-- detect_host(client), prepare(run), wait_ready(run, timeout),
+-- delete(client, namespace, id, step), handle:poll()
 -- and handle.poll_interval; see czctl.tunnel.direct and czctl.tunnel.kube):
 --
 --   provider.start{ local_port=, host=, log=function(msg) end, ... }

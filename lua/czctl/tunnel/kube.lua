@@ -16,6 +16,7 @@
 --                  keeper writes to <id>.tunnel.json (`session list` shows it).
 -- This module must not print: it reports through opts.log and its handle.
 local embed = require "czctl.core.embed"
+local intercept = require "czctl.intercept"
 
 local M = {}
 
@@ -31,13 +32,11 @@ M.COMPONENT = "relay"
 M.COMPONENT_LABEL = "app.kubernetes.io/component"
 -- The holder polls quickly until the pool is up, then at the keeper's pace.
 M.FAST_POLL, M.SLOW_POLL = 0.05, 1
--- The pool is in-process of the keeper: the session needs a holder.
-M.needs_process = true
 -- The URL is the relay's Service, whatever process holds the pool: a new
 -- keeper can take over a session whose keeper died.
 M.stable_url = true
 
-local SESSION_LABEL, PROXY_LABEL, MANAGED_BY = "czctl.io/session", "czctl.io/proxy", "app.kubernetes.io/managed-by"
+local SESSION_LABEL, MANAGED_BY = "czctl.io/session", "app.kubernetes.io/managed-by"
 
 --- Names of the relay's objects, from the session id alone (so `session
 --- close` finds them without any local state).
@@ -69,9 +68,9 @@ end
 
 --- The relay's objects for a session (relay/kubernetes.yaml is the reference):
 --- a Deployment that passes the `restricted` Pod Security Standard, a
---- Service on the proxy port, and a NetworkPolicy admitting only the
---- session's proxy pods (and, once several sessions share a proxy, the
---- Service's proxy pods) to the proxy port.
+--- Service on the proxy port, and a NetworkPolicy admitting only the pods
+--- of the intercepted Service's shared proxy (czctl.session.shared, whose
+--- pods carry czctl.io/proxy=<service>) to the proxy port.
 ---@param opts {namespace: string, id: string, image?: string, service: string}
 ---@return table[] objects Deployment, Service, NetworkPolicy
 function M.objects(opts)
@@ -128,8 +127,8 @@ function M.objects(opts)
       policyTypes = { "Ingress" },
       -- the probe port is the kubelet's, which policies do not restrict
       ingress = { {
-        from = { { podSelector = { matchLabels = { [MANAGED_BY] = "czctl", [PROXY_LABEL] = id } } },
-                 { podSelector = { matchLabels = { [MANAGED_BY] = "czctl", ["czctl.io/service"] = opts.service } } } },
+        from = { { podSelector = { matchLabels = { [MANAGED_BY] = "czctl",
+                                                   [intercept.PROXY_LABEL] = opts.service } } } },
         ports = { { protocol = "TCP", port = M.PROXY_PORT } },
       } },
     },
@@ -156,6 +155,23 @@ function M.prepare(run)
     else
       run:create(obj)
     end
+  end
+end
+
+--- Delete a session's relay (Deployment in the foreground, waited for;
+--- Service; NetworkPolicy). Missing objects are fine.
+---@param client table
+---@param namespace string
+---@param id string
+---@param step fun(title: string, fn: fun())
+function M.delete(client, namespace, id, step)
+  local cluster = require "czctl.session.cluster"
+  local names = M.names(id)
+  for _, o in ipairs({ { "Deployment", names.deployment }, { "Service", names.service },
+                       { "NetworkPolicy", names.network_policy } }) do
+    step(string.format("Delete relay %s %s", o[1], o[2]), function()
+      cluster.delete_object(client, namespace, o[1], o[2])
+    end)
   end
 end
 

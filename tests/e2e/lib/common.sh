@@ -124,9 +124,10 @@ service_state() {
 o=json.load(sys.stdin); print(json.dumps({"spec":o["spec"],"annotations":o["metadata"].get("annotations"),"labels":o["metadata"].get("labels")},sort_keys=True))'
 }
 
-# czctl_leftovers: objects labelled by czctl, across namespaces (empty = none).
+# czctl_leftovers: objects labelled by czctl (proxy, copy Service, its
+# configuration Secrets, sessions' Leases), across namespaces (empty = none).
 czctl_leftovers() {
-  kubectl get deploy,rs,pods,cm,svc -A -l app.kubernetes.io/managed-by=czctl -o name 2>/dev/null
+  kubectl get deploy,rs,pods,cm,secret,lease,svc -A -l app.kubernetes.io/managed-by=czctl -o name 2>/dev/null
 }
 
 # session_ids: ids of the local session files.
