@@ -30,6 +30,9 @@ H='X-C6O-INTERCEPT:yes'
 cz() { KUBECONFIG="$WORK/kubeconfig-cut" "$CZCTL" "$@"; }
 client() { in_cluster python3 "$E2E_LIB/kube_client.py" "$@"; }
 keeper_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["keeper_pid"])' "$XDG_STATE_HOME/czctl/sessions/$1.json"; }
+list_field() { cz session list -n "$NS" -o json | python3 -c 'import json,sys
+s=[x for x in json.load(sys.stdin)["items"] if x["id"] == sys.argv[1]]
+print(" ".join(str(s[0].get(k)) for k in sys.argv[2:]) if s else "(no session)")' "$@"; }
 tunnel_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]))' "$XDG_STATE_HOME/czctl/sessions/$1.tunnel.json" "$2" 2>/dev/null; }
 
 # The laptop's network to the API server goes through a path the test can cut.
@@ -64,7 +67,25 @@ like "$reach" "^not 127.0.0.1 $PORT.*not $GW $PORT.*not $GW $APISERVER.*not 10.2
   "a pod of the cluster reaches neither the app, nor the API server's port, nor another address of this machine"
 KEEPER=$(keeper_of "$ID")
 is "$(ss -ltnpH | grep -c "pid=$KEEPER,")" 0 "the holder of the kube tunnel listens on no port"
-like "$(cz session list)" "$ID +$NS +demo +80 .* kube \\(up\\)" "session list shows the kube tunnel up"
+like "$(cz session list -n "$NS")" "$ID +$NS +demo +80 .* active " "session list shows the session active"
+is "$(list_field "$ID" tunnel tunnelState)" "kube up" "session list -o json shows the kube tunnel up"
+
+# --- several sessions on the Service's one proxy, each with its own relay ----
+python3 "$E2E_LIB/laptop_app.py" laptop2 >"$WORK/app2.port" 2>"$WORK/app2.log" &
+E2E_PIDS+=($!)
+wait_for_cmd 10 test -s "$WORK/app2.port"
+out=$(cz service intercept demo -n "$NS" -l "$(cat "$WORK/app2.port")" -x X-C6O-INTERCEPT:two --tunnel kube 2>"$WORK/err"); rc=$?
+is "$rc" 0 "a second kube session joins the Service's proxy"
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
+ID2=$(printf '%s\n' "$out" | sed -n 's/^Session  *//p')
+is "$(kubectl get deploy -n "$NS" -l app.kubernetes.io/managed-by=czctl -o name | sort | tr '\n' ' ')" \
+  "deployment.apps/czctl-proxy-demo deployment.apps/czctl-relay-$ID deployment.apps/czctl-relay-$ID2 " \
+  "one shared proxy, one relay per session"
+is "$(who "http://$HOST/" -H "$H") $(who "http://$HOST/" -H X-C6O-INTERCEPT:two) $(who "http://$HOST/" | cut -c1-5)" \
+  "laptop laptop2 demo-" "each session's requests reach its own app through its own relay, the rest the cluster"
+cz session close "$ID2" -n "$NS" -q; is "$?" 0 "the second session closes"
+is "$(kubectl get deploy,svc,networkpolicy -n "$NS" -l "czctl.io/session=$ID2" -o name)" "" "its relay is gone"
+like "$(who "http://$HOST/" -H "$H")" '^laptop$' "the first session's route still reaches its app"
 
 # --- 2: load, size, WebSocket, SSE, byte-exact ---------------------------
 is "$(client many "$HOST" "$H" 100)" "laptop=100 other=0 errors=0" "100 concurrent requests all reach the app"
@@ -96,7 +117,7 @@ is "$errors" 0 "while the holder is killed no request fails (each is answered by
 ok_if() { if [ "$1" = yes ]; then ok "$2"; else fail "$2"; fi; }
 ok_if "$(python3 -c "print('yes' if '$first' != 'none' and float('$first') <= 1.0 else 'no')")" \
   "the in-cluster version answers within 1 s of the kill (${first} s)"
-like "$(cz session list)" "$ID .* kube \\(stopped\\)" "session list shows the tunnel stopped"
+is "$(list_field "$ID" state tunnelState)" "holder gone stopped" "session list shows the holder gone and the tunnel stopped"
 # (b) the same command again restarts the holder: routing resumes, same session
 out=$(cz service intercept demo -n "$NS" -l "$PORT" --tunnel kube 2>&1); rc=$?
 is "$rc" 0 "the intercept command again exits 0"
@@ -141,8 +162,8 @@ is "${from%% *}" 9000 "the NetworkPolicy admits traffic to the proxy port only"
 admitted=""
 IFS=';' read -ra sels <<<"${from#* }"
 for s in "${sels[@]}"; do admitted+=$(kubectl get pods -n "$NS" -l "$s" -o name); done
-is "$(printf '%s\n' "$admitted" | sed 's/-[a-z0-9]*-[a-z0-9]*$//' | sort -u)" "pod/czctl-$ID" \
-  "the NetworkPolicy admits the session's proxy pod and no other pod"
+is "$(printf '%s\n' "$admitted" | sed 's/-[a-z0-9]*-[a-z0-9]*$//' | sort -u)" "pod/czctl-proxy-demo" \
+  "the NetworkPolicy admits the Service's shared proxy pod and no other pod"
 cz session close "$ID" -n "$NS" -q; is "$?" 0 "session close exits 0"
 is "$(kubectl get deploy,rs,pods,svc,cm,networkpolicy -A -l "czctl.io/session=$ID" -o name 2>/dev/null)" "" \
   "session close leaves nothing of the relay (Deployment, ReplicaSet, pod, Service, NetworkPolicy)"

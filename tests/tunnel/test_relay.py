@@ -340,17 +340,16 @@ class A_Local(unittest.TestCase):
 
 
 class B_Sandbox(unittest.TestCase):
-    """The relay in a pod (started with kubectl exec in a carrier pod of the echo image
-    until the sandbox maps the relay's image), czctl's pool on this machine, and a
-    fake proxy that reaches the relay's proxy port through its own port-forward."""
+    """The relay in a pod of its image (the sandbox runs ghcr.io/czctl/czctl-relay
+    as the binary built here, in the container runtime), czctl's pool on this
+    machine, and a fake proxy that reaches the relay's proxy port through its own
+    port-forward."""
 
     @classmethod
     def setUpClass(cls):
         cls.sb = tl.apilib.Sandbox().start()
-        cls.pod = tl.echo_pod(cls.sb, "relay")
-        cls.relay = tl.PodProcess(cls.sb, cls.pod, [tl.RELAY, "--proxy-listen", "0.0.0.0:0", "--laptop-listen",
-                                                    "0.0.0.0:0", "--health-listen", "0.0.0.0:0"])
-        cls.ports = cls.relay.ports()
+        cls.pod = tl.relay_pod(cls.sb)
+        cls.ports = {"proxy": 9000, "laptop": 9001}
         cls.app = tl.App()
 
     @classmethod

@@ -398,6 +398,24 @@ class PodProcess:
         self.stop()
 
 
+def relay_pod(sb, name="relay"):
+    """A Deployment of the relay's image as czctl runs it (proxy port 9000 on every
+    address, laptop port 9001 on the pod's loopback, health 9002), rolled out; its
+    pod name."""
+    sb.kubectl("apply", "-f", "-", stdin=json.dumps(
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+         "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+             "metadata": {"labels": {"app": name}},
+             "spec": {"containers": [{
+                 "name": "relay", "image": "ghcr.io/czctl/czctl-relay:test",
+                 "args": ["--proxy-listen", "0.0.0.0:9000", "--laptop-listen", "127.0.0.1:9001",
+                          "--health-listen", "0.0.0.0:9002"],
+                 "ports": [{"containerPort": 9000}, {"containerPort": 9002}],
+                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": 9002}, "periodSeconds": 1}}]}}}}))
+    sb.kubectl("rollout", "status", "deployment/" + name, "--timeout=30s")
+    return sb.kubectl("get", "pod", "-l", "app=" + name, "-o", "jsonpath={.items[0].metadata.name}").stdout
+
+
 def echo_pod(sb, name="web"):
     """A Deployment of the sandbox echo image (ports 8080), rolled out; its pod name."""
     sb.kubectl("apply", "-f", "-", stdin=json.dumps(

@@ -280,6 +280,32 @@ function Run:existing_session(existing)
   error(M.DONE, 0)
 end
 
+--- Create an object of this run (a tunnel's, in provider.prepare), its
+--- delete registered as the undo first: a create whose answer was lost is
+--- watched for briefly and deleted if it lands.
+---@param obj table
+---@return table created
+function Run:create(obj)
+  local state = "creating"
+  local kind, name, ns = obj.kind, obj.metadata.name, obj.metadata.namespace
+  local client = self.client
+  local function delete() session.delete_object(client, ns, kind, name) end
+  self.ctx.undo:defer(string.format("delete %s %s", kind, name), function()
+    if state == "refused" then return end
+    delete()
+    if state == "unknown" then
+      local late = client:wait_for(kind, name, function(o) return o ~= nil end, M.LATE_CREATE_GRACE,
+                                   { namespace = ns })
+      if late and late.metadata then delete() end
+    end
+  end)
+  local created, err = client:create(obj, { namespace = ns })
+  if created then state = "created"; return created end
+  state = (type(err) == "table" and type(err.code) == "number" and err.code >= 400 and err.code < 500) and "refused"
+          or "unknown"
+  fail(err)
+end
+
 -- Start the keeper of session s and wait until it reports the tunnel.
 local function launch_keeper(s)
   local pid, err = session.start_keeper(s)

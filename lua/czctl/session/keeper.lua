@@ -14,7 +14,8 @@ local M = {}
 local read_json = records.read_json
 
 --- When a process started, in clock ticks since boot (field 22 of
---- /proc/PID/stat), as a string; nil when there is no such process. A PID is
+--- /proc/PID/stat), as a string; nil when there is no such process, or it
+--- has ended and waits to be reaped (a zombie: state Z or X). A PID is
 --- reused, a start time with it is not: a process is recorded with both, so
 --- nothing signals a process that is not the one czctl started.
 ---@param pid integer|nil
@@ -26,7 +27,7 @@ function M.process_start(pid)
   if not data then return nil end
   -- the command name (field 2) may hold spaces and ")": fields start after the last ")"
   local rest = data:match("^%d+ %(.*%) (.*)$")
-  if not rest then return nil end
+  if not rest or rest:find("^[ZX]") then return nil end
   local i = 3
   for field in rest:gmatch("%S+") do
     if i == 22 then return field end

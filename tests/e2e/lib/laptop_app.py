@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """The developer's app for the kube tunnel tests: listens on 127.0.0.1 only
-(prints its port), HTTP/1.1 with keep-alive, one thread per connection.
+(prints its port), HTTP/1.1 with keep-alive, one thread per connection. Its
+name ("pod" in the answers) is the first argument, default "laptop".
 
   GET /bytes/N/SEED   N bytes of pattern(N, SEED) (Content-Length)
-  POST ANY            {"pod": "laptop", "body": {"length", "sha256"}} once the body is read
+  POST ANY            {"pod": NAME, "body": {"length", "sha256"}} once the body is read
   GET /sse/K          K server-sent events "data: event i" (with X-Accel-Buffering: no, as
                       SSE apps behind NGINX send); event i+1 is sent only once
                       GET /ack/i arrived (on another connection): proves each event
                       crossed the tunnel before the next existed
   WebSocket upgrade   every message echoed back as "laptop: MESSAGE"
-  anything else       {"pod": "laptop", "path": ..., "headers": {...}}
+  anything else       {"pod": NAME, "path": ..., "headers": {...}}
 """
 import base64
 import hashlib
@@ -20,6 +21,7 @@ import struct
 import sys
 import threading
 
+NAME = sys.argv[1] if len(sys.argv) > 1 else "laptop"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
 acks = threading.Condition()
 acked = set()
@@ -60,7 +62,7 @@ def websocket(c, f):
             c.sendall(b"\x88\x00")
             return
         if op in (1, 2):
-            out = b"laptop: " + data
+            out = NAME.encode() + b": " + data
             head = bytes([0x80 | op]) + (bytes([len(out)]) if len(out) < 126 else b"\x7e" + struct.pack("!H", len(out)))
             c.sendall(head + out)
 
@@ -105,11 +107,11 @@ def serve(c):
                 with acks:
                     acked.add(int(parts[2]))
                     acks.notify_all()
-                reply(c, {"pod": "laptop", "ack": int(parts[2])})
+                reply(c, {"pod": NAME, "ack": int(parts[2])})
             elif method == "POST":
-                reply(c, {"pod": "laptop", "body": {"length": seen, "sha256": sha.hexdigest()}})
+                reply(c, {"pod": NAME, "body": {"length": seen, "sha256": sha.hexdigest()}})
             else:
-                reply(c, {"pod": "laptop", "path": path, "headers": h})
+                reply(c, {"pod": NAME, "path": path, "headers": h})
     except (OSError, ValueError, IndexError):
         pass
     finally:
