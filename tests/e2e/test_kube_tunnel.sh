@@ -79,7 +79,7 @@ is "$rc" 0 "a second kube session joins the Service's proxy"
 [ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
 ID2=$(printf '%s\n' "$out" | sed -n 's/^Session  *//p')
 is "$(kubectl get deploy -n "$NS" -l app.kubernetes.io/managed-by=czctl -o name | sort | tr '\n' ' ')" \
-  "deployment.apps/czctl-proxy-demo deployment.apps/czctl-relay-$ID deployment.apps/czctl-relay-$ID2 " \
+  "$(printf '%s\n' czctl-proxy-demo "czctl-relay-$ID" "czctl-relay-$ID2" | sort | sed 's|^|deployment.apps/|' | tr '\n' ' ')" \
   "one shared proxy, one relay per session"
 is "$(who "http://$HOST/" -H "$H") $(who "http://$HOST/" -H X-C6O-INTERCEPT:two) $(who "http://$HOST/" | cut -c1-5)" \
   "laptop laptop2 demo-" "each session's requests reach its own app through its own relay, the rest the cluster"
