@@ -26,6 +26,7 @@ local M = {}
 M.LEASE_SECONDS = 30     -- a heartbeat older than this: the holder is gone
 M.RENEW_SECONDS = 10
 M.KEEPER_CHECK_SECONDS = 5 -- the longest a guard outlives a keeper killed by SIGKILL
+M.RETRY_SECONDS = 1      -- after a failed watch (the cluster cannot be reached)
 M.FIGHT_LIMIT = 3
 M.FIGHT_WINDOW = 60
 M.ENDED_REASON = "InterceptEnded"  -- the Event a holder leaves when it ends a Service's sessions
@@ -280,6 +281,11 @@ function M.run(client, s, log)
       return true
     end)
     if werr and require("czctl.kube").interrupted(werr) then return "signal" end
+    -- the cluster cannot be reached (the laptop's network is gone): look again after
+    -- a pause, not at once (hundreds of requests and warnings a second otherwise)
+    if werr and not require("czctl.kube").timeout(werr) and select(2, sys.sleep(M.RETRY_SECONDS)) == "interrupted" then
+      return "signal"
+    end
   end
 end
 
