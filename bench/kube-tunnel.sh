@@ -43,7 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-for tool in wrk strace; do
+for tool in wrk perf; do
   command -v "$tool" >/dev/null || { echo "bench/kube-tunnel.sh: $tool is missing (scripts/deps --bench)" >&2; exit 1; }
 done
 renice -n -10 -p $$ >/dev/null 2>&1 || true
@@ -147,7 +147,7 @@ read -r AFTER_K_R AFTER_K_P AFTER_K_U < <(mem "$KEEP_KUBE")
 BREAKDOWN=$(python3 "$ROOT/bench/lib/smaps_breakdown.py" "$KEEP_KUBE" 10)
 
 # Where a kube request's time goes: the holder's and the relay's own share per
-# request (read to forwarding write, both ways), from strace while HOPS_REQUESTS
+# request (read to forwarding write, both ways), from perf trace while HOPS_REQUESTS
 # requests pass one at a time; beyond the holder is the local app, beyond the
 # relay the API server's and kubelet's port-forward (the sandbox's, Python).
 API_PORT=$(sed -n 's/^ *server: *https:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$KUBECONFIG" | head -1)
@@ -155,13 +155,13 @@ RELAY_UID=$(kubectl get pods -l app.kubernetes.io/component=relay -o jsonpath='{
 RELAY_PID=$(grep -l "$RELAY_UID" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 | while read -r p; do
   [ "$(cat "/proc/$p/comm" 2>/dev/null)" = czctl-relay ] && echo "$p"; done | head -1)
 hops() {  # hops PID IN_PORT OUT_PORT -> "N MEDIAN_US P90_US OUTSIDE_US" of one traced run
-  strace -f -ttt -yy -e trace=read,write,recvfrom,sendto,readv,writev -o "$WORK/strace.$1" -p "$1" 2>/dev/null &
-  local st=$!
+  perf trace -o "$WORK/trace.$1" -p "$1" -e read,write,recvfrom,sendto,readv,writev 2>/dev/null &
+  local tr=$!
   sleep 1
   "$SANDBOX" exec "$WORK/cluster" -- python3 "$ROOT/bench/lib/alternate_latency.py" demo2 demo2 \
     "${HOPS_REQUESTS:-200}" "$H" >/dev/null
-  kill -INT "$st"; wait "$st" 2>/dev/null || true
-  python3 "$ROOT/bench/lib/hop_time.py" "$WORK/strace.$1" "$2" "$3" "$1"
+  kill -INT "$tr"; wait "$tr" 2>/dev/null || true
+  python3 "$ROOT/bench/lib/hop_time.py" "$WORK/trace.$1" "$1" "$2" "$3"
 }
 read -r HOLDER_N HOLDER_MED HOLDER_P90 HOLDER_OUT < <(hops "$KEEP_KUBE" "$API_PORT" "$PORT")
 read -r RELAY_N RELAY_MED RELAY_P90 RELAY_OUT < <(hops "$RELAY_PID" 9000 9001)
@@ -210,9 +210,9 @@ Where the kube holder's memory goes, after the load (\`python3 bench/lib/smaps_b
 
 $BREAKDOWN
 
-Where a kube request's time goes (\`strace -f -ttt -yy\` of one process while ${HOPS_REQUESTS:-200} requests
-pass one at a time, \`bench/lib/hop_time.py\`; strace stops the process at every system call,
-so each share is an upper bound of the process's own time):
+Where a kube request's time goes (\`perf trace\` of one process's socket calls while ${HOPS_REQUESTS:-200}
+requests pass one at a time on kept-alive connections, \`bench/lib/hop_time.py\`: from the end of the read
+that brought a request or an answer to the start of the write that forwards it, both ways added):
 
 | process | requests | its share, median | p90 | beyond it, median |
 |---|---|---|---|---|

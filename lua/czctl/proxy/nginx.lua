@@ -456,14 +456,16 @@ local function emit_upstreams(add, c)
       add("        keepalive_timeout 60s;")
     end
   end
+  -- The in-cluster version of each intercepted port (with every request
+  -- intercepted too: the fail-open fallback goes there).
+  for _, p in ipairs(c.intercepted) do
+    add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
+    add("    upstream czctl_original_%s {", p.id)
+    add("        server %s;", p.original)
+    keepalive_lines()
+    add("    }")
+  end
   if c.routes then
-    for _, p in ipairs(c.intercepted) do
-      add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
-      add("    upstream czctl_original_%s {", p.id)
-      add("        server %s;", p.original)
-      keepalive_lines()
-      add("    }")
-    end
     if c.resolver then
       add("    # Tunnels named by host are resolved per request (proxy_pass takes the")
       add("    # address from a variable), so failing DNS cannot stop the proxy.")
@@ -480,14 +482,6 @@ local function emit_upstreams(add, c)
     end
     add("")
     return
-  end
-  -- (with every request intercepted too: the fallback goes there)
-  for _, p in ipairs(c.intercepted) do
-    add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
-    add("    upstream czctl_original_%s {", p.id)
-    add("        server %s;", p.original)
-    keepalive_lines()
-    add("    }")
   end
   if c.any_intercept then
     -- A host name in a static `upstream` is resolved when NGINX loads its
