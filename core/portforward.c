@@ -787,6 +787,11 @@ static void req_from_local(struct req *r)
             spdy_data_header(p, r->data_id, 0, (size_t)n);
         }
         c->out.tail += at + len;
+        /* less than asked for: the socket is drained (epoll is level-triggered and
+         * says when more comes), so the frame goes out now, without one more recv
+         * that would only say EAGAIN (a request's answer waits for it) */
+        if ((size_t)n < PF_CHUNK)
+            break;
     }
     req_events(r);
     req_check_done(r);

@@ -22,7 +22,7 @@ import statistics
 import sys
 
 LINE = re.compile(r"^\s*([\d.]+) \(\s*([\d.]+) ms\): (?:\S+/\d+ )?(read|write|recvfrom|sendto|readv|writev)"
-                  r"\(fd: (\d+)[,)].*=\s+(-?\d+)")
+                  r"\(fd: (\d+)[<,)].*=\s+(-?\d+)")
 READS = ("read", "recvfrom", "readv")
 
 
