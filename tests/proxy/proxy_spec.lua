@@ -160,6 +160,18 @@ describe("proxy.render: the rule", function()
                             "            proxy_pass http://czctl_tunnel;\n        }"), conf)
     assert.truthy(has(conf, "location @czctl_fallback {\n            proxy_pass http://czctl_original_http;\n        }"))
   end)
+  it("fails open on every route of a shared proxy: a request its tunnel could not deliver goes to the original", function()
+    local conf = render{ routes = {
+      { id = "s1", port = 80, rule = { header = { name = "X-Dev", equals = "a" } },
+        tunnel_upstream = { url = "http://czctl-relay-s1.default.svc.cluster.local:9000", resolver = false } },
+      { id = "s2", port = 80, rule = { header = { name = "X-Dev", equals = "b" } },
+        tunnel_upstream = { url = "http://10.250.0.1:4000" } } } }
+    assert.truthy(has(conf, "            error_page 502 504 = @czctl_fallback;\n" ..
+                            "            proxy_pass $czctl_tunnel_target;"), conf)
+    assert.truthy(has(conf, "recursive_error_pages on;"))
+    assert.truthy(has(conf, "location @czctl_fallback {\n            proxy_pass http://czctl_original_http;\n        }"))
+    assert.truthy(has(conf, "upstream czctl_tunnel_r1 {\n        server czctl-relay-s1.default.svc.cluster.local:9000;"))
+  end)
   it("composes every with a map over the concatenation of its parts", function()
     local conf = render{ rule = { every = { { header = { name = "X-A", equals = "1" } }, { path_prefix = "/a" } } } }
     assert.truthy(has(conf, 'map "$czctl_rule_1$czctl_rule_2" $czctl_rule_3'), conf)
