@@ -59,8 +59,9 @@ import apilib  # noqa: E402
 CZCTL = os.path.join(ROOT, "czctl")
 DOC = os.path.join(ROOT, "docs", "faults.md")
 LANES = int(os.environ.get("FAULTS_LANES", "6"))
-REQUEST_TIMEOUT = 3          # CZCTL_REQUEST_TIMEOUT for every run
+REQUEST_TIMEOUT = 3          # CZCTL_REQUEST_TIMEOUT for the runs with a stall
 STALL = REQUEST_TIMEOUT + 1.5
+CALM_TIMEOUT = 20            # ... and for every other run
 SESSIONS = "czctl.io/sessions"      # the Service's list of sessions (lua/czctl/session/shared.lua)
 PROXY = "czctl-proxy-demo"          # the Service's shared proxy Deployment
 # each phase's own requests, by the User-Agent czctl gives each command (the
@@ -226,14 +227,18 @@ class Lane:
         d = self.cl.api().get("/apis/apps/v1/namespaces/%s/deployments/demo" % self.ns)
         return (d.get("status") or {}).get("availableReplicas") == 1
 
-    def env(self, state):
+    def env(self, state, timeout):
         return dict(os.environ, KUBECONFIG=self.cl.kubeconfig, XDG_STATE_HOME=state,
-                    CZCTL_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT))
+                    CZCTL_REQUEST_TIMEOUT=str(timeout))
 
-    def run(self, state, args):
+    def run(self, state, args, timeout=CALM_TIMEOUT):
+        """Run czctl; `timeout` is its request timeout (short only where a
+        stall must outlast it: on a loaded machine the sandbox may take
+        seconds to answer)."""
         t0 = time.monotonic()
         try:
-            r = subprocess.run([CZCTL] + args, capture_output=True, text=True, timeout=120, env=self.env(state))
+            r = subprocess.run([CZCTL] + args, capture_output=True, text=True, timeout=120,
+                               env=self.env(state, timeout))
             rc, err = r.returncode, r.stderr
         except subprocess.TimeoutExpired as e:
             rc, err = -1, "timed out after 120 s: %s" % (e.stderr or "")
@@ -300,6 +305,14 @@ def derive_requests(audit, ns, agent):
         reqs.append({"method": r["method"], "label_path": label_path, "watch": watch, "agent": agent,
                      "scoped": "/namespaces/NS/" in label_path,
                      "label": "%s %s%s" % (r["method"], label_path, " (watch)" if watch else "")})
+    # a request made more than once is told apart by its turn: "GET .../pods #2"
+    count, seen = {}, {}
+    for r in reqs:
+        count[r["label"]] = count.get(r["label"], 0) + 1
+    for r in reqs:
+        if count[r["label"]] > 1:
+            seen[r["label"]] = seen.get(r["label"], 0) + 1
+            r["label"] += " #%d" % seen[r["label"]]
     return reqs
 
 
@@ -350,12 +363,14 @@ def run_cell(lane, phase, reqs, i, fault, before):
     start = cl.audit_size()
     cl.add_rule(name, rule)
     args = lane.setup_args() if phase == "setup" else lane.close_args(sid)
-    rc, err, secs = lane.run(state, args)
+    rc, err, secs = lane.run(state, args, REQUEST_TIMEOUT if fault == "stall" else CALM_TIMEOUT)
     fired = cl.remove_rule(name)
     seen = [r for r in cl.audit_between(start) if rule_matches(rule, r)]
     clean = sum(1 for r in reqs if r["method"] == req["method"] and r["label_path"] == req["label_path"]
                 and (not req["watch"] or r["watch"]))
-    retried = len(seen) > clean
+    # (a watch cut or expired is resumed only when what it waits for has not
+    # happened yet: whether that takes a second watch depends on timing)
+    retried = len(seen) > clean and fault not in WATCH_ONLY
     if fault == "429" and retried:
         # Retry-After: 1 honoured: the retry comes a second after the 429 at least
         stamps = [r["time"] for r in seen]

@@ -559,7 +559,8 @@ function M.reconcile(client, namespace, name, opts)
       local patched, perr = client:patch("Deployment", names.deployment, patch,
                                          { namespace = namespace, type = "merge" })
       if patched then return { version = state.version, deployment = patched, changed = true, svc = svc, state = state } end
-      if not kube.conflict(perr) then return nil, perr end
+      -- changed meanwhile, or deleted by the last session out: read again
+      if not kube.conflict(perr) and not kube.not_found(perr) then return nil, perr end
       last_err = perr
     end
   end
