@@ -365,12 +365,17 @@ def run_cell(lane, phase, reqs, i, fault, before):
     args = lane.setup_args() if phase == "setup" else lane.close_args(sid)
     rc, err, secs = lane.run(state, args, REQUEST_TIMEOUT if fault == "stall" else CALM_TIMEOUT)
     fired = cl.remove_rule(name)
-    seen = [r for r in cl.audit_between(start) if rule_matches(rule, r)]
-    clean = sum(1 for r in reqs if r["method"] == req["method"] and r["label_path"] == req["label_path"]
-                and (not req["watch"] or r["watch"]))
+    # The command's own requests in this lane, in order (it makes one at a
+    # time): the request after the faulted one is a retry if it is the same.
+    mine = [r for r in cl.audit_between(start) if rule["userAgent"] in (r.get("userAgent") or "")
+            and ("/namespaces/" not in r["path"] or "/namespaces/%s/" % ns in r["path"])]
+    seen = [r for r in mine if rule_matches(rule, r)]
+    faulted = seen[rule["nth"] - 1] if len(seen) >= rule["nth"] else None
+    after = next((k for k, r in enumerate(mine) if r is faulted), None)
     # (a watch cut or expired is resumed only when what it waits for has not
     # happened yet: whether that takes a second watch depends on timing)
-    retried = len(seen) > clean and fault not in WATCH_ONLY
+    retried = (after is not None and after + 1 < len(mine) and rule_matches(rule, mine[after + 1])
+               and fault not in WATCH_ONLY)
     if fault == "429" and retried:
         # Retry-After: 1 honoured: the retry comes a second after the 429 at least
         stamps = [r["time"] for r in seen]
@@ -386,6 +391,7 @@ def run_cell(lane, phase, reqs, i, fault, before):
         # setup and close make some requests only in some runs (a watch when
         # the first read did not show the state yet; the Lease delete when
         # the holder had not deleted it): the cell has nothing to test
+        lane.recover(before)
         return None, "not made in this run", []
     ok = True
     if rc == 0:
@@ -641,9 +647,15 @@ def main():
             print("# wrote %s" % DOC)
         documented = doc_cells(DOC)
         got = {(r[0], r[1], r[2]): r[3] for r in rows if (r[0], r[1], r[2]) not in skipped}
-        missing = sorted(set(got) - set(documented))
-        stale = sorted(set(documented) - set(got) - skipped) if full else []
-        differ = sorted(k for k in got if k in documented and documented[k] not in (got[k], CONDITIONAL))
+        # Some requests are made only in some runs, and then shift the turn
+        # (#n) of the later ones of the same path: such cells are checked for
+        # a clean end above, and compared with the table only in a full run.
+        def steady(k):
+            return "#" not in k[1]
+        missing = sorted(set(got) - set(documented)) if full else []
+        stale = sorted(k for k in set(documented) - set(got) - skipped if steady(k)) if full else []
+        differ = sorted(k for k in got if k in documented and steady(k)
+                        and documented[k] not in (got[k], CONDITIONAL))
         tap(not missing and not stale and not differ,
             "docs/faults.md lists every cell with its outcome (tests/e2e/test_faults.py --all --write-doc rewrites it)",
             ["not in the doc: %s" % (missing,), "in the doc only: %s" % (stale,),
