@@ -37,14 +37,22 @@ end
 --- `--guard`: guard the session until it ends (czctl.session.guard).
 local function guard(s)
   local kube = require "czctl.kube"
-  local client, err = kube.connect{ kubeconfig = s.kubeconfig, context = s.context }
+  local client, err = kube.connect{ kubeconfig = s.kubeconfig, context = s.context,
+                                    component = "session-keep" }
   if not client then log("guard: %s", tostring(err)); return 1 end
   local outcome, message = require("czctl.session.guard").run(client, s, log)
   if outcome == "signal" then return 0 end
   log("%s: %s", outcome, tostring(message))
-  -- the session is off its Service: what its tunnel made in the cluster goes too (kube: the relay)
-  local ok, derr = pcall(require("czctl.session.cluster").delete_tunnel, client, s.namespace, s.id, s.tunnel.provider)
-  if not ok then log("warning: %s", tostring(derr)) end
+  -- The session is off its Service: what its tunnel made in the cluster (kube: the
+  -- relay) goes too once no proxy pod can route to it: ended here (the proxy was
+  -- deleted first), or the proxy is gone; a close elsewhere deletes it after the drain.
+  local proxy = client:get("Deployment", require("czctl.session.shared").names(s.service).deployment,
+                           { namespace = s.namespace })
+  if outcome == "ended" or not proxy then
+    local ok, derr = pcall(require("czctl.session.cluster").delete_tunnel, client, s.namespace, s.id,
+                           s.tunnel.provider)
+    if not ok then log("warning: %s", tostring(derr)) end
+  end
   -- (a session closed here meanwhile has no files left to add one to)
   if session.load(s.id) then session.write_end(s.id, message) end
   return outcome == "ended" and ENDED or CLOSED_ELSEWHERE
@@ -144,11 +152,13 @@ return {
     handle:stop()
     -- Ended or closed from elsewhere: nothing is left in the cluster, so
     -- forget it here too, unless a --wait process holds it (it reports the
-    -- reason and removes the files). After a crash during setup the file
-    -- stays: `session close` needs it.
+    -- reason and removes the files), or a `session close` started here
+    -- (it removes them when done; if it fails half-way, running it again
+    -- needs the file). After a crash during setup the file stays:
+    -- `session close` needs it.
     local current = session.load(id)
-    if ended_here and current and not (current.wait and session.same_process(current.parent_pid,
-                                                                              current.parent_start)) then
+    if ended_here and current and current.closing_pid == nil
+       and not (current.wait and session.same_process(current.parent_pid, current.parent_start)) then
       session.remove(id)
     end
     return 0

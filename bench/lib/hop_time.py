@@ -4,10 +4,11 @@ tracepoints, the process is never stopped) while requests pass one at a time.
 A request is a read on side IN, then the write on side OUT that forwards it,
 then a read on OUT (the answer) and the write on IN that forwards it; the
 process's share is the time from each read to its forwarding write (the end
-of one system call to the start of the next). A side is the busiest socket
-whose local or remote port is the one given (sockets of PID, read from
+of one system call to the start of the next). A side is the sockets whose
+local or remote port is the one given (sockets of PID, read from
 /proc/PID/fd and /proc/PID/net/tcp while they are still open: keep-alive
-connections are).
+connections are). Requests must pass one at a time; the relay's pings on idle
+streams pass rarely enough not to move the median.
 
     python3 hop_time.py LOG PID IN_PORT OUT_PORT
 
@@ -51,7 +52,7 @@ def socket_ports(pid):
 def main():
     log, pid, in_port, out_port = sys.argv[1:5]
     fds = socket_ports(pid)
-    calls, volume = [], {}
+    calls = []
     for line in open(log, errors="replace"):
         m = LINE.match(line)
         if not m or int(m.group(5)) <= 0 or m.group(4) not in fds:
@@ -61,16 +62,9 @@ def main():
         if side:
             start = float(m.group(1))
             calls.append((start, start + float(m.group(2)), side, fd, m.group(3) in READS))
-            volume[(side, fd)] = volume.get((side, fd), 0) + int(m.group(5))
-    busiest = {}
-    for (side, fd), n in volume.items():
-        if n > volume.get((side, busiest.get(side)), -1):
-            busiest[side] = fd
     shares, beyond = [], []
     state, read_end, fwd_at, share = "idle", 0.0, 0.0, 0.0
     for start, end, side, fd, is_read in calls:
-        if fd != busiest.get(side):
-            continue
         if side == "in" and is_read and state in ("idle", "request"):
             state, read_end = "request", end       # (the last read of a request counts)
         elif side == "out" and not is_read and state == "request":

@@ -181,8 +181,15 @@ end
 function M.close(client, target, step)
   step = step or noop_step
   local result = { last = false, warnings = {} }
-  if target.service then result = M.leave(client, target, step) end
   local s = target.local_session or records.load(target.id)
+  if s and target.service then
+    -- The keeper sees the session leave the Service and ends; it leaves
+    -- the record to this close, so that a close failing half-way (the
+    -- proxy not yet deleted) can be run again.
+    s.closing_pid, s.closing_start = sys.getpid(), keeper.process_start(sys.getpid())
+    records.save(s)
+  end
+  if target.service then result = M.leave(client, target, step) end
   -- after the route is off the Service, so no request is sent to a relay being deleted
   local entry = target.service_object and shared.find(shared.state(target.service_object), target.id)
   M.delete_tunnel(client, target.namespace, target.id, (s and s.tunnel and s.tunnel.provider) or (entry and entry.tunnel),

@@ -333,7 +333,8 @@ function M.start(opts)
   if type(s) ~= "table" or type(s.id) ~= "string" or type(s.namespace) ~= "string" then
     return nil, "kube tunnel: the session (id, namespace, kubeconfig) is required"
   end
-  local client, err = require("czctl.kube").connect{ kubeconfig = s.kubeconfig, context = s.context }
+  local client, err = require("czctl.kube").connect{ kubeconfig = s.kubeconfig, context = s.context,
+                                                     component = "session-keep" }
   if not client then return nil, "kube tunnel: " .. tostring(err) end
   local url = M.url(s.namespace, s.id)
   local handle = setmetatable({
