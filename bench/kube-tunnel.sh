@@ -127,12 +127,29 @@ declare -a T_D T_K L_D L_K RATIO ADDED
 touch "$WORK/sampling"
 sample_kube &
 SAMPLER=$!
+# The relay's process (its pod's cgroup names the pod's uid) and the sandbox's
+# (API server, kubelet, port-forward: one Python process): their CPU time
+# during each throughput run says which one bounds it.
+RELAY_UID=$(kubectl get pods -l app.kubernetes.io/component=relay -o jsonpath='{.items[0].metadata.uid}')
+RELAY_PID=$(grep -l "$RELAY_UID" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 | while read -r p; do
+  [ "$(cat "/proc/$p/comm" 2>/dev/null)" = czctl-relay ] && echo "$p"; done | head -1)
+SANDBOX_PID=$(cat "$WORK/cluster/server.pid")
+ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | tr '\n' ' '; }
+pct() { python3 -c "print('%.0f' % (($2 - $1) * 100 / $(getconf CLK_TCK) / $SECS))"; }
+declare -a C_HOLDER C_RELAY C_SANDBOX_K C_SANDBOX_D
 for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) -eq 1 ]; then order="direct kube"; else order="kube direct"; fi
   for which in $order; do
     svc=demo; [ "$which" = kube ] && svc=demo2
+    read -r h0 r0 s0 < <(ticks "$KEEP_KUBE" "$RELAY_PID" "$SANDBOX_PID")
     v=$(thr "$svc")
-    if [ "$which" = kube ]; then T_K+=("$v"); else T_D+=("$v"); fi
+    read -r h1 r1 s1 < <(ticks "$KEEP_KUBE" "$RELAY_PID" "$SANDBOX_PID")
+    if [ "$which" = kube ]; then
+      T_K+=("$v"); C_HOLDER+=("$(pct "$h0" "$h1")"); C_RELAY+=("$(pct "$r0" "$r1")")
+      C_SANDBOX_K+=("$(pct "$s0" "$s1")")
+    else
+      T_D+=("$v"); C_SANDBOX_D+=("$(pct "$s0" "$s1")")
+    fi
   done
   read -r ld lk la < <(lat)
   L_D+=("$ld"); L_K+=("$lk"); ADDED+=("$la")
@@ -151,9 +168,6 @@ BREAKDOWN=$(python3 "$ROOT/bench/lib/smaps_breakdown.py" "$KEEP_KUBE" 10)
 # requests pass one at a time; beyond the holder is the local app, beyond the
 # relay the API server's and kubelet's port-forward (the sandbox's, Python).
 API_PORT=$(sed -n 's/^ *server: *https:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$KUBECONFIG" | head -1)
-RELAY_UID=$(kubectl get pods -l app.kubernetes.io/component=relay -o jsonpath='{.items[0].metadata.uid}')
-RELAY_PID=$(grep -l "$RELAY_UID" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 | while read -r p; do
-  [ "$(cat "/proc/$p/comm" 2>/dev/null)" = czctl-relay ] && echo "$p"; done | head -1)
 hops() {  # hops PID IN_PORT OUT_PORT -> "N MEDIAN_US P90_US OUTSIDE_US" of one traced run
   perf trace -o "$WORK/trace.$1" -p "$1" -e read,write,recvfrom,sendto,readv,writev 2>/dev/null &
   local tr=$!
@@ -192,6 +206,8 @@ before: $LOAD_BEFORE, after: $LOAD_AFTER. Both sessions run at once, on two copi
 | kube (relay + port-forward through the API server) | $(median "${T_K[@]}") | $(median "${L_K[@]}") ms |
 
 - kube/direct throughput: **$MR** (goal ≥ 0.5): $(met "$MR >= 0.5")
+- CPU during the throughput runs (median % of one CPU): kube holder $(median "${C_HOLDER[@]}") %,
+  relay $(median "${C_RELAY[@]}") %, the sandbox's process $(median "${C_SANDBOX_K[@]}") % (direct runs: $(median "${C_SANDBOX_D[@]}") %)
 - p50 added by the kube tunnel at one connection (median over rounds of the per-request-pair median): **$MA ms** (goal ≤ 1 ms): $(met "$MA <= 1")
 
 Memory of the session holders (KiB → MiB; RSS counts shared library pages, PSS shares them

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tunnel"))
 import tunnellib  # noqa: E402
@@ -19,5 +20,8 @@ signal.signal(signal.SIGUSR1, lambda *a: proxy.cut())
 signal.signal(signal.SIGUSR2, lambda *a: proxy.resume())
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 print("ready", flush=True)
+# Not signal.pause(): the kernel may deliver a signal to any of the proxy's
+# threads, and Python runs its handler only when the main thread next runs
+# bytecode; pause() would sleep on (the cut never resumed under load).
 while True:
-    signal.pause()
+    time.sleep(0.05)
