@@ -132,9 +132,10 @@ SAMPLER=$!
 # during each throughput run says which one bounds it.
 RELAY_UID=$(kubectl get pods -l app.kubernetes.io/component=relay -o jsonpath='{.items[0].metadata.uid}')
 RELAY_PID=$(grep -l "$RELAY_UID" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 | while read -r p; do
-  [ "$(cat "/proc/$p/comm" 2>/dev/null)" = czctl-relay ] && echo "$p"; done | head -1)
+  [ "$(cat "/proc/$p/comm" 2>/dev/null)" = czctl-relay ] && echo "$p"; done | head -1 || true)
+# (grep says 2 when a process it was reading ended meanwhile)
 SANDBOX_PID=$(cat "$WORK/cluster/server.pid")
-ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | tr '\n' ' '; }
+ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | paste -sd' '; }
 pct() { python3 -c "print('%.0f' % (($2 - $1) * 100 / $(getconf CLK_TCK) / $SECS))"; }
 declare -a C_HOLDER C_RELAY C_SANDBOX_K C_SANDBOX_D
 for r in $(seq "$ROUNDS"); do
