@@ -616,16 +616,56 @@ function M.wait_rollout(client, namespace, name, version, timeout, drain)
   })
   if not d or not drain or d.gone then return d, err end
   -- the old pods' drain: wait until none older than `version` is left
-  while sys.now() < deadline do
+  local _, perr = M.wait_pods(client, namespace, name, function(pods)
+    for _, p in pairs(pods) do if p.version < version then return false end end
+    return true
+  end, deadline - sys.now())
+  if perr then return nil, perr end
+  return d
+end
+
+--- Wait until `done(pods)` holds for the proxy pods of a Service (name ->
+--- {version, terminating}), or `timeout` passes (then false, no error).
+--- Polled (the session's permissions have no watch on pods).
+---@param client table
+---@param namespace string
+---@param name string
+---@param done fun(pods: table<string, {version: integer, terminating: boolean}>): boolean
+---@param timeout number
+---@return boolean|nil done
+---@return any err
+function M.wait_pods(client, namespace, name, done, timeout)
+  local sys = require "czctl.core.sys"
+  local deadline = sys.now() + timeout
+  while true do
     local pods, perr = proxy_pods(client, namespace, name)
     if not pods then return nil, perr end
-    local old = false
-    for _, p in pairs(pods) do old = old or p.version < version end
-    if not old then return d end
+    if done(pods) then return true end
+    if sys.now() >= deadline then return false end
     local _, why = sys.sleep(0.1)
     if why == "interrupted" then return nil, "interrupted" end
   end
-  return d
+end
+
+--- The proxy pods that may still route to a session that is no longer on
+--- the Service (whose state is `state`): those rendered before its
+--- routes-version, or every one when no session is left (the proxy goes).
+--- A holder keeps its tunnel until they are gone, so the requests they
+--- still route to it are answered.
+---@param client table
+---@param namespace string
+---@param name string
+---@param state czctl.session.SharedState
+---@return table<string, boolean>|nil names
+---@return any err
+function M.pods_routing_before(client, namespace, name, state)
+  local pods, err = proxy_pods(client, namespace, name)
+  if not pods then return nil, err end
+  local old = {}
+  for pod, p in pairs(pods) do
+    if #state.sessions == 0 or p.version < state.version then old[pod] = true end
+  end
+  return old
 end
 
 --- Delete the Secrets of a Service's proxy that no pod and no template uses.
