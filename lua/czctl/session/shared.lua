@@ -33,6 +33,9 @@ M.KEEPALIVE_TIME = 3
 -- every node and every connection has been asked to close (keepalive_time).
 M.PRESTOP_SECONDS = 5
 M.GRACE_SECONDS = 15
+-- The longest the last session out waits for the endpoints controller to
+-- take the proxy's pods off the restored Service before deleting them.
+M.UNROUTE_TIMEOUT = 10
 
 local function port_key(p)
   return tostring(math.tointeger(p.port)) .. "/" .. tostring(is_null(p.protocol) and "TCP" or p.protocol)
@@ -691,8 +694,41 @@ function M.collect_secrets(client, namespace, name)
   end
 end
 
---- Delete a Service's proxy: the Deployment (foreground, waited for), the
---- copy Service, the Secrets. Missing objects are fine.
+--- Wait, by watch, until the Endpoints of a Service that no longer selects
+--- the proxy list none of the proxy's pods (the endpoints controller has
+--- seen the restored selector): from then on new connections are sent to
+--- the Service's own pods, once the data path follows (the proxy pods'
+--- preStop hook covers that lag). Returns at once (true) for a Service
+--- that is gone or still points at the proxy; gives up after `timeout`
+--- (false).
+---@param client table
+---@param namespace string
+---@param name string
+---@param timeout number
+---@return boolean
+function M.wait_unrouted(client, namespace, name, timeout)
+  local svc = client:get("Service", name, { namespace = namespace })
+  if not svc or M.state(svc).redirected or is_null(svc.spec.selector) then return true end
+  local pods = proxy_pods(client, namespace, name)
+  if not pods or next(pods) == nil then return true end
+  local ep = client:wait_for("Endpoints", name, function(o)
+    for _, subset in ipairs((o == nil or is_null(o.subsets)) and {} or o.subsets) do
+      for _, key in ipairs { "addresses", "notReadyAddresses" } do
+        for _, a in ipairs(is_null(subset[key]) and {} or subset[key]) do
+          local ref = a.targetRef
+          if not is_null(ref) and ref.kind == "Pod" and pods[ref.name] then return false end
+        end
+      end
+    end
+    return true
+  end, timeout, { namespace = namespace })
+  return ep ~= nil
+end
+
+--- Delete a Service's proxy: once the Service's Endpoints no longer list
+--- its pods (wait_unrouted), the Deployment (foreground, waited for: its
+--- pods drain first), the copy Service, the Secrets. Missing objects are
+--- fine.
 ---@param client table
 ---@param namespace string
 ---@param name string
@@ -702,6 +738,7 @@ function M.delete_proxy(client, namespace, name, step)
   local names = M.names(name)
   local cluster = require "czctl.session.cluster"
   step("Delete proxy Deployment " .. names.deployment, function()
+    M.wait_unrouted(client, namespace, name, M.UNROUTE_TIMEOUT)
     cluster.delete_object(client, namespace, "Deployment", names.deployment)
   end)
   step("Delete Service " .. names.service, function()
