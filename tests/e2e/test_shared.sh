@@ -46,6 +46,8 @@ for order in "alice bob carol" "alice carol bob" "bob alice carol" "bob carol al
   first=0
   for who in $order; do leave "$who" || fail "$who leaves ($order)"; done
   is "$(service_state demo)" "$svc_before" "leaving in the order $order restores the Service exactly"
+  [ "$order" = "alice bob carol" ] && is "$(route "Cookie: team=carol")" pods \
+    "right after the last one left, a request with their cookie reaches the pods"
 done
 is "$(czctl_leftovers)" "" "the last one out deleted the proxy, its Secrets and the copy Service"
 is "$(kubectl get secret,lease -l app.kubernetes.io/managed-by=czctl -o name)" "" "no Secret or Lease of czctl is left"
