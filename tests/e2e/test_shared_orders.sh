@@ -18,7 +18,9 @@ for d in alice bob carol dave; do LPORT[$d]=$(local_server "$d"); done
 source "$E2E_LIB/devs.sh"
 
 for order in "alice bob carol" "alice carol bob" "bob alice carol" "bob carol alice" "carol alice bob" "carol bob alice"; do
-  join alice -q && join bob -q && join carol -q || fail "the three join ($order)"
+  # (they join at once: the API server serialises their patches)
+  join alice -q & a=$!; join bob -q & b=$!; join carol -q & c=$!
+  wait $a && wait $b && wait $c || fail "the three join ($order)"
   for who in $order; do leave "$who" || fail "$who leaves ($order)"; done
   is "$(service_state demo)" "$svc_before" "leaving in the order $order restores the Service exactly"
 done
