@@ -5,7 +5,7 @@
 # the pods, they leave in every order and the Service ends as it started;
 # rules that would take the same requests are refused naming the holder;
 # changes others made survive the close. The holder and load:
-# test_shared_holder.sh; every order of leaving: test_shared_orders.sh.
+# test_shared_holder.sh; every order of leaving: test_shared_orders*.sh.
 set -u
 source "$(dirname "$0")/lib/common.sh"
 
@@ -40,7 +40,7 @@ join bob; is "$?" 0 "bob joins again while alice and carol are there"
 is "$(routes)" "alice bob carol pods pods" "his route is back, the others unchanged"
 
 leave carol; leave alice; leave bob
-is "$(service_state demo)" "$svc_before" "after all three left the Service is as it started (every order: test_shared_orders.sh)"
+is "$(service_state demo)" "$svc_before" "after all three left the Service is as it started (every order: test_shared_orders*.sh)"
 is "$(route "Cookie: team=carol")" pods "right after the last one left, a request with their cookie reaches the pods"
 
 # --- acceptance 3: rules that would take the same requests are refused ---------------

@@ -34,6 +34,7 @@ M.CLOSED_ELSEWHERE = "the Service no longer carries this session (closed elsewhe
 -- The longest a holder keeps its tunnel for the proxy pods that still route
 -- to its session after it left (their grace period, and some slack).
 M.DRAIN_SECONDS = shared.GRACE_SECONDS + 15
+M.DRAIN_POLL_SECONDS = 0.5 -- (a pod list each time, from every holder that drains)
 -- After a change is seen, the next look comes this soon: another holder's
 -- Event follows its patch by one request.
 M.RECHECK_SECONDS = 1
@@ -363,7 +364,7 @@ function M.drain(client, s, state, message, log)
   shared.wait_pods(client, ns, name, function(pods)
     for pod in pairs(old) do if pods[pod] then return false end end
     return true
-  end, M.DRAIN_SECONDS)
+  end, M.DRAIN_SECONDS, M.DRAIN_POLL_SECONDS)
 end
 
 return M

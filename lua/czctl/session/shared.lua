@@ -671,15 +671,17 @@ end
 
 --- Wait until `done(pods)` holds for the proxy pods of a Service (name ->
 --- {version, terminating}), or `timeout` passes (then false, no error).
---- Polled (the session's permissions have no watch on pods).
+--- Polled every `interval` seconds (default 0.1; the session's permissions
+--- have no watch on pods).
 ---@param client table
 ---@param namespace string
 ---@param name string
 ---@param done fun(pods: table<string, {version: integer, terminating: boolean}>): boolean
 ---@param timeout number
+---@param interval? number
 ---@return boolean|nil done
 ---@return any err
-function M.wait_pods(client, namespace, name, done, timeout)
+function M.wait_pods(client, namespace, name, done, timeout, interval)
   local sys = require "czctl.core.sys"
   local deadline = sys.now() + timeout
   while true do
@@ -687,7 +689,7 @@ function M.wait_pods(client, namespace, name, done, timeout)
     if not pods then return nil, perr end
     if done(pods) then return true end
     if sys.now() >= deadline then return false end
-    local _, why = sys.sleep(0.1)
+    local _, why = sys.sleep(interval or 0.1)
     if why == "interrupted" then return nil, "interrupted" end
   end
 end
