@@ -9,13 +9,8 @@
 set -u
 source "$(dirname "$0")/lib/common.sh"
 
-sandbox_up
-deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
-svc_before=$(service_state demo)
-IP=$(cluster_ip demo)
-declare -A LPORT
-for d in alice bob carol dave; do LPORT[$d]=$(local_server "$d"); done
 source "$E2E_LIB/devs.sh"
+devs_cluster
 
 # --- acceptance 1: three developers, three rules, one Service ----------------------
 join alice; is "$?" 0 "alice intercepts demo with X-Dev: alice"

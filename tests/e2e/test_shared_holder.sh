@@ -8,14 +8,8 @@
 set -u
 source "$(dirname "$0")/lib/common.sh"
 
-sandbox_up
-deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
-snapshot "$WORK/before.json"
-svc_before=$(service_state demo)
-IP=$(cluster_ip demo)
-declare -A LPORT
-for d in alice bob carol dave; do LPORT[$d]=$(local_server "$d"); done
 source "$E2E_LIB/devs.sh"
+devs_cluster
 
 # --- acceptance 6: the holder re-asserts, repairs or ends, within 5 s ----------------
 # selector_is JSON: the Service's selector is JSON (compact, sorted keys).

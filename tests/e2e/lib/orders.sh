@@ -8,15 +8,9 @@
 # (Every leave waits for the proxy's old pods to drain: the six orders are
 # split over two files, each with a sandbox of its own.)
 leave_orders() {
-  sandbox_up
-  deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
-  snapshot "$WORK/before.json"
-  svc_before=$(service_state demo)
-  IP=$(cluster_ip demo)
-  declare -gA LPORT
-  local d order who
-  for d in alice bob carol dave; do LPORT[$d]=$(local_server "$d"); done
+  local order who
   source "$E2E_LIB/devs.sh"
+  devs_cluster
   for order in "$@"; do
     join alice -q && join bob -q && join carol -q || fail "the three join ($order)"
     for who in $order; do leave "$who" || fail "$who leaves ($order)"; done
