@@ -12,7 +12,14 @@
 -- kept) and proxies every other request to the original. The tunnel
 -- location has its own headers, TLS settings and access log, so the
 -- original route pays for no map but the rule's own.
+--
+-- The tunnel itself (URL, secret, certificates) is the route's
+-- (czctl.proxy.route): nginx.conf only includes the route's files, which
+-- render returns apart for a Secret. The tunnel location buffers the
+-- request body and falls back to the original (@czctl_fallback) when the
+-- request did not reach the developer's app (decisions section 3).
 local rules = require "czctl.proxy.rules"
+local route = require "czctl.proxy.route"
 
 local M = {}
 
@@ -21,24 +28,13 @@ M.DEFAULT_HEALTH_PORT = 8079
 M.DEFAULT_KEEPALIVE = 64
 -- The cluster DNS Service under its conventional name (kubeadm, kind, minikube,
 -- k3s, GKE, EKS, AKS all keep it); used to resolve a tunnel's host name.
-M.DEFAULT_RESOLVER = "kube-dns.kube-system.svc.cluster.local"
+M.DEFAULT_RESOLVER = route.DEFAULT_RESOLVER
+-- A request body up to this size stays in memory while it waits for the
+-- tunnel's answer; larger ones go to a file in the pod's /tmp emptyDir.
+M.TUNNEL_BODY_BUFFER = "128k"
 
 local function fail(fmt, ...)
   return nil, string.format(fmt, ...)
-end
-
-local function parse_url(url)
-  local scheme, rest = tostring(url):match("^(https?)://(.+)$")
-  if not scheme then return fail("tunnel url %q must start with http:// or https://", tostring(url)) end
-  local hostport = rest:match("^([^/?#]+)")
-  if not hostport then return fail("tunnel url %q has no host", url) end
-  local host, port = hostport:match("^%[([%x:.]+)%]:?(%d*)$")
-  if host then host = "[" .. host .. "]" else host, port = hostport:match("^([^:]+):?(%d*)$") end
-  if not host or host == "" then return fail("tunnel url %q has no host", url) end
-  port = tonumber(port ~= "" and port or nil) or (scheme == "https" and 443 or 80)
-  if port < 1 or port > 65535 then return fail("tunnel url %q has an invalid port", url) end
-  return { scheme = scheme, host = host, port = port,
-           is_ip = host:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:sub(1, 1) == "[" }
 end
 
 local function check_port(p, what)
@@ -114,45 +110,28 @@ local function plan(opts)
     any_intercept = any_intercept or p.intercept == true
   end
 
-  local up = opts.tunnel_upstream
-  local tunnel
-  if any_intercept then
-    if type(up) ~= "table" then return fail("proxy.render: tunnel_upstream is required when a port is intercepted") end
-    local err
-    tunnel, err = parse_url(up.url)
-    if not tunnel then return nil, err end
-    if up.host_header ~= nil and (type(up.host_header) ~= "string" or not up.host_header:find("^[%w.%-:%[%]]+$")) then
-      return fail("proxy.render: tunnel_upstream.host_header must be a host name")
-    end
-    for k, v in pairs(up.extra_headers or {}) do
-      local okh, eh = rules.check_header_name(k)
-      if not okh then return fail("proxy.render: extra header: %s", eh) end
-      if type(v) ~= "string" or rules.has_control(v) or v:find("$", 1, true) then
-        return fail("proxy.render: extra header %s: the value must be printable text without '$'", k)
-      end
-    end
-    if up.resolver ~= nil and up.resolver ~= false and not tostring(up.resolver):find("^[%w.:%[%]%- ]+$") then
-      return fail("proxy.render: tunnel_upstream.resolver must be one or more DNS server addresses, or false")
-    end
-  end
-
   local expr, maps = rules.compile(rule)
   local keepalive = opts.upstream_keepalive
   if keepalive == nil then keepalive = M.DEFAULT_KEEPALIVE end
   keepalive = math.tointeger(keepalive)
   if not keepalive or keepalive < 0 then return fail("proxy.render: upstream_keepalive must be a count >= 0") end
+  local tunnel
+  if any_intercept then
+    local err
+    tunnel, err = route.plan(opts.tunnel_upstream, { id = session, dir = opts.route_dir, runtime_dir = runtime_dir,
+                                                     nginx_version = opts.nginx_version,
+                                                     keepalive = keepalive > 0 and route.KEEPALIVE or 0 })
+    if not tunnel then return nil, err end
+  end
   local route_header = opts.route_header == true
 
   local intercepted = {}
   for _, p in ipairs(ports) do if p.intercept then intercepted[#intercepted + 1] = p end end
-  local extra = {}
-  for k, v in pairs(any_intercept and up.extra_headers or {}) do extra[#extra + 1] = { k, v } end
-  table.sort(extra, function(a, b) return a[1] < b[1] end)
   return {
     ports = ports, rule = rule, warnings = warnings, runtime_dir = runtime_dir, health_port = health_port,
-    listen = listen, session = session, any_intercept = any_intercept, up = up, tunnel = tunnel,
+    listen = listen, session = session, any_intercept = any_intercept, tunnel = tunnel,
     expr = expr, maps = maps, keepalive = keepalive, route_header = route_header,
-    access_log = opts.access_log, intercepted = intercepted, route_all = expr == "1", extra = extra,
+    access_log = opts.access_log, intercepted = intercepted, route_all = expr == "1",
   }
 end
 
@@ -163,7 +142,7 @@ local function emit_globals(add, c)
   add("# Routing rule: %s", rules.describe(c.rule):gsub("\n", " "))
   for _, p in ipairs(c.ports) do
     add("#   port %-8s proxy :%d%s -> %s%s", p.name, p.listen, p.protocol == "TCP" and "" or "/" .. p.protocol,
-      p.intercept and "rule ? tunnel : " or "", p.original)
+      p.intercept and "rule ? tunnel (else, or when it fails) : " or "", p.original)
   end
   add("")
   add("# Runs as a non-root user: no `user` directive, pid and temp files in %s.", c.runtime_dir)
@@ -243,68 +222,26 @@ local function emit_rule_maps(add, c)
 
 end
 
--- The upstreams: the originals of the intercepted ports and the tunnel (by
--- address, or by name resolved per request). Sets c.tunnel_target,
--- c.tunnel_host_header and c.ssl_name for the servers.
+-- The upstreams: the originals of the intercepted ports (also the fallback
+-- of the tunnel route) and the route's own file.
 local function emit_upstreams(add, c)
-  -- Upstream groups.
   add("    # ---- Upstreams. `keepalive` keeps idle connections open in the worker so")
   add("    # requests do not pay a TCP (or TLS) handshake each.")
-  local function keepalive_lines()
+  for _, p in ipairs(c.intercepted) do
+    add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
+    add("    upstream czctl_original_%s {", p.id)
+    add("        server %s;", p.original)
     if c.keepalive > 0 then
       add("        keepalive %d;", c.keepalive)
       add("        keepalive_requests 10000;")
       add("        keepalive_timeout 60s;")
     end
-  end
-  if not c.route_all then
-    for _, p in ipairs(c.intercepted) do
-      add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
-      add("    upstream czctl_original_%s {", p.id)
-      add("        server %s;", p.original)
-      keepalive_lines()
-      add("    }")
-    end
+    add("    }")
   end
   if c.any_intercept then
-    -- A host name in a static `upstream` is resolved when NGINX loads its
-    -- configuration; if DNS is slow or fails, NGINX does not start at all. So
-    -- names are resolved per request through `resolver` (default: the cluster
-    -- DNS Service by its conventional name), unless resolver = false.
-    local resolver = c.up.resolver
-    if resolver == nil then resolver = M.DEFAULT_RESOLVER end
-    local runtime_resolve = (not c.tunnel.is_ip) and resolver ~= false
-    local hostport = c.tunnel.host .. ":" .. c.tunnel.port
-    c.tunnel_host_header = c.up.host_header
-    if c.tunnel.scheme == "https" and not c.tunnel_host_header and not c.tunnel.is_ip then
-      -- ngrok (and most tunnel edges) route by Host: send the tunnel's name.
-      c.tunnel_host_header = c.tunnel.host
-    end
-    c.ssl_name = c.tunnel.scheme == "https" and not c.tunnel.is_ip and c.tunnel.host or nil
-    if runtime_resolve then
-      add("    # The tunnel: %s", c.up.url)
-      add("    # Its name is resolved at request time (through the resolver below), so a")
-      add("    # slow or failing DNS lookup cannot stop the proxy from starting.")
-      add("    # (No upstream keep-alive on this hop: NGINX cannot pool connections")
-      add("    # to a name resolved per request.)")
-      add("    resolver %s valid=30s ipv6=off;", resolver)
-      add("    # A variable in proxy_pass is what makes NGINX resolve at request time.")
-      add("    map \"\" $czctl_tunnel_address {")
-      add("        default %s;", rules.nginx_quote(hostport))
-      add("    }")
-      c.tunnel_target = c.tunnel.scheme .. "://$czctl_tunnel_address"
-    else
-      add("    # The tunnel: %s", c.up.url)
-      if not c.tunnel.is_ip then
-        add("    # Resolved once when NGINX starts (resolver = false): keeps connections")
-        add("    # to the tunnel alive, but NGINX will not start while DNS fails.")
-      end
-      add("    upstream czctl_tunnel {")
-      add("        server %s;", hostport)
-      keepalive_lines()
-      add("    }")
-      c.tunnel_target = c.tunnel.scheme .. "://czctl_tunnel"
-    end
+    add("    # The tunnel of session %s: its upstream, TLS and secret, from the", c.session)
+    add("    # session's Secret (mounted at %s).", c.tunnel.dir)
+    add("    include %s;", c.tunnel.http_include)
   end
   add("")
 
@@ -328,26 +265,16 @@ local function emit_intercepted_servers(add, c)
     if c.access_log ~= false then
       add("%saccess_log /dev/stdout czctl buffer=64k flush=1s;", indent)
     end
-    if c.tunnel_host_header or #c.extra > 0 then
-      if c.tunnel_host_header then
-        add("%s# The tunnel routes by Host and gets its own; the original Host travels", indent)
-        add("%s# in X-Forwarded-Host.", indent)
-      else
-        add("%s# The headers of both routes, and those only the tunnel gets.", indent)
-      end
-      request_headers(indent, c.tunnel_host_header and rules.nginx_quote(c.tunnel_host_header) or "$http_host")
-      if c.tunnel_host_header then add("%sproxy_set_header X-Forwarded-Host  $http_host;", indent) end
-      for _, h in ipairs(c.extra) do
-        add("%sproxy_set_header %-17s %s;", indent, h[1], rules.nginx_quote(h[2]))
-      end
-    end
-    if c.ssl_name then
-      add("%s# TLS to the tunnel: SNI and certificate name are the tunnel's host.", indent)
-      add("%sproxy_ssl_server_name on;", indent)
-      add("%sproxy_ssl_name %s;", indent, c.ssl_name)
-    end
+    add("%s# Fail open: the body is kept (in memory up to %s, then in /tmp) so a", indent, M.TUNNEL_BODY_BUFFER)
+    add("%s# request that did not reach the developer's app (refused, reset, timed", indent)
+    add("%s# out, the tunnel's own error) goes to the in-cluster version instead.", indent)
+    add("%s# Every answer of the app passes unchanged (no proxy_intercept_errors).", indent)
+    add("%sproxy_request_buffering on;", indent)
+    add("%sclient_body_buffer_size %s;", indent, M.TUNNEL_BODY_BUFFER)
+    add("%serror_page 502 504 = @czctl_fallback;", indent)
     if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
-    add("%sproxy_pass %s;", indent, c.tunnel_target)
+    add("%s# The route of session %s: headers, secret, TLS and upstream.", indent, c.session)
+    add("%sinclude %s;", indent, c.tunnel.location_include)
   end
 
   -- Only intercepted ports are HTTP servers; the others are in `stream {}` below.
@@ -365,8 +292,12 @@ local function emit_intercepted_servers(add, c)
     add("        # one, HTTP/1.0 only, is forwarded without one), where it came from,")
     add("        # and a WebSocket upgrade when one is asked for.")
     request_headers("        ", "$http_host")
-    add("        # Never replay a request to the other route: a retry could run it twice.")
+    add("        # Never replay a request to the other route: a retry could run it twice")
+    add("        # (the fallback below takes only requests that never reached the app).")
     add("        proxy_next_upstream off;")
+    add("        # The tunnel location is reached through error_page 418; its own")
+    add("        # error_page (the fallback) needs this.")
+    add("        recursive_error_pages on;")
     add("")
     if c.route_all then
       add("        location / {")
@@ -394,6 +325,12 @@ local function emit_intercepted_servers(add, c)
       tunnel_location("            ")
       add("        }")
     end
+    add("")
+    add("        # A request the tunnel could not deliver: the in-cluster version answers.")
+    add("        location @czctl_fallback {")
+    if c.route_header then add("            add_header X-Czctl-Route fallback always;") end
+    add("            proxy_pass http://czctl_original_%s;", p.id)
+    add("        }")
     add("    }")
     add("")
   end
@@ -466,17 +403,20 @@ end
 local EMITTERS = { emit_globals, emit_http_settings, emit_rule_maps, emit_upstreams, emit_intercepted_servers,
                    emit_health_server, emit_stream }
 
---- Render the complete nginx.conf of the intercept proxy.
+--- Render the complete nginx.conf of the intercept proxy, and the files of
+--- the tunnel route it includes (for a Secret mounted at opts.route_dir).
 ---@param opts table  see docs/lua-api.md, "czctl.proxy"
 ---@return string|nil conf
 ---@return string[]|string warnings_or_error
+---@return table<string,string>|nil files the route's files, name -> content (empty without a tunnel)
 function M.render(opts)
   local c, err = plan(opts)
   if not c then return nil, err end
+  local files = c.tunnel and route.files(c.tunnel) or {}
   local out = {}
   local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
   for _, emit in ipairs(EMITTERS) do emit(add, c) end
-  return table.concat(out, "\n") .. "\n", c.warnings
+  return table.concat(out, "\n") .. "\n", c.warnings, files
 end
 
 return M
