@@ -188,7 +188,9 @@ function M.plan(up, opts)
     return fail("proxy.render: the route directory %q has characters NGINX would misread", dir)
   end
   local host_header = up.host_header
-  if t.scheme == "https" and not host_header and not t.is_ip then host_header = t.host end
+  -- An HTTPS edge (ngrok) routes by Host: it gets its own name, unless the
+  -- provider forwards bytes to the app (keep_host), which needs the original.
+  if t.scheme == "https" and not host_header and not t.is_ip and not up.keep_host then host_header = t.host end
   local keepalive = math.tointeger(opts.keepalive or M.KEEPALIVE) or M.KEEPALIVE
   local r = {
     id = id, dir = dir, url = t, up = up, extra = extra, secret = secret, tls = tls, fallback_on = fb,
