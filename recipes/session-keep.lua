@@ -59,7 +59,7 @@ return {
       error(perr, 0)
     end
     -- the agent's log lives with the session's files (removed by session close)
-    local handle, err = provider.start{ local_port = s.local_port, host = s.tunnel_host,
+    local handle, err = provider.start{ local_port = s.local_port, host = s.tunnel_host, ca = s.tunnel_ca,
                                         log_file = session.path(id, ".ngrok.log") }
     if not handle then
       session.write_tunnel_status(id, { status = "failed", error = tostring(err) })

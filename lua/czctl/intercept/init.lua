@@ -40,10 +40,40 @@ end
 --- Names of the objects a session creates: derived from the session id alone,
 --- so a session can be cleaned up knowing only its id and namespace.
 ---@param id string session id
----@return {deployment: string, configmap: string, service: string}
+---@return {deployment: string, configmap: string, service: string, secret: string}
 function M.names(id)
   return { deployment = "czctl-" .. id, configmap = "czctl-" .. id,
-           service = "czctl-" .. id .. "-original" }
+           service = "czctl-" .. id .. "-original", secret = "czctl-" .. id }
+end
+
+-- Where the proxy reads the session's route files (its tunnel's URL, secret
+-- and certificates) from the session's Secret.
+M.ROUTE_DIR = "/etc/czctl-session"
+
+--- The session's Secret: the files of its route into the tunnel
+--- (czctl.proxy.route), mounted into the proxy at M.ROUTE_DIR. Only the
+--- proxy and the session's holder know what it holds (decisions section 2).
+---@param namespace string
+---@param id string
+---@param files table<string,string> name -> content, from proxy.render
+---@return table
+function M.route_secret(namespace, id, files)
+  local data = {}
+  for k, v in pairs(files) do data[k] = v end
+  return {
+    apiVersion = "v1", kind = "Secret", type = "Opaque",
+    metadata = { name = M.names(id).secret, namespace = namespace, labels = M.session_labels(id) },
+    stringData = data,
+  }
+end
+
+--- The NGINX version of a proxy image, from its tag ("nginx:1.27.4" ->
+--- "1.27.4"), or nil when the tag does not say (the configuration then
+--- keeps to what every supported NGINX accepts).
+---@param image string
+---@return string|nil
+function M.image_nginx_version(image)
+  return tostring(image or ""):match(":(%d+%.%d+%.%d+)[^:/]*$") or tostring(image or ""):match(":(%d+%.%d+)[^:/]*$")
 end
 
 --- Labels of every object of a session.
@@ -302,7 +332,8 @@ function M.deployment(opts)
           automountServiceAccountToken = false,
           enableServiceLinks = false,
           terminationGracePeriodSeconds = 5,
-          securityContext = { runAsNonRoot = true, runAsUser = 101, runAsGroup = 101,
+          -- fsGroup: the Secret's files (0440) belong to NGINX's group.
+          securityContext = { runAsNonRoot = true, runAsUser = 101, runAsGroup = 101, fsGroup = 101,
                               seccompProfile = { type = "RuntimeDefault" } },
           containers = { {
             name = "proxy",
@@ -317,9 +348,11 @@ function M.deployment(opts)
                                 runAsNonRoot = true, runAsUser = 101,
                                 capabilities = { drop = { "ALL" } } },
             volumeMounts = { { name = "config", mountPath = "/etc/czctl", readOnly = true },
+                             { name = "route", mountPath = M.ROUTE_DIR, readOnly = true },
                              { name = "tmp", mountPath = "/tmp" } },
           } },
           volumes = { { name = "config", configMap = { name = names.configmap } },
+                      { name = "route", secret = { secretName = names.secret, defaultMode = tonumber("440", 8) } },
                       { name = "tmp", emptyDir = {} } },
         },
       },

@@ -52,6 +52,7 @@ M.HOLD_CHECK_INTERVAL = 2
 ---@field header? string                 the header as typed (name:value), for display
 ---@field tunnel? string                 tunnel provider: "ngrok" (default), "direct", or yours
 ---@field tunnel_host? string            with direct: this machine's address the cluster reaches (default: detected)
+---@field tunnel_ca? string              PEM of the CA the proxy trusts for the tunnel (default: the provider's, or the image's bundle)
 ---@field image? string                  the proxy image
 ---@field wait? boolean                  stay until a signal, then close the session
 ---@field kubeconfig? string
@@ -238,7 +239,7 @@ function Run:record_session()
     id = id, service = o.service, namespace = o.namespace, port = self.port, pod_port = self.pod_port,
     local_port = self.local_port, header = o.header, all = o.rule.all == true, rule = self.rule_text,
     kubeconfig = o.kubeconfig or os.getenv("KUBECONFIG"), context = o.context or info.context,
-    server = info.server, tunnel = { provider = o.tunnel }, tunnel_host = o.tunnel_host,
+    server = info.server, tunnel = { provider = o.tunnel }, tunnel_host = o.tunnel_host, tunnel_ca = o.tunnel_ca,
     objects = intercept.names(id), started = csys.time(),
     parent_pid = o.held_by or csys.getpid(), state = "starting", wait = (o.wait or o.held_by ~= nil),
   }
@@ -266,17 +267,24 @@ function Run:start_tunnel()
       if not facts then fail(terr) end
       return facts
     end
-    local handle, err = self.provider.start{ local_port = self.local_port, host = o.tunnel_host }
+    local handle, err = self.provider.start{ local_port = self.local_port, host = o.tunnel_host, ca = o.tunnel_ca }
     if not handle then fail(err) end
     self.ctx.undo:defer("stop the tunnel", function() handle:stop() end)
     return session.tunnel_facts(handle, o.tunnel)
   end)
+  -- A URL from any provider is checked before anything is built from it.
+  local checked, url_err = proxy.route.parse_url(tunnel.upstream and tunnel.upstream.url or tunnel.url)
+  if not checked then fail(string.format("tunnel provider %q: %s", o.tunnel, url_err)) end
   self.tunnel = tunnel
   s.tunnel = { provider = o.tunnel, url = tunnel.url, inspector = tunnel.inspector, pid = tunnel.pid }
   session.save(s)
-  if o.tunnel == "direct" and not require("czctl.sys").listening("127.0.0.1", self.local_port, 0.5) then
-    self.out:warn("nothing listens on 127.0.0.1:%d yet; intercepted requests fail until your server runs there",
-                  self.local_port)
+  if not require("czctl.sys").listening("127.0.0.1", self.local_port, 0.5) then
+    self.out:warn("nothing listens on 127.0.0.1:%d yet; intercepted requests go to the in-cluster version "
+                  .. "until your server runs there", self.local_port)
+  end
+  if not (tunnel.upstream and (tunnel.upstream.secret_header or (tunnel.upstream.tls or {}).client_cert)) then
+    self.out:warn("tunnel provider %q gives no secret or client certificate: anyone who reaches %s reaches "
+                  .. "your local port", o.tunnel, tostring(tunnel.url))
   end
 end
 
@@ -291,12 +299,19 @@ function Run:create_original_route()
 end
 
 --- Step: the NGINX configuration from the routing rule, in a ConfigMap
---- (hooks.config_map edits it).
+--- (hooks.config_map edits it), and the session's route into its tunnel
+--- (URL, secret, certificates) in the session's Secret, which the
+--- ConfigMap only names.
 function Run:create_proxy_config()
-  local conf, err = proxy.render{ ports = util.deep_copy(self.proxy_ports), rule = self.opts.rule,
-                                  tunnel_upstream = self.tunnel.upstream, session = self.id,
-                                  health_port = intercept.HEALTH_PORT }
+  local conf, err, files = proxy.render{ ports = util.deep_copy(self.proxy_ports), rule = self.opts.rule,
+                                         tunnel_upstream = self.tunnel.upstream, session = self.id,
+                                         health_port = intercept.HEALTH_PORT, route_dir = intercept.ROUTE_DIR,
+                                         nginx_version = intercept.image_nginx_version(self.opts.image) }
   if not conf then fail("cannot render the proxy configuration: " .. tostring(err)) end
+  local secret = intercept.route_secret(self.opts.namespace, self.id, files)
+  self.out:step("Create Secret " .. secret.metadata.name .. " (the tunnel's route)", function()
+    return self:create(secret)
+  end)
   local cm = apply_hook(self.hooks.config_map, intercept.config_map(self.opts.namespace, self.id, conf), self)
   self.out:step("Create ConfigMap " .. cm.metadata.name, function() return self:create(cm) end)
 end
@@ -617,6 +632,9 @@ local function intercept_flags()
       help = "tunnel provider: ngrok, direct, or czctl/tunnel/NAME.lua on package.path" },
     { name = "tunnelHost", type = "string",
       help = "with --tunnel direct: the address of this machine the cluster reaches (default: detected)" },
+    { name = "tunnelCa", type = "string",
+      help = "a PEM file: the CA the proxy trusts for the tunnel's certificate (default: $CZCTL_TUNNEL_CA, "
+             .. "else the proxy image's CA bundle)" },
     { name = "image", type = "string", default = intercept.DEFAULT_IMAGE, help = "the proxy image" },
     -- Internal: the setup child of a --wait holder (see hold_from_command_line).
     { name = "heldBy", type = "integer", hidden = true, help = "(internal) pid of the --wait holder" },
@@ -658,9 +676,19 @@ function M.options_from_flags(ctx)
   local f = ctx.flags
   local rule, rule_err = proxy.from_flags{ header = f.header, all = f.all }
   if not rule then ctx.usage_error(rule_err) end
+  local ca_file, ca = f.tunnelCa or os.getenv("CZCTL_TUNNEL_CA"), nil
+  if ca_file and ca_file ~= "" then
+    local fh = io.open(ca_file, "rb")
+    ca = fh and fh:read("a")
+    if fh then fh:close() end
+    if not ca or not ca:find("-----BEGIN CERTIFICATE-----", 1, true) then
+      ctx.usage_error(string.format("--tunnel-ca %s: not a readable PEM certificate file", ca_file))
+    end
+  end
   return {
     service = ctx.args.service, namespace = f.namespace, remote_port = f.remotePort, local_port = f.localPort,
     rule = rule, header = not f.all and f.header or nil, tunnel = f.tunnel, tunnel_host = f.tunnelHost,
+    tunnel_ca = ca,
     image = f.image, wait = f.wait, kubeconfig = f.kubeconfig, context = f.context,
     held_by = f.heldBy, session_id = f.sessionId,
   }

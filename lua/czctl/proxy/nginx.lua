@@ -118,7 +118,10 @@ local function plan(opts)
   local tunnel
   if any_intercept then
     local err
+    local inner_port = math.tointeger(opts.inner_port) or health_port - 1
+    if seen_listen[inner_port] then return fail("proxy.render: inner_port %d is used twice", inner_port) end
     tunnel, err = route.plan(opts.tunnel_upstream, { id = session, dir = opts.route_dir, runtime_dir = runtime_dir,
+                                                     inner_listen = (listen_address or "127.0.0.1") .. ":" .. inner_port,
                                                      nginx_version = opts.nginx_version,
                                                      keepalive = keepalive > 0 and route.KEEPALIVE or 0 })
     if not tunnel then return nil, err end

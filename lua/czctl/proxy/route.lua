@@ -31,7 +31,7 @@ M.IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 -- The header that carries the session's secret into a tunnel that checks it.
 M.SECRET_HEADER = "X-Czctl-Tunnel-Secret"
 -- Where the route's files are mounted in the proxy pod.
-M.DEFAULT_DIR = "/etc/czctl/session"
+M.DEFAULT_DIR = "/etc/czctl-session"
 -- The cluster DNS Service under its conventional name; resolves a tunnel's host name.
 M.DEFAULT_RESOLVER = "kube-dns.kube-system.svc.cluster.local"
 -- Idle connections kept open to the tunnel per worker.
@@ -121,7 +121,8 @@ end
 
 --- Check a tunnel upstream (a provider's handle.upstream) and plan the route.
 ---@param up table {url, host_header?, extra_headers?, resolver?, tls?, secret_header?, fallback_on?}
----@param opts {id: string, dir?: string, runtime_dir: string, nginx_version?: string, keepalive?: integer}
+---@param opts {id: string, dir?: string, runtime_dir: string, nginx_version?: string, keepalive?: integer,
+---             inner_listen: string}  inner_listen: ADDR:PORT of the inner server (the pod's loopback)
 ---@return table|nil route
 ---@return string|nil err
 function M.plan(up, opts)
@@ -196,7 +197,7 @@ function M.plan(up, opts)
     id = id, dir = dir, url = t, up = up, extra = extra, secret = secret, tls = tls, fallback_on = fb,
     host_header = host_header, keepalive = keepalive, resolver = resolver,
     upstream = "czctl_tunnel_" .. id,
-    inner_socket = fb and (opts.runtime_dir .. "/czctl-tunnel-" .. id .. ".sock") or nil,
+    inner_listen = fb and opts.inner_listen or nil,
     http_include = dir .. "/tunnel-http.conf",
     location_include = dir .. "/tunnel-location.conf",
   }
@@ -300,9 +301,10 @@ local function http_file(r)
     add("    default \"\";")
     add("    \"~^(%s)$\" \"@czctl_fallback\";", table.concat(values, "|"))
     add("}")
-    upstream_block(add, r.upstream .. "_inner", "unix:" .. r.inner_socket, r)
+    upstream_block(add, r.upstream .. "_inner", r.inner_listen, r)
     add("server {")
-    add("    listen unix:%s;", r.inner_socket)
+    add("    # On the pod's loopback only: nothing outside the pod reaches it.")
+    add("    listen %s;", r.inner_listen)
     add("    access_log off;")
     add("    location / {")
     add("        # The outer hop set every header already; pass them on.")

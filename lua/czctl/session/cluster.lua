@@ -60,7 +60,7 @@ function M.discover(client, opts)
     end
   end
   objects_of(svc_only, "Service", found)
-  for _, kind in ipairs({ "Deployment", "ConfigMap" }) do
+  for _, kind in ipairs({ "Deployment", "ConfigMap", "Secret" }) do
     local list, lerr = client:list(kind, { namespace = opts.namespace, all_namespaces = opts.all_namespaces,
                                            labelSelector = labelled })
     if not list then return nil, lerr end
@@ -133,7 +133,8 @@ function M.delete_objects(client, namespace, id, step)
   step = step or noop_step
   local names = intercept.names(id)
   for _, o in ipairs({ { "Deployment", names.deployment, "proxy Deployment" },
-                       { "ConfigMap", names.configmap, "ConfigMap" }, { "Service", names.service, "Service" } }) do
+                       { "ConfigMap", names.configmap, "ConfigMap" }, { "Secret", names.secret, "Secret" },
+                       { "Service", names.service, "Service" } }) do
     step("Delete " .. o[3] .. " " .. o[2], function() M.delete_object(client, namespace, o[1], o[2]) end)
   end
 end
