@@ -486,6 +486,8 @@ class NginxTranslator:
             return d
         if addr.startswith("["):
             return None  # IPv6: pods here have IPv4 only
+        if addr.startswith("127."):
+            return d  # the pod's own loopback (its network namespace has one), as in a real pod
         if addr.isdigit():
             port = int(addr)
         elif ":" in addr:
