@@ -123,7 +123,7 @@ local function plan(opts)
     tunnel, err = route.plan(opts.tunnel_upstream, { id = session, dir = opts.route_dir, runtime_dir = runtime_dir,
                                                      inner_listen = (listen_address or "127.0.0.1") .. ":" .. inner_port,
                                                      nginx_version = opts.nginx_version,
-                                                     keepalive = keepalive > 0 and route.KEEPALIVE or 0 })
+                                                     keepalive = keepalive })
     if not tunnel then return nil, err end
   end
   local route_header = opts.route_header == true

@@ -58,7 +58,7 @@ end
 local function is_dns_name(h)
   if #h > 253 or h:sub(-1) == "." then return false end
   for label in (h .. "."):gmatch("([^.]*)%.") do
-    if #label < 1 or #label > 63 or not label:find("^[%w]([%w%-]*[%w])?$") then return false end
+    if #label < 1 or #label > 63 or not label:find("^%w[%w%-]*$") or not label:find("%w$") then return false end
   end
   return not h:find("^[%d.]+$")   -- all digits and dots: a malformed address, not a name
 end
