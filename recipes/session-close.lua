@@ -6,7 +6,9 @@
 -- works after a crash, from another machine, and when run twice.
 --
 -- Which sessions: SESSION closes that one; --all closes every czctl session
--- in the namespace (-n, default: the context's namespace); with neither, the
+-- in the namespace (-n, default: the context's namespace); --stale, every
+-- session whose holder is gone (its heartbeat Lease is not renewed; -n, or
+-- all namespaces); with none of these, the
 -- sessions started on this machine are closed, and when this machine has
 -- none, every session found in the namespace. Local session files count
 -- only for the cluster being talked to (their recorded server URL); one the
@@ -18,6 +20,7 @@ local kube = require "czctl.kube"
 local util = require "czctl.util"
 local flags = require "czctl.flags"
 local sys = require "czctl.sys"
+local heartbeat = require "czctl.session.heartbeat"
 
 local function fail(err)
   signal.check()
@@ -55,10 +58,14 @@ namespace; neither, the sessions started on this machine, or, when there
 are none, every session in the namespace (-n, default the context's).
 Only local sessions of the cluster being talked to count; a local record
 that cluster no longer knows is removed (and said so). When the cluster of
-SESSION is gone, --forget discards its local record only.]],
+SESSION is gone, --forget discards its local record only. --stale closes
+every session whose holder is gone (its heartbeat Lease has not been
+renewed for a minute), in -n NAMESPACE or in all namespaces.]],
   args = { { name = "session", help = "the session id (see czctl session list)", complete = "sessions" } },
   flags = flags.join({
     { name = "all", short = "a", type = "boolean", help = "close every czctl session in the namespace" },
+    { name = "stale", type = "boolean",
+      help = "close the sessions whose holder is gone (their heartbeat Lease is not renewed), in -n or everywhere" },
     { name = "forget", type = "boolean",
       help = "with SESSION: only discard this machine's record of it (stop its tunnel, remove its files) "
              .. "without contacting the cluster, e.g. when that cluster is gone" },
@@ -72,6 +79,9 @@ SESSION is gone, --forget discards its local record only.]],
     if id and f.all then return ctx.usage_error("give a SESSION or --all, not both") end
     if id and not id:find("^[a-z0-9-]+$") then return ctx.usage_error("invalid session id " .. id) end
     if f.forget and not id then return ctx.usage_error("--forget needs a SESSION") end
+    if f.stale and (id or f.all or f.forget) then
+      return ctx.usage_error("--stale chooses the sessions itself: give no SESSION, --all or --forget with it")
+    end
     local closed, failures = setmetatable({}, util.array_mt), setmetatable({}, util.array_mt)
 
     if f.forget then
@@ -151,7 +161,24 @@ SESSION is gone, --forget discards its local record only.]],
                            mine.id)
     end
 
-    if id then
+    if f.stale then
+      local client = client_for(nil)
+      local scope = { namespace = f.namespace, all_namespaces = f.namespace == nil }
+      out:step("Find sessions whose holder is gone", function()
+        local found, err = session.discover(client, scope)
+        if not found then fail(err) end
+        local leases, lerr = heartbeat.list(client, scope)
+        if not leases then fail(lerr) end
+        for _, s in ipairs(found) do
+          local st = heartbeat.state(leases[s.namespace .. "/" .. s.id], (s.record or {}).started or s.started)
+          if st.state == "stale" then
+            targets[#targets + 1] = { id = s.id, namespace = s.namespace, service = s.service,
+                                      service_object = s.service_object, local_session = session.load(s.id),
+                                      client = client }
+          end
+        end
+      end)
+    elseif id then
       local mine = session.load(id)
       local client
       if mine then
@@ -236,7 +263,9 @@ SESSION is gone, --forget discards its local record only.]],
     end
     local message
     if #targets == 0 then
-      message = id and string.format("Session %s: nothing left to close.", id) or "No session to close."
+      message = id and string.format("Session %s: nothing left to close.", id)
+                or (f.stale and "No stale session: every session's holder renews its heartbeat.")
+                or "No session to close."
     end
     out:result({ apiVersion = "czctl.io/v1", kind = "CloseResult", closed = closed, failed = failures,
                  message = message }, render)

@@ -11,8 +11,11 @@
 --
 -- It lives as long as the session, so it stays small: it never loads the
 -- Kubernetes client or libcurl itself. The cluster is asked every 15 s by a
--- short-lived child (`czctl session keep ID --check`).
+-- short-lived child (`czctl session keep ID --check`), which also renews the
+-- session's heartbeat Lease (czctl.session.heartbeat) with the tunnel's
+-- state: down (nothing accepts on the local port) since when, or up.
 local session = require "czctl.session"
+local heartbeat = require "czctl.session.heartbeat"
 local intercept = require "czctl.intercept"
 local signal = require "czctl.signal"
 local process = require "czctl.process"
@@ -31,7 +34,12 @@ local function still_held(s)
   local svc, err = client:get("Service", s.service, { namespace = s.namespace })
   if not svc then return kube.not_found(err) and CLOSED_ELSEWHERE or 1 end
   local record = intercept.record(svc)
-  return (record and record.session == s.id) and 0 or CLOSED_ELSEWHERE
+  if not (record and record.session == s.id) then return CLOSED_ELSEWHERE end
+  local tunnel = session.tunnel_status(s.id) or {}
+  local ok, lerr = heartbeat.renew(client, s, string.format("%s/%s", sys.hostname(), tostring(s.keeper_pid)),
+                                   sys.time(), tunnel.down_since)
+  if not ok then io.stderr:write("cannot renew the heartbeat Lease: ", tostring(lerr), "\n") end
+  return 0
 end
 
 local function log(fmt, ...)
@@ -71,7 +79,8 @@ return {
     session.write_tunnel_status(id, facts)
     log("tunnel up: %s -> localhost:%d", tostring(handle.url), s.local_port)
 
-    local next_cluster_check = sys.now() + CLUSTER_CHECK_INTERVAL
+    -- the first check (and heartbeat) as soon as the session is active
+    local next_cluster_check = sys.now()
     local reason, closed_elsewhere
     while true do
       local sig = signal.wait(1)
@@ -94,6 +103,14 @@ return {
           reason = "tunnel died: " .. facts.error
           break
         end
+      end
+      -- The tunnel is down while nothing accepts on the local port (requests
+      -- then go to the in-cluster version): noted with since when.
+      local up = sys.listening("127.0.0.1", s.local_port, 0.2)
+      if up == (facts.down_since ~= nil) then
+        facts.down_since = (not up) and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(sys.time())) or nil
+        session.write_tunnel_status(id, facts)
+        log(up and "tunnel up again" or "tunnel down: nothing listens on 127.0.0.1:%d", s.local_port)
       end
       if current.state == "active" and sys.now() >= next_cluster_check then
         next_cluster_check = sys.now() + CLUSTER_CHECK_INTERVAL

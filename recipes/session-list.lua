@@ -6,7 +6,10 @@
 -- being talked to are marked or shown; a local record whose session the
 -- cluster no longer knows and no local process holds is not shown (and not
 -- removed: a list never writes; `czctl session close` removes it).
+-- STATUS is what the session's heartbeat Lease says (czctl.session.heartbeat):
+-- ok, tunnel down since when, or stale (its holder is gone).
 local session = require "czctl.session"
+local heartbeat = require "czctl.session.heartbeat"
 local output = require "czctl.output"
 local signal = require "czctl.signal"
 local util = require "czctl.util"
@@ -21,6 +24,7 @@ return {
     local client = ctx.kube()
     local found, err = session.discover(client, { namespace = f.namespace, all_namespaces = f.namespace == nil })
     if not found then signal.check(); require("czctl.intercept").raise(err) end
+    local leases = heartbeat.list(client, { namespace = f.namespace, all_namespaces = f.namespace == nil }) or {}
     -- Local session files count only for the cluster being talked to.
     local server = client:info().server
     local sessions = setmetatable({}, util.array_mt)
@@ -38,6 +42,7 @@ return {
         complete = s.record ~= nil, objects = setmetatable(s.objects or {}, util.array_mt),
         tunnel = tunnel and tunnel.provider or record.tunnel, tunnelUrl = tunnel and tunnel.url,
         tunnelStatus = tunnel and tunnel.status,
+        holder = heartbeat.state(leases[s.namespace .. "/" .. s.id], record.started or s.started),
       }
     end
     -- A local session with nothing in the cluster: still starting or held by
@@ -55,9 +60,9 @@ return {
       for i, s in ipairs(r.items) do
         rows[i] = { s.id, s.namespace, s.service or "?", s.port and tostring(math.tointeger(s.port)) or "-",
                     s.all and "(all)" or s.rule or "-", session.format_age(session.age_seconds(s.started)),
-                    s["local"] and "*" or "" }
+                    s["local"] and "*" or "", s.holder and heartbeat.describe(s.holder) or "starting" }
       end
-      return output.table({ "SESSION", "NAMESPACE", "SERVICE", "PORT", "HEADER", "AGE", "LOCAL" }, rows)
+      return output.table({ "SESSION", "NAMESPACE", "SERVICE", "PORT", "HEADER", "AGE", "LOCAL", "STATUS" }, rows)
     end)
     return 0
   end,

@@ -10,6 +10,9 @@
 #   4. fail open: with the app stopped, with the agent killed (its edge says
 #      ERR_NGROK_3200), requests with the header are answered by the
 #      in-cluster version, GET and POST with a body; the app's own 404/500 pass.
+#   5. the holder renews a heartbeat Lease: session list shows "tunnel down"
+#      with since when; `session close --stale` closes only the sessions whose
+#      holder is gone;
 #   6. a hostile tunnel URL from a custom provider is refused in one line,
 #      -l on the agent's own port is refused, the missing-listener warning
 #      appears for ngrok too.
@@ -144,6 +147,39 @@ is "$rc" 0 "ngrok with nothing listening on the local port still starts"
 like "$(cat "$WORK/err")" "nothing listens on 127\.0\.0\.1:$free yet" "... and warns that nothing listens there"
 "$CZCTL" session close -q
 stop_fakes
+# --- 5. heartbeat: tunnel down, --stale ---------------------------------------
+sed 's/demo/other/g' "$E2E_ROOT/examples/demo-app.yaml" >"$WORK/other.yaml"
+deploy "$WORK/other.yaml" other || fail "a second app deploys"
+snapshot "$WORK/before5.json"
+a=$(field id "$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct -o json 2>/dev/null)")
+b=$(field id "$("$CZCTL" service intercept other -l "$PORT" --tunnel direct -o json 2>/dev/null)")
+check "each session's holder creates its heartbeat Lease" \
+  wait_for_cmd 30 sh -c "kubectl get lease czctl-$a czctl-$b -o name >/dev/null 2>&1"
+like "$("$CZCTL" session list | grep "^$a")" ' ok$' "session list: a session whose holder renews its Lease is ok"
+kill -TERM "$APP_PID"; wait "$APP_PID" 2>/dev/null
+check "with the local app stopped, session list shows the tunnel down with since when" \
+  wait_for_cmd 60 sh -c "'$CZCTL' session list | grep '^$a' | grep -Eq 'tunnel down since [0-9]{2}:[0-9]{2}:[0-9]{2}Z'"
+is "$("$CZCTL" session list -o json | python3 -c 'import json,sys
+print(next(s["holder"]["state"] for s in json.load(sys.stdin)["items"] if s["id"]==sys.argv[1]))' "$a")" tunnel-down \
+  "... and -o json says tunnel-down"
+app_start
+# session b's holder goes away: its keeper is killed, its Lease is left as
+# it was last renewed (here: renewed long ago, as after a minute of silence)
+keeper=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["keeper_pid"])' "$XDG_STATE_HOME/czctl/sessions/$b.json")
+kill -KILL "$keeper"
+kubectl patch lease "czctl-$b" --type merge -p '{"spec":{"renewTime":"2020-01-01T00:00:00.000000Z"}}' >/dev/null
+like "$("$CZCTL" session list | grep "^$b")" 'stale \(holder gone\) since' "session list shows b stale"
+out=$("$CZCTL" session close --stale 2>&1); rc=$?
+is "$rc" 0 "session close --stale exits 0"
+like "$out" "Closed session $b" "--stale closes the session whose holder is gone"
+check "... and only that one: a's Service still routes through its proxy" \
+  sh -c "kubectl get service demo -o jsonpath='{.metadata.annotations}' | grep -q '$a'"
+check "b's Service and objects are gone" sh -c "! kubectl get lease,secret,deployment czctl-$b 2>/dev/null | grep -q czctl"
+"$CZCTL" session close -q "$a"; is "$?" 0 "session close a exits 0"
+snapshot "$WORK/after5.json"
+same_snapshot "$WORK/before5.json" "$WORK/after5.json" "after the heartbeat sessions the cluster equals the snapshot"
+kubectl delete -f "$WORK/other.yaml" --wait=true >/dev/null 2>&1
+
 snapshot "$WORK/after.json"
 same_snapshot "$WORK/before.json" "$WORK/after.json" "after every session the cluster equals the snapshot"
 done_testing

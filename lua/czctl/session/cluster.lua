@@ -134,7 +134,7 @@ function M.delete_objects(client, namespace, id, step)
   local names = intercept.names(id)
   for _, o in ipairs({ { "Deployment", names.deployment, "proxy Deployment" },
                        { "ConfigMap", names.configmap, "ConfigMap" }, { "Secret", names.secret, "Secret" },
-                       { "Service", names.service, "Service" } }) do
+                       { "Lease", "czctl-" .. id, "heartbeat Lease" }, { "Service", names.service, "Service" } }) do
     step("Delete " .. o[3] .. " " .. o[2], function() M.delete_object(client, namespace, o[1], o[2]) end)
   end
 end
