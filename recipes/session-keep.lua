@@ -106,7 +106,7 @@ return {
       end
       -- The tunnel is down while nothing accepts on the local port (requests
       -- then go to the in-cluster version): noted with since when.
-      local up = sys.listening("127.0.0.1", s.local_port, 0.2)
+      local up = sys.listening("127.0.0.1", s.local_port, 0.2) and true or false
       if up == (facts.down_since ~= nil) then
         facts.down_since = (not up) and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(sys.time())) or nil
         session.write_tunnel_status(id, facts)
