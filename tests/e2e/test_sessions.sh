@@ -37,7 +37,7 @@ is "$(echo "$out" | wc -l)" 1 "with -q the error is the only output, on one line
 
 # --- session list -------------------------------------------------------------
 list=$("$CZCTL" session list)
-like "$(echo "$list" | head -1)" '^SESSION +NAMESPACE +SERVICE +PORT +HEADER +AGE +LOCAL$' "session list prints a table header"
+like "$(echo "$list" | head -1)" '^SESSION +NAMESPACE +SERVICE +PORT +HEADER +AGE +LOCAL +STATUS$' "session list prints a table header"
 like "$list" "$id +default +demo +80 +X-C6O-INTERCEPT: yes +[0-9]+s +\\*" "session list shows the session, marked local"
 jl=$("$CZCTL" session list -o json | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d["items"]; print(d["kind"], len(s), s[0]["id"], s[0]["local"])')
 is "$jl" "SessionList 1 $id True" "session list --output json is a SessionList holding the session"
