@@ -79,8 +79,8 @@ return {
     session.write_tunnel_status(id, facts)
     log("tunnel up: %s -> localhost:%d", tostring(handle.url), s.local_port)
 
-    -- the first check (and heartbeat) as soon as the session is active
-    local next_cluster_check = sys.now()
+    -- (the first check also creates the heartbeat Lease)
+    local next_cluster_check = sys.now() + CLUSTER_CHECK_INTERVAL
     local reason, closed_elsewhere
     while true do
       local sig = signal.wait(1)

@@ -12,7 +12,6 @@
 # The direct tunnel's landing runs with its session's certificates
 # (tests/proxy/landing_driver.lua); ngrok is the stand-in (tests/fake-ngrok).
 # Every address is on 127.0.93.0/24.
-# tests/run: alone
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd)
@@ -79,31 +78,30 @@ BIG=$T/big.bin
 head -c 3000000 /dev/urandom >"$BIG"
 
 # ---------------------------------------------------------------- TLS verified
-python3 tests/proxy/tls_trap.py "$T/other/edge.crt" "$T/other/edge.key" 127.0.93.21 8443 >"$T/trap1.log" 2>&1 &
-TRAP=$!; PIDS+=($TRAP); wait_port 127.0.93.21 8443
 secret=s3cretS3cretS3cretS3cretS3cretS3cret
-proxy othe_ca "{\"url\":\"https://127.0.93.21:8443\",\"tls\":{\"ca\":$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$T/ca.crt")},
-  \"secret_header\":{\"name\":\"X-Czctl-Tunnel-Secret\",\"value\":\"$secret\"}}"
+ca_json=$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$T/ca.crt")
+# tls_case NAME CERT: an endpoint showing CERT (and its key) on 127.0.93.21:8443
+# that logs every request it gets to $T/NAME.log, and a proxy in $T/NAME that
+# trusts the test CA and sends the secret; the endpoint's pid in TRAP
+tls_case() {
+  python3 tests/proxy/tls_trap.py "$2.crt" "$2.key" 127.0.93.21 8443 >"$T/$1.log" 2>&1 &
+  TRAP=$!; PIDS+=($TRAP); wait_port 127.0.93.21 8443
+  proxy "$1" "{\"url\":\"https://127.0.93.21:8443\",\"tls\":{\"ca\":$ca_json},
+    \"secret_header\":{\"name\":\"X-Czctl-Tunnel-Secret\",\"value\":\"$secret\"}}"
+}
+tls_case other_ca "$T/other/edge"
 is "$(ask /a)" "200 original 0" "an endpoint whose certificate is of another CA: the request goes to the in-cluster version"
-check "... and the endpoint got no request, so no secret" sh -c "! grep -q GOT '$T/trap1.log'"
-like "$(cat "$T/othe_ca/error.log")" "upstream SSL certificate verify error" "... NGINX says why: the certificate does not verify"
+check "... and the endpoint got no request, so no secret" sh -c "! grep -q GOT '$T/other_ca.log'"
+like "$(cat "$T/other_ca/error.log")" "upstream SSL certificate verify error" "... NGINX says why: the certificate does not verify"
 stop_pids "$TRAP"
-
-python3 tests/proxy/tls_trap.py "$T/wrongname.crt" "$T/wrongname.key" 127.0.93.21 8443 >"$T/trap2.log" 2>&1 &
-TRAP=$!; PIDS+=($TRAP); wait_port 127.0.93.21 8443
-proxy other_name "{\"url\":\"https://127.0.93.21:8443\",\"tls\":{\"ca\":$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$T/ca.crt")},
-  \"secret_header\":{\"name\":\"X-Czctl-Tunnel-Secret\",\"value\":\"$secret\"}}"
+tls_case other_name "$T/wrongname"
 is "$(ask /a)" "200 original 0" "an endpoint with a certificate of the right CA for another name: the in-cluster version answers"
-check "... and the endpoint got no request" sh -c "! grep -q GOT '$T/trap2.log'"
+check "... and the endpoint got no request" sh -c "! grep -q GOT '$T/other_name.log'"
 like "$(cat "$T/other_name/error.log")" 'upstream SSL certificate does not match "127.0.93.21"' "... because the name does not match"
 stop_pids "$TRAP"
-
-python3 tests/proxy/tls_trap.py "$T/right.crt" "$T/right.key" 127.0.93.21 8443 >"$T/trap3.log" 2>&1 &
-TRAP=$!; PIDS+=($TRAP); wait_port 127.0.93.21 8443
-proxy right "{\"url\":\"https://127.0.93.21:8443\",\"tls\":{\"ca\":$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$T/ca.crt")},
-  \"secret_header\":{\"name\":\"X-Czctl-Tunnel-Secret\",\"value\":\"$secret\"}}"
+tls_case right "$T/right"
 curl -s --max-time 5 -H 'X-C6O-INTERCEPT: yes' http://127.0.93.10:8080/a >/dev/null
-like "$(cat "$T/trap3.log")" "^GOT GET /a HTTP/1.1 .*x-czctl-tunnel-secret" "the endpoint with the right CA and name gets the request, with the secret"
+like "$(cat "$T/right.log")" "^GOT GET /a HTTP/1.1 .*x-czctl-tunnel-secret" "the endpoint with the right CA and name gets the request, with the secret"
 check "the proxy's nginx.conf names neither the tunnel nor the secret (they are in the route's files)" \
   sh -c "! grep -q -e '127.0.93.21' -e '$secret' '$T/right/nginx.conf'"
 stop_pids "$TRAP"

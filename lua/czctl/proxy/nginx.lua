@@ -234,11 +234,7 @@ local function emit_upstreams(add, c)
     add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
     add("    upstream czctl_original_%s {", p.id)
     add("        server %s;", p.original)
-    if c.keepalive > 0 then
-      add("        keepalive %d;", c.keepalive)
-      add("        keepalive_requests 10000;")
-      add("        keepalive_timeout 60s;")
-    end
+    route.keepalive_lines(add, c.keepalive, "        ")
     add("    }")
   end
   if c.any_intercept then

@@ -252,15 +252,23 @@ local function tls_lines(add, r, indent)
   add("%sproxy_ssl_session_reuse on;", indent)
 end
 
+--- The lines of an `upstream` block that keep idle connections open (none for 0).
+---@param add fun(fmt: string, ...)
+---@param keepalive integer idle connections per worker
+---@param indent string
+function M.keepalive_lines(add, keepalive, indent)
+  if keepalive > 0 then
+    add("%skeepalive %d;", indent, keepalive)
+    add("%skeepalive_requests 10000;", indent)
+    add("%skeepalive_timeout 60s;", indent)
+  end
+end
+
 local function upstream_block(add, name, server, r, zone)
   add("upstream %s {", name)
   if zone then add("    zone %s 64k;", name) end
   add("    server %s;", server)
-  if r.keepalive > 0 then
-    add("    keepalive %d;", r.keepalive)
-    add("    keepalive_requests 10000;")
-    add("    keepalive_timeout 60s;")
-  end
+  M.keepalive_lines(add, r.keepalive, "    ")
   add("}")
 end
 
