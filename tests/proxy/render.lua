@@ -2,7 +2,8 @@
 -- options, plus "flags" = {header=, all=} to build the rule like the CLI).
 --   czctl run tests/proxy/render.lua SPEC.json > nginx.conf
 -- Prints warnings on stderr as "warning: ..."; a render error exits 1. The
--- route's files (the tunnel's Secret) are written into spec.route_dir, 0600.
+-- route's files (the tunnel's Secret) are written into spec.route_dir
+-- (default: spec.runtime_dir), 0600.
 local cjson = require "cjson"
 local proxy = require "czctl.proxy"
 
@@ -25,6 +26,8 @@ if spec.flags then
   spec.rule = rule
   spec.flags = nil
 end
+-- the route's files go beside the config unless the spec says where
+spec.route_dir = spec.route_dir or spec.runtime_dir
 local conf, warnings, files = proxy.render(spec)
 if not conf then io.stderr:write("error: ", warnings, "\n"); return 1 end
 local sys = require "czctl.core.sys"
