@@ -158,7 +158,8 @@ end)
 
 describe("names", function()
   it("derives every object name from the session id", function()
-    assert.same({ deployment = "czctl-abc", configmap = "czctl-abc", service = "czctl-abc-original" },
+    assert.same({ deployment = "czctl-abc", configmap = "czctl-abc", service = "czctl-abc-original",
+                  secret = "czctl-abc" },
                 intercept.names("abc"))
   end)
 end)
