@@ -34,15 +34,21 @@ LUA_SRCS  := $(shell find lua -name '*.lua' 2>/dev/null | LC_ALL=C sort) \
 CTEST_SRCS := $(sort $(wildcard tests/c/test_*.c))
 # The normal build puts test programs next to their sources (tests/run finds
 # them there); other builds (sanitize) keep theirs under $(BUILD).
+# Fuzz targets (fuzz/fuzz_NAME.c): each is also built with fuzz/standalone.c
+# as tests/c/test_fuzz_NAME, which runs it over fuzz/corpus/NAME (the
+# regression check of `make test`; docs/fuzzing.md).
+FUZZ_NAMES := $(patsubst fuzz/fuzz_%.c,%,$(sort $(wildcard fuzz/fuzz_*.c)))
 ifeq ($(BUILD),build)
 CTEST_BINS := $(CTEST_SRCS:.c=)
+FUZZ_TESTS := $(patsubst %,tests/c/test_fuzz_%,$(FUZZ_NAMES))
 BIN        := czctl
 else
 CTEST_BINS := $(patsubst tests/c/%.c,$(BUILD)/tests/c/%,$(CTEST_SRCS))
+FUZZ_TESTS := $(patsubst %,$(BUILD)/tests/c/test_fuzz_%,$(FUZZ_NAMES))
 BIN        := $(BUILD)/czctl
 endif
 
-.PHONY: all deps test ctests demo sanitize valgrind install uninstall docs clean help bench FORCE
+.PHONY: all deps test ctests demo sanitize valgrind fuzz fuzz-build install uninstall docs clean help bench FORCE
 .DEFAULT_GOAL := all
 
 all: $(BIN)
@@ -53,6 +59,7 @@ help:
 	@echo "make demo       install missing packages, build, run scripts/demo"
 	@echo "make sanitize   C tests and Lua specs under ASan+UBSan (build/san)"
 	@echo "make valgrind   C unit tests under valgrind"
+	@echo "make fuzz       build the libFuzzer targets (build/fuzz/bin); FUZZ_SECONDS=N runs each N s"
 	@echo "make install    install czctl (stripped), its man page, shell completions, examples and"
 	@echo "                docs under \$$(DESTDIR)\$$(PREFIX) (PREFIX=$(PREFIX))"
 	@echo "make uninstall  remove exactly what make install installed"
@@ -114,9 +121,39 @@ $(BUILD)/tests/c/%.o: tests/c/%.c $(BUILD)/flags
 $(CTEST_BINS): $(BUILD)/tests/c/$$(notdir $$@).o $(BUILD)/libczctl.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(BUILD)/libczctl.a $(LIBS)
 
-ctests: $(CTEST_BINS)
+ctests: $(CTEST_BINS) $(FUZZ_TESTS)
 
--include $(wildcard $(BUILD)/core/*.d $(BUILD)/tests/c/*.d)
+$(BUILD)/fuzz/%.o: fuzz/%.c $(BUILD)/flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Ifuzz -MMD -MP -c -o $@ $<
+
+$(FUZZ_TESTS): $(BUILD)/fuzz/fuzz_$$(patsubst test_fuzz_%,%,$$(notdir $$@)).o $(BUILD)/fuzz/standalone.o \
+               $(BUILD)/libczctl.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+# Coverage-guided fuzzing: clang's libFuzzer with ASan and UBSan, in
+# build/fuzz. `make fuzz` builds build/fuzz/bin/NAME for each target;
+# FUZZ_SECONDS=N then runs each for N seconds (scripts/run-fuzz; new inputs
+# go to build/fuzz/corpus/NAME, crashes to build/fuzz/crashes).
+FUZZ_CC ?= clang
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_BINS := $(patsubst %,$(BUILD)/bin/%,$(FUZZ_NAMES))
+
+fuzz:
+	@scripts/deps --fuzz
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=$(FUZZ_CC) CFLAGS='-O1 -g -DCZCTL_FUZZ_LUA_LINES' \
+	  SANFLAGS='$(FUZZ_SAN) -fsanitize=fuzzer-no-link' fuzz-build
+ifneq ($(strip $(FUZZ_SECONDS)),)
+	@scripts/run-fuzz $(FUZZ_SECONDS) build/fuzz $(FUZZ_NAMES)
+endif
+
+fuzz-build: $(FUZZ_BINS)
+
+$(FUZZ_BINS): $(BUILD)/bin/%: $(BUILD)/fuzz/fuzz_%.o $(BUILD)/libczctl.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS)
+
+-include $(wildcard $(BUILD)/core/*.d $(BUILD)/tests/c/*.d $(BUILD)/fuzz/*.d)
 
 # tests/run also runs luacheck (tests/lint) and the C tests built with the
 # sanitizers (tests/sanitize), in parallel with the other tests.
@@ -139,7 +176,7 @@ sanitize: deps
 valgrind:
 	@scripts/deps --valgrind
 	@$(MAKE) --no-print-directory all ctests
-	@scripts/run-valgrind $(CTEST_BINS)
+	@scripts/run-valgrind $(CTEST_BINS) $(FUZZ_TESTS)
 
 bench: all
 	@bench/version.sh
@@ -190,6 +227,6 @@ uninstall:
 	-rmdir $(DOCDIR)/examples/recipes $(DOCDIR)/examples $(DOCDIR) 2>/dev/null
 
 clean:
-	rm -rf build czctl $(CTEST_SRCS:.c=)
+	rm -rf build czctl $(CTEST_SRCS:.c=) $(FUZZ_TESTS)
 
 FORCE:

@@ -13,6 +13,12 @@
  * one line below. If libcurl cannot be loaded, the *_init functions fail
  * (curl_global_init returns CURLE_FAILED_INIT, curl_easy_init NULL) and
  * curl_easy_strerror explains why. The library is never unloaded.
+ *
+ * The few OpenSSL functions core/tls.c needs (a certificate check libcurl
+ * does not make) are forwarded the same way, from the libssl and libcrypto
+ * that libcurl.so.4 itself loaded (dlsym on libcurl's handle also searches
+ * its dependencies), under czctl_ names so no definition of ours can ever
+ * stand in for OpenSSL's own symbols.
  * This file must not contain any logic beyond forwarding.
  */
 #define _GNU_SOURCE
@@ -23,6 +29,8 @@
 #include <string.h>
 
 #include <curl/curl.h>
+
+#include "tls.h"
 
 #define LIBCURL_SONAME "libcurl.so.4"
 
@@ -50,19 +58,21 @@ static void *curl_lazy_sym(const char *name)
     return sym;
 }
 
-/* One forwarding function; on failure it runs `fail` (a return statement). */
-#define FORWARD(ret, name, params, args, fail)                        \
-    ret name params                                                   \
+/* One forwarding function named ours for the library's function theirs;
+ * on failure it runs `fail` (a return statement). */
+#define FORWARD_AS(ret, ours, theirs, params, args, fail)             \
+    ret ours params                                                   \
     {                                                                 \
         typedef ret(*fn_t) params;                                    \
         static fn_t fn;                                               \
         if (!fn)                                                      \
-            *(void **)&fn = curl_lazy_sym(#name);                     \
+            *(void **)&fn = curl_lazy_sym(#theirs);                   \
         if (!fn) {                                                    \
             fail;                                                     \
         }                                                             \
         return fn args;                                               \
     }
+#define FORWARD(ret, name, params, args, fail) FORWARD_AS(ret, name, name, params, args, fail)
 
 FORWARD(CURLcode, curl_global_init, (long flags), (flags), return CURLE_FAILED_INIT)
 FORWARD(void, curl_global_cleanup, (void), (), return)
@@ -103,6 +113,35 @@ FORWARD(CURLUcode, curl_url_set, (CURLU *u, CURLUPart what, const char *part, un
         (u, what, part, flags), return CURLUE_OUT_OF_MEMORY)
 FORWARD(const char *, curl_url_strerror, (CURLUcode code), (code), return load_error)
 FORWARD(char *, curl_version, (void), (), return load_error)
+
+/* ---- OpenSSL (core/tls.c) ---------------------------------------------- */
+
+static const char *const ossl_names[] = {
+    "SSL_CTX_set_cert_verify_callback", "X509_verify_cert", "X509_STORE_CTX_get0_cert", "X509_STORE_CTX_set_error",
+    "X509_get_ext_by_NID", "X509_get_subject_name", "X509_NAME_get_text_by_NID",
+};
+
+int czctl_ossl_loaded(void)
+{
+    for (size_t i = 0; i < sizeof ossl_names / sizeof *ossl_names; i++)
+        if (!curl_lazy_sym(ossl_names[i]))
+            return 0;
+    return 1;
+}
+
+FORWARD_AS(void, czctl_SSL_CTX_set_cert_verify_callback,
+           SSL_CTX_set_cert_verify_callback, (SSL_CTX * ctx, int (*cb)(X509_STORE_CTX *, void *), void *arg),
+           (ctx, cb, arg), return)
+FORWARD_AS(int, czctl_X509_verify_cert, X509_verify_cert, (X509_STORE_CTX * x), (x), return 0)
+FORWARD_AS(X509 *, czctl_X509_STORE_CTX_get0_cert, X509_STORE_CTX_get0_cert, (const X509_STORE_CTX *x), (x),
+           return NULL)
+FORWARD_AS(void, czctl_X509_STORE_CTX_set_error, X509_STORE_CTX_set_error, (X509_STORE_CTX * x, int e), (x, e),
+           return)
+FORWARD_AS(int, czctl_X509_get_ext_by_NID, X509_get_ext_by_NID, (const X509 *x, int nid, int lastpos),
+           (x, nid, lastpos), return -1)
+FORWARD_AS(X509_NAME *, czctl_X509_get_subject_name, X509_get_subject_name, (const X509 *x), (x), return NULL)
+FORWARD_AS(int, czctl_X509_NAME_get_text_by_NID, X509_NAME_get_text_by_NID,
+           (const X509_NAME *name, int nid, char *buf, int len), (name, nid, buf, len), return -1)
 
 /* The variadic ones: the option number says the type of the one argument
  * (the same rule libcurl itself uses to read it). */

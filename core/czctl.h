@@ -11,7 +11,10 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include <lauxlib.h>
 #include <lua.h>
+
+#include "buf.h"
 
 /* Lua module entry points; each may raise only on memory errors. */
 int luaopen_czctl_core_proc(lua_State *L);  /* core/proc.c */
@@ -27,6 +30,53 @@ int luaopen_czctl_core_landing(lua_State *L); /* core/landing.c */
  * on memory errors. Defined in core/embed.c.
  */
 void czctl_preload_all(lua_State *L);
+
+/* ---- handle classes (core/class.c) ----------------------------------------
+ * Every userdata a C module hands to Lua (or keeps on the stack to own a
+ * resource) belongs to a class registered the way Lua's liolib registers
+ * files: a named metatable ("czctl.<module>.<type>", also its __name), the
+ * methods under __index apart from the metamethods, one idempotent release
+ * behind :close(), __close and __gc, and __tostring ("process 1234",
+ * "process (closed)"). Adopting it in a module takes a release function, a
+ * class and the three calls below:
+ *
+ *   typedef struct thing { int fd; } thing;
+ *   static void thing_release(void *p)        // frees what the handle owns;
+ *   { thing *t = p; if (t->fd >= 0) close(t->fd); t->fd = -1; }   // idempotent
+ *   static void thing_describe(lua_State *L, const void *p)        // optional
+ *   { lua_pushfstring(L, "thing %d", ((const thing *)p)->fd); }
+ *   static const luaL_Reg thing_methods[] = {{"read", thing_read}, {NULL, NULL}};
+ *   static const czctl_class thing_class = {"czctl.mod.thing", "thing", thing_methods,
+ *                                           thing_release, thing_describe};
+ *
+ *   thing *t = czctl_handle_new(L, &thing_class, sizeof *t, 0);  // zeroed; then acquire
+ *   thing *t = czctl_handle_check_open(L, 1, &thing_class);      // in a method
+ *
+ * A "close" method is added unless the class has its own (which calls
+ * czctl_handle_close and pushes its results, as process:close() returns
+ * the exit code). Release functions must not raise. Raising functions
+ * below raise only on misuse (wrong argument) or memory errors. */
+typedef struct czctl_class {
+    const char *name;             /* registry key and __name: "czctl.process" */
+    const char *label;            /* __tostring's word: "process" */
+    const luaL_Reg *methods;      /* {NULL, NULL}-terminated, or NULL */
+    void (*release)(void *handle);
+    void (*describe)(lua_State *L, const void *handle);   /* NULL: "<label> (0x...)" */
+} czctl_class;
+
+/* Registers cls (once; later calls do nothing). Optional: czctl_handle_new
+ * registers it on first use. */
+void czctl_class_register(lua_State *L, const czctl_class *cls);
+/* Pushes a new open handle of size bytes, zeroed, with nuv user values. */
+void *czctl_handle_new(lua_State *L, const czctl_class *cls, size_t size, int nuv);
+/* The handle at arg, open or closed; raises when it is not one of cls. */
+void *czctl_handle_check(lua_State *L, int arg, const czctl_class *cls);
+/* The same, but raises "<label> is closed" for a closed one. */
+void *czctl_handle_check_open(lua_State *L, int arg, const czctl_class *cls);
+/* Releases the handle at arg unless it was already: the one close. */
+void czctl_handle_close(lua_State *L, int arg, const czctl_class *cls);
+/* Has the handle been closed (by any of :close(), __close, __gc)? */
+int czctl_handle_is_closed(const void *handle);
 
 /* ---- signals (core/sys.c) ------------------------------------------------
  * SIGINT, SIGTERM and SIGHUP set a pending flag and write a byte to a
@@ -81,6 +131,11 @@ double czctl_now(void);
 int czctl_curl_init(void);
 void czctl_curl_cleanup(void);
 
+/* Go's httpguts.ValidHeaderFieldValue: no control character but HTAB (so
+ * no CR or LF that would end the header and start another). 1 or 0.
+ * Defined in core/net.c; every header value czctl sends passes it. */
+int czctl_header_value_ok(const char *v);
+
 /* Pushes the raw response header lines (libcurl's header callback data of
  * one response) as { lower-cased name = value }, repeated names joined with
  * ", ", status lines skipped. Raises only on memory errors. */
@@ -115,6 +170,11 @@ typedef struct czctl_exec {
     char *const *envp;
     const char *cwd;           /* NULL: ours */
     int fds[3];                /* become the child's 0, 1 and 2 */
+    int group;                 /* 1: the child leads a new process group */
+    int terminal;              /* with group, 1: that group becomes the foreground of the
+                                * terminal on the child's stdin (as a shell starts a job) */
+    int parent_death_signal;   /* 0: none; else sent to the child when the thread that
+                                * started it dies, even by SIGKILL (PR_SET_PDEATHSIG) */
 } czctl_exec;
 
 enum { CZCTL_EXEC_FORK, CZCTL_EXEC_EXEC, CZCTL_EXEC_CWD };
@@ -146,15 +206,12 @@ int czctl_is_executable(const char *path);
  * leaves nothing behind. czctl_box_new raises on memory errors. */
 typedef struct czctl_box {
     int fd;                     /* -1 when none */
-    char *buf;                  /* malloc'd, freed with free() */
-    size_t len, cap;
+    czctl_buf buf;              /* bytes being gathered */
     void *ptr;                  /* released with release(ptr) */
     void (*release)(void *ptr);
 } czctl_box;
 
 czctl_box *czctl_box_new(lua_State *L);   /* pushes the box */
 void czctl_box_release(czctl_box *box);   /* idempotent */
-/* Append n bytes to box->buf, growing it; 0 or -1 (ENOMEM, nothing lost). */
-int czctl_box_append(czctl_box *box, const char *data, size_t n);
 
 #endif

@@ -2,9 +2,9 @@
  * kube.c: the czctl.core.kube Lua module: load a kubeconfig (kubeconfig.c),
  * make REST requests and stream watches over libcurl.
  *
- * Handles are userdata with named metatables ("czctl.kube.config",
- * "czctl.kube.client", "czctl.kube.watch"); each has one idempotent close
- * behind :close(), __close and __gc. Every malloc'd buffer, CURL and CURLM
+ * Handles are czctl classes (czctl.h: "czctl.kube.config",
+ * "czctl.kube.client", "czctl.kube.watch"): one idempotent close behind
+ * :close(), __close and __gc, and __tostring. Every malloc'd buffer, CURL and CURLM
  * handle is owned by a userdata created before it is acquired, so a Lua error
  * (memory errors included) never leaks one. Misuse raises; failures of the
  * world return nil, message.
@@ -30,79 +30,33 @@
 #include <string.h>
 #include <time.h>
 
+#include "buf.h"
 #include "czctl.h"
 #include "kubeconfig.h"
+#include "tls.h"
 
 #ifndef CZCTL_VERSION
 #define CZCTL_VERSION "0.0.0-dev"
 #endif
 
-#define CFG_MT "czctl.kube.config"
-#define CLIENT_MT "czctl.kube.client"
-#define WATCH_MT "czctl.kube.watch"
+static const czctl_class cfg_class, client_class, watch_class;
 
 #define MAX_BODY (512u * 1024u * 1024u)   /* refuse absurd responses */
+#define MAX_HEADERS (1024u * 1024u)
 #define WATCH_PAUSE_AT (8u * 1024u * 1024u)
-
-/* ---- growable byte buffer --------------------------------------------- */
-
-typedef struct kbuf {
-    char *p;
-    size_t len, cap, start;   /* start: consumed prefix (watch lines) */
-} kbuf;
-
-static int kbuf_add(kbuf *b, const char *d, size_t n)
-{
-    if (n > MAX_BODY || b->len + n > MAX_BODY)
-        return -1;
-    if (b->len + n + 1 > b->cap) {
-        if (b->start > 0) { /* compact before growing */
-            memmove(b->p, b->p + b->start, b->len - b->start);
-            b->len -= b->start;
-            b->start = 0;
-        }
-        if (b->len + n + 1 > b->cap) {
-            size_t ncap = b->cap ? b->cap : 16384;
-            while (ncap < b->len + n + 1)
-                ncap *= 2;
-            char *np = realloc(b->p, ncap);
-            if (!np)
-                return -1;
-            b->p = np;
-            b->cap = ncap;
-        }
-    }
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return 0;
-}
-
-static void kbuf_reset(kbuf *b)
-{
-    b->len = b->start = 0;
-    if (b->p)
-        b->p[0] = 0;
-}
-
-static void kbuf_free(kbuf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
 
 static size_t on_body(char *d, size_t sz, size_t n, void *ud)
 {
-    return kbuf_add(ud, d, sz * n) == 0 ? sz * n : 0;
+    return czctl_buf_add(ud, d, sz * n) == 0 ? sz * n : 0;
 }
 
 /* Header lines of the last response only (a new status line starts over). */
 static size_t on_header(char *d, size_t sz, size_t n, void *ud)
 {
-    kbuf *b = ud;
+    czctl_buf *b = ud;
     if (sz * n >= 5 && !memcmp(d, "HTTP/", 5))
-        kbuf_reset(b);
-    return kbuf_add(b, d, sz * n) == 0 ? sz * n : 0;
+        czctl_buf_reset(b);
+    return czctl_buf_add(b, d, sz * n) == 0 ? sz * n : 0;
 }
 
 /* Wipe secrets in a header list (Authorization) before freeing it. */
@@ -126,40 +80,39 @@ static void wipe_free(char **s)
 
 /* ---- config ------------------------------------------------------------ */
 
-/* Clients keep their config alive (uservalue) and use its kc_config, so
- * close() only marks the config closed for further use from Lua; the memory
- * (secrets wiped) goes with __gc, when no client can reference it any more. */
+/* A client holds its own reference to the kc_config (kubeconfig_ref), so
+ * closing the config from Lua leaves the clients made from it working. */
 typedef struct kube_cfg {
     kc_config *c;
     char *err;      /* load error, owned here so a raise while pushing it cannot leak it */
-    int closed;
 } kube_cfg;
+
+static void cfg_release(void *handle)
+{
+    kube_cfg *k = handle;
+    kubeconfig_free(k->c);   /* drops this reference; secrets wiped with the last */
+    k->c = NULL;
+    free(k->err);
+    k->err = NULL;
+}
+
+/* `kube config (context "kind-dev")` */
+static void cfg_describe(lua_State *L, const void *handle)
+{
+    const kube_cfg *k = handle;
+    if (k->c)
+        lua_pushfstring(L, "kube config (context \"%s\")", k->c->context);
+    else
+        lua_pushliteral(L, "kube config (not loaded)");
+}
 
 /* The open config at index i; raises when it is not one or is closed. */
 static kube_cfg *check_cfg(lua_State *L, int i)
 {
-    kube_cfg *k = luaL_checkudata(L, i, CFG_MT);
-    if (!k->c || k->closed)
-        luaL_argerror(L, i, "kube config is closed");
+    kube_cfg *k = czctl_handle_check_open(L, i, &cfg_class);
+    if (!k->c)
+        luaL_argerror(L, i, "kube config is not loaded");
     return k;
-}
-
-static int cfg_close(lua_State *L)
-{
-    kube_cfg *k = luaL_checkudata(L, 1, CFG_MT);
-    k->closed = 1;
-    return 0;
-}
-
-static int cfg_gc(lua_State *L)
-{
-    kube_cfg *k = luaL_checkudata(L, 1, CFG_MT);
-    kubeconfig_free(k->c);
-    k->c = NULL;
-    free(k->err);
-    k->err = NULL;
-    k->closed = 1;
-    return 0;
 }
 
 static int opt_bool(lua_State *L, int t, const char *key)
@@ -179,11 +132,7 @@ static int kube_load_config(lua_State *L)
         o.kubeconfig = czctl_field_string(L, 1, "kubeconfig");
         o.context = czctl_field_string(L, 1, "context");
     }
-    kube_cfg *k = lua_newuserdatauv(L, sizeof *k, 0);
-    k->c = NULL;
-    k->err = NULL;
-    k->closed = 0;
-    luaL_setmetatable(L, CFG_MT);
+    kube_cfg *k = czctl_handle_new(L, &cfg_class, sizeof *k, 0);
     if (kubeconfig_load(&o, &k->c, &k->err) < 0) {
         return czctl_fail(L, k->err);
     }
@@ -198,23 +147,6 @@ static void set_str(lua_State *L, const char *key, const char *v)
     }
 }
 
-/* Where the secret of a URL's userinfo is: in "scheme://user:password@host"
- * the password, in "scheme://token@host" the whole userinfo. Sets url[*from,
- * *to) and returns 1, or returns 0 when there is no userinfo. Works on any
- * text, so a URL too broken to parse can still be shown safely. */
-static int url_secret_span(const char *url, size_t *from, size_t *to)
-{
-    const char *authority = strstr(url, "://");
-    authority = authority ? authority + 3 : url;
-    const char *at = memrchr(authority, '@', strcspn(authority, "/?#"));
-    if (!at)
-        return 0;
-    const char *colon = memchr(authority, ':', (size_t)(at - authority));
-    *from = (size_t)((colon ? colon + 1 : authority) - url);
-    *to = (size_t)(at - url);
-    return 1;
-}
-
 /* Like set_str for a URL, its secret replaced by "xxxxx" (as Go's
  * url.Redacted writes a password): proxy URLs often carry one, and no
  * secret goes to Lua. */
@@ -223,7 +155,7 @@ static void set_url(lua_State *L, const char *key, const char *url)
     size_t from, to;
     if (!url)
         return;
-    if (url_secret_span(url, &from, &to)) {
+    if (kube_url_secret_span(url, &from, &to)) {
         lua_pushlstring(L, url, from);
         lua_pushliteral(L, "xxxxx");
         lua_pushstring(L, url + to);
@@ -234,13 +166,13 @@ static void set_url(lua_State *L, const char *key, const char *url)
     lua_setfield(L, -2, key);
 }
 
-/* A URL as an error message may show it (see url_secret_span); NULL when
+/* A URL as an error message may show it (see kube_url_secret_span); NULL when
  * out of memory. */
 static char *url_for_message(const char *url)
 {
     size_t from, to;
     char *out = NULL;
-    if (!url_secret_span(url, &from, &to))
+    if (!kube_url_secret_span(url, &from, &to))
         return strdup(url);
     if (asprintf(&out, "%.*sxxxxx%s", (int)from, url, url + to) < 0)
         return NULL;
@@ -336,8 +268,10 @@ typedef struct kube_client {
     char *url_user, *url_password; /* userinfo of the server URL, moved out of base (wiped) */
     struct curl_slist *connect_to;
     int no_proxy;               /* loopback server without proxy-url: Go never proxies it */
+    int https;
     struct curl_slist *headers; /* per request; may hold Authorization, wiped */
-    kbuf body, hdrs;
+    czctl_buf body, hdrs;         /* body: secret (Secrets, tokens in objects) */
+    czctl_tls_check tls;        /* subjectAltName required, as Go requires it */
     char *errmsg;               /* last error message, owned here (see client_fail) */
     char errbuf[CURL_ERROR_SIZE];
     unsigned long requests, connections;
@@ -346,9 +280,9 @@ typedef struct kube_client {
 /* The open client at index i; raises when it is not one or is closed. */
 static kube_client *check_client(lua_State *L, int i)
 {
-    kube_client *k = luaL_checkudata(L, i, CLIENT_MT);
+    kube_client *k = czctl_handle_check_open(L, i, &client_class);
     if (!k->easy)
-        luaL_argerror(L, i, "kube client is closed");
+        luaL_argerror(L, i, "kube client is not connected");
     return k;
 }
 
@@ -368,8 +302,9 @@ static void transfer_free(CURLM **multi, CURL **easy, int added)
     }
 }
 
-static void client_release(kube_client *k)
+static void client_release(void *handle)
 {
+    kube_client *k = handle;
     transfer_free(&k->multi, &k->easy, 1);
     slist_wipe_free(&k->headers);
     curl_slist_free_all(k->connect_to);
@@ -380,13 +315,20 @@ static void client_release(kube_client *k)
     k->host_header = NULL;
     wipe_free(&k->url_user);
     wipe_free(&k->url_password);
-    if (k->body.p)
-        explicit_bzero(k->body.p, k->body.cap);
-    kbuf_free(&k->body);
-    kbuf_free(&k->hdrs);
+    czctl_tls_check_free(&k->tls);
+    czctl_buf_free(&k->body);
+    czctl_buf_free(&k->hdrs);
     free(k->errmsg);
     k->errmsg = NULL;
+    kubeconfig_free(k->c);   /* this client's reference */
     k->c = NULL;
+}
+
+/* `kube client (https://127.0.0.1:6443)`: the server, never a credential */
+static void client_describe(lua_State *L, const void *handle)
+{
+    const kube_client *k = handle;
+    lua_pushfstring(L, "kube client (%s)", k->base ? k->base : "not connected");
 }
 
 /* Return nil, msg for a malloc'd msg: the client owns it until the next error
@@ -396,12 +338,6 @@ static int client_fail(lua_State *L, kube_client *k, char *msg)
     free(k->errmsg);
     k->errmsg = msg;
     return czctl_fail(L, msg ? msg : "out of memory");
-}
-
-static int client_close(lua_State *L)
-{
-    client_release(luaL_checkudata(L, 1, CLIENT_MT));
-    return 0;
 }
 
 static int is_loopback_host(const char *h)
@@ -454,12 +390,13 @@ static int client_prepare_url(kube_client *k, char **err)
     /* a user:password in the server URL goes to libcurl as options, so base
      * (logged with --verbose, put into error messages and Lua) holds none */
     char *part = NULL;
-    if (curl_url_get(u, CURLUPART_USER, &part, CURLU_URLDECODE) == CURLUE_OK) {
+    CURLUcode ur = curl_url_get(u, CURLUPART_USER, &part, CURLU_URLDECODE), pr = CURLUE_OK;
+    if (ur == CURLUE_OK) {
         k->url_user = strdup(part);
         explicit_bzero(part, strlen(part));
         curl_free(part);
         part = NULL;
-        if (curl_url_get(u, CURLUPART_PASSWORD, &part, CURLU_URLDECODE) != CURLUE_OK)
+        if ((pr = curl_url_get(u, CURLUPART_PASSWORD, &part, CURLU_URLDECODE)) != CURLUE_OK)
             part = NULL;
         k->url_password = strdup(part ? part : "");
         if (part) {
@@ -471,7 +408,17 @@ static int client_prepare_url(kube_client *k, char **err)
         curl_url_set(u, CURLUPART_USER, NULL, 0);
         curl_url_set(u, CURLUPART_PASSWORD, NULL, 0);
     }
+    if (ur == CURLUE_URLDECODE || pr == CURLUE_URLDECODE) {
+        /* libcurl will not decode a control character (%0D, %0A...) */
+        *err = kc_errf("invalid header field value for \"Authorization\": the user:password in the server URL of "
+                       "cluster \"%s\" contains a control character (such as CR or LF); fix the credential",
+                       c->cluster);
+        goto out;
+    }
     k->no_proxy = !c->proxy_url && is_loopback_host(host);
+    k->https = !strcmp(scheme, "https");
+    if (czctl_tls_expect_host(&k->tls, c->tls_server_name ? c->tls_server_name : host) < 0)
+        goto oom;
     if (c->tls_server_name && !strcmp(scheme, "https")) {
         char *ct = NULL;
         if (asprintf(&k->host_header, port ? "Host: %s:%s" : "Host: %s", host, port) < 0) {
@@ -513,8 +460,28 @@ out:
     return rc;
 }
 
+/* Basic auth credentials (the kubeconfig's, or a user:password in the
+ * server URL) go into an Authorization header too: a control character in
+ * them is refused like one in a token. 0 or -1 with *err. */
+static int check_basic_auth(const kube_client *k, char **err)
+{
+    const kc_config *c = k->c;
+    const char *what = NULL;
+    if (!strcmp(c->auth, "basic") &&
+        ((c->username && !czctl_header_value_ok(c->username)) || (c->password && !czctl_header_value_ok(c->password))))
+        what = "the username or password of user";
+    else if (k->url_user && (!czctl_header_value_ok(k->url_user) || !czctl_header_value_ok(k->url_password)))
+        what = "the user:password in the server URL of cluster";
+    if (!what)
+        return 0;
+    *err = kc_errf("invalid header field value for \"Authorization\": %s \"%s\" contains a control character "
+                   "(such as CR or LF); fix the credential",
+                   what, !strcmp(c->auth, "basic") ? c->user : c->cluster);
+    return -1;
+}
+
 /* Options shared by the request handle and every watch handle. */
-static int setup_easy(kube_client *k, CURL *e, kbuf *body, kbuf *hdrs, char *errbuf)
+static int setup_easy(kube_client *k, CURL *e, czctl_buf *body, czctl_buf *hdrs, char *errbuf)
 {
     kc_config *c = k->c;
     int bad = 0;
@@ -535,7 +502,10 @@ static int setup_easy(kube_client *k, CURL *e, kbuf *body, kbuf *hdrs, char *err
     if (c->insecure) {
         SET(CURLOPT_SSL_VERIFYPEER, 0L);
         SET(CURLOPT_SSL_VERIFYHOST, 0L);
-    } else if (c->ca.data) {
+    } else if (k->https) {
+        bad |= czctl_tls_require_san(e, &k->tls) != 0;
+    }
+    if (!c->insecure && c->ca.data) {
         /* only the configured CA, as client-go (RootCAs = that pool) */
         struct curl_blob blob = {c->ca.data, c->ca.len, CURL_BLOB_COPY};
         SET(CURLOPT_CAINFO, NULL);
@@ -581,12 +551,10 @@ static int kube_client_new(lua_State *L)
         connect_timeout = czctl_field_seconds(L, 2, "connect_timeout", connect_timeout);
         verbose = opt_bool(L, 2, "verbose");
     }
-    kube_client *k = lua_newuserdatauv(L, sizeof *k, 1);
-    memset(k, 0, sizeof *k);
-    luaL_setmetatable(L, CLIENT_MT);
-    lua_pushvalue(L, 1);
-    lua_setiuservalue(L, -2, 1); /* keep the config alive */
-    k->c = cfg->c;
+    kube_client *k = czctl_handle_new(L, &client_class, sizeof *k, 0);
+    k->body = (czctl_buf){.limit = MAX_BODY, .secret = 1};
+    k->hdrs = (czctl_buf){.limit = MAX_HEADERS};
+    k->c = kubeconfig_ref(cfg->c);
     k->timeout = timeout;
     k->connect_timeout = connect_timeout;
     k->verbose = verbose;
@@ -594,7 +562,7 @@ static int kube_client_new(lua_State *L)
     if (czctl_curl_init() != 0) {
         err = kc_errf("libcurl initialisation failed");
     } else if (kubeconfig_load_files(k->c, &err) == 0 && check_tls(k->c, &err) == 0 &&
-               client_prepare_url(k, &err) == 0) {
+               client_prepare_url(k, &err) == 0 && check_basic_auth(k, &err) == 0) {
         k->easy = curl_easy_init();
         k->multi = curl_multi_init();
         if (!k->easy || !k->multi || setup_easy(k, k->easy, &k->body, &k->hdrs, k->errbuf) < 0)
@@ -623,14 +591,23 @@ static void push_escaped(luaL_Buffer *b, const char *s, size_t n)
     }
 }
 
-/* Push the full URL for request table t (path, query). Raises on misuse.
- * Uses the stack only in balanced steps (no luaL_Buffer across lua_next). */
-static void push_url(lua_State *L, kube_client *k, int t)
+/* Push the full URL for request table t (path, query); raises on misuse.
+ * A path no API server should see (a name or namespace that is ".", "..",
+ * empty or holds '/' or '%': client-go refuses them, and libcurl would
+ * resolve the dot segments into another object's path) pushes nothing and
+ * returns the message (malloc'd). Uses the stack only in balanced steps (no
+ * luaL_Buffer across lua_next). */
+static char *push_url(lua_State *L, kube_client *k, int t)
 {
     lua_getfield(L, t, "path");
     const char *path = lua_tostring(L, -1);
     if (!path || lua_type(L, -1) != LUA_TSTRING || path[0] != '/')
         luaL_error(L, "request: 'path' must be a string starting with '/'");
+    char *bad = NULL;
+    if (kube_check_api_path(path, &bad) < 0) {
+        lua_pop(L, 1);
+        return bad;
+    }
     int pathi = lua_gettop(L);
     int q = lua_getfield(L, t, "query");
     int qi = lua_gettop(L);
@@ -683,6 +660,7 @@ static void push_url(lua_State *L, kube_client *k, int t)
     }
     lua_replace(L, pathi);
     lua_settop(L, pathi);
+    return NULL;
 }
 
 /* Build the per-request header list (Authorization etc). 0, -1 (*err), -2 (interrupted). */
@@ -740,6 +718,19 @@ static int build_headers(kube_client *k, struct curl_slist **out, const char *ac
         token = kubeconfig_bearer_token(c, err);
         if (!token && *err)
             goto out;
+    }
+    if (token && !czctl_header_value_ok(token)) {
+        /* Go refuses to send it (net/http: invalid header field value), so
+         * kubectl does: a CR or LF would end the header and start others */
+        explicit_bzero(token, strlen(token));
+        free(token);
+        *err = kc_errf("invalid header field value for \"Authorization\": the %s of user \"%s\" contains a "
+                       "control character (such as CR or LF); fix the credential",
+                       !strcmp(c->auth, "exec") ? "token from the exec plugin"
+                       : c->token_file        ? "token in the tokenFile"
+                                              : "token in the kubeconfig",
+                       c->user);
+        goto out;
     }
     if (token) {
         int r = asprintf(&line, "Authorization: Bearer %s", token);
@@ -830,8 +821,23 @@ static void log_verbose(kube_client *k, CURL *e, const char *method, const char 
                 http_version_name(e), newconn ? ", new connection" : "");
 }
 
+/* A header value the caller gives; raises when it holds a control character. */
+static void check_header_arg(lua_State *L, const char *key, const char *v)
+{
+    if (v && !czctl_header_value_ok(v))
+        luaL_error(L, "request: '%s' must be a header value without control characters", key);
+}
+
+/* A transfer that ended because the peer reset or closed the connection. */
+static int connection_lost(CURLcode res)
+{
+    return res == CURLE_GOT_NOTHING || res == CURLE_RECV_ERROR || res == CURLE_SEND_ERROR ||
+           res == CURLE_PARTIAL_FILE;
+}
+
 /* client:request{method=, path=, query=, body=, content_type=, accept=, timeout=}
- *   -> status, body, headers | nil, message */
+ *   -> status, body, headers | nil, message [, "reset"] ("reset": the connection
+ *   was reset or closed before the whole answer) */
 static int client_request(lua_State *L)
 {
     kube_client *k = check_client(L, 1);
@@ -848,7 +854,11 @@ static int client_request(lua_State *L)
             return luaL_error(L, "request: 'body' must be a string");
     }
     lua_pop(L, 1);
-    push_url(L, k, 2);
+    check_header_arg(L, "accept", accept);
+    check_header_arg(L, "content_type", ctype);
+    char *bad = push_url(L, k, 2);
+    if (bad)
+        return client_fail(L, k, bad);
     const char *url = lua_tostring(L, -1);
 
     for (int attempt = 0;; attempt++) {
@@ -863,9 +873,10 @@ static int client_request(lua_State *L)
             }
             return client_fail(L, k, err);
         }
-        kbuf_reset(&k->body);
-        kbuf_reset(&k->hdrs);
+        czctl_buf_reset(&k->body);
+        czctl_buf_reset(&k->hdrs);
         k->errbuf[0] = 0;
+        k->tls.refused = 0;
         curl_easy_setopt(k->easy, CURLOPT_URL, url);
         curl_easy_setopt(k->easy, CURLOPT_HTTPHEADER, k->headers);
         curl_easy_setopt(k->easy, CURLOPT_TIMEOUT_MS, timeout > 0 ? (long)(timeout * 1000) : 0L);
@@ -883,14 +894,22 @@ static int client_request(lua_State *L)
             log_verbose(k, k->easy, method, url, 0, dt, 0, "interrupted");
             return czctl_fail(L, "interrupted");
         }
+        const char *refusal = czctl_tls_refusal(&k->tls);
         if (r == DRIVE_TIMEOUT || r == DRIVE_ERR || res != CURLE_OK) {
-            const char *why = r == DRIVE_TIMEOUT ? "request timed out"
+            const char *why = refusal            ? refusal
+                              : r == DRIVE_TIMEOUT ? "request timed out"
                               : r == DRIVE_ERR   ? "libcurl multi error"
                               : k->errbuf[0]     ? k->errbuf
                                                  : curl_easy_strerror(res);
             log_verbose(k, k->easy, method, url, 0, dt, 0, why);
             luaL_pushfail(L);
             lua_pushfstring(L, "%s %s: %s", method, url, why);
+            /* the connection was reset or closed before a whole answer came
+             * (client-go's IsConnectionReset/IsProbableEOF): a GET may be sent again */
+            if (r == DRIVE_DONE && !refusal && connection_lost(res)) {
+                lua_pushliteral(L, "reset");
+                return 3;
+            }
             return 2;
         }
         curl_easy_getinfo(k->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -898,8 +917,8 @@ static int client_request(lua_State *L)
         if (status == 401 && !strcmp(k->c->auth, "exec") && attempt == 0)
             continue; /* refresh the exec credential once and retry */
         lua_pushinteger(L, status);
-        lua_pushlstring(L, k->body.p ? k->body.p : "", k->body.len);
-        czctl_push_headers(L, k->hdrs.p, k->hdrs.len);
+        lua_pushlstring(L, k->body.data ? k->body.data : "", k->body.len);
+        czctl_push_headers(L, k->hdrs.data, k->hdrs.len);
         return 3;
     }
 }
@@ -924,7 +943,7 @@ typedef struct kube_watch {
     CURL *easy;
     CURLM *multi;
     struct curl_slist *headers;
-    kbuf buf, hdrs;
+    czctl_buf buf, hdrs;
     char errbuf[CURL_ERROR_SIZE];
     int headers_done, done, paused, added;
     CURLcode result;
@@ -933,37 +952,34 @@ typedef struct kube_watch {
 /* The watch at index i (open or closed); raises when it is not one. */
 static kube_watch *check_watch(lua_State *L, int i)
 {
-    return luaL_checkudata(L, i, WATCH_MT);
+    return czctl_handle_check(L, i, &watch_class);
 }
 
-static void watch_release(kube_watch *w)
+static void watch_release(void *handle)
 {
+    kube_watch *w = handle;
     transfer_free(&w->multi, &w->easy, w->added);
     w->added = 0;
     slist_wipe_free(&w->headers);
-    kbuf_free(&w->buf);
-    kbuf_free(&w->hdrs);
+    czctl_buf_free(&w->buf);
+    czctl_buf_free(&w->hdrs);
 }
 
-static int watch_close(lua_State *L)
+/* "kube watch (streaming)" until the server ends it */
+static void watch_describe(lua_State *L, const void *handle)
 {
-    watch_release(check_watch(L, 1));
-    return 0;
-}
-
-static int has_line(const kbuf *b)
-{
-    return b->len > b->start && memchr(b->p + b->start, '\n', b->len - b->start) != NULL;
+    const kube_watch *w = handle;
+    lua_pushstring(L, !w->easy || w->done ? "kube watch (ended)" : "kube watch (streaming)");
 }
 
 static size_t on_watch_body(char *d, size_t sz, size_t n, void *ud)
 {
     kube_watch *w = ud;
-    if (w->buf.len - w->buf.start >= WATCH_PAUSE_AT && has_line(&w->buf)) {
+    if (czctl_buf_unread(&w->buf) >= WATCH_PAUSE_AT && czctl_buf_has_line(&w->buf)) {
         w->paused = 1;
         return CURL_WRITEFUNC_PAUSE; /* the reader is behind: let TCP push back */
     }
-    return kbuf_add(&w->buf, d, sz * n) == 0 ? sz * n : 0;
+    return czctl_buf_add(&w->buf, d, sz * n) == 0 ? sz * n : 0;
 }
 
 static size_t on_watch_header(char *d, size_t sz, size_t n, void *ud)
@@ -971,8 +987,8 @@ static size_t on_watch_header(char *d, size_t sz, size_t n, void *ud)
     kube_watch *w = ud;
     size_t len = sz * n;
     if (len >= 5 && !memcmp(d, "HTTP/", 5))
-        kbuf_reset(&w->hdrs);
-    if (kbuf_add(&w->hdrs, d, len) < 0)
+        czctl_buf_reset(&w->hdrs);
+    if (czctl_buf_add(&w->hdrs, d, len) < 0)
         return 0;
     if ((len == 2 && d[0] == '\r' && d[1] == '\n') || (len == 1 && d[0] == '\n')) {
         long code = 0;
@@ -990,24 +1006,26 @@ static int watch_headers_ready(void *ud)
 
 static int watch_line_ready(void *ud)
 {
-    return has_line(&((kube_watch *)ud)->buf);
+    return czctl_buf_has_line(&((kube_watch *)ud)->buf);
 }
 
-/* client:watch{path=, query=, timeout=} -> w | nil, err, status, body */
+/* client:watch{path=, query=, timeout=} -> w | nil, err, status, body, headers */
 static int client_watch(lua_State *L)
 {
     kube_client *k = check_client(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     double timeout = czctl_field_seconds(L, 2, "timeout", k->timeout);
-    push_url(L, k, 2);
+    char *bad = push_url(L, k, 2);
+    if (bad)
+        return client_fail(L, k, bad);
     const char *url = lua_tostring(L, -1);
     int urli = lua_gettop(L);
 
-    kube_watch *w = lua_newuserdatauv(L, sizeof *w, 1);
-    memset(w, 0, sizeof *w);
-    luaL_setmetatable(L, WATCH_MT);
+    kube_watch *w = czctl_handle_new(L, &watch_class, sizeof *w, 1);
+    w->buf = (czctl_buf){.limit = MAX_BODY, .secret = 1};
+    w->hdrs = (czctl_buf){.limit = MAX_HEADERS};
     lua_pushvalue(L, 1);
-    lua_setiuservalue(L, -2, 1);
+    lua_setiuservalue(L, -2, 1);   /* the client: its TLS check serves the handshake */
 
     for (int attempt = 0;; attempt++) {
         char *err = NULL;
@@ -1040,6 +1058,7 @@ static int client_watch(lua_State *L)
             return czctl_fail(L, "libcurl: cannot start the watch");
         }
         w->added = 1;
+        k->tls.refused = 0;
         double t0 = czctl_now();
         CURLcode res = CURLE_OK;
         int r = drive(w->multi, w->easy, timeout > 0 ? timeout : -1, watch_headers_ready, w, &res);
@@ -1052,7 +1071,9 @@ static int client_watch(lua_State *L)
             w->result = res;
         }
         if (r == DRIVE_INTR || r == DRIVE_TIMEOUT || r == DRIVE_ERR || (r == DRIVE_DONE && res != CURLE_OK)) {
+            const char *refusal = czctl_tls_refusal(&k->tls);
             const char *why = r == DRIVE_INTR      ? "interrupted"
+                              : refusal            ? refusal
                               : r == DRIVE_TIMEOUT ? "timed out waiting for the watch to start"
                               : r == DRIVE_ERR     ? "libcurl multi error"
                               : w->errbuf[0]       ? w->errbuf
@@ -1081,35 +1102,25 @@ static int client_watch(lua_State *L)
             luaL_pushfail(L);
             lua_pushfstring(L, "HTTP %d", (int)status);
             lua_pushinteger(L, status);
-            lua_pushlstring(L, w->buf.p ? w->buf.p : "", w->buf.len);
+            lua_pushlstring(L, w->buf.data ? w->buf.data : "", w->buf.len);
+            czctl_push_headers(L, w->hdrs.data, w->hdrs.len);
             watch_release(w);
-            return 4;
+            return 5;
         }
         lua_pushvalue(L, urli + 1);
         return 1;
     }
 }
 
-/* Pop one line from the buffer (without the newline); 1 if pushed. */
+/* Push the next event line of the stream; 1 if pushed. */
 static int pop_line(lua_State *L, kube_watch *w, int final)
 {
-    while (w->buf.len > w->buf.start) {
-        char *s = w->buf.p + w->buf.start;
-        size_t avail = w->buf.len - w->buf.start;
-        char *nl = memchr(s, '\n', avail);
-        size_t n = nl ? (size_t)(nl - s) : avail;
-        if (!nl && !final)
-            return 0;
-        w->buf.start += nl ? n + 1 : n;
-        size_t m = n;
-        while (m > 0 && (s[m - 1] == '\r' || s[m - 1] == ' '))
-            m--;
-        if (m == 0)
-            continue; /* keep-alive blank line */
-        lua_pushlstring(L, s, m);
-        return 1;
-    }
-    return 0;
+    size_t n;
+    const char *line = kube_watch_line(&w->buf, final, &n);
+    if (!line)
+        return 0;
+    lua_pushlstring(L, line, n);
+    return 1;
 }
 
 /* w:next(timeout) -> line | nil, "timeout"|"eof"|"interrupted"|message */
@@ -1123,7 +1134,7 @@ static int watch_next(lua_State *L)
     double deadline = timeout >= 0 ? czctl_now() + timeout : -1;
     for (;;) {
         if (pop_line(L, w, w->done)) {
-            if (w->paused && w->buf.len - w->buf.start < WATCH_PAUSE_AT / 2) {
+            if (w->paused && czctl_buf_unread(&w->buf) < WATCH_PAUSE_AT / 2) {
                 w->paused = 0;
                 curl_easy_pause(w->easy, CURLPAUSE_CONT);
             }
@@ -1172,13 +1183,11 @@ static const luaL_Reg kube_funcs[] = {
 };
 
 static const luaL_Reg cfg_methods[] = {
-    {"close", cfg_close},
     {"info", cfg_info},
     {NULL, NULL},
 };
 
 static const luaL_Reg client_methods[] = {
-    {"close", client_close},
     {"request", client_request},
     {"stats", client_stats},
     {"watch", client_watch},
@@ -1186,33 +1195,21 @@ static const luaL_Reg client_methods[] = {
 };
 
 static const luaL_Reg watch_methods[] = {
-    {"close", watch_close},
     {"next", watch_next},
     {NULL, NULL},
 };
 
-/* Registers a handle metatable; raises only on memory errors. */
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction closer,
-                      lua_CFunction gc)
-{
-    luaL_newmetatable(L, name);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, closer);
-    lua_setfield(L, -2, "__close");
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
-}
+static const czctl_class cfg_class = {"czctl.kube.config", "kube config", cfg_methods, cfg_release, cfg_describe};
+static const czctl_class client_class = {"czctl.kube.client", "kube client", client_methods, client_release,
+                                         client_describe};
+static const czctl_class watch_class = {"czctl.kube.watch", "kube watch", watch_methods, watch_release,
+                                        watch_describe};
 
 int luaopen_czctl_core_kube(lua_State *L)
 {
-    new_class(L, CFG_MT, cfg_methods, cfg_close, cfg_gc);
-    new_class(L, CLIENT_MT, client_methods, client_close, client_close);
-    new_class(L, WATCH_MT, watch_methods, watch_close, watch_close);
+    czctl_class_register(L, &cfg_class);
+    czctl_class_register(L, &client_class);
+    czctl_class_register(L, &watch_class);
     luaL_newlib(L, kube_funcs);
     return 1;
 }

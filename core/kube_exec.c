@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "kubeconfig.h"
+#include "buf.h"
 #include "czctl.h"
 
 #include <errno.h>
@@ -31,105 +32,61 @@ extern char **environ;
 
 #define EXEC_MAX_OUTPUT (4u * 1024u * 1024u)
 
-/* A growable string buffer for KUBERNETES_EXEC_INFO. */
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *p, size_t n)
+/* s as a JSON string. */
+static void add_json_string(czctl_buf *b, const char *s, int *bad)
 {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap : 256;
-        while (ncap < b->len + n + 1)
-            ncap *= 2;
-        char *ns = realloc(b->s, ncap);
-        if (!ns) {
-            b->oom = 1;
-            return;
-        }
-        b->s = ns;
-        b->cap = ncap;
-    }
-    memcpy(b->s + b->len, p, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
-
-static void sb_str(sbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
-static void sb_json_string(sbuf *b, const char *s)
-{
-    sb_add(b, "\"", 1);
+    *bad |= czctl_buf_add(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\';
             esc[1] = (char)*p;
-            sb_add(b, esc, 2);
+            *bad |= czctl_buf_add(b, esc, 2);
         } else if (*p < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
-            sb_add(b, esc, 6);
+            *bad |= czctl_buf_add(b, esc, 6);
         } else {
-            sb_add(b, (const char *)p, 1);
+            *bad |= czctl_buf_add(b, p, 1);
         }
     }
-    sb_add(b, "\"", 1);
+    *bad |= czctl_buf_add(b, "\"", 1);
 }
 
-static void sb_base64(sbuf *b, const unsigned char *d, size_t n)
+/* KUBERNETES_EXEC_INFO=<the ExecCredential the plugin gets>, malloc'd, or
+ * NULL when out of memory. */
+static char *exec_info_env(const kc_config *c)
 {
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)d[i] << 16;
-        if (i + 1 < n) v |= (unsigned)d[i + 1] << 8;
-        if (i + 2 < n) v |= d[i + 2];
-        char o[4] = {tbl[(v >> 18) & 63], tbl[(v >> 12) & 63], i + 1 < n ? tbl[(v >> 6) & 63] : '=',
-                     i + 2 < n ? tbl[v & 63] : '='};
-        sb_add(b, o, 4);
-    }
-}
-
-static char *exec_info_json(const kc_config *c)
-{
-    sbuf b = {0};
-    sb_str(&b, "{\"apiVersion\":");
-    sb_json_string(&b, c->exec->api_version);
-    sb_str(&b, ",\"kind\":\"ExecCredential\",\"spec\":{\"interactive\":false");
+    czctl_buf b = {.secret = 1};   /* a proxy-url may hold a password */
+    int bad = 0;
+    bad |= czctl_buf_addstr(&b, "KUBERNETES_EXEC_INFO={\"apiVersion\":");
+    add_json_string(&b, c->exec->api_version, &bad);
+    bad |= czctl_buf_addstr(&b, ",\"kind\":\"ExecCredential\",\"spec\":{\"interactive\":false");
     if (c->exec->provide_cluster_info) {
-        sb_str(&b, ",\"cluster\":{\"server\":");
-        sb_json_string(&b, c->server);
+        bad |= czctl_buf_addstr(&b, ",\"cluster\":{\"server\":");
+        add_json_string(&b, c->server, &bad);
         if (c->tls_server_name) {
-            sb_str(&b, ",\"tls-server-name\":");
-            sb_json_string(&b, c->tls_server_name);
+            bad |= czctl_buf_addstr(&b, ",\"tls-server-name\":");
+            add_json_string(&b, c->tls_server_name, &bad);
         }
         if (c->insecure)
-            sb_str(&b, ",\"insecure-skip-tls-verify\":true");
+            bad |= czctl_buf_addstr(&b, ",\"insecure-skip-tls-verify\":true");
         if (c->ca.data) {
-            sb_str(&b, ",\"certificate-authority-data\":\"");
-            sb_base64(&b, c->ca.data, c->ca.len);
-            sb_str(&b, "\"");
+            bad |= czctl_buf_addstr(&b, ",\"certificate-authority-data\":\"");
+            bad |= czctl_buf_add_base64(&b, c->ca.data, c->ca.len);
+            bad |= czctl_buf_addstr(&b, "\"");
         }
         if (c->proxy_url) {
-            sb_str(&b, ",\"proxy-url\":");
-            sb_json_string(&b, c->proxy_url);
+            bad |= czctl_buf_addstr(&b, ",\"proxy-url\":");
+            add_json_string(&b, c->proxy_url, &bad);
         }
         if (c->disable_compression)
-            sb_str(&b, ",\"disable-compression\":true");
-        sb_str(&b, "}");
+            bad |= czctl_buf_addstr(&b, ",\"disable-compression\":true");
+        bad |= czctl_buf_addstr(&b, "}");
     }
-    sb_str(&b, "}}");
-    if (b.oom) {
-        free(b.s);
-        return NULL;
-    }
-    return b.s;
+    bad |= czctl_buf_addstr(&b, "}}");
+    char *env = bad ? NULL : czctl_buf_take(&b, NULL);
+    czctl_buf_free(&b);
+    return env;
 }
 
 /* exec.LookPath: PATH (when set) for a bare name, and a name with a '/'
@@ -216,24 +173,23 @@ static const char *jstr(yaml_document_t *d, yaml_node_t *m, const char *key)
     return (const char *)n->data.scalar.value;
 }
 
-static int parse_credential(kc_config *c, char *out, size_t len, const char *cmd, char **err)
+int kube_exec_parse(kc_config *c, char *out, size_t len, const char *cmd, char **err)
 {
-    yaml_parser_t parser;
     yaml_document_t doc;
     int rc = -1;
     detab(out, len);
-    if (!yaml_parser_initialize(&parser)) {
-        *err = kc_errf("out of memory");
-        return -1;
+    char *yerr = NULL;
+    int r = kc_yaml_load((unsigned char *)out, len, &doc, &yerr);
+    if (r < 0) {
+        /* yerr is "line N: yaml: problem": the line only, no text of the output */
+        unsigned long line = 0;
+        if (r == -1 && sscanf(yerr, "line %lu:", &line) == 1)
+            *err = kc_errf("exec plugin %s: decoding stdout: invalid JSON at line %lu", cmd, line);
+        else
+            *err = r == -2 ? kc_errf("interrupted") : kc_errf("exec plugin %s: decoding stdout: %s", cmd, yerr);
+        free(yerr);
+        return r;
     }
-    yaml_parser_set_input_string(&parser, (unsigned char *)out, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        *err = kc_errf("exec plugin %s: decoding stdout: invalid JSON at line %lu", cmd,
-                       (unsigned long)parser.problem_mark.line + 1);
-        yaml_parser_delete(&parser);
-        return -1;
-    }
-    yaml_parser_delete(&parser);
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (!root || root->type != YAML_MAPPING_NODE) {
         *err = kc_errf("exec plugin %s: decoding stdout: not a JSON object", cmd);
@@ -331,19 +287,17 @@ int kube_exec_credential(kc_config *c, int force, char **err)
         return -1;
     }
 
-    char *info = exec_info_json(c);
+
     size_t nenv = 0;
     while (environ[nenv])
         nenv++;
     char **envp = calloc(nenv + e->nenv + 2, sizeof *envp);
     char **argv = calloc(e->nargs + 2, sizeof *argv);
-    char *infoenv = NULL;
+    char *infoenv = exec_info_env(c);
     int rc = -1, pfd[2] = {-1, -1}, nul = -1;
-    char *out = NULL;
-    size_t len = 0, cap = 0;
+    czctl_buf out = {.limit = EXEC_MAX_OUTPUT, .secret = 1};
     pid_t pid = -1;
-    if (!info || !envp || !argv || asprintf(&infoenv, "KUBERNETES_EXEC_INFO=%s", info) < 0) {
-        infoenv = NULL;
+    if (!infoenv || !envp || !argv) {
         *err = kc_errf("out of memory");
         goto done;
     }
@@ -386,28 +340,14 @@ int kube_exec_credential(kc_config *c, int force, char **err)
             kill(pid, SIGKILL);
             break;
         }
-        if (len == cap) {
-            if (cap >= EXEC_MAX_OUTPUT) {
-                *err = kc_errf("exec plugin %s: output too large", e->command);
-                kill(pid, SIGKILL);
-                break;
-            }
-            size_t ncap = cap ? cap * 2 : 4096;
-            char *nb = malloc(ncap + 1);
-            if (!nb) {
-                *err = kc_errf("out of memory");
-                kill(pid, SIGKILL);
-                break;
-            }
-            if (out) {
-                memcpy(nb, out, len);
-                explicit_bzero(out, len);
-                free(out);
-            }
-            out = nb;
-            cap = ncap;
+        char *dst = czctl_buf_reserve(&out, 4096);
+        if (!dst) {
+            *err = errno == EFBIG ? kc_errf("exec plugin %s: output too large", e->command)
+                                  : kc_errf("out of memory");
+            kill(pid, SIGKILL);
+            break;
         }
-        ssize_t n = read(pfd[0], out + len, cap - len);
+        ssize_t n = read(pfd[0], dst, 4096);
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n < 0) {
@@ -419,7 +359,7 @@ int kube_exec_credential(kc_config *c, int force, char **err)
             rc = 0;
             break;
         }
-        len += (size_t)n;
+        czctl_buf_commit(&out, (size_t)n);
     }
     if (rc == -2) {
         czctl_child_stop(pid, -1, 2.0);   /* TERM, then KILL if it lingers */
@@ -437,12 +377,11 @@ int kube_exec_credential(kc_config *c, int force, char **err)
         goto done;
     }
     c->exec_runs++;
-    if (!out) {
+    if (!out.len) {
         *err = kc_errf("exec plugin %s: no output", e->command);
         goto done;
     }
-    out[len] = 0;
-    rc = parse_credential(c, out, len, e->command, err);
+    rc = kube_exec_parse(c, out.data, out.len, e->command, err);
 done:
     if (pfd[0] >= 0)
         close(pfd[0]);
@@ -450,12 +389,8 @@ done:
         close(pfd[1]);
     if (nul >= 0)
         close(nul);
-    if (out) {
-        explicit_bzero(out, cap);
-        free(out);
-    }
+    czctl_buf_free(&out);
     free(path);
-    free(info);
     if (infoenv) {
         explicit_bzero(infoenv, strlen(infoenv));
         free(infoenv);

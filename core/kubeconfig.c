@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include "kubeconfig.h"
+#include "buf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -32,7 +33,6 @@
 #include <unistd.h>
 #include <yaml.h>
 
-#define KC_MAX_FILE (64u * 1024u * 1024u)  /* refuse absurd kubeconfigs */
 #define SA_DIR_DEFAULT "/var/run/secrets/kubernetes.io/serviceaccount"
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -46,8 +46,35 @@ char *kc_errf(const char *fmt, ...)
         s = NULL;
     va_end(ap);
     if (!s)
-        s = strdup("out of memory");
-    return s;
+        return strdup("out of memory");
+    /* one line, whatever names from a file it quotes: control characters
+     * are shown escaped (\n, \x1b), as Go's %q would show them */
+    size_t n = 0, extra = 0;
+    for (; s[n]; n++)
+        if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f)
+            extra += 3;
+    if (!extra)
+        return s;
+    char *e = malloc(n + extra + 1);
+    if (!e) {
+        free(s);
+        return strdup("out of memory");
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '\n' || ch == '\r' || ch == '\t') {
+            e[w++] = '\\';
+            e[w++] = ch == '\n' ? 'n' : ch == '\r' ? 'r' : 't';
+        } else if (ch < 0x20 || ch == 0x7f) {
+            w += (size_t)sprintf(e + w, "\\x%02x", ch);
+        } else {
+            e[w++] = (char)ch;
+        }
+    }
+    e[w] = '\0';
+    free(s);
+    return e;
 }
 
 void kc_blob_wipe(kc_blob *b)
@@ -80,65 +107,49 @@ static char *errno_text(int e)
 
 int kc_read_file(const char *path, kc_blob *out, char **err)
 {
-    FILE *f = fopen(path, "rb");
     out->data = NULL;
     out->len = 0;
+    FILE *f = fopen(path, "rb");
     if (!f) {
         char *t = errno_text(errno);
         *err = kc_errf("open %s: %s", path, t ? t : "error");
         free(t);
         return -1;
     }
-    size_t cap = 4096, len = 0;
-    unsigned char *buf = malloc(cap + 1);
-    if (!buf) {
-        fclose(f);
-        *err = kc_errf("out of memory");
-        return -1;
-    }
+    czctl_buf b = {.limit = KC_MAX_FILE, .secret = 1};
+    int e = 0;
     for (;;) {
-        if (len == cap) {
-            if (cap >= KC_MAX_FILE) {
-                explicit_bzero(buf, len);
-                free(buf);
-                fclose(f);
-                *err = kc_errf("%s: file too large", path);
-                return -1;
-            }
-            size_t ncap = cap * 2;
-            unsigned char *nb = malloc(ncap + 1);
-            if (!nb) {
-                explicit_bzero(buf, len);
-                free(buf);
-                fclose(f);
-                *err = kc_errf("out of memory");
-                return -1;
-            }
-            memcpy(nb, buf, len);
-            explicit_bzero(buf, len);
-            free(buf);
-            buf = nb;
-            cap = ncap;
+        char *dst = czctl_buf_reserve(&b, 65536);
+        if (!dst) {
+            e = errno;
+            break;
         }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
+        size_t n = fread(dst, 1, 65536, f);
+        czctl_buf_commit(&b, n);
         if (n == 0) {
-            if (ferror(f)) {
-                int e = errno;
-                explicit_bzero(buf, len);
-                free(buf);
-                fclose(f);
-                char *t = errno_text(e ? e : EIO);
-                *err = kc_errf("read %s: %s", path, t ? t : "error");
-                free(t);
-                return -1;
-            }
+            if (ferror(f))
+                e = errno ? errno : EIO;
             break;
         }
     }
     fclose(f);
-    buf[len] = 0;
-    out->data = buf;
+    size_t len = 0;
+    char *data = e ? NULL : czctl_buf_take(&b, &len);
+    if (!e && !data)
+        e = ENOMEM;
+    czctl_buf_free(&b);
+    if (e) {
+        char *t = e == EFBIG ? NULL : errno_text(e);
+        if (e == EFBIG)
+            *err = kc_errf("%s: file too large (over %u MiB)", path, KC_MAX_FILE >> 20);
+        else if (e == ENOMEM)
+            *err = kc_errf("out of memory");
+        else
+            *err = kc_errf("read %s: %s", path, t ? t : "error");
+        free(t);
+        return -1;
+    }
+    out->data = (unsigned char *)data;
     out->len = len;
     return 0;
 }
@@ -230,52 +241,6 @@ static char *abs_dir_of(const char *file)
     return clean;
 }
 
-static int b64val(int c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-int kc_base64_decode(const char *in, size_t inlen, kc_blob *out)
-{
-    out->data = malloc(inlen / 4 * 3 + 4);
-    out->len = 0;
-    if (!out->data)
-        return -1;
-    uint32_t acc = 0;
-    int bits = 0, pad = 0;
-    for (size_t i = 0; i < inlen; i++) {
-        int c = (unsigned char)in[i];
-        if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
-            continue;
-        if (c == '=') {
-            pad++;
-            continue;
-        }
-        int v = b64val(c);
-        if (v < 0 || pad)
-            goto bad;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out->data[out->len++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (bits >= 6 || pad > 2)
-        goto bad;
-    out->data[out->len] = 0;
-    return 0;
-bad:
-    kc_blob_wipe(out);
-    return -1;
-}
-
 static int days_from_civil(int y, int m, int d, long long *days)
 {
     y -= m <= 2;
@@ -346,6 +311,7 @@ typedef struct kc_entry {
 typedef struct kc_list {
     kc_entry *v;
     size_t n, cap;
+    kc_map index;          /* name -> position in v */
 } kc_list;
 
 typedef struct kc_loader {
@@ -365,35 +331,12 @@ static void loader_free(kc_loader *ld)
             yaml_document_delete(&ld->files[i].doc);
     }
     free(ld->files);
-    free(ld->clusters.v);
-    free(ld->users.v);
-    free(ld->contexts.v);
-    memset(ld, 0, sizeof *ld);
-}
-
-int kc_yaml_is_null(const yaml_node_t *n)
-{
-    if (!n)
-        return 1;
-    if (n->type != YAML_SCALAR_NODE)
-        return 0;
-    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-        return 0;
-    const char *v = (const char *)n->data.scalar.value;
-    return !strcmp(v, "") || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") ||
-           !strcmp(v, "NULL");
-}
-
-yaml_node_t *kc_yaml_get(yaml_document_t *doc, yaml_node_t *map, const char *key)
-{
-    if (!map || map->type != YAML_MAPPING_NODE)
-        return NULL;
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = yaml_document_get_node(doc, p->key);
-        if (k && k->type == YAML_SCALAR_NODE && !strcmp((const char *)k->data.scalar.value, key))
-            return yaml_document_get_node(doc, p->value);
+    kc_list *lists[] = {&ld->clusters, &ld->users, &ld->contexts};
+    for (size_t i = 0; i < 3; i++) {
+        free(lists[i]->v);
+        kc_map_free(&lists[i]->index);
     }
-    return NULL;
+    memset(ld, 0, sizeof *ld);
 }
 
 /* A string field: NULL when absent or null. Non-scalars are a type error. */
@@ -438,9 +381,8 @@ static int get_bool(yaml_document_t *doc, yaml_node_t *map, const char *key, int
 
 static int list_add(kc_list *l, const char *name, size_t file, yaml_node_t *body)
 {
-    for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->v[i].name, name))
-            return 0; /* first file wins, later entries discarded whole */
+    if (kc_map_get(&l->index, name))
+        return 0; /* first file wins, later entries discarded whole */
     if (l->n == l->cap) {
         size_t ncap = l->cap ? l->cap * 2 : 8;
         kc_entry *nv = realloc(l->v, ncap * sizeof *nv);
@@ -449,6 +391,8 @@ static int list_add(kc_list *l, const char *name, size_t file, yaml_node_t *body
         l->v = nv;
         l->cap = ncap;
     }
+    if (kc_map_put(&l->index, name, l->n) < 0)
+        return -1;
     l->v[l->n].name = name;
     l->v[l->n].file = file;
     l->v[l->n].body = body;
@@ -458,10 +402,57 @@ static int list_add(kc_list *l, const char *name, size_t file, yaml_node_t *body
 
 static kc_entry *list_find(kc_list *l, const char *name)
 {
-    for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->v[i].name, name))
-            return &l->v[i];
-    return NULL;
+    size_t *i = kc_map_get(&l->index, name);
+    return i ? &l->v[*i] : NULL;
+}
+
+/* The name of a list entry ("" when it has none), or NULL with *err. */
+static const char *entry_name(kc_file *f, yaml_node_t *item, char **err)
+{
+    const char *name;
+    if (get_str(&f->doc, item, "name", &name, f->path, err) < 0)
+        return NULL;
+    return name ? name : "";
+}
+
+/* client-go turns each named list of a file into a map and refuses a name
+ * that appears twice ("duplicate name \"k\" in list"), whether or not
+ * the entry is used. 0, or -1 with *err (never the entries themselves: kubectl
+ * prints them, secrets included). seen is emptied first. */
+static int check_unique(kc_file *f, kc_map *seen, yaml_node_t *item, const char *list, char **err)
+{
+    const char *name = entry_name(f, item, err);
+    if (!name)
+        return -1;
+    if (kc_map_get(seen, name)) {
+        *err = kc_errf("error loading config file \"%s\": duplicate name \"%s\" in list %s (line %lu); "
+                       "rename or remove one of them", f->path, name, list,
+                       (unsigned long)item->start_mark.line + 1);
+        return -1;
+    }
+    if (kc_map_put(seen, name, 0) < 0) {
+        *err = kc_errf("out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* The extensions lists (of the file, its preferences, or one entry) are
+ * named lists too; they are not used, only held to the same rule. */
+static int check_extensions(kc_file *f, yaml_node_t *map, const char *where, char **err)
+{
+    yaml_node_t *seq = kc_yaml_get(&f->doc, map, "extensions");
+    if (!seq || seq->type != YAML_SEQUENCE_NODE)
+        return 0;
+    kc_map seen = {0};
+    int rc = 0;
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; rc == 0 && it < seq->data.sequence.items.top; it++) {
+        yaml_node_t *item = yaml_document_get_node(&f->doc, *it);
+        if (item && item->type == YAML_MAPPING_NODE)
+            rc = check_unique(f, &seen, item, where, err);
+    }
+    kc_map_free(&seen);
+    return rc;
 }
 
 /* Collect the named entries of one top-level list ("clusters", ...). */
@@ -477,6 +468,8 @@ static int collect(kc_loader *ld, size_t fi, yaml_node_t *root, const char *key,
                        (unsigned long)seq->start_mark.line + 1);
         return -1;
     }
+    kc_map seen = {0};
+    int rc = -1;
     for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
         yaml_node_t *item = yaml_document_get_node(&f->doc, *it);
         if (!item || kc_yaml_is_null(item))
@@ -484,25 +477,30 @@ static int collect(kc_loader *ld, size_t fi, yaml_node_t *root, const char *key,
         if (item->type != YAML_MAPPING_NODE) {
             *err = kc_errf("error loading config file \"%s\": entries of %s must be maps (line %lu)", f->path,
                            key, (unsigned long)item->start_mark.line + 1);
-            return -1;
+            goto out;
         }
-        const char *name;
-        if (get_str(&f->doc, item, "name", &name, f->path, err) < 0)
-            return -1;
+        const char *name = entry_name(f, item, err);
+        if (!name || check_unique(f, &seen, item, key, err) < 0)
+            goto out;
         yaml_node_t *body = kc_yaml_get(&f->doc, item, inner);
         if (body && kc_yaml_is_null(body))
             body = NULL;
         if (body && body->type != YAML_MAPPING_NODE) {
             *err = kc_errf("error loading config file \"%s\": %s.%s must be a map (line %lu)", f->path, key,
                            inner, (unsigned long)body->start_mark.line + 1);
-            return -1;
+            goto out;
         }
-        if (list_add(l, name ? name : "", fi, body) < 0) {
+        if (body && check_extensions(f, body, "extensions", err) < 0)
+            goto out;
+        if (list_add(l, name, fi, body) < 0) {
             *err = kc_errf("out of memory");
-            return -1;
+            goto out;
         }
     }
-    return 0;
+    rc = 0;
+out:
+    kc_map_free(&seen);
+    return rc;
 }
 
 static int load_file(kc_loader *ld, const char *path, char **err)
@@ -538,25 +536,15 @@ static int load_file(kc_loader *ld, const char *path, char **err)
         free(rerr);
         return -1;
     }
-    yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser)) {
-        kc_blob_wipe(&data);
-        *err = kc_errf("out of memory");
-        return -1;
-    }
-    yaml_parser_set_input_string(&parser, data.data, data.len);
-    int ok = yaml_parser_load(&parser, &f->doc);
-    if (!ok) {
-        *err = kc_errf("error loading config file \"%s\": line %lu: yaml: %s", path,
-                       (unsigned long)parser.problem_mark.line + 1,
-                       parser.problem ? parser.problem : "malformed document");
-        yaml_parser_delete(&parser);
-        kc_blob_wipe(&data);
+    int r = kc_yaml_load(data.data, data.len, &f->doc, &rerr);
+    kc_blob_wipe(&data);
+    if (r < 0) {
+        *err = r == -2 ? rerr : kc_errf("error loading config file \"%s\": %s", path, rerr);
+        if (r != -2)
+            free(rerr);
         return -1;
     }
     f->has_doc = 1;
-    yaml_parser_delete(&parser);
-    kc_blob_wipe(&data);
 
     yaml_node_t *root = yaml_document_get_root_node(&f->doc);
     if (!root || kc_yaml_is_null(root))
@@ -568,7 +556,9 @@ static int load_file(kc_loader *ld, const char *path, char **err)
     }
     if (collect(ld, fi, root, "clusters", "cluster", &ld->clusters, err) < 0 ||
         collect(ld, fi, root, "users", "user", &ld->users, err) < 0 ||
-        collect(ld, fi, root, "contexts", "context", &ld->contexts, err) < 0)
+        collect(ld, fi, root, "contexts", "context", &ld->contexts, err) < 0 ||
+        check_extensions(f, root, "extensions", err) < 0 ||
+        check_extensions(f, kc_yaml_get(&f->doc, root, "preferences"), "extensions", err) < 0)
         return -1;
     const char *cc;
     if (get_str(&f->doc, root, "current-context", &cc, path, err) < 0)
@@ -582,10 +572,20 @@ static int load_file(kc_loader *ld, const char *path, char **err)
 
 /* ---- building the result ---------------------------------------------- */
 
+kc_config *kubeconfig_ref(kc_config *c)
+{
+    c->refs++;
+    return c;
+}
+
 void kubeconfig_free(kc_config *c)
 {
     if (!c)
         return;
+    if (c->refs > 1) {
+        c->refs--;
+        return;
+    }
     free(c->context);
     free(c->cluster);
     free(c->user);
@@ -649,10 +649,19 @@ static int take_b64(kc_file *f, yaml_node_t *map, const char *key, kc_blob *dst,
         return -1;
     if (!v || !v[0])
         return 0;
-    if (kc_base64_decode(v, strlen(v), dst) < 0) {
-        *err = kc_errf("%s: %s is not valid base64", where, key);
+    czctl_buf b = {.secret = 1};
+    char *data = NULL;
+    size_t len = 0;
+    int rc = czctl_base64_decode(&b, v, strlen(v));
+    if (rc == 0 && !(data = czctl_buf_take(&b, &len)))
+        rc = -1;
+    czctl_buf_free(&b);
+    if (rc < 0) {
+        *err = errno == EINVAL ? kc_errf("%s: %s is not valid base64", where, key) : kc_errf("out of memory");
         return -1;
     }
+    dst->data = (unsigned char *)data;
+    dst->len = len;
     return 0;
 }
 
@@ -872,6 +881,7 @@ static int load_in_cluster(kc_config **out, char **err)
     kc_config *c = calloc(1, sizeof *c);
     if (!c)
         goto oom;
+    c->refs = 1;
     c->in_cluster = 1;
     c->auth = "tokenFile";
     if (!(c->context = strdup("in-cluster")) || !(c->cluster = strdup("in-cluster")) ||
@@ -1047,6 +1057,8 @@ int kubeconfig_load(const kc_options *opts, kc_config **out, char **err)
         }
     }
     c = calloc(1, sizeof *c);
+    if (c)
+        c->refs = 1;
     if (!c || !(c->context = strdup(ctx_name)) || !(c->cluster = strdup(cluster_name)) ||
         !(c->user = strdup(user_name ? user_name : "")) ||
         !(c->namespace = strdup(ns && ns[0] ? ns : "default")) || !(c->source = strdup(cf->path))) {
@@ -1109,11 +1121,18 @@ char *kubeconfig_bearer_token(const kc_config *c, char **err)
             free(rerr);
             return NULL;
         }
-        size_t l = b.len;
-        while (l && isspace(b.data[l - 1]))
-            l--;
-        b.data[l] = 0;
-        char *tok = strdup((char *)b.data);
+        /* client-go: strings.TrimSpace, and an empty token is an error */
+        size_t from = 0, to = b.len;
+        while (to > 0 && isspace(b.data[to - 1]))
+            to--;
+        while (from < to && isspace(b.data[from]))
+            from++;
+        if (from == to) {
+            kc_blob_wipe(&b);
+            *err = kc_errf("read empty token from file \"%s\"", c->token_file);
+            return NULL;
+        }
+        char *tok = strndup((char *)b.data + from, to - from);
         kc_blob_wipe(&b);
         if (!tok)
             *err = kc_errf("out of memory");

@@ -62,6 +62,8 @@ typedef struct kc_config {
     char *exec_token;
     kc_blob exec_cert, exec_key;
     unsigned exec_runs;     /* how many times the plugin ran (for verbose/tests) */
+
+    unsigned refs;          /* holders; kubeconfig_free drops one */
 } kc_config;
 
 typedef struct kc_options {
@@ -87,7 +89,10 @@ int kubeconfig_load_files(kc_config *cfg, char **err);
  * error, or NULL with *err == NULL when the method has no token. */
 char *kubeconfig_bearer_token(const kc_config *cfg, char **err);
 
-/* Free everything, wiping secrets. NULL is fine. */
+/* One more holder of cfg (a client keeps the config it was made from);
+ * returns cfg. */
+kc_config *kubeconfig_ref(kc_config *cfg);
+/* Drop one holder; the last frees everything, wiping secrets. NULL is fine. */
 void kubeconfig_free(kc_config *cfg);
 
 /* ---- helpers shared with kube.c and the unit tests -------------------- */
@@ -96,21 +101,78 @@ void kubeconfig_free(kc_config *cfg);
 char *kc_path_clean(const char *path);
 /* filepath.Join(base, p) when p is relative, Clean(p) when absolute. */
 char *kc_path_resolve(const char *base_dir, const char *p);
-/* Standard base64 (padding optional, whitespace ignored). 0 or -1. */
-int kc_base64_decode(const char *in, size_t inlen, kc_blob *out);
 /* Parse an RFC 3339 timestamp into a UTC time_t. 0 or -1. */
 int kc_parse_rfc3339(const char *s, time_t *out);
-/* Read a whole file into a blob (NUL-terminated). 0 or -1 with *err. */
+/* Read a whole file (at most KC_MAX_FILE bytes) into a blob (NUL-terminated,
+ * wiped when freed). 0 or -1 with *err. */
 int kc_read_file(const char *path, kc_blob *out, char **err);
 /* Wipe and free a blob / string. */
 void kc_blob_wipe(kc_blob *b);
 void kc_str_wipe(char **s);
-/* The value of key in a libyaml mapping node, or NULL (not a mapping, no such key). */
+
+/* ---- YAML documents (core/kc_yaml.c) ----------------------------------- */
+
+#define KC_MAX_FILE (16u * 1024u * 1024u)  /* kubeconfig, token and certificate files */
+#define KC_YAML_MAX_DEPTH 1000             /* nested mappings and sequences */
+#define KC_YAML_MAX_NODES 1000000
+
+/*
+ * Parse the first YAML document of data into doc, refusing nesting deeper
+ * than KC_YAML_MAX_DEPTH and more than KC_YAML_MAX_NODES nodes, honouring
+ * signals. 0 (doc to be freed with yaml_document_delete), -1 with *err
+ * ("line N: yaml: problem", or "out of memory"), or -2 with *err
+ * "interrupted"; on failure doc holds nothing.
+ */
+int kc_yaml_load(const unsigned char *data, size_t len, yaml_document_t *doc, char **err);
+/* The value of key in a libyaml mapping node, or NULL (not a mapping, no
+ * such key); a key given twice takes its last value, as kubectl does. */
 yaml_node_t *kc_yaml_get(yaml_document_t *doc, yaml_node_t *map, const char *key);
 /* Is n absent or a plain null scalar ("", "~", "null", "Null", "NULL")? */
 int kc_yaml_is_null(const yaml_node_t *n);
-/* Format an error message (malloc'd; "out of memory" fallback is static-safe). */
+
+/* A string -> size_t map (open addressing); zeroed is empty. Keys are
+ * borrowed, or copied when owns_keys is set. */
+typedef struct kc_map_slot {
+    const char *key;
+    size_t value;
+} kc_map_slot;
+typedef struct kc_map {
+    kc_map_slot *slots;
+    size_t n, cap;
+    int owns_keys;
+} kc_map;
+/* The value stored for key, or NULL. */
+size_t *kc_map_get(const kc_map *m, const char *key);
+/* Adds or replaces; 0 or -1 (out of memory). */
+int kc_map_put(kc_map *m, const char *key, size_t value);
+void kc_map_free(kc_map *m);
+/* Format a one-line error message: malloc'd, control characters shown escaped
+ * (\n, \x1b) whatever a name from a file holds; never NULL. */
 char *kc_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- text rules of the client (core/kube_text.c) ---------------------- */
+
+/*
+ * Every segment of an API path (before any '?'), percent-decoded, must be a
+ * valid path segment name as client-go requires of names and namespaces
+ * (IsValidPathSegmentName: not "." or "..", no '/' or '%'), and not empty:
+ * libcurl would otherwise resolve "." and ".." and send the request to
+ * another object. 0, or -1 with *err in kubectl's words, e.g.
+ * `invalid resource name "..": [may not be '..']` or `invalid namespace ...`.
+ * The path "/" alone is allowed.
+ */
+int kube_check_api_path(const char *path, char **err);
+/* Where the secret of a URL's userinfo is: in "scheme://user:password@host"
+ * the password, in "scheme://token@host" the whole userinfo. Sets
+ * url[*from, *to) and returns 1, or returns 0 when there is none. Works on
+ * any text, so a URL too broken to parse can still be shown safely. */
+int kube_url_secret_span(const char *url, size_t *from, size_t *to);
+/* The next event line of a watch stream buffered in b (struct czctl_buf,
+ * core/buf.h), consumed: trailing CR and spaces dropped, blank keep-alive
+ * lines skipped; NULL while no complete line is there (with at_end, the
+ * unterminated rest is the last line). Valid until b next changes. */
+struct czctl_buf;
+const char *kube_watch_line(struct czctl_buf *b, int at_end, size_t *n);
 
 /* ---- exec credential plugins (core/kube_exec.c) ------------------------ */
 
@@ -121,5 +183,13 @@ char *kc_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * a 401). The credential is stored in cfg->exec_token / exec_cert / exec_key.
  */
 int kube_exec_credential(kc_config *cfg, int force, char **err);
+
+/*
+ * Parse a plugin's stdout (len bytes at out, NUL-terminated; modified in
+ * place) as an ExecCredential of cfg->exec->api_version into the cache of
+ * cfg. 0, -1 with *err (never any text of the output), or -2 (interrupted).
+ * cmd names the plugin in messages. Exposed for the unit tests and fuzzing.
+ */
+int kube_exec_parse(kc_config *cfg, char *out, size_t len, const char *cmd, char **err);
 
 #endif

@@ -54,7 +54,6 @@
 
 #include <openssl/err.h>
 
-#define LANDING_MT "czctl.landing"
 #define MAX_ALLOW 16
 #define CHUNK (64 * 1024)    /* a pipe's default capacity */
 
@@ -471,9 +470,12 @@ static void *landing_loop(void *arg)
     return NULL;
 }
 
-/* Stops the thread and frees everything; idempotent. */
-static void landing_release(struct landing *l)
+/* Stops the thread and frees everything; idempotent. The handle's memory
+ * (the userdata) outlives the thread: __gc runs this, joining it, before
+ * Lua frees the block. */
+static void landing_release(void *handle)
 {
+    struct landing *l = handle;
     if (l->running) {
         uint64_t one = 1;
         ssize_t w = write(l->stop_fd, &one, sizeof one);
@@ -493,33 +495,7 @@ static void landing_release(struct landing *l)
 
 /* ---- Lua: handle -------------------------------------------------------------- */
 
-/* The handle's userdata holds a pointer: the thread needs memory that lives
- * until it has been joined, which __gc does before freeing it. */
-static struct landing **check_handle(lua_State *L)
-{
-    return luaL_checkudata(L, 1, LANDING_MT);
-}
-
-static struct landing *check_open(lua_State *L)
-{
-    struct landing *l = *check_handle(L);
-    if (!l)
-        luaL_error(L, "attempt to use a closed landing");
-    return l;
-}
-
-/* l:close() -> true; idempotent (also __close, __gc). Open connections are reset. */
-static int landing_close(lua_State *L)
-{
-    struct landing **h = check_handle(L);
-    if (*h) {
-        landing_release(*h);
-        free(*h);
-        *h = NULL;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
+static const czctl_class landing_class;
 
 static void push_addr(lua_State *L, const struct sockaddr_in *sa)
 {
@@ -531,7 +507,7 @@ static void push_addr(lua_State *L, const struct sockaddr_in *sa)
 /* l:address() -> host, port (where the cluster connects) */
 static int landing_address(lua_State *L)
 {
-    struct landing *l = check_open(L);
+    struct landing *l = czctl_handle_check_open(L, 1, &landing_class);
     push_addr(L, &l->bound);
     lua_pushinteger(L, ntohs(l->bound.sin_port));
     return 2;
@@ -544,7 +520,7 @@ static int landing_address(lua_State *L)
  * and open now; tls says whether the landing requires mutual TLS. */
 static int landing_stats(lua_State *L)
 {
-    struct landing *l = check_open(L);
+    struct landing *l = czctl_handle_check_open(L, 1, &landing_class);
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, atomic_load(&l->untrusted));
     lua_setfield(L, -2, "untrusted");
@@ -561,19 +537,14 @@ static int landing_stats(lua_State *L)
     return 1;
 }
 
-static int landing_tostring(lua_State *L)
+static void landing_describe(lua_State *L, const void *handle)
 {
-    struct landing *l = *check_handle(L);
-    if (!l) {
-        lua_pushliteral(L, "landing (closed)");
-        return 1;
-    }
+    const struct landing *l = handle;
     char a[INET_ADDRSTRLEN], b[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &l->bound.sin_addr, a, sizeof a);
     inet_ntop(AF_INET, &l->target.sin_addr, b, sizeof b);
     lua_pushfstring(L, "landing %s:%d -> %s:%d", a, (int)ntohs(l->bound.sin_port), b,
                     (int)ntohs(l->target.sin_port));
-    return 1;
 }
 
 /* ---- Lua: module functions ---------------------------------------------------- */
@@ -679,7 +650,10 @@ static int landing_open(lua_State *L)
     int ndeny = field_networks(L, 1, "deny", deny);
     if (nallow == 0)
         return luaL_error(L, "landing.open: allow must name the networks the cluster connects from");
-    SSL_CTX *tls = NULL;
+    /* The handle first: an error below leaves it to __gc (landing_release),
+     * which frees the TLS context. */
+    struct landing *l = czctl_handle_new(L, &landing_class, sizeof *l, 0);
+    l->listen_fd = l->stop_fd = l->ep = -1;
     lua_getfield(L, 1, "tls");
     if (!lua_isnil(L, -1)) {
         luaL_checktype(L, -1, LUA_TTABLE);
@@ -690,23 +664,12 @@ static int landing_open(lua_State *L)
         if (!cert || !key || !ca)
             return luaL_error(L, "landing.open: tls needs cert, key and client_ca");
         const char *terr;
-        tls = landing_tls_server(cert, key, ca, &terr);
-        if (!tls)
+        l->tls = landing_tls_server(cert, key, ca, &terr);
+        if (!l->tls)
             return luaL_error(L, "landing.open: %s", terr);
     }
     lua_pop(L, 1);
 
-    struct landing **h = lua_newuserdatauv(L, sizeof *h, 0);
-    *h = NULL;
-    luaL_setmetatable(L, LANDING_MT);
-    struct landing *l = calloc(1, sizeof *l);
-    if (!l) {
-        SSL_CTX_free(tls);
-        return luaL_error(L, "not enough memory");
-    }
-    *h = l;
-    l->tls = tls;
-    l->listen_fd = l->stop_fd = l->ep = -1;
     memcpy(l->allow, allow, sizeof allow);
     l->nallow = nallow;
     memcpy(l->deny, deny, sizeof deny);
@@ -757,9 +720,7 @@ static int landing_open(lua_State *L)
 
 fail:;
     int err = errno;
-    landing_release(l);
-    free(l);
-    *h = NULL;
+    czctl_handle_close(L, -1, &landing_class);
     lua_pushfstring(L, "%s %s:%d", what, host, port);
     return czctl_fail_errno(L, lua_tostring(L, -1), err);
 }
@@ -847,18 +808,14 @@ static int landing_interface_of(lua_State *L)
 
 static const luaL_Reg landing_methods[] = {
     {"address", landing_address},
-    {"close", landing_close},
     {"stats", landing_stats},
     {NULL, NULL},
 };
 
-static const luaL_Reg landing_metamethods[] = {
-    {"__close", landing_close},
-    {"__gc", landing_close},
-    {"__index", NULL},
-    {"__tostring", landing_tostring},
-    {NULL, NULL},
-};
+/* l:close() (also __close, __gc) is the class's: idempotent, open connections
+ * are reset. tostring(l): "landing 10.0.0.1:41234 -> 127.0.0.1:8080". */
+static const czctl_class landing_class = {"czctl.landing", "landing", landing_methods, landing_release,
+                                          landing_describe};
 
 static const luaL_Reg landing_funcs[] = {
     {"interface_of", landing_interface_of},
@@ -871,12 +828,6 @@ static const luaL_Reg landing_funcs[] = {
 int luaopen_czctl_core_landing(lua_State *L)
 {
     luaL_newlib(L, landing_funcs);
-    if (luaL_newmetatable(L, LANDING_MT)) {
-        luaL_setfuncs(L, landing_metamethods, 0);
-        luaL_newlibtable(L, landing_methods);
-        luaL_setfuncs(L, landing_methods, 0);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    czctl_class_register(L, &landing_class);
     return 1;
 }

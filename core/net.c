@@ -167,19 +167,18 @@ static int net_free_port(lua_State *L)
 
 /* ---- http ----------------------------------------------------------------------- */
 
-#define HTTP_MT "czctl.net.http"
-
-/* Everything one request owns; freed by http_release (also from __gc). */
+/* Everything one request owns; a handle on the stack, so a raise frees it. */
 struct http_req {
     CURL *curl;
     struct curl_slist *headers;
-    czctl_box body;      /* response body (only buf/len/cap used) */
-    czctl_box hdrs;      /* raw response header lines of the last response */
+    czctl_buf body;      /* response body */
+    czctl_buf hdrs;      /* raw response header lines of the last response */
     int interrupted;
 };
 
-static void http_release(struct http_req *h)
+static void http_release(void *handle)
 {
+    struct http_req *h = handle;
     if (h->curl) {
         curl_easy_cleanup(h->curl);
         h->curl = NULL;
@@ -188,21 +187,17 @@ static void http_release(struct http_req *h)
         curl_slist_free_all(h->headers);
         h->headers = NULL;
     }
-    czctl_box_release(&h->body);
-    czctl_box_release(&h->hdrs);
+    czctl_buf_free(&h->body);
+    czctl_buf_free(&h->hdrs);
 }
 
-static int http_gc(lua_State *L)
-{
-    http_release(luaL_checkudata(L, 1, HTTP_MT));
-    return 0;
-}
+static const czctl_class http_class = {"czctl.net.request", "http request", NULL, http_release, NULL};
 
 static size_t http_on_body(char *data, size_t size, size_t n, void *ud)
 {
     struct http_req *h = ud;
     size_t len = size * n;
-    return czctl_box_append(&h->body, data, len) == 0 ? len : 0;
+    return czctl_buf_add(&h->body, data, len) == 0 ? len : 0;
 }
 
 static size_t http_on_header(char *data, size_t size, size_t n, void *ud)
@@ -211,8 +206,8 @@ static size_t http_on_header(char *data, size_t size, size_t n, void *ud)
     size_t len = size * n;
     /* a new status line starts a new response (redirect, 100 Continue) */
     if (len >= 5 && memcmp(data, "HTTP/", 5) == 0)
-        h->hdrs.len = 0;
-    return czctl_box_append(&h->hdrs, data, len) == 0 ? len : 0;
+        czctl_buf_reset(&h->hdrs);
+    return czctl_buf_add(&h->hdrs, data, len) == 0 ? len : 0;
 }
 
 static int http_on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
@@ -250,11 +245,13 @@ void czctl_push_headers(lua_State *L, const char *raw, size_t len)
             while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
             lua_pushvalue(L, -1);
-            if (lua_rawget(L, -3) == LUA_TSTRING) {   /* repeated header: join */
+            /* a repeated header is one comma-separated list; empty
+             * elements add nothing (RFC 9110, 5.6.1) */
+            if (lua_rawget(L, -3) == LUA_TSTRING && lua_rawlen(L, -1) > 0 && ve > v) {
                 lua_pushliteral(L, ", ");
                 lua_pushlstring(L, v, (size_t)(ve - v));
                 lua_concat(L, 3);
-            } else {
+            } else if (lua_type(L, -1) != LUA_TSTRING || ve > v) {
                 lua_pop(L, 1);
                 lua_pushlstring(L, v, (size_t)(ve - v));
             }
@@ -264,13 +261,12 @@ void czctl_push_headers(lua_State *L, const char *raw, size_t len)
     }
 }
 
-/* No CR, LF or other control characters (they would split a request line). */
-static int has_ctl(const char *s)
+int czctl_header_value_ok(const char *v)
 {
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 && *s != '\t')
-            return 1;
-    return 0;
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return 0;
+    return 1;
 }
 
 /* An HTTP token: method or header name. */
@@ -293,7 +289,7 @@ static int net_http(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "url");
     const char *url = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    luaL_argcheck(L, url && !has_ctl(url), 1, "url must be a string without control characters");
+    luaL_argcheck(L, url && czctl_header_value_ok(url), 1, "url must be a string without control characters");
     lua_getfield(L, 1, "method");
     const char *method = lua_isnil(L, -1) ? "GET" : lua_tostring(L, -1);
     luaL_argcheck(L, method && is_token(method), 1, "method must be a word such as \"GET\"");
@@ -311,23 +307,13 @@ static int net_http(lua_State *L)
     luaL_argcheck(L, lua_isnil(L, -1) || lua_istable(L, -1), 1, "headers must be a table");
 
     /* every resource from here on hangs off the userdata */
-    struct http_req *h = lua_newuserdatauv(L, sizeof *h, 0);
-    memset(h, 0, sizeof *h);
-    h->body.fd = h->hdrs.fd = -1;
-    if (luaL_newmetatable(L, HTTP_MT)) {
-        lua_pushcfunction(L, http_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, http_gc);
-        lua_setfield(L, -2, "__close");
-    }
-    lua_setmetatable(L, -2);
-    int h_idx = lua_gettop(L);
+    struct http_req *h = czctl_handle_new(L, &http_class, sizeof *h, 0);
 
     if (lua_istable(L, headers_idx)) {
         lua_pushnil(L);
         while (lua_next(L, headers_idx)) {
             if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1) ||
-                !is_token(lua_tostring(L, -2)) || has_ctl(lua_tostring(L, -1))) {
+                !is_token(lua_tostring(L, -2)) || !czctl_header_value_ok(lua_tostring(L, -1))) {
                 http_release(h);
                 return luaL_argerror(L, 1, "headers must map strings to strings");
             }
@@ -390,10 +376,9 @@ static int net_http(lua_State *L)
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     lua_pushinteger(L, status);
-    lua_pushlstring(L, h->body.buf ? h->body.buf : "", h->body.len);
-    czctl_push_headers(L, h->hdrs.buf, h->hdrs.len);
+    lua_pushlstring(L, h->body.data ? h->body.data : "", h->body.len);
+    czctl_push_headers(L, h->hdrs.data, h->hdrs.len);
     http_release(h);
-    (void)h_idx;
     return 3;
 }
 

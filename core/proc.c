@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -31,8 +32,6 @@
 #include "czctl.h"
 
 extern char **environ;
-
-#define PROC_MT "czctl.process"
 
 /* ---- signal names ---------------------------------------------------------- */
 
@@ -137,8 +136,10 @@ static int exit_code_of(int status)
 
 /* Runs in the child after fork: async-signal-safe calls only. Never returns.
  * Reports a failure as {stage, errno} on errfd (CLOEXEC, so a successful
- * exec reports nothing). */
-static void child_exec(const czctl_exec *x, int errfd)
+ * exec reports nothing). parent: the pid that forked (for the parent-death
+ * signal). Signals stay blocked until execve: tcsetpgrp from what is now a
+ * background group would otherwise stop the child with SIGTTOU. */
+static void child_exec(const czctl_exec *x, int errfd, pid_t parent)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -149,7 +150,6 @@ static void child_exec(const czctl_exec *x, int errfd)
         sigaction(reset[i], &sa, NULL);
     sigset_t none;
     sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
 
     int err = 0, stage = CZCTL_EXEC_EXEC;
     int src[3];
@@ -164,11 +164,22 @@ static void child_exec(const czctl_exec *x, int errfd)
             err = errno;
     if (!err && x->cwd && chdir(x->cwd) != 0)
         err = errno, stage = CZCTL_EXEC_CWD;
+    if (!err && x->group && setpgid(0, 0) != 0)
+        err = errno, stage = CZCTL_EXEC_FORK;
+    if (!err && x->group && x->terminal && isatty(0))
+        tcsetpgrp(0, getpid());   /* best effort: without it the job still runs */
+    if (!err && x->parent_death_signal) {
+        if (prctl(PR_SET_PDEATHSIG, x->parent_death_signal) != 0)
+            err = errno, stage = CZCTL_EXEC_FORK;
+        else if (getppid() != parent)
+            _exit(128 + x->parent_death_signal);   /* the parent died before prctl */
+    }
     if (!err) {
         /* no fd of ours may leak into the program (curl sockets, other pipes) */
         if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
             for (int fd = 3; fd < 65536; fd++)
                 fcntl(fd, F_SETFD, FD_CLOEXEC);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         execve(x->path, x->argv, x->envp);
         err = errno;
     }
@@ -210,9 +221,10 @@ pid_t czctl_exec_start(const czctl_exec *x, int *stage)
     *stage = CZCTL_EXEC_FORK;
     if (pipe2(errpipe, O_CLOEXEC) != 0)
         return -1;
+    pid_t parent = getpid();
     pid_t pid = fork_blocked();
     if (pid == 0)
-        child_exec(x, errpipe[1]);
+        child_exec(x, errpipe[1], parent);
     int e = errno;
     close(errpipe[1]);
     if (pid < 0) {
@@ -329,10 +341,11 @@ static const char *find_program(lua_State *L, const char *cmd, const char *path_
     czctl_box *box = czctl_box_new(L);
     if (!path_var)
         path_var = getenv("PATH");
-    box->buf = czctl_find_program(cmd, path_var ? path_var : "/usr/local/bin:/usr/bin:/bin");
-    if (!box->buf && errno == ENOMEM)
+    box->ptr = czctl_find_program(cmd, path_var ? path_var : "/usr/local/bin:/usr/bin:/bin");
+    box->release = free;
+    if (!box->ptr && errno == ENOMEM)
         luaL_error(L, "not enough memory");
-    return box->buf;
+    return box->ptr;
 }
 
 /* Reads opts.argv (a non-empty list of strings) into a NULL-terminated
@@ -433,8 +446,7 @@ static char **check_env(lua_State *L, int opts, const char **path_var)
 
 struct stream {
     int fd;          /* parent's read end, non-blocking, or -1 */
-    char *buf;       /* unread bytes are buf[start..len) */
-    size_t start, len, cap;
+    czctl_buf buf;   /* read, not yet returned */
     int eof;
 };
 
@@ -445,20 +457,22 @@ struct proc {
     struct stream out, err;
     int reaped;
     int code;        /* exit code once reaped (128+N for signal N) */
+    int group;       /* leads its own process group: kill() signals the group */
+    int terminal;    /* was given the terminal's foreground: taken back once reaped */
 };
 
-/* The process handle at arg; raises when it is not one. */
+static const czctl_class proc_class;
+
+/* The process handle at arg (open or closed); raises when it is not one. */
 static struct proc *check_process(lua_State *L, int arg)
 {
-    return luaL_checkudata(L, arg, PROC_MT);
+    return czctl_handle_check(L, arg, &proc_class);
 }
 
 static void stream_close(struct stream *s)
 {
     close_fd(&s->fd);
-    free(s->buf);
-    s->buf = NULL;
-    s->start = s->len = s->cap = 0;
+    czctl_buf_free(&s->buf);
 }
 
 /* Reap without blocking: 1 reaped (now or before), 0 still running. */
@@ -470,12 +484,25 @@ static int proc_try_reap(struct proc *p)
         return 0;
     p->reaped = 1;
     close_fd(&p->pidfd);
+    if (p->terminal) {
+        /* back to our group, if the child's still has the terminal; SIGTTOU
+         * blocked, since we are in the background until this succeeds */
+        p->terminal = 0;
+        sigset_t ttou, old;
+        sigemptyset(&ttou);
+        sigaddset(&ttou, SIGTTOU);
+        sigprocmask(SIG_BLOCK, &ttou, &old);
+        if (tcgetpgrp(0) == p->pid)
+            tcsetpgrp(0, getpgrp());
+        sigprocmask(SIG_SETMASK, &old, NULL);
+    }
     return 1;
 }
 
 /* The one close: stdin, pipes, then TERM (KILL after 2 s) and reap. Idempotent. */
-static void proc_release(struct proc *p)
+static void proc_release(void *handle)
 {
+    struct proc *p = handle;
     close_fd(&p->in_fd);
     stream_close(&p->out);
     stream_close(&p->err);
@@ -490,7 +517,7 @@ static void proc_release(struct proc *p)
 static int proc_close(lua_State *L)
 {
     struct proc *p = check_process(L, 1);
-    proc_release(p);
+    czctl_handle_close(L, 1, &proc_class);
     if (p->reaped)
         lua_pushinteger(L, p->code);
     else
@@ -498,20 +525,14 @@ static int proc_close(lua_State *L)
     return 1;
 }
 
-static int proc_gc(lua_State *L)
+/* "process 1234", "process 1234 (exited 0)" */
+static void proc_describe(lua_State *L, const void *handle)
 {
-    proc_release(check_process(L, 1));
-    return 0;
-}
-
-static int proc_tostring(lua_State *L)
-{
-    struct proc *p = check_process(L, 1);
+    const struct proc *p = handle;
     if (p->reaped)
         lua_pushfstring(L, "process %d (exited %d)", (int)p->pid, p->code);
     else
         lua_pushfstring(L, "process %d", (int)p->pid);
-    return 1;
 }
 
 /* p:pid() -> integer */
@@ -525,29 +546,13 @@ static int proc_pid(lua_State *L)
 static int stream_fill(struct stream *s)
 {
     for (;;) {
-        if (s->start > 0 && (s->start == s->len || s->start > s->cap / 2)) {
-            memmove(s->buf, s->buf + s->start, s->len - s->start);
-            s->len -= s->start;
-            s->start = 0;
-        }
-        if (s->cap - s->len < 4096) {
-            size_t cap = s->cap ? s->cap * 2 : 8192;
-            if (cap < s->cap) {
-                errno = ENOMEM;
-                return -1;
-            }
-            char *nb = realloc(s->buf, cap);
-            if (!nb) {
-                errno = ENOMEM;
-                return -1;
-            }
-            s->buf = nb;
-            s->cap = cap;
-        }
-        ssize_t n = read(s->fd, s->buf + s->len, s->cap - s->len);
+        char *dst = czctl_buf_reserve(&s->buf, 8192);
+        if (!dst)
+            return -1;
+        ssize_t n = read(s->fd, dst, 8192);
         if (n > 0) {
-            s->len += (size_t)n;
-            if (s->len < s->cap)
+            czctl_buf_commit(&s->buf, (size_t)n);
+            if (n < 8192)
                 return 0;   /* drained what was there */
             continue;
         }
@@ -574,25 +579,18 @@ static int proc_read_line(lua_State *L)
     static const char *const names[] = {"stdout", "stderr", NULL};
     int which = luaL_checkoption(L, 3, "stdout", names);
     struct stream *s = which == 0 ? &p->out : &p->err;
-    if (s->fd < 0 && s->len == s->start)
+    if (s->fd < 0 && !czctl_buf_unread(&s->buf))
         return luaL_argerror(L, 3, lua_pushfstring(L, "%s is not a pipe (or was closed)", names[which]));
     double deadline = timeout >= 0 ? czctl_now() + timeout : 0;
-    size_t scanned = s->start;
     for (;;) {
-        char *nl = s->len > scanned ? memchr(s->buf + scanned, '\n', s->len - scanned) : NULL;
-        if (nl) {
-            lua_pushlstring(L, s->buf + s->start, (size_t)(nl - (s->buf + s->start)));
-            s->start = (size_t)(nl - s->buf) + 1;
+        size_t n;
+        const char *line = czctl_buf_line(&s->buf, s->eof || s->fd < 0, &n);
+        if (line) {
+            lua_pushlstring(L, line, n);
             return 1;
         }
-        if (s->eof || s->fd < 0) {
-            if (s->len > s->start) {
-                lua_pushlstring(L, s->buf + s->start, s->len - s->start);
-                s->start = s->len;
-                return 1;
-            }
+        if (s->eof || s->fd < 0)
             return czctl_fail(L, "eof");
-        }
         double left = timeout >= 0 ? deadline - czctl_now() : -1;
         int w = czctl_wait_fd(s->fd, POLLIN, timeout >= 0 && left < 0 ? 0 : left);
         if (w == -2)
@@ -601,10 +599,8 @@ static int proc_read_line(lua_State *L)
             return czctl_fail(L, "timeout");
         if (w < 0)
             return czctl_fail_errno(L, "read_line", errno);
-        size_t offset = s->len - s->start;   /* bytes already scanned */
         if (stream_fill(s) != 0)
             return czctl_fail_errno(L, "read_line", errno);
-        scanned = s->start + offset;
     }
 }
 
@@ -672,14 +668,15 @@ static int proc_wait(lua_State *L)
     }
 }
 
-/* p:kill([signal="TERM"]) -> true | nil, msg. Raises on an unknown signal. */
+/* p:kill([signal="TERM"]) -> true | nil, msg. Raises on an unknown signal.
+ * A process spawned with group=true gets it with its whole group. */
 static int proc_kill(lua_State *L)
 {
     struct proc *p = check_process(L, 1);
     int sig = check_signal(L, 2, SIGTERM);
     if (proc_try_reap(p))
         return czctl_fail(L, "process has exited");
-    if (kill(p->pid, sig) != 0)
+    if (kill(p->group ? -p->pid : p->pid, sig) != 0)
         return czctl_fail_errno(L, "kill", errno);
     lua_pushboolean(L, 1);
     return 1;
@@ -767,20 +764,39 @@ static int exec_fail(lua_State *L, const czctl_exec *x, int stage, int e)
     return czctl_fail(L, lua_pushfstring(L, "%s: %s", x->argv[0], strerror(e)));
 }
 
-/* cproc.spawn{ argv=, env=, env_extra=, cwd=, stdin=, stdout=, stderr= }
- *   -> process | nil, msg
- * Defaults: stdin "null", stdout "pipe", stderr "pipe". Raises on misuse;
- * a missing program gives nil, "<cmd>: command not found". */
+/* Field key of the options table at index t as a boolean (nil: false). */
+static int field_bool(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    int b = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/* cproc.spawn{ argv=, env=, env_extra=, cwd=, stdin=, stdout=, stderr=,
+ *              group=, foreground=, parent_death_signal= } -> process | nil, msg
+ * Defaults: stdin "null", stdout "pipe", stderr "pipe". group: the child
+ * leads a new process group (kill() then signals the group); foreground
+ * (implies group): with stdin "inherit" on the terminal whose foreground we
+ * hold, the child's group gets it until it is reaped, as a shell runs a job.
+ * parent_death_signal: sent to the child when we die, even by SIGKILL.
+ * Raises on misuse; a missing program gives nil, "<cmd>: command not found". */
 static int proc_spawn(lua_State *L)
 {
     czctl_exec x;
     const char *path_var = NULL;
     check_exec(L, &x, &path_var);
+    int foreground = field_bool(L, 1, "foreground");
+    x.group = foreground || field_bool(L, 1, "group");
+    lua_getfield(L, 1, "parent_death_signal");
+    x.parent_death_signal = check_signal(L, lua_gettop(L), 0);
+    lua_pop(L, 1);
     const char *outfile, *errfile, *nofile;
     int in_mode = check_io(L, 1, "stdin", IO_NULL, 0, &nofile);
     int out_mode = check_io(L, 1, "stdout", IO_PIPE, 0, &outfile);
     int err_mode = check_io(L, 1, "stderr", IO_PIPE, 1, &errfile);
     luaL_argcheck(L, in_mode != IO_FILE, 1, "stdin must be \"null\", \"pipe\" or \"inherit\"");
+    x.terminal = foreground && in_mode == IO_INHERIT && isatty(0) && tcgetpgrp(0) == getpgrp();
 
     if (czctl_signal_pending())
         return czctl_fail(L, "interrupted");
@@ -788,11 +804,9 @@ static int proc_spawn(lua_State *L)
         return exec_fail(L, &x, CZCTL_EXEC_EXEC, ENOENT);
 
     /* the handle exists before any fd, so a memory error leaks nothing */
-    struct proc *p = lua_newuserdatauv(L, sizeof *p, 0);
-    memset(p, 0, sizeof *p);
+    struct proc *p = czctl_handle_new(L, &proc_class, sizeof *p, 0);
     p->pid = -1;
     p->pidfd = p->in_fd = p->out.fd = p->err.fd = -1;
-    luaL_setmetatable(L, PROC_MT);
 
     struct spawn_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}, -1, -1, -1};
     int e = 0;
@@ -829,6 +843,8 @@ static int proc_spawn(lua_State *L)
         return exec_fail(L, &x, stage, e);
     }
     p->pid = pid;
+    p->group = x.group;
+    p->terminal = x.terminal;
     p->pidfd = pidfd_open_compat(pid);
     if (p->pidfd >= 0)
         fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
@@ -896,7 +912,7 @@ static int proc_detach(lua_State *L)
         } else {
             pid_t helper = fork();
             if (helper == 0)
-                child_exec(&x, f.errpipe[1]);
+                child_exec(&x, f.errpipe[1], 0);
             if (helper < 0)
                 msg[0] = CZCTL_EXEC_FORK, msg[1] = errno;
             else
@@ -933,6 +949,19 @@ static int proc_detach(lua_State *L)
     if (helper <= 0)
         return czctl_fail(L, "detach: the helper did not start");
     lua_pushinteger(L, helper);
+    return 1;
+}
+
+/* cproc.find(cmd) -> path | nil, "<cmd>: command not found"
+ * The program spawn would run for cmd (as execvp finds it, on our PATH):
+ * lets a caller refuse a command before doing anything on its behalf. */
+static int proc_find(lua_State *L)
+{
+    const char *cmd = luaL_checkstring(L, 1);
+    const char *path = find_program(L, cmd, NULL);
+    if (!path)
+        return czctl_fail(L, lua_pushfstring(L, "%s: command not found", cmd));
+    lua_pushstring(L, path);
     return 1;
 }
 
@@ -993,17 +1022,12 @@ static const luaL_Reg proc_methods[] = {
     {NULL, NULL},
 };
 
-static const luaL_Reg proc_metamethods[] = {
-    {"__close", proc_gc},
-    {"__gc", proc_gc},
-    {"__index", NULL},
-    {"__tostring", proc_tostring},
-    {NULL, NULL},
-};
+static const czctl_class proc_class = {"czctl.process", "process", proc_methods, proc_release, proc_describe};
 
 static const luaL_Reg proc_funcs[] = {
     {"alive", proc_alive},
     {"detach", proc_detach},
+    {"find", proc_find},
     {"kill", proc_kill_pid},
     {"spawn", proc_spawn},
     {NULL, NULL},
@@ -1012,13 +1036,7 @@ static const luaL_Reg proc_funcs[] = {
 int luaopen_czctl_core_proc(lua_State *L)
 {
     czctl_signal_init();
+    czctl_class_register(L, &proc_class);
     luaL_newlib(L, proc_funcs);
-    if (luaL_newmetatable(L, PROC_MT)) {
-        luaL_setfuncs(L, proc_metamethods, 0);
-        luaL_newlibtable(L, proc_methods);
-        luaL_setfuncs(L, proc_methods, 0);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
     return 1;
 }

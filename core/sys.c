@@ -163,8 +163,6 @@ int czctl_wait_fd(int fd, short events, double timeout_s)
 
 /* ---- resource box --------------------------------------------------------- */
 
-#define BOX_MT "czctl.box"
-
 void czctl_box_release(czctl_box *box)
 {
     if (box->fd >= 0) {
@@ -175,54 +173,21 @@ void czctl_box_release(czctl_box *box)
     if (box->ptr && box->release)
         box->release(box->ptr);
     box->ptr = NULL;
-    free(box->buf);
-    box->buf = NULL;
-    box->len = box->cap = 0;
+    czctl_buf_free(&box->buf);
 }
 
-static int box_gc(lua_State *L)
+static void box_release(void *box)
 {
-    czctl_box_release(luaL_checkudata(L, 1, BOX_MT));
-    return 0;
+    czctl_box_release(box);
 }
+
+static const czctl_class box_class = {"czctl.box", "resource box", NULL, box_release, NULL};
 
 czctl_box *czctl_box_new(lua_State *L)
 {
-    czctl_box *box = lua_newuserdatauv(L, sizeof *box, 0);
-    memset(box, 0, sizeof *box);
+    czctl_box *box = czctl_handle_new(L, &box_class, sizeof *box, 0);
     box->fd = -1;
-    if (luaL_newmetatable(L, BOX_MT)) {
-        lua_pushcfunction(L, box_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, box_gc);
-        lua_setfield(L, -2, "__close");
-    }
-    lua_setmetatable(L, -2);
     return box;
-}
-
-int czctl_box_append(czctl_box *box, const char *data, size_t n)
-{
-    if (n > SIZE_MAX - box->len - 1) {
-        errno = ENOMEM;
-        return -1;
-    }
-    if (box->len + n + 1 > box->cap) {
-        size_t cap = box->cap ? box->cap : 256;
-        while (cap < box->len + n + 1)
-            cap = cap > SIZE_MAX / 2 ? box->len + n + 1 : cap * 2;
-        char *nb = realloc(box->buf, cap);
-        if (!nb) {
-            errno = ENOMEM;
-            return -1;
-        }
-        box->buf = nb;
-        box->cap = cap;
-    }
-    memcpy(box->buf + box->len, data, n);
-    box->len += n;
-    box->buf[box->len] = '\0';
-    return 0;
 }
 
 /* ---- results and arguments, the same in every module (see czctl.h) ------ */
@@ -363,15 +328,14 @@ static int sys_exe(lua_State *L)
     czctl_box *box = czctl_box_new(L);
     size_t cap = 256;
     for (;;) {
-        char *nb = realloc(box->buf, cap);
-        if (!nb)
+        char *dst = czctl_buf_reserve(&box->buf, cap);
+        if (!dst)
             return luaL_error(L, "not enough memory");
-        box->buf = nb;
-        ssize_t n = readlink("/proc/self/exe", box->buf, cap);
+        ssize_t n = readlink("/proc/self/exe", dst, cap);
         if (n < 0)
             return box_fail(L, box, "/proc/self/exe");
         if ((size_t)n < cap) {
-            lua_pushlstring(L, box->buf, (size_t)n);
+            lua_pushlstring(L, dst, (size_t)n);
             return 1;
         }
         cap *= 2;
@@ -432,6 +396,33 @@ static mode_t check_mode(lua_State *L, int arg, lua_Integer def)
     lua_Integer m = luaL_optinteger(L, arg, def);
     luaL_argcheck(L, m >= 0 && m <= 07777, arg, "mode must be in 0..07777");
     return (mode_t)m;
+}
+
+/* sys.lstat(path) -> {kind=, mode=, uid=} | nil, msg, errno. kind: "file",
+ * "dir", "link" (not followed) or "other"; mode: the permission bits. */
+static int sys_lstat(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return sys_fail(L, path);
+    const char *kind = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "dir"
+                     : S_ISLNK(st.st_mode) ? "link" : "other";
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
+    lua_setfield(L, -2, "mode");
+    lua_pushinteger(L, (lua_Integer)st.st_uid);
+    lua_setfield(L, -2, "uid");
+    return 1;
+}
+
+/* sys.getuid() -> integer (the real user id) */
+static int sys_getuid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getuid());
+    return 1;
 }
 
 /* sys.mkdir_p(path[, mode=0700]) -> true | nil, msg, errno */
@@ -498,10 +489,9 @@ static int sys_write_file(lua_State *L)
     luaL_argcheck(L, plen > 0, 1, "empty path");
 
     czctl_box *box = czctl_box_new(L);   /* owns fd and temp file name */
-    if (czctl_box_append(box, path, plen) != 0 ||
-        czctl_box_append(box, ".tmp.XXXXXX", 11) != 0)
+    if (czctl_buf_add(&box->buf, path, plen) != 0 || czctl_buf_addstr(&box->buf, ".tmp.XXXXXX") != 0)
         return box_fail(L, box, path);
-    char *tmp = box->buf;
+    char *tmp = box->buf.data;
     box->fd = mkostemp(tmp, O_CLOEXEC);
     if (box->fd < 0)
         return box_fail(L, box, path);
@@ -553,10 +543,10 @@ static int sys_read_file(lua_State *L)
         }
         if (n == 0)
             break;
-        if (czctl_box_append(box, chunk, (size_t)n) != 0)
+        if (czctl_buf_add(&box->buf, chunk, (size_t)n) != 0)
             return box_fail(L, box, path);
     }
-    lua_pushlstring(L, box->buf ? box->buf : "", box->len);
+    lua_pushlstring(L, box->buf.data ? box->buf.data : "", box->buf.len);
     czctl_box_release(box);
     return 1;
 }
@@ -710,9 +700,11 @@ static const luaL_Reg sys_funcs[] = {
     {"exe", sys_exe},
     {"getenv", sys_getenv},
     {"getpid", sys_getpid},
+    {"getuid", sys_getuid},
     {"hostname", sys_hostname},
     {"isatty", sys_isatty},
     {"listdir", sys_listdir},
+    {"lstat", sys_lstat},
     {"mkdir_p", sys_mkdir_p},
     {"now", sys_now},
     {"pending_signal", sys_pending_signal},

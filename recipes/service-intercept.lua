@@ -7,17 +7,24 @@
 -- is registered for undo just before it is made, so an error or Ctrl-C at
 -- any point rolls back.
 local STEPS = {
-  "resolve_service",       -- 1. the Service and the port to intercept (-r, or its only port)
+  "check_access",          -- 0. ask the API server whether every step (and its undo) is allowed
+  "resolve_service",       -- 1. the Service and the port to intercept (-r, or its only port); a rule
+                           --    that would take another session's requests is refused here
+  "export_env",            --    with --env-file: the app's environment, to a 0600 file
   "record_session",        -- 2. a local session file, so a crash at any later point leaves a trace
   "start_tunnel",          -- 3. the tunnel (ngrok, held by a keeper process; or direct): its URL is
-                           --    where the proxy sends intercepted requests
-  "create_original_route", -- 4. a copy of the Service: the proxy's route to the in-cluster pods
-  "create_proxy_config",   -- 5. the NGINX configuration (ConfigMap), compiled from the routing rule
-  "create_proxy",          -- 6. the proxy Deployment (NGINX, restricted Pod Security Standard)
-  "wait_proxy_ready",      -- 7. by watch, until the proxy pod is ready
-  "route_service",         -- 8. one patch, guarded by resourceVersion, points the Service at the
-                           --    proxy and saves its original selector and ports in an annotation
-  "wait_routed",           -- 9. by watch, until the Service's Endpoints list only the proxy
+                           --    where the proxy sends this session's requests
+  "create_route_secret",   --    the tunnel's route (URL, secret header, certificates) in the session's
+                           --    own Secret, which the proxy mounts; nothing of it goes on the Service
+  "join_service",          -- 4. one patch, guarded by resourceVersion, adds this session (rule, tunnel,
+                           --    owner) to the Service's annotations: several sessions share one proxy
+  "update_proxy",          -- 5. the Service's proxy from those annotations: a copy of the Service (the
+                           --    route to the pods), the NGINX configuration in an immutable Secret
+                           --    named by its hash, the Deployment pointed at it (a rolling update)
+  "wait_proxy_ready",      -- 6. by watch, until the proxy runs the configuration with this route
+  "route_service",         -- 7. the first session only: one guarded patch points the Service at the
+                           --    proxy and saves the selector and target ports it replaces
+  "wait_routed",           -- 8. by watch, until the Service's Endpoints list only the new proxy pods
 }
 -- Then: the result (session id, header, tunnel, a curl line), and with
 -- --wait the command stays until Ctrl-C/SIGTERM and closes the session.

@@ -1,18 +1,24 @@
--- session-close: end intercept sessions and remove everything they changed.
+-- session-close: end intercept sessions and undo what they changed.
 --
--- What to undo is rebuilt from the cluster (the annotation on the
--- intercepted Service, the objects labelled with the session) plus the local
--- session file when there is one (its keeper and tunnel are stopped), so it
--- works after a crash, from another machine, and when run twice.
+-- Sessions belong to someone: each carries its owner in the cluster (user,
+-- machine, and the id of the czctl state directory that started it, see
+-- czctl.session.records.owner). Which sessions:
+--   (none)          yours: those of this state directory (found in the
+--                   cluster by owner, even when the local files are gone,
+--                   and by the local records, which know their namespace)
+--   SESSION         that one; another owner's needs --force, and says whose
+--   --all           every session in the namespace, others' too: on a
+--                   terminal it lists them and asks, scripts pass --yes
+--   --stale         every session in the namespace whose holder is gone,
+--                   others' too (a dead holder holds nothing): its heartbeat
+--                   Lease expired, or it never had one and is older than
+--                   any intercept takes to start (STALE_WITHOUT_LEASE)
+-- The namespace is taken as kubectl takes it: -n, else the kubeconfig
+-- context's, else default. An id that matches nothing is an error listing
+-- the sessions that exist.
 --
--- Which sessions: SESSION closes that one; --all closes every czctl session
--- in the namespace (-n, default: the context's namespace); --stale, every
--- session whose holder is gone (its heartbeat Lease is not renewed; -n, or
--- all namespaces); with none of these, the
--- sessions started on this machine are closed, and when this machine has
--- none, every session found in the namespace. Local session files count
--- only for the cluster being talked to (their recorded server URL); one the
--- cluster no longer knows, held by no local process, is stale and removed.
+-- Closing takes the session off its Service (czctl.session.cluster.leave):
+-- the last one out restores only what czctl changed and deletes the proxy.
 local session = require "czctl.session"
 local intercept = require "czctl.intercept"
 local signal = require "czctl.signal"
@@ -20,15 +26,21 @@ local kube = require "czctl.kube"
 local util = require "czctl.util"
 local flags = require "czctl.flags"
 local sys = require "czctl.sys"
-local heartbeat = require "czctl.session.heartbeat"
+
+-- A session without a heartbeat Lease is stale only once it is older than
+-- an intercept may take to start (its guard creates the Lease once active).
+local STALE_WITHOUT_LEASE = 300
 
 local function fail(err)
   signal.check()
   intercept.raise(err)
 end
 
+local function owner_text(owner)
+  return require("czctl.session.shared").owner_text(owner)
+end
+
 local function render(r)
-  if #r.closed == 0 then return r.message or "No session to close." end
   local lines = {}
   for _, c in ipairs(r.closed) do
     if c.stale then
@@ -37,39 +49,55 @@ local function render(r)
     elseif c.forgotten then
       lines[#lines + 1] = string.format("Forgot the local record of session %s in %s (the cluster was not contacted)",
                                         c.id, c.namespace)
+    elseif c.orphan then
+      lines[#lines + 1] = string.format("Deleted the proxy of Service %s in %s, which no session used", c.service,
+                                        c.namespace)
     else
-      lines[#lines + 1] = string.format("Closed session %s in %s%s", c.id, c.namespace,
-                                        c.restored and (" (Service " .. c.service .. " restored)") or "")
+      lines[#lines + 1] = string.format("Closed session %s in %s%s%s", c.id, c.namespace,
+                                        c.restored and (" (Service " .. c.service .. " restored)") or "",
+                                        c.owner and not c.mine and (", which belonged to " .. c.owner) or "")
     end
   end
+  if #r.closed == 0 then lines[#lines + 1] = r.message or "No session to close." end
   return table.concat(lines, "\n")
+end
+
+-- One line per session, for a list in a message or a confirmation.
+local function describe(list)
+  local parts = {}
+  for _, s in ipairs(list) do
+    parts[#parts + 1] = s.orphan and string.format("the unused proxy of %s/%s", s.namespace, s.service)
+      or string.format("%s (%s/%s, %s)", s.id, s.namespace, s.service, owner_text(s.owner))
+  end
+  return table.concat(parts, "; ")
 end
 
 return {
   summary = "Close intercept sessions and restore the Services they changed",
   usage = "[SESSION] [flags]",
   description = [[
-Restores each Service exactly as it was (selector, ports, annotations) and
-deletes the proxy Deployment, ConfigMap and Service copy, then stops the
-local tunnel and keeper. What to undo is read from the cluster, so this
-works after a crash, from another machine, and when run twice.
-Which sessions: SESSION, that one; --all, every czctl session in the
-namespace; neither, the sessions started on this machine, or, when there
-are none, every session in the namespace (-n, default the context's).
-Only local sessions of the cluster being talked to count; a local record
-that cluster no longer knows is removed (and said so). When the cluster of
-SESSION is gone, --forget discards its local record only. --stale closes
-every session whose holder is gone (its heartbeat Lease has not been
-renewed for a minute), in -n NAMESPACE or in all namespaces.]],
+Takes each session off its Service; the last session on a Service restores
+the selector and target ports czctl replaced (changes others made meanwhile
+are kept) and deletes the proxy. What to undo is read from the cluster, so
+this works after a crash, from another machine, and when run twice.
+Which sessions: none given, yours (this state directory's, found in the
+cluster by owner); SESSION, that one (someone else's needs --force);
+--all, every session in the namespace (asks on a terminal; --yes for
+scripts); --stale, every session in the namespace whose holder is gone
+(its heartbeat Lease is no longer renewed), whoever owns it. The
+namespace: -n, else the kubeconfig context's, else default.
+When the cluster of SESSION is gone, --forget discards its local record.]],
   args = { { name = "session", help = "the session id (see czctl session list)", complete = "sessions" } },
   flags = flags.join({
-    { name = "all", short = "a", type = "boolean", help = "close every czctl session in the namespace" },
+    { name = "all", short = "a", type = "boolean", help = "close every session in the namespace, others' too" },
+    { name = "yes", short = "y", type = "boolean", help = "with --all: do not ask" },
     { name = "stale", type = "boolean",
-      help = "close the sessions whose holder is gone (their heartbeat Lease is not renewed), in -n or everywhere" },
+      help = "close the sessions whose holder is gone (heartbeat Lease not renewed), others' too" },
+    { name = "force", type = "boolean", help = "with SESSION: close it even when it is someone else's" },
     { name = "forget", type = "boolean",
       help = "with SESSION: only discard this machine's record of it (stop its tunnel, remove its files) "
              .. "without contacting the cluster, e.g. when that cluster is gone" },
-  }, flags.kube{ namespace_help = "namespace (default: the context's)" }, flags.output()),
+  }, flags.kube{ namespace_help = "namespace (default: the kubeconfig context's, else default)" }, flags.output()),
   run = function(ctx)
     -- Closing is cleanup that must finish: signals are recorded (exit 128+N
     -- afterwards) but interrupt none of its calls, which have their own timeouts.
@@ -79,10 +107,13 @@ renewed for a minute), in -n NAMESPACE or in all namespaces.]],
     if id and f.all then return ctx.usage_error("give a SESSION or --all, not both") end
     if id and not id:find("^[a-z0-9-]+$") then return ctx.usage_error("invalid session id " .. id) end
     if f.forget and not id then return ctx.usage_error("--forget needs a SESSION") end
+    if f.force and not id then return ctx.usage_error("--force goes with a SESSION (use --all for every session)") end
+    if f.yes and not f.all then return ctx.usage_error("--yes goes with --all") end
     if f.stale and (id or f.all or f.forget) then
       return ctx.usage_error("--stale chooses the sessions itself: give no SESSION, --all or --forget with it")
     end
     local closed, failures = setmetatable({}, util.array_mt), setmetatable({}, util.array_mt)
+    local warnings = setmetatable({}, util.array_mt)
 
     if f.forget then
       local mine = session.load(id)
@@ -94,183 +125,188 @@ renewed for a minute), in -n NAMESPACE or in all namespaces.]],
       return 0
     end
 
-    -- One client per kubeconfig/context; flags win over what a session file says.
-    local clients = {}
-    -- A --kubeconfig given on the command line wins over a session's own;
-    -- one from $KUBECONFIG does not.
+    -- A --kubeconfig given on the command line wins over a session's own.
     local given_kubeconfig = ctx.sources.kubeconfig == "flag" and f.kubeconfig or nil
+    local client = ctx.kube()
+    local server = client:info().server
+    local ns = f.namespace or client.namespace or "default"
     local function client_for(s)
-      local kubeconfig = given_kubeconfig or (s and s.kubeconfig) or nil
-      local context = f.context or (s and s.context) or nil
-      if not s or (kubeconfig == given_kubeconfig and context == f.context) then
-        clients.default = clients.default or ctx.kube()
-        return clients.default
-      end
-      local key = tostring(kubeconfig) .. "\0" .. tostring(context)
-      if not clients[key] then
-        local c, err = kube.connect{ kubeconfig = kubeconfig, context = context }
-        if not c then fail(err) end
-        clients[key] = c
-      end
-      return clients[key]
+      if not s or given_kubeconfig or f.context or (s.kubeconfig == nil and s.context == nil) then return client end
+      local c, err = kube.connect{ kubeconfig = s.kubeconfig, context = s.context }
+      if not c then fail(err) end
+      return c
     end
-
-    -- Work out the targets: {id, namespace, service, service_object, local_session, client}.
-    local targets = {}
-    local function add_cluster_sessions(client, opts, local_session)
-      local found, err = session.discover(client, opts)
-      if not found then fail(err) end
-      for _, s in ipairs(found) do
-        targets[#targets + 1] = { id = s.id, namespace = s.namespace, service = s.service,
-                                  service_object = s.service_object,
-                                  local_session = local_session or session.load(s.id), client = client }
-      end
-      return #found
-    end
-
-    -- A local session that the cluster no longer knows and that no process
-    -- here holds was closed elsewhere: only its local record is left (stale).
-    local function add_local(mine, client, in_cluster)
-      if in_cluster then
-        targets[#targets + 1] = { id = mine.id, namespace = in_cluster.namespace, service = in_cluster.service,
-                                  service_object = in_cluster.service_object, local_session = mine, client = client }
-      else
-        targets[#targets + 1] = { id = mine.id, namespace = mine.namespace, service = mine.service,
-                                  local_session = mine, client = client, stale = not session.held(mine) }
-      end
-    end
-    -- Where a local session is in the cluster: its Service carrying the
-    -- session (one GET, which the restore then reuses), else any object
-    -- labelled with it (3 LISTs in its namespace), else false; nil, err
-    -- when the cluster could not be asked.
-    local function locate(mine, client)
-      if mine.service then
-        local svc, gerr = client:get("Service", mine.service, { namespace = mine.namespace })
-        if not svc and not kube.not_found(gerr) then return nil, gerr end
-        local record = svc and intercept.record(svc)
-        if record and record.session == mine.id then
-          return { namespace = mine.namespace, service = mine.service, service_object = svc }
-        end
-      end
-      local found, err = session.discover(client, { namespace = mine.namespace, id = mine.id })
-      if not found then return nil, err end
-      return found[1] or false
-    end
-    local function forget_hint(mine)
+    local function forget_hint(s)
       return string.format("if that cluster is gone, discard the local record with: czctl session close %s --forget",
-                           mine.id)
+                           s.id)
     end
 
-    if f.stale then
-      local client = client_for(nil)
-      local scope = { namespace = f.namespace, all_namespaces = f.namespace == nil }
-      out:step("Find sessions whose holder is gone", function()
-        local found, err = session.discover(client, scope)
-        if not found then fail(err) end
-        local leases, lerr = heartbeat.list(client, scope)
-        if not leases then fail(lerr) end
-        for _, s in ipairs(found) do
-          local st = heartbeat.state(leases[s.namespace .. "/" .. s.id], (s.record or {}).started or s.started)
-          if st.state == "stale" then
-            targets[#targets + 1] = { id = s.id, namespace = s.namespace, service = s.service,
-                                      service_object = s.service_object, local_session = session.load(s.id),
-                                      client = client }
-          end
-        end
-      end)
-    elseif id then
+    -- targets: {id, namespace, service, service_object, owner, mine, local_session, client, stale?, orphan?}
+    local targets, seen = {}, {}
+    local function add(t)
+      local key = t.orphan and ("proxy/" .. t.namespace .. "/" .. t.service) or t.id
+      if seen[key] then return end
+      seen[key] = true
+      targets[#targets + 1] = t
+    end
+    local function discover(c, opts)
+      local found, err = session.discover(c, opts)
+      if not found then fail(err) end
+      return found
+    end
+    local function from_cluster(s, c)
+      return { id = s.id, namespace = s.namespace, service = s.service, service_object = s.service_object,
+               owner = s.owner, mine = s.orphan or session.is_mine(s.owner), orphan = s.orphan,
+               local_session = (not s.orphan) and session.load(s.id) or nil, client = c }
+    end
+    -- A local record the cluster no longer knows, held by no process here,
+    -- was closed elsewhere: only the record is left (stale).
+    -- What is left of its Service's proxy, if no session uses it, goes too.
+    local function from_local(mine, c)
+      local found = discover(c, { namespace = mine.namespace, id = mine.id })
+      if found[1] then return add(from_cluster(found[1], c)) end
+      -- (an active session is held by the cluster alone, whatever its keeper)
+      add({ id = mine.id, namespace = mine.namespace, service = mine.service, owner = mine.owner, mine = true,
+            local_session = mine, client = c, stale = mine.state == "active" or not session.held(mine) })
+      for _, s in ipairs(discover(c, { namespace = mine.namespace })) do
+        if s.orphan and s.service == mine.service then add(from_cluster(s, c)) end
+      end
+    end
+
+    if id then
       local mine = session.load(id)
-      local client
       if mine then
-        -- the session's own cluster (its kubeconfig unless flags say otherwise)
         local ok, c = pcall(client_for, mine)
         if not ok then
           fail(string.format("cannot reach the cluster of session %s (%s): %s; %s", id,
                              mine.server or mine.kubeconfig or "its kubeconfig", tostring(c), forget_hint(mine)))
         end
-        client = c
-        local server = client:info().server
-        if not session.same_cluster(mine, server) then
+        if not session.same_cluster(mine, c:info().server) then
           fail(string.format("session %s was started on the cluster at %s, not %s; use that cluster's kubeconfig, or %s",
-                             id, mine.server, tostring(server), forget_hint(mine)))
+                             id, mine.server, tostring(c:info().server), forget_hint(mine)))
         end
-      else
-        client = client_for(nil)
-      end
-      local ns = f.namespace or (mine and mine.namespace)
-      if mine and (f.namespace == nil or f.namespace == mine.namespace) then
-        local where, err = locate(mine, client)
-        if where == nil then
+        local ok2, err = pcall(from_local, mine, c)
+        if not ok2 then
           signal.check()
           if type(err) == "table" and err.reason == "Transport" then
             fail(string.format("session %s: %s; %s", id, tostring(err), forget_hint(mine)))
           end
-          fail(err)
+          error(err, 0)
         end
-        add_local(mine, client, where or nil)
       else
-        out:step("Find session " .. id, function()
-          add_cluster_sessions(client, { namespace = ns, all_namespaces = ns == nil, id = id }, mine)
-        end)
+        -- the record knows its namespace; without one: this namespace, then all
+        local found = discover(client, { namespace = ns, id = id })
+        if #found == 0 then
+          local ok, everywhere = pcall(discover, client, { all_namespaces = true, id = id })
+          found = ok and everywhere or {}
+        end
+        if #found == 0 then
+          local existing = discover(client, { namespace = ns })
+          fail(string.format("no session %s in namespace %s; %s", id, ns,
+                             #existing == 0 and "there are no sessions there"
+                             or ("the sessions there: " .. describe(existing))))
+        end
+        add(from_cluster(found[1], client))
+      end
+      local t = targets[1]
+      if t and not t.mine and not f.force then
+        fail(string.format("session %s belongs to %s, not to you; to close it anyway: czctl session close %s "
+                           .. "-n %s --force", id, owner_text(t.owner), id, t.namespace))
+      end
+    elseif f.stale then
+      out:step("Find the sessions whose holder is gone in namespace " .. ns, function()
+        local beats = session.heartbeats(client, { namespace = ns })
+        for _, s in ipairs(discover(client, { namespace = ns })) do
+          local beat = beats[s.id]
+          local age = session.age_seconds(s.started)
+          if not s.orphan and ((beat and beat.expired) or (not beat and age and age > STALE_WITHOUT_LEASE)) then
+            add(from_cluster(s, client))
+          end
+        end
+      end)
+    elseif f.all then
+      for _, s in ipairs(discover(client, { namespace = ns })) do add(from_cluster(s, client)) end
+      for _, mine in ipairs(session.list_local_for(server)) do
+        if mine.namespace == ns and not seen[mine.id] then from_local(mine, client) end
+      end
+      local others = 0
+      for _, t in ipairs(targets) do if not t.mine then others = others + 1 end end
+      if #targets > 0 and not f.yes then
+        if not (sys.isatty(0) and sys.isatty(2)) then
+          fail(string.format("--all would close %d session(s) in namespace %s (%d of others: %s); "
+                             .. "to confirm without a terminal, add --yes", #targets, ns, others, describe(targets)))
+        end
+        io.stderr:write(string.format("This closes %d session(s) in namespace %s:\n", #targets, ns))
+        for _, t in ipairs(targets) do io.stderr:write("  ", describe({ t }), "\n") end
+        io.stderr:write("Close them? [y/N] ")
+        io.stderr:flush()
+        local answer = io.stdin:read("l") or ""
+        if not answer:lower():find("^y") then
+          out:result({ apiVersion = "czctl.io/v1", kind = "CloseResult", closed = closed, failed = failures,
+                       message = "Nothing closed." }, render)
+          return 1
+        end
       end
     else
-      -- Only the local sessions of the cluster being talked to count.
-      local client = client_for(nil)
-      local server = client:info().server
-      local ns = f.namespace or client.namespace
-      local locals = {}
-      for _, s in ipairs(session.list_local_for(server)) do
-        if (f.all and s.namespace == ns) or (not f.all and (f.namespace == nil or s.namespace == f.namespace)) then
-          locals[#locals + 1] = s
+      -- Yours: the cluster's sessions owned by this state directory, then the
+      -- local records (each in its own namespace; -n narrows them).
+      out:step("Find your sessions in namespace " .. ns, function()
+        for _, s in ipairs(discover(client, { namespace = ns })) do
+          if s.orphan or session.is_mine(s.owner) then add(from_cluster(s, client)) end
         end
-      end
-      if f.all or #locals == 0 then
-        out:step("Find sessions in namespace " .. ns, function()
-          add_cluster_sessions(client, { namespace = ns })
-        end)
-        for _, mine in ipairs(locals) do
-          local known = false
-          for _, t in ipairs(targets) do known = known or t.id == mine.id end
-          if not known then add_local(mine, client, nil) end
-        end
-      else
-        out:step("Find the sessions of this machine", function()
-          for _, mine in ipairs(locals) do
-            local where, err = locate(mine, client)
-            if where == nil then fail(err) end
-            add_local(mine, client, where or nil)
+        for _, mine in ipairs(session.list_local_for(server)) do
+          if (f.namespace == nil or mine.namespace == f.namespace) and not seen[mine.id] then
+            from_local(mine, client_for(mine))
           end
-        end)
-      end
+        end
+      end)
     end
 
     for _, t in ipairs(targets) do
-      local ok, err
+      local ok, restored, kept
       if t.stale then
-        ok, err = pcall(session.forget, t.local_session)
+        ok, restored = pcall(session.forget, t.local_session)
+      elseif t.orphan then
+        ok, restored = pcall(require("czctl.session.shared").delete_proxy, t.client, t.namespace, t.service,
+                             function(title, fn) return out:step(title, fn) end)
       else
-        ok, err = pcall(session.close, t.client, t, function(title, fn)
+        ok, restored, kept = pcall(session.close, t.client, t, function(title, fn)
           return out:step(string.format("[%s] %s", t.id, title), fn)
         end)
       end
       if ok then
+        for _, w in ipairs(kept or {}) do
+          out:warn("Service %s: %s", t.service, w)
+          warnings[#warnings + 1] = w
+        end
         closed[#closed + 1] = { id = t.id, namespace = t.namespace, service = t.service,
-                                restored = (not t.stale and err == true), stale = t.stale or nil }
+                                restored = (not t.stale and not t.orphan and restored == true),
+                                stale = t.stale or nil, orphan = t.orphan or nil, mine = t.mine == true,
+                                owner = t.owner and owner_text(t.owner) or nil }
       else
         signal.check()
-        failures[#failures + 1] = string.format("session %s: %s", t.id, tostring(err))
+        failures[#failures + 1] = string.format("session %s: %s", t.id, tostring(restored))
       end
     end
     local message
     if #targets == 0 then
-      message = id and string.format("Session %s: nothing left to close.", id)
-                or (f.stale and "No stale session: every session's holder renews its heartbeat.")
-                or "No session to close."
+      local ok, existing = pcall(discover, client, { namespace = ns })
+      message = string.format("No session of yours to close in namespace %s.", ns)
+      if f.stale then
+        message = string.format("No stale session in namespace %s: every session's holder renews its heartbeat.", ns)
+      elseif ok and #existing > 0 then
+        message = message .. string.format(" Others': %s (close one with its id and --force).", describe(existing))
+      end
     end
     out:result({ apiVersion = "czctl.io/v1", kind = "CloseResult", closed = closed, failed = failures,
-                 message = message }, render)
+                 warnings = warnings, message = message }, render)
     if #failures > 0 then
-      intercept.raise(table.concat(failures, "; ") .. " (run czctl session close again to retry)")
+      local all = table.concat(failures, "; ")
+      -- a failure that names its own remedy command needs no other
+      if not all:find("run: czctl session close", 1, true) then
+        all = all .. " (run czctl session close again to retry)"
+      end
+      intercept.raise(all)
     end
     return 0
   end,

@@ -1,50 +1,51 @@
--- session-keep: the keeper of an intercept session whose tunnel is a
--- process (ngrok); internal, started detached by `czctl service intercept`.
+-- session-keep: the keeper of an intercept session; internal, started
+-- detached by `czctl service intercept` for every session (the holder of
+-- docs/decisions.md, section 4, together with the --wait process).
 --
--- It starts the session's tunnel, so the tunnel outlives the command that
--- set the session up (without --wait), reports it in the session's
--- .tunnel.json, and stops it when the session ends: the session file is
--- removed (session close); the command died before finishing setup, or, with
--- --wait, at all (even by SIGKILL); the intercepted Service no longer
--- carries this session (closed from another machine); or SIGTERM. A tunnel
--- that dies is reported in .tunnel.json and the log.
+-- It starts the session's tunnel (a process for ngrok, nothing for direct),
+-- so the tunnel outlives the command that set the session up (without
+-- --wait), reports it in the session's .tunnel.json, and, once the session
+-- is active, runs its guard (`czctl session keep ID --guard`, see
+-- czctl.session.guard): a child that renews the heartbeat Lease, watches
+-- the Service and the proxy, re-asserts or repairs them, and ends the
+-- session when the proxy is gone or a controller keeps reverting the
+-- Service. The keeper stops the tunnel when the session ends: the session
+-- file is removed (session close); the command died before finishing setup,
+-- or, with --wait, at all (even by SIGKILL); the guard found the session
+-- closed elsewhere or ended it; or SIGTERM. A tunnel that dies, or a session
+-- the guard ended, is reported in .tunnel.json (status "dead") and the log.
+-- So is a tunnel that is down because nothing accepts on the local port
+-- (`down_since`; requests then go to the in-cluster version): the guard
+-- carries it into the heartbeat Lease, for `session list` on any machine.
 --
 -- It lives as long as the session, so it stays small: it never loads the
--- Kubernetes client or libcurl itself. The cluster is asked every 15 s by a
--- short-lived child (`czctl session keep ID --check`), which also renews the
--- session's heartbeat Lease (czctl.session.heartbeat) with the tunnel's
--- state: down (nothing accepts on the local port) since when, or up.
+-- Kubernetes client or libcurl itself; the guard, a child, does.
 local session = require "czctl.session"
-local heartbeat = require "czctl.session.heartbeat"
-local intercept = require "czctl.intercept"
 local signal = require "czctl.signal"
 local process = require "czctl.process"
 local sys = require "czctl.sys"
 
-local CLUSTER_CHECK_INTERVAL = 15
-local CHECK_TIMEOUT = 60
+-- The guard's exit codes.
 local CLOSED_ELSEWHERE = 3
-
---- `--check`: whether the intercepted Service still carries session `s`.
---- Exit 0 yes, CLOSED_ELSEWHERE no, 1 when the cluster cannot tell.
-local function still_held(s)
-  local kube = require "czctl.kube"
-  local client = kube.connect{ kubeconfig = s.kubeconfig, context = s.context }
-  if not client then return 1 end
-  local svc, err = client:get("Service", s.service, { namespace = s.namespace })
-  if not svc then return kube.not_found(err) and CLOSED_ELSEWHERE or 1 end
-  local record = intercept.record(svc)
-  if not (record and record.session == s.id) then return CLOSED_ELSEWHERE end
-  local tunnel = session.tunnel_status(s.id) or {}
-  local ok, lerr = heartbeat.renew(client, s, string.format("%s/%s", sys.hostname(), tostring(s.keeper_pid)),
-                                   sys.time(), tunnel.down_since)
-  if not ok then io.stderr:write("cannot renew the heartbeat Lease: ", tostring(lerr), "\n") end
-  return 0
-end
+local ENDED = 4
+local GUARD_RESTART = 5   -- seconds before a guard that failed is started again
 
 local function log(fmt, ...)
   io.stdout:write(os.date("!%Y-%m-%dT%H:%M:%SZ "), string.format(fmt, ...), "\n")
   io.stdout:flush()
+end
+
+--- `--guard`: guard the session until it ends (czctl.session.guard).
+local function guard(s)
+  local kube = require "czctl.kube"
+  local client, err = kube.connect{ kubeconfig = s.kubeconfig, context = s.context }
+  if not client then log("guard: %s", tostring(err)); return 1 end
+  local outcome, message = require("czctl.session.guard").run(client, s, log)
+  if outcome == "signal" then return 0 end
+  log("%s: %s", outcome, tostring(message))
+  -- (a session closed here meanwhile has no files left to add one to)
+  if session.load(s.id) then session.write_end(s.id, message) end
+  return outcome == "ended" and ENDED or CLOSED_ELSEWHERE
 end
 
 return {
@@ -53,14 +54,15 @@ return {
   usage = "SESSION",
   args = { { name = "session", help = "session id", required = true } },
   flags = {
-    { name = "check", type = "boolean",
-      help = "only check the cluster: exit 0 if the Service still carries the session, 3 if not" },
+    { name = "guard", type = "boolean",
+      help = "run only the session's guard (Lease, watch, re-assert, repair); exit 3 when the session is no "
+             .. "longer on its Service, 4 when the guard ended it" },
   },
   run = function(ctx)
     local id = ctx.args.session
     local s = session.load(id)
     if not s then error("no local session " .. id, 0) end
-    if ctx.flags.check then return still_held(s) end
+    if ctx.flags.guard then return guard(s) end
     local provider, perr = session.tunnel_provider(s.tunnel.provider)
     if not provider then
       session.write_tunnel_status(id, { status = "failed", error = perr })
@@ -79,16 +81,15 @@ return {
     session.write_tunnel_status(id, facts)
     log("tunnel up: %s -> localhost:%d", tostring(handle.url), s.local_port)
 
-    -- (the first check also creates the heartbeat Lease)
-    local next_cluster_check = sys.now() + CLUSTER_CHECK_INTERVAL
-    local reason, closed_elsewhere
+    local guard_child, guard_after = nil, 0
+    local reason, ended_here
     while true do
       local sig = signal.wait(1)
       if sig then reason = "received " .. sig; break end
       local current = session.load(id)
       if not current then reason = "session closed"; break end
       if current.parent_pid and (current.state == "starting" or current.wait)
-         and not process.alive(current.parent_pid) then
+         and not session.same_process(current.parent_pid, current.parent_start) then
         reason = current.state == "starting" and "the command setting up the session exited before finishing"
                  or "the command holding the session (--wait) exited"
         break
@@ -104,35 +105,51 @@ return {
           break
         end
       end
-      -- The tunnel is down while nothing accepts on the local port (requests
-      -- then go to the in-cluster version): noted with since when.
+      -- The tunnel is down while nothing accepts on the local port: noted
+      -- with since when (a connect to 127.0.0.1, once a second).
       local up = sys.listening("127.0.0.1", s.local_port, 0.2) and true or false
       if up == (facts.down_since ~= nil) then
         facts.down_since = (not up) and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(sys.time())) or nil
         session.write_tunnel_status(id, facts)
         log(up and "tunnel up again" or "tunnel down: nothing listens on 127.0.0.1:%d", s.local_port)
       end
-      if current.state == "active" and sys.now() >= next_cluster_check then
-        next_cluster_check = sys.now() + CLUSTER_CHECK_INTERVAL
-        -- Asked in a short-lived child: the Kubernetes client (libcurl, TLS)
-        -- would otherwise stay loaded here for the whole session.
-        local check = process.spawn({ sys.exe(), "session", "keep", id, "--check" },
-                                    { stdin = "null", stdout = "null", stderr = "null" })
-        local code = check and check:wait(CHECK_TIMEOUT)
-        if check then check:close() end
-        if code == CLOSED_ELSEWHERE then
-          reason = "the Service no longer carries this session (closed elsewhere)"
-          closed_elsewhere = true
-          break
+      if guard_child then
+        local code = guard_child.handle:wait(0)
+        if code then
+          guard_child:close()
+          guard_child = nil
+          if code == CLOSED_ELSEWHERE or code == ENDED then
+            local why = session.read_end(id) or "the Service no longer carries this session (closed elsewhere)"
+            facts.status, facts.error = "ended", why
+            session.write_tunnel_status(id, facts)
+            reason, ended_here = why, true
+            break
+          end
+          log("guard exited with %d; starting it again in %ds", code, GUARD_RESTART)
+          guard_after = sys.now() + GUARD_RESTART
         end
+      elseif current.state == "active" and sys.now() >= guard_after then
+        guard_child = process.spawn({ sys.exe(), "session", "keep", id, "--guard" },
+                                    { stdin = "null", stdout = "inherit", stderr = "inherit" })
       end
     end
     signal.clear()
     log("stopping: %s", reason)
+    if guard_child then
+      guard_child:kill("TERM")
+      guard_child:wait(5)
+      guard_child:close()
+    end
     handle:stop()
-    -- Closed from elsewhere: nothing is left to close, so forget it here too.
-    -- (After a crash during setup the file stays: `session close` needs it.)
-    if closed_elsewhere then session.remove(id) end
+    -- Ended or closed from elsewhere: nothing is left in the cluster, so
+    -- forget it here too, unless a --wait process holds it (it reports the
+    -- reason and removes the files). After a crash during setup the file
+    -- stays: `session close` needs it.
+    local current = session.load(id)
+    if ended_here and current and not (current.wait and session.same_process(current.parent_pid,
+                                                                              current.parent_start)) then
+      session.remove(id)
+    end
     return 0
   end,
 }

@@ -27,13 +27,19 @@ function M.kube(opts)
   }
 end
 
---- What to print: --output text|json|yaml and --quiet.
+--- How steps are reported on stderr: --progress text|json.
+M.PROGRESS = { "text", "json" }
+
+--- What to print: --output text|json|yaml, --quiet and --progress text|json.
 ---@return table[] declarations
 function M.output()
   return {
     { name = "output", short = "o", type = "string", default = "text", choices = M.FORMATS,
       help = "output format (json and yaml: one document on stdout, errors as a Status on stderr)" },
     { name = "quiet", short = "q", type = "boolean", help = "print only errors" },
+    { name = "progress", type = "string", default = "text", choices = M.PROGRESS,
+      help = "progress on stderr: text lines, or json: one JSON object per line as each step starts and ends "
+             .. "(whatever --output and --quiet say)" },
   }
 end
 

@@ -133,6 +133,8 @@ M.already_exists = reason_is("AlreadyExists")
 M.forbidden = function(err) return type(err) == "table" and (err.reason == "Forbidden" or err.code == 403) end
 --- err is an Invalid (422) error.
 M.invalid = function(err) return type(err) == "table" and (err.reason == "Invalid" or err.code == 422) end
+--- err is a 410 Expired/Gone: a watch's resourceVersion is too old (list again).
+M.expired = function(err) return type(err) == "table" and err.code == 410 end
 --- err is a Timeout (wait_for/watch deadline or 504).
 M.timeout = reason_is("Timeout")
 --- err is an interrupt (SIGINT/SIGTERM/SIGHUP while waiting).
@@ -171,6 +173,10 @@ for _, d in ipairs{
     { "ClusterRole", "clusterroles", false }, { "ClusterRoleBinding", "clusterrolebindings", false },
   } },
   { "coordination.k8s.io", "v1", { { "Lease", "leases", true } } },
+  { "authorization.k8s.io", "v1", {
+    { "SelfSubjectAccessReview", "selfsubjectaccessreviews", false },
+    { "SelfSubjectRulesReview", "selfsubjectrulesreviews", false },
+  } },
 } do
   for _, k in ipairs(d[3]) do
     local t = rt(d[1], d[2], k[2], k[3], k[1])
@@ -214,6 +220,20 @@ function M.config_info(opts)
   return info
 end
 
+--- Seconds one API request may take when connect{} is not given a timeout:
+--- $CZCTL_REQUEST_TIMEOUT (a positive number, as kubectl's --request-timeout
+--- in seconds), else nil (the default, 30). A bad value raises a one-line error.
+---@return number|nil
+function M.request_timeout()
+  local v = os.getenv("CZCTL_REQUEST_TIMEOUT")
+  if v == nil or v == "" then return nil end
+  local n = tonumber(v)
+  if not n or n <= 0 or n ~= n or n == math.huge then
+    error(string.format("CZCTL_REQUEST_TIMEOUT=%s: expected a positive number of seconds", v), 0)
+  end
+  return n
+end
+
 ---@param opts? {kubeconfig?:string, context?:string, namespace?:string, verbose?:boolean, timeout?:number, connect_timeout?:number}
 ---@return czctl.kube.Client|nil client
 ---@return string|nil err
@@ -221,7 +241,7 @@ function M.connect(opts)
   opts = opts or {}
   local cfg, err = ckube.load_config{ kubeconfig = opts.kubeconfig, context = opts.context }
   if not cfg then return nil, err end
-  local raw, cerr = ckube.client(cfg, { timeout = opts.timeout or 30,
+  local raw, cerr = ckube.client(cfg, { timeout = opts.timeout or M.request_timeout() or 30,
                                         connect_timeout = opts.connect_timeout or 10,
                                         verbose = opts.verbose and true or false })
   if not raw then return nil, cerr end
@@ -259,11 +279,61 @@ function Client:_unreachable(msg)
                        tostring(self._info.server), why)
 end
 
--- One raw request; returns status, decoded-or-raw body | nil, err (transport).
+-- ---------------------------------------------------------------------------
+-- Retries, as client-go's rest.Request makes them (rest/with_retry.go):
+-- an answer 429 or 5xx that carries Retry-After is sent again after that
+-- many seconds, whatever the method (the server says it did not act on it);
+-- a GET whose connection was reset or closed before the answer is sent again
+-- after 1 s (client-go's IsConnectionReset/IsProbableEOF, GET only: a write
+-- may have been applied). Nothing else is retried: a 500 or 503 without
+-- Retry-After, a timeout, a write on a lost connection. At most
+-- M.MAX_RETRIES retries (client-go's default 10); a Retry-After over
+-- M.MAX_RETRY_AFTER seconds is not waited for (the error is returned).
+M.MAX_RETRIES = 10
+M.MAX_RETRY_AFTER = 30
+
+-- Seconds to wait before sending again an answer with these status and
+-- headers, or nil when it is not to be retried (client-go's checkWait).
+local function retry_after(status, headers)
+  if status ~= 429 and status < 500 then return nil end
+  local v = type(headers) == "table" and headers["retry-after"]
+  local n = v and math.tointeger(tonumber(v:match("^%s*(%d+)%s*$")))
+  if not n or n > M.MAX_RETRY_AFTER then return nil end
+  return n
+end
+M._retry_after = retry_after
+
+-- Wait s seconds unless a signal comes; true when the wait ran out.
+local function pause(s)
+  if s <= 0 then return true end
+  local ok = require("czctl.core.sys").sleep(s)
+  return ok and true or false
+end
+
+-- One request, with the retries above; returns status, decoded-or-raw body,
+-- headers | nil, err (transport).
 function Client:_do(req, ctx)
-  local status, body, headers = self.raw:request(req)
-  if not status then return nil, transport_error(self:_unreachable(body), ctx) end
-  return status, body, headers
+  local method = req.method or "GET"
+  for attempt = 0, M.MAX_RETRIES do
+    local status, body, headers = self.raw:request(req)
+    local wait
+    if status then
+      wait = retry_after(status, headers)
+    elseif headers == "reset" and method == "GET" then
+      wait = 1
+    end
+    if wait and attempt < M.MAX_RETRIES and not pause(wait) then return nil, interrupt_error() end
+    if not wait or attempt == M.MAX_RETRIES then
+      if not status then
+        if headers == "reset" and attempt > 0 then
+          body = string.format("%s (after %d retries)", tostring(body), attempt)
+        end
+        return nil, transport_error(self:_unreachable(body), ctx)
+      end
+      return status, body, headers
+    end
+    self.retries = (self.retries or 0) + 1
+  end
 end
 
 -- Discover a kind not built in: /api/v1 and every group's preferred version.
@@ -525,7 +595,7 @@ function Client:watch(kind, opts, handler)
     e.message = expired_message(ctx, rv, e.message)
     return false
   end
-  local failures = 0
+  local failures, retries = 0, 0
   while true do
     local rem = remaining()
     if rem and rem <= 0 then return nil, timeout_error() end
@@ -534,8 +604,14 @@ function Client:watch(kind, opts, handler)
     local query = { watch = "1", allowWatchBookmarks = "true", resourceVersion = rv,
                     labelSelector = opts.labelSelector, fieldSelector = opts.fieldSelector,
                     timeoutSeconds = server_timeout }
-    local w, werr, status, body = self.raw:watch{ path = path, query = query, timeout = rem }
+    local w, werr, status, body, headers = self.raw:watch{ path = path, query = query, timeout = rem }
     if not w then
+      local wait = status and retry_after(status, headers)
+      if wait and retries < M.MAX_RETRIES and (not rem or wait < remaining()) then
+        retries = retries + 1
+        if not pause(wait) then return nil, interrupt_error(ctx) end
+        goto continue
+      end
       if status then
         local e = status_error(status, body, ctx)
         if relist_after(e) then goto continue end
@@ -597,27 +673,36 @@ function Client:wait_for(kind, name, predicate, timeout, opts)
   if not t then return nil, err end
   local ns = self:_ns(t, opts)
   local selector = "metadata.name=" .. name
-  local list, lerr = self:list(kind, { namespace = ns, fieldSelector = selector })
-  if not list then return nil, lerr end
-  local current = list.items[1]
-  if predicate(current) then return current or {} end
-  local rv = type(list.metadata) == "table" and list.metadata.resourceVersion or nil
-  local last = current
-  local gone_ok = false
-  local obj, werr = self:watch(kind, { namespace = ns, fieldSelector = selector, resourceVersion = rv,
-                                       timeout = timeout, relist = true },
-    function(event_type, o)
-      if event_type == "DELETED" then
-        last = o
-        if predicate(nil) then
-          gone_ok = true
-          return true
+  local deadline = now() + timeout
+  local obj, werr, last, gone_ok
+  repeat
+    -- list (the current state and its resourceVersion), then watch from it;
+    -- a 410 (the version expired meanwhile: a deletion may be in the gap)
+    -- lists again, as client-go's informers do
+    local list, lerr = self:list(kind, { namespace = ns, fieldSelector = selector })
+    if not list then return nil, lerr end
+    local current = list.items[1]
+    if predicate(current) then return current or {} end
+    local rv = type(list.metadata) == "table" and list.metadata.resourceVersion or nil
+    last, gone_ok = current, false
+    obj, werr = self:watch(kind, { namespace = ns, fieldSelector = selector, resourceVersion = rv,
+                                   timeout = math.max(0, deadline - now()) },
+      function(event_type, o)
+        if event_type == "DELETED" then
+          last = o
+          if predicate(nil) then
+            gone_ok = true
+            return true
+          end
+          return false
         end
-        return false
-      end
-      last = o
-      return predicate(o)
-    end)
+        last = o
+        return predicate(o)
+      end)
+  until obj or not M.expired(werr) or now() >= deadline
+  if M.expired(werr) then
+    werr = new_error({ code = 0, reason = "Timeout", message = "timed out" }, ctx_for("watch", t, ns, name))
+  end
   if obj then return gone_ok and (last or {}) or obj end
   if M.timeout(werr) then
     werr.message = string.format('timed out after %gs waiting for %s "%s"%s', timeout, t.kind, name,

@@ -11,6 +11,19 @@
 --           silent, warnings and errors still go to stderr.
 --   yaml    the same document as YAML.
 --
+-- Progress can instead be a JSON-lines stream on stderr (progress "json",
+-- `--progress json`), whatever the mode: one object per line, as it
+-- happens, with the same step titles as the text:
+--   {"event":"step","status":"started","step":"Resolve Service default/demo"}
+--   {"event":"step","status":"done","step":"Resolve Service default/demo","ms":12}
+--   {"event":"step","status":"failed","step":"...","ms":500,"error":"..."}
+--   {"event":"info"|"warning"|"error","message":"..."}
+--   {"event":"<name>", ...}  (out:event, e.g. "command" for `-- CMD`)
+--   {"event":"result", ...}  the result document, when it goes to stderr
+--                            (results_on_stderr) in text, json or yaml mode
+-- Every line czctl itself writes to stderr is then such an object (the
+-- runner writes the final error as {"event":"error",...} too).
+--
 -- Colour only on a terminal, and never when NO_COLOR is set to a non-empty
 -- value (https://no-color.org).
 --
@@ -23,6 +36,7 @@ local M = {}
 
 ---@class czctl.Output
 ---@field mode "normal"|"quiet"|"json"|"yaml"
+---@field progress "text"|"json"
 local Out = {}
 Out.__index = Out
 Out.__name = "czctl.output"
@@ -42,7 +56,7 @@ end
 local DOCUMENT = { json = true, yaml = true }
 
 --- A new output object.
----@param opts? {mode?: "normal"|"quiet"|"json"|"yaml", stdout?: fun(s: string), stderr?: fun(s: string), tty?: boolean, color?: boolean, verbose?: boolean, clock?: fun(): number}
+---@param opts? {mode?: "normal"|"quiet"|"json"|"yaml", progress?: "text"|"json", stdout?: fun(s: string), stderr?: fun(s: string), tty?: boolean, color?: boolean, verbose?: boolean, clock?: fun(): number}
 --- stdout/stderr default to the process streams; tty defaults to isatty(2)
 --- (and TERM ~= "dumb"); color defaults to tty unless NO_COLOR is non-empty.
 ---@return czctl.Output
@@ -52,12 +66,19 @@ function M.new(opts)
   if mode ~= "normal" and mode ~= "quiet" and not DOCUMENT[mode] then
     error("output.new: unknown mode " .. tostring(mode), 2)
   end
+  local progress = opts.progress or "text"
+  if progress ~= "text" and progress ~= "json" then
+    error("output.new: unknown progress " .. tostring(progress), 2)
+  end
   local tty = opts.tty
   if tty == nil then tty = default_tty() end
+  -- the JSON stream is for programs: no live line, no colour
+  if progress == "json" then tty = false end
   local color = opts.color
   if color == nil then color = tty and not M.no_color() end
   return setmetatable({
     mode = mode,
+    progress = progress,
     tty = tty,
     color = color,
     verbose = opts.verbose or false,
@@ -88,6 +109,20 @@ local function clear_live(self)
   end
 end
 
+-- One object of the JSON-lines progress stream (see the header).
+local function emit(self, event)
+  self.write_err(util.json_encode(event) .. "\n")
+end
+
+-- The first line of an error value, for the stream.
+local function error_line(err)
+  local text = tostring(err)
+  if type(err) == "table" and not (getmetatable(err) or {}).__tostring and err.message ~= nil then
+    text = tostring(err.message)
+  end
+  return (text:gsub("%s*\n.*", ""))
+end
+
 -- Show the innermost running step as the live line.
 local function draw_live(self)
   local step = self.running[#self.running]
@@ -112,6 +147,15 @@ end
 function Out:step(title, fn, ...)
   if type(fn) ~= "function" then error("out:step: fn must be a function", 2) end
   local step = { title = tostring(title), start = self.clock() }
+  if self.progress == "json" then
+    emit(self, { event = "step", status = "started", step = step.title })
+    local _ <close> = setmetatable({}, { __close = function(_, err)
+      emit(self, { event = "step", status = err ~= nil and "failed" or "done", step = step.title,
+                   ms = math.floor((self.clock() - step.start) * 1000 + 0.5),
+                   error = err ~= nil and error_line(err) or nil })
+    end })
+    return fn(...)
+  end
   clear_live(self)
   self.running[#self.running + 1] = step
   draw_live(self)
@@ -142,18 +186,22 @@ end
 --- A progress message on stderr (normal mode only).
 ---@param f string format (or plain text when no arguments follow)
 function Out:info(f, ...)
+  if self.progress == "json" then return emit(self, { event = "info", message = fmt(f, ...) }) end
   if self.mode ~= "normal" then return end
   err_line(self, fmt(f, ...))
 end
 
 --- Extra detail shown only with --verbose (normal mode only).
 function Out:detail(f, ...)
-  if self.mode ~= "normal" or not self.verbose then return end
+  if not self.verbose then return end
+  if self.progress == "json" then return emit(self, { event = "detail", message = fmt(f, ...) }) end
+  if self.mode ~= "normal" then return end
   err_line(self, paint(self, "2", fmt(f, ...)))
 end
 
 --- "warning: ..." on stderr, except in quiet mode.
 function Out:warn(f, ...)
+  if self.progress == "json" then return emit(self, { event = "warning", message = fmt(f, ...) }) end
   if self.mode == "quiet" then return end
   err_line(self, paint(self, "33", "warning:") .. " " .. fmt(f, ...))
 end
@@ -161,7 +209,30 @@ end
 --- "error: ..." on stderr, in every mode (for problems that do not stop the
 --- recipe, e.g. an undo step that failed; fatal errors are printed by the runner).
 function Out:error(f, ...)
+  if self.progress == "json" then return emit(self, { event = "error", message = fmt(f, ...) }) end
   err_line(self, paint(self, "31", "error:") .. " " .. fmt(f, ...))
+end
+
+--- Something that happened, other than a step: with JSON progress the
+--- object {event = name, ...fields}; otherwise `text` as an info line
+--- (normal mode only; nothing when text is nil).
+---@param name string
+---@param fields table
+---@param text? string
+function Out:event(name, fields, text)
+  if self.progress == "json" then
+    local e = util.deep_copy(fields)
+    e.event = name
+    return emit(self, e)
+  end
+  if text then self:info("%s", text) end
+end
+
+--- From now on the result (out:result, out:print) goes to stderr: stdout
+--- belongs to a command czctl runs (`-- CMD`).
+function Out:results_on_stderr()
+  self.write_out = self.write_err
+  self.results_stderr = true
 end
 
 --- A line of result text on stdout (normal mode only).
@@ -179,6 +250,16 @@ end
 ---@param render? fun(tbl: any): string
 function Out:result(tbl, render)
   if self.mode == "quiet" then return end
+  if self.results_stderr and self.progress == "json" then
+    -- the stream stays one object per line
+    if self.results > 0 and self.mode ~= "normal" then
+      error("out:result: " .. self.mode .. " mode prints one document only", 2)
+    end
+    self.results = self.results + 1
+    local e = type(tbl) == "table" and util.deep_copy(tbl) or { value = tbl }
+    e.event = "result"
+    return emit(self, e)
+  end
   if DOCUMENT[self.mode] then
     if self.results > 0 then error("out:result: " .. self.mode .. " mode prints one document only", 2) end
     self.results = 1

@@ -22,6 +22,12 @@ Process.__name = "czctl.process"
 
 --- Start a process. opts are those of czctl.core.proc.spawn (env, env_extra,
 --- cwd, stdin, stdout, stderr); stdout and stderr default to "pipe".
+--- opts.group: the process leads a new process group, and :kill() signals
+--- the whole group; opts.foreground (implies group): with stdin "inherit" on
+--- the terminal this process holds, the group gets the terminal until it is
+--- reaped (Ctrl-C then reaches it alone, as with a shell's job);
+--- opts.parent_death_signal ("TERM", ...): sent to the process when this one
+--- dies, even by SIGKILL (Linux PR_SET_PDEATHSIG).
 --- Raises on misuse; returns nil, message when the command cannot start.
 ---@param argv string[]
 ---@param opts? table
@@ -91,6 +97,19 @@ function Process:wait(timeout, grace)
   end
   self.code = M.TIMEOUT
   return M.TIMEOUT
+end
+
+--- Wait up to `timeout` seconds for the exit without stopping the process
+--- (unlike wait): the exit code (128+N if killed by signal N), or nil and
+--- "timeout" | "interrupted" (a signal came) | an error message.
+---@param timeout? number seconds; nil waits forever
+---@return integer|nil code
+---@return string|nil why
+function Process:await(timeout)
+  if self.code then return self.code end
+  local code, why = self.handle:wait(timeout)
+  if code then self.code = code end
+  return code, why
 end
 
 --- Release the handle; kills and reaps a process still running. Idempotent.
@@ -164,6 +183,13 @@ end
 ---@param pid integer
 ---@return boolean
 function M.alive(pid) return cproc.alive(pid) end
+
+--- The path of the program spawn() would run for `cmd` (found on PATH as
+--- execvp does), or nil, "<cmd>: command not found".
+---@param cmd string
+---@return string|nil path
+---@return string|nil err
+function M.find(cmd) return cproc.find(cmd) end
 
 ---@param pid integer
 ---@param sig? string|integer default "TERM"

@@ -61,6 +61,11 @@ function M.mkdir_p(path, mode) return csys.mkdir_p(path, mode) end
 ---@param path string
 function M.listdir(path) return csys.listdir(path) end
 
+--- Whether a file descriptor (0 stdin, 1 stdout, 2 stderr) is a terminal.
+---@param fd integer
+---@return boolean
+function M.isatty(fd) return csys.isatty(fd) end
+
 --- Whether something accepts TCP connections on host:port within timeout seconds.
 ---@param host string
 ---@param port integer

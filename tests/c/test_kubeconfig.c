@@ -1,7 +1,7 @@
 /*
  * test_kubeconfig.c: kubeconfig resolution rules (core/kubeconfig.c) and the
  * czctl.core.kube handles that need no server: path cleaning and resolution,
- * base64, RFC 3339, KUBECONFIG merging (first file wins per name and for
+ * RFC 3339, KUBECONFIG merging (first file wins per name and for
  * current-context, missing files ignored), explicit files, contexts,
  * -data overriding paths, tokenFile re-reading, auth validation, exec
  * defaults, malformed files and in-cluster configuration.
@@ -91,19 +91,6 @@ static void test_paths(void)
 
 static void test_codecs(void)
 {
-    static const struct {
-        const char *in, *want;
-    } b64[] = {{"aGVsbG8=", "hello"}, {"aGVsbG8", "hello"}, {"aGVs\nbG8=\n", "hello"}, {"", ""}};
-    for (size_t i = 0; i < sizeof b64 / sizeof *b64; i++) {
-        kc_blob b;
-        int rc = kc_base64_decode(b64[i].in, strlen(b64[i].in), &b);
-        t_ok(rc == 0 && b.len == strlen(b64[i].want) && !memcmp(b.data, b64[i].want, b.len), "base64 decode",
-             b64[i].in);
-        kc_blob_wipe(&b);
-    }
-    kc_blob b;
-    t_ok(kc_base64_decode("a!b=", 4, &b) < 0 && b.data == NULL, "invalid base64 refused", NULL);
-
     static const struct {
         const char *in;
         long long want;

@@ -91,6 +91,19 @@ int main(void)
                tostring(err) .. " " .. tostring(code) .. " " .. tostring(err4)
     ));
 
+    t_lua(L, "lstat tells kind, permission bits and owner, and does not follow links", LUA(
+        local d = tmp .. "/st"
+        assert(sys.mkdir_p(d, tonumber("750", 8)))
+        assert(sys.write_file(d .. "/f", "x", tonumber("640", 8)))
+        os.execute("ln -s f '" .. d .. "/l'")
+        local sd, sf, sl = sys.lstat(d), sys.lstat(d .. "/f"), sys.lstat(d .. "/l")
+        local none, err, code = sys.lstat(d .. "/missing")
+        return sd.kind == "dir" and sd.mode == tonumber("750", 8) and sd.uid == sys.getuid()
+               and sf.kind == "file" and sf.mode == tonumber("640", 8) and sl.kind == "link"
+               and none == nil and err:find("No such file") and code == 2,
+               string.format("%s %o %s %s %s", sd.kind, sd.mode, sf.kind, sl.kind, tostring(err))
+    ));
+
     t_lua(L, "write_file is atomic, 0600 by default, binary-safe and leaves no temp file", LUA(
         local path = tmp .. "/w/state.json"
         assert(sys.mkdir_p(tmp .. "/w"))

@@ -28,8 +28,10 @@ is "$("$CZCTL" --version >/dev/null; echo $?)" 0 "--version exits 0"
 like "$("$CZCTL" version | head -1)" '^czctl [0-9]+\.[0-9]+\.[0-9]+ \(commit [0-9a-f]{7,}|unknown\)' \
   "version names czctl's version and commit"
 is "$("$CZCTL" version -o json | json '(d["apiVersion"], d["kind"], sorted(d))')" \
-  "('czctl.io/v1', 'Version', ['apiVersion', 'cjson', 'commit', 'czctl', 'kind', 'libyaml', 'lua'])" \
-  "version -o json: kind Version with czctl, commit, Lua, libyaml and cjson (libcurl is not loaded)"
+  "('czctl.io/v1', 'Version', ['apiVersion', 'cjson', 'commit', 'czctl', 'features', 'kind', 'libyaml', 'lua'])" \
+  "version -o json: kind Version with czctl, commit, Lua, libyaml, cjson and features (libcurl is not loaded)"
+like "$("$CZCTL" version -o json | json '" ".join(d["features"])')" '(^| )intercept-command( |$)' \
+  "version -o json: features lists what this build supports (intercept-command: -- CMD)"
 like "$("$CZCTL" version -o json | json 'd["lua"], d["libyaml"], d["cjson"]')" \
   '^Lua 5\.4\.[0-9]+ [0-9]+\.[0-9.]+ [0-9]+\.[0-9.]+$' "the library versions are real version numbers"
 like "$("$CZCTL" version --verbose -o json | json 'd["libcurl"]')" '^[0-9]+\.[0-9]+\.[0-9]+$' \
@@ -57,7 +59,7 @@ like "$out" 'invalid value "xml" for flag -o: expected one of text, json, yaml' 
 
 # --- recipe list as a List ------------------------------------------------------------
 is "$("$CZCTL" recipe list -o json | json '(d["kind"], [i["name"] for i in d["items"]][:2])')" \
-  "('RecipeList', ['config-view', 'service-intercept'])" "recipe list -o json is a RecipeList of items"
+  "('RecipeList', ['config-view', 'service-env'])" "recipe list -o json is a RecipeList of items"
 
 # --- completion -----------------------------------------------------------------------
 "$CZCTL" completion bash >"$WORK/czctl.bash"

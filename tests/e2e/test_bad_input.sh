@@ -56,8 +56,12 @@ bad_input "an ExternalName Service" 'Service "external" is of type ExternalName'
   service intercept external -l 3000 --tunnel direct
 bad_input "an unknown tunnel provider" 'unknown tunnel provider "carrier-pigeon"' 2 \
   service intercept demo -l 3000 --tunnel carrier-pigeon
-bad_input "a refused permission (restricted user)" 'forbidden' 1 \
+bad_input "a refused permission (restricted user)" 'needs permissions you do not have in namespace "default": get services, ' 1 \
   service intercept demo -l 3000 --tunnel direct --context restricted
+bad_input "a header value longer than 1024 bytes" 'X-Dev value is 4100 bytes long; at most 1024 are allowed' 2 \
+  service intercept demo -x "X-Dev:$(printf 'a%.0s' $(seq 4100))" -l 3000 --tunnel direct
+bad_input "a header name as long" 'header name is 300 characters long; at most 256 are allowed' 2 \
+  service intercept demo -x "$(printf 'a%.0s' $(seq 300)):yes" -l 3000 --tunnel direct
 bad_input "a header name with a space" "invalid header name \"X Team\": only letters, digits, '-' and '_' are allowed" 2 \
   service intercept demo -x 'X Team:v' -l 3000 --tunnel direct
 bad_input "a header name with a dot" "\"X.Team\" contains \".\", which NGINX ignores.*only letters, digits, '-' and '_' are allowed" 2 \
@@ -74,18 +78,9 @@ bad_input "--tunnel-host on the loopback" \
   service intercept demo -l 3000 --tunnel direct --tunnel-host 127.0.0.1
 bad_input "--tunnel-host of another machine" "^czctl: error: --tunnel-host 192\\.0\\.2\\.254 is not an address of this machine" 1 \
   service intercept demo -l 3000 --tunnel direct --tunnel-host 192.0.2.254
-kubectl apply -f - >/dev/null <<'YAML'
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: svc-reader, namespace: default}
-rules: [{apiGroups: [""], resources: [services, pods], verbs: [get, list]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: restricted-svc-reader, namespace: default}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: svc-reader}
-subjects: [{kind: User, name: restricted}]
-YAML
+# (the restricted user has the Role czctl needs in the namespace: docs/permissions.md)
+sed 's/name: developer@example.com/name: restricted/' "$E2E_ROOT/examples/czctl-developer-role.yaml" \
+  | kubectl apply -n default -f - >/dev/null
 bad_input "--tunnel direct when the Nodes cannot be listed" \
   "cannot tell which address of this machine the cluster reaches: cannot list the cluster's nodes \\(nodes is forbidden.*\\); give the address of this machine that the cluster reaches with --tunnel-host ADDRESS$" 1 \
   service intercept demo -l 3000 --tunnel direct --context restricted

@@ -12,14 +12,17 @@ export PATH="$E2E_ROOT/tests/fake-ngrok:$PATH"
 
 demo_cluster
 
-# crash_at NAME METHOD PATH_REGEX [QUERY] -- MODE
-# Stall METHOD PATH (the request after the kill point), start an intercept
+# crash_at NAME METHOD PATH_REGEX QUERY MODE [NTH [SECONDS]]
+# Stall METHOD PATH (the NTH such request, default the first, for SECONDS,
+# default 1: the request
+# after the kill point), start an intercept
 # through the ngrok stand-in, SIGKILL it when the stalled request is in
 # flight, then close with ("file") or without ("nofile") the session file.
 crash_at() {
-  local name=$1 method=$2 path=$3 query=$4 mode=$5
+  local name=$1 method=$2 path=$3 query=$4 mode=$5 nth=${6:-1} secs=${7:-1}
   local rule="crash-$RANDOM"
-  stall_next "$rule" "$method" "$path" "$query" 1
+  faults "[{\"name\":\"$rule\",\"method\":\"$method\",\"path\":\"$path\",\"query\":\"$query\",\"action\":\"stall\",\"seconds\":$secs,\"nth\":$nth,\"times\":1}]"
+  wait_for_cmd 10 fault_loaded "$rule"
   local before_audit
   before_audit=$(audit_count "$method" "$path")
   "$CZCTL" service intercept demo -l "$PORT" --tunnel ngrok -q >"$WORK/crash.out" 2>&1 &
@@ -64,11 +67,13 @@ crash_at() {
 }
 
 for mode in file nofile; do
-  crash_at "killed after the tunnel started"        POST "^$NS/services\$" "" $mode
-  crash_at "killed after the copy Service was created" POST "^$NS/configmaps\$" "" $mode
-  crash_at "killed after the ConfigMap was created"  POST "^$APPS/deployments\$" "" $mode
-  crash_at "killed after the Deployment was created" GET "^$APPS/deployments\$" "watch" $mode
-  crash_at "killed after the wait"                   PATCH "^$NS/services/demo\$" "" $mode
+  crash_at "killed after the tunnel started (joining)"  PATCH "^$NS/services/demo\$" "" $mode
+  crash_at "killed after joining the Service"            POST "^$NS/services\$" "" $mode
+  crash_at "killed after the copy Service was created"   POST "^$NS/secrets\$" "" $mode
+  crash_at "killed after the configuration Secret was created" POST "^$APPS/deployments\$" "" $mode
+  crash_at "killed after the Deployment was created"     GET "^$APPS/deployments\$" "watch" $mode
+  # the last request of the setup: stalled longer, so a loaded machine still kills it in flight
+  crash_at "killed after the wait (routing the Service)" PATCH "^$NS/services/demo\$" "" $mode 2 3
 done
 
 # After the Service patch there is no further request: kill a --wait session

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Sessions: already intercepted (same header: report, exit 0; other: error
-# naming the session and the close command), --clean alone and with an
-# intercept, idempotent close, close without the local file (another
-# machine), session list (table and JSON), --wait ended by SIGTERM
-# (acceptance 3, first half) and JSON output.
+# Sessions: already intercepted (same header: report, exit 0; another
+# header: a second session), --clean alone and with an intercept, idempotent
+# close, close without the local state (another machine), session list
+# (table and JSON), --wait ended by SIGTERM and JSON output. Owners,
+# namespaces and PIDs: test_sessions_owner.sh.
 source "$(dirname "$0")/lib/common.sh"
 
 sandbox_up
@@ -12,6 +12,9 @@ snapshot "$WORK/before.json"
 PORT=$(local_server laptop)
 IP=$(cluster_ip demo)
 svc_before=$(service_state demo)
+
+# no_files DIR: DIR is empty or missing (a condition for wait_for_cmd).
+no_files() { [ -z "$(ls -A "$1" 2>/dev/null)" ]; }
 
 # --- JSON output ------------------------------------------------------------
 json=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct --output json 2>"$WORK/err"); rc=$?
@@ -28,19 +31,21 @@ out=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct 2>&1); rc=$?
 is "$rc" 0 "intercepting again with the same header exits 0"
 like "$out" "already intercepts.*" "it reports the existing session"
 like "$out" "$id" "the report names the session"
-out=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct -x X-Other:1 2>&1); rc=$?
-is "$rc" 1 "intercepting with another header exits 1"
-like "$out" "already intercepted by session $id.*czctl session close $id -n default" \
-  "the error names the session and the command that closes it"
-out=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct -x X-Other:1 -q 2>&1)
-is "$(echo "$out" | wc -l)" 1 "with -q the error is the only output, on one line"
+second=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct -x X-Other:1 -o json 2>/dev/null | \
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null)
+like "$second" '^[a-z0-9]{10}$' "intercepting with another header starts a second session on the same Service"
+check "the second session is not the first" test "$second" != "$id"
+like "$(who "http://$IP/" -H 'X-Other: 1')" '^laptop$' "the second session's header is routed"
+like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "and the first one's still is"
+"$CZCTL" session close "$second" -q; is "$?" 0 "closing the second session by id"
 
 # --- session list -------------------------------------------------------------
 list=$("$CZCTL" session list)
-like "$(echo "$list" | head -1)" '^SESSION +NAMESPACE +SERVICE +PORT +HEADER +AGE +LOCAL +STATUS$' "session list prints a table header"
-like "$list" "$id +default +demo +80 +X-C6O-INTERCEPT: yes +[0-9]+s +\\*" "session list shows the session, marked local"
-jl=$("$CZCTL" session list -o json | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d["items"]; print(d["kind"], len(s), s[0]["id"], s[0]["local"])')
-is "$jl" "SessionList 1 $id True" "session list --output json is a SessionList holding the session"
+like "$(echo "$list" | head -1)" '^SESSION +NAMESPACE +SERVICE +PORT +RULE +OWNER +STATE +AGE$' "session list prints a table header"
+like "$list" "$id +default +demo +80 +X-C6O-INTERCEPT: yes +[^ ]+@[^ ]+ \\(you\\) +active +[0-9]+s" \
+  "session list shows the session, its owner marked as you, active"
+jl=$("$CZCTL" session list -o json | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d["items"]; print(d["kind"], len(s), s[0]["id"], s[0]["local"], s[0]["mine"], s[0]["state"])')
+is "$jl" "SessionList 1 $id True True active" "session list --output json is a SessionList holding the session"
 
 # --- --clean alone ------------------------------------------------------------
 out=$("$CZCTL" service intercept demo -c 2>&1); rc=$?
@@ -57,11 +62,11 @@ new=$(session_ids)
 check "--clean replaced the old session with a new one" test -n "$new" -a "$new" != "$old"
 like "$(who "http://$IP/" -H 'X-Dev: me')" '^laptop$' "the new session routes its header"
 
-# --- close from another machine: no local file -----------------------------------
+# --- close after the local state directory is gone -----------------------------------
 mv "$XDG_STATE_HOME" "$WORK/state-moved"
 out=$("$CZCTL" session close 2>&1); rc=$?
-is "$rc" 0 "session close without a local file exits 0"
-like "$out" "Closed session $new" "it finds the session in the cluster"
+is "$rc" 0 "session close without the local state directory exits 0"
+like "$out" "Closed session $new" "it finds your session in the cluster by its owner"
 is "$(service_state demo)" "$svc_before" "the Service is restored exactly from the cluster alone"
 is "$(czctl_leftovers)" "" "the objects are deleted from the cluster alone"
 mv "$WORK/state-moved" "$XDG_STATE_HOME"
@@ -70,7 +75,7 @@ is "$rc" 0 "closing the same session again exits 0 (idempotent)"
 is "$(session_ids)" "" "closing again removes the stale local file"
 out=$("$CZCTL" session close 2>&1); rc=$?
 is "$rc" 0 "session close with nothing to close exits 0"
-like "$out" "No session to close" "and says there was nothing to close"
+like "$out" "No session of yours to close in namespace default" "and says there was nothing to close"
 snapshot "$WORK/after.json"
 same_snapshot "$WORK/before.json" "$WORK/after.json" "after these sessions the cluster equals the snapshot from before"
 
@@ -112,8 +117,12 @@ for variant in "-l $((PORT + 1)) --tunnel direct|another local port" "-l $PORT|a
   # shellcheck disable=SC2086
   out=$("$CZCTL" service intercept demo $args 2>&1); rc=$?
   is "$rc" 1 "intercepting again with $what exits 1"
-  like "$out" "already intercepted by session $sid .*localhost:$PORT.*run again with -c" \
-    "with $what the error names the session and suggests -c"
+  case $what in
+    *--all*) like "$out" "session $sid of .* holds it with X-C6O-INTERCEPT: yes, so --all would take its requests" \
+               "with $what the error names the session that holds the port" ;;
+    *) like "$out" "already intercepted by your session $sid .*localhost:$PORT.*run again with -c" \
+         "with $what the error names the session and suggests -c" ;;
+  esac
 done
 out=$("$CZCTL" service intercept demo --tunnel direct 2>/dev/null); rc=$?
 is "$rc" 0 "intercepting again with the same tunnel and rule (no -l) exits 0"
@@ -139,16 +148,20 @@ is "$("$CZCTL" session close -o json | python3 -c 'import json,sys; o=json.load(
 # --- a local session closed from another machine is pruned here ----------------------
 "$CZCTL" service intercept demo -l "$PORT" --tunnel direct -q
 sid=$(session_ids)
-XDG_STATE_HOME="$WORK/other-machine" "$CZCTL" session close -q; is "$?" 0 "another machine closes the session"
+XDG_STATE_HOME="$WORK/other-machine" USER=someone-else "$CZCTL" session close "$sid" --force -q
+is "$?" 0 "another machine closes the session by id with --force"
 out=$("$CZCTL" session list 2>&1)
-is "$out" "No intercept sessions." "session list no longer shows the session closed elsewhere"
-is "$(session_ids)" "$sid" "session list writes nothing: the stale local record stays"
-"$CZCTL" session close -q; is "$(session_ids)" "" "session close removes the stale local record"
+is "$out" "No intercept sessions in namespace default." "session list no longer shows the session closed elsewhere"
+check "the session's keeper notices and removes the local record" wait_for_cmd 10 no_files "$XDG_STATE_HOME/czctl/sessions"
+"$CZCTL" session close -q; is "$(session_ids)" "" "session close has nothing left to remove"
 XDG_STATE_HOME="$WORK/fresh-state" "$CZCTL" session list >/dev/null
 check "session list on a machine with no sessions creates no state directory" test ! -e "$WORK/fresh-state"
 "$CZCTL" service intercept demo -l "$PORT" --tunnel direct -q
 sid=$(session_ids)
-XDG_STATE_HOME="$WORK/other-machine" "$CZCTL" session close -q
+# the keeper would notice and remove the record itself: stop it first
+kill -KILL "$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["keeper_pid"]))' \
+  "$XDG_STATE_HOME/czctl/sessions/$sid.json")" 2>/dev/null
+XDG_STATE_HOME="$WORK/other-machine" USER=someone-else "$CZCTL" session close "$sid" --force -q
 out=$("$CZCTL" session close 2>/dev/null); rc=$?
 is "$rc" 0 "session close of a session closed elsewhere exits 0"
 like "$out" "^Removed the local record of session $sid in default \\(it was already closed in the cluster\\)$" \
@@ -166,11 +179,11 @@ if "$SANDBOX" up "$C2" >"$WORK/c2-up.log" 2>&1; then
   c2server=$(sed -n 's/^ *server: *//p' "$C2/kubeconfig" | head -1)
   is "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["server"])' \
         "$XDG_STATE_HOME/czctl/sessions/$c2id.json" 2>/dev/null)" "$c2server" "the session file records the cluster's server URL"
-  is "$("$CZCTL" session list 2>&1)" "No intercept sessions." "session list on the first cluster does not show it"
+  is "$("$CZCTL" session list 2>&1)" "No intercept sessions in namespace default." "session list on the first cluster does not show it"
   out=$("$CZCTL" session close 2>&1); rc=$?
   is "$rc" 0 "session close on the first cluster exits 0"
   unlike "$out" "$c2id" "session close on the first cluster leaves the second cluster's session alone"
-  like "$(KUBECONFIG="$C2/kubeconfig" "$CZCTL" session list 2>&1)" "$c2id +default +demo +80 .*\\*" \
+  like "$(KUBECONFIG="$C2/kubeconfig" "$CZCTL" session list 2>&1)" "$c2id +default +demo +80 .*\\(you\\)" \
     "the session is still live and local on its own cluster"
   "$SANDBOX" down "$C2" >/dev/null 2>&1
   out=$("$CZCTL" session close "$c2id" 2>&1); rc=$?

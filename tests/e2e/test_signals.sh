@@ -46,7 +46,7 @@ interrupt_at() {
 interrupt_at "SIGINT while the Deployment is being created" INT 130 direct POST "^$APPS/deployments\$"
 interrupt_at "SIGINT while waiting for the proxy" INT 130 direct GET "^$APPS/deployments\$" watch
 interrupt_at "SIGTERM while the Service is being patched" TERM 143 direct PATCH "^$NS/services/demo\$"
-interrupt_at "SIGINT with the ngrok keeper running" INT 130 ngrok POST "^$NS/configmaps\$"
+interrupt_at "SIGINT with the ngrok keeper running" INT 130 ngrok POST "^$NS/secrets\$"
 
 # --wait: the waiting process runs setup in a child. SIGTERM sent to it alone
 # during setup: the setup finishes, is cleaned up at once, exit 143.
@@ -99,12 +99,12 @@ double_interrupt() {
   is "$(session_ids)" "" "$name: no local session file is left"
 }
 
-double_interrupt "two SIGINTs, the second during the ConfigMap's undo" INT 130 \
-  POST "^$NS/configmaps\$" "" "^$NS/configmaps/czctl-"
+double_interrupt "two SIGINTs, the second during the configuration Secret's undo" INT 130 \
+  POST "^$APPS/deployments\$" "" "^$NS/secrets/czctl-proxy-"
 double_interrupt "two SIGINTs, the second during the Deployment's undo" INT 130 \
-  GET "^$APPS/deployments\$" watch "^$APPS/deployments/czctl-"
+  GET "^$APPS/deployments\$" watch "^$APPS/deployments/czctl-proxy-"
 double_interrupt "SIGTERM then SIGINT during the Service copy's undo" TERM 143 \
-  POST "^$APPS/deployments\$" "" "^$NS/services/czctl-.*-original\$"
+  POST "^$APPS/deployments\$" "" "^$NS/services/czctl-proxy-.*-original\$"
 
 # The same without stalling the rollback: two SIGINTs 20 ms apart, sent
 # once the Nth step has finished (as a user presses Ctrl-C twice).
@@ -136,7 +136,7 @@ wait_double() {
   local name=$1 gap=$2 stall=$3
   local urule="dbl-wait-$RANDOM"
   if [ -n "$stall" ]; then
-    faults "[{\"name\":\"$urule\",\"method\":\"DELETE\",\"path\":\"^$APPS/deployments/czctl-\",\"action\":\"stall\",\"seconds\":1,\"times\":1}]"
+    faults "[{\"name\":\"$urule\",\"method\":\"DELETE\",\"path\":\"^$APPS/deployments/czctl-proxy-\",\"action\":\"stall\",\"seconds\":1,\"times\":1}]"
     wait_for_cmd 10 fault_loaded "$urule"
   fi
   setsid "$CZCTL" service intercept demo -l "$PORT" --tunnel direct --wait >"$WORK/dw.out" 2>"$WORK/dw.err" &
@@ -166,7 +166,7 @@ wait_double() {
 # that command restores the snapshot.
 name="a failing undo step"
 faults "[{\"name\":\"rf-stall\",\"method\":\"POST\",\"path\":\"^$APPS/deployments\$\",\"action\":\"stall\",\"seconds\":2,\"times\":1},
-         {\"name\":\"rf-fail\",\"method\":\"DELETE\",\"path\":\"^$NS/configmaps/czctl-\",\"status\":500,\"times\":20}]"
+         {\"name\":\"rf-fail\",\"method\":\"DELETE\",\"path\":\"^$NS/secrets/czctl-proxy-\",\"status\":500,\"times\":20}]"
 wait_for_cmd 10 fault_loaded rf-fail
 "$CZCTL" service intercept demo -l "$PORT" --tunnel direct >"$WORK/rf.out" 2>"$WORK/rf.err" &
 pid=$!

@@ -31,12 +31,12 @@ json=$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct -o json 2>"$WO
 is "$rc" 0 "service intercept with the user recipe exits 0"
 [ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
 id=$(printf '%s' "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null)
-pod_spec=$(kubectl get deployment "czctl-$id" -o json | python3 -c 'import json,sys
+pod_spec=$(kubectl get deployment czctl-proxy-demo -o json | python3 -c 'import json,sys
 t = json.load(sys.stdin)["spec"]["template"]
 print(t["metadata"]["labels"].get("team"), json.dumps(t["spec"].get("tolerations"), sort_keys=True))')
 is "$pod_spec" 'blue [{"effect": "NoSchedule", "key": "dedicated", "operator": "Equal", "value": "blue"}]' \
   "the proxy Deployment carries the hook's label and toleration"
-is "$(kubectl get pods -l "czctl.io/proxy=$id" -o jsonpath='{.items[0].metadata.labels.team}')" blue \
+is "$(kubectl get pods -l czctl.io/proxy=demo -o jsonpath='{.items[0].metadata.labels.team}')" blue \
   "the proxy pod carries the label"
 IP=$(cluster_ip demo)
 is "$(who "http://$IP/" -H 'Cookie: team=blue')" laptop "the hook's extra rule (cookie team=blue) reaches this machine"

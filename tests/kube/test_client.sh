@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # czctl.kube against the sandbox cluster: get/list/create/patch/delete/watch,
 # Status errors (404, 409 AlreadyExists, 409 Conflict, 422, 401, 403, 410),
-# tls-server-name, connection reuse (tests/kube/client_checks.lua), and no
-# token in --verbose output or error messages.
+# tls-server-name, connection reuse (tests/kube/client_checks.lua), no token
+# in --verbose output or error messages, and names client-go refuses
+# (".", "..", '/', '%') refused before any request, in kubectl's words.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd)
@@ -82,6 +83,25 @@ like "$(cat "$D/block.watch.err")" 'interrupted=true' "the watch returned the in
 read -r rc ms <<<"$(interrupt get INT)"
 is "$rc" 130 "SIGINT during a stalled request: exit 130"
 check "the request returned within a second of the signal (${ms} ms)" [ "$ms" -lt 1000 ]
+
+# Names that are not valid path segments never reach an API path (libcurl
+# would resolve "/namespaces/../services/.." into "/api/v1/"): czctl refuses
+# them with kubectl's own message, before any request.
+while IFS='|' read -r name ns; do
+  want=$(kubectl --kubeconfig "$KC" get service "$name" -n "$ns" 2>&1 | sed 's/^error: //')
+  before=$(wc -l < "$D/sb/audit.jsonl")
+  out=$("$CZCTL" service intercept "$name" -n "$ns" --kubeconfig "$KC" 2>&1); rc=$?
+  is "$rc $out" "1 czctl: error: $want" "service intercept '$name' -n '$ns': refused as kubectl refuses it ($want)"
+  is "$(wc -l < "$D/sb/audit.jsonl")" "$before" "... and no request reached the API server"
+done <<'NAMES'
+..|..
+web|..
+..|default
+.|default
+a%b|default
+x|a/b
+x|a%b
+NAMES
 
 check "verbose mode logs each request (method, URL, status)" grep -qE '^kube: GET https://127\.0\.0\.1:[0-9]+/api/v1/namespaces/default/configmaps/[^ ]+ -> 200' "$D/err"
 leaks=0

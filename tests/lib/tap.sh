@@ -2,7 +2,12 @@
 # shellcheck shell=bash
 _tap_n=0 _tap_failed=0
 ok()   { _tap_n=$((_tap_n+1)); echo "ok $_tap_n - $*"; }
-fail() { _tap_n=$((_tap_n+1)); _tap_failed=$((_tap_failed+1)); echo "not ok $_tap_n - $*"; }
+# (a name ending in "# TODO reason" is a known failure: reported, not counted)
+fail() {
+  _tap_n=$((_tap_n+1))
+  case "$*" in *"# TODO"*) ;; *) _tap_failed=$((_tap_failed+1)) ;; esac
+  echo "not ok $_tap_n - $*"
+}
 # check NAME CMD...: ok when CMD succeeds
 check() { local name=$1; shift; if "$@"; then ok "$name"; else fail "$name"; fi; }
 # is GOT WANT NAME

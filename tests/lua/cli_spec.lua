@@ -84,6 +84,28 @@ describe("flag parsing", function()
     assert.equal('unexpected argument "--all"', err.message)
   end)
 
+  it("gives a recipe that declares a command the words after -- as that command, flags and all", function()
+    local spec_flags = {}
+    for _, d in ipairs(FLAGS) do spec_flags[#spec_flags + 1] = d end
+    local function with_command(argv)
+      return cli.parse(spec_flags, ARGS, argv, { command = "service intercept", trailing = true,
+                                                 getenv = function() return nil end })
+    end
+    local parsed = with_command({ "web", "-a", "--", "make", "test", "--all", "-n", "x", "--" })
+    assert.same({ "make", "test", "--all", "-n", "x", "--" }, parsed.command)
+    assert.equal("web", parsed.args.service)
+    assert.equal("default", parsed.flags.namespace, "flags after -- are the command's")
+    assert.equal(true, parsed.flags.all)
+    assert.is_nil(with_command({ "web" }).command, "no -- : no command")
+    assert.is_nil(parse({ "web" }).command)
+    local ok, err = pcall(with_command, { "web", "--" })
+    assert.falsy(ok)
+    assert.equal("-- must be followed by a command to run", err.message)
+    ok, err = pcall(with_command, { "--", "make" })
+    assert.falsy(ok)
+    assert.equal("missing argument SERVICE", err.message, "arguments come before --")
+  end)
+
   it("takes a default from the declared environment variable", function()
     local parsed = parse({ "web" }, { KUBECONFIG = "/tmp/kc" })
     assert.equal("/tmp/kc", parsed.flags.kubeconfig)
@@ -179,6 +201,11 @@ describe("generated help", function()
       assert.match(pattern, text)
     end)
   end
+
+  it("lists -- CMD [ARGS...] with the arguments of a recipe that declares a command", function()
+    local help = cli.help_text("service intercept", recipe{ command = { help = "run it while the session lives" } })
+    assert.truthy(help:find("%-%- CMD %[ARGS%.%.%.%] +run it while the session lives"), help)
+  end)
 
   it("keeps a recipe's own usage line", function()
     assert.match("\n  czctl hello NAME %[flags%]\n", cli.help_text("hello", recipe{ usage = "NAME [flags]" }))

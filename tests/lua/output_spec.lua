@@ -7,7 +7,7 @@ local function capture(mode, opts)
   local cap = { out = {}, err = {} }
   local t = 0
   cap.o = output.new{
-    mode = mode, tty = opts.tty or false, color = false, verbose = opts.verbose,
+    mode = mode, tty = opts.tty or false, color = false, verbose = opts.verbose, progress = opts.progress,
     stdout = function(s) cap.out[#cap.out + 1] = s end,
     stderr = function(s) cap.err[#cap.err + 1] = s end,
     clock = function() t = t + 0.125; return t end,
@@ -171,4 +171,64 @@ describe("NO_COLOR", function()
       assert.equal(c[3], output.no_color(function(name) return name == "NO_COLOR" and c[2] or nil end))
     end)
   end
+end)
+
+describe("JSON-lines progress", function()
+  local cjson = require "cjson"
+  local function events(c)
+    local list = {}
+    for line in c.stderr():gmatch("[^\n]+") do list[#list + 1] = cjson.decode(line) end
+    return list
+  end
+
+  for _, mode in ipairs({ "normal", "quiet", "json" }) do
+    it("reports each step as started and done, one object per line, with the text's title (mode " .. mode .. ")",
+       function()
+      local c = capture(mode, { progress = "json", tty = true })
+      c.o:step("Resolve Service default/demo", function() end)
+      c.o:warn("Service %s looks managed by %s", "demo", "Helm")
+      local e = events(c)
+      assert.equal(3, #e)
+      assert.same({ event = "step", status = "started", step = "Resolve Service default/demo" }, e[1])
+      assert.same({ event = "step", status = "done", step = "Resolve Service default/demo", ms = 125 }, e[2])
+      assert.same({ event = "warning", message = "Service demo looks managed by Helm" }, e[3])
+      assert.falsy(c.stderr():find("\27", 1, true), "no terminal control codes")
+    end)
+  end
+
+  it("reports a failed step with the first line of its error, and lets the error through", function()
+    local c = capture("normal", { progress = "json" })
+    local ok, err = pcall(c.o.step, c.o, "Patch Service demo", function() error("conflict\nsecond line", 0) end)
+    assert.falsy(ok)
+    assert.equal("conflict\nsecond line", err)
+    local e = events(c)
+    assert.same({ event = "step", status = "failed", step = "Patch Service demo", ms = 125, error = "conflict" },
+                e[2])
+  end)
+
+  it("writes a result sent to stderr as one result object, keeping stdout free", function()
+    for _, mode in ipairs({ "normal", "json" }) do
+      local c = capture(mode, { progress = "json" })
+      c.o:results_on_stderr()
+      c.o:result({ kind = "Session", id = "abc" }, function() return "Session abc" end)
+      assert.equal("", c.stdout(), mode)
+      assert.same({ { event = "result", kind = "Session", id = "abc" } }, events(c), mode)
+    end
+    local t = capture("normal")
+    t.o:results_on_stderr()
+    t.o:result({ id = "abc" }, function(r) return "Session " .. r.id end)
+    assert.equal("", t.stdout())
+    assert.equal("Session abc\n", t.stderr(), "without JSON progress: the text, on stderr")
+  end)
+
+  it("writes events and info as objects, and as text lines without it", function()
+    local c = capture("normal", { progress = "json" })
+    c.o:event("command", { status = "exited", code = 7 }, "the command exited with code 7")
+    c.o:info("Closing session %s", "abc")
+    assert.same({ { event = "command", status = "exited", code = 7 }, { event = "info", message = "Closing session abc" } },
+                events(c))
+    local t = capture("normal")
+    t.o:event("command", { status = "exited", code = 7 }, "the command exited with code 7")
+    assert.equal("the command exited with code 7\n", t.stderr())
+  end)
 end)

@@ -55,6 +55,39 @@ describe("process.spawn", function()
     assert.equal(0, p:wait(5))
   end)
 
+  it("with group, leads its own process group and kill() reaches the whole group", function()
+    local p <close> = assert(process.spawn({ "sh", "-c", "sleep 30 & echo $!; wait" }, { group = true }))
+    local grandchild = assert(math.tointeger(tonumber(p:read_line(5))))
+    local ps = assert(process.run({ "ps", "-o", "pgid=", "-p", tostring(grandchild) }))
+    assert.equal(p.pid, tonumber(ps.stdout), "the child's children are in its group")
+    p:kill("TERM")
+    assert.equal(143, p:wait(5))
+    local deadline = sys.now() + 5
+    while process.alive(grandchild) and sys.now() < deadline do sys.sleep(0.02) end
+    assert.falsy(process.alive(grandchild), "the grandchild got the signal too")
+  end)
+
+  it("with parent_death_signal, the child is signalled when its parent is SIGKILLed", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+local process = require "czctl.process"
+local p = assert(process.spawn({ "sleep", "30" }, { parent_death_signal = "TERM", stdout = "null" }))
+io.stdout:write(p.pid, "\n"); io.stdout:flush()
+p:wait()
+]])
+    f:close()
+    local parent <close> = assert(process.spawn({ sys.exe(), "run", script }))
+    local child = assert(math.tointeger(tonumber(parent:read_line(5))))
+    assert.truthy(process.alive(child))
+    parent:kill("KILL")
+    assert.equal(137, parent:wait(5))
+    local deadline = sys.now() + 5
+    while process.alive(child) and sys.now() < deadline do sys.sleep(0.02) end
+    assert.falsy(process.alive(child), "the orphan got SIGTERM")
+    os.remove(script)
+  end)
+
   it("returns nil and a message naming the command when it does not exist", function()
     local p, err = process.spawn({ "/nonexistent/czctl-test-command" })
     assert.is_nil(p)

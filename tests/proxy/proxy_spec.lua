@@ -378,7 +378,9 @@ describe("proxy.render: the tunnel's route (in the session's Secret)", function(
     assert.truthy(has(http, [["~^(ERR\_NGROK\_3200|ERR\_NGROK\_8012)$" "@czctl_fallback";]]), http)
     assert.truthy(has(http, "add_header X-Accel-Redirect $czctl_tunnel_abc123_fallback always;"))
     assert.truthy(has(http, "proxy_ignore_headers X-Accel-Redirect;"))
-    assert.truthy(has(http, "listen 127.0.0.1:8078;"), http)
+    -- on a Unix socket named by the route: routes of a shared proxy never share one
+    assert.truthy(has(http, "listen unix:/tmp/czctl-route-abc123.sock;"), http)
+    assert.truthy(has(http, "server unix:/tmp/czctl-route-abc123.sock;"), http)
     assert.truthy(has(loc, "proxy_pass http://czctl_tunnel_abc123_inner;"))
   end)
   it("resolves a host name per request on NGINX < 1.27.3 (no keep-alive to it)", function()
@@ -389,13 +391,18 @@ describe("proxy.render: the tunnel's route (in the session's Secret)", function(
   it("keeps connections to a re-resolved name on NGINX >= 1.27.3 (the image)", function()
     local _, _, f = render{ tunnel_upstream = up, nginx_version = "1.27.4" }
     local h = f["tunnel-http.conf"]
+    -- the upstream's own resolver (an upstream directive since 1.27.3): one per route
     assert.truthy(has(h, "upstream czctl_tunnel_abc123 {\n    zone czctl_tunnel_abc123 64k;\n" ..
+                         "    resolver kube-dns.kube-system.svc.cluster.local valid=30s ipv6=off;\n" ..
                          "    server ab12.ngrok-free.app:443 resolve;\n    keepalive 64;"), h)
     assert.truthy(has(h, "proxy_pass https://czctl_tunnel_abc123;"))
   end)
-  it("uses a given resolver address", function()
+  it("uses a given resolver address, in the location that resolves (never twice in `http {}`)", function()
     local _, _, f = render{ tunnel_upstream = { url = up.url, resolver = "10.96.0.10" } }
-    assert.truthy(has(f["tunnel-http.conf"], "resolver 10.96.0.10 valid=30s"))
+    assert.truthy(has(f["tunnel-location.conf"], "resolver 10.96.0.10 valid=30s ipv6=off;\nproxy_pass https://$"))
+    assert.falsy(has(f["tunnel-http.conf"], "resolver "))
+    local _, _, g = render{ tunnel_upstream = { url = up.url, resolver = "10.96.0.10" }, nginx_version = "1.27.4" }
+    assert.truthy(has(g["tunnel-http.conf"], "    zone czctl_tunnel_abc123 64k;\n    resolver 10.96.0.10 valid=30s"))
   end)
   it("resolves once at start, with keep-alive, when resolver = false", function()
     local _, _, f = render{ tunnel_upstream = { url = up.url, resolver = false } }

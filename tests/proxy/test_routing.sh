@@ -230,6 +230,16 @@ route "a value with quotes, \$, braces, regex and non-ASCII characters matches l
 route "the same value with a regex-like difference does not match" "$ADDR_special" original / \
   -H 'X-Odd: a"b$c{;} x*+?[x]\\ é'
 
+# The longest values a rule may hold (1024 bytes), of the characters that are
+# escaped most (each one doubled in the map's regular expression, quoted in
+# `if`): NGINX reads each parameter into a 4 KiB buffer, and both still fit.
+long_map=$(printf '$.%.0s' $(seq 512))     # with '$': compared in a map
+long_if=$(printf '".%.0s' $(seq 512))      # without: compared in if
+proxy longmap "\"rule\": {\"header\": {\"name\": \"X-Long\", \"equals\": \"$long_map\"}}"
+route "a 1024-byte value of escaped characters matches in a map" "$ADDR_longmap" local / -H "X-Long: $long_map"
+proxy longif "\"rule\": {\"header\": {\"name\": \"X-Long\", \"equals\": \"${long_if//\"/\\\"}\"}}"
+route "a 1024-byte value of quotes matches in if" "$ADDR_longif" local / -H "X-Long: $long_if"
+
 # (without '$' the value is compared in `if` instead of a map: the same literal match)
 proxy literal '"rule": {"header": {"name": "X-Odd", "equals": "a\"b.c{;} *+?[x]\\\\ é"}}'
 route "a value with quotes, braces, regex and non-ASCII characters compared in if matches literally" "$ADDR_literal" local / \

@@ -19,11 +19,19 @@ local OUTPUT_FLAG = { name = "output", short = "o", type = "string", default = "
 
 local function cli() return require "czctl.cli" end
 
+--- What this build can do that scripts may need to know (`version -o json`,
+--- `features`): "intercept-command" (`service intercept ... -- CMD`),
+--- "progress-json" (`--progress json`), "multi-session" (several sessions
+--- hold one Service, each with its own rule: tests/e2e/test_ci_parallel.sh
+--- then expects five parallel jobs to pass).
+M.FEATURES = { "intercept-command", "progress-json", "multi-session" }
+
 local function version_info(load_curl)
   local embed = require "czctl.core.embed"
   local v = embed.versions(load_curl)
   return { apiVersion = "czctl.io/v1", kind = "Version", czctl = embed.version, commit = v.commit,
-           lua = v.lua, libyaml = v.libyaml, cjson = require("cjson")._VERSION, libcurl = v.libcurl }
+           lua = v.lua, libyaml = v.libyaml, cjson = require("cjson")._VERSION, libcurl = v.libcurl,
+           features = setmetatable({ table.unpack(M.FEATURES) }, util.array_mt) }
 end
 
 local function document(state, format, doc, text)
@@ -76,6 +84,7 @@ command): its version is shown with --verbose, which loads it.
         string.format("czctl %s (commit %s)", info.czctl, info.commit),
         info.lua, "libyaml " .. info.libyaml, "lua-cjson " .. info.cjson,
         info.libcurl and ("libcurl " .. info.libcurl) or "libcurl (loaded on first use; --verbose shows its version)",
+        "features: " .. table.concat(info.features, ", "),
       }
       document(state, parsed.flags.output, info, table.concat(lines, "\n") .. "\n")
       return 0

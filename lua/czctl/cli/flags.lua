@@ -141,12 +141,16 @@ function M.arg_label(a)
   return a.metavar or util.kebab(a.name):upper()
 end
 
---- Parse argv against flag and argument declarations.
+--- Parse argv against flag and argument declarations. With opts.trailing
+--- (a recipe that declares `command`), the words after the first `--` are
+--- not arguments but a command to run, returned as `command` (nil when there
+--- is no `--`; an empty `--` is a usage error); otherwise they are positional
+--- arguments as any others.
 ---@param flag_decls table[] normalised declarations (see prepare_spec)
 ---@param arg_decls table[]
 ---@param argv string[]
----@param opts? {command?: string, getenv?: fun(name: string): string|nil}
----@return {flags: table, args: table, positional: string[], sources: table<string, "flag"|"env"|"default">}
+---@param opts? {command?: string, getenv?: fun(name: string): string|nil, trailing?: boolean}
+---@return {flags: table, args: table, positional: string[], sources: table<string, "flag"|"env"|"default">, command: string[]|nil}
 function M.parse(flag_decls, arg_decls, argv, opts)
   opts = opts or {}
   local getenv = opts.getenv or os.getenv
@@ -186,11 +190,15 @@ function M.parse(flag_decls, arg_decls, argv, opts)
     return argv[i]
   end
 
-  local only_positional = false
+  local only_positional, trailing = false, nil
   while i <= n do
     local a = argv[i]
     if only_positional then
       positional[#positional + 1] = a
+    elseif a == "--" and opts.trailing then
+      trailing = { table.unpack(argv, i + 1, n) }
+      if #trailing == 0 then raise_usage("-- must be followed by a command to run") end
+      break
     elseif a == "--" then
       only_positional = true
     elseif a:sub(1, 2) == "--" then
@@ -291,7 +299,7 @@ function M.parse(flag_decls, arg_decls, argv, opts)
   if k <= #positional then
     raise_usage(string.format("unexpected argument %q", positional[k]))
   end
-  return { flags = flags, args = args, positional = positional, sources = sources }
+  return { flags = flags, args = args, positional = positional, sources = sources, command = trailing }
 end
 
 return M

@@ -106,6 +106,7 @@ function M.help_text(command, recipe)
       if #notes > 0 then text = text .. (text ~= "" and " " or "") .. "(" .. table.concat(notes, "; ") .. ")" end
       rows[#rows + 1] = { arg_label(a) .. (a.variadic and "..." or ""), text }
     end
+    if recipe.command then rows[#rows + 1] = { "-- CMD [ARGS...]", recipe.command.help or "" } end
     out[#out + 1] = "Arguments:\n" .. M.format_rows(rows) .. "\n"
   end
   local own, global = {}, {}

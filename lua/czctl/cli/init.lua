@@ -132,7 +132,7 @@ function M.run_recipe(recipe, cmd, argv, state)
     state.stdout(help.help_text(cmd.display, recipe))
     return 0
   end
-  local parsed = flagmod.parse(flags, args, argv, { command = cmd.display })
+  local parsed = flagmod.parse(flags, args, argv, { command = cmd.display, trailing = recipe.command ~= nil })
   if parsed.flags.debug then state.debug = true end
   if parsed.flags.verbose then state.verbose = true end
   state.argv = argv
@@ -227,6 +227,7 @@ function M.main(args, opts)
     registry = opts.registry,
   }
   state.format = runner.scan_output(args)
+  state.progress = runner.scan_progress(args)
   local ok, res = xpcall(dispatch, runner.traceback_handler, args, state)
   if ok then return res end
   local e = res.value

@@ -62,6 +62,18 @@ function M.scan_output(argv)
   return nil
 end
 
+--- Whether a command line asks for JSON-lines progress (--progress json),
+--- scanned like scan_output so that even a usage error is reported as one.
+---@param argv string[]
+---@return boolean
+function M.scan_progress(argv)
+  for i, a in ipairs(argv) do
+    if a == "--" then return false end
+    if a == "--progress=json" or (a == "--progress" and argv[i + 1] == "json") then return true end
+  end
+  return false
+end
+
 --- Build the ctx a recipe runs with.
 ---@param cmd {name: string, display: string, words: string[]}
 ---@param spec_flags table[] normalised declarations
@@ -77,6 +89,8 @@ function M.make_ctx(cmd, spec_flags, parsed, state)
   if quiet_decl and quiet_decl.type == "boolean" and flags.quiet then mode = "quiet" end
   if output_decl and (flags.output == "json" or flags.output == "yaml") then mode = flags.output end
   state.format = (mode == "json" or mode == "yaml") and mode or state.format
+  local progress = flag_decl(spec_flags, "progress") and flags.progress == "json" and "json" or "text"
+  state.progress = progress == "json" or state.progress
   local verbose = state.verbose or flags.verbose == true
   local debug_on = state.debug or flags.debug == true
   local ctx = {
@@ -85,6 +99,8 @@ function M.make_ctx(cmd, spec_flags, parsed, state)
     args = parsed.args,
     flags = flags,
     positional = parsed.positional,
+    -- The words after `--` for a recipe that declares `command` (nil without `--`).
+    command_argv = parsed.command,
     sources = parsed.sources, -- per flag: "flag" (given), "env" or "default"
     -- How this command was invoked, to run it again in a child process
     -- (czctl.intercept's --wait holder): the words that name the command
@@ -93,7 +109,8 @@ function M.make_ctx(cmd, spec_flags, parsed, state)
     verbose = verbose,
     debug = debug_on,
     undo = state.undo or undo.new(),
-    out = output.new{ mode = mode, verbose = verbose, stdout = state.stdout, stderr = state.stderr },
+    out = output.new{ mode = mode, progress = progress, verbose = verbose, stdout = state.stdout,
+                      stderr = state.stderr },
   }
   local client
   --- A connected czctl.kube client from the kubeconfig/context/namespace
@@ -138,7 +155,7 @@ local function rollback(ctx, state)
       return ctx.out:step("undo: " .. description, fn)
     end,
     on_error = function(description, err)
-      if state.format then return end -- the final Status carries the outcome
+      if state.format or state.progress then return end -- the final Status or the step event says it
       state.stderr(string.format("czctl: undo step %q failed: %s\n", description, one_line(error_text(err))))
     end,
   }
@@ -149,17 +166,21 @@ end
 --- Print the final error: one line "czctl: ..." on stderr, or with -o json
 --- or yaml one Status document (kind Status, status Failure, reason Usage |
 --- Failed | Interrupted, message = the same line without "czctl: error: ", code =
---- the exit code). Returns the exit code.
+--- the exit code), or with --progress json the same fields as one line
+--- {"event":"error",...} of the progress stream. Returns the exit code.
 ---@param line string the one-line message, starting with "czctl: "
 ---@param code integer
 ---@param reason string
 ---@param state table
 ---@return integer
 local function emit(line, code, reason, state)
-  if state.format then
+  if state.format or state.progress then
     local doc = { apiVersion = "czctl.io/v1", kind = "Status", status = "Failure", reason = reason,
                   message = (line:gsub("^czctl: ", ""):gsub("^error: ", "")), code = code }
-    if state.format == "yaml" then
+    if state.progress then
+      doc.event = "error"
+      state.stderr(util.json_encode(doc) .. "\n")
+    elseif state.format == "yaml" then
       state.stderr(require("czctl.yaml").encode(doc))
     else
       state.stderr(util.json_encode(doc) .. "\n")
@@ -180,6 +201,8 @@ function M.report_error(caught, hint, state)
   local e = caught.value
   local line
   local code, reason = 1, "Failed"
+  -- a failure may carry its own exit code (`-- CMD` not found: 127)
+  if type(e) == "table" and math.type(rawget(e, "exit_code")) == "integer" then code = e.exit_code end
   if errors.is_usage_error(e) then
     line = "czctl: " .. one_line(e.message) .. (hint and " (see " .. hint .. ")" or "")
     code, reason = 2, "Usage"

@@ -1,7 +1,8 @@
 -- czctl.intercept: how an intercept is done in the cluster. Resolving the
--- Service and its port, building the proxy objects (copy Service, ConfigMap,
--- Deployment), waiting for the proxy, and patching / restoring the Service
--- with its original state saved in an annotation.
+-- Service and its port, the proxy's ports and its Deployment, waiting for
+-- it, and the guarded patch every change of the Service goes through. The
+-- one proxy a Service shares between sessions, and the Service's
+-- annotations, are czctl.session.shared's.
 --
 -- It must not print, parse flags or decide the order of things: the recipe
 -- (recipes/service-intercept.lua) says what happens when; this says how.
@@ -12,9 +13,7 @@ local util = require "czctl.util"
 
 local M = {}
 
-M.ANNOTATION = "czctl.io/intercept"      -- on the intercepted Service: the undo record
-M.SESSION_LABEL = "czctl.io/session"     -- on every object a session creates
-M.PROXY_LABEL = "czctl.io/proxy"         -- the proxy pods' selector label
+M.PROXY_LABEL = "czctl.io/proxy"         -- the proxy pods' selector label (value: the Service)
 M.MANAGED_BY = "app.kubernetes.io/managed-by"
 -- Pinned: a tag that moves could change nginx defaults (keepalive since 1.29.7).
 M.DEFAULT_IMAGE = "nginxinc/nginx-unprivileged:1.27.4"
@@ -37,32 +36,35 @@ function M.raise(err)
   error(setmetatable({ message = tostring(err) }, Failure), 0)
 end
 
---- Names of the objects a session creates: derived from the session id alone,
---- so a session can be cleaned up knowing only its id and namespace.
----@param id string session id
----@return {deployment: string, configmap: string, service: string, secret: string}
-function M.names(id)
-  return { deployment = "czctl-" .. id, configmap = "czctl-" .. id,
-           service = "czctl-" .. id .. "-original", secret = "czctl-" .. id }
+-- Where the proxy reads the sessions' route files (each tunnel's URL,
+-- secret and certificates): one directory per session, ROUTE_DIR/<id>,
+-- mounted from the session's route Secret.
+M.ROUTE_DIR = "/etc/czctl-session"
+M.SESSION_LABEL = "czctl.io/session"    -- on a session's route Secret: its id
+
+--- The name of a session's route Secret.
+---@param id string
+---@return string
+function M.route_secret_name(id)
+  return "czctl-route-" .. id
 end
 
--- Where the proxy reads the session's route files (its tunnel's URL, secret
--- and certificates) from the session's Secret.
-M.ROUTE_DIR = "/etc/czctl-session"
-
---- The session's Secret: the files of its route into the tunnel
---- (czctl.proxy.route), mounted into the proxy at M.ROUTE_DIR. Only the
---- proxy and the session's holder know what it holds (decisions section 2).
+--- A session's route Secret: the files of its route into the tunnel
+--- (czctl.proxy.route), mounted into the Service's proxy at ROUTE_DIR/<id>.
+--- Only the proxy and the session's holder know what it holds (decisions
+--- section 2); the Service's annotation names the session, never these.
 ---@param namespace string
+---@param service string the intercepted Service (its proxy mounts it)
 ---@param id string
----@param files table<string,string> name -> content, from proxy.render
+---@param files table<string,string> name -> content, from proxy.route.files
 ---@return table
-function M.route_secret(namespace, id, files)
+function M.route_secret(namespace, service, id, files)
   local data = {}
   for k, v in pairs(files) do data[k] = v end
   return {
     apiVersion = "v1", kind = "Secret", type = "Opaque",
-    metadata = { name = M.names(id).secret, namespace = namespace, labels = M.session_labels(id) },
+    metadata = { name = M.route_secret_name(id), namespace = namespace,
+                 labels = { [M.MANAGED_BY] = "czctl", ["czctl.io/service"] = service, [M.SESSION_LABEL] = id } },
     stringData = data,
   }
 end
@@ -74,13 +76,6 @@ end
 ---@return string|nil
 function M.image_nginx_version(image)
   return tostring(image or ""):match(":(%d+%.%d+%.%d+)[^:/]*$") or tostring(image or ""):match(":(%d+%.%d+)[^:/]*$")
-end
-
---- Labels of every object of a session.
----@param id string
----@return table<string,string>
-function M.session_labels(id)
-  return { [M.MANAGED_BY] = "czctl", [M.SESSION_LABEL] = id }
 end
 
 --- The label selector string for a selector map (sorted, stable).
@@ -235,19 +230,6 @@ function M.managed_by(svc)
   return nil
 end
 
---- The intercept record saved on an intercepted Service, or nil.
----@param svc table
----@return table|nil record {session, selector, ports, header, all, port, objects, ...}
-function M.record(svc)
-  local annotations = svc.metadata and svc.metadata.annotations
-  if is_null(annotations) then return nil end
-  local text = annotations[M.ANNOTATION]
-  if type(text) ~= "string" then return nil end
-  local ok, record = pcall(cjson.decode, text)
-  if not ok or type(record) ~= "table" or type(record.session) ~= "string" then return nil end
-  return record
-end
-
 --- The proxy's listening ports, one per Service port, in the Service's order.
 --- The intercepted port is routed by header; the others pass through.
 ---@param svc table
@@ -270,49 +252,16 @@ function M.proxy_ports(svc, intercepted, original_ip)
   return ports
 end
 
---- The copy of the Service: the original selector and ports, so the proxy
---- reaches the in-cluster version through its ClusterIP (no cluster DNS).
----@param svc table
----@param id string
----@return table
-function M.copy_service(svc, id)
-  local ports = {}
-  for i, p in ipairs(svc.spec.ports) do
-    ports[i] = { name = p.name, port = p.port, targetPort = p.targetPort, protocol = p.protocol,
-                 appProtocol = p.appProtocol }
-  end
-  return {
-    apiVersion = "v1", kind = "Service",
-    metadata = { name = M.names(id).service, namespace = svc.metadata.namespace,
-                 labels = M.session_labels(id),
-                 annotations = { ["czctl.io/copy-of"] = svc.metadata.name } },
-    spec = { type = "ClusterIP", selector = util.deep_copy(svc.spec.selector), ports = ports },
-  }
-end
-
---- The ConfigMap holding the rendered nginx.conf.
----@param namespace string
----@param id string
----@param nginx_conf string
----@return table
-function M.config_map(namespace, id, nginx_conf)
-  return {
-    apiVersion = "v1", kind = "ConfigMap",
-    metadata = { name = M.names(id).configmap, namespace = namespace, labels = M.session_labels(id) },
-    data = { ["nginx.conf"] = nginx_conf },
-  }
-end
-
 --- The proxy Deployment: one NGINX pod that passes the `restricted` Pod
 --- Security Standard (non-root uid 101, no capabilities, RuntimeDefault
 --- seccomp, read-only root with an emptyDir on /tmp, unprivileged ports).
----@param opts {namespace: string, id: string, image: string, ports: table[], service: string, health_port?: integer}
+--- The pods are labelled `czctl.io/proxy: SELECTOR` and mount the
+--- configuration (nginx.conf) from opts.config, a volume source.
+---@param opts {namespace: string, name: string, labels: table, selector: string, image: string, ports: table[], config: table, health_port?: integer}
 ---@return table
 function M.deployment(opts)
-  local id = opts.id
-  local names = M.names(id)
-  local pod_labels = M.session_labels(id)
-  pod_labels[M.PROXY_LABEL] = id
+  local pod_labels = util.deep_copy(opts.labels)
+  pod_labels[M.PROXY_LABEL] = opts.selector
   local health = opts.health_port or M.HEALTH_PORT
   local container_ports = {}
   for i, p in ipairs(opts.ports) do
@@ -321,11 +270,10 @@ function M.deployment(opts)
   container_ports[#container_ports + 1] = { name = "health", containerPort = health, protocol = "TCP" }
   return {
     apiVersion = "apps/v1", kind = "Deployment",
-    metadata = { name = names.deployment, namespace = opts.namespace, labels = M.session_labels(id),
-                 annotations = { ["czctl.io/service"] = opts.service } },
+    metadata = { name = opts.name, namespace = opts.namespace, labels = util.deep_copy(opts.labels) },
     spec = {
       replicas = 1,
-      selector = { matchLabels = { [M.PROXY_LABEL] = id } },
+      selector = { matchLabels = { [M.PROXY_LABEL] = opts.selector } },
       template = {
         metadata = { labels = pod_labels },
         spec = {
@@ -348,11 +296,9 @@ function M.deployment(opts)
                                 runAsNonRoot = true, runAsUser = 101,
                                 capabilities = { drop = { "ALL" } } },
             volumeMounts = { { name = "config", mountPath = "/etc/czctl", readOnly = true },
-                             { name = "route", mountPath = M.ROUTE_DIR, readOnly = true },
                              { name = "tmp", mountPath = "/tmp" } },
           } },
-          volumes = { { name = "config", configMap = { name = names.configmap } },
-                      { name = "route", secret = { secretName = names.secret, defaultMode = tonumber("440", 8) } },
+          volumes = { util.deep_copy(opts.config),
                       { name = "tmp", emptyDir = {} } },
         },
       },
@@ -381,8 +327,8 @@ local function deployment_failure(d)
 end
 
 --- Why the proxy pods are failing (image pull, crash...), or nil.
-local function pods_failure(client, namespace, id)
-  local pods = client:list("Pod", { namespace = namespace, labelSelector = M.PROXY_LABEL .. "=" .. id })
+local function pods_failure(client, namespace, selector)
+  local pods = client:list("Pod", { namespace = namespace, labelSelector = M.PROXY_LABEL .. "=" .. selector })
   if not pods then return nil end
   for _, pod in ipairs(pods.items or {}) do
     for _, cs in ipairs((pod.status or {}).containerStatuses or {}) do
@@ -410,23 +356,35 @@ end
 --- reason instead of a silent timeout. The first watch starts at the
 --- resourceVersion of the created Deployment (no extra GET); when it is slow,
 --- the pods are checked for failures between further watches.
+--- `ready(d)` says when the Deployment is where the caller wants it
+--- (default: M.deployment_ready). With `absent_ok`, a Deployment that is
+--- missing or deleted meanwhile ends the wait with {gone = true}.
 ---@param client table
 ---@param namespace string
----@param id string
+---@param name string the Deployment
+---@param selector string the value of the pods' czctl.io/proxy label
 ---@param timeout number seconds
----@param created? table the Deployment as returned by create
+---@param opts? {created?: table, ready?: fun(d: table): boolean, absent_ok?: boolean}
 ---@return table|nil deployment
 ---@return any err
-function M.wait_ready(client, namespace, id, timeout, created)
+function M.wait_ready(client, namespace, name, selector, timeout, opts)
   local sys = require "czctl.core.sys"
   local kube = require "czctl.kube"
-  local name = M.names(id).deployment
+  opts = opts or {}
+  local created = opts.created
+  local is_ready = opts.ready or M.deployment_ready
+  local id = selector
   local deadline = sys.now() + timeout
-  local failure
+  local failure, gone
   local function ready(obj)
-    if obj == nil then return false end
+    if obj == nil then
+      -- opts.absent_ok: a Deployment deleted meanwhile is as good as ready
+      -- (the last session to leave a shared proxy deletes it)
+      gone = opts.absent_ok == true
+      return gone
+    end
     failure = deployment_failure(obj)
-    return failure ~= nil or M.deployment_ready(obj)
+    return failure ~= nil or is_ready(obj)
   end
   local slice = 3
   local rv = created and created.metadata and created.metadata.resourceVersion
@@ -438,7 +396,10 @@ function M.wait_ready(client, namespace, id, timeout, created)
       d, err = client:watch("Deployment", { namespace = namespace, fieldSelector = "metadata.name=" .. name,
                                             resourceVersion = rv, timeout = math.min(slice, remaining) },
         function(event_type, obj)
-          if event_type == "DELETED" then failure = "the proxy Deployment was deleted"; return true end
+          if event_type == "DELETED" then
+            if opts.absent_ok then gone = true else failure = "the proxy Deployment was deleted" end
+            return true
+          end
           return ready(obj)
         end)
       rv = nil
@@ -446,8 +407,9 @@ function M.wait_ready(client, namespace, id, timeout, created)
       d, err = client:wait_for("Deployment", name, ready, math.min(slice, remaining), { namespace = namespace })
     end
     if failure then return nil, failure end
+    if gone then return { gone = true } end
     if d then return d end
-    if not kube.timeout(err) then return nil, err end
+    if not kube.timeout(err) and not kube.expired(err) then return nil, err end -- 410: wait_for lists again
     failure = pods_failure(client, namespace, id)
     if failure then return nil, failure end
     slice = math.min(slice * 2, 15)
@@ -455,54 +417,6 @@ function M.wait_ready(client, namespace, id, timeout, created)
   failure = pods_failure(client, namespace, id)
   return nil, failure or string.format("the proxy Deployment %s was not ready after %ds "
     .. "(see: kubectl describe deployment %s -n %s)", name, math.floor(timeout), name, namespace)
-end
-
---- The merge patch that points the Service at the proxy, guarded by the
---- resourceVersion it was computed from, and saving the undo record.
----@param svc table the Service as last read
----@param id string
----@param proxy_ports table[] from M.proxy_ports
----@param record table extra fields for the record (header, all, port, ...)
----@return table patch
-function M.intercept_patch(svc, id, proxy_ports, record)
-  local selector = {}
-  for k in pairs(svc.spec.selector) do selector[k] = null end
-  selector[M.PROXY_LABEL] = id
-  local ports = {}
-  for i, p in ipairs(svc.spec.ports) do
-    local copy = util.deep_copy(p)
-    copy.targetPort = proxy_ports[i].listen
-    ports[i] = copy
-  end
-  local full = util.deep_copy(record)
-  full.session = id
-  full.selector = util.deep_copy(svc.spec.selector)
-  full.ports = util.deep_copy(svc.spec.ports)
-  full.objects = M.names(id)
-  return {
-    metadata = { resourceVersion = svc.metadata.resourceVersion,
-                 annotations = { [M.ANNOTATION] = util.json_encode(full) } },
-    spec = { selector = selector, ports = ports },
-  }
-end
-
---- The merge patch that restores a Service from its record, guarded by the
---- resourceVersion of `svc` (the Service as last read).
----@param svc table
----@param record table from M.record
----@return table patch
-function M.restore_patch(svc, record)
-  local selector = {}
-  for k in pairs(is_null(svc.spec.selector) and {} or svc.spec.selector) do selector[k] = null end
-  for k, v in pairs(record.selector) do selector[k] = v end
-  local ports = record.ports
-  if #ports == 0 then ports = setmetatable({}, util.array_mt) end
-  -- Removing our key is enough: the API server drops a map that becomes
-  -- empty, so a Service that had no annotations has none again.
-  return {
-    metadata = { resourceVersion = svc.metadata.resourceVersion, annotations = { [M.ANNOTATION] = null } },
-    spec = { selector = selector, ports = ports },
-  }
 end
 
 --- Patch a Service with a patch computed from its current state, retrying
@@ -532,53 +446,6 @@ function M.guarded_patch(client, namespace, name, svc, make_patch)
     svc = nil
   end
   return nil, err
-end
-
---- Whether a Service's Endpoints list only pods of the session's proxy
---- Deployment (at least one ready), that is, whether the patched selector has
---- taken effect and no request can still reach an original pod directly.
----@param ep table|nil Endpoints object
----@param id string session id
----@return boolean
-function M.endpoints_routed(ep, id)
-  if ep == nil or is_null(ep.subsets) then return false end
-  -- Pods of a Deployment are named DEPLOYMENT-RSHASH-SUFFIX.
-  local pattern = "^" .. M.names(id).deployment:gsub("%-", "%%-") .. "%-%w+%-%w+$"
-  local ready = 0
-  for _, subset in ipairs(ep.subsets) do
-    for _, key in ipairs { "addresses", "notReadyAddresses" } do
-      local list = subset[key]
-      for _, a in ipairs(is_null(list) and {} or list) do
-        local ref = a.targetRef
-        if is_null(ref) or ref.kind ~= "Pod" or type(ref.name) ~= "string" or not ref.name:find(pattern) then
-          return false
-        end
-        if key == "addresses" then ready = ready + 1 end
-      end
-    end
-  end
-  return ready > 0
-end
-
---- Wait, by watch, until the Service's Endpoints list only the proxy pods:
---- from then on every new connection to the Service reaches the proxy.
----@param client table
----@param namespace string
----@param name string the Service
----@param id string session id
----@param timeout number seconds
----@return table|nil endpoints
----@return string|nil err one line
-function M.wait_routed(client, namespace, name, id, timeout)
-  local ep, err = client:wait_for("Endpoints", name, function(o) return M.endpoints_routed(o, id) end, timeout,
-                                  { namespace = namespace })
-  if ep then return ep end
-  local kube = require "czctl.kube"
-  if kube.timeout(err) then
-    return nil, string.format("the Endpoints of Service %s still listed pods other than the proxy after %ds "
-      .. "(see: kubectl get endpoints %s -n %s -o yaml)", name, math.floor(timeout), name, namespace)
-  end
-  return nil, "cannot watch the Endpoints of Service " .. name .. ": " .. kube_message(err)
 end
 
 --- Delete one object, treating "already gone" as success.

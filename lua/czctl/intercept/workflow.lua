@@ -15,6 +15,7 @@
 -- czctl.session's job. This module prints only through ctx.out.
 local intercept = require "czctl.intercept"
 local session = require "czctl.session"
+local shared = require "czctl.session.shared"
 local proxy = require "czctl.proxy"
 local signal = require "czctl.signal"
 local util = require "czctl.util"
@@ -29,23 +30,30 @@ M.PROXY_READY_TIMEOUT = 120
 M.TUNNEL_TIMEOUT = 30
 -- Seconds until the Service's Endpoints list only the proxy, after the patch.
 M.ROUTE_TIMEOUT = 30
--- Seconds to watch for an object whose create (or the Service patch) lost
+-- Seconds to watch for an object whose create (or a Service patch) lost
 -- its answer: it may still land, and must then be undone too.
 M.LATE_CREATE_GRACE = 3
--- How often a --wait holder checks the tunnel and the session file.
-M.HOLD_CHECK_INTERVAL = 2
+-- How often a --wait holder checks the tunnel, the guard's warnings and the
+-- session file.
+M.HOLD_CHECK_INTERVAL = 1
+-- `-- CMD`: seconds CMD has to exit after czctl passed it a signal, before
+-- its process group gets SIGKILL and the session is closed. With the close
+-- (0.35 s on the sandbox, bench/ci-cancel.sh) this fits the 10 s a CI runner
+-- gives between its first signal and SIGKILL (GitHub Actions: SIGINT, 7.5 s,
+-- SIGTERM, 2.5 s, then the process tree is killed). See docs/ci.md.
+M.COMMAND_GRACE = 5
 
 ---@class czctl.intercept.Hooks
 --- Each hook gets the object czctl built and the run (run.session, run.ctx,
 --- run.opts); it edits the object in place or returns a replacement.
 ---@field rule? fun(rule: table, run: czctl.intercept.Run): table|nil         the routing rule (a czctl.proxy rule)
----@field service_copy? fun(svc: table, run: czctl.intercept.Run): table|nil  the copy of the Service (route to the original)
----@field config_map? fun(cm: table, run: czctl.intercept.Run): table|nil     the ConfigMap with nginx.conf
----@field deployment? fun(d: table, run: czctl.intercept.Run): table|nil      the proxy Deployment, before it is created
+---@field service_copy? fun(svc: table, run: czctl.intercept.Run): table|nil  the copy of the Service (route to the original), before it is created
+---@field config_secret? fun(s: table, run: czctl.intercept.Run): table|nil   the Secret with nginx.conf, before it is created
+---@field deployment? fun(d: table, run: czctl.intercept.Run): table|nil      the proxy Deployment, before it is created (by the first session)
 
 ---@class czctl.intercept.Options
 ---@field service string                 the Service to intercept
----@field namespace? string              default "default"
+---@field namespace? string              default: the kubeconfig context's, else "default"
 ---@field remote_port? string|integer    the Service port (number or name); optional with one port
 ---@field local_port? integer            default: the Service port's number
 ---@field rule? table                    a czctl.proxy rule; default the header X-C6O-INTERCEPT: yes
@@ -55,9 +63,13 @@ M.HOLD_CHECK_INTERVAL = 2
 ---@field tunnel_ca? string              PEM of the CA the proxy trusts for the tunnel (default: the provider's, or the image's bundle)
 ---@field image? string                  the proxy image
 ---@field wait? boolean                  stay until a signal, then close the session
+---@field command? string[]              run this command, and close the session when it exits (implies wait)
+---@field grace? number                  with command: seconds it has to exit after a signal (M.COMMAND_GRACE)
 ---@field kubeconfig? string
 ---@field context? string
 ---@field hooks? czctl.intercept.Hooks
+---@field env_file? string               also write the app's environment there (czctl.env, mode 0600)
+---@field access_checked? boolean       (internal) the permissions were checked already (before --clean)
 ---@field held_by? integer               (internal) pid of the --wait holder this setup runs for
 ---@field session_id? string             (internal) the session id the holder chose
 
@@ -77,10 +89,16 @@ M.HOLD_CHECK_INTERVAL = 2
 ---@field tunnelUrl string|nil
 ---@field inspector string|nil
 ---@field clusterIP string|nil
----@field proxy table|nil       names of the objects: deployment, configmap, service
+---@field proxy table|nil       names of the Service's proxy objects: deployment, service (the copy)
 ---@field wait boolean
 ---@field closeCommand string
 ---@field curl string|nil       a request that is routed to this machine, ready to paste
+
+-- Raise a failure that exits with `code` instead of 1 (`-- CMD`: 126/127
+-- when CMD cannot run, as a shell says it).
+local function fail_with(code, message)
+  error(setmetatable({ message = message, exit_code = code }, { __tostring = function(e) return e.message end }), 0)
+end
 
 -- Raise a failure as a one-line error; a pending signal wins, so the
 -- runner reports the interrupt instead.
@@ -113,7 +131,6 @@ Run.__name = "czctl.intercept.run"
 function M.new(ctx, opts)
   local o = util.deep_copy(opts)
   o.hooks = opts.hooks or {}
-  o.namespace = o.namespace or "default"
   o.tunnel = o.tunnel or "ngrok"
   o.image = o.image or intercept.DEFAULT_IMAGE
   o.rule = o.rule or assert(proxy.from_flags{})
@@ -124,6 +141,8 @@ function M.new(ctx, opts)
   if not provider then ctx.usage_error(provider_err) end
   local run = setmetatable({ ctx = ctx, opts = o, hooks = o.hooks, provider = provider, out = ctx.out }, Run)
   run.client = ctx.kube()
+  -- -n, else the kubeconfig context's namespace, else default (as kubectl)
+  o.namespace = o.namespace or run.client.namespace or "default"
   if run.hooks.rule then
     run.opts.rule = apply_hook(run.hooks.rule, run.opts.rule, run)
     local ok, err = proxy.validate(run.opts.rule)
@@ -133,38 +152,51 @@ function M.new(ctx, opts)
   return run
 end
 
--- Create an object with its undo registered first. A refusal by the API
--- server (4xx) means there is nothing to undo (AlreadyExists: not ours to
--- delete). If the answer was lost (a signal, a dropped connection) the
--- object may exist, or may still be created by the request in flight, so
--- the undo deletes it and then watches a few seconds for a late arrival.
-function Run:create(obj)
-  local state = "creating"
-  local kind, name, ns = obj.kind, obj.metadata.name, obj.metadata.namespace
-  local client = self.client
-  local function delete() session.delete_object(client, ns, kind, name) end
-  self.ctx.undo:defer(string.format("delete %s %s", kind, name), function()
-    if state == "refused" then return end
-    delete()
-    if state == "unknown" then
-      local late = client:wait_for(kind, name, function(o) return o ~= nil end, M.LATE_CREATE_GRACE,
-                                   { namespace = ns })
-      if late and late.metadata then delete() end
-    end
+--- Step: before anything changes, ask the API server whether the user may
+--- do every step, the undo steps and closing the session included
+--- (czctl.access); fails with one line naming every missing permission.
+function Run:check_access()
+  if self.opts.access_checked then return end -- before --clean, for this run too
+  M.check_access(self.ctx, self.opts, self.opts.env_file and { "service intercept", "service env" }
+                                      or { "service intercept" })
+end
+
+--- Fail (one line naming them) unless the user has every permission the
+--- commands need in opts.namespace (czctl.access); also used before --clean.
+---@param ctx table
+---@param opts czctl.intercept.Options
+---@param commands string[] names in czctl.access.NEEDS
+function M.check_access(ctx, opts, commands)
+  local access = require "czctl.access"
+  -- not a step of its own on screen: when it passes there is nothing to say
+  local ok, err = access.check(ctx.kube(), opts.namespace or "default", access.needs(table.unpack(commands)),
+                               "czctl service intercept", opts.service)
+  if not ok then fail(err) end
+end
+
+--- Step (with --env-file): the environment of the Service's app, resolved
+--- from its pods before the Service is routed elsewhere, written to a 0600
+--- file (removed again if the intercept rolls back).
+function Run:export_env()
+  local path = self.opts.env_file
+  if not path then return end
+  local env = require "czctl.env"
+  self.out:step("Write the environment of Service " .. self.opts.service .. " to " .. path, function()
+    local existed = io.open(path, "rb")
+    if existed then existed:close() end
+    local result, err = env.resolve(self.client, { namespace = self.opts.namespace, service = self.opts.service })
+    if not result then fail(err) end
+    for _, w in ipairs(result.warnings) do self.out:warn("%s", w) end
+    if not existed then self.ctx.undo:defer("remove " .. path, function() os.remove(path) end) end
+    local ok, werr = env.write_file(path, (env.render(result, "dotenv", { secrets = true })))
+    if not ok then fail(werr) end
   end)
-  local created, err = client:create(obj, { namespace = ns })
-  if created then state = "created"; return created end
-  if type(err) == "table" and type(err.code) == "number" and err.code >= 400 and err.code < 500 then
-    state = "refused"
-  else
-    state = "unknown"
-  end
-  fail(err)
 end
 
 --- Step: the Service and the port to intercept (-r, or its only port). A
---- Service this machine already intercepts with the same settings ends the
---- run with that session (run.existing); with other settings it fails.
+--- session of this machine's on the same port with the same rule ends the
+--- run with that session (run.existing); a rule that would take another
+--- session's requests fails, naming that session and its owner.
 function Run:resolve_service()
   local o, ns, name = self.opts, self.opts.namespace, self.opts.service
   local svc, index = self.out:step(string.format("Resolve Service %s/%s", ns, name), function()
@@ -177,17 +209,35 @@ function Run:resolve_service()
     return svc, index
   end)
   self.svc, self.port_index = svc, index
-  local existing = intercept.record(svc)
-  if existing then self:existing_session(existing) end
+  local state = shared.state(svc)
+  -- what the pods are: the original selector and ports while others intercept it
+  local original = svc
+  if state.original and state.redirected then
+    original = { metadata = svc.metadata, spec = { selector = state.original.selector, ports = state.original.ports } }
+  end
   local service_port = svc.spec.ports[index]
-  local pod_port, warning = intercept.resolve_target_port(self.client, svc, service_port)
+  self.port = math.tointeger(service_port.port)
+  for _, s in ipairs(state.sessions) do
+    if s.port == self.port and session.is_mine(s.owner) and shared.same_rule(s.rule, o.rule) then
+      self:existing_session(s)
+    end
+  end
+  local conflict = shared.conflict(state, { id = o.session_id or "-", port = self.port, rule = o.rule, service = name })
+  if conflict then fail(conflict) end
+  local target_port = service_port
+  for _, p in ipairs(original.spec.ports) do
+    if math.tointeger(p.port) == self.port and (p.protocol or "TCP") == (service_port.protocol or "TCP") then
+      target_port = p
+    end
+  end
+  local pod_port, warning = intercept.resolve_target_port(self.client, original, target_port)
   if warning then self.out:warn("%s", warning) end
   local manager = intercept.managed_by(svc)
   if manager then
     self.out:warn("Service %s looks managed by %s, which may revert czctl's change while the session runs", name,
                   manager)
   end
-  self.port, self.pod_port = math.tointeger(service_port.port), pod_port
+  self.pod_port = pod_port
   self.local_port = o.local_port or self.port
   -- Where the cluster reaches this machine (direct: detected from the Nodes).
   if not o.tunnel_host and self.provider.detect_host then
@@ -197,28 +247,24 @@ function Run:resolve_service()
   end
 end
 
--- The Service carries a session already: this machine's with the same
--- settings is reported (run.existing); anything else is an error.
+-- A session of this machine's holds the port with the same rule: with the
+-- same settings it is reported (run.existing); otherwise an error.
 function Run:existing_session(existing)
   local o, ns, name = self.opts, self.opts.namespace, self.opts.service
-  local mine = session.load(existing.session)
-  if not mine then
-    fail(string.format("Service %s/%s is already intercepted by session %s (%s); close it with: %s", ns, name,
-                       existing.session, existing.rule or existing.header or "?",
-                       session.close_command(existing.session, ns)))
-  end
-  if existing.rule ~= self.rule_text or (o.local_port and o.local_port ~= mine.local_port)
+  local mine = session.load(existing.id)
+  if not mine or (o.local_port and o.local_port ~= mine.local_port)
      or (mine.tunnel and mine.tunnel.provider ~= o.tunnel) then
-    fail(string.format("Service %s/%s is already intercepted by session %s (%s -> localhost:%s, tunnel %s), "
-                       .. "started here with other flags; to replace it, run again with -c, or close it with: %s",
-                       ns, name, existing.session, existing.rule or "?",
-                       tostring(math.tointeger(mine.local_port) or mine.local_port),
-                       tostring(mine.tunnel and mine.tunnel.provider), session.close_command(existing.session, ns)))
+    fail(string.format("Service %s/%s port %d is already intercepted by your session %s (%s)%s; to replace it, "
+                       .. "run again with -c, or close it with: %s", ns, name, self.port, existing.id,
+                       tostring(existing.ruleText), mine and string.format(" -> localhost:%s, tunnel %s",
+                         tostring(math.tointeger(mine.local_port) or mine.local_port),
+                         tostring(mine.tunnel and mine.tunnel.provider)) or " started from another state directory",
+                       session.close_command(existing.id, ns)))
   end
   local tunnel = session.tunnel_status(mine.id) or mine.tunnel or {}
   self.existing = {
     status = "existing", id = mine.id, service = name, namespace = ns, port = existing.port,
-    localPort = mine.local_port, all = o.rule.all == true, rule = existing.rule,
+    localPort = mine.local_port, all = o.rule.all == true, rule = existing.ruleText,
     header = (not o.rule.all) and proxy.example_header(o.rule) or nil,
     tunnel = mine.tunnel and mine.tunnel.provider, tunnelUrl = tunnel.url, inspector = tunnel.inspector,
     wait = mine.wait == true, closeCommand = session.close_command(mine.id, ns),
@@ -240,10 +286,11 @@ function Run:record_session()
     local_port = self.local_port, header = o.header, all = o.rule.all == true, rule = self.rule_text,
     kubeconfig = o.kubeconfig or os.getenv("KUBECONFIG"), context = o.context or info.context,
     server = info.server, tunnel = { provider = o.tunnel }, tunnel_host = o.tunnel_host, tunnel_ca = o.tunnel_ca,
-    objects = intercept.names(id), started = csys.time(),
+    owner = session.owner(), started = csys.time(),
     parent_pid = o.held_by or csys.getpid(), state = "starting", wait = (o.wait or o.held_by ~= nil),
   }
-  self.session, self.id, self.names = s, id, s.objects
+  s.parent_start = session.process_start(s.parent_pid)
+  self.session, self.id = s, id
   -- Removed last, and only when every other undo step worked: otherwise it
   -- is what lets `czctl session close` find and finish the session.
   self.ctx.undo:defer("remove the local session file", function() session.remove(id) end, { only_if_clean = true })
@@ -252,31 +299,27 @@ function Run:record_session()
 end
 
 --- Step: the tunnel, before the proxy, so its URL goes into the proxy's
---- configuration. A tunnel process (ngrok) is owned by a keeper process: it
---- must outlive this command without --wait, and die with its holder with it.
+--- configuration. It is owned by the session's keeper process, for every
+--- tunnel kind: the keeper must outlive this command without --wait (and
+--- dies with the --wait process), and it also runs the session's guard.
 function Run:start_tunnel()
   local o, s = self.opts, self.session
   local tunnel = self.out:step(string.format("Start %s tunnel to localhost:%d", o.tunnel, self.local_port), function()
-    if session.needs_keeper(self.provider) then
-      self.ctx.undo:defer("stop the session keeper", function() session.stop_processes(s) end)
-      local pid, err = session.start_keeper(s)
-      if not pid then fail("cannot start the session keeper: " .. tostring(err)) end
-      s.keeper_pid = pid
-      session.save(s)
-      local facts, terr = session.wait_keeper_tunnel(s, M.TUNNEL_TIMEOUT)
-      if not facts then fail(terr) end
-      return facts
-    end
-    local handle, err = self.provider.start{ local_port = self.local_port, host = o.tunnel_host, ca = o.tunnel_ca }
-    if not handle then fail(err) end
-    self.ctx.undo:defer("stop the tunnel", function() handle:stop() end)
-    return session.tunnel_facts(handle, o.tunnel)
+    self.ctx.undo:defer("stop the session keeper", function() session.stop_processes(s) end)
+    local pid, err = session.start_keeper(s)
+    if not pid then fail("cannot start the session keeper: " .. tostring(err)) end
+    s.keeper_pid, s.keeper_start = pid, session.process_start(pid) or "gone"
+    session.save(s)
+    local facts, terr = session.wait_keeper_tunnel(s, M.TUNNEL_TIMEOUT)
+    if not facts then fail(terr) end
+    return facts
   end)
   -- A URL from any provider is checked before anything is built from it.
   local checked, url_err = proxy.route.parse_url(tunnel.upstream and tunnel.upstream.url or tunnel.url)
   if not checked then fail(string.format("tunnel provider %q: %s", o.tunnel, url_err)) end
   self.tunnel = tunnel
-  s.tunnel = { provider = o.tunnel, url = tunnel.url, inspector = tunnel.inspector, pid = tunnel.pid }
+  s.tunnel = { provider = o.tunnel, url = tunnel.url, inspector = tunnel.inspector, pid = tunnel.pid,
+               start = tunnel.start }
   session.save(s)
   if not require("czctl.sys").listening("127.0.0.1", self.local_port, 0.5) then
     self.out:warn("nothing listens on 127.0.0.1:%d yet; intercepted requests go to the in-cluster version "
@@ -288,106 +331,138 @@ function Run:start_tunnel()
   end
 end
 
---- Step: a copy of the Service with the original selector: the proxy's
---- route to the in-cluster pods (hooks.service_copy edits it).
-function Run:create_original_route()
-  local copy = apply_hook(self.hooks.service_copy, intercept.copy_service(self.svc, self.id), self)
-  self.copy = self.out:step("Create Service " .. copy.metadata.name .. " (route to the original)", function()
-    return self:create(copy)
-  end)
-  self.proxy_ports = intercept.proxy_ports(self.svc, self.port_index, self.copy.spec.clusterIP)
-end
-
---- Step: the NGINX configuration from the routing rule, in a ConfigMap
---- (hooks.config_map edits it), and the session's route into its tunnel
---- (URL, secret, certificates) in the session's Secret, which the
---- ConfigMap only names.
-function Run:create_proxy_config()
-  local conf, err, files = proxy.render{ ports = util.deep_copy(self.proxy_ports), rule = self.opts.rule,
-                                         tunnel_upstream = self.tunnel.upstream, session = self.id,
-                                         health_port = intercept.HEALTH_PORT, route_dir = intercept.ROUTE_DIR,
-                                         nginx_version = intercept.image_nginx_version(self.opts.image) }
-  if not conf then fail("cannot render the proxy configuration: " .. tostring(err)) end
-  local secret = intercept.route_secret(self.opts.namespace, self.id, files)
-  self.out:step("Create Secret " .. secret.metadata.name .. " (the tunnel's route)", function()
-    return self:create(secret)
-  end)
-  local cm = apply_hook(self.hooks.config_map, intercept.config_map(self.opts.namespace, self.id, conf), self)
-  self.out:step("Create ConfigMap " .. cm.metadata.name, function() return self:create(cm) end)
-end
-
---- Step: the proxy Deployment (hooks.deployment edits it before it is created).
-function Run:create_proxy()
+--- Step: the session's route into its tunnel (URL, secret header, TLS
+--- certificates: czctl.proxy.route's files) in its own Secret, which the
+--- Service's proxy mounts at ROUTE_DIR/<id>; the Service's annotation and
+--- the proxy's configuration name the session only by id.
+function Run:create_route_secret()
   local o = self.opts
-  local d = intercept.deployment{ namespace = o.namespace, id = self.id, image = o.image, ports = self.proxy_ports,
-                                  service = o.service }
-  d = apply_hook(self.hooks.deployment, d, self)
-  self.deployment = self.out:step("Create proxy Deployment " .. d.metadata.name, function()
-    return self:create(d)
-  end)
-end
-
---- Step: wait, by watch, until the proxy is ready.
-function Run:wait_proxy_ready()
-  self.out:step("Wait for the proxy to be ready", function()
-    local d, err = intercept.wait_ready(self.client, self.opts.namespace, self.id, M.PROXY_READY_TIMEOUT,
-                                        self.deployment)
-    if not d then fail(err) end
-  end)
-end
-
---- Step: point the Service at the proxy: one patch guarded by its
---- resourceVersion, carrying the original selector and ports in an annotation.
-function Run:route_service()
-  local o, ns, name, id, svc = self.opts, self.opts.namespace, self.opts.service, self.id, self.svc
-  local client = self.client
-  local patched_service, patch_state = nil, "patching"
-  self.ctx.undo:defer("restore Service " .. name, function()
-    local ok, err = session.restore_service(client, ns, name, id, patched_service)
-    if ok == nil then fail(err) end
-    if patch_state == "unknown" and not ok then
-      -- the patch's answer was lost: it may still land; watch briefly for it
-      local late = client:wait_for("Service", name, function(obj)
-        local r = obj and intercept.record(obj)
-        return r ~= nil and r.session == id
-      end, M.LATE_CREATE_GRACE, { namespace = ns })
-      if late and late.metadata then
-        ok, err = session.restore_service(client, ns, name, id, late)
-        if ok == nil then fail(err) end
-      end
-    end
-  end)
-  patched_service = self.out:step(string.format("Route Service %s through the proxy", name), function()
-    local patched, err = intercept.guarded_patch(client, ns, name, svc, function(current)
-      local other = intercept.record(current)
-      if other then
-        fail(string.format("Service %s/%s was intercepted by session %s meanwhile; close it with: %s", ns, name,
-                           other.session, session.close_command(other.session, ns)))
-      end
-      if intercept.describe_ports(current) ~= intercept.describe_ports(svc) then
-        fail(string.format("the ports of Service %s changed during setup; run the command again", name))
-      end
-      return intercept.intercept_patch(current, id, self.proxy_ports, {
-        header = o.header, all = o.rule.all == true, rule = self.rule_text, port = self.port,
-        started = session.now_rfc3339(), host = csys.hostname(), tunnel = o.tunnel,
-      })
+  local dir = intercept.ROUTE_DIR .. "/" .. self.id
+  local planned, err = proxy.route.plan(self.tunnel.upstream or { url = self.tunnel.url },
+                                        { id = self.id, dir = dir,
+                                          nginx_version = intercept.image_nginx_version(o.image) })
+  if not planned then fail("cannot render the tunnel's route: " .. tostring(err)) end
+  local secret = intercept.route_secret(o.namespace, o.service, self.id, proxy.route.files(planned))
+  self.out:step("Create Secret " .. secret.metadata.name .. " (the tunnel's route)", function()
+    self.ctx.undo:defer("delete Secret " .. secret.metadata.name, function()
+      session.delete_object(self.client, o.namespace, "Secret", secret.metadata.name)
     end)
-    if not patched then
-      patch_state = (type(err) == "table" and type(err.code) == "number" and err.code >= 400) and "refused"
-                    or "unknown"
-      fail(err)
+    local created, cerr = self.client:create(secret, { namespace = o.namespace })
+    if not created then fail(cerr) end
+    return created
+  end)
+end
+
+--- Step: join the Service: one patch, guarded by its resourceVersion, adds
+--- this session (rule, tunnel provider, owner: nothing secret) to the
+--- Service's czctl.io/sessions annotation and counts up its routes-version.
+--- Two developers joining at once are serialised by the API server; a rule
+--- that would take another session's requests is refused.
+function Run:join_service()
+  local o, ns, name = self.opts, self.opts.namespace, self.opts.service
+  local client = self.client
+  local entry = {
+    id = self.id, port = self.port, rule = o.rule, ruleText = self.rule_text, tunnel = o.tunnel,
+    owner = self.session.owner, started = session.now_rfc3339(),
+  }
+  local answer = "waiting"
+  self.ctx.undo:defer("take the route off Service " .. name, function()
+    local target = { id = self.id, namespace = ns, service = name, image = o.image }
+    session.leave(client, target)
+    if answer == "lost" then
+      -- the join's answer was lost: it may still land; watch briefly for it
+      local late = client:wait_for("Service", name, function(obj)
+        return obj ~= nil and shared.find(shared.state(obj), self.id) ~= nil
+      end, M.LATE_CREATE_GRACE, { namespace = ns })
+      if late and late.metadata then session.leave(client, target) end
     end
-    patch_state = "patched"
+  end)
+  self.svc = self.out:step(string.format("Join Service %s (routes shared with other sessions)", name), function()
+    local patched, err = shared.join(client, ns, name, entry, self.svc)
+    answer = (patched or (type(err) ~= "table") or (type(err.code) == "number" and err.code >= 400)) and "known"
+             or "lost"
+    if not patched then fail(err) end
+    return patched
+  end)
+  local state = shared.state(self.svc)
+  self.version = state.version
+  self.first = not state.redirected
+end
+
+--- Step: the proxy from the Service's state: the copy Service (the route to
+--- the original pods; hooks.service_copy), the configuration in an
+--- immutable Secret named by its hash (hooks.config_secret), and the
+--- Deployment (hooks.deployment, when it is created) pointed at it, which
+--- rolls one new pod.
+function Run:update_proxy()
+  local o, ns, name = self.opts, self.opts.namespace, self.opts.service
+  local client = self.client
+  local by_kind = { Service = self.hooks.service_copy, Secret = self.hooks.config_secret,
+                    Deployment = self.hooks.deployment }
+  local result = self.out:step(string.format("Update proxy Deployment %s", shared.names(name).deployment), function()
+    local r, err = shared.reconcile(client, ns, name, { image = o.image, create = function(obj)
+      obj = apply_hook(by_kind[obj.kind], obj, self)
+      local created, cerr = client:create(obj, { namespace = ns })
+      if not created and not (type(cerr) == "table" and type(cerr.code) == "number" and cerr.code >= 400) then
+        -- the answer was lost (a signal, a dropped connection): the object
+        -- may still be created by the request in flight; undone if it is
+        local kind, obj_name = obj.kind, obj.metadata.name
+        self.ctx.undo:defer(string.format("delete %s %s if it was created late", kind, obj_name), function()
+          local late = client:wait_for(kind, obj_name, function(x) return x ~= nil end, M.LATE_CREATE_GRACE,
+                                       { namespace = ns })
+          if late and late.metadata then session.delete_object(client, ns, kind, obj_name) end
+        end)
+      end
+      return created, cerr
+    end })
+    if not r then fail(err) end
+    return r
+  end)
+  self.deployment = result.deployment
+  self.names = { deployment = shared.names(name).deployment, service = shared.names(name).service }
+end
+
+--- Step: wait, by watch, until the proxy runs a configuration with this
+--- session's route (older pods drain meanwhile; wait_routed then waits
+--- until the Endpoints list only the new ones).
+function Run:wait_proxy_ready()
+  self.out:step("Wait for the proxy to run the new routes", function()
+    local d, err = shared.wait_rollout(self.client, self.opts.namespace, self.opts.service, self.version,
+                                       M.PROXY_READY_TIMEOUT)
+    if not d then fail(err) end
+    shared.collect_secrets(self.client, self.opts.namespace, self.opts.service)
+  end)
+end
+
+--- Step: point the Service at the proxy, once, for the first session: one
+--- patch guarded by its resourceVersion that saves what it replaces
+--- (selector and target ports) in an annotation. Later sessions find it
+--- done.
+function Run:route_service()
+  local ns, name = self.opts.namespace, self.opts.service
+  local client, answer = self.client, "waiting"
+  self.ctx.undo:defer("wait for a lost route patch of Service " .. name, function()
+    if answer ~= "lost" then return end
+    -- it may still land: wait for it, so the restore that follows sees it
+    client:wait_for("Service", name, function(obj) return obj ~= nil and shared.state(obj).redirected end,
+                    M.LATE_CREATE_GRACE, { namespace = ns })
+  end)
+  self.svc = self.out:step(string.format("Route Service %s through the proxy", name), function()
+    local patched, err = shared.redirect(client, ns, name)
+    answer = (patched or (type(err) ~= "table") or (type(err.code) == "number" and err.code >= 400)) and "known"
+             or "lost"
+    if not patched then fail(err) end
     return patched
   end)
 end
 
---- Step: wait, by watch, until the Service's Endpoints list only the proxy,
---- so the first request after the command returns is already routed.
+--- Step: wait, by watch, until the Service's Endpoints list only proxy
+--- pods with this session's route, so the first request after the command
+--- returns is already routed.
 function Run:wait_routed()
   local ns, name = self.opts.namespace, self.opts.service
   self.out:step(string.format("Wait for Service %s to route through the proxy", name), function()
-    local ep, err = intercept.wait_routed(self.client, ns, name, self.id, M.ROUTE_TIMEOUT)
+    local ep, err = shared.wait_routed(self.client, ns, name, self.version, M.ROUTE_TIMEOUT)
     if not ep then fail(err) end
   end)
   self.session.state = "active"
@@ -466,7 +541,9 @@ function M.render(r)
   add("Tunnel", r.tunnelUrl and (r.tunnelUrl .. " (" .. r.tunnel .. ")"))
   add("Inspector", r.inspector)
   add("Try", r.curl and (r.curl .. "   # from inside the cluster"))
-  if r.wait then
+  if r.command then
+    add("Command", util.shell_join(r.command.argv) .. " (the session closes when it exits)")
+  elseif r.wait then
     add("Stop", "Ctrl-C (or SIGTERM) ends the session and restores the Service")
   else
     add("Close", r.closeCommand)
@@ -483,19 +560,55 @@ function M.report(ctx, r)
   ctx.out:result(doc, M.render)
 end
 
---- Wait until a signal arrives, the session's tunnel dies, or the session is
---- closed by another command. Returns why: "signal", "closed", or the
---- tunnel's problem (a message).
+--- Wait until a signal arrives, the session's tunnel dies, its guard ends
+--- it, or it is closed by another command, or, given a process (`-- CMD`),
+--- until it exits. Returns why: "signal", "closed", "tunnel" or "ended"
+--- (with a message), or "exited" and the process's exit code. The guard's
+--- warnings (in the keeper's log) are passed to `warn` as they come.
 ---@param s table the local session record
+---@param child? czctl.Process
+---@param warn? fun(line: string)
 ---@return string reason
----@return string|nil detail
-function M.hold(s)
+---@return string|integer|nil detail
+function M.hold(s, child, warn)
+  local log_path = session.path(s.id, ".log")
+  local seen = #(require("czctl.sys").read_file(log_path) or "")
   while true do
-    if signal.wait(M.HOLD_CHECK_INTERVAL) then return "signal" end
-    local problem = session.keeper_problem(s)
-    if problem then return "tunnel", problem end
+    if child then
+      local code, why = child:await(M.HOLD_CHECK_INTERVAL)
+      if code then return "exited", code end
+      if why == "interrupted" then return "signal" end
+      if why ~= "timeout" then return "exited", 1 end -- cannot happen for our own child
+    elseif signal.wait(M.HOLD_CHECK_INTERVAL) then
+      return "signal"
+    end
+    if warn then
+      local data = require("czctl.sys").read_file(log_path) or ""
+      if #data > seen then
+        for line in data:sub(seen + 1):gmatch("[^\n]+") do
+          local text = line:match("^%S+ warning: (.*)$") or line:match("^%S+ repaired (.*)$")
+          if text then warn(text) end
+        end
+        seen = #data
+      end
+    end
+    -- closed elsewhere first: closing also stops the keeper, which is then no tunnel problem
     if not session.load(s.id) then return "closed" end
+    local problem, kind = session.keeper_problem(s)
+    if problem then return kind or "tunnel", problem end
   end
+end
+
+-- How a holder ends: print why, close what is left, and fail when it was
+-- not the user's choice.
+local function end_held(ctx, s, why, detail)
+  if why == "closed" then ctx.out:info("session %s was closed by another command", s.id); return 0 end
+  signal.clear()
+  if why == "tunnel" or why == "ended" then ctx.out:info("Closing session %s", s.id) end
+  M.close(ctx, s)
+  if why == "tunnel" then intercept.raise("the session ended because the tunnel stopped: " .. tostring(detail)) end
+  if why == "ended" then intercept.raise("the session ended: " .. tostring(detail)) end
+  return nil
 end
 
 --- Close a session after holding it: shielded from signals (a second Ctrl-C
@@ -520,30 +633,174 @@ function M.close(ctx, s)
   end
 end
 
+-- `-- CMD`: the environment names CMD finds the session's facts under
+-- (documented in docs/ci.md); any of them inherited from an outer czctl is
+-- removed, so an unset one (CZCTL_HEADER with --all) is really unset.
+M.COMMAND_ENV = { "CZCTL_SESSION", "CZCTL_SERVICE", "CZCTL_NAMESPACE", "CZCTL_SERVICE_PORT", "CZCTL_SERVICE_URL",
+                  "CZCTL_CLUSTER_IP", "CZCTL_RULE", "CZCTL_HEADER", "CZCTL_HEADER_NAME", "CZCTL_HEADER_VALUE",
+                  "CZCTL_LOCAL_PORT", "CZCTL_TUNNEL", "CZCTL_TUNNEL_URL" }
+
+--- The environment of `-- CMD`: ours (or `base`), plus the session's facts.
+---@param facts czctl.intercept.Session
+---@param base? table<string, string> default: this process's environment
+---@return table<string, string>
+function M.command_env(facts, base)
+  local env = util.deep_copy(base or csys.environ())
+  for _, name in ipairs(M.COMMAND_ENV) do env[name] = nil end
+  local header_name, header_value
+  if facts.header then header_name, header_value = facts.header:match("^([^:]+):%s*(.-)%s*$") end
+  local function num(n) return n and tostring(math.tointeger(n) or n) end
+  local set = {
+    CZCTL_SESSION = facts.id, CZCTL_SERVICE = facts.service, CZCTL_NAMESPACE = facts.namespace,
+    CZCTL_SERVICE_PORT = num(facts.port),
+    CZCTL_SERVICE_URL = string.format("http://%s.%s.svc.cluster.local:%s", facts.service, facts.namespace,
+                                      num(facts.port)),
+    CZCTL_CLUSTER_IP = facts.clusterIP, CZCTL_RULE = facts.rule,
+    CZCTL_HEADER = facts.header, CZCTL_HEADER_NAME = header_name, CZCTL_HEADER_VALUE = header_value,
+    CZCTL_LOCAL_PORT = num(facts.localPort), CZCTL_TUNNEL = facts.tunnel, CZCTL_TUNNEL_URL = facts.tunnelUrl,
+  }
+  for k, v in pairs(set) do env[k] = v end
+  return env
+end
+
+-- Stop CMD after a signal came to czctl: the signal (and any that follow)
+-- goes to CMD's process group, which gets `grace` seconds to exit and then
+-- SIGKILL. Returns CMD's exit code.
+local function stop_command(ctx, child, sig, grace)
+  local clock = csys.now
+  local deadline = clock() + grace
+  while true do
+    if sig then
+      ctx.out:event("command", { status = "signalled", signal = sig },
+                    string.format("passing %s to the command (%gs to exit)", sig, grace))
+      child:kill(sig)
+      signal.clear()
+    end
+    local code, why = child:await(math.max(0, deadline - clock()))
+    if code then return code end
+    if why == "interrupted" then
+      sig = signal.pending() -- another one (the runner's SIGTERM after its SIGINT): passed on too
+    else
+      ctx.out:event("command", { status = "killed", signal = "SIGKILL" },
+                    string.format("the command did not exit within %gs: SIGKILL", grace))
+      child:kill("KILL")
+      return child:await(5) or 137
+    end
+  end
+end
+
+-- Run `-- CMD` for a session set up in this process, hold the session for
+-- as long as CMD runs, then close it. Exit: CMD's code; 128+N when a signal
+-- N came to czctl (passed on to CMD); 1 when czctl failed (the close, the
+-- tunnel, the session closed by another command: CMD is stopped first).
+local function run_command(ctx, facts, command, grace)
+  ctx.undo:discard() -- from here on the session is closed as a whole, from the cluster
+  local s = assert(session.load(facts.id), "the session file disappeared")
+  local process = require "czctl.process"
+  local started = csys.now()
+  ctx.out:event("command", { status = "started", argv = setmetatable(util.deep_copy(command), util.array_mt) },
+                "Running " .. util.shell_join(command))
+  -- Its own process group (czctl passes signals to all of it), the terminal
+  -- when czctl has it (Ctrl-C then reaches CMD alone, as in a shell), and
+  -- SIGTERM if czctl dies, even by SIGKILL, so it never runs unattended.
+  local child, err = process.spawn(command, { env = M.command_env(facts), stdin = "inherit", stdout = "inherit",
+                                              stderr = "inherit", foreground = true,
+                                              parent_death_signal = "TERM" })
+  local code, why, detail, first_signal
+  if not child and err == "interrupted" then
+    -- a signal came between the setup and the start: CMD never ran
+    first_signal = signal.pending()
+    code = signal.exit_code(first_signal)
+  elseif not child then
+    code, detail = tostring(err):find("command not found", 1, true) and 127 or 126, err
+  else
+    why, detail = M.hold(s, child, function(line) ctx.out:warn("%s", line) end)
+    if why == "exited" then
+      code = detail
+    elseif why == "signal" then
+      first_signal = signal.pending()
+      code = stop_command(ctx, child, first_signal, grace)
+    else
+      -- the session ended under CMD: it would go on testing the cluster's version
+      ctx.out:event("command", { status = "stopped", reason = why }, "stopping the command: the session ended")
+      child:kill("TERM")
+      code = child:await(grace)
+      if not code then child:kill("KILL"); code = child:await(5) or 137 end
+    end
+    child:close()
+  end
+  if child then
+    local seconds = csys.now() - started
+    ctx.out:event("command", { status = "exited", code = code, ms = math.floor(seconds * 1000 + 0.5) },
+                  string.format("The command exited with code %d (%s)", code, util.format_duration(seconds)))
+  end
+  signal.clear()
+  if why ~= "closed" then
+    local ok, close_err = pcall(M.close, ctx, s)
+    if not ok then intercept.raise(string.format("%s (the command exited with %d)", tostring(close_err), code)) end
+  end
+  if why == "closed" then intercept.raise(string.format("session %s was closed by another command while "
+                                                        .. "the command ran (it exited with %d)", s.id, code)) end
+  if why == "tunnel" then
+    intercept.raise(string.format("the session ended because the tunnel stopped: %s (the command exited with %d)",
+                                  tostring(detail), code))
+  end
+  if not child and not first_signal then
+    fail_with(code, string.format("cannot run the command: %s", tostring(detail)))
+  end
+  return first_signal and signal.exit_code(first_signal) or code, code
+end
+
 -- Hold a session set up in this process, then close it.
 local function hold_here(ctx, facts)
   ctx.undo:discard() -- from here on the session is closed as a whole, from the cluster
   local s = session.load(facts.id)
   if not s then return 0 end
-  local why, detail = M.hold(s)
-  if why == "closed" then ctx.out:info("session %s was closed by another command", s.id); return 0 end
-  signal.clear()
-  if why == "tunnel" then ctx.out:info("Closing session %s", s.id) end
-  M.close(ctx, s)
-  if why == "tunnel" then intercept.raise("the session ended because the tunnel stopped: " .. tostring(detail)) end
-  return 0
+  local why, detail = M.hold(s, nil, function(line) ctx.out:warn("%s", line) end)
+  return end_held(ctx, s, why, detail) or 0
 end
 
 --- The intercept, start to end, in this process: check the options, run
 --- the steps, report the result; with opts.wait, hold the session until a
---- signal and close it. Returns the exit code.
+--- signal and close it; with opts.command, run it and close the session
+--- when it exits (the exit code is the command's, 128+N after signal N, 127
+--- when it is not found, before anything is done). Returns the exit code.
 ---@param ctx table
 ---@param opts czctl.intercept.Options
 ---@param steps (string|function)[]
 ---@return integer
 function M.start(ctx, opts, steps)
+  if opts.command then
+    -- refused before anything is done, with the code a shell would give
+    local found, find_err = require("czctl.process").find(opts.command[1])
+    if not found then fail_with(127, string.format("cannot run the command: %s; nothing was changed", find_err)) end
+    -- held by this process while the command runs (the keeper and
+    -- `session close` see its holder die, even by SIGKILL)
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.wait = true
+    opts = o
+  end
   local run = M.new(ctx, opts)
   local facts = run:run_steps(steps)
+  if facts.status == "existing" and opts.command then
+    fail(string.format("Service %s/%s is already intercepted by session %s of this machine; `-- CMD` needs a "
+                       .. "session of its own, which it closes: close that one first (%s), or add -c",
+                       facts.namespace, facts.service, facts.id, facts.closeCommand))
+  end
+  if opts.command then
+    signal.check() -- last chance to roll back: from here on the session is closed as a whole
+    -- CMD's output is the command's own: czctl's result goes to stderr
+    ctx.out:results_on_stderr()
+    facts.command = { argv = setmetatable(util.deep_copy(opts.command), util.array_mt) }
+    if ctx.out.mode == "normal" then M.report(ctx, facts) end
+    local exit, code = run_command(ctx, facts, opts.command, opts.grace or M.COMMAND_GRACE)
+    if ctx.out.mode ~= "normal" then
+      facts.command.exitCode, facts.status = code, "closed"
+      M.report(ctx, facts)
+    end
+    return exit
+  end
   if facts.status == "existing" or not (opts.wait and not opts.held_by) then
     signal.check() -- last chance to roll back: after discard the session stays
     ctx.undo:discard() -- the session now lives in the cluster (and its keeper)
@@ -600,13 +857,8 @@ function M.hold_from_command_line(ctx)
   local s = session.load(id)
   if code ~= 0 or not s then return code end -- failed (already reported), or an existing session reported
   local why, detail = "signal", nil
-  if not stopped then why, detail = M.hold(s) end
-  if why == "closed" then ctx.out:info("session %s was closed by another command", id); return 0 end
-  signal.clear()
-  if why == "tunnel" then ctx.out:info("Closing session %s", id) end
-  M.close(ctx, s)
-  if why == "tunnel" then intercept.raise("the session ended because the tunnel stopped: " .. tostring(detail)) end
-  return stop_signal and signal.exit_code(stop_signal) or 0
+  if not stopped then why, detail = M.hold(s, nil, function(line) ctx.out:warn("%s", line) end) end
+  return end_held(ctx, s, why, detail) or (stop_signal and signal.exit_code(stop_signal)) or 0
 end
 
 ---------------------------------------------------------------------------
@@ -636,34 +888,38 @@ local function intercept_flags()
       help = "a PEM file: the CA the proxy trusts for the tunnel's certificate (default: $CZCTL_TUNNEL_CA, "
              .. "else the proxy image's CA bundle)" },
     { name = "image", type = "string", default = intercept.DEFAULT_IMAGE, help = "the proxy image" },
+    { name = "grace", type = "number", default = M.COMMAND_GRACE,
+      help = "with -- CMD: seconds CMD has to exit after czctl passes it SIGINT/SIGTERM, then SIGKILL" },
+    { name = "envFile", type = "string", complete = "files",
+      help = "also write the environment of the Service's app to this file (mode 0600; see czctl service env)" },
     -- Internal: the setup child of a --wait holder (see hold_from_command_line).
     { name = "heldBy", type = "integer", hidden = true, help = "(internal) pid of the --wait holder" },
     { name = "sessionId", type = "string", hidden = true, help = "(internal) the session id the holder chose" },
-  }, flagsets.kube{ namespace_default = "default", namespace_help = "the namespace of the Service" },
+  }, flagsets.kube{ namespace_help = "the namespace of the Service (default: the kubeconfig context's, else default)" },
      flagsets.output())
 end
 
--- --clean: close whatever session holds the Service; returns their ids.
+-- --clean: close this machine's sessions on the Service (found in the
+-- cluster by their owner, and by local records); returns them. Others'
+-- sessions are left alone.
 local function close_sessions_on(ctx, namespace, name)
   local client, closed = ctx.kube(), {}
-  ctx.out:step(string.format("Close existing session on %s/%s", namespace, name), function()
-    local found, err = session.discover(client, { namespace = namespace })
-    if not found then fail(err) end
-    for _, s in ipairs(found) do
-      if s.service == name then
-        session.close(client, { id = s.id, namespace = namespace, service = name, service_object = s.service_object })
-        closed[#closed + 1] = { id = s.id, namespace = namespace, service = name, restored = true }
+  ctx.out:step(string.format("Close your sessions on %s/%s", namespace, name), function()
+    local svc, gerr = intercept.get_service(client, namespace, name)
+    if not svc then fail(gerr) end
+    local seen = {}
+    for _, e in ipairs(shared.state(svc).sessions) do
+      if session.is_mine(e.owner) then
+        seen[e.id] = true
+        session.close(client, { id = e.id, namespace = namespace, service = name })
+        closed[#closed + 1] = { id = e.id, namespace = namespace, service = name }
       end
     end
-    local mine = session.find_local(namespace, name)
-    if mine and #closed == 0 then
-      session.close(client, { id = mine.id, namespace = namespace, service = name, local_session = mine })
-      closed[#closed + 1] = { id = mine.id, namespace = namespace, service = name }
-    end
-    -- Nothing to close: a mistyped Service or namespace is an error, not "nothing to do".
-    if #closed == 0 then
-      local svc, gerr = intercept.get_service(client, namespace, name)
-      if not svc then fail(gerr) end
+    for _, mine in ipairs(session.list_local()) do
+      if mine.namespace == namespace and mine.service == name and not seen[mine.id] then
+        session.close(client, { id = mine.id, namespace = namespace, service = name, local_session = mine })
+        closed[#closed + 1] = { id = mine.id, namespace = namespace, service = name }
+      end
     end
   end)
   return setmetatable(closed, util.array_mt)
@@ -690,7 +946,7 @@ function M.options_from_flags(ctx)
     rule = rule, header = not f.all and f.header or nil, tunnel = f.tunnel, tunnel_host = f.tunnelHost,
     tunnel_ca = ca,
     image = f.image, wait = f.wait, kubeconfig = f.kubeconfig, context = f.context,
-    held_by = f.heldBy, session_id = f.sessionId,
+    held_by = f.heldBy, session_id = f.sessionId, env_file = f.envFile,
   }
 end
 
@@ -711,13 +967,17 @@ function M.recipe(spec)
   end
   local recipe = {
     summary = spec.summary or "Intercept traffic to a Service and send it to this machine",
-    usage = "SERVICE [flags]",
+    usage = "SERVICE [flags] [-- CMD [ARGS...]]",
+    command = { help = "run CMD with the session's facts in CZCTL_* variables; close the session when it exits" },
     description = spec.description or [[
 Requests to SERVICE that carry the header (default X-C6O-INTERCEPT:yes), or
 all requests with --all, go through a tunnel to --localPort on this machine;
 every other request reaches the in-cluster version. Without --wait the
 command returns once the intercept is live (close it with `czctl session
 close`); with --wait it stays and cleans up on Ctrl-C or SIGTERM (exit 0).
+With -- CMD it runs CMD once the intercept is live and closes the session
+when CMD exits, exiting with CMD's code (SIGINT/SIGTERM are passed to CMD;
+czctl's own failures: 1, usage 2, CMD not found 127; see docs/ci.md).
 --localPort defaults to the intercepted Service port's number.]],
     args = { { name = "service", help = "the name of the Service to intercept", required = true,
                complete = "services" } },
@@ -729,14 +989,25 @@ close`); with --wait it stays and cleans up on Ctrl-C or SIGTERM (exit 0).
     local f = ctx.flags
     local opts = M.options_from_flags(ctx)
     opts.hooks = spec.hooks
+    if ctx.command_argv then
+      if f.wait then ctx.usage_error("give --wait or -- CMD, not both (with CMD the session lasts while it runs)") end
+      if f.grace < 0 then ctx.usage_error("--grace must be a number of seconds >= 0") end
+      opts.command, opts.grace = ctx.command_argv, f.grace
+    end
     -- --wait: this process only holds the session; the setup runs as a child.
     if f.wait and not f.heldBy then return M.hold_from_command_line(ctx) end
-    -- --clean: close whatever session holds this Service, then go on (or stop).
+    -- --clean: close this machine's sessions on this Service, then go on (or stop).
     if f.clean then
-      local closed = close_sessions_on(ctx, opts.namespace, opts.service)
+      -- -n, else the kubeconfig context's namespace, else default (as kubectl)
+      opts.namespace = opts.namespace or ctx.kube().namespace or "default"
       local given = ctx.sources
-      if not (given.localPort == "flag" or given.remotePort == "flag" or given.header == "flag" or f.all
-              or f.wait) then
+      local alone = not (given.localPort == "flag" or given.remotePort == "flag" or given.header == "flag" or f.all
+                         or f.wait or ctx.command_argv)
+      M.check_access(ctx, opts, alone and { "session close" }
+                                or opts.env_file and { "service intercept", "service env" } or { "service intercept" })
+      opts.access_checked = not alone
+      local closed = close_sessions_on(ctx, opts.namespace, opts.service)
+      if alone then
         M.report(ctx, { kind = "CloseResult", closed = closed, failed = setmetatable({}, util.array_mt),
                         service = opts.service, namespace = opts.namespace })
         return 0

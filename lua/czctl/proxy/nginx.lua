@@ -15,9 +15,15 @@
 --
 -- The tunnel itself (URL, secret, certificates) is the route's
 -- (czctl.proxy.route): nginx.conf only includes the route's files, which
--- render returns apart for a Secret. The tunnel location buffers the
--- request body and falls back to the original (@czctl_fallback) when the
--- request did not reach the developer's app (decisions section 3).
+-- render returns apart for a Secret (or, for a route whose files are
+-- mounted already, only names). The tunnel location buffers the request
+-- body and falls back to the original (@czctl_fallback) when the request
+-- did not reach the developer's app (decisions section 3).
+--
+-- Several sessions on one proxy (opts.routes): each route's rule is one
+-- variable, a map per intercepted port picks the first matching route's
+-- named location (@czctl_tunnel_<id>, "" for none) and `error_page 418 =
+-- $map` jumps there; each named location includes its own route's files.
 local rules = require "czctl.proxy.rules"
 local route = require "czctl.proxy.route"
 
@@ -49,11 +55,60 @@ local function ident(s)
   return (tostring(s):lower():gsub("[^%w]+", "_"))
 end
 
+-- The route of a session: planned from its tunnel upstream (its files are
+-- rendered here), or, with tunnel_files = "mounted", only referenced (its
+-- files were rendered apart, by the session, and are mounted at dir).
+local function tunnel_route(up, files_mode, o)
+  if files_mode == "mounted" then return route.ref(o.id, o.dir) end
+  if files_mode ~= nil then return fail("proxy.render: tunnel_files must be \"mounted\" or absent") end
+  return route.plan(up, o)
+end
+
+local plan_routes
+
 -- Check the options once and derive everything the emitters need (the plan
 -- `c`): ports with ids, the rule's condition and maps, the tunnel, flags.
+-- With opts.routes (several sessions on one proxy) a port is intercepted
+-- when a route names it, and each route's files live in route_dir/<id>;
+-- one route is rendered as opts.rule and opts.tunnel_upstream would be, two
+-- or more by plan_routes.
 local function plan(opts)
   if type(opts) ~= "table" then return fail("proxy.render needs a table") end
   if type(opts.ports) ~= "table" or #opts.ports == 0 then return fail("proxy.render: ports is empty") end
+  local multi = false
+  if opts.routes ~= nil then
+    if type(opts.routes) ~= "table" then return fail("proxy.render: routes must be a list") end
+    local routed = {}
+    for i, r in ipairs(opts.routes) do
+      if type(r) ~= "table" then return fail("proxy.render: routes[%d] must be a table", i) end
+      routed[math.tointeger(r.port) or -1] = true
+    end
+    local copy = {}
+    for i, p in ipairs(opts.ports) do
+      copy[i] = {}
+      for k, v in pairs(p) do copy[i][k] = v end
+      copy[i].intercept = routed[math.tointeger(p.port) or -2] == true
+    end
+    for i, r in ipairs(opts.routes) do
+      local found = false
+      for _, p in ipairs(copy) do found = found or (math.tointeger(p.port) == math.tointeger(r.port)) end
+      if not found then return fail("proxy.render: routes[%d].port %s is not one of the ports", i, tostring(r.port)) end
+    end
+    local rest = {}
+    for k, v in pairs(opts) do rest[k] = v end
+    rest.ports, rest.routes = copy, nil
+    rest.route_root = opts.route_dir or route.DEFAULT_DIR
+    if #opts.routes == 1 then
+      local r = opts.routes[1]
+      rest.rule, rest.tunnel_upstream, rest.tunnel_files = r.rule, r.tunnel_upstream, r.tunnel_files
+      rest.session = r.id or opts.session
+      rest.route_dir = rest.route_root .. "/" .. tostring(rest.session)
+      rest.files_prefix = tostring(rest.session) .. "/"
+      return plan(rest)
+    end
+    multi = #opts.routes > 1 and opts.routes
+    opts = rest
+  end
   local ports = {}
   local rule = opts.rule or { all = true }
   local ok, warnings = rules.validate(rule)
@@ -110,20 +165,24 @@ local function plan(opts)
     any_intercept = any_intercept or p.intercept == true
   end
 
-  local expr, maps = rules.compile(rule)
   local keepalive = opts.upstream_keepalive
   if keepalive == nil then keepalive = M.DEFAULT_KEEPALIVE end
   keepalive = math.tointeger(keepalive)
   if not keepalive or keepalive < 0 then return fail("proxy.render: upstream_keepalive must be a count >= 0") end
+  if multi then
+    return plan_routes(multi, { ports = ports, warnings = warnings, runtime_dir = runtime_dir,
+                                health_port = health_port, listen = listen, session = session,
+                                any_intercept = any_intercept, access_log = opts.access_log,
+                                route_header = opts.route_header == true, keepalive = keepalive,
+                                keepalive_time = math.tointeger(opts.keepalive_time) }, opts)
+  end
+  local expr, maps = rules.compile(rule)
   local tunnel
   if any_intercept then
     local err
-    local inner_port = math.tointeger(opts.inner_port) or health_port - 1
-    if seen_listen[inner_port] then return fail("proxy.render: inner_port %d is used twice", inner_port) end
-    tunnel, err = route.plan(opts.tunnel_upstream, { id = session, dir = opts.route_dir, runtime_dir = runtime_dir,
-                                                     inner_listen = (listen_address or "127.0.0.1") .. ":" .. inner_port,
-                                                     nginx_version = opts.nginx_version,
-                                                     keepalive = keepalive })
+    tunnel, err = tunnel_route(opts.tunnel_upstream, opts.tunnel_files,
+                               { id = session, dir = opts.route_dir, runtime_dir = runtime_dir,
+                                 nginx_version = opts.nginx_version, keepalive = keepalive })
     if not tunnel then return nil, err end
   end
   local route_header = opts.route_header == true
@@ -135,14 +194,73 @@ local function plan(opts)
     listen = listen, session = session, any_intercept = any_intercept, tunnel = tunnel,
     expr = expr, maps = maps, keepalive = keepalive, route_header = route_header,
     access_log = opts.access_log, intercepted = intercepted, route_all = expr == "1",
+    keepalive_time = math.tointeger(opts.keepalive_time), files_prefix = opts.files_prefix or "",
   }
+end
+
+-- The plan for two or more routes (sessions) on one proxy. Each route's
+-- rule becomes one variable ("1" when it matches); per intercepted port a
+-- map over those variables gives the first matching route's named location
+-- ("" for none: the original). Everything about a route's tunnel is in its
+-- own files (route_dir/<id>), so the original route pays one map plus the
+-- rules, whatever the count, and nginx.conf names no tunnel.
+function plan_routes(routes, c, opts)
+  c.routes, c.route_by_port = {}, {}
+  local seen_id, seen_ident = {}, {}
+  local root = opts.route_root or route.DEFAULT_DIR
+  for i, r in ipairs(routes) do
+    local what = string.format("routes[%d]", i)
+    local id = r.id and tostring(r.id) or tostring(i)
+    if not id:find("^[%w._-]+$") then return fail("%s: id %q is not a plain name", what, id) end
+    if seen_id[id] then return fail("%s: id %s is used twice", what, id) end
+    seen_id[id] = true
+    local ok, w = rules.validate(r.rule)
+    if not ok then return fail("%s: %s", what, w) end
+    for _, x in ipairs(w) do c.warnings[#c.warnings + 1] = x end
+    local key = "r" .. i
+    local var, maps = rules.compile_variable(r.rule, key)
+    local tunnel, err = tunnel_route(r.tunnel_upstream, r.tunnel_files,
+                                     { id = id, dir = root .. "/" .. id, runtime_dir = c.runtime_dir,
+                                       nginx_version = opts.nginx_version, keepalive = c.keepalive })
+    if not tunnel then return fail("%s: %s", what, err) end
+    if seen_ident[tunnel.id] then return fail("%s: id %s names the same route as %s", what, id, seen_ident[tunnel.id]) end
+    seen_ident[tunnel.id] = id
+    local entry = { id = id, key = key, rule = r.rule, var = var, maps = maps, tunnel = tunnel,
+                    port = math.tointeger(r.port), location = "@czctl_tunnel_" .. tunnel.id,
+                    files_prefix = id .. "/" }
+    c.routes[i] = entry
+    local list = c.route_by_port[entry.port] or {}
+    list[#list + 1] = entry
+    c.route_by_port[entry.port] = list
+  end
+  c.intercepted = {}
+  for _, p in ipairs(c.ports) do if p.intercept then c.intercepted[#c.intercepted + 1] = p end end
+  c.route_all, c.maps = false, {}
+  return c
 end
 
 -- The header comment, the process settings and events.
 local function emit_globals(add, c)
-  add("# czctl intercept proxy — session %s", c.session)
+  if c.routes then
+    add("# czctl intercept proxy — %d sessions", #c.routes)
+  else
+    add("# czctl intercept proxy — session %s", c.session)
+  end
   add("# Generated by czctl (lua/czctl/proxy/nginx.lua); edits are lost when the session ends.")
-  add("# Routing rule: %s", rules.describe(c.rule):gsub("\n", " "))
+  -- a comment line stays short whatever the rule (values are up to 1 KiB each)
+  local function short(rule)
+    local described = rules.describe(rule):gsub("\n", " ")
+    if #described > 200 then described = described:sub(1, 197) .. "..." end
+    return described
+  end
+  if c.routes then
+    add("# Routes, first match wins (a request matching none goes to the original):")
+    for _, r in ipairs(c.routes) do
+      add("#   %s session %s, port %d: %s -> its tunnel (%s)", r.key, r.id, r.port, short(r.rule), r.tunnel.dir)
+    end
+  else
+    add("# Routing rule: %s", short(c.rule))
+  end
   for _, p in ipairs(c.ports) do
     add("#   port %-8s proxy :%d%s -> %s%s", p.name, p.listen, p.protocol == "TCP" and "" or "/" .. p.protocol,
       p.intercept and "rule ? tunnel (else, or when it fails) : " or "", p.original)
@@ -183,6 +301,12 @@ local function emit_http_settings(add, c)
   add("    server_tokens off;")
   add("    tcp_nodelay on;")
   add("    keepalive_timeout 75s;")
+  if c.keepalive_time then
+    add("    # A client connection lives at most this long: it is then closed after a")
+    add("    # response (never under the client's feet), so clients move to a new")
+    add("    # proxy pod when the configuration changes (see docs/decisions.md).")
+    add("    keepalive_time %ds;", c.keepalive_time)
+  end
   add("    keepalive_requests 10000;")
   add("")
   add("    # Request bodies of any size stream to the upstream as they arrive.")
@@ -211,8 +335,37 @@ local function emit_http_settings(add, c)
 
 end
 
+-- The maps of several routes: each rule's, then per port the named location
+-- of the route that matches first.
+local function emit_route_maps(add, c)
+  local function block(m) for line in (m .. "\n"):gmatch("(.-)\n") do add("    %s", line) end end
+  add("    # ---- Routing rules, one variable per route: \"1\" when its rule matches.")
+  add("    # String keys in `map` ignore case, so values are matched with anchored,")
+  add("    # escaped regular expressions (~^...$), which are case-sensitive.")
+  for _, r in ipairs(c.routes) do
+    add("    # %s: session %s", r.key, r.id)
+    for _, m in ipairs(r.maps) do block(m) end
+  end
+  add("")
+  for _, p in ipairs(c.intercepted) do
+    local list = c.route_by_port[p.port] or {}
+    local vars = {}
+    for i, r in ipairs(list) do vars[i] = r.var end
+    add("    # Port %s: the named location of the first route whose rule matches", p.name)
+    add("    # (regular expressions in a map are tried in order), or \"\" for the original.")
+    add("    map %s $czctl_route_%s {", rules.nginx_quote(table.concat(vars, ":") .. ":"), p.id)
+    add("        default \"\";")
+    for i, r in ipairs(list) do
+      add("        %s %s;", rules.nginx_quote("~^" .. string.rep(":", i - 1) .. "1"), r.location)
+    end
+    add("    }")
+  end
+  add("")
+end
+
 -- The `map` blocks of the routing rule.
 local function emit_rule_maps(add, c)
+  if c.routes then return emit_route_maps(add, c) end
   if c.any_intercept and #c.maps > 0 then
     add("    # ---- Routing rule: each map yields \"1\" when its part of the rule matches.")
     add("    # String keys in `map` ignore case, so values are matched with anchored,")
@@ -237,7 +390,12 @@ local function emit_upstreams(add, c)
     route.keepalive_lines(add, c.keepalive, "        ")
     add("    }")
   end
-  if c.any_intercept then
+  if c.routes then
+    for _, r in ipairs(c.routes) do
+      add("    # %s: the tunnel of session %s (upstream, TLS, secret), from its Secret.", r.key, r.id)
+      add("    include %s;", r.tunnel.http_include)
+    end
+  elseif c.any_intercept then
     add("    # The tunnel of session %s: its upstream, TLS and secret, from the", c.session)
     add("    # session's Secret (mounted at %s).", c.tunnel.dir)
     add("    include %s;", c.tunnel.http_include)
@@ -259,8 +417,8 @@ local function emit_intercepted_servers(add, c)
     add("%sproxy_set_header Connection        $czctl_connection;", indent)
   end
 
-  -- The body of the location that sends a request into the tunnel.
-  local function tunnel_location(indent)
+  -- The body of the location that sends a request into a tunnel.
+  local function tunnel_location(indent, tunnel, session)
     if c.access_log ~= false then
       add("%saccess_log /dev/stdout czctl buffer=64k flush=1s;", indent)
     end
@@ -272,18 +430,26 @@ local function emit_intercepted_servers(add, c)
     add("%sclient_body_buffer_size %s;", indent, M.TUNNEL_BODY_BUFFER)
     add("%serror_page 502 504 = @czctl_fallback;", indent)
     if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
-    add("%s# The route of session %s: headers, secret, TLS and upstream.", indent, c.session)
-    add("%sinclude %s;", indent, c.tunnel.location_include)
+    add("%s# The route of session %s: headers, secret, TLS and upstream.", indent, session)
+    add("%sinclude %s;", indent, tunnel.location_include)
   end
 
+  local underscores = (not c.routes) and rules.uses_underscore_header(c.rule)
+  for _, r in ipairs(c.routes or {}) do underscores = underscores or rules.uses_underscore_header(r.rule) end
   -- Only intercepted ports are HTTP servers; the others are in `stream {}` below.
   for _, p in ipairs(c.intercepted) do
-    add("    # Port %s (Service port %s): intercepted. %s", p.name, tostring(p.port or "?"),
-      c.route_all and "Every request goes to the tunnel."
-                or "Requests matching the rule go\n    # to the tunnel, all others to the original.")
+    if c.routes then
+      add("    # Port %s (Service port %s): intercepted by %d routes; a request matching", p.name,
+        tostring(p.port or "?"), #(c.route_by_port[p.port] or {}))
+      add("    # none goes to the original.")
+    else
+      add("    # Port %s (Service port %s): intercepted. %s", p.name, tostring(p.port or "?"),
+        c.route_all and "Every request goes to the tunnel."
+                  or "Requests matching the rule go\n    # to the tunnel, all others to the original.")
+    end
     add("    server {")
     add("        listen %s reuseport;", c.listen(p.listen))
-    if rules.uses_underscore_header(c.rule) then
+    if underscores then
       add("        # The rule names a header with '_', which NGINX drops unless told not to.")
       add("        underscores_in_headers on;")
     end
@@ -298,9 +464,28 @@ local function emit_intercepted_servers(add, c)
     add("        # error_page (the fallback) needs this.")
     add("        recursive_error_pages on;")
     add("")
-    if c.route_all then
+    if c.routes then
       add("        location / {")
-      tunnel_location("            ")
+      add("            # A request matching a route's rule is handed to that route's named")
+      add("            # location with its method, headers and unread body (the 418 is never")
+      add("            # sent: error_page takes the location from the port's map).")
+      add("            error_page 418 = $czctl_route_%s;", p.id)
+      add("            if ($czctl_route_%s) {", p.id)
+      add("                return 418;")
+      add("            }")
+      if c.route_header then add("            add_header X-Czctl-Route original always;") end
+      add("            proxy_pass http://czctl_original_%s;", p.id)
+      add("        }")
+      for _, r in ipairs(c.route_by_port[p.port] or {}) do
+        add("")
+        add("        # %s: into the tunnel of session %s, one access-log line per request.", r.key, r.id)
+        add("        location %s {", r.location)
+        tunnel_location("            ", r.tunnel, r.id)
+        add("        }")
+      end
+    elseif c.route_all then
+      add("        location / {")
+      tunnel_location("            ", c.tunnel, c.session)
       add("        }")
     else
       add("        location / {")
@@ -321,7 +506,7 @@ local function emit_intercepted_servers(add, c)
       add("")
       add("        # The intercept route: into the tunnel, one access-log line per request.")
       add("        location @czctl_tunnel {")
-      tunnel_location("            ")
+      tunnel_location("            ", c.tunnel, c.session)
       add("        }")
     end
     add("")
@@ -403,15 +588,27 @@ local EMITTERS = { emit_globals, emit_http_settings, emit_rule_maps, emit_upstre
                    emit_health_server, emit_stream }
 
 --- Render the complete nginx.conf of the intercept proxy, and the files of
---- the tunnel route it includes (for a Secret mounted at opts.route_dir).
+--- the tunnel routes it includes (for Secrets mounted at opts.route_dir;
+--- with opts.routes, each route's under route_dir/<id>).
 ---@param opts table  see docs/lua-api.md, "czctl.proxy"
 ---@return string|nil conf
 ---@return string[]|string warnings_or_error
----@return table<string,string>|nil files the route's files, name -> content (empty without a tunnel)
+---@return table<string,string>|nil files the routes' files, name -> content (with opts.routes, "<id>/name");
+---        none for a route without a tunnel or whose files are mounted already
 function M.render(opts)
   local c, err = plan(opts)
   if not c then return nil, err end
-  local files = c.tunnel and route.files(c.tunnel) or {}
+  local files = {}
+  local function collect(t, prefix)
+    if t and t.up then
+      for name, content in pairs(route.files(t)) do files[prefix .. name] = content end
+    end
+  end
+  if c.routes then
+    for _, r in ipairs(c.routes) do collect(r.tunnel, r.files_prefix) end
+  else
+    collect(c.tunnel, c.files_prefix)
+  end
   local out = {}
   local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
   for _, emit in ipairs(EMITTERS) do emit(add, c) end

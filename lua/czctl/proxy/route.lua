@@ -10,6 +10,9 @@
 --   route.files(r)        -> { [name] = content }   (the Secret's data)
 --   r.http_include        the file nginx.conf includes in `http {}`
 --   r.location_include    the file the tunnel location includes
+--   route.ref(id, dir)    the same two names, for a route whose files were
+--                         rendered apart (the shared proxy's configuration
+--                         knows a session by its id alone)
 --
 -- What the files do: TLS to the tunnel is verified (proxy_ssl_verify on:
 -- the provider's CA, or the image's CA bundle, and the tunnel's name); a
@@ -97,6 +100,22 @@ function M.parse_url(url)
            authority = host:lower() .. ":" .. math.tointeger(port) }
 end
 
+--- The names nginx.conf needs of a route: its id as NGINX names carry it,
+--- its directory and the two files it includes.
+---@param id string the session's id
+---@param dir? string where its files are (default DEFAULT_DIR)
+---@return {id: string, dir: string, http_include: string, location_include: string}|nil
+---@return string|nil err
+function M.ref(id, dir)
+  id = tostring(id or "-"):lower():gsub("[^%w]+", "_")
+  dir = dir or M.DEFAULT_DIR
+  if dir:find("[%s;{}\"'#$\\]") or rules.has_control(dir) then
+    return fail("proxy.render: the route directory %q has characters NGINX would misread", dir)
+  end
+  return { id = id, dir = dir, http_include = dir .. "/tunnel-http.conf",
+           location_include = dir .. "/tunnel-location.conf" }
+end
+
 --- Whether an nginx version string ("1.27.4") is at least `min` ({1,27,3}).
 ---@param version string|nil
 ---@param min integer[]
@@ -121,8 +140,10 @@ end
 
 --- Check a tunnel upstream (a provider's handle.upstream) and plan the route.
 ---@param up table {url, host_header?, extra_headers?, resolver?, tls?, secret_header?, fallback_on?}
----@param opts {id: string, dir?: string, runtime_dir: string, nginx_version?: string, keepalive?: integer,
----             inner_listen: string}  inner_listen: ADDR:PORT of the inner server (the pod's loopback)
+---@param opts {id: string, dir?: string, runtime_dir?: string, nginx_version?: string, keepalive?: integer}
+--- (the inner server, when there is one, listens on a Unix socket named by
+--- the id in runtime_dir: nothing outside the pod reaches it, and routes of
+--- several sessions never compete for a port)
 ---@return table|nil route
 ---@return string|nil err
 function M.plan(up, opts)
@@ -183,10 +204,12 @@ function M.plan(up, opts)
   end
   if resolver == nil then resolver = M.DEFAULT_RESOLVER end
 
-  local id = tostring(opts.id or "-"):lower():gsub("[^%w]+", "_")
-  local dir = opts.dir or M.DEFAULT_DIR
-  if dir:find("[%s;{}\"'#$\\]") or rules.has_control(dir) then
-    return fail("proxy.render: the route directory %q has characters NGINX would misread", dir)
+  local ref, rerr = M.ref(opts.id, opts.dir)
+  if not ref then return nil, rerr end
+  local id, dir = ref.id, ref.dir
+  local runtime_dir = opts.runtime_dir or "/tmp"
+  if runtime_dir:find("[%s;{}\"'#$\\]") or rules.has_control(runtime_dir) then
+    return fail("proxy.render: runtime_dir %q has characters NGINX would misread", runtime_dir)
   end
   local host_header = up.host_header
   -- An HTTPS edge (ngrok) routes by Host: it gets its own name, unless the
@@ -197,9 +220,9 @@ function M.plan(up, opts)
     id = id, dir = dir, url = t, up = up, extra = extra, secret = secret, tls = tls, fallback_on = fb,
     host_header = host_header, keepalive = keepalive, resolver = resolver,
     upstream = "czctl_tunnel_" .. id,
-    inner_listen = fb and opts.inner_listen or nil,
-    http_include = dir .. "/tunnel-http.conf",
-    location_include = dir .. "/tunnel-location.conf",
+    inner_listen = fb and ("unix:" .. runtime_dir .. "/czctl-route-" .. id .. ".sock") or nil,
+    http_include = ref.http_include,
+    location_include = ref.location_include,
   }
   -- How the tunnel's address is found: an address as it is; a name through
   -- `resolve` in the upstream where NGINX has it (keep-alive and address
@@ -266,7 +289,11 @@ end
 
 local function upstream_block(add, name, server, r, zone)
   add("upstream %s {", name)
-  if zone then add("    zone %s 64k;", name) end
+  if zone then
+    add("    zone %s 64k;", name)
+    -- in the upstream, not in `http {}`: every route of a shared proxy has its own
+    add("    resolver %s valid=30s ipv6=off;", r.resolver)
+  end
   add("    server %s;", server)
   M.keepalive_lines(add, r.keepalive, "    ")
   add("}")
@@ -284,19 +311,22 @@ local function http_file(r)
     target = t.scheme .. "://" .. r.upstream
   elseif r.addressing == "resolve" then
     add("# The name is re-resolved while connections to it are kept (NGINX >= 1.27.3).")
-    add("resolver %s valid=30s ipv6=off;", r.resolver)
     upstream_block(add, r.upstream, t.authority .. " resolve", r, true)
     target = t.scheme .. "://" .. r.upstream
   else
     add("# This NGINX (< 1.27.3) cannot keep connections to a name it re-resolves:")
-    add("# the name is resolved per request (no keep-alive on this hop).")
-    add("resolver %s valid=30s ipv6=off;", r.resolver)
+    add("# the name is resolved per request (no keep-alive on this hop), by the")
+    add("# resolver of the location that sends to it.")
     add("map \"\" $%s_address {", r.upstream)
     add("    default %s;", rules.nginx_quote(t.authority))
     add("}")
     target = t.scheme .. "://$" .. r.upstream .. "_address"
   end
   r.target = target
+  -- a `resolver` in each location that resolves per request (one in `http {}`
+  -- would be duplicated by a second route of a shared proxy)
+  r.resolver_line = r.addressing == "per-request" and string.format("resolver %s valid=30s ipv6=off;", r.resolver)
+                    or nil
   if r.fallback_on then
     local values = {}
     for i, v in ipairs(r.fallback_on.values) do values[i] = rules.pcre_escape(v) end
@@ -311,7 +341,7 @@ local function http_file(r)
     add("}")
     upstream_block(add, r.upstream .. "_inner", r.inner_listen, r)
     add("server {")
-    add("    # On the pod's loopback only: nothing outside the pod reaches it.")
+    add("    # On a Unix socket in the pod: nothing outside the pod reaches it.")
     add("    listen %s;", r.inner_listen)
     add("    access_log off;")
     add("    location / {")
@@ -326,6 +356,7 @@ local function http_file(r)
     add("        add_header X-Accel-Redirect $%s_fallback always;", r.upstream)
     add("        error_page 502 504 = @unreachable;")
     tls_lines(add, r, "        ")
+    if r.resolver_line then add("        %s", r.resolver_line) end
     add("        proxy_pass %s;", target)
     add("    }")
     add("    location @unreachable {")
@@ -350,6 +381,7 @@ local function location_file(r)
     add("proxy_pass http://%s_inner;", r.upstream)
   else
     tls_lines(add, r, "")
+    if r.resolver_line then add("%s", r.resolver_line) end
     add("proxy_pass %s;", r.target)
   end
   return table.concat(out, "\n") .. "\n"

@@ -86,6 +86,9 @@ end
 ---@return string|nil err
 function M.check_header_name(name, warnings)
   if type(name) ~= "string" or name == "" then return fail("header name is empty") end
+  if #name > M.MAX_NAME then
+    return fail("header name is %d characters long; at most %d are allowed", #name, M.MAX_NAME)
+  end
   if not name:find(TCHAR) then
     return fail("invalid header name %q: only letters, digits, '-' and '_' are allowed", name)
   end
@@ -101,9 +104,21 @@ function M.check_header_name(name, warnings)
   return true
 end
 
+-- Lengths a rule may use. NGINX reads each configuration parameter into a
+-- 4096-byte buffer ("too long parameter" ends the proxy at start, a crash
+-- loop the user would only see as CrashLoopBackOff); a value is quoted and
+-- may be escaped (each byte at most doubled), so 1024 bytes always fit. A
+-- request header line longer than NGINX's 8k header buffer never arrives,
+-- so no longer value could ever match anyway.
+M.MAX_NAME = 256
+M.MAX_VALUE = 1024
+
 local function check_value(what, v)
   if type(v) ~= "string" then return fail("%s must be a string", what) end
   if v == "" then return fail("%s is empty", what) end
+  if #v > M.MAX_VALUE then
+    return fail("%s is %d bytes long; at most %d are allowed", what, #v, M.MAX_VALUE)
+  end
   if M.has_control(v) then return fail("%s contains a control character, which cannot appear in a request", what) end
   return true
 end
@@ -132,6 +147,9 @@ local function validate(rule, warnings, path)
     else
       if type(v.name) ~= "string" or v.name == "" then return fail("%s: cookie name is empty", path) end
       if not v.name:find(TCHAR) then return fail("%s: invalid cookie name %q", path, v.name) end
+      if #v.name > M.MAX_NAME then
+        return fail("%s: cookie name is %d characters long; at most %d are allowed", path, #v.name, M.MAX_NAME)
+      end
     end
     if (v.equals == nil) == (v.matches == nil) then
       return fail("%s: %s needs exactly one of equals= or matches=", path, kind)
@@ -168,6 +186,12 @@ end
 ---@param flags {header?: string, all?: boolean}
 ---@return table|nil rule
 ---@return string|nil err  one line, suitable for a usage error
+-- A user's value as error messages show it: at most 60 bytes.
+local function shown(v)
+  if #v <= 60 then return v end
+  return v:sub(1, 57) .. "..."
+end
+
 function M.from_flags(flags)
   flags = flags or {}
   if flags.all then return { all = true } end
@@ -176,15 +200,15 @@ function M.from_flags(flags)
   if type(spec) ~= "string" then return fail("--header must be NAME:VALUE") end
   local colon = spec:find(":", 1, true)
   if not colon then
-    return fail("invalid --header %q: expected NAME:VALUE, for example %s", spec, M.DEFAULT_HEADER)
+    return fail("invalid --header %q: expected NAME:VALUE, for example %s", shown(spec), M.DEFAULT_HEADER)
   end
   local name = spec:sub(1, colon - 1):match("^%s*(.-)%s*$")
   local value = spec:sub(colon + 1):match("^%s*(.-)%s*$")
-  if name == "" then return fail("invalid --header %q: the header name before ':' is empty", spec) end
-  if value == "" then return fail("invalid --header %q: the value after ':' is empty", spec) end
+  if name == "" then return fail("invalid --header %q: the header name before ':' is empty", shown(spec)) end
+  if value == "" then return fail("invalid --header %q: the value after ':' is empty", shown(spec)) end
   local rule = { header = { name = name, equals = value } }
   local ok, err = M.validate(rule)
-  if not ok then return fail("invalid --header %q: %s", spec, (err:gsub("^rule: ", ""))) end
+  if not ok then return fail("invalid --header %q: %s", shown(spec), (err:gsub("^rule: ", ""))) end
   return rule
 end
 
@@ -340,6 +364,27 @@ function M.compile(rule)
   end
   local maps = {}
   return compile(rule, maps), maps
+end
+
+--- Compile a rule to one NGINX variable that is "1" when the rule matches
+--- and "" otherwise, with its maps; every variable it defines starts with
+--- `$czctl_<prefix>_`, so the rules of several sessions live side by side in
+--- one configuration (czctl.proxy.nginx's routes).
+---@param rule table
+---@param prefix string letters, digits and "_" only
+---@return string|nil variable  "$czctl_<prefix>_rule_N", or "1" for {all = true}
+---@return string[]|string maps_or_error
+function M.compile_variable(rule, prefix)
+  local ok, err = M.validate(rule)
+  if not ok then return nil, err end
+  if type(prefix) ~= "string" or not prefix:find("^[%w_]+$") then
+    return nil, "rule prefix must be letters, digits and '_'"
+  end
+  local maps = {}
+  local var = compile(rule, maps)
+  local function rename(s) return (s:gsub("%$czctl_rule_", "$czctl_" .. prefix .. "_rule_")) end
+  for i, m in ipairs(maps) do maps[i] = rename(m) end
+  return rename(var), maps
 end
 
 --- Whether a rule names a header with "_" (NGINX must be told to keep those).

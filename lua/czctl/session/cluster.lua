@@ -1,102 +1,140 @@
--- czctl.session.cluster: sessions as the cluster knows them (the annotation
--- on an intercepted Service, the objects labelled czctl.io/session=<id>):
--- finding them, restoring a Service, deleting a session's objects, and
--- closing a session completely. Works from the cluster alone; the local
--- record only adds the processes to stop.
+-- czctl.session.cluster: sessions as the cluster knows them (the
+-- czctl.io/sessions annotation of an intercepted Service, see
+-- czctl.session.shared): finding them, taking one off its Service, deleting
+-- objects, and closing a session completely. Works from the cluster alone;
+-- the local record only adds the processes to stop.
 local sys = require "czctl.core.sys"
 local intercept = require "czctl.intercept"
 local records = require "czctl.session.records"
 local keeper = require "czctl.session.keeper"
+local shared = require "czctl.session.shared"
 
 local M = {}
 
-local function objects_of(list, kind, into)
-  for _, obj in ipairs(list and list.items or {}) do
-    local labels = obj.metadata.labels
-    local id = type(labels) == "table" and labels[intercept.SESSION_LABEL]
-    if id and labels[intercept.MANAGED_BY] == "czctl" then
-      local key = obj.metadata.namespace .. "/" .. id
-      local s = into[key] or { id = id, namespace = obj.metadata.namespace, objects = {} }
-      s.objects[#s.objects + 1] = kind .. "/" .. obj.metadata.name
-      if kind == "Deployment" and type(obj.metadata.annotations) == "table" then
-        s.service = s.service or obj.metadata.annotations["czctl.io/service"]
-      end
-      s.started = s.started or obj.metadata.creationTimestamp
-      into[key] = s
-    end
-  end
-end
-
---- Sessions found in the cluster: intercepted Services (their annotation)
---- and objects labelled with a session (also those of a session that
---- crashed before patching its Service). Three LISTs.
+--- Sessions found in the cluster: the entries of the intercepted Services'
+--- annotations (czctl.io/sessions), each with its owner, and proxies left
+--- without any session (a crash or a failed delete between steps) as
+--- {orphan = true}. Three LISTs (one with opts.id).
 ---@param client table
 ---@param opts {namespace?: string, all_namespaces?: boolean, id?: string}
----@return table[]|nil sessions {id, namespace, service, record, objects, started}
+---@return table[]|nil sessions {id, namespace, service, entry, owner, service_object, started, orphan?}
 ---@return any err
 function M.discover(client, opts)
   local scope = { namespace = opts.namespace, all_namespaces = opts.all_namespaces }
-  local found = {}
   local services, err = client:list("Service", scope)
   if not services then return nil, err end
+  local sessions, with_sessions = {}, {}
   for _, svc in ipairs(services.items or {}) do
-    local record = intercept.record(svc)
-    if record and (not opts.id or record.session == opts.id) then
-      local key = svc.metadata.namespace .. "/" .. record.session
-      local s = found[key] or { id = record.session, namespace = svc.metadata.namespace, objects = {} }
-      s.service, s.record, s.service_object = svc.metadata.name, record, svc
-      s.started = record.started or s.started
-      found[key] = s
+    local state = shared.state(svc)
+    for _, e in ipairs(state.sessions) do
+      if not opts.id or e.id == opts.id then
+        sessions[#sessions + 1] = { id = e.id, namespace = svc.metadata.namespace, service = svc.metadata.name,
+                                    entry = e, owner = e.owner, started = e.started, service_object = svc }
+      end
+    end
+    if #state.sessions > 0 then with_sessions[svc.metadata.namespace .. "/" .. svc.metadata.name] = true end
+  end
+  if not opts.id then
+    -- proxy objects (Deployment, copy Service, Secrets) of a Service with no session
+    local orphans = {}
+    local function note(obj)
+      local labels = obj.metadata.labels
+      local service = type(labels) == "table" and labels[intercept.MANAGED_BY] == "czctl"
+                      and labels[shared.SERVICE_LABEL]
+      local key = service and (obj.metadata.namespace .. "/" .. service)
+      if key and not with_sessions[key] and not orphans[key] then
+        orphans[key] = true
+        sessions[#sessions + 1] = { id = "-", namespace = obj.metadata.namespace, service = service, orphan = true,
+                                    started = obj.metadata.creationTimestamp }
+      end
+    end
+    for _, svc in ipairs(services.items or {}) do note(svc) end
+    for _, kind in ipairs({ "Deployment", "Secret" }) do
+      local list, lerr = client:list(kind, { namespace = opts.namespace, all_namespaces = opts.all_namespaces,
+                                             labelSelector = intercept.MANAGED_BY .. "=czctl" })
+      if not list then return nil, lerr end
+      for _, obj in ipairs(list.items or {}) do note(obj) end
     end
   end
-  local labelled = intercept.MANAGED_BY .. "=czctl"
-  if opts.id then labelled = labelled .. "," .. intercept.SESSION_LABEL .. "=" .. opts.id end
-  local svc_only = { items = {} }
-  for _, svc in ipairs(services.items or {}) do
-    local labels = svc.metadata.labels
-    if type(labels) == "table" and labels[intercept.MANAGED_BY] == "czctl"
-       and (not opts.id or labels[intercept.SESSION_LABEL] == opts.id) then
-      svc_only.items[#svc_only.items + 1] = svc
-    end
-  end
-  objects_of(svc_only, "Service", found)
-  for _, kind in ipairs({ "Deployment", "ConfigMap", "Secret" }) do
-    local list, lerr = client:list(kind, { namespace = opts.namespace, all_namespaces = opts.all_namespaces,
-                                           labelSelector = labelled })
-    if not list then return nil, lerr end
-    objects_of(list, kind, found)
-  end
-  local sessions = {}
-  for _, s in pairs(found) do sessions[#sessions + 1] = s end
-  table.sort(sessions, function(a, b)
-    if a.namespace ~= b.namespace then return a.namespace < b.namespace end
-    return a.id < b.id
+  table.sort(sessions, function(x, y)
+    if x.namespace ~= y.namespace then return x.namespace < y.namespace end
+    if x.service ~= y.service then return x.service < y.service end
+    return x.id < y.id
   end)
   return sessions
 end
 
 local function noop_step(_, fn) return fn() end
 
---- Restore the Service a session intercepted, if it still carries this
---- session's record. Guarded by resourceVersion, retried on conflict.
+--- The heartbeats of sessions (their Leases czctl-<id>, renewed by each
+--- session's holder): id -> {renewed = seconds ago, expired = boolean,
+--- tunnel_down_since = the holder's time its tunnel went down, or nil}.
 ---@param client table
----@param namespace string
----@param service string
----@param id string
----@param svc? table the Service as last read (saves a GET)
----@return boolean|nil restored (false: nothing to restore)
----@return any err
-function M.restore_service(client, namespace, service, id, svc)
-  local kube = require "czctl.kube"
-  local result, err, reason = intercept.guarded_patch(client, namespace, service, svc, function(current)
-    local record = intercept.record(current)
-    if not record or record.session ~= id then return nil, "not intercepted by this session" end
-    return intercept.restore_patch(current, record)
+---@param scope {namespace?: string, all_namespaces?: boolean}
+---@return table<string, {renewed: number|nil, expired: boolean, tunnel_down_since: string|nil}>
+function M.heartbeats(client, scope)
+  local list = client:list("Lease", { namespace = scope.namespace, all_namespaces = scope.all_namespaces,
+                                      labelSelector = intercept.MANAGED_BY .. "=czctl" })
+  local beats = {}
+  for _, l in ipairs(list and list.items or {}) do
+    local id = l.metadata.name:match("^czctl%-(.+)$")
+    local spec = l.spec or {}
+    local age = records.age_seconds(spec.renewTime)
+    if id then
+      local a = l.metadata.annotations
+      local down = type(a) == "table" and a["czctl.io/tunnel-down-since"] or nil
+      beats[id] = { renewed = age, expired = age == nil or age > (spec.leaseDurationSeconds or 30),
+                    tunnel_down_since = type(down) == "string" and down or nil }
+    end
+  end
+  return beats
+end
+
+--- Take a session off its Service: one guarded patch of the Service's
+--- annotations; the last session out restores the selector and ports (only
+--- what czctl changed) and deletes the proxy; otherwise the proxy is rolled
+--- to a configuration without the session and the old pod drained.
+---@param client table
+---@param target {id: string, namespace: string, service: string, service_object?: table, image?: string}
+---@param step? fun(title: string, fn: fun())
+---@return {left: boolean, last: boolean, warnings: string[]}
+function M.leave(client, target, step)
+  step = step or noop_step
+  local ns, name = target.namespace, target.service
+  local result = step(string.format("Take the route off Service %s", name), function()
+    local r, err = shared.leave(client, ns, name, target.id, target.service_object)
+    if not r then
+      local kube = require "czctl.kube"
+      if kube.not_found(err) then return { left = false, last = false, warnings = {}, gone = true } end
+      intercept.raise(err)
+    end
+    return r
   end)
-  if result and reason then return false end
-  if result then return true end
-  if kube.not_found(err) then return false end
-  return nil, err
+  -- (not on the Service, but nothing else is either: what is left of a
+  -- proxy no session uses goes too)
+  local unused = not result.left and result.svc and #shared.state(result.svc).sessions == 0
+                 and not shared.state(result.svc).redirected
+  if result.gone or result.last or unused then
+    shared.delete_proxy(client, ns, name, step)
+  else
+    M.delete_object(client, ns, "Lease", "czctl-" .. target.id)
+  end
+  if result.left and not result.last then
+    step("Update the proxy without the route", function()
+      local r, err = shared.reconcile(client, ns, name, { image = target.image or intercept.DEFAULT_IMAGE })
+      if not r then intercept.raise(err) end
+      local _, werr = shared.wait_rollout(client, ns, name, r.version, 120, true)
+      if werr then intercept.raise(werr) end
+      shared.collect_secrets(client, ns, name)
+    end)
+  end
+  if not (result.gone or result.last or unused) then
+    -- no pod mounts it any more (the rollout above drained the old ones)
+    step("Delete the session's route Secret " .. intercept.route_secret_name(target.id), function()
+      M.delete_object(client, ns, "Secret", intercept.route_secret_name(target.id))
+    end)
+  end
+  return result
 end
 
 --- Delete one object of a session, treating "already gone" as success. A
@@ -119,50 +157,33 @@ function M.delete_object(client, namespace, kind, name)
     local _, werr = client:watch(kind, { namespace = namespace, resourceVersion = rv, timeout = 60,
                                          fieldSelector = "metadata.name=" .. name },
                                  function(event_type) return event_type == "DELETED" end)
+    if require("czctl.kube").expired(werr) then
+      -- the version expired (410): list again and wait from the current state
+      _, werr = client:wait_for(kind, name, function(o) return o == nil end, 60, { namespace = namespace })
+    end
     if werr then intercept.raise(werr) end
   end
 end
 
---- Delete the objects of a session by their names (derived from the id),
---- the proxy first, waiting until its pods are gone. Missing objects are fine.
----@param client table
----@param namespace string
----@param id string
----@param step? fun(title: string, fn: fun())
-function M.delete_objects(client, namespace, id, step)
-  step = step or noop_step
-  local names = intercept.names(id)
-  for _, o in ipairs({ { "Deployment", names.deployment, "proxy Deployment" },
-                       { "ConfigMap", names.configmap, "ConfigMap" }, { "Secret", names.secret, "Secret" },
-                       { "Lease", "czctl-" .. id, "heartbeat Lease" }, { "Service", names.service, "Service" } }) do
-    step("Delete " .. o[3] .. " " .. o[2], function() M.delete_object(client, namespace, o[1], o[2]) end)
-  end
-end
-
---- Close one session completely: restore the Service, delete the objects,
---- stop local processes and remove the local files. Idempotent.
+--- Close one session completely: take it off its Service (see leave),
+--- stop this machine's processes of it and remove its local files.
+--- Idempotent.
 ---@param client table
 ---@param target {id: string, namespace: string, service?: string, service_object?: table, local_session?: table}
 ---@param step? fun(title: string, fn: fun())
----@return boolean restored whether a Service was restored
+---@return boolean restored whether the Service was restored (the last session left)
+---@return string[] warnings what close kept of others' changes
 function M.close(client, target, step)
   step = step or noop_step
-  local restored = false
-  if target.service then
-    step("Restore Service " .. target.service, function()
-      local ok, err = M.restore_service(client, target.namespace, target.service, target.id, target.service_object)
-      if ok == nil then intercept.raise(err) end
-      restored = ok
-    end)
-  end
-  M.delete_objects(client, target.namespace, target.id, step)
+  local result = { last = false, warnings = {} }
+  if target.service then result = M.leave(client, target, step) end
   local s = target.local_session or records.load(target.id)
   local t = s and (keeper.tunnel_status(s.id) or s.tunnel or {})
   if s and (s.keeper_pid and s.keeper_pid ~= sys.getpid() or t.pid) then
     step("Stop local tunnel and keeper", function() keeper.stop_processes(s) end)
   end
   records.remove(target.id)
-  return restored
+  return result.last == true, result.warnings or {}
 end
 
 return M

@@ -1,7 +1,9 @@
 -- czctl.session.keeper: the processes that hold a session on this machine.
--- The keeper (`czctl session keep ID`, started detached) owns a session's
--- tunnel process when the tunnel needs one: it starts the tunnel, reports it
+-- The keeper (`czctl session keep ID`, started detached for every session)
+-- owns the session's tunnel and its guard: it starts the tunnel, reports it
 -- in <id>.tunnel.json, and ends with the session (see recipes/session-keep.lua).
+-- Processes are recorded with their start time, so none is ever signalled
+-- after its PID was reused.
 -- Also: whether a process still holds a session, and stopping them.
 local sys = require "czctl.core.sys"
 local util = require "czctl.util"
@@ -10,6 +12,40 @@ local records = require "czctl.session.records"
 local M = {}
 
 local read_json = records.read_json
+
+--- When a process started, in clock ticks since boot (field 22 of
+--- /proc/PID/stat), as a string; nil when there is no such process. A PID is
+--- reused, a start time with it is not: a process is recorded with both, so
+--- nothing signals a process that is not the one czctl started.
+---@param pid integer|nil
+---@return string|nil
+function M.process_start(pid)
+  pid = math.tointeger(pid) -- numbers read back from JSON are floats
+  if not pid or pid <= 0 then return nil end
+  local data = sys.read_file("/proc/" .. pid .. "/stat")
+  if not data then return nil end
+  -- the command name (field 2) may hold spaces and ")": fields start after the last ")"
+  local rest = data:match("^%d+ %(.*%) (.*)$")
+  if not rest then return nil end
+  local i = 3
+  for field in rest:gmatch("%S+") do
+    if i == 22 then return field end
+    i = i + 1
+  end
+  return nil
+end
+
+--- Whether `pid` is still the process recorded with start time `start`.
+--- Without a recorded start time nothing can tell, so the answer is no:
+--- czctl never signals a process it cannot identify.
+---@param pid integer|nil
+---@param start string|nil
+---@return boolean
+function M.same_process(pid, start)
+  pid = math.tointeger(pid)
+  if not pid or start == nil then return false end
+  return M.process_start(pid) == start
+end
 
 --- The tunnel provider module for a name ("ngrok", "direct", or a user's).
 ---@param name string
@@ -25,19 +61,10 @@ function M.tunnel_provider(name)
   return nil, string.format("unknown tunnel provider %q (built in: ngrok, direct)", tostring(name))
 end
 
---- Whether a session with this tunnel needs a keeper process: a tunnel that
---- is a process (ngrok) or runs in one (the direct tunnel's landing) must
---- outlive the command that started it.
----@param provider table the provider module
----@return boolean
-function M.needs_keeper(provider)
-  return provider.needs_process ~= false
-end
-
 --- The facts about a started tunnel that other processes need (no handle).
 function M.tunnel_facts(handle, provider)
   return { provider = provider, url = handle.url, upstream = handle.upstream,
-           inspector = handle.inspector, pid = handle.pid }
+           inspector = handle.inspector, pid = handle.pid, start = M.process_start(handle.pid) }
 end
 
 --- Start the keeper of a session: a detached `czctl session keep ID`.
@@ -64,14 +91,13 @@ end
 ---@return table|nil tunnel facts {url, upstream, inspector, pid}
 ---@return string|nil err
 function M.wait_keeper_tunnel(session, timeout)
-  local process = require "czctl.process"
   local deadline = sys.now() + timeout
   local path = records.path(session.id, ".tunnel.json")
   while true do
     local t = read_json(path)
     if t and t.status == "up" then return t end
     if t and t.status == "failed" then return nil, t.error or "the tunnel failed to start" end
-    if session.keeper_pid and not process.alive(session.keeper_pid) then
+    if session.keeper_pid and not M.same_process(session.keeper_pid, session.keeper_start) then
       t = read_json(path)
       if t and t.status == "up" then return t end
       if t and t.error then return nil, t.error end
@@ -88,15 +114,17 @@ function M.wait_keeper_tunnel(session, timeout)
 end
 
 --- Why a session's tunnel is no longer usable (its keeper exited, or the
---- keeper reported the tunnel dead), or nil while it is fine or when the
---- session has no keeper.
+--- keeper reported the tunnel dead), or why its guard ended it (second
+--- value "ended"); nil while it is fine or when the session has no keeper.
 ---@param session table
 ---@return string|nil
+---@return "ended"|nil
 function M.keeper_problem(session)
   if not session.keeper_pid then return nil end
   local t = M.tunnel_status(session.id) or {}
+  if t.status == "ended" then return t.error or "the session was ended", "ended" end
   if t.status == "dead" then return t.error or "the tunnel stopped" end
-  if not require("czctl.process").alive(session.keeper_pid) then
+  if not M.same_process(session.keeper_pid, session.keeper_start) then
     return "the session keeper exited: " .. (last_log_line(session.id) or "no output")
   end
   return nil
@@ -109,28 +137,49 @@ function M.write_tunnel_status(id, facts)
                  tonumber("600", 8))
 end
 
+--- Record why the guard ended a session (read by the keeper).
+---@param id string
+---@param reason string
+function M.write_end(id, reason)
+  records.ensure_dir()
+  sys.write_file(records.path(id, ".end.json"), util.json_encode({ reason = reason }) .. "\n", tonumber("600", 8))
+end
+
+--- Why the guard ended a session, or nil.
+---@param id string
+---@return string|nil
+function M.read_end(id)
+  local t = read_json(records.path(id, ".end.json"))
+  return t and t.reason
+end
+
 --- Read the keeper's report about the tunnel, or nil.
 function M.tunnel_status(id)
   return read_json(records.path(id, ".tunnel.json"))
 end
 
 --- Stop the processes of a local session (keeper, then tunnel), waiting up
---- to a few seconds for each; never signals this process.
+--- to a few seconds for each; never signals this process, nor a process
+--- that is not the one recorded (its PID reused: start time differs).
 ---@param session table
 function M.stop_processes(session)
   local process = require "czctl.process"
   local me = sys.getpid()
-  local pids = {}
-  if session.keeper_pid and session.keeper_pid ~= me then pids[#pids + 1] = session.keeper_pid end
+  local procs = {}
+  if session.keeper_pid and session.keeper_pid ~= me then
+    procs[#procs + 1] = { session.keeper_pid, session.keeper_start }
+  end
   local t = M.tunnel_status(session.id) or {}
-  local tpid = t.pid or (session.tunnel or {}).pid
-  if tpid and tpid ~= me then pids[#pids + 1] = tpid end
-  for _, pid in ipairs(pids) do
-    if process.alive(pid) then
+  local tpid, tstart = t.pid, t.start
+  if not tpid then tpid, tstart = (session.tunnel or {}).pid, (session.tunnel or {}).start end
+  if tpid and tpid ~= me then procs[#procs + 1] = { tpid, tstart } end
+  for _, p in ipairs(procs) do
+    local pid, start = p[1], p[2]
+    if M.same_process(pid, start) then
       process.kill(pid, "TERM")
       local deadline = sys.now() + 3
-      while process.alive(pid) and sys.now() < deadline do sys.sleep(0.02) end
-      if process.alive(pid) then process.kill(pid, "KILL") end
+      while M.same_process(pid, start) and sys.now() < deadline do sys.sleep(0.02) end
+      if M.same_process(pid, start) then process.kill(pid, "KILL") end
     end
   end
 end
@@ -140,13 +189,9 @@ end
 ---@param s table
 ---@return boolean
 function M.held(s)
-  -- An active session lives in the cluster: with nothing there it was closed
-  -- elsewhere, even while its keeper (which notices on its next check) runs.
-  if s.state == "active" then return false end
-  local process = require "czctl.process"
-  if s.keeper_pid and process.alive(s.keeper_pid) then return true end
+  if s.keeper_pid and M.same_process(s.keeper_pid, s.keeper_start) then return true end
   if s.parent_pid and s.parent_pid ~= sys.getpid() and (s.state == "starting" or s.wait)
-     and process.alive(s.parent_pid) then
+     and M.same_process(s.parent_pid, s.parent_start) then
     return true
   end
   return false

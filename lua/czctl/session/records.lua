@@ -17,11 +17,38 @@ function M.dir()
   return sys.state_dir() .. "/sessions"
 end
 
+local function refuse(message)
+  error(setmetatable({ message = message }, { __tostring = function(e) return e.message end }), 0)
+end
+
+--- Raise when the directory of the session files exists but others could
+--- have written it (as ssh refuses a ~/.ssh it cannot trust): a planted or
+--- edited session file would make czctl delete objects or signal processes
+--- it never made. A missing directory is fine.
+function M.check_dir()
+  local dir = M.dir()
+  local st = sys.lstat(dir)
+  if not st then return end
+  if st.kind ~= "dir" then
+    refuse(string.format("the sessions directory %s is not a directory (a %s); remove it and run again", dir,
+                         st.kind))
+  end
+  if st.uid ~= sys.getuid() then
+    refuse(string.format("the sessions directory %s belongs to user id %d, not to you; remove it and run again",
+                         dir, st.uid))
+  end
+  if st.mode & tonumber("022", 8) ~= 0 then
+    refuse(string.format("the sessions directory %s is mode %03o, writable by others; check its files, "
+                         .. "then run: chmod 700 %s", dir, st.mode, dir))
+  end
+end
+
 --- Create the directory of the session files (0700) if it is missing.
 ---@return string dir
 function M.ensure_dir()
   local dir = M.dir()
   sys.mkdir_p(dir, tonumber("700", 8))
+  M.check_dir()
   return dir
 end
 
@@ -55,8 +82,7 @@ function M.save(session)
   M.ensure_dir()
   local ok, err = sys.write_file(M.path(session.id), util.json_encode(session, { indent = true }) .. "\n",
                                  tonumber("600", 8))
-  if not ok then error(setmetatable({ message = "cannot write the session file: " .. tostring(err) },
-                         { __tostring = function(e) return e.message end }), 0) end
+  if not ok then refuse("cannot write the session file: " .. tostring(err)) end
 end
 
 --- The local session file of `id`, or nil.
@@ -64,12 +90,14 @@ end
 ---@return table|nil
 function M.load(id)
   if type(id) ~= "string" or not id:find("^[%w-]+$") then return nil end
+  M.check_dir()
   return M.read_json(M.path(id))
 end
 
 --- Every session file on this machine, oldest first.
 ---@return table[]
 function M.list_local()
+  M.check_dir()
   local names = sys.listdir(M.dir()) or {}
   local list = {}
   for _, name in ipairs(names) do
@@ -86,7 +114,7 @@ end
 --- Remove the local files of a session (idempotent).
 ---@param id string
 function M.remove(id)
-  for _, suffix in ipairs({ ".json", ".tunnel.json", ".log", ".ngrok.log" }) do sys.remove(M.path(id, suffix)) end
+  for _, suffix in ipairs({ ".json", ".tunnel.json", ".end.json", ".log", ".ngrok.log" }) do sys.remove(M.path(id, suffix)) end
   -- A write cut short (killed between creating and renaming) leaves its
   -- temporary file, ID.json.tmp.XXXXXX or ID.tunnel.json.tmp.XXXXXX.
   local dir, prefix = M.dir(), id .. "."
@@ -122,6 +150,53 @@ function M.list_local_for(server)
     if M.same_cluster(s, server) then kept[#kept + 1] = s end
   end
   return kept
+end
+
+--- The stable id of this machine's czctl state (16 characters, kept in
+--- $XDG_STATE_HOME/czctl/machine-id, mode 0600): what makes a session "mine"
+--- in the cluster. Created on first use when `create` is true; nil when
+--- missing and not created (a reading command never writes).
+---@param create? boolean
+---@return string|nil
+function M.machine_id(create)
+  local path = sys.state_dir() .. "/machine-id"
+  local id = (sys.read_file(path) or ""):match("^(%w+)")
+  if id or not create then return id end
+  sys.mkdir_p(sys.state_dir(), tonumber("700", 8))
+  id = sys.random_id(16)
+  sys.write_file(path, id .. "\n", tonumber("600", 8))
+  return id
+end
+
+--- Who owns a session started here: user, machine name and machine id.
+---@return {user: string, host: string, machine: string}
+function M.owner()
+  return { user = M.user_name(), host = sys.hostname(), machine = M.machine_id(true) }
+end
+
+--- This user's name: $USER, else $LOGNAME, else the passwd entry of the uid.
+---@return string
+function M.user_name()
+  local name = os.getenv("USER") or os.getenv("LOGNAME")
+  if name and name ~= "" then return name end
+  local uid = (sys.read_file("/proc/self/status") or ""):match("\nUid:%s+(%d+)")
+  for line in (sys.read_file("/etc/passwd") or ""):gmatch("[^\n]+") do
+    local user, id = line:match("^([^:]+):[^:]*:(%d+):")
+    if id and id == uid then return user end
+  end
+  return uid and ("uid " .. uid) or "unknown"
+end
+
+--- Whether a session's owner (as recorded in the cluster) is this machine's
+--- czctl state; when the state directory is gone (its id with it), whether
+--- it is this user on this machine.
+---@param owner table|nil
+---@return boolean
+function M.is_mine(owner)
+  if type(owner) ~= "table" then return false end
+  local mine = M.machine_id(false)
+  if mine then return owner.machine == mine end
+  return owner.user == M.user_name() and owner.host == sys.hostname()
 end
 
 --- How to close a session, as a command line to paste.

@@ -107,9 +107,11 @@ host_gateway() { "$SANDBOX" info "$CLUSTER" | python3 -c 'import json,sys; print
 # asked from inside the cluster.
 who() {
   local url=$1; shift
-  in_cluster curl -s --max-time 10 "$@" "$url" | python3 -c 'import json,sys
+  local body rc
+  body=$(in_cluster curl -sS --max-time 10 "$@" "$url" 2>"$WORK/who.err"); rc=$?
+  printf '%s' "$body" | python3 -c 'import json,sys
 try: print(json.load(sys.stdin)["pod"])
-except Exception: print("(no answer)")'
+except Exception: print("(no answer: curl exit %s: %s)" % (sys.argv[1], open(sys.argv[2]).read().strip()))' "$rc" "$WORK/who.err"
 }
 
 # snapshot FILE: the normalised state of the cluster (kubectl get all,cm,secret -A).
@@ -129,9 +131,10 @@ service_state() {
 o=json.load(sys.stdin); print(json.dumps({"spec":o["spec"],"annotations":o["metadata"].get("annotations"),"labels":o["metadata"].get("labels")},sort_keys=True))'
 }
 
-# czctl_leftovers: objects labelled by czctl, across namespaces (empty = none).
+# czctl_leftovers: objects labelled by czctl (proxy, copy Service, its
+# configuration Secrets, sessions' Leases), across namespaces (empty = none).
 czctl_leftovers() {
-  kubectl get deploy,rs,pods,cm,secret,svc -A -l app.kubernetes.io/managed-by=czctl -o name 2>/dev/null
+  kubectl get deploy,rs,pods,cm,secret,lease,svc -A -l app.kubernetes.io/managed-by=czctl -o name 2>/dev/null
 }
 
 # session_ids: ids of the local session files.

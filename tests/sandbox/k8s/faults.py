@@ -2,9 +2,18 @@
 
 A rule: {"method": "GET", "path": "regex", "query": "substring", "user": "admin",
          "nth": 2 | "probability": 0.5, "times": N,
-         "action": "fail", "status": 500, "reason": "...", "message": "..."}
+         "action": "fail", "status": 500, "reason": "...", "message": "...",
+         "retryAfter": 1}                  (a Retry-After header and details.retryAfterSeconds,
+                                            as the API server's 429 from max-in-flight or APF)
       | {..., "action": "stall", "seconds": 1.5}
-      | {..., "action": "drop"}            (close the connection without an answer)
+      | {..., "action": "drop"}            (close the connection without an answer: FIN)
+      | {..., "action": "reset"}           (reset the connection without an answer: RST,
+                                            as a load balancer or a dying server does)
+      | {..., "action": "cut", "events": 1}  (a watch: served, then the connection is
+                                            closed mid-stream after that many events)
+      | {..., "action": "expire"}          (a watch: a 200 stream with one ERROR event,
+                                            410 Expired, as the watch cache answers a
+                                            resourceVersion it no longer has)
 """
 import json
 import os
@@ -30,7 +39,8 @@ class Rule:
         if not isinstance(spec, dict):
             raise RuleError("a rule must be a JSON object")
         unknown = set(spec) - {"method", "path", "query", "user", "nth", "probability", "times", "action",
-                               "status", "reason", "message", "seconds", "name"}
+                               "status", "reason", "message", "seconds", "name",
+                               "retryAfter", "events"}
         if unknown:
             raise RuleError("unknown rule field(s): %s" % ", ".join(sorted(unknown)))
         self.spec = dict(spec)
@@ -49,9 +59,15 @@ class Rule:
             raise RuleError("probability must be a number between 0 and 1")
         self.times = spec.get("times")
         self.action = spec.get("action", "fail")
-        if self.action not in ("fail", "stall", "drop"):
-            raise RuleError("action must be fail, stall or drop")
+        if self.action not in ("fail", "stall", "drop", "reset", "cut", "expire"):
+            raise RuleError("action must be fail, stall, drop, reset, cut or expire")
         self.status = int(spec.get("status", 500))
+        self.retry_after = spec.get("retryAfter")
+        if self.retry_after is not None and (not isinstance(self.retry_after, int) or self.retry_after < 0):
+            raise RuleError("retryAfter must be a non-negative integer (seconds)")
+        self.events = spec.get("events", 1)
+        if not isinstance(self.events, int) or self.events < 0:
+            raise RuleError("events must be a non-negative integer")
         self.seconds = float(spec.get("seconds", 1))
         self.seen = 0
         self.fired = 0
@@ -85,7 +101,10 @@ class Rule:
     def error(self):
         reason = self.spec.get("reason") or _DEFAULT_REASONS.get(self.status, "")
         msg = self.spec.get("message") or "injected fault (%d)" % self.status
-        return E.ApiError(self.status, reason, msg)
+        if self.retry_after is None:
+            return E.ApiError(self.status, reason, msg)
+        return E.ApiError(self.status, reason, msg, {"retryAfterSeconds": self.retry_after},
+                          [("Retry-After", str(self.retry_after))])
 
     def state(self):
         d = dict(self.spec)
@@ -144,6 +163,13 @@ class Faults:
     def add_rules(self, rules):
         with self._lock:
             self._api_rules.extend(rules)
+
+    def remove_rules(self, name):
+        """Remove the endpoint rules called name; returns their last state."""
+        with self._lock:
+            gone = [r for r in self._api_rules if r.spec.get("name") == name]
+            self._api_rules = [r for r in self._api_rules if r.spec.get("name") != name]
+            return [r.state() for r in gone]
 
     def state(self):
         with self._lock:

@@ -169,13 +169,18 @@ def _mounts_with(marker):
 
 
 def _cgroups_with(marker):
-    """cgroup directories (v1 and v2 hierarchies) whose name contains marker, deepest first."""
+    """cgroup directories (v1 and v2 hierarchies) whose name contains marker,
+    with everything below them (the containers' pod and container cgroups),
+    deepest first."""
     out = []
     for top, dirs, _ in os.walk("/sys/fs/cgroup"):
+        if marker in top:
+            out += [os.path.join(top, d) for d in dirs]
+            continue
         for d in dirs:
             if marker in d:
                 out.append(os.path.join(top, d))
-    return sorted(out, key=len, reverse=True)
+    return sorted(set(out), key=len, reverse=True)
 
 
 def _netns_with(marker):
@@ -244,6 +249,9 @@ def cleanup(sid):
                         pass
         except OSError:
             pass
+    deadline = time.monotonic() + 5
+    while _pids_in(inodes) and time.monotonic() < deadline:
+        time.sleep(0.01)   # killed, still exiting: gone before cleanup returns
     for mp in _mounts_with(sid):
         try:
             netns.umount(mp)

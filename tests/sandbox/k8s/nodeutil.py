@@ -3,6 +3,7 @@ import heapq
 import json
 import logging
 import random
+import re
 import threading
 import time
 import datetime
@@ -10,6 +11,26 @@ import datetime
 log = logging.getLogger("sandbox.node")
 
 NODE_NAME = "sandbox"
+
+
+_SUFFIX = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
+           "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+
+
+def parse_quantity(q):
+    """A resource.Quantity ("64Mi", "500m", "1.5", "129e6") as a number; None when absent or malformed."""
+    if q is None:
+        return None
+    if isinstance(q, (int, float)):
+        return float(q)
+    m = re.match(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$", str(q).strip())
+    if not m:
+        return None
+    try:
+        v = float(m.group(1) + (m.group(2) or ""))
+    except ValueError:
+        return None
+    return v * _SUFFIX[m.group(3) or ""]
 
 
 def now_rfc3339():

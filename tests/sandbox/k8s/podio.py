@@ -27,24 +27,22 @@ The interface (kept narrow: the node's owners adapt the bodies, not the callers)
             kill()
             resize(cols, rows)   (ignored without tty)
 
-Pods have their own network namespaces: dial() makes its socket in the pod's
-(netns.socket_in) and connects to localhost there. exec_process() runs argv
-with the container's environment, in its root directory, in a new session, in
-the pod's network namespace; once containers have their own mount/UTS/cgroup
-namespaces, it enters those too and nothing else changes.
+exec_process() runs argv through the kubelet's exec context (k8s/runtime.py
+ExecContext): in the container's network, UTS and mount namespaces, its
+cgroups, user, capabilities and environment; it ends with the container, as
+everything in the container's cgroup does. dial() makes its socket in the
+pod's network namespace (netns.socket_in) and connects to localhost there.
 """
 import fcntl
 import hashlib
 import os
-import shutil
 import socket
 import struct
 import subprocess
 import termios
-import threading
-import time
 
 from . import netns
+from . import runtime
 
 
 class DialError(Exception):
@@ -62,8 +60,6 @@ class ExecError(Exception):
 def sandbox_id(uid):
     """The pod sandbox id a CRI runtime names the pod by (64 hex digits)."""
     return hashlib.sha256(("sandbox/" + (uid or "")).encode()).hexdigest()
-
-
 
 
 def _worker(kubelet, namespace, pod):
@@ -115,19 +111,6 @@ class Process:
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.master = master
 
-    def watch(self, container):
-        """End the process when its container stops, as a runtime does (an
-        exec'd process lives in the container's cgroup and PID namespace)."""
-        main = container.proc
-
-        def run():
-            while self.popen.poll() is None:
-                if container.proc is not main or main.poll() is not None:
-                    self.kill()
-                    return
-                time.sleep(0.25)
-        threading.Thread(target=run, daemon=True).start()
-
     def wait(self):
         rc = self.popen.wait()
         self.kubelet.untrack(self.popen.pid)
@@ -157,34 +140,29 @@ def check_running(kubelet, namespace, pod, container):
     return w, c
 
 
-def _in_pod(w, exe, argv):
-    """The command line that runs exe in the pod's network namespace (nsenter
-    execs it: the pid is the command's)."""
-    return ["nsenter", "--net=" + w.netns, "--", exe] + list(argv[1:])
-
-
 def exec_process(kubelet, namespace, pod, container, argv, tty, stdin):
     w, c = check_running(kubelet, namespace, pod, container)
-    env = w._env(c)
-    root = w._root(c)
-    exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
-    if not exe or not os.path.isfile(exe) or not os.access(exe, os.X_OK):
-        raise ExecError('failed to exec in container: failed to start exec "%s": OCI runtime exec failed: exec '
-                        'failed: unable to start container process: exec: "%s": executable file not found in $PATH: '
-                        'unknown' % (os.urandom(32).hex(), argv[0]))
+    ctx = w._exec_context(c)
+    if ctx is None:
+        raise NotRunning('container not found ("%s")' % container)
+    master = slave = None
+    try:
+        if tty:
+            master, slave = os.openpty()
+            p = ctx.spawn(argv, stdin=slave, stdout=slave, stderr=slave, tty=True)
+        else:
+            p = ctx.spawn(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, bufsize=0)
+    except runtime.StartFailure as e:
+        if master is not None:
+            os.close(master)
+        raise ExecError('failed to exec in container: failed to start exec "%s": %s'
+                        % (os.urandom(32).hex(), e.message))
+    finally:
+        if slave is not None:
+            os.close(slave)
     if tty:
-        master, slave = os.openpty()
-        p = subprocess.Popen(_in_pod(w, exe, argv), stdin=slave, stdout=slave, stderr=slave, env=env,
-                             cwd=root, start_new_session=True, close_fds=True)
-        os.close(slave)
         out = os.fdopen(master, "rb", buffering=0)
         inp = os.fdopen(os.dup(master), "wb", buffering=0) if stdin else None
-        proc = Process(kubelet, p, inp, out, None, master)
-        proc.watch(c)
-        return proc
-    p = subprocess.Popen(_in_pod(w, exe, argv), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=root,
-                         start_new_session=True, close_fds=True, bufsize=0)
-    proc = Process(kubelet, p, p.stdin, p.stdout, p.stderr)
-    proc.watch(c)
-    return proc
+        return Process(kubelet, p, inp, out, None, master)
+    return Process(kubelet, p, p.stdin, p.stdout, p.stderr)

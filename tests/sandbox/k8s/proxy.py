@@ -12,9 +12,10 @@ half-close passed on, a reset on one side reset on the other. A connection
 to a port with no ready endpoint (or whose endpoint refuses) is reset at
 once, as kube-proxy's REJECT rule does. The routing table follows Service and
 Endpoints events, so a new selector or targetPort takes effect for the next
-connection; `lag` (seconds, 0 by default) delays every routing change, as the
-time a real kube-proxy takes to program the data path (set by the node's
-realistic-timing mode)."""
+connection. With SANDBOX_TIMING=realistic a change reaches the routing table
+as late as a real kube-proxy programs its data path (k8s/timing.py
+`datapath_due`: the Endpoints-to-rules lag, at most one sync per
+minSyncPeriod); at once by default."""
 import errno
 import fcntl
 import os
@@ -23,9 +24,11 @@ import selectors
 import socket
 import struct
 import threading
+import time
 
 from . import netns
 from . import nodeutil as u
+from . import timing
 
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
@@ -263,13 +266,13 @@ class _Loop:
 
 
 class ServiceProxy:
-    def __init__(self, store, netns_path=None, reserved=(), lag=0.0):
+    def __init__(self, store, netns_path=None, reserved=()):
         """netns_path: the namespace it serves in (None: the caller's);
         reserved: ClusterIPs served by something else (cluster DNS)."""
         self.store = store
         self.netns_path = netns_path
         self.reserved = set(reserved)
-        self.lag = lag
+        self.last_applied = None   # monotonic time of the last routing change (realistic timing)
         self.lock = threading.Lock()
         self.routes = {}        # (ip, port) -> (ns, svc, port name)
         self.backends = {}      # (ns, svc, port name) -> [(ip, port), ...]
@@ -294,7 +297,10 @@ class ServiceProxy:
 
     def on_event(self, etype, resource, obj):
         if resource in ("services", "endpoints"):
-            self.worker.queue.add_after(u.key_of(obj), self.lag)
+            now = time.monotonic()
+            with self.lock:
+                due = timing.datapath_due(now, self.last_applied)
+            self.worker.queue.add_after(u.key_of(obj), due - now)
 
     # -- table ---------------------------------------------------------------------
     def sync(self, key):
@@ -333,6 +339,7 @@ class ServiceProxy:
                     if addr not in old:
                         self.pending.append(("open", addr))
                     self.routes[addr] = r
+            self.last_applied = time.monotonic()
         os.write(self.wake_w, b"x")
 
     def pick(self, addr):

@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
 import urllib.parse
@@ -20,25 +21,11 @@ from . import schema
 from . import selection as selectors
 from . import streams
 from . import tables
+from . import timing
 from . import yamlout
 from . import watch as W
 
 JSON = "application/json"
-
-
-def api_latency(method):
-    """Seconds the API server takes for one request: 0 by default, the realistic
-    figures with SANDBOX_TIMING=realistic. k8s/timing.py (the node's timing switch)
-    answers when present; until it is, this reads the variable itself, with the
-    same figures (5 ms per read, 15 ms per write on a small idle cluster)."""
-    try:
-        from . import timing
-        return timing.api_latency(method)
-    except ImportError:
-        mode = (os.environ.get("SANDBOX_TIMING") or "").split(",")[0].strip()
-        if mode != "realistic":
-            return 0.0
-        return 0.005 if method in ("GET", "HEAD", "OPTIONS") else 0.015
 
 
 def _compact(o):
@@ -219,6 +206,7 @@ class Handler(BaseHTTPRequestHandler):
         self.fmt = "json"
         self.warnings = []
         self.watching = False
+        self.watch_fault = None
         self.audit_id = os.urandom(16).hex()
         u = urllib.parse.urlsplit(self.path)
         path, rawq = u.path, u.query
@@ -232,20 +220,31 @@ class Handler(BaseHTTPRequestHandler):
             if rule is not None:
                 if rule.action == "stall":
                     time.sleep(rule.seconds)
-                elif rule.action == "drop":
+                elif rule.action in ("drop", "reset"):
                     self.close_connection = True
                     self.status = 0
                     try:
+                        if rule.action == "reset":
+                            # SO_LINGER 0: close() sends RST instead of FIN
+                            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                       struct.pack("ii", 1, 0))
                         self.connection.shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
+                    if rule.action == "reset":
+                        try:
+                            self.connection.close()
+                        except OSError:
+                            pass
                     return
+                elif rule.action in ("cut", "expire"):
+                    self.watch_fault = rule     # served by _watch; other requests as usual
                 else:
                     raise rule.error()
             if user is None:
                 raise E.unauthorized()
             self.user = user
-            delay = api_latency(method)
+            delay = timing.api_latency(method)
             if delay:
                 time.sleep(delay)
             self._route(method, path)
@@ -781,11 +780,21 @@ class Handler(BaseHTTPRequestHandler):
                          urllib.parse.urlsplit(self.path).query, self.headers.get("Content-Type"), 200, 0, watch=True)
         lock = threading.Lock()
 
+        fault = self.watch_fault
+        sent = [0]
+
         def write(b):
+            if fault is not None and fault.action == "cut" and sent[0] >= fault.events:
+                raise ConnectionAbortedError("watch cut (fault injection)")
             with lock:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
                 self.wfile.flush()
+            sent[0] += 1
         try:
+            if fault is not None and fault.action == "expire":
+                rv = self.q.get("resourceVersion") or "0"
+                raise E.ApiError(410, "Expired", "too old resource version: %s (%s)"
+                                 % (rv, self.C.store.current_rv()))
             W.stream(self.C.store, res, namespace, params, match, write, transform,
                      self.C.bookmark_interval, self.C.stopping)
             self.wfile.write(b"0\r\n\r\n")
@@ -908,6 +917,8 @@ class Handler(BaseHTTPRequestHandler):
                     self.C.faults.add_rules(rules)
                 return self._json(200, self.C.faults.state())
             if method == "DELETE":
+                if "name" in self.q:     # only the endpoint rules of that name
+                    return self._json(200, {"removed": self.C.faults.remove_rules(self.q["name"])})
                 self.C.faults.set_rules([])
                 return self._json(200, self.C.faults.state())
         if parts == ["drop-watches"] and method == "POST":

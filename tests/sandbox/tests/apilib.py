@@ -5,6 +5,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 import urllib.parse
 
 import sandboxlib  # noqa: E402  (also puts tests/lib on sys.path for `import tap`)
@@ -46,8 +47,21 @@ class Sandbox(sandboxlib.Sandbox):
             return int(code), out
 
     def audit(self):
+        # a last line without its newline is still being written by the server
         with open(os.path.join(self.dir, "audit.jsonl")) as f:
-            return [json.loads(ln) for ln in f if ln.strip()]
+            return [json.loads(ln) for ln in f if ln.endswith("\n") and ln.strip()]
+
+    def audit_until(self, pred, since=0, count=1, timeout=5):
+        """The audit records after the first `since`, once `count` of them match `pred`.
+
+        Like kube-apiserver's ResponseComplete stage, the sandbox logs a request after
+        its answer is sent, so a client that has its answer may not see the line yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            recs = self.audit()[since:]
+            if sum(1 for r in recs if pred(r)) >= count or time.monotonic() > deadline:
+                return recs
+            time.sleep(0.02)
 
 
 class ApiError(Exception):

@@ -169,31 +169,31 @@ def http_get(host, port, path="/", headers=None, timeout=3):
     return r.status, body
 
 
-def pids_of_pod(ns, pod, ip=None):
-    """Processes that belong to a pod: nginx masters have the pod directory in
-    their argv, echo servers --ip POD_IP; plus their descendants (nginx workers)."""
-    procs = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                cmd = b" ".join(f.read().split(b"\0")).decode(errors="replace")
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read()
-            ppid = int(st[st.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        procs[int(d)] = (ppid, cmd)
-    found = {pid for pid, (_, cmd) in procs.items()
-             if "/pods/%s/%s/" % (ns, pod) in cmd or (ip and "--ip %s " % ip in cmd + " ")}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, _) in procs.items():
-            if ppid in found and pid not in found:
-                found.add(pid)
-                grew = True
+def read_json_response(f):
+    """(status line, JSON body) of one HTTP/1.1 response read from file object f
+    (a Content-Length body, as echo answers)."""
+    status = f.readline()
+    length = 0
+    while True:
+        line = f.readline().strip()
+        if not line:
+            break
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return status, json.loads(f.read(length))
+
+
+def pids_of_pod(sandbox_dir, pod):
+    """Processes of a pod (nginx workers and exec'd processes included): the
+    members of its containers' cgroups, as a runtime knows them."""
+    with open(os.path.join(sandbox_dir, "network.json")) as f:
+        sid = json.load(f)["id"]
+    base = "/sys/fs/cgroup/memory/%s/pod%s" % (sid, pod["metadata"]["uid"])
+    found = set()
+    for dirpath, _, files in os.walk(base):
+        if "cgroup.procs" in files:
+            with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                found.update(int(x) for x in f.read().split())
     return sorted(found)
 
 

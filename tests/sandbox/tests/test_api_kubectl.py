@@ -99,7 +99,8 @@ class A_Apply(unittest.TestCase):
         self.assertEqual(c["imagePullPolicy"], "IfNotPresent")
         self.assertEqual(c["terminationMessagePath"], "/dev/termination-log")
         self.assertIn("kubectl.kubernetes.io/last-applied-configuration", d["metadata"]["annotations"])
-        posts = [a for a in SB.audit() if a["method"] == "POST" and "fieldValidation=Strict" in a["query"]]
+        strict = lambda a: a["method"] == "POST" and "fieldValidation=Strict" in a["query"]  # noqa: E731
+        posts = [a for a in SB.audit_until(strict, count=3) if strict(a)]
         self.assertGreaterEqual(len(posts), 3, "kubectl sent fieldValidation=Strict (server-side validation)")
 
     def test_2_apply_updates(self):
@@ -112,7 +113,8 @@ class A_Apply(unittest.TestCase):
         d = getj("deployment", "web")
         self.assertEqual(d["spec"]["replicas"], 2)
         self.assertEqual(d["metadata"]["generation"], 2)
-        patches = [a for a in SB.audit() if a["method"] == "PATCH" and a["path"].endswith("/deployments/web")]
+        patch = lambda a: a["method"] == "PATCH" and a["path"].endswith("/deployments/web")  # noqa: E731
+        patches = [a for a in SB.audit_until(patch, count=1) if patch(a)]
         self.assertEqual(patches[-1]["contentType"], "application/strategic-merge-patch+json")
 
     def test_3_apply_unknown_field_is_refused(self):
@@ -263,7 +265,8 @@ class D_LabelScale(unittest.TestCase):
         "scale changes spec.replicas through the scale subresource"
         self.assertIn("deployment.apps/web scaled", kc("scale", "deployment", "web", "--replicas=3").stdout)
         self.assertEqual(getj("deployment", "web")["spec"]["replicas"], 3)
-        self.assertTrue(any(a["path"].endswith("/deployments/web/scale") for a in SB.audit()))
+        scaled = lambda a: a["path"].endswith("/deployments/web/scale")  # noqa: E731
+        self.assertTrue(any(scaled(a) for a in SB.audit_until(scaled)))
         kc("scale", "deployment", "web", "--replicas=1")
 
 

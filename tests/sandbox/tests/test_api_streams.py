@@ -191,7 +191,8 @@ class A_Exec(unittest.TestCase):
                 self.assertIn("command terminated with exit code 3", r.stderr)
                 r = kc("exec", POD, "--", "sh", "-c", "echo ok", env=env)
                 self.assertEqual(r.stdout, "ok\n")
-        methods = {a["method"] for a in SB.audit() if a["path"].endswith("/exec") and a["status"] == 101}
+        upgraded = lambda a: a["path"].endswith("/exec") and a["status"] == 101  # noqa: E731
+        methods = {a["method"] for a in SB.audit_until(lambda a: upgraded(a) and a["method"] == "POST") if upgraded(a)}
         self.assertEqual(methods, {"GET", "POST"}, "WebSocket (GET) and SPDY (POST) were both upgraded")
 
     def test_2_stdin_is_byte_exact(self):

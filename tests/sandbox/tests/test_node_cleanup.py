@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# tests/run: alone
+# (it compares the whole machine before and after: no other sandbox of this run may come or go meanwhile)
 """Clean-up (issue 8, acceptance 6): `down`, or the death of the process that
 owns the sandbox (even by SIGKILL), removes every namespace, interface, route,
 mount, cgroup and process the sandbox made; what is compared is listed before
@@ -54,6 +56,16 @@ def machine_state(mine=None):
     return state
 
 
+def start_of(pid):
+    """A process's start time (/proc/PID/stat field 22), None when it is gone or a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] == "Z" else int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def processes_in(inodes, sid=None):
     out = []
     for d in os.listdir("/proc"):
@@ -78,9 +90,11 @@ class CleanUp(unittest.TestCase):
     interface, route, mount, cgroup and process the sandbox made."""
 
     def busy_sandbox(self, env=None):
-        """A sandbox with pods, a process inside the cluster network, and a
-        mount and a cgroup named with its id (as the container runtime names
-        its own); returns (dir, network info, server pid, namespace inodes)."""
+        """A sandbox with pods (their containers in cgroups named with its id),
+        a process inside the cluster network, and a mount named with its id;
+        returns (dir, network info, server pid, its processes as (pid, start time)):
+        the processes are taken while it runs, because once its namespaces are
+        gone their inode numbers (and pids) may be reused by other sandboxes."""
         d = tempfile.mkdtemp(prefix="sandbox-net-")
         self.dirs = getattr(self, "dirs", []) + [d]
         r = subprocess.run([nl.SANDBOX, "up", d], capture_output=True, text=True, timeout=60,
@@ -95,58 +109,65 @@ class CleanUp(unittest.TestCase):
         subprocess.Popen([nl.SANDBOX, "exec", d, "--", "sleep", "300"], start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sid = info["id"]
-        cg = "/sys/fs/cgroup/memory/%s-runtime-test" % sid
-        os.mkdir(cg)
         mp = os.path.join(d, "%s-runtime-test" % sid)
         os.mkdir(mp)
         netns.mount("tmpfs", mp, "tmpfs", 0)
         inodes = {netns.inode(netns.path_of(n)) for n in network._netns_with(sid)} - {None}
         wait_for(lambda: len(processes_in(inodes)) >= 3, what="pods and the exec process in the namespaces")
         pid = int(open(os.path.join(d, "server.pid")).read())
-        return d, info, pid, inodes
+        procs = {(p, start_of(p)) for p in processes_in(inodes, sid=pid)}
+        return d, info, pid, procs
 
     def tearDown(self):
         for d in getattr(self, "dirs", []):
             subprocess.run([nl.SANDBOX, "down", d], capture_output=True, timeout=60)
             shutil.rmtree(d, ignore_errors=True)
 
-    def check_nothing_left(self, before, info, pid, inodes):
+    def check_nothing_left(self, before, info, pid, procs):
         self.assertEqual(network.leftovers(info["id"]), [])
-        self.assertEqual(processes_in(inodes, sid=pid), [])
-        self.assertEqual(machine_state(), before)
+        self.assertEqual(sorted(p for p, start in procs if start is not None and start_of(p) == start), [])
+        # nothing is left that was not there before (other engineers' or CI runs'
+        # sandboxes may end meanwhile: what was there may be gone)
+        self.assertEqual(machine_state() - before, set())
 
     def test_down_removes_everything(self):
         before = machine_state()
-        d, info, pid, inodes = self.busy_sandbox()
+        d, info, pid, procs = self.busy_sandbox()
         during = machine_state(info["id"]) - before
-        for item in ("netns %s" % info["id"], "interface %s" % info["id"], "netns %s-exec" % info["id"],
-                     "cgroup /sys/fs/cgroup/memory/%s-runtime-test" % info["id"]):
+        sid = info["id"]
+        for item in ("netns %s" % sid, "interface %s" % sid, "netns %s-exec" % sid,
+                     "cgroup /sys/fs/cgroup/memory/%s" % sid, "cgroup /sys/fs/cgroup/cpu/%s" % sid):
             self.assertIn(item, during)
+        containers = [c for c in during if c.startswith("cgroup /sys/fs/cgroup/memory/%s/pod" % sid)
+                      and c.endswith("/main")]
+        self.assertEqual(len(containers), 2, "the two echo containers' cgroups: %s" % sorted(during))
         r = subprocess.run([nl.SANDBOX, "down", d], capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.check_nothing_left(before, info, pid, inodes)
+        self.check_nothing_left(before, info, pid, procs)
 
     def test_the_owner_killed_with_sigkill_leaves_nothing(self):
         before = machine_state()
         owner = subprocess.Popen(["sleep", "300"])   # plays the test that owns the sandbox
         try:
-            d, info, pid, inodes = self.busy_sandbox({"SANDBOX_OWNER_PID": str(owner.pid)})
+            d, info, pid, procs = self.busy_sandbox({"SANDBOX_OWNER_PID": str(owner.pid)})
             owner.send_signal(signal.SIGKILL)
             owner.wait()
             wait_for(lambda: not nl.alive(pid), timeout=15, what="the cluster stopping after its owner died")
-            self.check_nothing_left(before, info, pid, inodes)
+            self.check_nothing_left(before, info, pid, procs)
         finally:
             if owner.poll() is None:
                 owner.kill()
 
     def test_down_cleans_up_after_a_cluster_process_killed_with_sigkill(self):
         before = machine_state()
-        d, info, pid, inodes = self.busy_sandbox()
+        d, info, pid, procs = self.busy_sandbox()
         os.kill(pid, signal.SIGKILL)
         r = subprocess.run([nl.SANDBOX, "down", d], capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 1, "down reports what it had to clean up")
-        self.assertIn("left behind: netns %s" % info["id"], r.stderr)
-        self.check_nothing_left(before, info, pid, inodes)
+        # what it names: its namespaces, or, when another sandbox's `up` on this
+        # machine pruned those first, at least its containers' cgroups
+        self.assertRegex(r.stderr, r"left behind: (netns|cgroup) \S*%s" % info["id"])
+        self.check_nothing_left(before, info, pid, procs)
 
 
     def test_unreachable_routes_stay_while_any_sandbox_runs(self):

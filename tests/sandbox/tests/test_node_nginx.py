@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """NGINX images in the sandbox: the real nginx with ConfigMap and Secret volumes
-(issue 3, acceptance 4), listeners on the pod IP, logs."""
+(issue 3, acceptance 4), running its configuration as written in its pod's
+network namespace (issue 8), logs."""
 import json
 import os
 import sys
@@ -84,15 +85,26 @@ class NginxTest(unittest.TestCase):
         status, _ = nl.http_get(SB.cluster_ip("proxy"), 80, "/secret/other")
         self.assertEqual(status, 404)
 
-    def test_nginx_listens_on_its_pod_ip_only(self):
+    def test_nginx_runs_its_configuration_as_written_in_its_pod_network(self):
         pod = SB.pods(prefix="proxy-")[0]
-        ip = pod["status"]["podIP"]
+        name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
         self.assertTrue(ip.startswith("10.244."), ip)
         status, body = nl.http_get(ip, 8080, "/static")
         self.assertEqual(status, 200)
-        conf = open(os.path.join(SB.dir, "pods", "default", pod["metadata"]["name"], "main.nginx.conf")).read()
-        self.assertIn("listen %s:8080;" % ip, conf)
-        self.assertNotIn("[::]", conf)
+        self.assertEqual(SB.kubectl("exec", name, "--", "cat", "/etc/nginx/conf.d/default.conf").stdout, PROXY_CONF)
+        for url in ("http://127.0.0.1:8080/static", "http://[::1]:8080/static", "http://localhost:8080/static"):
+            with self.subTest(url=url):
+                r = SB.kubectl("exec", name, "--", "curl", "-sS", "--max-time", "5", url)
+                self.assertEqual(r.stdout, "static from configmap\n", "the pod's own loopback is the pod: " + r.stderr)
+        with open(os.path.join(SB.dir, "network.json")) as f:
+            sid = json.load(f)["id"]
+        pod_netns = os.stat("/run/netns/%s-%s" % (sid, pod["metadata"]["uid"].replace("-", "")[:12])).st_ino
+        masters = [p for p in nl.pids_of_pod(SB.dir, pod)
+                   if open("/proc/%d/cmdline" % p, "rb").read().startswith(b"nginx: master process")]
+        self.assertEqual(len(masters), 1)
+        cmdline = open("/proc/%d/cmdline" % masters[0], "rb").read().rstrip(b"\0")
+        self.assertNotIn(b"-c", cmdline.replace(b"\0", b" ").split(b" "), "NGINX reads the image's own /etc/nginx/nginx.conf: " + repr(cmdline))
+        self.assertEqual(os.stat("/proc/%d/ns/net" % masters[0]).st_ino, pod_netns, "NGINX runs in the pod's netns")
 
     def test_official_image_serves_its_default_page_on_port_80(self):
         status, body = nl.http_get(SB.cluster_ip("plain"), 80, "/")

@@ -121,17 +121,8 @@ class ServiceProxyTest(unittest.TestCase):
         body = os.urandom(3 * 1024 * 1024 + 7)
         s = nl.connect((ip, 80), timeout=5)
         s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        f = s.makefile("rb")
-        status = f.readline()
+        status, doc = nl.read_json_response(s.makefile("rb"))
         self.assertIn(b"200", status)
-        length = 0
-        while True:
-            line = f.readline().strip()
-            if not line:
-                break
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        doc = json.loads(f.read(length))
         s.close()
         self.assertEqual(doc["body"], {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()})
 
