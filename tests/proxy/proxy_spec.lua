@@ -400,7 +400,7 @@ describe("proxy.render: the tunnel's route (in the session's Secret)", function(
   it("uses a given resolver address, in the location that resolves (never twice in `http {}`)", function()
     local _, _, f = render{ tunnel_upstream = { url = up.url, resolver = "10.96.0.10" } }
     assert.truthy(has(f["tunnel-location.conf"], "resolver 10.96.0.10 valid=30s ipv6=off;\nproxy_pass https://$"))
-    assert.falsy(has(f["tunnel-http.conf"], "resolver "))
+    assert.falsy(has(f["tunnel-http.conf"], "resolver 10.96.0.10"))
     local _, _, g = render{ tunnel_upstream = { url = up.url, resolver = "10.96.0.10" }, nginx_version = "1.27.4" }
     assert.truthy(has(g["tunnel-http.conf"], "    zone czctl_tunnel_abc123 64k;\n    resolver 10.96.0.10 valid=30s"))
   end)
