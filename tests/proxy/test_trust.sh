@@ -8,7 +8,9 @@
 #     offline" errors) is answered by the in-cluster version, GET and POST
 #     with its body (small, and 3 MB chunked, spilled to a file); the app's
 #     own 404 and 500 pass through unchanged, on both tunnels;
-#   - connections to the tunnel are reused (one TLS connection for many requests).
+#   - connections to the tunnel are reused (one TLS connection for many requests);
+#   - on a shared proxy (several sessions' routes in one configuration), each
+#     header reaches its own tunnel, and each route falls back on its own.
 # The direct tunnel's landing runs with its session's certificates
 # (tests/proxy/landing_driver.lua); ngrok is the stand-in (tests/fake-ngrok).
 # Every address is on 127.0.93.0/24.
@@ -185,5 +187,49 @@ stop_pids $(cat "$FAKE_NGROK_PIDFILE")
 is "$(ask -X POST --data-binary 0123456789abcd /a)" "200 original 14" \
   "ngrok, its edge unreachable too (connection refused): a POST is answered by the in-cluster version"
 exec {DRV_IN}>&-; wait "$DRV_PID" 2>/dev/null
+
+# ---------------------------------------------------------------- one proxy, several sessions
+# alice's route lands through the direct landing, bob's through the ngrok
+# stand-in, carol's on a port nothing listens on; one nginx.conf names them
+# by id, each route's files in route_dir/<id>/ as the shared proxy mounts them.
+python3 tests/proxy/backend.py bob "127.0.0.1:$((APP + 1))" >/dev/null 2>&1 & PIDS+=($!)
+wait_port 127.0.0.1 "$((APP + 1))" || fail "bob's app starts"
+landing "$APP"; alice=$(upstream_of "$FACTS")
+ngrok "$((APP + 1))"; bob=$(upstream_of "$FACTS")
+d=$T/shared
+mkdir -p "$d"
+[ -n "$NGINX_PID" ] && stop_pids "$NGINX_PID"
+python3 - "$alice" "$bob" "$d" "$DOWN" >"$d/spec.json" <<'EOF'
+import json, sys
+alice, bob, d, down = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+def dev(v): return {"header": {"name": "X-Dev", "equals": v}}
+print(json.dumps({"runtime_dir": d, "route_dir": d, "listen_address": "127.0.93.10",
+                  "ports": [{"name": "http", "port": 80, "listen": 8080, "original": "127.0.93.2:8000"}],
+                  "routes": [{"id": "alice1", "port": 80, "rule": dev("alice"), "tunnel_upstream": alice},
+                             {"id": "bob2", "port": 80, "rule": dev("bob"), "tunnel_upstream": bob},
+                             {"id": "carol3", "port": 80, "rule": dev("carol"),
+                              "tunnel_upstream": {"url": "http://127.0.0.1:" + down}}]}))
+EOF
+"$CZCTL" run tests/proxy/render.lua "$d/spec.json" >"$d/nginx.conf" 2>"$d/render.err" || fail "render the shared proxy"
+"$NGINX" -p "$d" -c "$d/nginx.conf" -e stderr -g 'daemon off;' >/dev/null 2>"$d/error.log" & NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+wait_port 127.0.93.10 8080 || fail "the shared proxy starts"
+dev() {  # VALUE [CURL ARGS...]: "STATUS BACKEND BODY_LEN" of a request with X-Dev: VALUE (none for "")
+  local v=$1; shift
+  curl -s --max-time 20 ${v:+-H "X-Dev: $v"} -o "$T/body" -w '%{http_code}' "$@" http://127.0.93.10:8080/a
+  echo " $(sed -n 's/.*"backend": "\([a-z]*\)", "body_len": \([0-9]*\),.*/\1 \2/p' "$T/body")"
+}
+is "$(dev alice)" "200 local 0" "shared proxy: alice's header reaches her app through her landing (mutual TLS)"
+is "$(dev bob -X POST --data-binary 0123456789abcd)" "200 bob 14" "shared proxy: bob's header reaches his app through ngrok"
+is "$(dev '')" "200 original 0" "shared proxy: no header: the in-cluster version"
+is "$(dev carol)" "200 original 0" "shared proxy: carol's tunnel refuses: her request is answered in the cluster"
+check "shared proxy: nginx.conf names no tunnel, no secret, no key (each route's files are apart)" \
+  sh -c "! grep -q -e '127.0.93.21' -e '127.0.93.30' -e 'X-Czctl-Tunnel-Secret' -e 'PRIVATE KEY' '$d/nginx.conf' &&
+         grep -q 'include $d/bob2/tunnel-location.conf;' '$d/nginx.conf'"
+kill -KILL "$AGENT"
+is "$(dev bob -X POST --data-binary 0123456789abcd)" "200 original 14" \
+  "shared proxy: bob's agent killed (ERR_NGROK_3200): his POST is answered by the in-cluster version"
+is "$(dev alice)" "200 local 0" "shared proxy: ... while alice's route still reaches her app"
+exec {LAND_IN}>&-; exec {DRV_IN}>&-; wait "$LANDING_PID" "$DRV_PID" 2>/dev/null
 
 done_testing
