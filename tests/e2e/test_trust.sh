@@ -4,15 +4,17 @@
 #   1. ngrok: a request to the public URL without the session's secret is
 #      refused by the agent and never reaches the local app; the proxy's
 #      requests arrive, without the secret; the secret is in no output,
-#      process argument, ConfigMap, log or world-readable file.
+#      process argument, the proxy's configuration, the Service's
+#      annotations, log or world-readable file (it is in the session's own
+#      Secret czctl-route-<id>, mounted into the Service's shared proxy).
 #   2. direct: a connection to the landing without the proxy's certificate
 #      is refused (from inside the cluster too).
 #   4. fail open: with the app stopped, with the agent killed (its edge says
 #      ERR_NGROK_3200), requests with the header are answered by the
 #      in-cluster version, GET and POST with a body; the app's own 404/500 pass.
 #   5. the holder renews a heartbeat Lease: session list shows "tunnel down"
-#      with since when; `session close --stale` closes only the sessions whose
-#      holder is gone;
+#      with since when (from the Lease, on any machine); `session close
+#      --stale` closes only the sessions whose holder is gone;
 #   6. a hostile tunnel URL from a custom provider is refused in one line,
 #      -l on the agent's own port is refused, the missing-listener warning
 #      appears for ngrok too.
@@ -58,15 +60,19 @@ out=$(PATH="$FAKE:$PATH" "$CZCTL" service intercept demo -l "$PORT" -o json 2>"$
 is "$rc" 0 "intercept with ngrok exits 0"
 [ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
 id=$(field id "$out"); url=$(field tunnelUrl "$out")
-secret=$(kubectl get secret "czctl-$id" -o jsonpath='{.data.tunnel-location\.conf}' | base64 -d |
+secret=$(kubectl get secret "czctl-route-$id" -o jsonpath='{.data.tunnel-location\.conf}' | base64 -d |
          sed -n 's/^proxy_set_header X-Czctl-Tunnel-Secret "\([a-z0-9]*\)";$/\1/p')
-like "$secret" '^[a-z0-9]{48}$' "the session's Secret czctl-$id holds the tunnel's secret"
-kubectl get configmap "czctl-$id" -o yaml >"$WORK/cm.yaml"
-check "the proxy's ConfigMap holds neither the secret nor the tunnel's URL" \
-  sh -c "! grep -q -e '$secret' -e '${url#https://}' '$WORK/cm.yaml'"
+like "$secret" '^[a-z0-9]{48}$' "the session's Secret czctl-route-$id holds the tunnel's secret"
+conf=$(kubectl get deployment czctl-proxy-demo -o jsonpath='{.spec.template.spec.volumes[?(@.name=="config")].secret.secretName}')
+kubectl get secret "$conf" -o jsonpath='{.data.nginx\.conf}' | base64 -d >"$WORK/nginx.conf"
+like "$(grep -c "include /etc/czctl-session/$id/tunnel-location.conf;" "$WORK/nginx.conf")" '^[1-9]' \
+  "the shared proxy's configuration includes the route by the session's id"
+kubectl get service demo -o yaml >"$WORK/svc.yaml"
+check "neither the configuration nor the Service's annotations hold the secret or the tunnel's URL" \
+  sh -c "! grep -q -e '$secret' -e '${url#https://}' '$WORK/nginx.conf' '$WORK/svc.yaml'"
 check "the secret is in no output of the command" sh -c "! grep -q '$secret' '$WORK/err' && ! printf '%s' '$out' | grep -q '$secret'"
 check "nor in any process's arguments" sh -c "! ps -eo args | grep -v grep | grep -q '$secret'"
-kubectl logs "deployment/czctl-$id" >"$WORK/proxy.log" 2>&1
+kubectl logs deployment/czctl-proxy-demo >"$WORK/proxy.log" 2>&1
 check "nor in the keeper's, the agent's or the proxy's log" \
   sh -c "! grep -rq '$secret' '$XDG_STATE_HOME'/czctl/sessions/*.log '$WORK/proxy.log'"
 is "$(find "$XDG_STATE_HOME/czctl/sessions" -type f -perm /077 | wc -l)" 0 "every local session file is 0600"
@@ -155,26 +161,30 @@ a=$(field id "$("$CZCTL" service intercept demo -l "$PORT" --tunnel direct -o js
 b=$(field id "$("$CZCTL" service intercept other -l "$PORT" --tunnel direct -o json 2>/dev/null)")
 check "each session's holder creates its heartbeat Lease" \
   wait_for_cmd 30 sh -c "kubectl get lease czctl-$a czctl-$b -o name >/dev/null 2>&1"
-like "$("$CZCTL" session list | grep "^$a")" ' ok$' "session list: a session whose holder renews its Lease is ok"
+like "$("$CZCTL" session list | grep "^$a")" ' active ' "session list: a session whose holder renews its Lease is active"
 kill -TERM "$APP_PID"; wait "$APP_PID" 2>/dev/null
 check "with the local app stopped, session list shows the tunnel down with since when" \
   wait_for_cmd 60 sh -c "'$CZCTL' session list | grep '^$a' | grep -Eq 'tunnel down since [0-9]{2}:[0-9]{2}:[0-9]{2}Z'"
 is "$("$CZCTL" session list -o json | python3 -c 'import json,sys
-print(next(s["holder"]["state"] for s in json.load(sys.stdin)["items"] if s["id"]==sys.argv[1]))' "$a")" tunnel-down \
-  "... and -o json says tunnel-down"
+s=next(s for s in json.load(sys.stdin)["items"] if s["id"]==sys.argv[1]); print(s["state"], bool(s.get("tunnelDownSince")))' "$a")" \
+  "tunnel down True" "... and -o json says tunnel down, with tunnelDownSince"
+check "... which its holder writes into its heartbeat Lease at the next renewal (other machines see it)" \
+  wait_for_cmd 30 sh -c "kubectl get lease czctl-$a -o jsonpath='{.metadata.annotations.czctl\.io/tunnel-down-since}' |
+                         grep -Eq '^20[0-9-]+T[0-9:]+Z$'"
 app_start
 # session b's holder goes away: its keeper is killed, its Lease is left as
 # it was last renewed (here: renewed long ago, as after a minute of silence)
 keeper=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["keeper_pid"])' "$XDG_STATE_HOME/czctl/sessions/$b.json")
 kill -KILL "$keeper"
 kubectl patch lease "czctl-$b" --type merge -p '{"spec":{"renewTime":"2020-01-01T00:00:00.000000Z"}}' >/dev/null
-like "$("$CZCTL" session list | grep "^$b")" 'stale \(holder gone\) since' "session list shows b stale"
+like "$("$CZCTL" session list | grep "^$b")" ' holder gone ' "session list shows b's holder gone"
 out=$("$CZCTL" session close --stale 2>&1); rc=$?
 is "$rc" 0 "session close --stale exits 0"
 like "$out" "Closed session $b" "--stale closes the session whose holder is gone"
 check "... and only that one: a's Service still routes through its proxy" \
   sh -c "kubectl get service demo -o jsonpath='{.metadata.annotations}' | grep -q '$a'"
-check "b's Service and objects are gone" sh -c "! kubectl get lease,secret,deployment czctl-$b 2>/dev/null | grep -q czctl"
+check "b's Service is restored and its objects are gone" \
+  sh -c "! kubectl get lease/czctl-$b secret/czctl-route-$b deployment/czctl-proxy-other 2>/dev/null | grep -q czctl"
 "$CZCTL" session close -q "$a"; is "$?" 0 "session close a exits 0"
 snapshot "$WORK/after5.json"
 same_snapshot "$WORK/before5.json" "$WORK/after5.json" "after the heartbeat sessions the cluster equals the snapshot"
