@@ -23,14 +23,7 @@ source tests/lib/procs.sh   # PIDS, wait_port, stop_pids, on_exit
 source tests/proxy/testca.sh  # test_ca, test_cert
 test_ca "$T" && test_cert "$T" edge 127.0.0.1 "IP:127.0.0.1" || { echo "Bail out! openssl cannot make the test CA"; exit 1; }
 export FAKE_NGROK_CERT=$T/edge.crt FAKE_NGROK_KEY=$T/edge.key TUNNEL_CA=$T/ca.crt
-export FAKE_NGROK_PIDFILE=$T/agent.pids
-: >"$FAKE_NGROK_PIDFILE"
-cleanup() {
-  # shellcheck disable=SC2046  # one pid a line
-  stop_pids "${PIDS[@]}" $(cat "$FAKE_NGROK_PIDFILE" 2>/dev/null)
-  rm -rf "$T"
-}
-on_exit cleanup
+stop_all_on_exit "$T"
 agents_alive() {  # how many stand-in agents started by this test still run
   local n=0 p
   for p in $(cat "$FAKE_NGROK_PIDFILE"); do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done

@@ -434,6 +434,21 @@ local function emit_intercepted_servers(add, c)
     add("%sinclude %s;", indent, tunnel.location_include)
   end
 
+  -- `location /` of an intercepted port: a request whose condition holds
+  -- goes to the named location `target` (error_page 418), the rest to the original.
+  local function dispatch(p, comment, target, condition, note)
+    add("        location / {")
+    for _, line in ipairs(comment) do add("            # %s", line) end
+    add("            error_page 418 = %s;", target)
+    if note then add("            # %s", note) end
+    add("            if (%s) {", condition)
+    add("                return 418;")
+    add("            }")
+    if c.route_header then add("            add_header X-Czctl-Route original always;") end
+    add("            proxy_pass http://czctl_original_%s;", p.id)
+    add("        }")
+  end
+
   local underscores = (not c.routes) and rules.uses_underscore_header(c.rule)
   for _, r in ipairs(c.routes or {}) do underscores = underscores or rules.uses_underscore_header(r.rule) end
   -- Only intercepted ports are HTTP servers; the others are in `stream {}` below.
@@ -465,17 +480,10 @@ local function emit_intercepted_servers(add, c)
     add("        recursive_error_pages on;")
     add("")
     if c.routes then
-      add("        location / {")
-      add("            # A request matching a route's rule is handed to that route's named")
-      add("            # location with its method, headers and unread body (the 418 is never")
-      add("            # sent: error_page takes the location from the port's map).")
-      add("            error_page 418 = $czctl_route_%s;", p.id)
-      add("            if ($czctl_route_%s) {", p.id)
-      add("                return 418;")
-      add("            }")
-      if c.route_header then add("            add_header X-Czctl-Route original always;") end
-      add("            proxy_pass http://czctl_original_%s;", p.id)
-      add("        }")
+      dispatch(p, { "A request matching a route's rule is handed to that route's named",
+                    "location with its method, headers and unread body (the 418 is never",
+                    "sent: error_page takes the location from the port's map)." },
+               "$czctl_route_" .. p.id, "$czctl_route_" .. p.id)
       for _, r in ipairs(c.route_by_port[p.port] or {}) do
         add("")
         add("        # %s: into the tunnel of session %s, one access-log line per request.", r.key, r.id)
@@ -488,21 +496,12 @@ local function emit_intercepted_servers(add, c)
       tunnel_location("            ", c.tunnel, c.session)
       add("        }")
     else
-      add("        location / {")
-      add("            # A request matching the rule is handed to @czctl_tunnel with its")
-      add("            # method, headers and unread body; the 418 is never sent. (`return`")
-      add("            # is the one directive always safe inside `if`; the tunnel's own")
-      add("            # headers, TLS and log live there, so this route pays only the rule.)")
-      add("            error_page 418 = @czctl_tunnel;")
-      if #c.maps == 0 then
-        add("            # (`=` compares the value exactly; the header's name matches in any case)")
-      end
-      add("            if (%s) {", c.expr)
-      add("                return 418;")
-      add("            }")
-      if c.route_header then add("            add_header X-Czctl-Route original always;") end
-      add("            proxy_pass http://czctl_original_%s;", p.id)
-      add("        }")
+      dispatch(p, { "A request matching the rule is handed to @czctl_tunnel with its",
+                    "method, headers and unread body; the 418 is never sent. (`return`",
+                    "is the one directive always safe inside `if`; the tunnel's own",
+                    "headers, TLS and log live there, so this route pays only the rule.)" },
+               "@czctl_tunnel", c.expr,
+               #c.maps == 0 and "(`=` compares the value exactly; the header's name matches in any case)" or nil)
       add("")
       add("        # The intercept route: into the tunnel, one access-log line per request.")
       add("        location @czctl_tunnel {")
