@@ -70,7 +70,7 @@ M.NEEDS = {
     p("list", "apps", "deployments", "find proxies no session uses"),
     p("watch", "apps", "deployments", "wait until the proxy rolled out, or is gone"),
     p("delete", "coordination.k8s.io", "leases", "remove the session's heartbeat"),
-    p("list", "coordination.k8s.io", "leases", "remove the heartbeats with the proxy"),
+    p("list", "coordination.k8s.io", "leases", "remove the heartbeats with the proxy; --stale: whose holder is gone"),
   },
   ["session list"] = {
     p("list", "", "services", "intercepted Services"),
