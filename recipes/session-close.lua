@@ -10,9 +10,11 @@
 --   --all           every session in the namespace, others' too: on a
 --                   terminal it lists them and asks, scripts pass --yes
 --   --stale         every session in the namespace whose holder is gone,
---                   others' too (a dead holder holds nothing): its heartbeat
---                   Lease expired, or it never had one and is older than
---                   any intercept takes to start (STALE_WITHOUT_LEASE)
+--                   others' too (a dead holder holds nothing), as session
+--                   list tells it: one of this machine's that no process
+--                   here holds; or its heartbeat Lease expired; or it never
+--                   had one and is older than any intercept takes to start
+--                   (STALE_WITHOUT_LEASE)
 -- The namespace is taken as kubectl takes it: -n, else the kubeconfig
 -- context's, else default. An id that matches nothing is an error listing
 -- the sessions that exist.
@@ -217,9 +219,11 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
       out:step("Find the sessions whose holder is gone in namespace " .. ns, function()
         local beats = session.heartbeats(client, { namespace = ns })
         for _, s in ipairs(discover(client, { namespace = ns })) do
-          local beat = beats[s.id]
-          local age = session.age_seconds(s.started)
-          if not s.orphan and ((beat and beat.expired) or (not beat and age and age > STALE_WITHOUT_LEASE)) then
+          local beat, age = beats[s.id], session.age_seconds(s.started)
+          local mine = not s.orphan and session.load(s.id) or nil
+          if mine and not session.same_cluster(mine, server) then mine = nil end
+          if not s.orphan and ((mine and not session.held(mine)) or (beat and beat.expired)
+                               or (not beat and age and age > STALE_WITHOUT_LEASE)) then
             add(from_cluster(s, client))
           end
         end

@@ -343,11 +343,20 @@ function Run:create_route_secret()
                                           nginx_version = intercept.image_nginx_version(o.image) })
   if not planned then fail("cannot render the tunnel's route: " .. tostring(err)) end
   local secret = intercept.route_secret(o.namespace, o.service, self.id, proxy.route.files(planned))
-  self.out:step("Create Secret " .. secret.metadata.name .. " (the tunnel's route)", function()
-    self.ctx.undo:defer("delete Secret " .. secret.metadata.name, function()
-      session.delete_object(self.client, o.namespace, "Secret", secret.metadata.name)
+  local client, name, answer = self.client, secret.metadata.name, "waiting"
+  self.out:step("Create Secret " .. name .. " (the tunnel's route)", function()
+    self.ctx.undo:defer("delete Secret " .. name, function()
+      session.delete_object(client, o.namespace, "Secret", name)
+      if answer ~= "known" then
+        -- the create's answer was lost (a signal, a dropped connection): it may still land
+        local late = client:wait_for("Secret", name, function(x) return x ~= nil end, M.LATE_CREATE_GRACE,
+                                     { namespace = o.namespace })
+        if late and late.metadata then session.delete_object(client, o.namespace, "Secret", name) end
+      end
     end)
-    local created, cerr = self.client:create(secret, { namespace = o.namespace })
+    local created, cerr = client:create(secret, { namespace = o.namespace })
+    answer = (created or (type(cerr) ~= "table") or (type(cerr.code) == "number" and cerr.code >= 400)) and "known"
+             or "lost"
     if not created then fail(cerr) end
     return created
   end)
