@@ -331,6 +331,13 @@ function Run:start_tunnel()
   end
 end
 
+-- Whether a request's answer is known ("known": it succeeded, or the API
+-- server refused it) or was lost ("lost": a signal, a dropped connection),
+-- in which case the change may still land and its undo watches for it.
+local function answer_of(ok, err)
+  return (ok or type(err) ~= "table" or (type(err.code) == "number" and err.code >= 400)) and "known" or "lost"
+end
+
 --- Step: the session's route into its tunnel (URL, secret header, TLS
 --- certificates: czctl.proxy.route's files) in its own Secret, which the
 --- Service's proxy mounts at ROUTE_DIR/<id>; the Service's annotation and
@@ -355,8 +362,7 @@ function Run:create_route_secret()
       end
     end)
     local created, cerr = client:create(secret, { namespace = o.namespace })
-    answer = (created or (type(cerr) ~= "table") or (type(cerr.code) == "number" and cerr.code >= 400)) and "known"
-             or "lost"
+    answer = answer_of(created, cerr)
     if not created then fail(cerr) end
     return created
   end)
@@ -388,8 +394,7 @@ function Run:join_service()
   end)
   self.svc = self.out:step(string.format("Join Service %s (routes shared with other sessions)", name), function()
     local patched, err = shared.join(client, ns, name, entry, self.svc)
-    answer = (patched or (type(err) ~= "table") or (type(err.code) == "number" and err.code >= 400)) and "known"
-             or "lost"
+    answer = answer_of(patched, err)
     if not patched then fail(err) end
     return patched
   end)
@@ -458,8 +463,7 @@ function Run:route_service()
   end)
   self.svc = self.out:step(string.format("Route Service %s through the proxy", name), function()
     local patched, err = shared.redirect(client, ns, name)
-    answer = (patched or (type(err) ~= "table") or (type(err.code) == "number" and err.code >= 400)) and "known"
-             or "lost"
+    answer = answer_of(patched, err)
     if not patched then fail(err) end
     return patched
   end)
