@@ -116,7 +116,10 @@ function M.micro_time()
   return os.date("!%Y-%m-%dT%H:%M:%S", whole) .. string.format(".%06dZ", math.floor((t - whole) * 1e6))
 end
 
---- Renew the session's heartbeat Lease; create it when `create` (the
+M.TUNNEL_DOWN = "czctl.io/tunnel-down-since"  -- on the Lease: since when nothing accepts on the local port
+
+--- Renew the session's heartbeat Lease, with since when the tunnel is down
+--- (the keeper's .tunnel.json), or without; create it when `create` (the
 --- guard's first renewal). Later, a missing Lease was deleted by a
 --- `session close`: creating it again would leave it behind the close.
 --- A close can also come between the guard's start and the creation: so,
@@ -131,12 +134,16 @@ end
 function M.renew(client, s, create)
   local kube = require "czctl.kube"
   local name = "czctl-" .. s.id
-  local patched, err = client:patch("Lease", name, { spec = { renewTime = M.micro_time() } },
-                                    { namespace = s.namespace, type = "merge" })
+  local down = (require("czctl.session.keeper").tunnel_status(s.id) or {}).down_since
+  local patch = { metadata = { annotations = { [M.TUNNEL_DOWN] = down or require("cjson").null } },
+                  spec = { renewTime = M.micro_time() } }
+  local patched, err = client:patch("Lease", name, patch, { namespace = s.namespace, type = "merge" })
   if patched then return true end
   if not kube.not_found(err) or not create then return nil, err end
   local _ <close> = sys.shield()
-  local created, cerr = client:create(M.lease(s), { namespace = s.namespace })
+  local lease = M.lease(s)
+  if down then lease.metadata.annotations = { [M.TUNNEL_DOWN] = down } end
+  local created, cerr = client:create(lease, { namespace = s.namespace })
   if not (created or kube.already_exists(cerr)) then return nil, cerr end
   local svc, gerr = client:get("Service", s.service, { namespace = s.namespace })
   local ok, state = pcall(shared.state, svc or {})

@@ -2,7 +2,10 @@
 -- intercepts it (docs/decisions.md, section 1). The Service is the source
 -- of truth: its annotations hold what czctl replaced (the original selector
 -- and target ports), the sessions with their rules, owners and tunnels, and
--- a routes-version counted up by every join and leave. Every change of them
+-- a routes-version counted up by every join and leave. What opens a tunnel
+-- (its URL, secret, certificates) is never there: each session keeps it in
+-- its own route Secret (czctl-route-<id>), which the proxy pod mounts at
+-- /etc/czctl-session/<id> and the configuration includes by id. Every change of them
 -- is one merge patch guarded by the Service's resourceVersion, retried on
 -- conflict, so two developers joining at once are serialised by the API
 -- server. The proxy's configuration is a pure function of that state,
@@ -110,7 +113,7 @@ local function decode(svc, key)
 end
 
 ---@class czctl.session.SharedState
----@field sessions table[]   {id, port, rule, ruleText, tunnel, upstream, owner, started}, in join order
+---@field sessions table[]   {id, port, rule, ruleText, tunnel, owner, started}, in join order
 ---@field original table|nil {selector, ports, targets} what czctl replaced, once redirected
 ---@field version integer    routes-version
 ---@field redirected boolean whether the selector points at the proxy
@@ -216,7 +219,7 @@ end
 ---@param client table
 ---@param namespace string
 ---@param name string the Service
----@param entry table {id, port, rule, ruleText, tunnel, upstream, owner, started}
+---@param entry table {id, port, rule, ruleText, tunnel, owner, started} (nothing secret: Service readers see it)
 ---@param svc? table the Service as last read
 ---@return table|nil svc after the patch
 ---@return any err
@@ -433,13 +436,14 @@ local function content_hash(s)
 end
 M.content_hash = content_hash
 
---- The routes of a state, for czctl.proxy.render.
+--- The routes of a state, for czctl.proxy.render: each by its id, its
+--- files mounted from its route Secret.
 ---@param state czctl.session.SharedState
 ---@return table[]
 function M.routes(state)
   local routes = {}
   for i, s in ipairs(state.sessions) do
-    routes[i] = { id = s.id, port = s.port, rule = s.rule, tunnel_upstream = s.upstream }
+    routes[i] = { id = s.id, port = s.port, rule = s.rule, tunnel_files = "mounted" }
   end
   return routes
 end
@@ -454,7 +458,8 @@ function M.render(svc, state, original_ip)
   local base = (state.original and state.original.ports) or svc.spec.ports
   local ports = intercept.proxy_ports({ spec = { ports = base } }, 0, original_ip)
   return proxy.render{ ports = ports, routes = M.routes(state), session = svc.metadata.name,
-                       health_port = intercept.HEALTH_PORT, keepalive_time = M.KEEPALIVE_TIME }
+                       health_port = intercept.HEALTH_PORT, keepalive_time = M.KEEPALIVE_TIME,
+                       route_dir = intercept.ROUTE_DIR }
 end
 
 --- The immutable Secret holding a configuration, named by its hash.
@@ -471,15 +476,54 @@ function M.config_secret(namespace, service, conf)
   }
 end
 
+-- The volumes and mounts of the sessions' route Secrets: one per session,
+-- read-only at ROUTE_DIR/<id>, its files 0440 for NGINX's group (fsGroup).
+local function route_volumes(sessions)
+  local volumes, mounts = {}, {}
+  for i, id in ipairs(sessions) do
+    volumes[i] = { name = "route-" .. id, secret = { secretName = intercept.route_secret_name(id),
+                                                     defaultMode = tonumber("440", 8) } }
+    mounts[i] = { name = "route-" .. id, mountPath = intercept.ROUTE_DIR .. "/" .. id, readOnly = true }
+  end
+  return volumes, mounts
+end
+
+-- A pod template's volumes and its first container's mounts with the route
+-- volumes of `sessions` in place of any it had (others' edits are kept).
+local function with_routes(spec, sessions)
+  local volumes, mounts = route_volumes(sessions)
+  local function keep(list, extra)
+    local out = {}
+    for _, v in ipairs(is_null(list) and {} or list or {}) do
+      if not tostring(v.name):find("^route%-") then out[#out + 1] = v end
+    end
+    for _, v in ipairs(extra) do out[#out + 1] = v end
+    return setmetatable(out, util.array_mt)
+  end
+  spec.volumes = keep(spec.volumes, volumes)
+  local c = spec.containers[1]
+  c.volumeMounts = keep(c.volumeMounts, mounts)
+  return spec
+end
+
+-- The ids of a state's sessions.
+local function session_ids(state)
+  local ids = {}
+  for i, s in ipairs(state.sessions) do ids[i] = s.id end
+  return ids
+end
+
 --- The proxy Deployment of a Service: one NGINX pod (restricted Pod
---- Security Standard), changed by rolling update one pod at a time.
----@param opts {namespace: string, service: string, image: string, ports: table[], secret: string, version: integer}
+--- Security Standard), changed by rolling update one pod at a time. It
+--- mounts the configuration Secret and each session's route Secret.
+---@param opts {namespace: string, service: string, image: string, ports: table[], secret: string, version: integer, sessions?: string[]}
 ---@return table
 function M.deployment(opts)
   local labels = M.labels(opts.service)
   local d = intercept.deployment{ namespace = opts.namespace, name = M.names(opts.service).deployment,
                                   labels = labels, selector = opts.service, image = opts.image, ports = opts.ports,
                                   config = { name = "config", secret = { secretName = opts.secret } } }
+  with_routes(d.spec.template.spec, opts.sessions or {})
   d.metadata.annotations = { [M.VERSION] = tostring(opts.version) }
   d.spec.revisionHistoryLimit = 1
   d.spec.strategy = { type = "RollingUpdate", rollingUpdate = { maxSurge = 1, maxUnavailable = 0 } }
@@ -540,7 +584,8 @@ function M.reconcile(client, namespace, name, opts)
     local proxy_ports = intercept.proxy_ports({ spec = { ports = base } }, 0, copy.spec.clusterIP)
     if not d then
       local obj = M.deployment{ namespace = namespace, service = name, image = opts.image, ports = proxy_ports,
-                                secret = secret.metadata.name, version = state.version }
+                                secret = secret.metadata.name, version = state.version,
+                                sessions = session_ids(state) }
       if opts.deployment_hook then obj = opts.deployment_hook(obj) or obj end
       local created, cerr2 = create(obj)
       if created then return { version = state.version, deployment = created, changed = true, svc = svc, state = state } end
@@ -549,15 +594,19 @@ function M.reconcile(client, namespace, name, opts)
     elseif deployment_version(d) >= state.version then
       return { version = deployment_version(d), deployment = d, changed = false, svc = svc, state = state }
     else
-      local volumes = util.deep_copy(d.spec.template.spec.volumes)
-      for _, v in ipairs(volumes) do
+      local spec = with_routes({ volumes = util.deep_copy(d.spec.template.spec.volumes),
+                                 containers = util.deep_copy(d.spec.template.spec.containers) },
+                               session_ids(state))
+      for _, v in ipairs(spec.volumes) do
         if v.name == "config" then v.configMap = nil; v.secret = { secretName = secret.metadata.name } end
       end
+      -- (a merge patch replaces lists whole: the containers go with their mounts)
       local patch = {
         metadata = { resourceVersion = d.metadata.resourceVersion,
                      annotations = { [M.VERSION] = tostring(state.version) } },
         spec = { template = { metadata = { annotations = { [M.VERSION] = tostring(state.version) } },
-                              spec = { volumes = setmetatable(volumes, util.array_mt) } } },
+                              spec = { volumes = spec.volumes, containers = setmetatable(spec.containers,
+                                                                                          util.array_mt) } } },
       }
       local patched, perr = client:patch("Deployment", names.deployment, patch,
                                          { namespace = namespace, type = "merge" })
@@ -715,7 +764,8 @@ function M.pods_routing_before(client, namespace, name, state)
   return old
 end
 
---- Delete the Secrets of a Service's proxy that no pod and no template uses.
+--- Delete the configuration Secrets of a Service's proxy that no pod and no
+--- template uses (the sessions' route Secrets are each session's to delete).
 ---@param client table
 ---@param namespace string
 ---@param name string
@@ -733,8 +783,11 @@ function M.collect_secrets(client, namespace, name)
   local list = client:list("Secret", { namespace = namespace,
                                        labelSelector = M.SERVICE_LABEL .. "=" .. name .. "," .. intercept.MANAGED_BY
                                          .. "=czctl" })
+  local prefix = M.names(name).secret_prefix
   for _, s in ipairs(list and list.items or {}) do
-    if not used[s.metadata.name] then intercept.delete_if_present(client, "Secret", s.metadata.name, namespace) end
+    if not used[s.metadata.name] and s.metadata.name:sub(1, #prefix) == prefix then
+      intercept.delete_if_present(client, "Secret", s.metadata.name, namespace)
+    end
   end
 end
 
@@ -788,7 +841,7 @@ function M.delete_proxy(client, namespace, name, step)
   step("Delete Service " .. names.service, function()
     cluster.delete_object(client, namespace, "Service", names.service)
   end)
-  step("Delete the proxy's configuration Secrets and the sessions' heartbeats", function()
+  step("Delete the proxy's configuration Secrets, the sessions' route Secrets and heartbeats", function()
     for _, kind in ipairs({ "Secret", "Lease" }) do
       local list, err = client:list(kind, { namespace = namespace, labelSelector = M.SERVICE_LABEL .. "=" .. name
                                               .. "," .. intercept.MANAGED_BY .. "=czctl" })
