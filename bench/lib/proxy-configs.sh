@@ -35,7 +35,7 @@ CONF
 write_czctl() {
   mkdir -p "$1"
   cat >"$1/spec.json" <<SPEC
-{ "flags": {}, "session": "bench", "runtime_dir": "$1", "listen_address": "$2", "health_port": 8079,
+{ "flags": {}, "session": "bench", "runtime_dir": "$1", "route_dir": "$1", "listen_address": "$2", "health_port": 8079,
   "ports": [ {"name": "http", "port": 80, "listen": 8080, "original": "$3", "intercept": true} ],
   "tunnel_upstream": {"url": "$4"} ${5:-} }
 SPEC
