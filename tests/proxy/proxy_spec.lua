@@ -433,6 +433,38 @@ describe("proxy.render: the tunnel's route (in the session's Secret)", function(
   end)
 end)
 
+describe("proxy.render: the kube tunnel's route (to the session's relay)", function()
+  local kube = require "czctl.tunnel.kube"
+  -- what kube's handle.upstream is: the relay's Service, resolved once (it exists before the proxy)
+  local up = { url = kube.url("default", "s1"), resolver = false }
+  local conf, _, files = render{ routes = {
+    { id = "s1", port = 80, rule = { header = { name = "X-Dev", equals = "a" } }, tunnel_upstream = up },
+    { id = "s2", port = 80, rule = { header = { name = "X-Dev", equals = "b" } },
+      tunnel_upstream = { url = "https://10.250.0.1:4000" } } } }
+  local http = files["s1/tunnel-http.conf"] or (files.s1 or {})["tunnel-http.conf"] or ""
+  local loc = files["s1/tunnel-location.conf"] or (files.s1 or {})["tunnel-location.conf"] or ""
+  it("goes in the route's files like any tunnel: nginx.conf names no relay", function()
+    assert.falsy(has(conf, "czctl-relay-s1"), conf)
+    assert.truthy(has(conf, "include /etc/czctl-session/s1/tunnel-http.conf;"), conf)
+  end)
+  it("reaches the relay's Service over plain HTTP inside the cluster, connections kept", function()
+    assert.truthy(has(http, "upstream czctl_tunnel_s1 {\n    server czctl-relay-s1.default.svc.cluster.local:9000;\n" ..
+                            "    keepalive"), http)
+    assert.truthy(has(loc, "proxy_pass http://czctl_tunnel_s1;"), loc)
+  end)
+  it("has no TLS and no secret header on that hop (its NetworkPolicy admits only the proxy)", function()
+    assert.falsy(has(loc, "proxy_ssl"), loc)
+    assert.falsy(has(loc, "X-Czctl-Tunnel-Secret"), loc)
+    assert.is_true(kube.in_cluster_hop)
+  end)
+  it("falls back by the shared proxy's one error_page, not one of its own", function()
+    local _, n = conf:gsub("error_page 502 504 = @czctl_fallback;", "")
+    assert.equal(1, select(2, conf:gsub("location @czctl_fallback {", "")))
+    assert.truthy(n >= 1)
+    assert.falsy(has(loc, "error_page"), loc)
+  end)
+end)
+
 describe("proxy.route.parse_url: a tunnel URL from any provider", function()
   local refused = {
     { "https://a.example;\n        add_header X-Injected yes", "invalid host" },

@@ -381,7 +381,10 @@ function Run:start_tunnel()
     self.out:warn("nothing listens on 127.0.0.1:%d yet; intercepted requests go to the in-cluster version "
                   .. "until your server runs there", self.local_port)
   end
-  if not (tunnel.upstream and (tunnel.upstream.secret_header or (tunnel.upstream.tls or {}).client_cert)) then
+  -- (a provider whose URL is inside the cluster, guarded by a NetworkPolicy
+  -- its prepare made or warned about, declares in_cluster_hop: kube's relay)
+  if not (self.provider.in_cluster_hop
+          or tunnel.upstream and (tunnel.upstream.secret_header or (tunnel.upstream.tls or {}).client_cert)) then
     self.out:warn("tunnel provider %q gives no secret or client certificate: anyone who reaches %s reaches "
                   .. "your local port", o.tunnel, tostring(tunnel.url))
   end

@@ -4,7 +4,9 @@
 -- parts the workflow, the keeper and close use when present:
 -- detect_host(client), prepare(run), wait_ready(run, timeout),
 -- delete(client, namespace, id, step), handle:poll()
--- and handle.poll_interval; see czctl.tunnel.direct and czctl.tunnel.kube):
+-- and handle.poll_interval, in_cluster_hop (its URL is inside the cluster,
+-- guarded by a NetworkPolicy prepare made: no warning about a tunnel without
+-- secret); see czctl.tunnel.direct and czctl.tunnel.kube):
 --
 --   provider.start{ local_port=, host=, log=function(msg) end, ... }
 --     -> handle | nil, err

@@ -35,6 +35,12 @@ M.FAST_POLL, M.SLOW_POLL = 0.05, 1
 -- The URL is the relay's Service, whatever process holds the pool: a new
 -- keeper can take over a session whose keeper died.
 M.stable_url = true
+-- The proxy's hop to the relay stays inside the cluster, plain HTTP with no
+-- secret header: the relay forwards bytes and checks nothing, and the
+-- relay's NetworkPolicy (prepare) admits only the pods of the Service's
+-- proxy to its proxy port (docs/decisions.md section 2). The workflow does
+-- not warn about a tunnel without a secret for such a provider.
+M.in_cluster_hop = true
 
 local SESSION_LABEL, MANAGED_BY = "czctl.io/session", "app.kubernetes.io/managed-by"
 
@@ -137,9 +143,10 @@ function M.objects(opts)
 end
 
 --- The workflow's tunnel step, before the keeper starts: create the relay's
---- objects (each with its undo registered by run:create). A NetworkPolicy
---- the user may not create is a warning: the port is still protected by
---- the landing's mutual TLS (section 2).
+--- objects (each with its undo registered by run:create). The NetworkPolicy
+--- is what keeps every pod but the proxy's off the relay's proxy port (the
+--- hop is plain HTTP inside the cluster, docs/decisions.md section 2): one
+--- the user may not create is a warning naming that.
 ---@param run table the intercept run (run.opts, run.id, run:create, run.out)
 function M.prepare(run)
   local kube = require "czctl.kube"
