@@ -68,6 +68,13 @@ like "$reach" "^not 127.0.0.1 $PORT.*not $GW $PORT.*not $GW $APISERVER.*not 10.2
 KEEPER=$(keeper_of "$ID")
 is "$(ss -ltnpH | grep -c "pid=$KEEPER,")" 0 "the holder of the kube tunnel listens on no port"
 like "$(cz session list -n "$NS")" "$ID +$NS +demo +80 .* active " "session list shows the session active"
+route_file() { kubectl get secret -n "$NS" "czctl-route-$ID" -o jsonpath="{.data.tunnel-$1\\.conf}" | base64 -d; }
+like "$(route_file http)" "server czctl-relay-$ID\\.$NS\\.svc\\.cluster\\.local:9000;" \
+  "the session's route Secret czctl-route-$ID holds its upstream: the relay's Service"
+is "$(route_file location | grep -c 'proxy_ssl\|X-Czctl-Tunnel-Secret')" 0 \
+  "the relay hop has no TLS and no secret header (inside the cluster, behind the relay's NetworkPolicy)"
+is "$(kubectl get svc demo -n "$NS" -o yaml | grep -c "czctl-relay")" 0 "the Service's annotations do not name the relay"
+is "$(grep -c 'gives no secret' "$WORK/err")" 0 "no warning about a tunnel without secret (the relay is in the cluster)"
 is "$(list_field "$ID" tunnel tunnelState)" "kube up" "session list -o json shows the kube tunnel up"
 
 # --- several sessions on the Service's one proxy, each with its own relay ----
