@@ -14,13 +14,17 @@
 --                   list tells it: one of this machine's that no process
 --                   here holds; or its heartbeat Lease expired; or it never
 --                   had one and is older than any intercept takes to start
---                   (STALE_WITHOUT_LEASE)
+--                   (czctl.session.cluster.holder_gone); and the tunnel
+--                   objects (a kube relay) that session list shows
+--                   "orphaned": left in the cluster for no live session
 -- The namespace is taken as kubectl takes it: -n, else the kubeconfig
 -- context's, else default. An id that matches nothing is an error listing
 -- the sessions that exist.
 --
 -- Closing takes the session off its Service (czctl.session.cluster.leave):
 -- the last one out restores only what czctl changed and deletes the proxy.
+-- A session already off its Service whose tunnel objects are left (a close
+-- that died half-way) is finished: they are deleted, then its local record.
 local session = require "czctl.session"
 local intercept = require "czctl.intercept"
 local signal = require "czctl.signal"
@@ -28,10 +32,6 @@ local kube = require "czctl.kube"
 local util = require "czctl.util"
 local flags = require "czctl.flags"
 local sys = require "czctl.sys"
-
--- A session without a heartbeat Lease is stale only once it is older than
--- an intercept may take to start (its guard creates the Lease once active).
-local STALE_WITHOUT_LEASE = 300
 
 local function fail(err)
   signal.check()
@@ -51,6 +51,9 @@ local function render(r)
     elseif c.forgotten then
       lines[#lines + 1] = string.format("Forgot the local record of session %s in %s (the cluster was not contacted)",
                                         c.id, c.namespace)
+    elseif c.left then
+      lines[#lines + 1] = string.format("Deleted %s in %s, left by session %s, which is closed", c.left, c.namespace,
+                                        c.id)
     elseif c.orphan then
       lines[#lines + 1] = string.format("Deleted the proxy of Service %s in %s, which no session used", c.service,
                                         c.namespace)
@@ -69,6 +72,7 @@ local function describe(list)
   local parts = {}
   for _, s in ipairs(list) do
     parts[#parts + 1] = s.orphan and string.format("the unused proxy of %s/%s", s.namespace, s.service)
+      or s.left and string.format("%s (%s), left by session %s", s.left.name, s.namespace, s.id)
       or string.format("%s (%s/%s, %s)", s.id, s.namespace, s.service, owner_text(s.owner))
   end
   return table.concat(parts, "; ")
@@ -88,6 +92,10 @@ cluster by owner); SESSION, that one (someone else's needs --force);
 scripts); --stale, every session in the namespace whose holder is gone
 (its heartbeat Lease is no longer renewed), whoever owns it. The
 namespace: -n, else the kubeconfig context's, else default.
+A session already off its Service whose tunnel left objects in the
+cluster (the kube tunnel's relay, after a close that died half-way) is
+finished by SESSION, and by --stale once no process holds it; session list
+shows those as orphaned.
 When the cluster of SESSION is gone, --forget discards its local record.]],
   args = { { name = "session", help = "the session id (see czctl session list)", complete = "sessions" } },
   flags = flags.join({
@@ -143,7 +151,8 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
                            s.id)
     end
 
-    -- targets: {id, namespace, service, service_object, owner, mine, local_session, client, stale?, orphan?}
+    -- targets: {id, namespace, service, service_object, owner, mine, local_session, client, stale?, orphan?,
+    --           left? (a tunnel's objects left for no live session: czctl.session.cluster.left_tunnels)}
     local targets, seen = {}, {}
     local function add(t)
       local key = t.orphan and ("proxy/" .. t.namespace .. "/" .. t.service) or t.id
@@ -156,6 +165,16 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
       if not found then fail(err) end
       return found
     end
+    local function left_tunnels(c, scope, opts)
+      opts.server = opts.server or c:info().server
+      local left, err = session.left_tunnels(c, scope, opts)
+      if not left then fail(err) end
+      return left
+    end
+    local function from_left(t, c)
+      return { id = t.id, namespace = t.namespace, service = t.service, left = t, mine = true, client = c,
+               local_session = t.local_session, owner = t.local_session and t.local_session.owner }
+    end
     local function from_cluster(s, c)
       return { id = s.id, namespace = s.namespace, service = s.service, service_object = s.service_object,
                owner = s.owner, mine = s.orphan or session.is_mine(s.owner), orphan = s.orphan,
@@ -167,6 +186,13 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
     local function from_local(mine, c)
       local found = discover(c, { namespace = mine.namespace, id = mine.id })
       if found[1] then return add(from_cluster(found[1], c)) end
+      -- Its tunnel's objects, if a close died before deleting them (only
+      -- providers that make some are asked).
+      local provider = session.tunnel_provider((mine.tunnel or {}).provider or "kube")
+      if provider and provider.find then
+        local left = left_tunnels(c, { namespace = mine.namespace }, { id = mine.id, sessions = {} })
+        if left[1] then return add(from_left(left[1], c)) end
+      end
       -- (an active session is held by the cluster alone, whatever its keeper)
       add({ id = mine.id, namespace = mine.namespace, service = mine.service, owner = mine.owner, mine = true,
             local_session = mine, client = c, stale = mine.state == "active" or not session.held(mine) })
@@ -203,12 +229,25 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
           found = ok and everywhere or {}
         end
         if #found == 0 then
+          -- a session off its Service whose tunnel left objects (--force: even
+          -- those of a session another machine may still be starting)
+          local left = left_tunnels(client, { namespace = ns }, { id = id, sessions = {}, force = f.force })
+          if left[1] then
+            add(from_left(left[1], client))
+            found = nil
+          elseif not f.force and (left_tunnels(client, { namespace = ns }, { id = id, sessions = {}, force = true }))[1] then
+            fail(string.format("session %s is on no Service, but its tunnel's objects are recent and may belong to an "
+                               .. "intercept still starting on another machine; to delete them anyway: czctl session "
+                               .. "close %s -n %s --force", id, id, ns))
+          end
+        end
+        if found and #found == 0 then
           local existing = discover(client, { namespace = ns })
           fail(string.format("no session %s in namespace %s; %s", id, ns,
                              #existing == 0 and "there are no sessions there"
                              or ("the sessions there: " .. describe(existing))))
         end
-        add(from_cluster(found[1], client))
+        if found then add(from_cluster(found[1], client)) end
       end
       local t = targets[1]
       if t and not t.mine and not f.force then
@@ -218,18 +257,26 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
     elseif f.stale then
       out:step("Find the sessions whose holder is gone in namespace " .. ns, function()
         local beats = session.heartbeats(client, { namespace = ns })
-        for _, s in ipairs(discover(client, { namespace = ns })) do
-          local beat, age = beats[s.id], session.age_seconds(s.started)
+        local found = discover(client, { namespace = ns })
+        for _, s in ipairs(found) do
           local mine = not s.orphan and session.load(s.id) or nil
           if mine and not session.same_cluster(mine, server) then mine = nil end
-          if not s.orphan and ((mine and not session.held(mine)) or (beat and beat.expired)
-                               or (not beat and age and age > STALE_WITHOUT_LEASE)) then
+          if not s.orphan and ((mine and not session.held(mine))
+                               or session.holder_gone(beats[s.id], session.age_seconds(s.started))) then
             add(from_cluster(s, client))
           end
         end
+        for _, t in ipairs(left_tunnels(client, { namespace = ns }, { server = server, sessions = found,
+                                                                        beats = beats })) do
+          add(from_left(t, client))
+        end
       end)
     elseif f.all then
-      for _, s in ipairs(discover(client, { namespace = ns })) do add(from_cluster(s, client)) end
+      local found = discover(client, { namespace = ns })
+      for _, s in ipairs(found) do add(from_cluster(s, client)) end
+      for _, t in ipairs(left_tunnels(client, { namespace = ns }, { server = server, sessions = found })) do
+        add(from_left(t, client))
+      end
       for _, mine in ipairs(session.list_local_for(server)) do
         if mine.namespace == ns and not seen[mine.id] then from_local(mine, client) end
       end
@@ -270,6 +317,12 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
       local ok, restored, kept
       if t.stale then
         ok, restored = pcall(session.forget, t.local_session)
+      elseif t.left then
+        -- (no service: the session is off it; close deletes the tunnel's objects, then the record)
+        ok, restored = pcall(session.close, t.client, { id = t.id, namespace = t.namespace, tunnel = t.left.tunnel,
+                                                        local_session = t.local_session }, function(title, fn)
+          return out:step(string.format("[%s] %s", t.id, title), fn)
+        end)
       elseif t.orphan then
         ok, restored = pcall(require("czctl.session.shared").delete_proxy, t.client, t.namespace, t.service,
                              function(title, fn) return out:step(title, fn) end)
@@ -284,8 +337,9 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
           warnings[#warnings + 1] = w
         end
         closed[#closed + 1] = { id = t.id, namespace = t.namespace, service = t.service,
-                                restored = (not t.stale and not t.orphan and restored == true),
+                                restored = (not t.stale and not t.orphan and not t.left and restored == true),
                                 stale = t.stale or nil, orphan = t.orphan or nil, mine = t.mine == true,
+                                left = t.left and t.left.name or nil,
                                 owner = t.owner and owner_text(t.owner) or nil }
       else
         signal.check()

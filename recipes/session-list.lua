@@ -12,6 +12,11 @@
 --                  down-since): requests then go to the in-cluster version
 --   holder gone    no process holds the session any more: its heartbeat
 --                  Lease czctl-<id> expired (or, yours, no local process)
+--   orphaned       the session is on no Service, but its tunnel's objects
+--                  are still in the cluster (the kube tunnel's relay, left
+--                  by a close that died half-way) and no live session holds
+--                  them (czctl.session.cluster.tunnel_left): `session close
+--                  --stale` removes them
 -- The namespace as kubectl takes it: -n, else the kubeconfig context's,
 -- else default; -A for all. A list never writes anything.
 local session = require "czctl.session"
@@ -103,6 +108,19 @@ return {
         }
       end
     end
+    -- What tunnels left in the cluster (a relay) for no live session.
+    local left, lerr = session.left_tunnels(client, scope, { server = server, sessions = found, beats = leases })
+    if not left then signal.check(); require("czctl.intercept").raise(lerr) end
+    for _, t in ipairs(left) do
+      seen[t.id] = true
+      sessions[#sessions + 1] = {
+        kind = "Session", id = t.id, namespace = t.namespace, service = t.service, started = t.created,
+        ["local"] = t.local_session ~= nil, mine = t.local_session ~= nil, tunnel = t.tunnel, state = "orphaned",
+        owner = t.local_session and t.local_session.owner or nil,
+        stateDetail = string.format("%s (%s) belongs to no live session; remove it with: czctl session close "
+                                    .. "--stale -n %s", t.name, table.concat(t.objects, ", "), t.namespace),
+      }
+    end
     -- A local session not (yet) in the cluster: still starting, or held by a
     -- process here (shown); closed elsewhere ones are left for session close.
     for _, mine in ipairs(session.list_local_for(server)) do
@@ -124,7 +142,11 @@ return {
                                                                                 or s.tunnelDownSince)) or ""),
                     session.format_age(session.age_seconds(s.started)) }
       end
-      return output.table({ "SESSION", "NAMESPACE", "SERVICE", "PORT", "RULE", "OWNER", "STATE", "AGE" }, rows)
+      local text = output.table({ "SESSION", "NAMESPACE", "SERVICE", "PORT", "RULE", "OWNER", "STATE", "AGE" }, rows)
+      for _, s in ipairs(r.items) do
+        if s.state == "orphaned" then text = text .. s.id .. ": " .. s.stateDetail .. "\n" end
+      end
+      return text
     end)
     return 0
   end,

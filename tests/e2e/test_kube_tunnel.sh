@@ -6,7 +6,9 @@
 # ways, WebSocket and server-sent events, byte-exact (2); the laptop side
 # killed or cut off: the in-cluster version answers, and routing resumes
 # without a new session (3); the relay's pod under the restricted Pod
-# Security Standard, and nothing of it left after `session close` (5).
+# Security Standard, and nothing of it left after `session close` (5); a
+# relay left by a close that died half-way is listed as orphaned and removed
+# by `session close` of its session and by `session close --stale`.
 source "$(dirname "$0")/lib/common.sh"
 
 sandbox_up
@@ -90,9 +92,49 @@ is "$(kubectl get deploy -n "$NS" -l app.kubernetes.io/managed-by=czctl -o name 
   "one shared proxy, one relay per session"
 is "$(who "http://$HOST/" -H "$H") $(who "http://$HOST/" -H X-C6O-INTERCEPT:two) $(who "http://$HOST/" | cut -c1-5)" \
   "laptop laptop2 demo-" "each session's requests reach its own app through its own relay, the rest the cluster"
-cz session close "$ID2" -n "$NS" -q; is "$?" 0 "the second session closes"
-is "$(kubectl get deploy,svc,networkpolicy -n "$NS" -l "czctl.io/session=$ID2" -o name)" "" "its relay is gone"
-like "$(who "http://$HOST/" -H "$H")" '^laptop$' "the first session's route still reaches its app"
+
+# --- relays left behind: closes that die half-way --------------------------
+out=$(cz service intercept demo -n "$NS" -l "$(cat "$WORK/app2.port")" -x X-C6O-INTERCEPT:three --tunnel kube 2>"$WORK/err"); rc=$?
+is "$rc" 0 "a third kube session joins"
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$WORK/err"
+ID3=$(printf '%s\n' "$out" | sed -n 's/^Session  *//p')
+K2=$(keeper_of "$ID2") K3=$(keeper_of "$ID3")
+# The API server fails both closes' deletes of the relay Deployments: each
+# close has taken its session off the Service, then stops with an error.
+faults '[{"name":"relay-delete","method":"DELETE","path":"/deployments/czctl-relay-","userAgent":"session-close","action":"fail","status":500,"times":2}]'
+wait_for_cmd 10 fault_loaded relay-delete
+out=$(cz session close "$ID2" -n "$NS" 2>&1); rc=$?
+like "$rc/$(printf '%s\n' "$out" | tail -1)" "^1/.*run czctl session close again" \
+  "a close whose relay delete fails exits 1 and says to run it again"
+cz session close "$ID3" -n "$NS" -q >/dev/null 2>&1
+faults '[]'
+is "$(kubectl get deploy -n "$NS" "czctl-relay-$ID2" "czctl-relay-$ID3" -o name 2>/dev/null | wc -l)" 2 \
+  "both relays are left in the cluster, their sessions on no Service"
+gone() { ! ps -o stat= -p "$1" | grep -qv '^Z'; }
+wait_for_cmd 40 gone "$K2" && wait_for_cmd 40 gone "$K3"
+list=$(cz session list -n "$NS")
+like "$list" "$ID2 +$NS +demo +- +- .* orphaned " "session list shows a left relay as orphaned"
+like "$list" "$ID2: relay czctl-relay-$ID2 \\(Deployment, Service, NetworkPolicy\\) belongs to no live session; remove it with: czctl session close --stale -n $NS" \
+  "and says how to remove it"
+other() { XDG_STATE_HOME="$WORK/elsewhere" cz "$@"; }
+is "$(other session list -n "$NS" | grep -c orphaned)" 0 \
+  "another machine does not take a relay younger than 5 minutes for an orphan (an intercept there may be starting)"
+out=$(other session close "$ID3" -n "$NS" 2>&1); rc=$?
+like "$rc/$(printf '%s\n' "$out" | tail -1)" "^1/.*session $ID3 is on no Service, but .* may belong to an intercept still starting .* --force$" \
+  "and its session close there asks for --force"
+out=$(cz session close "$ID3" -n "$NS" 2>&1); rc=$?
+is "$rc" 0 "running the close again exits 0"
+like "$out" "Deleted relay czctl-relay-$ID3 in $NS, left by session $ID3, which is closed" "it deletes the relay left behind"
+is "$(kubectl get deploy,rs,pods,svc,networkpolicy -n "$NS" -l "czctl.io/session=$ID3" -o name)" "" \
+  "nothing of that relay is left"
+out=$(cz session close --stale -n "$NS" 2>&1); rc=$?
+is "$rc" 0 "session close --stale exits 0"
+like "$out" "Deleted relay czctl-relay-$ID2 in $NS, left by session $ID2, which is closed" "it deletes the other left relay"
+is "$(kubectl get deploy,rs,pods,svc,networkpolicy -n "$NS" -l "czctl.io/session=$ID2" -o name)" "" \
+  "nothing of that relay is left"
+is "$(cz session list -n "$NS" | grep -c orphaned)/$(ls "$XDG_STATE_HOME/czctl/sessions" | grep -c "$ID2\|$ID3")" 0/0 \
+  "session list shows no orphan any more, and no local record of either session is left"
+like "$(who "http://$HOST/" -H "$H")" '^laptop$' "--stale left the live session alone: its route still reaches its app"
 
 # --- 2: load, size, WebSocket, SSE, byte-exact ---------------------------
 is "$(client many "$HOST" "$H" 100)" "laptop=100 other=0 errors=0" "100 concurrent requests all reach the app"

@@ -90,6 +90,80 @@ function M.heartbeats(client, scope)
   return beats
 end
 
+-- A session without a heartbeat Lease is taken for gone only once it is
+-- older than an intercept may take to start (its guard creates the Lease
+-- once the session is active).
+M.STALE_WITHOUT_LEASE = 300
+
+--- Whether the cluster says a session's holder is gone: its heartbeat Lease
+--- expired, or it has none and is older than STALE_WITHOUT_LEASE seconds.
+---@param beat {expired: boolean}|nil the session's heartbeat (heartbeats())
+---@param age number|nil seconds since the session (or what it made) started
+---@return boolean
+function M.holder_gone(beat, age)
+  if beat then return beat.expired == true end
+  return age ~= nil and age > M.STALE_WITHOUT_LEASE
+end
+
+--- Whether a tunnel's objects in the cluster belong to no live session: the
+--- session is on no Service, and whoever may still hold it is gone. A
+--- session of this machine is gone once no process here holds it (its
+--- record knows); another's, once the cluster says so (holder_gone, by the
+--- age of the tunnel's objects: an intercept that is still starting has
+--- made them but has neither joined its Service nor a Lease yet).
+---@param on_service boolean
+---@param mine table|nil this machine's record of the session
+---@param beat table|nil its heartbeat
+---@param age number|nil seconds since the tunnel's objects were made
+---@return boolean
+function M.tunnel_left(on_service, mine, beat, age)
+  if on_service then return false end
+  if mine then return not keeper.held(mine) end
+  return M.holder_gone(beat, age)
+end
+
+--- The cluster objects of tunnels (the kube tunnel's relays, found by
+--- provider.find) that belong to no live session (tunnel_left), or with
+--- opts.force every one whose session is on no Service.
+---@param client table
+---@param scope {namespace?: string, all_namespaces?: boolean}
+---@param opts {server: string, sessions?: table[], beats?: table, id?: string, force?: boolean}
+---   sessions and beats: from discover and heartbeats on the same scope (read when not given)
+---@return table[]|nil left {id, namespace, service?, created?, name, objects, tunnel, local_session?}
+---@return any err
+function M.left_tunnels(client, scope, opts)
+  local sessions, beats = opts.sessions, opts.beats
+  local left = {}
+  for _, name in ipairs(require("czctl.tunnel").BUILTIN) do
+    local provider = keeper.tunnel_provider(name)
+    local found, err = {}, nil
+    if provider and provider.find then found, err = provider.find(client, scope) end
+    if not found then return nil, err end
+    for _, t in ipairs(found) do
+      if not opts.id or t.id == opts.id then
+        if not sessions then
+          sessions, err = M.discover(client, { namespace = scope.namespace, all_namespaces = scope.all_namespaces,
+                                               id = opts.id })
+          if not sessions then return nil, err end
+        end
+        beats = beats or M.heartbeats(client, scope)
+        local on_service = false
+        for _, s in ipairs(sessions) do
+          if s.id == t.id and s.namespace == t.namespace then on_service = true end
+        end
+        local mine = records.load(t.id)
+        if mine and not records.same_cluster(mine, opts.server) then mine = nil end
+        if (opts.force and not on_service)
+           or M.tunnel_left(on_service, mine, beats[t.id], records.age_seconds(t.created)) then
+          t.tunnel, t.local_session = name, mine
+          left[#left + 1] = t
+        end
+      end
+    end
+  end
+  return left
+end
+
 --- Take a session off its Service: one guarded patch of the Service's
 --- annotations; the last session out restores the selector and ports (only
 --- what czctl changed) and deletes the proxy; otherwise the proxy is rolled
@@ -184,7 +258,8 @@ end
 --- stop this machine's processes of it and remove its local files.
 --- Idempotent.
 ---@param client table
----@param target {id: string, namespace: string, service?: string, service_object?: table, local_session?: table}
+---@param target {id: string, namespace: string, service?: string, service_object?: table, local_session?: table, tunnel?: string}
+---   (no service: a session already off its Service, e.g. its tunnel's objects left by a close that died)
 ---@param step? fun(title: string, fn: fun())
 ---@return boolean restored whether the Service was restored (the last session left)
 ---@return string[] warnings what close kept of others' changes
@@ -202,8 +277,8 @@ function M.close(client, target, step)
   if target.service then result = M.leave(client, target, step) end
   -- after the route is off the Service, so no request is sent to a relay being deleted
   local entry = target.service_object and shared.find(shared.state(target.service_object), target.id)
-  M.delete_tunnel(client, target.namespace, target.id, (s and s.tunnel and s.tunnel.provider) or (entry and entry.tunnel),
-                  step)
+  M.delete_tunnel(client, target.namespace, target.id,
+                  (s and s.tunnel and s.tunnel.provider) or (entry and entry.tunnel) or target.tunnel, step)
   local t = s and (keeper.tunnel_status(s.id) or s.tunnel or {})
   if s and (s.keeper_pid and s.keeper_pid ~= sys.getpid() or t.pid) then
     step("Stop local tunnel and keeper", function() keeper.stop_processes(s) end)

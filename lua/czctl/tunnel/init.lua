@@ -3,7 +3,7 @@
 -- czctl/tunnel/<name>.lua on package.path) with one function (and optional
 -- parts the workflow, the keeper and close use when present:
 -- detect_host(client), prepare(run), wait_ready(run, timeout),
--- delete(client, namespace, id, step), handle:poll()
+-- delete(client, namespace, id, step), find(client, scope), handle:poll()
 -- and handle.poll_interval, in_cluster_hop (its URL is inside the cluster,
 -- guarded by a NetworkPolicy prepare made: no warning about a tunnel without
 -- secret); see czctl.tunnel.direct and czctl.tunnel.kube):

@@ -182,6 +182,44 @@ function M.delete(client, namespace, id, step)
   end
 end
 
+--- The relays in the cluster, one entry per session (its Deployment,
+--- Service and NetworkPolicy found by their labels): `session list` and
+--- `session close` compare them with the sessions on the Services to find
+--- relays left behind (a close that died half-way, an intercept killed
+--- while it started). A user who may not list NetworkPolicies still gets
+--- the others.
+---@param client table
+---@param scope {namespace?: string, all_namespaces?: boolean}
+---@return {id: string, namespace: string, service?: string, created?: string, name: string, objects: string[]}[]|nil
+---@return any err
+function M.find(client, scope)
+  local kube = require "czctl.kube"
+  local by, found = {}, {}
+  local selector = string.format("%s=czctl,%s=%s", MANAGED_BY, M.COMPONENT_LABEL, M.COMPONENT)
+  for _, kind in ipairs({ "Deployment", "Service", "NetworkPolicy" }) do
+    local list, err = client:list(kind, { namespace = scope.namespace, all_namespaces = scope.all_namespaces,
+                                          labelSelector = selector })
+    if not list and not (kind == "NetworkPolicy" and kube.forbidden(err)) then return nil, err end
+    for _, obj in ipairs(list and list.items or {}) do
+      local md = obj.metadata
+      local id = type(md.labels) == "table" and md.labels[SESSION_LABEL]
+      if type(id) == "string" then
+        local key = md.namespace .. "/" .. id
+        local r = by[key]
+        if not r then
+          r = { id = id, namespace = md.namespace, name = "relay " .. M.names(id).deployment, objects = {} }
+          by[key], found[#found + 1] = r, r
+        end
+        r.objects[#r.objects + 1] = kind
+        r.service = r.service or (type(md.annotations) == "table" and md.annotations["czctl.io/service"]) or nil
+        local created = md.creationTimestamp
+        if type(created) == "string" and (not r.created or created < r.created) then r.created = created end
+      end
+    end
+  end
+  return found
+end
+
 --- After the proxy is ready: wait until the keeper's pool has reached the
 --- relay, so the first intercepted request already finds the laptop.
 ---@param run table
