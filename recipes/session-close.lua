@@ -231,11 +231,11 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
         if #found == 0 then
           -- a session off its Service whose tunnel left objects (--force: even
           -- those of a session another machine may still be starting)
-          local left = left_tunnels(client, { namespace = ns }, { id = id, sessions = {}, force = f.force })
-          if left[1] then
-            add(from_left(left[1], client))
+          local left = left_tunnels(client, { namespace = ns }, { id = id, sessions = {}, force = true })[1]
+          if left and (left.gone or f.force) then
+            add(from_left(left, client))
             found = nil
-          elseif not f.force and (left_tunnels(client, { namespace = ns }, { id = id, sessions = {}, force = true }))[1] then
+          elseif left then
             fail(string.format("session %s is on no Service, but its tunnel's objects are recent and may belong to an "
                                .. "intercept still starting on another machine; to delete them anyway: czctl session "
                                .. "close %s -n %s --force", id, id, ns))

@@ -98,7 +98,7 @@ describe("cluster.left_tunnels: relays whose session is on no Service and whose 
   local beats = { beating = { expired = false }, expired = { expired = true } }
   local function ids(left)
     local out = {}
-    for _, t in ipairs(left) do out[#out + 1] = t.id .. "/" .. t.tunnel end
+    for _, t in ipairs(left) do out[#out + 1] = t.id .. "/" .. t.tunnel .. (t.gone and "" or " (not gone)") end
     return out
   end
   it("lists the old one without a Lease and the one whose Lease expired", function()
@@ -110,7 +110,7 @@ describe("cluster.left_tunnels: relays whose session is on no Service and whose 
     assert.same({}, ids(assert(cluster.left_tunnels(client, { namespace = "team" },
                                                     { server = "https://x", sessions = sessions, beats = beats,
                                                       id = "young" }))))
-    assert.same({ "young/kube" }, ids(assert(cluster.left_tunnels(client, { namespace = "team" },
+    assert.same({ "young/kube (not gone)" }, ids(assert(cluster.left_tunnels(client, { namespace = "team" },
                                                                   { server = "https://x", sessions = sessions,
                                                                     beats = beats, id = "young", force = true }))))
     assert.same({}, ids(assert(cluster.left_tunnels(client, { namespace = "team" },

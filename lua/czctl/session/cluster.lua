@@ -123,13 +123,14 @@ function M.tunnel_left(on_service, mine, beat, age)
 end
 
 --- The cluster objects of tunnels (the kube tunnel's relays, found by
---- provider.find) that belong to no live session (tunnel_left), or with
---- opts.force every one whose session is on no Service.
+--- provider.find) that belong to no live session (tunnel_left: `gone`), or
+--- with opts.force every one whose session is on no Service (`gone` says
+--- which of them belong to no live session).
 ---@param client table
 ---@param scope {namespace?: string, all_namespaces?: boolean}
 ---@param opts {server: string, sessions?: table[], beats?: table, id?: string, force?: boolean}
 ---   sessions and beats: from discover and heartbeats on the same scope (read when not given)
----@return table[]|nil left {id, namespace, service?, created?, name, objects, tunnel, local_session?}
+---@return table[]|nil left {id, namespace, service?, created?, name, objects, tunnel, gone, local_session?}
 ---@return any err
 function M.left_tunnels(client, scope, opts)
   local sessions, beats = opts.sessions, opts.beats
@@ -153,9 +154,9 @@ function M.left_tunnels(client, scope, opts)
         end
         local mine = records.load(t.id)
         if mine and not records.same_cluster(mine, opts.server) then mine = nil end
-        if (opts.force and not on_service)
-           or M.tunnel_left(on_service, mine, beats[t.id], records.age_seconds(t.created)) then
-          t.tunnel, t.local_session = name, mine
+        local gone = M.tunnel_left(on_service, mine, beats[t.id], records.age_seconds(t.created))
+        if gone or (opts.force and not on_service) then
+          t.tunnel, t.local_session, t.gone = name, mine, gone
           left[#left + 1] = t
         end
       end
