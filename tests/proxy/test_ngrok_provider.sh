@@ -148,7 +148,9 @@ out=$(FAKE_NGROK_MODE=api-only PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/n
 like "$(json url "$out")" '^https://127\.0\.0\.1:' "the URL is learned from /api/tunnels when the log does not carry it"
 out=$(FAKE_NGROK_MODE=slow FAKE_NGROK_DELAY=1.5 PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 28111 10 </dev/null 2>/dev/null | head -1)
 like "$(json url "$out")" '^https://127\.0\.0\.1:' "a slow agent is waited for"
-sleep 0.2
+# (each driver stops its agent once its stdin ends, after `head` took the
+# line: wait for that rather than a fixed time, which a loaded machine outlasts)
+for _ in $(seq 200); do [ "$(agents_alive)" = 0 ] && break; sleep 0.05; done
 is "$(agents_alive)" 0 "no agent is left running after the handles are stopped"
 
 # ---------------------------------------------------------------- failures
