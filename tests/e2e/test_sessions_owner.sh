@@ -26,6 +26,18 @@ like "$out" "No session of yours to close in namespace default\\. Others': $aid 
 out=$(bob service intercept demo -c 2>&1); rc=$?
 is "$rc" 0 "bob's intercept -c exits 0"
 like "$(alice session list)" "$aid .*alice@[^ ]+ \\(you\\) +active" "alice's session survives bob's bare close and -c"
+# a Service whose czctl annotation was edited by hand hides no one else's session
+kubectl create service clusterip mangled --tcp=80 >/dev/null &&
+  kubectl annotate service mangled czctl.io/sessions='not json' >/dev/null
+out=$(alice session list 2>"$WORK/list.err"); rc=$?
+is "$rc" 0 "session list exits 0 with one unreadable Service in the namespace"
+like "$out" "$aid .*alice@[^ ]+ \\(you\\) +active" "... lists the other sessions as usual"
+like "$out" "- +default +mangled +- +- +- +unreadable" "... and shows the unreadable Service as such"
+like "$(cat "$WORK/list.err")" "warning: Service default/mangled: its czctl.io/sessions annotation is not .*kubectl edit service mangled" \
+  "... with a warning saying how to repair it"
+out=$(bob session close 2>&1); rc=$?
+is "$rc" 0 "a bare close still works beside it"
+kubectl delete service mangled >/dev/null
 out=$(bob session close "$aid" 2>&1); rc=$?
 is "$rc" 1 "bob closing alice's session by id alone exits 1"
 like "$out" "session $aid belongs to alice@[^ ]+, not to you; to close it anyway: czctl session close $aid -n default --force" \
