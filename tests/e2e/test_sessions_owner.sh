@@ -60,29 +60,8 @@ like "$out" "--all would close 2 session\\(s\\) in namespace default \\(1 of oth
   "it lists what it would close and asks for --yes"
 is "$(bob session list -o json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')" 2 \
   "nothing was closed"
-python3 - "$CZCTL" "$WORK" >"$WORK/all-tty.out" 2>&1 <<'PY'
-import os, pty, sys
-pid, fd = pty.fork()
-if pid == 0:
-    os.environ.update(USER="bob", XDG_STATE_HOME=sys.argv[2] + "/state-bob")
-    os.execv(sys.argv[1], [sys.argv[1], "session", "close", "--all"])
-data = b""
-answered = False
-while True:
-    try:
-        chunk = os.read(fd, 65536)
-    except OSError:
-        break
-    if not chunk:
-        break
-    data += chunk
-    if not answered and b"[y/N]" in data:
-        os.write(fd, b"y\n")
-        answered = True
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(data.decode(errors="replace"))
-print("exit", os.waitstatus_to_exitcode(status))
-PY
+USER=bob XDG_STATE_HOME="$WORK/state-bob" python3 "$E2E_LIB/on_tty.py" --answer '[y/N]=y' \
+  "$CZCTL" session close --all >"$WORK/all-tty.out" 2>&1
 like "$(cat "$WORK/all-tty.out")" "This closes 2 session" "--all on a terminal lists what it will close"
 like "$(cat "$WORK/all-tty.out")" "Close them\\? \\[y/N\\]" "and asks"
 like "$(tail -1 "$WORK/all-tty.out")" "^exit 0" "answered y, it closes them and exits 0"
