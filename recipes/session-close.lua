@@ -160,13 +160,33 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
       seen[key] = true
       targets[#targets + 1] = t
     end
+    local warned, unreadable_seen = {}, {}
     local function discover(c, opts)
       local found, err = session.discover(c, opts)
       if not found then fail(err) end
-      return found
+      -- A Service whose annotations cannot be read is left as it is: an
+      -- error when the session looked for may be on it, else said once.
+      local readable, unreadable = {}, {}
+      for _, s in ipairs(found) do
+        if s.unreadable then unreadable[#unreadable + 1] = s else readable[#readable + 1] = s end
+      end
+      for _, s in ipairs(unreadable) do unreadable_seen[#unreadable_seen + 1] = s end
+      if opts.id and #readable == 0 and unreadable[1] then fail(unreadable[1].unreadable) end
+      for _, s in ipairs(unreadable) do
+        if not warned[s.unreadable] then
+          warned[s.unreadable] = true
+          out:warn("%s", s.unreadable)
+        end
+      end
+      return readable
     end
     local function left_tunnels(c, scope, opts)
       opts.server = opts.server or c:info().server
+      -- (the Services whose annotations cannot be read keep the relays that name them)
+      if opts.sessions then
+        opts.sessions = table.move(opts.sessions, 1, #opts.sessions, 1, {})
+        table.move(unreadable_seen, 1, #unreadable_seen, #opts.sessions + 1, opts.sessions)
+      end
       local left, err = session.left_tunnels(c, scope, opts)
       if not left then fail(err) end
       return left

@@ -106,6 +106,13 @@ describe("cluster.left_tunnels: relays whose session is on no Service and whose 
                                              { server = "https://x", sessions = sessions, beats = beats }))
     assert.same({ "gone/kube", "expired/kube" }, ids(left))
   end)
+  it("keeps the relays of a Service whose czctl annotations cannot be read (their sessions cannot be told)", function()
+    local with_unreadable = { sessions[1], sessions[2],
+                              { id = "-", namespace = "team", service = "demo", unreadable = "annotation mangled" } }
+    assert.same({}, ids(assert(cluster.left_tunnels(client, { namespace = "team" },
+                                                    { server = "https://x", sessions = with_unreadable,
+                                                      beats = beats }))))
+  end)
   it("opts.id narrows to one session; force takes any whose session is on no Service", function()
     assert.same({}, ids(assert(cluster.left_tunnels(client, { namespace = "team" },
                                                     { server = "https://x", sessions = sessions, beats = beats,

@@ -14,10 +14,13 @@ local M = {}
 --- Sessions found in the cluster: the entries of the intercepted Services'
 --- annotations (czctl.io/sessions), each with its owner, and proxies left
 --- without any session (a crash or a failed delete between steps) as
---- {orphan = true}. Three LISTs (one with opts.id).
+--- {orphan = true}. A Service whose czctl annotations cannot be read
+--- (edited by hand) hides no one else's sessions: it is one entry
+--- {unreadable = message}, with opts.id too (the session may be on it).
+--- Three LISTs (one with opts.id).
 ---@param client table
 ---@param opts {namespace?: string, all_namespaces?: boolean, id?: string}
----@return table[]|nil sessions {id, namespace, service, entry, owner, service_object, started, orphan?}
+---@return table[]|nil sessions {id, namespace, service, entry, owner, service_object, started, orphan?, unreadable?}
 ---@return any err
 function M.discover(client, opts)
   local scope = { namespace = opts.namespace, all_namespaces = opts.all_namespaces }
@@ -25,7 +28,14 @@ function M.discover(client, opts)
   if not services then return nil, err end
   local sessions, with_sessions = {}, {}
   for _, svc in ipairs(services.items or {}) do
-    local state = shared.state(svc)
+    local ok, state = pcall(shared.state, svc)
+    if not ok then
+      with_sessions[svc.metadata.namespace .. "/" .. svc.metadata.name] = true  -- its proxy is not an orphan
+      sessions[#sessions + 1] = { id = "-", namespace = svc.metadata.namespace, service = svc.metadata.name,
+                                  unreadable = tostring(state), service_object = svc,
+                                  started = svc.metadata.creationTimestamp }
+      state = { sessions = {} }
+    end
     for _, e in ipairs(state.sessions) do
       if not opts.id or e.id == opts.id then
         sessions[#sessions + 1] = { id = e.id, namespace = svc.metadata.namespace, service = svc.metadata.name,
@@ -129,7 +139,8 @@ end
 ---@param client table
 ---@param scope {namespace?: string, all_namespaces?: boolean}
 ---@param opts {server: string, sessions?: table[], beats?: table, id?: string, force?: boolean}
----   sessions and beats: from discover and heartbeats on the same scope (read when not given)
+---   sessions and beats: from discover and heartbeats on the same scope (read when not given; with the
+---   unreadable Services, whose sessions cannot be told: a relay of such a Service is not taken for left)
 ---@return table[]|nil left {id, namespace, service?, created?, name, objects, tunnel, gone, local_session?}
 ---@return any err
 function M.left_tunnels(client, scope, opts)
@@ -148,9 +159,12 @@ function M.left_tunnels(client, scope, opts)
           if not sessions then return nil, err end
         end
         beats = beats or M.heartbeats(client, scope)
+        -- (a Service whose annotations cannot be read may hold it: kept)
         local on_service = false
         for _, s in ipairs(sessions) do
-          if s.id == t.id and s.namespace == t.namespace then on_service = true end
+          if s.namespace == t.namespace and (s.id == t.id or s.unreadable and (t.service == nil or s.service == t.service)) then
+            on_service = true
+          end
         end
         local mine = records.load(t.id)
         if mine and not records.same_cluster(mine, opts.server) then mine = nil end
