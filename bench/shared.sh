@@ -7,14 +7,17 @@
 #      interleaved rounds, medians of per-round ratios (goal >= 0.9 at 20);
 #   B. on the sandbox (SANDBOX_TIMING=realistic unless BENCH_TIMING says
 #      otherwise), the time until a second developer's route is live next to
-#      the first developer's (goal <= 1.5 s), and the leaves, interleaved;
+#      the first developer's (goal <= 1.5 s), and the leaves, interleaved
+#      with the same runs of BASELINE's czctl (a git revision, default main,
+#      built in a temporary directory) on the same sandbox;
 #   C. requests failed while a developer joins and leaves under load (wrk
 #      with and without the first developer's header against the Service;
 #      goal 0 non-2xx and 0 socket errors).
 # Results replace the "Several developers on one Service" section of
 # bench/RESULTS.md.
 #
-#   bench/shared.sh [ROUNDS] [RUNS] [CYCLES]   (defaults 5, 5, 3; BENCH_SECONDS per wrk run, default 2)
+#   bench/shared.sh [ROUNDS] [RUNS] [CYCLES]   (defaults 5, 5, 3; BENCH_SECONDS per wrk run, default 2;
+#                                               BASELINE: the revision part B compares with, default main)
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
@@ -23,6 +26,7 @@ RUNS=${2:-5}
 CYCLES=${3:-3}
 SECS=${BENCH_SECONDS:-2}
 TIMING=${BENCH_TIMING:-realistic}
+BASELINE=${BASELINE:-main}
 CZCTL=${CZCTL:-$ROOT/czctl}
 NGINX=${NGINX:-/usr/sbin/nginx}
 case "$ROUNDS$RUNS$CYCLES$SECS" in *[!0-9]*) echo "bench/shared.sh: counts must be whole numbers" >&2; exit 2 ;; esac
@@ -130,6 +134,11 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 stop_pids "${PIDS[@]}"; PIDS=()
 
 # --- B and C. joins and leaves on the sandbox ----------------------------------------
+# BASELINE's czctl, built from its tree (its Lua is embedded in the binary)
+BASE_REV=$(git rev-parse --short "$BASELINE") || { echo "bench/shared.sh: no revision $BASELINE" >&2; exit 1; }
+mkdir -p "$T/base" && git archive "$BASELINE" | tar -x -C "$T/base" && make -s -C "$T/base" czctl >"$T/base.log" 2>&1 ||
+  { cat "$T/base.log" >&2; echo "bench/shared.sh: cannot build $BASELINE" >&2; exit 1; }
+declare -A BIN=( [base]="$T/base/czctl" [this]="$CZCTL" )
 SANDBOX_TIMING=$TIMING "$ROOT/tests/sandbox/sandbox" up "$T/cluster" >"$T/up.log" 2>&1 ||
   { cat "$T/up.log" >&2; exit 1; }
 export KUBECONFIG="$T/cluster/kubeconfig"
@@ -146,21 +155,49 @@ for p in "$P1:dev1" "$P2:dev2"; do
   PIDS+=($!)
   wait_port 127.0.0.1 "${p%:*}"
 done
-dev() { local who=$1; shift; USER=$who XDG_STATE_HOME="$T/state-$who" "$CZCTL" "$@"; }
+# dev [-b VARIANT] NAME ARGS...: czctl (this tree's, or VARIANT's) as developer NAME
+dev() {
+  local bin=$CZCTL
+  [ "$1" = -b ] && { bin=${BIN[$2]}; shift 2; }
+  local who=$1; shift
+  USER=$who XDG_STATE_HOME="$T/state-$who" "$bin" "$@"
+}
 now_ms() { date +%s%3N; }
 timed() { local t0 t1; t0=$(now_ms); "$@" >/dev/null || return 1; t1=$(now_ms); echo $((t1 - t0)); }
-FIRST="" SECOND="" LEAVE2="" LEAVE1=""
+# live_in: ms from now until a request with dev2's header, sent from inside the
+# cluster, is answered by dev2 (the Service proxy applies an Endpoints change
+# after its lag, as kube-proxy does; each try costs a `sandbox exec`, so this
+# is an upper bound); fails after 5 s
+live_in() {
+  local t0 t
+  t0=$(now_ms)
+  while :; do
+    in_cluster curl -s --max-time 2 -H 'X-Dev: dev2' "http://$IP/" | grep -q '"pod": *"dev2"' && break
+    t=$(now_ms); [ $((t - t0)) -gt 5000 ] && return 1
+    sleep 0.02
+  done
+  t=$(now_ms); echo $((t - t0))
+}
+declare -A FIRST SECOND LIVE LEAVE2 LEAVE1 RATIO
+B_LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for i in $(seq "$RUNS"); do
-  v=$(timed dev dev1 service intercept demo -x X-Dev:dev1 -l "$P1" --tunnel direct -q) || exit 1; FIRST+="$v "
-  v=$(timed dev dev2 service intercept demo -x X-Dev:dev2 -l "$P2" --tunnel direct --progress json 2>>"$T/steps.json") ||
-    exit 1
-  SECOND+="$v "
-  [ "$(in_cluster curl -s -H 'X-Dev: dev2' "http://$IP/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pod"])')" = dev2 ] ||
-    { echo "bench/shared.sh: dev2's route is not live when its command returns" >&2; exit 1; }
-  v=$(timed dev dev2 session close -q) || exit 1; LEAVE2+="$v "
-  v=$(timed dev dev1 session close -q) || exit 1; LEAVE1+="$v "
-  echo "run $i: first $(printf '%s\n' $FIRST | tail -1) ms, second $(printf '%s\n' $SECOND | tail -1) ms" >&2
+  # this tree and BASELINE in turn, the order alternating
+  if [ $((i % 2)) = 1 ]; then order="this base"; else order="base this"; fi
+  for b in $order; do
+    v=$(timed dev -b "$b" dev1 service intercept demo -x X-Dev:dev1 -l "$P1" --tunnel direct -q) || exit 1
+    FIRST[$b]+="$v "
+    v=$(timed dev -b "$b" dev2 service intercept demo -x X-Dev:dev2 -l "$P2" --tunnel direct --progress json \
+          2>>"$T/steps-$b.json") || exit 1
+    SECOND[$b]+="$v "
+    w=$(live_in) || { echo "bench/shared.sh: dev2's route is not live 5 s after its command returned ($b)" >&2; exit 1; }
+    LIVE[$b]+="$((v + w)) "
+    v=$(timed dev -b "$b" dev2 session close -q) || exit 1; LEAVE2[$b]+="$v "
+    v=$(timed dev -b "$b" dev1 session close -q) || exit 1; LEAVE1[$b]+="$v "
+    echo "run $i $b: first $(printf '%s\n' ${FIRST[$b]} | tail -1) ms, second $(printf '%s\n' ${SECOND[$b]} | tail -1) ms" >&2
+  done
+  RATIO[second]+="$(awk -v a="$(printf '%s\n' ${SECOND[this]} | tail -1)" -v b="$(printf '%s\n' ${SECOND[base]} | tail -1)" 'BEGIN{printf "%.4f", a/b}') "
 done
+B_LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 dev dev1 service intercept demo -x X-Dev:dev1 -l "$P1" --tunnel direct -q || exit 1
 # (sandbox exec execs wrk: $! is wrk itself, and SIGINT makes it print its summary)
@@ -184,20 +221,30 @@ wrk_failures() {  # FILE: "requests non2xx socket-errors"
 read -r R_NONE N_NONE S_NONE <<<"$(wrk_failures "$T/wrk-none.out")"
 read -r R_DEV1 N_DEV1 S_DEV1 <<<"$(wrk_failures "$T/wrk-dev1.out")"
 
-first=$(med3 "$FIRST"); second=$(med3 "$SECOND"); leave2=$(med3 "$LEAVE2"); leave1=$(med3 "$LEAVE1")
-# the second developer's intercept, step by step (--progress json): median ms per step
-STEPS=$(python3 - "$T/steps.json" <<'PY'
+for b in this base; do
+  eval "first_$b=\$(med3 \"\${FIRST[$b]}\"); second_$b=\$(med3 \"\${SECOND[$b]}\"); live_$b=\$(med3 \"\${LIVE[$b]}\")"
+  eval "leave2_$b=\$(med3 \"\${LEAVE2[$b]}\"); leave1_$b=\$(med3 \"\${LEAVE1[$b]}\")"
+done
+second=$second_this
+# the second developer's intercept, step by step (--progress json): median ms per step, this tree and BASELINE
+STEPS=$(python3 - "$T/steps-this.json" "$T/steps-base.json" <<'PY'
 import json, statistics, sys
-steps = {}
-for line in open(sys.argv[1]):
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
-    if e.get("event") == "step" and e.get("status") == "done":
-        steps.setdefault(e["step"].split(" to localhost:")[0], []).append(e["ms"])
-for name, ms in steps.items():
-    print("| %s | %d ms |" % (name, statistics.median(ms)))
+def steps_of(path):
+    steps = {}
+    for line in open(path):
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if e.get("event") == "step" and e.get("status") == "done":
+            name = e["step"].split(" to localhost:")[0]
+            name = name.split(" czctl-route-")[0] if name.startswith("Create Secret") else name
+            steps.setdefault(name, []).append(e["ms"])
+    return steps
+this, base = steps_of(sys.argv[1]), steps_of(sys.argv[2])
+for name in list(this) + [n for n in base if n not in this]:
+    med = lambda s: "%d ms" % statistics.median(s[name]) if name in s else "–"
+    print("| %s | %s | %s |" % (name, med(this), med(base)))
 PY
 )
 second_s=$(awk -v v="$second" 'BEGIN{printf "%.3f", v/1000}')
@@ -226,36 +273,44 @@ section=$(mktemp)
   echo "throughput ratio the proxy can reach. Goal ≥ 0.9 at 20 sessions (CPU ratio):"
   echo "$(goal "$(med3 "${RC[n20]}")" ">=" 0.9); by req/s: $(goal "$(med3 "${RR[n20]}")" ">=" 0.9)."
   echo
-  echo "**Joining and leaving** (the sandbox, \`SANDBOX_TIMING=$TIMING\`, $RUNS interleaved runs, medians of"
-  echo "each command's wall time; a command returns once its route is live: the proxy runs the new"
-  echo "configuration and the Service's Endpoints list only its new pod):"
+  echo "**Joining and leaving** (the sandbox, \`SANDBOX_TIMING=$TIMING\`, $RUNS runs, each of this tree and of"
+  echo "BASELINE $BASELINE ($BASE_REV) in turn on the same sandbox, the order alternating; medians of each"
+  echo "command's wall time; a command returns once its route is live: the proxy runs the new configuration"
+  echo "and the Service's Endpoints list only its new pod; load average $B_LOAD_BEFORE before, $B_LOAD_AFTER after):"
   echo
-  echo "| step | median |"
-  echo "|---|---|"
-  echo "| first developer's intercept (creates the proxy, redirects the Service) | $first ms |"
-  echo "| second developer's intercept (a rolling update of the proxy) | **$second ms** |"
-  echo "| second developer leaves (rolling update, old pod drained) | $leave2 ms |"
-  echo "| last developer leaves (restore; the proxy deleted once its pods drained) | $leave1 ms |"
+  echo "| step | this tree | $BASELINE ($BASE_REV) |"
+  echo "|---|---|---|"
+  echo "| first developer's intercept (creates the proxy, redirects the Service) | $first_this ms | $first_base ms |"
+  echo "| second developer's intercept (a rolling update of the proxy) | **$second_this ms** | $second_base ms |"
+  echo "| ... until a request with its header, sent from inside the cluster after the command returned, reached it | $live_this ms | $live_base ms |"
+  echo "| second developer leaves (rolling update, old pod drained) | $leave2_this ms | $leave2_base ms |"
+  echo "| last developer leaves (restore; the proxy deleted once its pods drained) | $leave1_this ms | $leave1_base ms |"
+  echo
+  echo "Second intercept, this tree / $BASELINE: median of the per-run ratios $(med3 "${RATIO[second]}")."
   echo
   echo "The second developer's intercept step by step (medians of the same runs, \`--progress json\`):"
   echo
-  echo "| step | median |"
-  echo "|---|---|"
+  echo "| step | this tree | $BASELINE |"
+  echo "|---|---|---|"
   echo "$STEPS"
   echo
   echo "Goal ≤ 1.5 s until the second developer's route is live: $(goal "$second_s" "<=" 1.5). What bounds it:"
-  echo "one new proxy pod per join (\"Wait for the proxy to run the new routes\": scheduling, the pod"
-  echo "sandbox and container start, 0.8 s at realistic timing, the readiness probe, which this"
-  echo "sandbox's kubelet runs once NGINX listens and a real kubelet at its next \`periodSeconds: 1\`"
-  echo "tick, up to 1 s later), the old pod leaving the Endpoints, the session keeper's start"
-  echo "(\"Start direct tunnel\", a process that must run before the route is rendered, since the"
-  echo "configuration carries its address) and, outside the steps, czctl's start, the kubeconfig, the"
-  echo "connection and the access review (the rest of the command's time); the old pod's"
-  echo "drain (preStop 5 s) happens after. On a real cluster add kube-proxy's sync (up to its 1 s"
-  echo "\`minSyncPeriod\`) before new connections see the new pod. A join without a new pod would need"
-  echo "the running proxy to change its configuration: a reload closes kept-alive connections under"
-  echo "their clients and needs \`pods/exec\`, a mounted ConfigMap arrives after the kubelet's sync"
-  echo "(60-90 s): docs/decisions.md, section 1."
+  echo "one new proxy pod per join (\"Wait for the proxy to run the new routes\"): the Deployment and"
+  echo "ReplicaSet controllers and the scheduler (tens of ms), the pod sandbox and container start (0.8 s at"
+  echo "realistic timing), then the first readiness probe, which a kubelet runs at the status sync after"
+  echo "its PLEG relist has seen the container running (0-1 s, modelled since this measurement's sandbox:"
+  echo "\`pleg_relist\`; \`periodSeconds: 1\` and no \`initialDelaySeconds\` are already the fastest"
+  echo "a probe can be set to), and the old pod leaving the Endpoints; then czctl's own part: its start,"
+  echo "the kubeconfig, the connection and the access review (the command's time outside the steps),"
+  echo "the session keeper's start (\"Start direct tunnel\": a process that must run before the route"
+  echo "Secret is written, and the pod cannot start before that Secret exists) and about ten API round"
+  echo "trips. The old pod's drain (preStop 5 s) happens after. After the command returns, the Service"
+  echo "proxy's sync (kube-proxy: its lag and up to its 1 s \`minSyncPeriod\`; the sandbox models both) comes"
+  echo "before new connections reach the new pod, which czctl cannot observe from outside the cluster:"
+  echo "the row \"until a request ... reached it\" (an upper bound: each try is a \`sandbox exec\`). A join without a new"
+  echo "pod would need the running proxy to change its configuration: a reload closes kept-alive"
+  echo "connections under their clients and needs \`pods/exec\`, a mounted ConfigMap arrives after the"
+  echo "kubelet's sync (60-90 s): docs/decisions.md, section 1."
   echo "Load average during this part: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "**Under load** (\`wrk -t1 -c4\` against the Service's ClusterIP without a header and with the"

@@ -224,15 +224,47 @@ describe("the proxy's configuration", function()
     assert.same({ name = "route-a", mountPath = "/etc/czctl-session/a", readOnly = true }, mounts["route-a"])
     assert.equal(101, spec.securityContext.fsGroup)
   end)
-  it("is named by its content: the same state, the same Secret; another, another", function()
-    local a = shared.config_secret("default", "web", assert(shared.render(svc, state, "10.0.0.99")))
-    local b = shared.config_secret("default", "web", assert(shared.render(svc, state, "10.0.0.99")))
+  it("is named by its content, which starts with the routes-version: a version has one Secret", function()
+    local a = shared.config_secret("default", "web", assert(shared.render(svc, state, "10.0.0.99")), 2)
+    local b = shared.config_secret("default", "web", assert(shared.render(svc, state, "10.0.0.99")), 2)
     assert.equal(a.metadata.name, b.metadata.name)
     assert.match("^czctl%-proxy%-web%-%x+$", a.metadata.name)
     assert.is_true(a.immutable)
+    assert.equal("2", a.metadata.labels["czctl.io/routes-version"])
+    assert.match("^# czctl routes%-version 2\n", a.stringData["nginx.conf"])
     local one = { sessions = { state.sessions[1] }, version = 3 }
-    local c = shared.config_secret("default", "web", assert(shared.render(svc, one, "10.0.0.99")))
+    local c = shared.config_secret("default", "web", assert(shared.render(svc, one, "10.0.0.99")), 3)
     assert.not_equal(a.metadata.name, c.metadata.name)
+    -- the same routes again (a join, then a leave): a new Secret, not the old one
+    local again = shared.config_secret("default", "web", assert(shared.render(svc, state, "10.0.0.99")), 4)
+    assert.not_equal(a.metadata.name, again.metadata.name)
+  end)
+  it("collects only configurations older than the Deployment's and unused, never a writer's newer one", function()
+    -- routes-version 3 in the template, its old pod (version 2) still
+    -- draining; a writer of version 4 has created its Secret and not yet
+    -- patched the Deployment (three developers joining at once)
+    local function secret(name, version)
+      return { metadata = { name = name, labels = version and { ["czctl.io/routes-version"] = version } or nil } }
+    end
+    local volumes = function(name) return { { name = "config", secret = { secretName = name } } } end
+    local deleted = {}
+    local client = {
+      get = function(_, kind)
+        assert.equal("Deployment", kind)
+        return { metadata = { annotations = { ["czctl.io/routes-version"] = "3" } },
+                 spec = { template = { spec = { volumes = volumes("czctl-proxy-web-c3") } } } }
+      end,
+      list = function(_, kind)
+        if kind == "Pod" then return { items = { { spec = { volumes = volumes("czctl-proxy-web-b2") } } } } end
+        return { items = { secret("czctl-proxy-web-a1", "1"), secret("czctl-proxy-web-b2", "2"),
+                           secret("czctl-proxy-web-c3", "3"), secret("czctl-proxy-web-d4", "4"),
+                           secret("czctl-proxy-web-old"), secret("czctl-route-x", "1") } }
+      end,
+      delete = function(_, kind, name) assert.equal("Secret", kind); deleted[#deleted + 1] = name; return true end,
+    }
+    shared.collect_secrets(client, "default", "web")
+    table.sort(deleted)
+    assert.same({ "czctl-proxy-web-a1", "czctl-proxy-web-old" }, deleted)
   end)
   it("rolls one pod at a time and drains the old one", function()
     local d = shared.deployment{ namespace = "default", service = "web", image = "x", ports = {

@@ -473,7 +473,7 @@ function Run:update_proxy()
   local by_kind = { Service = self.hooks.service_copy, Secret = self.hooks.config_secret,
                     Deployment = self.hooks.deployment }
   local result = self.out:step(string.format("Update proxy Deployment %s", shared.names(name).deployment), function()
-    local r, err = shared.reconcile(client, ns, name, { image = o.image, create = function(obj)
+    local r, err = shared.reconcile(client, ns, name, { image = o.image, svc = self.svc, create = function(obj)
       obj = apply_hook(by_kind[obj.kind], obj, self)
       local created, cerr = client:create(obj, { namespace = ns })
       if not created and not (type(cerr) == "table" and type(cerr.code) == "number" and cerr.code >= 400) then
@@ -489,6 +489,8 @@ function Run:update_proxy()
       return created, cerr
     end })
     if not r then fail(err) end
+    -- older configurations no pod uses go now, while the new pod starts
+    shared.collect_secrets(client, ns, name)
     return r
   end)
   self.deployment = result.deployment
@@ -503,7 +505,6 @@ function Run:wait_proxy_ready()
     local d, err = shared.wait_rollout(self.client, self.opts.namespace, self.opts.service, self.version,
                                        M.PROXY_READY_TIMEOUT)
     if not d then fail(err) end
-    shared.collect_secrets(self.client, self.opts.namespace, self.opts.service)
   end)
   -- A tunnel that connects from this machine (kube) is ready once it reached the cluster.
   if self.provider.wait_ready then

@@ -462,16 +462,25 @@ function M.render(svc, state, original_ip)
                        route_dir = intercept.ROUTE_DIR }
 end
 
---- The immutable Secret holding a configuration, named by its hash.
+--- The immutable Secret holding a configuration for a routes-version,
+--- named by the hash of its content. The content starts with the version
+--- (a comment line), so every version has a Secret of its own, labelled
+--- with it: collect_secrets relies on that (a configuration that comes back,
+--- as after a join and a leave, is a new Secret, never an older one that a
+--- collector may be deleting at that moment).
 ---@param namespace string
 ---@param service string
 ---@param conf string
+---@param version integer
 ---@return table
-function M.config_secret(namespace, service, conf)
+function M.config_secret(namespace, service, conf, version)
+  conf = string.format("# czctl routes-version %d\n%s", math.tointeger(version) or 0, conf)
+  local labels = M.labels(service)
+  labels[M.VERSION] = tostring(math.tointeger(version) or 0)
   return {
     apiVersion = "v1", kind = "Secret", type = "Opaque", immutable = true,
     metadata = { name = M.names(service).secret_prefix .. content_hash(conf), namespace = namespace,
-                 labels = M.labels(service) },
+                 labels = labels },
     stringData = { ["nginx.conf"] = conf },
   }
 end
@@ -547,16 +556,21 @@ end
 ---@param client table
 ---@param namespace string
 ---@param name string the Service
----@param opts {image: string, deployment_hook?: fun(d: table): table, create?: fun(obj: table): table}
+---@param opts {image: string, svc?: table, deployment_hook?: fun(d: table): table, create?: fun(obj: table): table}
 ---@return table|nil result {version, deployment, changed, svc, state}
 ---@return any err
+--- (opts.svc: the Service as the API server just answered a patch of it,
+--- as fresh as a read; used for the first try instead of reading it again)
 function M.reconcile(client, namespace, name, opts)
   local kube = require "czctl.kube"
   local names = M.names(name)
   local create = opts.create or function(obj) return client:create(obj, { namespace = namespace }) end
   local last_err
+  local fresh = opts.svc
   for _ = 1, 6 do
-    local svc, err = client:get("Service", name, { namespace = namespace })
+    local svc, err = fresh, nil
+    fresh = nil
+    if not svc then svc, err = client:get("Service", name, { namespace = namespace }) end
     if not svc then return nil, err end
     local state = M.state(svc)
     if #state.sessions == 0 then return { version = state.version, svc = svc, state = state, changed = false } end
@@ -575,7 +589,7 @@ function M.reconcile(client, namespace, name, opts)
     end
     local conf, rerr = M.render(svc, state, copy.spec.clusterIP)
     if not conf then return nil, "cannot render the proxy configuration: " .. tostring(rerr) end
-    local secret = M.config_secret(namespace, name, conf)
+    local secret = M.config_secret(namespace, name, conf, state.version)
     local made, serr = create(secret)
     if not made and not kube.already_exists(serr) then return nil, serr end
     local d, derr = client:get("Deployment", names.deployment, { namespace = namespace })
@@ -765,19 +779,26 @@ function M.pods_routing_before(client, namespace, name, state)
 end
 
 --- Delete the configuration Secrets of a Service's proxy that no pod and no
---- template uses (the sessions' route Secrets are each session's to delete).
+--- template uses and that are older than the template's routes-version (the
+--- sessions' route Secrets are each session's to delete). A writer of a newer
+--- version may have created its Secret and not yet pointed the Deployment at
+--- it (reconcile): its Secret is newer than any template a collector can
+--- have read, so it stays. Without a Deployment nothing is collected (a
+--- first writer may be about to create it; the last leave deletes them all).
 ---@param client table
 ---@param namespace string
 ---@param name string
 function M.collect_secrets(client, namespace, name)
   local used = {}
   local d = client:get("Deployment", M.names(name).deployment, { namespace = namespace })
+  if not d then return end
+  local floor = deployment_version(d)
   local function note(spec)
     for _, v in ipairs(spec and spec.volumes or {}) do
       if not is_null(v.secret) then used[v.secret.secretName] = true end
     end
   end
-  if d then note(d.spec.template.spec) end
+  note(d.spec.template.spec)
   local pods = client:list("Pod", { namespace = namespace, labelSelector = M.PROXY_LABEL .. "=" .. name })
   for _, pod in ipairs(pods and pods.items or {}) do note(pod.spec) end
   local list = client:list("Secret", { namespace = namespace,
@@ -785,7 +806,9 @@ function M.collect_secrets(client, namespace, name)
                                          .. "=czctl" })
   local prefix = M.names(name).secret_prefix
   for _, s in ipairs(list and list.items or {}) do
-    if not used[s.metadata.name] and s.metadata.name:sub(1, #prefix) == prefix then
+    local labels = s.metadata.labels
+    local version = (not is_null(labels)) and math.tointeger(tonumber(labels[M.VERSION])) or 0
+    if not used[s.metadata.name] and version < floor and s.metadata.name:sub(1, #prefix) == prefix then
       intercept.delete_if_present(client, "Secret", s.metadata.name, namespace)
     end
   end

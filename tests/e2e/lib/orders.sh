@@ -1,7 +1,7 @@
 # Several developers on one Service (issue 9, acceptance 1), for
 # test_shared_orders*.sh: source after common.sh, then leave_orders ORDER...
 # (each ORDER "alice bob carol" or another permutation). The three join
-# (alice -x X-Dev:alice, bob -x X-Dev:bob, carol a cookie rule), leave in that
+# at once (alice -x X-Dev:alice, bob -x X-Dev:bob, carol a cookie rule), leave in that
 # order, and each order ends with the Service exactly as it started; at the
 # end the last one out has deleted the proxy, its Secrets, the copy Service
 # and the heartbeats, and the cluster equals its snapshot from before.
@@ -12,7 +12,10 @@ leave_orders() {
   source "$E2E_LIB/devs.sh"
   devs_cluster
   for order in "$@"; do
-    join alice -q && join bob -q && join carol -q || fail "the three join ($order)"
+    # the three join a fresh Service at the same moment: the API server
+    # serialises their membership patches, each rolls the one proxy
+    join alice -q & a=$!; join bob -q & b=$!; join carol -q & c=$!
+    wait $a && wait $b && wait $c || fail "the three join at once ($order)"
     for who in $order; do leave "$who" || fail "$who leaves ($order)"; done
     is "$(service_state demo)" "$svc_before" "leaving in the order $order restores the Service exactly"
   done

@@ -73,6 +73,7 @@ class Probe:
         self.failures = 0
         self.result = None       # None until the first decision, then True/False
         self.next_due = None
+        self.after = None        # timing.probe_schedule: the next probe after one that ended
         self.last_message = ""
 
 
@@ -965,7 +966,7 @@ class PodWorker:
         netns.enter(self.kubelet.network.cluster_netns)   # probes come from the node, as a kubelet's do
         start = time.monotonic()
         for p in c.probes.values():
-            p.next_due = start + p.initial
+            p.next_due, p.after = timing.probe_schedule(start, p.initial, p.period)
         while c.probe_gen == gen and self.shutdown_grace is None and not self.deleted:
             nowm = time.monotonic()
             active = [p for p in c.probes.values()
@@ -981,7 +982,7 @@ class PodWorker:
                 if p.next_due > nowm or c.probe_gen != gen:
                     continue
                 ok, msg = self._probe_once(c, p.spec, p.timeout)
-                p.next_due = time.monotonic() + p.period
+                p.next_due = p.after(time.monotonic())
                 self._probe_result(c, p, ok, msg, gen)
 
     def _probe_result(self, c, p, ok, msg, gen):

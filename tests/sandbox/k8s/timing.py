@@ -15,6 +15,9 @@ Interface (every component asks here, nothing else reads the variable):
     timing.image_pull(cached, always) -> float
     timing.pod_resync_interval() -> float | None   # None: propagate at once
     timing.api_latency(method) -> float   # per API request (API server side)
+    timing.probe_schedule(started, initial, period) -> (first, next)
+        # when a container started at `started` is probed first, and the
+        # function giving each later probe's time from the time a probe ended
     timing.datapath_due(now, last_applied) -> float
         # monotonic time at which a Service proxy applies an Endpoints change
         # seen at `now`, given when it last applied one (kube-proxy's
@@ -44,6 +47,9 @@ REALISTIC = {
     # kubelet syncFrequency: a pod is re-synced every Jitter(60 s, 0.5), and
     # a changed ConfigMap/Secret reaches its volume on that sync.
     "volume_sync": 60.0,
+    # kubelet generic PLEG relist period: a started container is in the pod's
+    # status (and its first readiness probe runs) at the next relist.
+    "pleg_relist": 1.0,
     # EndpointSlice change -> kube-proxy rules on a small idle cluster.
     "endpoints_lag": 0.3,
     # kube-proxy iptables minSyncPeriod (default 1 s).
@@ -132,3 +138,28 @@ def datapath_due(now, last_applied):
     if last_applied is not None:
         due = max(due, last_applied + min_sync)
     return due
+
+
+def probe_schedule(started, initial, period):
+    """When the kubelet probes a container that started at monotonic time
+    `started` (initialDelaySeconds `initial`, periodSeconds `period`):
+    (first, next) where `next(now)` is the probe after one that ended at
+    `now`. Fast mode: first at started + initial, then every period after a
+    probe. Realistic mode, as the kubelet's prober worker does: it ticks
+    every period from its creation at the pod's sync (a phase unrelated to
+    the container's start); the status sync after the PLEG relist that sees
+    the container running (0 to pleg_relist later) triggers a probe at once,
+    which counts only once initialDelaySeconds have passed; otherwise the
+    first tick after them."""
+    if not _realistic:
+        return started + initial, lambda now: now + period
+    phase = started + random.uniform(0, period)
+
+    def tick_after(t):
+        if t < phase - 1e-9:
+            return phase
+        return phase + (int((t - phase) / period + 1e-9) + 1) * period
+    seen = started + random.uniform(0, _figures["pleg_relist"])
+    first = seen if seen >= started + initial else tick_after(started + initial)
+    return first, tick_after
+

@@ -99,6 +99,26 @@ class TimingTest(unittest.TestCase):
         finally:
             timing.configure(os.environ.get(timing.ENV, ""))
 
+    def test_probe_schedule_as_the_kubelets_prober(self):
+        try:
+            timing.configure("")
+            first, after = timing.probe_schedule(100.0, 2, 5)
+            self.assertEqual((first, after(103.0)), (102.0, 108.0), "fast: at initialDelaySeconds, then every period")
+            timing.configure("realistic,pleg_relist=1")
+            for _ in range(50):
+                first, after = timing.probe_schedule(100.0, 0, 1)
+                # no delay: the status sync after the PLEG relist that sees it running
+                self.assertTrue(100.0 <= first <= 101.0, first)
+                second = after(first)
+                self.assertTrue(first < second <= first + 1.0 + 1e-9, "then the worker's 1 s ticks")
+                self.assertAlmostEqual(after(second) - second, 1.0)
+                first, after = timing.probe_schedule(100.0, 3, 2)
+                # a delay: the first tick once it has passed (ticks keep their phase)
+                self.assertTrue(103.0 <= first < 105.0, first)
+                self.assertAlmostEqual(after(first) - first, 2.0)
+        finally:
+            timing.configure(os.environ.get(timing.ENV, ""))
+
     def test_quantities(self):
         for q, want in (("64Mi", 64 << 20), ("500m", 0.5), ("1", 1), ("129e6", 129e6), ("1Gi", 1 << 30),
                         ("123M", 123e6), ("x", None), (None, None)):
