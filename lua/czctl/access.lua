@@ -79,6 +79,15 @@ M.NEEDS = {
     p("list", "apps", "deployments", "proxies no session uses"),
     p("list", "coordination.k8s.io", "leases", "the sessions' heartbeats"),
   },
+  -- with --tunnel kube, on top of "service intercept" (its relay's
+  -- Deployment and Service are covered there)
+  ["tunnel kube"] = {
+    p("create", "networking.k8s.io", "networkpolicies", "keep every pod but the proxy's off the session's relay "
+                                                        .. "(the hop to it is plain HTTP)"),
+    p("delete", "networking.k8s.io", "networkpolicies", "remove it when the session closes"),
+    p("list", "networking.k8s.io", "networkpolicies", "find relays left behind (session list, session close)"),
+    p("create", "", "pods/portforward", "the holder's streams to the relay pod, as kubectl port-forward opens them"),
+  },
   ["service env"] = {
     p("get", "", "services", "the Service's selector"),
     p("list", "", "pods", "a ready pod behind the Service"),
@@ -127,8 +136,9 @@ end
 function M.rule_allows(rule, q)
   if not has(rule.verbs, q.verb) or not has(rule.apiGroups, q.group) then return false end
   local resource_ok = false
+  local sub = q.resource:match("/(.+)$")
   for _, r in ipairs(rule.resources or {}) do
-    if r == "*" or r == q.resource then resource_ok = true end
+    if r == "*" or r == q.resource or (sub and r == "*/" .. sub) then resource_ok = true end
   end
   if not resource_ok then return false end
   local names = rule.resourceNames
@@ -149,7 +159,8 @@ end
 local function access_review(client, namespace, q)
   local review, err = client:create({
     apiVersion = "authorization.k8s.io/v1", kind = "SelfSubjectAccessReview",
-    spec = { resourceAttributes = { namespace = namespace, verb = q.verb, group = q.group, resource = q.resource,
+    spec = { resourceAttributes = { namespace = namespace, verb = q.verb, group = q.group,
+                                    resource = q.resource:match("^[^/]+"), subresource = q.resource:match("/(.+)$"),
                                     name = q.name } } })
   if not review then return nil, err end
   return (review.status or {}).allowed == true

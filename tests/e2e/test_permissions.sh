@@ -115,6 +115,24 @@ mv "$XDG_STATE_HOME" "$WORK/state-elsewhere"
 is "$(service_state demo)" "$svc_before" "the Service is restored again"
 is "$(czctl_leftovers)" "" "nothing is left behind again"
 
+# --- --tunnel kube: refused up front without its Role, works with both -------------
+mark=$(wc -l <"$CLUSTER/audit.jsonl")
+out=$("$CZCTL" service intercept demo "${AS[@]}" -l "$PORT" --tunnel kube 2>&1); rc=$?
+is "$rc:$(printf '%s\n' "$out" | wc -l)" "1:1" "--tunnel kube with only the developer Role fails with one line"
+like "$out" 'needs permissions you do not have in namespace "default": create networkpolicies.networking.k8s.io, delete networkpolicies.networking.k8s.io, list networkpolicies.networking.k8s.io, create pods/portforward \(see docs/permissions.md' \
+  "... naming exactly what examples/czctl-kube-tunnel-role.yaml grants"
+is "$(tail -n +"$((mark + 1))" "$CLUSTER/audit.jsonl" | grep '"user":"restricted"' | grep -v '"method":"GET"' \
+      | grep -v '"path":"/apis/authorization.k8s.io/')" "" "... having written nothing"
+sed 's/developer@example.com/restricted/' "$E2E_ROOT/examples/czctl-kube-tunnel-role.yaml" | kubectl apply -n default -f - >/dev/null
+is "$(kubectl "${AS[@]}" auth can-i create pods --subresource=portforward -n default)" yes "kubectl auth can-i agrees the kube tunnel Role is bound"
+out=$("$CZCTL" service intercept demo "${AS[@]}" -l "$PORT" --tunnel kube -q 2>&1); rc=$?
+is "$rc" 0 "with both Roles, service intercept --tunnel kube works"; [ "$rc" = 0 ] || echo "$out" | sed 's/^/# /'
+like "$(who "http://$(cluster_ip demo)/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "... and routes to this machine through the API server"
+"$CZCTL" session close "${AS[@]}" -q; is "$?" 0 "... and its session closes with them"
+is "$(service_state demo)" "$svc_before" "the Service is restored"
+is "$(czctl_leftovers; kubectl get networkpolicies -A -l app.kubernetes.io/managed-by=czctl -o name)" "" "nothing is left behind (the relay included)"
+kubectl delete -n default role/czctl-kube-tunnel rolebinding/czctl-kube-tunnel >/dev/null
+
 # --- each verb of each rule removed in turn --------------------------------------
 # A session (the admin's) holds the Service meanwhile, so that `-c` (close
 # it first) has something to close.

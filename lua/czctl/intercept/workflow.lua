@@ -173,6 +173,12 @@ end
 ---@param commands string[] names in czctl.access.NEEDS
 function M.check_access(ctx, opts, commands)
   local access = require "czctl.access"
+  -- a tunnel whose provider makes cluster objects of its own needs more ("tunnel kube")
+  local tunnel = "tunnel " .. tostring(opts.tunnel)
+  if access.NEEDS[tunnel] and commands[1] == "service intercept" then
+    commands = { table.unpack(commands) }
+    commands[#commands + 1] = tunnel
+  end
   -- not a step of its own on screen: when it passes there is nothing to say
   local ok, err = access.check(ctx.kube(), opts.namespace or "default", access.needs(table.unpack(commands)),
                                "czctl service intercept", opts.service)
