@@ -77,6 +77,50 @@ end
 
 local plan_routes
 
+-- How an intercepted port is served (czctl.proxy.protocol decides it): an
+-- HTTP/1.1 server ("http"), an HTTP/2 server with grpc_pass to both routes
+-- ("h2c"), or a stream server that sends every connection to the tunnel,
+-- bytes untouched ("tcp", which needs a rule that routes everything).
+local MODES = { http = true, h2c = true, tcp = true }
+
+local function check_mode(p, what, routes)
+  if not MODES[p.mode] then return fail("%s: mode must be http, h2c or tcp, got %s", what, tostring(p.mode)) end
+  if p.mode == "tcp" and p.intercept then
+    for _, r in ipairs(routes) do
+      if (r.port == nil or math.tointeger(r.port) == p.port) and not (type(r.rule) == "table" and r.rule.all) then
+        return fail("%s: a port intercepted at TCP level (mode tcp) takes every connection: its rule must be "
+                    .. "{ all = true }", what)
+      end
+    end
+  end
+  return true
+end
+
+-- The intercepted ports served over HTTP (http, h2c), and those at TCP level.
+-- The scheme of a tunnel target for a mode: grpc_pass takes grpc:// and
+-- grpcs:// where proxy_pass takes http:// and https://.
+local function upstream_scheme(mode, scheme)
+  if mode == "h2c" then return scheme == "https" and "grpcs" or "grpc" end
+  return scheme
+end
+
+-- A proxy module directive for a port's mode: "proxy_pass" or "grpc_pass",
+-- "proxy_ssl_name" or "grpc_ssl_name", ... (the two modules' directives
+-- have the same names and meanings for what the proxy uses).
+local function directive(p, name)
+  return (p.mode == "h2c" and "grpc_" or "proxy_") .. name
+end
+
+local function split_intercepted(ports)
+  local http, tcp = {}, {}
+  for _, p in ipairs(ports) do
+    if p.intercept then
+      if p.mode == "tcp" then tcp[#tcp + 1] = p else http[#http + 1] = p end
+    end
+  end
+  return http, tcp
+end
+
 -- Check the options once and derive everything the emitters need (the plan
 -- `c`): ports with ids, the rule's condition and maps, the tunnel, flags.
 -- With opts.routes (several sessions on one proxy) a port is intercepted
@@ -91,13 +135,20 @@ local function plan(opts)
     local routed = {}
     for i, r in ipairs(opts.routes) do
       if type(r) ~= "table" then return fail("proxy.render: routes[%d] must be a table", i) end
-      routed[math.tointeger(r.port) or -1] = true
+      local port, mode = math.tointeger(r.port) or -1, r.mode or "http"
+      if routed[port] and routed[port] ~= mode then
+        return fail("proxy.render: routes[%d]: port %s is intercepted as %s by another route, not %s", i,
+                    tostring(r.port), routed[port], mode)
+      end
+      routed[port] = mode
     end
     local copy = {}
     for i, p in ipairs(opts.ports) do
       copy[i] = {}
       for k, v in pairs(p) do copy[i][k] = v end
-      copy[i].intercept = routed[math.tointeger(p.port) or -2] == true
+      local mode = routed[math.tointeger(p.port) or -2]
+      copy[i].intercept = mode ~= nil
+      copy[i].mode = mode or p.mode
     end
     for i, r in ipairs(opts.routes) do
       local found = false
@@ -144,8 +195,10 @@ local function plan(opts)
     if rules.has_control(name) then return fail("%s: name has control characters", what) end
     -- Numbers from JSON arrive as floats: keep integral ones as integers.
     p = { name = name, port = math.tointeger(p.port) or p.port, listen = math.tointeger(p.listen) or p.listen,
-          original = p.original, intercept = p.intercept, protocol = p.protocol or "TCP" }
+          original = p.original, intercept = p.intercept, protocol = p.protocol or "TCP", mode = p.mode or "http" }
     ports[i] = p
+    local okm, merr = check_mode(p, what, multi or { { rule = rule } })
+    if not okm then return nil, merr end
     if p.protocol ~= "TCP" and p.protocol ~= "UDP" then
       return fail("%s: protocol %s cannot pass through the proxy (NGINX proxies TCP and UDP only)",
                   what, tostring(p.protocol))
@@ -193,8 +246,7 @@ local function plan(opts)
   if not keepalive or keepalive < 0 then return fail("proxy.render: upstream_keepalive must be a count >= 0") end
   local route_header = opts.route_header == true
 
-  local intercepted = {}
-  for _, p in ipairs(ports) do if p.intercept then intercepted[#intercepted + 1] = p end end
+  local intercepted, tcp_intercepted = split_intercepted(ports)
   local extra = {}
   for k, v in pairs(any_intercept and up.extra_headers or {}) do extra[#extra + 1] = { k, v } end
   table.sort(extra, function(a, b) return a[1] < b[1] end)
@@ -202,7 +254,8 @@ local function plan(opts)
     ports = ports, rule = rule, warnings = warnings, runtime_dir = runtime_dir, health_port = health_port,
     listen = listen, session = session, any_intercept = any_intercept, up = up, tunnel = tunnel,
     expr = expr, maps = maps, keepalive = keepalive, route_header = route_header,
-    access_log = opts.access_log, intercepted = intercepted, route_all = expr == "1", extra = extra,
+    access_log = opts.access_log, intercepted = intercepted, tcp_intercepted = tcp_intercepted,
+    route_all = expr == "1", extra = extra,
     keepalive_time = math.tointeger(opts.keepalive_time),
   }
 end
@@ -231,7 +284,7 @@ function plan_routes(routes, c, opts)
     if not tunnel then return fail("%s: %s", what, err) end
     local up = r.tunnel_upstream
     local route = { id = id, key = key, rule = r.rule, var = var, maps = maps, tunnel = tunnel, up = up,
-                    port = math.tointeger(r.port) }
+                    port = math.tointeger(r.port), mode = r.mode or "http" }
     route.host_header = up.host_header
     if tunnel.scheme == "https" and not route.host_header and not tunnel.is_ip then route.host_header = tunnel.host end
     route.ssl_name = tunnel.scheme == "https" and not tunnel.is_ip and tunnel.host or nil
@@ -240,14 +293,15 @@ function plan_routes(routes, c, opts)
     route.runtime_resolve = (not tunnel.is_ip) and resolver ~= false
     if route.runtime_resolve then c.resolver = c.resolver or resolver end
     local hostport = tunnel.host .. ":" .. tunnel.port
+    local scheme = upstream_scheme(route.mode, tunnel.scheme)
     if route.runtime_resolve then
       -- not an upstream's name: NGINX resolves it per request
-      route.target = tunnel.scheme .. "://" .. hostport
+      route.target = scheme .. "://" .. hostport
     else
       route.upstream = "czctl_tunnel_" .. key
-      route.target = tunnel.scheme .. "://" .. route.upstream
-      route.hostport = hostport
+      route.target = scheme .. "://" .. route.upstream
     end
+    route.hostport = hostport
     route.extra = {}
     for k, v in pairs(up.extra_headers or {}) do
       route.extra[k:lower()] = v
@@ -259,8 +313,7 @@ function plan_routes(routes, c, opts)
     c.route_by_port[route.port] = list
   end
   table.sort(c.extra_names)
-  c.intercepted = {}
-  for _, p in ipairs(c.ports) do if p.intercept then c.intercepted[#c.intercepted + 1] = p end end
+  c.intercepted, c.tcp_intercepted = split_intercepted(c.ports)
   local keepalive = opts.upstream_keepalive
   if keepalive == nil then keepalive = M.DEFAULT_KEEPALIVE end
   c.keepalive = math.tointeger(keepalive)
@@ -490,7 +543,7 @@ local function emit_upstreams(add, c)
       add("    }")
     end
   end
-  if c.any_intercept then
+  if #c.intercepted > 0 then
     -- A host name in a static `upstream` is resolved when NGINX loads its
     -- configuration; if DNS is slow or fails, NGINX does not start at all. So
     -- names are resolved per request through `resolver` (default: the cluster
@@ -516,7 +569,7 @@ local function emit_upstreams(add, c)
       add("    map \"\" $czctl_tunnel_address {")
       add("        default %s;", rules.nginx_quote(hostport))
       add("    }")
-      c.tunnel_target = c.tunnel.scheme .. "://$czctl_tunnel_address"
+      c.tunnel_target = "$czctl_tunnel_address"
     else
       add("    # The tunnel: %s", c.up.url)
       if not c.tunnel.is_ip then
@@ -527,11 +580,37 @@ local function emit_upstreams(add, c)
       add("        server %s;", hostport)
       keepalive_lines()
       add("    }")
-      c.tunnel_target = c.tunnel.scheme .. "://czctl_tunnel"
+      c.tunnel_target = "czctl_tunnel"
     end
   end
   add("")
 
+end
+
+-- The listen directive's parameters for an intercepted port. An h2c port
+-- gets `http2`, the one spelling both NGINX 1.22 (the tests) and 1.25.1+
+-- (the proxy image is 1.27) accept on a cleartext listener: 1.22 then
+-- speaks only HTTP/2 with prior knowledge on it; from 1.25.1 the listener
+-- reads the first bytes and serves the HTTP/2 preface as HTTP/2 and
+-- anything else as HTTP/1.x, so the port's HTTP/1.1 clients keep working
+-- (src/http/ngx_http_request.c, ngx_http_wait_request_handler: the test is
+-- `h2scf->enable || hc->addr_conf->http2`). 1.25.1+ logs that the listen
+-- parameter is deprecated in favour of `http2 on;`, which 1.22 rejects.
+local function listen_parameters(c, p)
+  return c.listen(p.listen) .. " reuseport" .. (p.mode == "h2c" and " http2" or "")
+end
+
+-- An h2c server's settings: gRPC calls stream for as long as they last
+-- (server, client and bidirectional streams; a deadline is the client's,
+-- carried in grpc-timeout to the server), so the upstream timeouts are
+-- those of idle WebSocket connections, not NGINX's 60 s.
+local function h2c_settings(add, p)
+  if p.mode ~= "h2c" then return end
+  add("        # gRPC and HTTP/2 to both routes (grpc_pass speaks HTTP/2 upstream);")
+  add("        # streams stay open as long as the call does.")
+  add("        grpc_read_timeout 3600s;")
+  add("        grpc_send_timeout 3600s;")
+  add("        grpc_connect_timeout 10s;")
 end
 
 -- One server per intercepted port: the rule hands matching requests to the
@@ -550,7 +629,7 @@ local function emit_intercepted_servers(add, c)
   -- The body of the location that sends a request into the tunnel. With
   -- several routes its target, Host, TLS name and extra headers come from
   -- the maps keyed by the matching route.
-  local function tunnel_location(indent)
+  local function tunnel_location(indent, p)
     if c.access_log ~= false then
       add("%saccess_log /dev/stdout czctl buffer=64k flush=1s;", indent)
     end
@@ -560,10 +639,10 @@ local function emit_intercepted_servers(add, c)
       for _, name in ipairs(c.extra_names) do
         add("%sproxy_set_header %-17s $czctl_extra_%s;", indent, name, ident(name))
       end
-      add("%sproxy_ssl_server_name on;", indent)
-      add("%sproxy_ssl_name $czctl_tunnel_ssl_name;", indent)
+      add("%s%s on;", indent, directive(p, "ssl_server_name"))
+      add("%s%s $czctl_tunnel_ssl_name;", indent, directive(p, "ssl_name"))
       if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
-      add("%sproxy_pass $czctl_tunnel_target;", indent)
+      add("%s%s $czctl_tunnel_target;", indent, directive(p, "pass"))
       return
     end
     if c.tunnel_host_header or #c.extra > 0 then
@@ -581,11 +660,11 @@ local function emit_intercepted_servers(add, c)
     end
     if c.ssl_name then
       add("%s# TLS to the tunnel: SNI and certificate name are the tunnel's host.", indent)
-      add("%sproxy_ssl_server_name on;", indent)
-      add("%sproxy_ssl_name %s;", indent, c.ssl_name)
+      add("%s%s on;", indent, directive(p, "ssl_server_name"))
+      add("%s%s %s;", indent, directive(p, "ssl_name"), c.ssl_name)
     end
     if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
-    add("%sproxy_pass %s;", indent, c.tunnel_target)
+    add("%s%s %s://%s;", indent, directive(p, "pass"), upstream_scheme(p.mode, c.tunnel.scheme), c.tunnel_target)
   end
 
   local underscores = c.rule and rules.uses_underscore_header(c.rule)
@@ -602,7 +681,7 @@ local function emit_intercepted_servers(add, c)
                   or "Requests matching the rule go\n    # to the tunnel, all others to the original.")
     end
     add("    server {")
-    add("        listen %s reuseport;", c.listen(p.listen))
+    add("        listen %s;", listen_parameters(c, p))
     if underscores then
       add("        # The rule names a header with '_', which NGINX drops unless told not to.")
       add("        underscores_in_headers on;")
@@ -612,11 +691,12 @@ local function emit_intercepted_servers(add, c)
     add("        # and a WebSocket upgrade when one is asked for.")
     request_headers("        ", "$http_host")
     add("        # Never replay a request to the other route: a retry could run it twice.")
-    add("        proxy_next_upstream off;")
+    add("        %s off;", directive(p, "next_upstream"))
+    h2c_settings(add, p)
     add("")
     if c.route_all then
       add("        location / {")
-      tunnel_location("            ")
+      tunnel_location("            ", p)
       add("        }")
     else
       add("        location / {")
@@ -637,12 +717,12 @@ local function emit_intercepted_servers(add, c)
       add("                return 418;")
       add("            }")
       if c.route_header then add("            add_header X-Czctl-Route original always;") end
-      add("            proxy_pass http://czctl_original_%s;", p.id)
+      add("            %s %s://czctl_original_%s;", directive(p, "pass"), upstream_scheme(p.mode, "http"), p.id)
       add("        }")
       add("")
       add("        # The intercept route: into the tunnel, one access-log line per request.")
       add("        location @czctl_tunnel {")
-      tunnel_location("            ")
+      tunnel_location("            ", p)
       add("        }")
     end
     add("    }")
@@ -669,6 +749,30 @@ local function emit_health_server(add, c)
 
 end
 
+-- A port intercepted at TCP level (--all on TLS or a protocol that is not
+-- HTTP): every connection goes to the tunnel, bytes untouched, so a TLS
+-- session runs end to end between the client and the developer's server.
+-- A connection the tunnel refuses (the developer's side is gone) goes to the
+-- original instead (`backup`: decisions section 3, fail open).
+local function stream_intercept_server(add, c, p)
+  local route = c.routes and (c.route_by_port[p.port] or {})[1]
+  local tunnel = route and route.tunnel or c.tunnel
+  add("    # Port %s (Service port %s): intercepted at TCP level; every connection goes", p.name,
+    tostring(p.port or "?"))
+  add("    # to the tunnel%s, bytes untouched.", route and (" of session " .. route.id) or "")
+  add("    upstream czctl_tcp_%s {", p.id)
+  add("        server %s:%d;", tunnel.host, tunnel.port)
+  add("        # A connection the tunnel refuses goes to the in-cluster version.")
+  add("        server %s backup;", p.original)
+  add("    }")
+  add("    server {")
+  add("        listen %s reuseport;", c.listen(p.listen))
+  if c.access_log ~= false then add("        access_log /dev/stdout czctl_tcp buffer=64k flush=1s;") end
+  add("        proxy_timeout 3600s;")
+  add("        proxy_pass czctl_tcp_%s;", p.id)
+  add("    }")
+end
+
 -- Every other port: a byte-level pass-through (TLS, gRPC, databases, UDP
 -- keep working; NGINX never parses them).
 local function emit_stream(add, c)
@@ -676,7 +780,7 @@ local function emit_stream(add, c)
   -- keep working; NGINX never parses them).
   local passthrough = {}
   for _, p in ipairs(c.ports) do if not p.intercept then passthrough[#passthrough + 1] = p end end
-  if #passthrough > 0 then
+  if #passthrough + #c.tcp_intercepted > 0 then
     add("")
     add("# ---- Ports that are not intercepted pass straight through, byte for byte")
     add("# (TLS, gRPC, databases, UDP...): NGINX forwards the connection or the")
@@ -686,6 +790,11 @@ local function emit_stream(add, c)
     add("    log_format czctl_stream '$remote_addr [$time_iso8601] $protocol :$server_port $status '")
     add("                            'route=original upstream=$upstream_addr '")
     add("                            'bytes_in=$bytes_received bytes_out=$bytes_sent session_time=$session_time';")
+    if #c.tcp_intercepted > 0 then
+      add("    log_format czctl_tcp '$remote_addr [$time_iso8601] $protocol :$server_port $status '")
+      add("                         'route=intercept upstream=$upstream_addr '")
+      add("                         'bytes_in=$bytes_received bytes_out=$bytes_sent session_time=$session_time';")
+    end
     if c.access_log == false then
       add("    access_log off;")
     else
@@ -694,6 +803,7 @@ local function emit_stream(add, c)
     add("    tcp_nodelay on;")
     add("    proxy_connect_timeout 10s;")
     add("")
+    for _, p in ipairs(c.tcp_intercepted) do stream_intercept_server(add, c, p) end
     for _, p in ipairs(passthrough) do
       add("    # Port %s (Service port %s/%s): not intercepted.", p.name, tostring(p.port or "?"), p.protocol)
       add("    server {")
