@@ -130,7 +130,8 @@ check() {
 }
 
 check "metadata x-tenant: acme" 127.0.91.10:8080 acme x-tenant=acme
-check "metadata x-tenant: beta-7 (a regex rule)" 127.0.91.10:8080 beta x-tenant=beta-7
+is "$(python3 "$GRPC" unary 127.0.91.10:8080 5 x-tenant=beta-7)" '{"beta": 5}' \
+  "metadata x-tenant: beta-7 reaches the second session's server (a regex rule)"
 check "no metadata" 127.0.91.10:8080 original
 is "$(python3 "$GRPC" unary 127.0.91.10:8080 20 x-tenant=other)" '{"original": 20}' \
   "other metadata values reach the original (20 calls on one connection)"
