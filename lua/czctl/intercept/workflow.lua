@@ -83,6 +83,7 @@ M.COMMAND_GRACE = 5
 ---@field port integer          the intercepted Service port
 ---@field podPort integer|nil
 ---@field protocol string      how the port is intercepted: "http", "h2c" (HTTP/2, gRPC) or "tcp" (every connection)
+---@field protocolAssumed boolean|nil  true when the port declares no protocol and HTTP/1.1 is assumed
 ---@field localPort integer
 ---@field all boolean
 ---@field rule string           the routing rule, as text ("X-C6O-INTERCEPT: yes", "all requests")
@@ -491,7 +492,7 @@ function Run:result()
   local facts = {
     status = "intercepting", id = self.id, service = o.service, namespace = ns, port = self.port,
     podPort = self.pod_port, localPort = self.local_port, all = o.rule.all == true, rule = self.rule_text,
-    protocol = self.mode,
+    protocol = self.mode, protocolAssumed = (self.spoken and not self.spoken.declared) or nil,
     header = (not o.rule.all) and proxy.example_header(o.rule) or nil,
     tunnel = o.tunnel, tunnelUrl = t.url, inspector = t.inspector, clusterIP = self.svc.spec.clusterIP,
     proxy = self.names, wait = self.session.wait == true, closeCommand = session.close_command(self.id, ns),
@@ -543,6 +544,9 @@ function M.render(r)
   add("Route", r.protocol == "tcp" and "every connection, bytes untouched (TCP level)"
                or r.all and "all requests" or r.header and ("requests with header " .. r.header) or r.rule)
   if r.protocol == "h2c" then add("Protocol", "HTTP/2 (h2c, gRPC): the header is gRPC metadata too") end
+  if r.protocolAssumed then
+    add("Protocol", "HTTP/1.1, assumed: the port declares none (say otherwise with --protocol h2c|tls|tcp)")
+  end
   add("Tunnel", r.tunnelUrl and (r.tunnelUrl .. " (" .. r.tunnel .. ")"))
   add("Inspector", r.inspector)
   add("Try", r.curl and (r.curl .. "   # from inside the cluster"))
