@@ -37,17 +37,22 @@ CONF
   } >"$1/nginx.conf"
 }
 
-# write_czctl DIR LISTEN_ADDR ORIGINAL TUNNEL_URL [EXTRA_JSON]: the proxy as
-# czctl renders it (lua/czctl/proxy/nginx.lua), default rule, one intercepted port
-# on LISTEN_ADDR:8080, health on :8079
-write_czctl() {
+# czctl_spec DIR LISTEN_ADDR FLAGS_JSON PORT_JSON TUNNEL_URL [EXTRA_JSON]: render
+# the proxy as czctl does (lua/czctl/proxy/nginx.lua) for one intercepted port
+# on LISTEN_ADDR:8080 (health on :8079)
+czctl_spec() {
   mkdir -p "$1"
   cat >"$1/spec.json" <<SPEC
-{ "flags": {}, "session": "bench", "runtime_dir": "$1", "listen_address": "$2", "health_port": 8079,
-  "ports": [ {"name": "http", "port": 80, "listen": 8080, "original": "$3", "intercept": true} ],
-  "tunnel_upstream": {"url": "$4"} ${5:-} }
+{ "flags": $3, "session": "bench", "runtime_dir": "$1", "listen_address": "$2", "health_port": 8079,
+  "ports": [ $4 ], "tunnel_upstream": {"url": "$5"} ${6:-} }
 SPEC
   "$CZCTL" run "$ROOT/tests/proxy/render.lua" "$1/spec.json" >"$1/nginx.conf"
+}
+
+# write_czctl DIR LISTEN_ADDR ORIGINAL TUNNEL_URL [EXTRA_JSON]: the HTTP/1.1
+# proxy, default rule (X-C6O-INTERCEPT: yes)
+write_czctl() {
+  czctl_spec "$1" "$2" '{}' '{"name": "http", "port": 80, "listen": 8080, "original": "'"$3"'", "intercept": true}' "$4" "${5:-}"
 }
 
 # write_minimal DIR LISTEN_ADDR:PORT ORIGINAL WORKERS: a minimal hand-written
@@ -91,6 +96,13 @@ write_grpc_backend() {
 }
 CONF
   } >"$1/nginx.conf"
+}
+
+# write_czctl_grpc DIR LISTEN_ADDR ORIGINAL TUNNEL_URL: the proxy for an h2c
+# port (gRPC), rule x-tenant: acme (gRPC metadata)
+write_czctl_grpc() {
+  czctl_spec "$1" "$2" '{"header": "x-tenant:acme"}' \
+    '{"name": "grpc", "port": 50051, "listen": 8080, "original": "'"$3"'", "intercept": true, "mode": "h2c"}' "$4"
 }
 
 # write_grpc_minimal DIR LISTEN_ADDR:PORT BACKEND WORKERS: a minimal

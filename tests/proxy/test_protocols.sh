@@ -10,6 +10,8 @@
 #   h2c   original 127.0.91.1:8000   local 127.0.91.2:8000 (NGINX, HTTP/2 with prior knowledge)
 #   TLS   original 127.0.91.1:7443   local 127.0.91.2:7443 (certificates CN=original, CN=local)
 #   proxy multi 127.0.91.10 (:8080 grpc, :8081 h2c, :8082 TLS), single 127.0.91.11 (:8080 grpc)
+# The full gRPC checks run on the several-sessions proxy; the one-session
+# rendering gets them on the sandbox (tests/e2e/test_protocols.sh).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd)
@@ -24,10 +26,7 @@ source tests/lib/procs.sh
 cleanup() { stop_pids "${PIDS[@]}"; rm -rf "$T"; }
 on_exit cleanup
 
-NGINX_G=""
-if "$NGINX" -V 2>&1 | grep -q -- '--with-stream=dynamic'; then
-  NGINX_G="load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
-fi
+source tests/lib/nginx.sh   # NGINX_G, start_rendered
 # 1.25.1+ serves HTTP/1.x and HTTP/2 on one cleartext `http2` listener; older only HTTP/2
 nginx_version=$("$NGINX" -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
 sniffs=$(printf '%s\n1.25.1\n' "$nginx_version" | sort -V | head -1)
@@ -75,14 +74,7 @@ proxy() {
   printf '%s' "$3" | sed "s|@DIR@|$dir|; s|@ADDR@|$addr|" >"$dir/spec.json"
   "$CZCTL" run tests/proxy/render.lua "$dir/spec.json" >"$dir/nginx.conf" 2>"$dir/render.err" ||
     { fail "renders the $name config"; sed 's/^/#   /' "$dir/render.err"; return 1; }
-  if "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/test.err" ${NGINX_G:+-g "$NGINX_G"} 2>>"$dir/test.err"; then
-    ok "nginx $nginx_version accepts the $name config (h2c listener, grpc_pass, stream)"
-  else
-    fail "nginx $nginx_version accepts the $name config"; sed 's/^/#   /' "$dir/test.err"; return 1
-  fi
-  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e stderr -g "daemon off; $NGINX_G" >"$dir/access.log" 2>"$dir/error.log" &
-  PIDS+=($!)
-  wait_port "$addr" 8079 || { fail "$name proxy starts"; sed 's/^/#   /' "$dir/error.log"; return 1; }
+  start_rendered "$dir" "$addr" "nginx $nginx_version accepts the $name config (h2c listener, grpc_pass, stream)"
 }
 
 # Three sessions on one proxy: two gRPC routes by metadata, one h2c route, --all on TLS.
@@ -99,7 +91,7 @@ proxy multi 127.0.91.10 '{"session": "multi", "runtime_dir": "@DIR@", "listen_ad
      "tunnel_upstream": {"url": "http://127.0.91.2:8000"}},
     {"id": "tls", "port": 443, "mode": "tcp", "rule": {"all": true},
      "tunnel_upstream": {"url": "http://127.0.91.2:7443"}} ] }'
-# One session: the single-route rendering.
+# One session: the single-route rendering (tests/e2e/test_protocols.sh runs it on the sandbox).
 proxy single 127.0.91.11 '{"session": "single", "runtime_dir": "@DIR@", "listen_address": "@ADDR@",
   "flags": {"header": "x-tenant:acme"},
   "ports": [ {"name": "grpc", "port": 50051, "listen": 8080, "original": "127.0.91.1:7000", "intercept": true,
@@ -135,7 +127,7 @@ is "$(python3 "$GRPC" unary 127.0.91.10:8080 5 x-tenant=beta-7)" '{"beta": 5}' \
 check "no metadata" 127.0.91.10:8080 original
 is "$(python3 "$GRPC" unary 127.0.91.10:8080 20 x-tenant=other)" '{"original": 20}' \
   "other metadata values reach the original (20 calls on one connection)"
-check "one session: metadata x-tenant: acme" 127.0.91.11:8080 acme x-tenant=acme
+is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 x-tenant=acme)" '{"acme": 5}' "one session: calls with the metadata reach the local server"
 is "$(python3 "$GRPC" unary 127.0.91.11:8080 5)" '{"original": 5}' "one session: calls without metadata reach the original"
 
 h2() { curl -sS --max-time 5 --http2-prior-knowledge "$@" 2>&1; }
