@@ -6,6 +6,10 @@
 -- the rule's maps, the upstreams, the intercepted servers, the health
 -- server, the stream pass-through. Pure functions: no I/O.
 --
+-- An intercepted port has a mode (czctl.proxy.protocol): "http" (HTTP/1.1,
+-- as below), "h2c" (the same server on an HTTP/2 listener, grpc_pass instead
+-- of proxy_pass), or "tcp" (a stream server to the tunnel, in `stream {}`).
+--
 -- The intercepted server's `location /` hands a matching request to the
 -- named location @czctl_tunnel (`if (CONDITION) { return 418; }` with
 -- `error_page 418 = @czctl_tunnel`: method, headers and unread body are
@@ -96,7 +100,6 @@ local function check_mode(p, what, routes)
   return true
 end
 
--- The intercepted ports served over HTTP (http, h2c), and those at TCP level.
 -- The scheme of a tunnel target for a mode: grpc_pass takes grpc:// and
 -- grpcs:// where proxy_pass takes http:// and https://.
 local function upstream_scheme(mode, scheme)
@@ -111,6 +114,7 @@ local function directive(p, name)
   return (p.mode == "h2c" and "grpc_" or "proxy_") .. name
 end
 
+-- The intercepted ports served over HTTP (http, h2c), and those at TCP level.
 local function split_intercepted(ports)
   local http, tcp = {}, {}
   for _, p in ipairs(ports) do
@@ -752,8 +756,9 @@ end
 -- A port intercepted at TCP level (--all on TLS or a protocol that is not
 -- HTTP): every connection goes to the tunnel, bytes untouched, so a TLS
 -- session runs end to end between the client and the developer's server.
--- A connection the tunnel refuses (the developer's side is gone) goes to the
--- original instead (`backup`: decisions section 3, fail open).
+-- A connection the tunnel refuses (the holder and its landing are gone) goes
+-- to the original instead (`backup`: decisions section 3, fail open); one it
+-- accepted is never replayed.
 local function stream_intercept_server(add, c, p)
   local route = c.routes and (c.route_by_port[p.port] or {})[1]
   local tunnel = route and route.tunnel or c.tunnel
