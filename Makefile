@@ -47,7 +47,7 @@ FUZZ_TESTS := $(patsubst %,$(BUILD)/tests/c/test_fuzz_%,$(FUZZ_NAMES))
 BIN        := $(BUILD)/czctl
 endif
 
-.PHONY: all deps test ctests demo sanitize valgrind fuzz fuzz-build install uninstall docs clean help bench FORCE
+.PHONY: all deps test ctests demo sanitize faults valgrind fuzz fuzz-build install uninstall docs clean help bench FORCE
 .DEFAULT_GOAL := all
 
 all: $(BIN)
@@ -57,6 +57,7 @@ help:
 	@echo "make test       install missing packages, build, run tests/run"
 	@echo "make demo       install missing packages, build, run scripts/demo"
 	@echo "make sanitize   C tests and Lua specs under ASan+UBSan (build/san)"
+	@echo "make faults     the whole API fault matrix (docs/faults.md; make test runs its quick part)"
 	@echo "make valgrind   C unit tests under valgrind"
 	@echo "make fuzz       build the libFuzzer targets (build/fuzz/bin); FUZZ_SECONDS=N runs each N s"
 	@echo "make install    install czctl (stripped), its man page, shell completions, examples and"
@@ -171,6 +172,12 @@ sanitize: deps
 	  SANFLAGS='-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' \
 	  CFLAGS='-O1 -g' all ctests
 	@scripts/run-sanitized build/san
+
+# The whole API fault matrix (make test runs its quick part): every request
+# of intercept setup and session close with every fault; docs/faults.md.
+faults: deps
+	@$(MAKE) --no-print-directory all
+	@tests/e2e/test_faults.py --all
 
 valgrind:
 	@scripts/deps --valgrind

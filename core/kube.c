@@ -22,12 +22,14 @@
  * authority in the request, as client-go does.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <curl/curl.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <time.h>
 
 #include "buf.h"
@@ -263,6 +265,7 @@ typedef struct kube_client {
     kc_config *c;               /* owned by the cfg userdata (uservalue 1) */
     double timeout, connect_timeout;
     int verbose;
+    char *user_agent;           /* czctl/VERSION (os/arch) [component], as kubectl's */
     char *base;                 /* server URL without trailing '/', host possibly = tls-server-name */
     char *host_header;          /* "Host: ..." when tls-server-name rewrites the URL */
     char *url_user, *url_password; /* userinfo of the server URL, moved out of base (wiped) */
@@ -309,6 +312,8 @@ static void client_release(void *handle)
     slist_wipe_free(&k->headers);
     curl_slist_free_all(k->connect_to);
     k->connect_to = NULL;
+    free(k->user_agent);
+    k->user_agent = NULL;
     free(k->base);
     k->base = NULL;
     free(k->host_header);
@@ -488,7 +493,7 @@ static int setup_easy(kube_client *k, CURL *e, czctl_buf *body, czctl_buf *hdrs,
 #define SET(opt, val) bad |= curl_easy_setopt(e, opt, val) != CURLE_OK
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    SET(CURLOPT_USERAGENT, "czctl/" CZCTL_VERSION);
+    SET(CURLOPT_USERAGENT, k->user_agent);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)(k->connect_timeout * 1000));
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_ERRORBUFFER, errbuf);
@@ -540,16 +545,57 @@ static int setup_easy(kube_client *k, CURL *e, czctl_buf *body, czctl_buf *hdrs,
 }
 
 /* client(cfg, {timeout=, connect_timeout=, verbose=}) -> client | nil, err */
+/* A User-Agent part naming what runs (a command such as service-intercept). */
+static int component_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
+            return 0;
+    return 1;
+}
+
+/* "czctl/VERSION (linux/x86_64) component", the shape client-go gives every
+ * program (kubectl/v1.32.0 (linux/amd64) kubernetes/...): audit logs and
+ * API priority and fairness tell czctl's requests, and which command's. */
+static char *user_agent(const char *component)
+{
+    struct utsname u;
+    char os[sizeof u.sysname];
+    char *ua;
+    if (uname(&u) != 0) {
+        strcpy(u.sysname, "unknown");
+        strcpy(u.machine, "unknown");
+    }
+    size_t i = 0;
+    for (; u.sysname[i] && i + 1 < sizeof os; i++)
+        os[i] = (char)tolower((unsigned char)u.sysname[i]);
+    os[i] = '\0';
+    if (asprintf(&ua, "czctl/%s (%s/%s)%s%s", CZCTL_VERSION, os, u.machine, component ? " " : "",
+                 component ? component : "") < 0)
+        return NULL;
+    return ua;
+}
+
 static int kube_client_new(lua_State *L)
 {
     kube_cfg *cfg = check_cfg(L, 1);
     double timeout = 30, connect_timeout = 10;
     int verbose = 0;
+    const char *component = NULL;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         timeout = czctl_field_seconds(L, 2, "timeout", timeout);
         connect_timeout = czctl_field_seconds(L, 2, "connect_timeout", connect_timeout);
         verbose = opt_bool(L, 2, "verbose");
+        if (lua_getfield(L, 2, "component") != LUA_TNIL) {
+            component = luaL_checkstring(L, -1);
+            if (!component_ok(component))
+                return luaL_error(L, "component: expected 1 to 64 of [A-Za-z0-9._-]");
+        }
+        lua_pop(L, 1); /* the string stays referenced by the options table */
     }
     kube_client *k = czctl_handle_new(L, &client_class, sizeof *k, 0);
     k->body = (czctl_buf){.limit = MAX_BODY, .secret = 1};
@@ -559,7 +605,9 @@ static int kube_client_new(lua_State *L)
     k->connect_timeout = connect_timeout;
     k->verbose = verbose;
     char *err = NULL;
-    if (czctl_curl_init() != 0) {
+    if (!(k->user_agent = user_agent(component))) {
+        err = kc_errf("out of memory");
+    } else if (czctl_curl_init() != 0) {
         err = kc_errf("libcurl initialisation failed");
     } else if (kubeconfig_load_files(k->c, &err) == 0 && check_tls(k->c, &err) == 0 &&
                client_prepare_url(k, &err) == 0 && check_basic_auth(k, &err) == 0) {

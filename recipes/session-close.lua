@@ -117,7 +117,7 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
     local ns = f.namespace or client.namespace or "default"
     local function client_for(s)
       if not s or given_kubeconfig or f.context or (s.kubeconfig == nil and s.context == nil) then return client end
-      local c, err = kube.connect{ kubeconfig = s.kubeconfig, context = s.context }
+      local c, err = kube.connect{ kubeconfig = s.kubeconfig, context = s.context, component = ctx.recipe }
       if not c then fail(err) end
       return c
     end

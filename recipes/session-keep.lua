@@ -35,7 +35,8 @@ end
 --- `--guard`: guard the session until it ends (czctl.session.guard).
 local function guard(s)
   local kube = require "czctl.kube"
-  local client, err = kube.connect{ kubeconfig = s.kubeconfig, context = s.context }
+  local client, err = kube.connect{ kubeconfig = s.kubeconfig, context = s.context,
+                                    component = "session-keep" }
   if not client then log("guard: %s", tostring(err)); return 1 end
   local outcome, message = require("czctl.session.guard").run(client, s, log)
   if outcome == "signal" then return 0 end
@@ -132,11 +133,13 @@ return {
     handle:stop()
     -- Ended or closed from elsewhere: nothing is left in the cluster, so
     -- forget it here too, unless a --wait process holds it (it reports the
-    -- reason and removes the files). After a crash during setup the file
-    -- stays: `session close` needs it.
+    -- reason and removes the files), or a `session close` started here
+    -- (it removes them when done; if it fails half-way, running it again
+    -- needs the file). After a crash during setup the file stays:
+    -- `session close` needs it.
     local current = session.load(id)
-    if ended_here and current and not (current.wait and session.same_process(current.parent_pid,
-                                                                              current.parent_start)) then
+    if ended_here and current and current.closing_pid == nil
+       and not (current.wait and session.same_process(current.parent_pid, current.parent_start)) then
       session.remove(id)
     end
     return 0

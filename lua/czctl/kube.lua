@@ -234,7 +234,9 @@ function M.request_timeout()
   return n
 end
 
----@param opts? {kubeconfig?:string, context?:string, namespace?:string, verbose?:boolean, timeout?:number, connect_timeout?:number}
+--- `component` names what runs in the User-Agent (`czctl/VERSION (linux/x86_64) COMPONENT`,
+--- the shape kubectl's has), so a cluster's audit log tells which command sent a request.
+---@param opts? {kubeconfig?:string, context?:string, namespace?:string, verbose?:boolean, timeout?:number, connect_timeout?:number, component?:string}
 ---@return czctl.kube.Client|nil client
 ---@return string|nil err
 function M.connect(opts)
@@ -243,7 +245,9 @@ function M.connect(opts)
   if not cfg then return nil, err end
   local raw, cerr = ckube.client(cfg, { timeout = opts.timeout or M.request_timeout() or 30,
                                         connect_timeout = opts.connect_timeout or 10,
-                                        verbose = opts.verbose and true or false })
+                                        verbose = opts.verbose and true or false,
+                                        component = opts.component
+                                          and opts.component:gsub("[^%w._-]", "-"):sub(1, 64) })
   if not raw then return nil, cerr end
   local info = cfg:info()
   local ns = opts.namespace

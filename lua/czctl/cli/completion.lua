@@ -299,7 +299,7 @@ local function kube_names(kind, words)
   local context = typed_flag(words, "context")
   local namespace = typed_flag(words, "namespace", "n")
   local client = kube.connect{ kubeconfig = kubeconfig, context = context, timeout = M.CLUSTER_TIMEOUT,
-                               connect_timeout = M.CLUSTER_TIMEOUT }
+                               connect_timeout = M.CLUSTER_TIMEOUT, component = "completion" }
   if not client then return {} end
   local names = {}
   if kind == "sessions" then

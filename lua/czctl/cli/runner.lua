@@ -126,7 +126,7 @@ function M.make_ctx(cmd, spec_flags, parsed, state)
       kubeconfig = nil
     end
     local c, err = kube.connect{ kubeconfig = kubeconfig, context = flags.context,
-                                 namespace = flags.namespace, verbose = verbose }
+                                 namespace = flags.namespace, verbose = verbose, component = cmd.name }
     if not c then error(err or "cannot connect to the cluster", 0) end
     client = c
     return c

@@ -166,8 +166,15 @@ end
 function M.close(client, target, step)
   step = step or noop_step
   local result = { last = false, warnings = {} }
-  if target.service then result = M.leave(client, target, step) end
   local s = target.local_session or records.load(target.id)
+  if s and target.service then
+    -- The keeper sees the session leave the Service and ends; it leaves
+    -- the record to this close, so that a close failing half-way (the
+    -- proxy not yet deleted) can be run again.
+    s.closing_pid, s.closing_start = sys.getpid(), keeper.process_start(sys.getpid())
+    records.save(s)
+  end
+  if target.service then result = M.leave(client, target, step) end
   local t = s and (keeper.tunnel_status(s.id) or s.tunnel or {})
   if s and (s.keeper_pid and s.keeper_pid ~= sys.getpid() or t.pid) then
     step("Stop local tunnel and keeper", function() keeper.stop_processes(s) end)

@@ -95,21 +95,35 @@ function M.micro_time()
   return os.date("!%Y-%m-%dT%H:%M:%S", whole) .. string.format(".%06dZ", math.floor((t - whole) * 1e6))
 end
 
---- Renew (or create) the session's heartbeat Lease.
+--- Renew the session's heartbeat Lease; create it when `create` (the
+--- guard's first renewal). Later, a missing Lease was deleted by a
+--- `session close`: creating it again would leave it behind the close.
+--- A close can also come between the guard's start and the creation: so,
+--- once created, the Lease is deleted again if the session is no longer on
+--- its Service (a close takes it off the Service before it deletes Leases);
+--- signals wait for that (the close stops this guard right after).
 ---@param client table
 ---@param s table
+---@param create? boolean
 ---@return boolean|nil ok
 ---@return any err
-function M.renew(client, s)
+function M.renew(client, s, create)
   local kube = require "czctl.kube"
   local name = "czctl-" .. s.id
   local patched, err = client:patch("Lease", name, { spec = { renewTime = M.micro_time() } },
                                     { namespace = s.namespace, type = "merge" })
   if patched then return true end
-  if not kube.not_found(err) then return nil, err end
+  if not kube.not_found(err) or not create then return nil, err end
+  local _ <close> = sys.shield()
   local created, cerr = client:create(M.lease(s), { namespace = s.namespace })
-  if created or kube.already_exists(cerr) then return true end
-  return nil, cerr
+  if not (created or kube.already_exists(cerr)) then return nil, cerr end
+  local svc, gerr = client:get("Service", s.service, { namespace = s.namespace })
+  local ok, state = pcall(shared.state, svc or {})
+  if (svc and ok and not shared.find(state, s.id)) or (not svc and kube.not_found(gerr)) then
+    client:delete("Lease", name, { namespace = s.namespace })
+    return nil, "the session is no longer on Service " .. s.service
+  end
+  return true
 end
 
 --- End every session of a Service: one guarded patch restores what czctl
@@ -258,6 +272,7 @@ end
 function M.run(client, s, log)
   local st = { fights = {}, seen = {}, told = {} }
   local next_renewal = 0
+  local lease_made = false
   local rv
   local keeper = require "czctl.session.keeper"
   while true do
@@ -265,8 +280,11 @@ function M.run(client, s, log)
     -- the keeper that started this guard is gone (even by SIGKILL): so is the session's holder
     if s.keeper_pid and not keeper.same_process(s.keeper_pid, s.keeper_start) then return "signal" end
     if sys.now() >= next_renewal then
-      local ok, err = M.renew(client, s)
-      if not ok then log("warning: cannot renew the heartbeat Lease czctl-%s: %s", s.id, tostring(err)) end
+      local ok, err = M.renew(client, s, not lease_made)
+      lease_made = lease_made or ok == true
+      if not ok and not require("czctl.kube").not_found(err) then
+        log("warning: cannot renew the heartbeat Lease czctl-%s: %s", s.id, tostring(err))
+      end
       next_renewal = sys.now() + M.RENEW_SECONDS
     end
     local outcome, message = M.check(client, s, st, log)

@@ -63,11 +63,47 @@ function M.labels(service)
   return { [intercept.MANAGED_BY] = "czctl", [M.SERVICE_LABEL] = service }
 end
 
-local function decode(text)
-  if type(text) ~= "string" then return nil end
+local function is_list(v)
+  if type(v) ~= "table" then return false end
+  local n = 0
+  for _ in pairs(v) do n = n + 1 end
+  return n == #v
+end
+
+local function is_map_of_strings(v)
+  if type(v) ~= "table" then return false end
+  for k, x in pairs(v) do
+    if type(k) ~= "string" or type(x) ~= "string" then return false end
+  end
+  return true
+end
+
+-- What is wrong with the value of annotation `key`, or nil (absent is fine).
+local ANNOTATION_SHAPES = {
+  [M.SESSIONS] = { "a JSON list of sessions", function(v)
+    if not is_list(v) then return false end
+    for _, e in ipairs(v) do
+      if type(e) ~= "table" or type(e.id) ~= "string" or not e.id:match("^[a-z0-9]+$") then return false end
+    end
+    return true
+  end },
+  [M.ORIGINAL] = { "a JSON object with the original selector and ports", function(v)
+    return type(v) == "table" and not is_list(v) and is_map_of_strings(v.selector) and is_list(v.ports)
+           and (v.targets == nil or is_list(v.targets))
+  end },
+}
+
+local function decode(svc, key)
+  local a = svc.metadata and svc.metadata.annotations
+  local text = not is_null(a) and a[key] or nil
+  if text == nil then return nil end
+  local shape = ANNOTATION_SHAPES[key]
   local ok, v = pcall(cjson.decode, text)
-  if ok and type(v) == "table" then return v end
-  return nil
+  if ok and shape[2](v) then return v end
+  return nil, string.format("Service %s/%s: its %s annotation is not %s (edited by hand?), so czctl changed "
+    .. "nothing; put back what czctl wrote (kubectl edit service %s -n %s) or restore the Service by hand "
+    .. "(docs/decisions.md, \"Repairing a Service by hand\")", svc.metadata.namespace, svc.metadata.name, key,
+    shape[1], svc.metadata.name, svc.metadata.namespace)
 end
 
 ---@class czctl.session.SharedState
@@ -79,14 +115,19 @@ end
 --- The czctl state a Service carries (empty when it carries none).
 ---@param svc table
 ---@return czctl.session.SharedState
+--- Annotations that are there but not what czctl writes (edited by hand, a
+--- broken tool) raise a one-line error before anything is changed: acting on
+--- a guess could cut the Service off its pods.
 function M.state(svc)
   local a = svc.metadata and svc.metadata.annotations
   if is_null(a) then a = {} end
-  local sessions = decode(a[M.SESSIONS]) or {}
+  local sessions, err = decode(svc, M.SESSIONS)
+  local original, oerr = decode(svc, M.ORIGINAL)
+  if err or oerr then error(err or oerr, 0) end
   local selector = svc.spec and svc.spec.selector
   local redirected = not is_null(selector) and selector[M.PROXY_LABEL] == svc.metadata.name
-  return { sessions = sessions, original = decode(a[M.ORIGINAL]), version = math.tointeger(tonumber(a[M.VERSION]))
-           or 0, redirected = redirected }
+  return { sessions = sessions or {}, original = original,
+           version = math.tointeger(tonumber(a[M.VERSION])) or 0, redirected = redirected }
 end
 
 --- Whether a Service carries any czctl state.
@@ -521,7 +562,8 @@ function M.reconcile(client, namespace, name, opts)
       local patched, perr = client:patch("Deployment", names.deployment, patch,
                                          { namespace = namespace, type = "merge" })
       if patched then return { version = state.version, deployment = patched, changed = true, svc = svc, state = state } end
-      if not kube.conflict(perr) then return nil, perr end
+      -- changed meanwhile, or deleted by the last session out: read again
+      if not kube.conflict(perr) and not kube.not_found(perr) then return nil, perr end
       last_err = perr
     end
   end

@@ -1,4 +1,5 @@
-"""Audit log: DIR/audit.jsonl, one JSON object per request (watches logged at start)."""
+"""Audit log: DIR/audit.jsonl, one JSON object per request (watches logged at start), with the
+fields of a real audit event that tests read (user, userAgent, verb as method, path, status)."""
 import datetime
 import json
 import threading
@@ -10,10 +11,11 @@ class Audit:
         self._lock = threading.Lock()
         self._f = open(path, "a", buffering=1, encoding="utf-8")
 
-    def log(self, user, method, path, query, content_type, status, duration_ms, watch=False):
+    def log(self, user, method, path, query, content_type, status, duration_ms, watch=False, user_agent=None):
         rec = {
             "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "user": user,
+            "userAgent": user_agent,
             "method": method,
             "path": path,
             "query": query,

@@ -1,6 +1,7 @@
 """Fault injection rules, set at run time by POST /sandbox/faults or DIR/faults.json.
 
 A rule: {"method": "GET", "path": "regex", "query": "substring", "user": "admin",
+         "userAgent": "substring" (of the request's User-Agent),
          "nth": 2 | "probability": 0.5, "times": N,
          "action": "fail", "status": 500, "reason": "...", "message": "...",
          "retryAfter": 1}                  (a Retry-After header and details.retryAfterSeconds,
@@ -38,7 +39,7 @@ class Rule:
     def __init__(self, spec):
         if not isinstance(spec, dict):
             raise RuleError("a rule must be a JSON object")
-        unknown = set(spec) - {"method", "path", "query", "user", "nth", "probability", "times", "action",
+        unknown = set(spec) - {"method", "path", "query", "user", "userAgent", "nth", "probability", "times", "action",
                                "status", "reason", "message", "seconds", "name",
                                "retryAfter", "events"}
         if unknown:
@@ -51,6 +52,7 @@ class Rule:
             raise RuleError("bad path regex: %s" % e)
         self.query = spec.get("query")
         self.user = spec.get("user")
+        self.user_agent = spec.get("userAgent")
         self.nth = spec.get("nth")
         self.probability = spec.get("probability")
         if self.nth is not None and (not isinstance(self.nth, int) or self.nth < 1):
@@ -72,7 +74,7 @@ class Rule:
         self.seen = 0
         self.fired = 0
 
-    def matches(self, method, path, query, user):
+    def matches(self, method, path, query, user, user_agent=None):
         if self.method and self.method != method:
             return False
         if not self.path.search(path):
@@ -80,6 +82,8 @@ class Rule:
         if self.query and self.query not in query:
             return False
         if self.user and self.user != user:
+            return False
+        if self.user_agent and self.user_agent not in (user_agent or ""):
             return False
         return True
 
@@ -177,13 +181,13 @@ class Faults:
                     "fileRules": [r.state() for r in self._file_rules],
                     "fileError": self.file_error}
 
-    def check(self, method, path, query, user):
+    def check(self, method, path, query, user, user_agent=None):
         """Return the first rule that fires for this request, or None."""
         if not self._api_rules and not self._file_rules:
             return None
         with self._lock:
             for r in self._api_rules + self._file_rules:
-                if r.matches(method, path, query, user) and r.decide():
+                if r.matches(method, path, query, user, user_agent) and r.decide():
                     return r
         return None
 

@@ -216,7 +216,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.body = self._read_body()
             user = self.C.authn.user(self.headers.get("Authorization"))
-            rule = self.C.faults.check(method, path, rawq, user)
+            rule = self.C.faults.check(method, path, rawq, user, self.headers.get("User-Agent"))
             if rule is not None:
                 if rule.action == "stall":
                     time.sleep(rule.seconds)
@@ -264,7 +264,7 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             if not self.watching:
                 self.C.audit.log(user, method, path, rawq, self.headers.get("Content-Type"), self.status,
-                                 (time.monotonic() - t0) * 1000)
+                                 (time.monotonic() - t0) * 1000, user_agent=self.headers.get("User-Agent"))
 
     # ---- routing ----------------------------------------------------------------------
 
@@ -777,7 +777,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.C.audit.log(self.user, "GET", urllib.parse.urlsplit(self.path).path,
-                         urllib.parse.urlsplit(self.path).query, self.headers.get("Content-Type"), 200, 0, watch=True)
+                         urllib.parse.urlsplit(self.path).query, self.headers.get("Content-Type"), 200, 0, watch=True,
+                         user_agent=self.headers.get("User-Agent"))
         lock = threading.Lock()
 
         fault = self.watch_fault
@@ -861,7 +862,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.C.audit.log(self.user, "GET", urllib.parse.urlsplit(self.path).path,
-                         urllib.parse.urlsplit(self.path).query, None, 200, 0, watch=True)
+                         urllib.parse.urlsplit(self.path).query, None, 200, 0, watch=True,
+                         user_agent=self.headers.get("User-Agent"))
         uid = pod["metadata"]["uid"]
         try:
             if data:

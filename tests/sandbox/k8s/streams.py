@@ -280,7 +280,7 @@ def _upgrade(h, code, headers):
     h.end_headers()
     h.wfile.flush()
     h.C.audit.log(h.user, h.command, urllib.parse.urlsplit(h.path).path, urllib.parse.urlsplit(h.path).query,
-                  h.headers.get("Content-Type"), code, 0, watch=True)
+                  h.headers.get("Content-Type"), code, 0, watch=True, user_agent=h.headers.get("User-Agent"))
     sock = h.connection
     sock.setblocking(False)
     initial = b""

@@ -63,6 +63,17 @@ class Faults(unittest.TestCase):
         set_faults([{"path": "/configmaps", "probability": 0.0, "status": 500}])
         self.assertEqual([SB.admin.request("GET", CMS)[0] for _ in range(5)], [200] * 5)
 
+    def test_user_agent(self):
+        "a userAgent rule fails only the requests of that client (one command's), as the audit log records them"
+        set_faults([{"path": "/configmaps$", "userAgent": "session-keep", "status": 503}])
+        before = len(SB.audit())
+        mine = SB.curl("GET", CMS, extra=("-A", "czctl/0.1.0 (linux/x86_64) session-keep"))[0]
+        other = SB.curl("GET", CMS, extra=("-A", "czctl/0.1.0 (linux/x86_64) service-intercept"))[0]
+        self.assertEqual((mine, other), (503, 200))
+        recs = SB.audit_until(lambda r: True, since=before, count=2)
+        self.assertEqual([r["userAgent"] for r in recs], ["czctl/0.1.0 (linux/x86_64) session-keep",
+                                                          "czctl/0.1.0 (linux/x86_64) service-intercept"])
+
     def test_stall(self):
         "a stall rule delays the matching request, then it is served"
         set_faults([{"method": "GET", "path": "/configmaps$", "nth": 1, "action": "stall", "seconds": 0.5}])
