@@ -91,18 +91,21 @@ like "$out" "every connection, bytes untouched" "the result says it is intercept
 like "$(subject)" "CN ?= ?laptop" "--all: the TLS session runs end to end to the local server (its certificate)"
 like "$(in_cluster python3 "$GRPC" unary "$SVC:50051" 2 x-tenant=acme 2>&1)" '"grpc-' "--all on the TLS port leaves the gRPC port alone"
 "$CZCTL" session close -q; is "$?" 0 "session close exits 0"
-# (a client that connects while the Service's endpoints move may be refused once, as with kube-proxy)
+# (a connection made while the Service's endpoints move may be refused, as
+# with kube-proxy; on a loaded machine the sandbox takes seconds to follow)
 pod_cert() { subject | grep -qE "CN ?= ?pod"; }
-wait_for_cmd 10 pod_cert
-like "$(subject)" "CN ?= ?pod" "after close the pod's certificate again"
+if wait_for_cmd 30 pod_cert; then ok "after close the pod's certificate again"; else
+  fail "after close the pod's certificate again"
+  { kubectl get endpoints,pods -o wide; subject; } 2>&1 | sed 's/^/#   /'
+fi
 
 # ---- the original route has no ready endpoint
 kubectl scale deployment grpc --replicas=0 >/dev/null && kubectl rollout status deployment/grpc --timeout=30s >/dev/null
 "$CZCTL" service intercept grpc -r grpc -x x-tenant:acme -l "$GPORT" --tunnel direct >/dev/null 2>"$WORK/err"
 is "$?" 0 "a Service without ready pods is still intercepted"
 like "$(cat "$WORK/err")" "Service grpc has no ready endpoint for port 50051 \(grpc\)" "... with a warning that the original route has no ready endpoint"
-is "$(in_cluster python3 "$GRPC" unary "$SVC:50051" 3 x-tenant=acme 2>&1)" '{"laptop": 3}' \
-  "with no pod, calls with the metadata still reach the local server"
+laptop_answers() { [ "$(in_cluster python3 "$GRPC" unary "$SVC:50051" 3 x-tenant=acme 2>&1)" = '{"laptop": 3}' ]; }
+check "with no pod, calls with the metadata still reach the local server" wait_for_cmd 30 laptop_answers
 "$CZCTL" session close -q; is "$?" 0 "session close exits 0"
 is "$(czctl_leftovers)" "" "nothing of czctl is left"
 

@@ -892,7 +892,7 @@ local function intercept_flags()
     { name = "tunnel", type = "string", default = "ngrok", complete = "tunnels",
       help = "tunnel provider: ngrok, direct, or czctl/tunnel/NAME.lua on package.path" },
     { name = "protocol", type = "string", default = "auto", choices = protocol.CHOICES,
-      help = "what the port speaks: auto (from its appProtocol, name or number), http, h2c, grpc, tls or tcp" },
+      help = "what the port speaks (auto: from its appProtocol, name or port number; grpc is h2c)" },
     { name = "tunnelHost", type = "string",
       help = "with --tunnel direct: the address of this machine the cluster reaches (default: detected)" },
     { name = "image", type = "string", default = intercept.DEFAULT_IMAGE, help = "the proxy image" },
