@@ -23,7 +23,8 @@ STATIC_LIBS := $(LIBDIR)/liblua5.4-cjson.a $(LIBDIR)/liblua5.4.a $(LIBDIR)/libya
 ALL_CFLAGS  = -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) \
               -Icore -I$(BUILD) $(PKG_CFLAGS) -DCZCTL_VERSION='"$(VERSION)"'
 ALL_LDFLAGS = $(SANFLAGS) $(LDFLAGS)
-LIBS        = $(STATIC_LIBS) -lm -ldl
+# libssl (Debian libssl-dev): the direct tunnel landing's mutual TLS (core/landing_tls.c).
+LIBS        = $(STATIC_LIBS) -lssl -lcrypto -lm -ldl
 
 CORE_SRCS := $(sort $(wildcard core/*.c))
 CORE_OBJS := $(patsubst core/%.c,$(BUILD)/core/%.o,$(CORE_SRCS))

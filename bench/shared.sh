@@ -152,7 +152,9 @@ timed() { local t0 t1; t0=$(now_ms); "$@" >/dev/null || return 1; t1=$(now_ms); 
 FIRST="" SECOND="" LEAVE2="" LEAVE1=""
 for i in $(seq "$RUNS"); do
   v=$(timed dev dev1 service intercept demo -x X-Dev:dev1 -l "$P1" --tunnel direct -q) || exit 1; FIRST+="$v "
-  v=$(timed dev dev2 service intercept demo -x X-Dev:dev2 -l "$P2" --tunnel direct -q) || exit 1; SECOND+="$v "
+  v=$(timed dev dev2 service intercept demo -x X-Dev:dev2 -l "$P2" --tunnel direct --progress json 2>>"$T/steps.json") ||
+    exit 1
+  SECOND+="$v "
   [ "$(in_cluster curl -s -H 'X-Dev: dev2' "http://$IP/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pod"])')" = dev2 ] ||
     { echo "bench/shared.sh: dev2's route is not live when its command returns" >&2; exit 1; }
   v=$(timed dev dev2 session close -q) || exit 1; LEAVE2+="$v "
@@ -183,6 +185,21 @@ read -r R_NONE N_NONE S_NONE <<<"$(wrk_failures "$T/wrk-none.out")"
 read -r R_DEV1 N_DEV1 S_DEV1 <<<"$(wrk_failures "$T/wrk-dev1.out")"
 
 first=$(med3 "$FIRST"); second=$(med3 "$SECOND"); leave2=$(med3 "$LEAVE2"); leave1=$(med3 "$LEAVE1")
+# the second developer's intercept, step by step (--progress json): median ms per step
+STEPS=$(python3 - "$T/steps.json" <<'PY'
+import json, statistics, sys
+steps = {}
+for line in open(sys.argv[1]):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("event") == "step" and e.get("status") == "done":
+        steps.setdefault(e["step"].split(" to localhost:")[0], []).append(e["ms"])
+for name, ms in steps.items():
+    print("| %s | %d ms |" % (name, statistics.median(ms)))
+PY
+)
 second_s=$(awk -v v="$second" 'BEGIN{printf "%.3f", v/1000}')
 section=$(mktemp)
 {
@@ -218,12 +235,27 @@ section=$(mktemp)
   echo "| first developer's intercept (creates the proxy, redirects the Service) | $first ms |"
   echo "| second developer's intercept (a rolling update of the proxy) | **$second ms** |"
   echo "| second developer leaves (rolling update, old pod drained) | $leave2 ms |"
-  echo "| last developer leaves (restore, delete the proxy) | $leave1 ms |"
+  echo "| last developer leaves (restore; the proxy deleted once its pods drained) | $leave1 ms |"
+  echo
+  echo "The second developer's intercept step by step (medians of the same runs, \`--progress json\`):"
+  echo
+  echo "| step | median |"
+  echo "|---|---|"
+  echo "$STEPS"
   echo
   echo "Goal ≤ 1.5 s until the second developer's route is live: $(goal "$second_s" "<=" 1.5). What bounds it:"
-  echo "one new proxy pod (scheduling, container start, the first readiness probe with"
-  echo "\`periodSeconds: 1\`), the old pod leaving the Endpoints, and the API requests of the join"
-  echo "(about 15 at the realistic 5/15 ms each); the old pod's drain (preStop 5 s) happens after."
+  echo "one new proxy pod per join (\"Wait for the proxy to run the new routes\": scheduling, the pod"
+  echo "sandbox and container start, 0.8 s at realistic timing, the readiness probe, which this"
+  echo "sandbox's kubelet runs once NGINX listens and a real kubelet at its next \`periodSeconds: 1\`"
+  echo "tick, up to 1 s later), the old pod leaving the Endpoints, the session keeper's start"
+  echo "(\"Start direct tunnel\", a process that must run before the route is rendered, since the"
+  echo "configuration carries its address) and, outside the steps, czctl's start, the kubeconfig, the"
+  echo "connection and the access review (the rest of the command's time); the old pod's"
+  echo "drain (preStop 5 s) happens after. On a real cluster add kube-proxy's sync (up to its 1 s"
+  echo "\`minSyncPeriod\`) before new connections see the new pod. A join without a new pod would need"
+  echo "the running proxy to change its configuration: a reload closes kept-alive connections under"
+  echo "their clients and needs \`pods/exec\`, a mounted ConfigMap arrives after the kubelet's sync"
+  echo "(60-90 s): docs/decisions.md, section 1."
   echo "Load average during this part: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "**Under load** (\`wrk -t1 -c4\` against the Service's ClusterIP without a header and with the"

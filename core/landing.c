@@ -12,11 +12,13 @@
  * reset without a byte of response, so the proxy falls back to the
  * in-cluster version (decisions section 3).
  *
- * Where mutual TLS goes (issue 10): a connection has a state; admission
- * (admit_peer) is the first step, then CONN_CONNECTING to the app, then
- * CONN_OPEN. A TLS cluster side adds a CONN_HANDSHAKE state before the app
- * is dialled, and replaces the cluster side's splice calls in pump() by
- * SSL_read/SSL_write through a buffer; the app side stays spliced.
+ * Mutual TLS (decisions section 2): with a `tls` option the landing admits
+ * only peers that complete a TLS handshake with a client certificate of the
+ * session's CA (core/landing_tls.c). A connection goes through CONN_HANDSHAKE
+ * (the app is not dialled before the peer is known), CONN_CONNECTING to the
+ * app, then CONN_OPEN; its cluster side moves through SSL_read/SSL_write and
+ * a buffer per direction (tls_pump) instead of splice. Nothing of the
+ * certificate reaches the app: it sees the plain bytes only.
  *
  * Also the address lookups a direct tunnel needs to pick its host:
  * route_source (the local address towards an IP, from a connected UDP
@@ -48,13 +50,16 @@
 #include <lua.h>
 
 #include "czctl.h"
+#include "landing_tls.h"
+
+#include <openssl/err.h>
 
 #define MAX_ALLOW 16
 #define CHUNK (64 * 1024)    /* a pipe's default capacity */
 
 /* ---- one forwarded connection ------------------------------------------------ */
 
-enum conn_state { CONN_CONNECTING, CONN_OPEN };
+enum conn_state { CONN_HANDSHAKE, CONN_CONNECTING, CONN_OPEN };
 
 /* One direction: src -> pipe -> dst. */
 struct half {
@@ -65,10 +70,19 @@ struct half {
     int shut;                /* FIN passed on to dst */
 };
 
+/* One direction of a TLS connection: bytes decrypted or to encrypt. */
+struct tbuf {
+    char data[16384];
+    size_t off, len;
+    int eof, shut;
+};
+
 struct conn {
     enum conn_state state;
-    int cluster, app;        /* the admitted peer; the connection to the app */
-    struct half up, down;    /* cluster -> app, app -> cluster */
+    int cluster, app;        /* the admitted peer; the connection to the app (-1 before it is dialled) */
+    struct half up, down;    /* cluster -> app, app -> cluster (plain landings) */
+    SSL *ssl;                /* the cluster side's TLS, or NULL */
+    struct tbuf *tup, *tdown;/* cluster -> app, app -> cluster (TLS landings) */
     struct conn *prev, *next;
 };
 
@@ -84,7 +98,8 @@ struct landing {
     pthread_t thread;
     int running;
     struct conn *conns;
-    atomic_long accepted, refused, failed, active;
+    SSL_CTX *tls;            /* NULL: plain TCP */
+    atomic_long accepted, refused, untrusted, failed, active;
 };
 
 /* A socket closed with RST instead of FIN (SO_LINGER 0). */
@@ -115,16 +130,26 @@ static void conn_free(struct landing *l, struct conn *c, int reset)
     /* out of epoll before close: a child forked meanwhile (before its exec)
      * may hold the same sockets, and epoll would keep reporting them */
     epoll_ctl(l->ep, EPOLL_CTL_DEL, c->cluster, NULL);
-    epoll_ctl(l->ep, EPOLL_CTL_DEL, c->app, NULL);
+    if (c->app >= 0)
+        epoll_ctl(l->ep, EPOLL_CTL_DEL, c->app, NULL);
+    if (c->ssl) {
+        if (!reset)
+            SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+    }
     if (reset) {
         close_reset(c->cluster);
-        close_reset(c->app);
+        if (c->app >= 0)
+            close_reset(c->app);
     } else {
         close(c->cluster);
-        close(c->app);
+        if (c->app >= 0)
+            close(c->app);
     }
     close_pipe(&c->up);
     close_pipe(&c->down);
+    free(c->tup);
+    free(c->tdown);
     free(c);
     atomic_fetch_sub(&l->active, 1);
 }
@@ -195,7 +220,7 @@ static int conn_opened(struct landing *l, struct conn *c)
     int one = 1;
     setsockopt(c->cluster, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(c->app, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (half_init(&c->up, c->cluster, c->app) != 0 || half_init(&c->down, c->app, c->cluster) != 0) {
+    if (!c->ssl && (half_init(&c->up, c->cluster, c->app) != 0 || half_init(&c->down, c->app, c->cluster) != 0)) {
         conn_free(l, c, 1);
         return -1;
     }
@@ -203,16 +228,153 @@ static int conn_opened(struct landing *l, struct conn *c)
     return 1;
 }
 
+/* Whether an SSL call that returned n <= 0 only has to wait for the socket. */
+static int tls_waits(SSL *ssl, int n)
+{
+    int e = SSL_get_error(ssl, n);
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
+}
+
+/* A TLS connection's two directions: what can be moved now; 0, or -1 on an
+ * error that ends the connection. The peer's close_notify (or a bare FIN)
+ * becomes a FIN to the app; the app's FIN a close_notify and a FIN. */
+static int tls_pump(struct conn *c)
+{
+    struct tbuf *u = c->tup, *d = c->tdown;
+    for (;;) {   /* cluster -> app */
+        if (u->len > u->off) {
+            ssize_t n = write(c->app, u->data + u->off, u->len - u->off);
+            if (n < 0) {
+                if (errno == EAGAIN)
+                    break;
+                return -1;
+            }
+            u->off += (size_t)n;
+            continue;
+        }
+        if (u->eof) {
+            if (!u->shut) {
+                shutdown(c->app, SHUT_WR);
+                u->shut = 1;
+            }
+            break;
+        }
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, u->data, sizeof u->data);
+        if (n > 0) {
+            u->off = 0;
+            u->len = (size_t)n;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, n);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            break;
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+            u->eof = 1;   /* close_notify, or the peer's FIN without one */
+            continue;
+        }
+        return -1;
+    }
+    for (;;) {   /* app -> cluster */
+        if (d->len > d->off) {
+            ERR_clear_error();
+            int n = SSL_write(c->ssl, d->data + d->off, (int)(d->len - d->off));
+            if (n > 0) {
+                d->off += (size_t)n;
+                continue;
+            }
+            if (tls_waits(c->ssl, n))
+                break;
+            return -1;
+        }
+        if (d->eof) {
+            if (!d->shut) {
+                ERR_clear_error();
+                SSL_shutdown(c->ssl);
+                shutdown(c->cluster, SHUT_WR);
+                d->shut = 1;
+            }
+            break;
+        }
+        ssize_t n = read(c->app, d->data, sizeof d->data);
+        if (n > 0) {
+            d->off = 0;
+            d->len = (size_t)n;
+        } else if (n == 0) {
+            d->eof = 1;
+        } else if (errno == EAGAIN) {
+            break;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int dial_app(struct landing *l, struct conn *c);
+
+/* The peer's handshake: 0 while it goes on (or once it failed and the
+ * connection is gone), 1 once the peer is known and the app is dialled. */
+static int conn_handshake(struct landing *l, struct conn *c)
+{
+    ERR_clear_error();
+    int n = SSL_accept(c->ssl);
+    if (n == 1) {
+        atomic_fetch_add(&l->accepted, 1);
+        c->state = CONN_CONNECTING;
+        return dial_app(l, c) == 0 ? 1 : 0;
+    }
+    if (tls_waits(c->ssl, n))
+        return 0;
+    /* no certificate of the session's CA (or no TLS at all): refused */
+    ERR_clear_error();
+    atomic_fetch_add(&l->untrusted, 1);
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    conn_free(l, c, 1);
+    return 0;
+}
+
 static void conn_event(struct landing *l, struct conn *c)
 {
+    if (c->state == CONN_HANDSHAKE && conn_handshake(l, c) <= 0)
+        return;
     if (c->state == CONN_CONNECTING && conn_opened(l, c) <= 0)
         return;
+    if (c->ssl) {
+        if (tls_pump(c) != 0) {
+            conn_free(l, c, 1);
+            return;
+        }
+        if (c->tup->shut && c->tdown->shut)
+            conn_free(l, c, 0);
+        return;
+    }
     if (pump(&c->up) != 0 || pump(&c->down) != 0) {
         conn_free(l, c, 1);   /* a reset (or error) on one side resets the other */
         return;
     }
     if (c->up.shut && c->down.shut)
         conn_free(l, c, 0);
+}
+
+/* Starts the connection to the app; 0, or -1 when it failed and the
+ * connection is gone. */
+static int dial_app(struct landing *l, struct conn *c)
+{
+    c->app = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->app < 0 ||
+        (connect(c->app, (struct sockaddr *)&l->target, sizeof l->target) != 0 && errno != EINPROGRESS)) {
+        atomic_fetch_add(&l->failed, 1);
+        conn_free(l, c, 1);
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    if (epoll_ctl(l->ep, EPOLL_CTL_ADD, c->app, &ev) != 0) {
+        conn_free(l, c, 1);
+        return -1;
+    }
+    return 0;
 }
 
 static void accept_all(struct landing *l)
@@ -228,37 +390,45 @@ static void accept_all(struct landing *l)
             close_reset(fd);
             continue;
         }
-        atomic_fetch_add(&l->accepted, 1);
         struct conn *c = calloc(1, sizeof *c);
-        int app = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (!c || app < 0) {
+        if (c && l->tls) {
+            c->tup = calloc(1, sizeof *c->tup);
+            c->tdown = calloc(1, sizeof *c->tdown);
+            c->ssl = SSL_new(l->tls);
+        }
+        if (!c || (l->tls && (!c->tup || !c->tdown || !c->ssl || SSL_set_fd(c->ssl, fd) != 1))) {
+            if (c) {
+                SSL_free(c->ssl);
+                free(c->tup);
+                free(c->tdown);
+            }
             free(c);
-            if (app >= 0)
-                close(app);
             atomic_fetch_add(&l->failed, 1);
             close_reset(fd);
             continue;
         }
         c->cluster = fd;
-        c->app = app;
+        c->app = -1;
         c->up.pipe[0] = c->up.pipe[1] = c->down.pipe[0] = c->down.pipe[1] = -1;
-        c->state = CONN_CONNECTING;
         c->next = l->conns;
         if (l->conns)
             l->conns->prev = c;
         l->conns = c;
         atomic_fetch_add(&l->active, 1);
-        if (connect(app, (struct sockaddr *)&l->target, sizeof l->target) != 0 && errno != EINPROGRESS) {
-            atomic_fetch_add(&l->failed, 1);
-            conn_free(l, c, 1);
-            continue;
-        }
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
-        if (epoll_ctl(l->ep, EPOLL_CTL_ADD, c->app, &ev) != 0 ||
-            epoll_ctl(l->ep, EPOLL_CTL_ADD, c->cluster, &ev) != 0) {
+        if (epoll_ctl(l->ep, EPOLL_CTL_ADD, c->cluster, &ev) != 0) {
             conn_free(l, c, 1);
             continue;
         }
+        if (c->ssl) {
+            SSL_set_accept_state(c->ssl);
+            c->state = CONN_HANDSHAKE;
+            conn_handshake(l, c);   /* the ClientHello may be here already */
+            continue;
+        }
+        atomic_fetch_add(&l->accepted, 1);
+        c->state = CONN_CONNECTING;
+        dial_app(l, c);
     }
 }
 
@@ -319,6 +489,8 @@ static void landing_release(void *handle)
             close(*fds[i]);
             *fds[i] = -1;
         }
+    SSL_CTX_free(l->tls);
+    l->tls = NULL;
 }
 
 /* ---- Lua: handle -------------------------------------------------------------- */
@@ -341,13 +513,19 @@ static int landing_address(lua_State *L)
     return 2;
 }
 
-/* l:stats() -> { accepted=, refused=, failed=, active= }: connections admitted,
- * refused (peer outside the allowed networks), failed (the app could not be
- * reached: reset without a response), and open now. */
+/* l:stats() -> { accepted=, refused=, untrusted=, failed=, active=, tls= }:
+ * connections admitted, refused (peer outside the allowed networks),
+ * untrusted (no client certificate of the session's CA: TLS handshake
+ * failed), failed (the app could not be reached: reset without a response),
+ * and open now; tls says whether the landing requires mutual TLS. */
 static int landing_stats(lua_State *L)
 {
     struct landing *l = czctl_handle_check_open(L, 1, &landing_class);
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, atomic_load(&l->untrusted));
+    lua_setfield(L, -2, "untrusted");
+    lua_pushboolean(L, l->tls != NULL);
+    lua_setfield(L, -2, "tls");
     lua_pushinteger(L, atomic_load(&l->accepted));
     lua_setfield(L, -2, "accepted");
     lua_pushinteger(L, atomic_load(&l->refused));
@@ -447,12 +625,15 @@ static int field_networks(lua_State *L, int t, const char *key, struct net4 *out
     return n;
 }
 
-/* landing.open{ host=, port=0, target_port=, target_host="127.0.0.1", allow={CIDR...}, deny={CIDR...} }
+/* landing.open{ host=, port=0, target_port=, target_host="127.0.0.1", allow={CIDR...}, deny={CIDR...},
+ *               tls={ cert=PEM, key=PEM, client_ca=PEM } }
  *   -> handle | nil, msg, errno
  * Listens on host:port (0: a free port) and forwards admitted connections to
  * target_host:target_port. allow lists the networks peers may come from
  * (required: there is no "anyone"); deny, networks refused even so (this
- * machine's own address on that network). Raises on bad arguments. */
+ * machine's own address on that network). With tls, a peer is admitted
+ * only after a TLS handshake in which it shows a certificate signed by
+ * client_ca; the landing shows cert. Raises on bad arguments. */
 static int landing_open(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -469,9 +650,26 @@ static int landing_open(lua_State *L)
     int ndeny = field_networks(L, 1, "deny", deny);
     if (nallow == 0)
         return luaL_error(L, "landing.open: allow must name the networks the cluster connects from");
-
+    /* The handle first: an error below leaves it to __gc (landing_release),
+     * which frees the TLS context. */
     struct landing *l = czctl_handle_new(L, &landing_class, sizeof *l, 0);
     l->listen_fd = l->stop_fd = l->ep = -1;
+    lua_getfield(L, 1, "tls");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        int t = lua_gettop(L);
+        const char *cert = czctl_field_string(L, t, "cert");
+        const char *key = czctl_field_string(L, t, "key");
+        const char *ca = czctl_field_string(L, t, "client_ca");
+        if (!cert || !key || !ca)
+            return luaL_error(L, "landing.open: tls needs cert, key and client_ca");
+        const char *terr;
+        l->tls = landing_tls_server(cert, key, ca, &terr);
+        if (!l->tls)
+            return luaL_error(L, "landing.open: %s", terr);
+    }
+    lua_pop(L, 1);
+
     memcpy(l->allow, allow, sizeof allow);
     l->nallow = nallow;
     memcpy(l->deny, deny, sizeof deny);
@@ -623,6 +821,7 @@ static const luaL_Reg landing_funcs[] = {
     {"interface_of", landing_interface_of},
     {"open", landing_open},
     {"route_source", landing_route_source},
+    {"session_pki", landing_session_pki},
     {NULL, NULL},
 };
 

@@ -14,6 +14,8 @@ local STEPS = {
   "record_session",        -- 2. a local session file, so a crash at any later point leaves a trace
   "start_tunnel",          -- 3. the tunnel (ngrok, held by a keeper process; or direct): its URL is
                            --    where the proxy sends this session's requests
+  "create_route_secret",   --    the tunnel's route (URL, secret header, certificates) in the session's
+                           --    own Secret, which the proxy mounts; nothing of it goes on the Service
   "join_service",          -- 4. one patch, guarded by resourceVersion, adds this session (rule, tunnel,
                            --    owner) to the Service's annotations: several sessions share one proxy
   "update_proxy",          -- 5. the Service's proxy from those annotations: a copy of the Service (the

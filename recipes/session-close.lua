@@ -9,6 +9,12 @@
 --   SESSION         that one; another owner's needs --force, and says whose
 --   --all           every session in the namespace, others' too: on a
 --                   terminal it lists them and asks, scripts pass --yes
+--   --stale         every session in the namespace whose holder is gone,
+--                   others' too (a dead holder holds nothing), as session
+--                   list tells it: one of this machine's that no process
+--                   here holds; or its heartbeat Lease expired; or it never
+--                   had one and is older than any intercept takes to start
+--                   (STALE_WITHOUT_LEASE)
 -- The namespace is taken as kubectl takes it: -n, else the kubeconfig
 -- context's, else default. An id that matches nothing is an error listing
 -- the sessions that exist.
@@ -22,6 +28,10 @@ local kube = require "czctl.kube"
 local util = require "czctl.util"
 local flags = require "czctl.flags"
 local sys = require "czctl.sys"
+
+-- A session without a heartbeat Lease is stale only once it is older than
+-- an intercept may take to start (its guard creates the Lease once active).
+local STALE_WITHOUT_LEASE = 300
 
 local function fail(err)
   signal.check()
@@ -75,12 +85,16 @@ this works after a crash, from another machine, and when run twice.
 Which sessions: none given, yours (this state directory's, found in the
 cluster by owner); SESSION, that one (someone else's needs --force);
 --all, every session in the namespace (asks on a terminal; --yes for
-scripts). The namespace: -n, else the kubeconfig context's, else default.
+scripts); --stale, every session in the namespace whose holder is gone
+(its heartbeat Lease is no longer renewed), whoever owns it. The
+namespace: -n, else the kubeconfig context's, else default.
 When the cluster of SESSION is gone, --forget discards its local record.]],
   args = { { name = "session", help = "the session id (see czctl session list)", complete = "sessions" } },
   flags = flags.join({
     { name = "all", short = "a", type = "boolean", help = "close every session in the namespace, others' too" },
     { name = "yes", short = "y", type = "boolean", help = "with --all: do not ask" },
+    { name = "stale", type = "boolean",
+      help = "close the sessions whose holder is gone (heartbeat Lease not renewed), others' too" },
     { name = "force", type = "boolean", help = "with SESSION: close it even when it is someone else's" },
     { name = "forget", type = "boolean",
       help = "with SESSION: only discard this machine's record of it (stop its tunnel, remove its files) "
@@ -97,6 +111,9 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
     if f.forget and not id then return ctx.usage_error("--forget needs a SESSION") end
     if f.force and not id then return ctx.usage_error("--force goes with a SESSION (use --all for every session)") end
     if f.yes and not f.all then return ctx.usage_error("--yes goes with --all") end
+    if f.stale and (id or f.all or f.forget) then
+      return ctx.usage_error("--stale chooses the sessions itself: give no SESSION, --all or --forget with it")
+    end
     local closed, failures = setmetatable({}, util.array_mt), setmetatable({}, util.array_mt)
     local warnings = setmetatable({}, util.array_mt)
 
@@ -198,6 +215,19 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
         fail(string.format("session %s belongs to %s, not to you; to close it anyway: czctl session close %s "
                            .. "-n %s --force", id, owner_text(t.owner), id, t.namespace))
       end
+    elseif f.stale then
+      out:step("Find the sessions whose holder is gone in namespace " .. ns, function()
+        local beats = session.heartbeats(client, { namespace = ns })
+        for _, s in ipairs(discover(client, { namespace = ns })) do
+          local beat, age = beats[s.id], session.age_seconds(s.started)
+          local mine = not s.orphan and session.load(s.id) or nil
+          if mine and not session.same_cluster(mine, server) then mine = nil end
+          if not s.orphan and ((mine and not session.held(mine)) or (beat and beat.expired)
+                               or (not beat and age and age > STALE_WITHOUT_LEASE)) then
+            add(from_cluster(s, client))
+          end
+        end
+      end)
     elseif f.all then
       for _, s in ipairs(discover(client, { namespace = ns })) do add(from_cluster(s, client)) end
       for _, mine in ipairs(session.list_local_for(server)) do
@@ -266,7 +296,9 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
     if #targets == 0 then
       local ok, existing = pcall(discover, client, { namespace = ns })
       message = string.format("No session of yours to close in namespace %s.", ns)
-      if ok and #existing > 0 then
+      if f.stale then
+        message = string.format("No stale session in namespace %s: every session's holder renews its heartbeat.", ns)
+      elseif ok and #existing > 0 then
         message = message .. string.format(" Others': %s (close one with its id and --force).", describe(existing))
       end
     end

@@ -14,6 +14,9 @@
 -- or, with --wait, at all (even by SIGKILL); the guard found the session
 -- closed elsewhere or ended it; or SIGTERM. A tunnel that dies, or a session
 -- the guard ended, is reported in .tunnel.json (status "dead") and the log.
+-- So is a tunnel that is down because nothing accepts on the local port
+-- (`down_since`; requests then go to the in-cluster version): the guard
+-- carries it into the heartbeat Lease, for `session list` on any machine.
 --
 -- It lives as long as the session, so it stays small: it never loads the
 -- Kubernetes client or libcurl itself; the guard, a child, does.
@@ -67,7 +70,7 @@ return {
       error(perr, 0)
     end
     -- the agent's log lives with the session's files (removed by session close)
-    local handle, err = provider.start{ local_port = s.local_port, host = s.tunnel_host,
+    local handle, err = provider.start{ local_port = s.local_port, host = s.tunnel_host, ca = s.tunnel_ca,
                                         log_file = session.path(id, ".ngrok.log") }
     if not handle then
       session.write_tunnel_status(id, { status = "failed", error = tostring(err) })
@@ -102,6 +105,14 @@ return {
           reason = "tunnel died: " .. facts.error
           break
         end
+      end
+      -- The tunnel is down while nothing accepts on the local port: noted
+      -- with since when (a connect to 127.0.0.1, once a second).
+      local up = sys.listening("127.0.0.1", s.local_port, 0.2) and true or false
+      if up == (facts.down_since ~= nil) then
+        facts.down_since = (not up) and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(sys.time())) or nil
+        session.write_tunnel_status(id, facts)
+        log(up and "tunnel up again" or "tunnel down: nothing listens on 127.0.0.1:%d", s.local_port)
       end
       if guard_child then
         local code = guard_child.handle:wait(0)

@@ -5,7 +5,10 @@
 --   drifted        the Service no longer points at the proxy (a `kubectl
 --                  apply`, a GitOps sync, a hand edit); its holder re-asserts it
 --   proxy missing  the proxy Deployment (or every pod of it) is gone
---   tunnel down    (yours) the tunnel's process stopped
+--   tunnel down    (yours) the tunnel's process stopped; or (anyone's)
+--                  nothing accepts on the developer's local port, since
+--                  when its holder saw it (the Lease's czctl.io/tunnel-
+--                  down-since): requests then go to the in-cluster version
 --   holder gone    no process holds the session any more: its heartbeat
 --                  Lease czctl-<id> expired (or, yours, no local process)
 -- The namespace as kubectl takes it: -n, else the kubeconfig context's,
@@ -57,7 +60,7 @@ return {
         if mine and not session.same_cluster(mine, server) then mine = nil end
         seen[s.id] = true
         local h = service_health(s)
-        local state, detail = "active", nil
+        local state, detail, down = "active", nil, nil
         if h.drift then
           state, detail = "drifted", h.drift
         elseif h.missing then
@@ -68,12 +71,19 @@ return {
           state, detail = "tunnel down", session.keeper_problem(mine)
         elseif leases[s.id] and leases[s.id].expired then
           state, detail = "holder gone", "its heartbeat (Lease czctl-" .. s.id .. ") expired"
+        else
+          down = (leases[s.id] or {}).tunnel_down_since
+                 or (mine and (session.tunnel_status(s.id) or {}).down_since) or nil
+          if down then
+            state, detail = "tunnel down", "nothing accepts on the developer's local port since " .. down
+                                           .. "; its requests go to the in-cluster version"
+          end
         end
         local tunnel = mine and (session.tunnel_status(s.id) or mine.tunnel) or nil
         sessions[#sessions + 1] = {
           kind = "Session", id = s.id, namespace = s.namespace, service = s.service, port = e.port,
           all = (e.rule or {}).all == true, rule = e.ruleText, owner = e.owner, mine = session.is_mine(e.owner),
-          state = state, stateDetail = detail, started = e.started, ["local"] = mine ~= nil,
+          state = state, stateDetail = detail, tunnelDownSince = down, started = e.started, ["local"] = mine ~= nil,
           tunnel = e.tunnel, tunnelUrl = tunnel and tunnel.url or (e.upstream or {}).url,
         }
       end
@@ -94,7 +104,9 @@ return {
       for i, s in ipairs(r.items) do
         rows[i] = { s.id, s.namespace, s.service or "?", s.port and tostring(math.tointeger(s.port)) or "-",
                     s.all and "(all)" or s.rule or "-",
-                    shared.owner_text(s.owner) .. (s.mine and " (you)" or ""), s.state or "?",
+                    shared.owner_text(s.owner) .. (s.mine and " (you)" or ""),
+                    (s.state or "?") .. (s.tunnelDownSince and (" since " .. (s.tunnelDownSince:match("T(.*)$")
+                                                                                or s.tunnelDownSince)) or ""),
                     session.format_age(session.age_seconds(s.started)) }
       end
       return output.table({ "SESSION", "NAMESPACE", "SERVICE", "PORT", "RULE", "OWNER", "STATE", "AGE" }, rows)

@@ -43,7 +43,7 @@ CONF
 czctl_spec() {
   mkdir -p "$1"
   cat >"$1/spec.json" <<SPEC
-{ "flags": $3, "session": "bench", "runtime_dir": "$1", "listen_address": "$2", "health_port": 8079,
+{ "flags": $3, "session": "bench", "runtime_dir": "$1", "route_dir": "$1", "listen_address": "$2", "health_port": 8079,
   "ports": [ $4 ], "tunnel_upstream": {"url": "$5"} ${6:-} }
 SPEC
   "$CZCTL" run "$ROOT/tests/proxy/render.lua" "$1/spec.json" >"$1/nginx.conf"

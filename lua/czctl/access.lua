@@ -36,8 +36,10 @@ M.NEEDS = {
     p("list", "", "endpoints", "see when the Service routes through the proxy"),
     p("watch", "", "endpoints", "see when the Service routes through the proxy; the holder's watch"),
     p("list", "", "pods", "resolve named target ports; which proxy pods run the routes; why one fails"),
-    p("create", "", "secrets", "the proxy's NGINX configuration (immutable, named by its hash)"),
-    p("delete", "", "secrets", "remove configurations no pod uses, and all when the last session closes"),
+    p("create", "", "secrets", "the proxy's NGINX configuration (immutable, named by its hash) and the "
+                              .. "session's route into its tunnel (URL, secret, certificates)"),
+    p("delete", "", "secrets", "remove configurations no pod uses, the session's route, and all when the last "
+                              .. "session closes"),
     p("list", "", "secrets", "find the proxy's configurations"),
     p("watch", "", "secrets", "see a create whose answer was lost, to undo it"),
     p("get", "apps", "deployments", "the Service's proxy"),
@@ -60,7 +62,7 @@ M.NEEDS = {
     p("list", "", "services", "find the sessions (by owner, with no local record)"),
     p("list", "", "pods", "which proxy pods still run an old configuration"),
     p("create", "", "secrets", "the proxy's configuration without the session"),
-    p("delete", "", "secrets", "remove the proxy's configurations"),
+    p("delete", "", "secrets", "remove the proxy's configurations and the session's route"),
     p("list", "", "secrets", "find the proxy's configurations"),
     p("get", "apps", "deployments", "the Service's proxy"),
     p("patch", "apps", "deployments", "roll the proxy to the configuration without the session"),
@@ -68,7 +70,7 @@ M.NEEDS = {
     p("list", "apps", "deployments", "find proxies no session uses"),
     p("watch", "apps", "deployments", "wait until the proxy rolled out, or is gone"),
     p("delete", "coordination.k8s.io", "leases", "remove the session's heartbeat"),
-    p("list", "coordination.k8s.io", "leases", "remove the heartbeats with the proxy"),
+    p("list", "coordination.k8s.io", "leases", "remove the heartbeats with the proxy; --stale: whose holder is gone"),
   },
   ["session list"] = {
     p("list", "", "services", "intercepted Services"),

@@ -76,6 +76,35 @@ int main(void)
                not big:find("[^y]"), tostring(s1) .. " " .. tostring(#(echoed or "")) .. " " .. tostring(#(big or ""))
     ));
 
+    t_lua(L, "with tls, only a peer with a client certificate of the session's CA reaches the app", LUA(
+        local p = assert(landing.session_pki{ server_name = "127.0.0.1" })
+        local other = assert(landing.session_pki{ server_name = "127.0.0.1" })
+        local l <close> = assert(landing.open{ host = "127.0.0.1", target_port = app_port, allow = "127.0.0.0/8",
+            tls = { cert = p.server_cert, key = p.server_key, client_ca = p.ca_cert } })
+        for name, pem in pairs({ ca = p.ca_cert, cert = p.client_cert, key = p.client_key,
+                                 ocert = other.client_cert, okey = other.client_key }) do
+            assert(sys.write_file(tmp .. "/" .. name .. ".pem", pem, tonumber("600", 8)))
+        end
+        local _, port = l:address()
+        local function curl(...)
+            local argv = { "curl", "-s", "--max-time", "10", "-o", tmp .. "/out", "-w", "%{http_code}",
+                           "--cacert", tmp .. "/ca.pem", ... }
+            argv[#argv + 1] = "https://127.0.0.1:" .. port .. "/echo"
+            local c = assert(proc.spawn{ argv = argv, stdout = "pipe", stderr = "null" })
+            local code = c:read_line(20)
+            c:wait(20); c:close()
+            return code
+        end
+        local ok = curl("--cert", tmp .. "/cert.pem", "--key", tmp .. "/key.pem")
+        local foreign = curl("--cert", tmp .. "/ocert.pem", "--key", tmp .. "/okey.pem")
+        local none = curl()
+        local st = l:stats()
+        return ok == "200" and foreign == "000" and none == "000" and st.accepted == 1 and st.untrusted == 2
+               and st.tls == true,
+               string.format("%s %s %s accepted=%d untrusted=%d", tostring(ok), tostring(foreign), tostring(none),
+                             st.accepted, st.untrusted)
+    ));
+
     t_lua(L, "keep-alive requests and half-closes pass through", LUA(
         local l <close> = assert(landing.open{ host = "127.0.0.1", target_port = app_port, allow = "127.0.0.0/8" })
         local host, port = l:address()

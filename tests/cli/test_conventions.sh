@@ -76,7 +76,7 @@ like "$(bash -c 'source "$1"; complete -p czctl' _ "$WORK/czctl.bash")" '^comple
 is "$(complete_words czctl se)" "service session" "bash: command nouns"
 is "$(complete_words czctl session "")" "close list" "bash: the verbs of a noun"
 is "$(complete_words czctl recipe "")" "copy list show" "bash: the verbs of a built-in noun"
-is "$(complete_words czctl service intercept --tun)" "--tunnel --tunnel-host --tunnelHost" "bash: the flags of a command"
+is "$(complete_words czctl service intercept --tun)" "--tunnel --tunnel-ca --tunnel-host --tunnelCa --tunnelHost" "bash: the flags of a command"
 is "$(complete_words czctl service intercept demo -o "")" "json text yaml" "bash: the choices of a flag"
 is "$(complete_words czctl completion "")" "bash fish zsh" "bash: the choices of an argument"
 is "$(complete_words czctl session list -q --cont)" "--context" "bash: flags after other flags"

@@ -58,7 +58,7 @@ end
 
 local function entry(id, rule, user)
   return { id = id, port = 80, rule = rule, ruleText = "r", tunnel = "direct",
-           upstream = { url = "http://127.0.0.1:3000" }, owner = { user = user or id, host = "h", machine = id } }
+           owner = { user = user or id, host = "h", machine = id } }
 end
 local function header(name, value) return { header = { name = name, equals = value } } end
 
@@ -205,9 +205,28 @@ describe("the proxy's configuration", function()
     local conf = assert(shared.render(svc, state, "10.0.0.99"))
     assert.match("r1 session a, port 80", conf)
     assert.match("r2 session b, port 80", conf)
-    assert.match('"~%^1" r1;', conf)
-    assert.match('"~%^:1" r2;', conf)
+    assert.match('"~%^1" @czctl_tunnel_a;', conf)
+    assert.match('"~%^:1" @czctl_tunnel_b;', conf)
+    assert.match("error_page 418 = $czctl_route_http;", conf)
     assert.match("keepalive_time 3s;", conf)
+  end)
+  it("names each session's tunnel only by id: its files come from the session's Secret", function()
+    local conf = assert(shared.render(svc, state, "10.0.0.99"))
+    assert.match("include /etc/czctl%-session/a/tunnel%-http%.conf;", conf)
+    assert.match("location @czctl_tunnel_b {.-include /etc/czctl%-session/b/tunnel%-location%.conf;", conf)
+    assert.is_nil(conf:find("proxy_pass http[s]?://[%d.]+:%d+;"), "no tunnel address in the configuration")
+  end)
+  it("mounts each session's route Secret read-only at /etc/czctl-session/<id>", function()
+    local d = shared.deployment{ namespace = "default", service = "web", image = "x", ports = {
+      { name = "http", listen = 8080, port = 80, protocol = "TCP" } }, secret = "czctl-proxy-web-1", version = 4,
+      sessions = { "a", "b" } }
+    local spec = d.spec.template.spec
+    assert.same({ name = "route-b", secret = { secretName = "czctl-route-b", defaultMode = tonumber("440", 8) } },
+                spec.volumes[#spec.volumes])
+    local mounts = {}
+    for _, m in ipairs(spec.containers[1].volumeMounts) do mounts[m.name] = m end
+    assert.same({ name = "route-a", mountPath = "/etc/czctl-session/a", readOnly = true }, mounts["route-a"])
+    assert.equal(101, spec.securityContext.fsGroup)
   end)
   it("is named by its content: the same state, the same Secret; another, another", function()
     local a = shared.config_secret("default", "web", assert(shared.render(svc, state, "10.0.0.99")))

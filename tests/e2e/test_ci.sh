@@ -76,7 +76,8 @@ no_session_left "closed under CMD"
 # --- 3. the environment, and a request through the cluster ------------------
 # CZCTL_HEADER inherited from an outer session must not leak into an --all one
 cat >"$WORK/cmd.sh" <<'EOF'
-env | grep '^CZCTL_' | grep -v '^CZCTL_ROOT=' | sort >"$ENV_OUT"   # CZCTL_ROOT: the test runner's
+# CZCTL_ROOT: the test runner's; CZCTL_TUNNEL_CA: an input, the sandbox's test CA (lib/common.sh)
+env | grep '^CZCTL_' | grep -v -e '^CZCTL_ROOT=' -e '^CZCTL_TUNNEL_CA=' | sort >"$ENV_OUT"
 # the Service by its in-cluster URL, from inside the cluster network
 $IN_CLUSTER curl -s --max-time 10 ${CZCTL_HEADER:+-H "$CZCTL_HEADER"} "$CZCTL_SERVICE_URL/" >"$ENV_OUT.with"
 $IN_CLUSTER curl -s --max-time 10 "$CZCTL_SERVICE_URL/" >"$ENV_OUT.without"

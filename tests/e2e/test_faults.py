@@ -300,6 +300,7 @@ def derive_requests(audit, ns, agent):
             continue
         label_path = path.replace("/namespaces/%s/" % ns, "/namespaces/NS/")
         label_path = re.sub(r"czctl-[a-z0-9]{10}$", "czctl-ID", label_path)
+        label_path = re.sub(r"(czctl-route)-[a-z0-9]{10}$", r"\1-ID", label_path)  # a session's route Secret
         label_path = re.sub(r"(czctl-proxy-demo)-[0-9a-f]{16}$", r"\1-HASH", label_path)
         watch = bool(r.get("watch"))
         reqs.append({"method": r["method"], "label_path": label_path, "watch": watch, "agent": agent,
@@ -318,6 +319,7 @@ def derive_requests(audit, ns, agent):
 
 def rule_for(req, ns, nth):
     rx = "^" + (re.escape(req["label_path"]).replace("NS", re.escape(ns)).replace("czctl\\-ID", "czctl-[a-z0-9]+")
+                .replace("route\\-ID", "route-[a-z0-9]+")
                 .replace("\\-HASH", "-[0-9a-f]{16}")) + "$"
     rule = {"method": req["method"], "path": rx, "nth": nth, "times": 1, "userAgent": req["agent"]}
     if req["watch"]:

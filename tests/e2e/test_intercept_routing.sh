@@ -26,11 +26,11 @@ try=$(printf '%s\n' "$out" | sed -n 's/^Try  *//p')
 like "$try" "# from inside the cluster$" "the curl example says where to run it"
 like "$(in_cluster sh -c "$try" 2>"$WORK/try.err" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pod"])' 2>&1)" '^laptop$' \
   "the curl example, run inside the cluster as printed, reaches the local server"
-tunnel=$(printf '%s\n' "$out" | sed -n 's/^Tunnel  *\(http:[^ ]*\) (direct)$/\1/p')
-like "$tunnel" "^http://$(host_gateway):[0-9]+$" "the direct tunnel lands on the detected host gateway"
-curl -s --max-time 5 "$tunnel/" >/dev/null; rc=$?
-# reset at once: curl sees it during its connect (7), while sending (55) or on its first read (56)
-like "$rc" '^(7|55|56)$' "the landing resets a connection from this machine itself (it admits the cluster's side only)"
+tunnel=$(printf '%s\n' "$out" | sed -n 's/^Tunnel  *\(https:[^ ]*\) (direct)$/\1/p')
+like "$tunnel" "^https://$(host_gateway):[0-9]+$" "the direct tunnel lands on the detected host gateway (TLS)"
+curl -sk --max-time 5 "$tunnel/" >/dev/null; rc=$?
+# reset at once: curl sees it during its connect (7), while sending (55), its TLS handshake (35) or its first read (56)
+like "$rc" '^(7|35|55|56)$' "the landing resets a connection from this machine itself (it admits the cluster's side only)"
 like "$(who "http://$IP/" -H 'X-C6O-INTERCEPT: yes')" '^laptop$' "a request with the header reaches the local server"
 like "$(who "http://$IP/")" '^demo-' "a request without the header reaches the in-cluster pod"
 like "$(who "http://$IP/" -H 'x-c6o-intercept: yes')" '^laptop$' "the header name matches case-insensitively"

@@ -22,7 +22,7 @@ is "$rc" 0 "intercept --output json exits 0"
 id=$(printf '%s' "$json" | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["id"] if (o["apiVersion"], o["kind"]) == ("czctl.io/v1", "Session") else "")' 2>/dev/null)
 like "$id" '^[a-z0-9]{10}$' "--output json prints one JSON document with the session id"
 like "$(printf '%s' "$json" | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["tunnelUrl"], o["curl"], o["header"])' 2>/dev/null)" \
-  "^http://$(host_gateway):[0-9]+ curl -H .*X-C6O-INTERCEPT: yes$" \
+  "^https://$(host_gateway):[0-9]+ curl -H .*X-C6O-INTERCEPT: yes$" \
   "the JSON carries the tunnel URL (the landing on the detected host gateway), curl example and header"
 is "$(stat -c %a "$XDG_STATE_HOME/czctl/sessions/$id.json" 2>/dev/null)" 600 "the session file is mode 0600"
 

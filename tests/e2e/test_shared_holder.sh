@@ -8,14 +8,8 @@
 set -u
 source "$(dirname "$0")/lib/common.sh"
 
-sandbox_up
-deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
-snapshot "$WORK/before.json"
-svc_before=$(service_state demo)
-IP=$(cluster_ip demo)
-declare -A LPORT
-for d in alice bob carol dave; do LPORT[$d]=$(local_server "$d"); done
 source "$E2E_LIB/devs.sh"
+devs_cluster
 
 # --- acceptance 6: the holder re-asserts, repairs or ends, within 5 s ----------------
 # selector_is JSON: the Service's selector is JSON (compact, sorted keys).
@@ -34,7 +28,7 @@ kubectl apply -f "$E2E_ROOT/examples/demo-app.yaml" >/dev/null   # the three-way
 check "after a kubectl apply of the original manifest the route is re-asserted within 5 s" \
   wait_for_cmd 5 selector_is '{"czctl.io/proxy":"demo"}'
 check "requests with and without the header are served as before" routed
-check "bob's --wait terminal is told what was seen # TODO issue 9: since the node runs preStop hooks, the other holder is told later than 5 s" \
+check "bob's --wait terminal is told what was seen" \
   wait_for_cmd 5 grep -q "warning: Service demo was changed: its selector" "$WORK/bob.err"
 
 kubectl patch service demo -p '{"spec":{"selector":{"app":"demo","czctl.io/proxy":null}}}' >/dev/null
@@ -48,7 +42,10 @@ for i in 1 2 3; do
 done
 check "a controller that keeps reverting is given up on: the Service is restored within 5 s" \
   wait_for_cmd 5 service_restored
-check "bob's --wait process ends" wait_for_cmd 10 sh -c "! kill -0 $bpid 2>/dev/null"
+check "bob's --wait terminal is told why within 5 s" \
+  wait_for_cmd 5 grep -q "a controller keeps reverting Service demo" "$WORK/bob.err"
+# (it keeps the tunnel until the proxy pods that still route to bob are gone)
+check "bob's --wait process ends" wait_for_cmd 30 sh -c "! kill -0 $bpid 2>/dev/null"
 wait "$bpid"; is "$?" 1 "with exit 1"
 like "$(cat "$WORK/bob.err")" "the session ended: a controller keeps reverting Service demo" "saying a controller keeps reverting it"
 is "$(dev alice session list)" "No intercept sessions in namespace default." "alice's session ended too"
@@ -65,7 +62,9 @@ kubectl delete deployment czctl-proxy-demo --wait=false >/dev/null
 check "a deleted proxy Deployment: the Service is restored within 5 s" \
   wait_for_cmd 5 service_restored
 is "$(route -)" pods "requests reach the pods"
-check "bob's --wait process ends" wait_for_cmd 10 sh -c "! kill -0 $bpid 2>/dev/null"
+check "bob's --wait terminal is told within 5 s" \
+  wait_for_cmd 5 grep -Eq "the proxy Deployment czctl-proxy-demo (was deleted|is being deleted)" "$WORK/bob.err"
+check "bob's --wait process ends" wait_for_cmd 30 sh -c "! kill -0 $bpid 2>/dev/null"
 wait "$bpid"; is "$?" 1 "with exit 1"
 like "$(cat "$WORK/bob.err")" "the session ended: the proxy Deployment czctl-proxy-demo (was deleted|is being deleted)" \
   "saying the proxy was deleted"
@@ -89,8 +88,10 @@ if grep -q 'preStop' "$E2E_ROOT/tests/sandbox/k8s/kubelet.py" 2>/dev/null; then
 r = json.load(open(sys.argv[1]))
 print(" ".join("%s:%d/%d/%d" % (k.split(":")[0], v["ok"], sum(v["status"].values()), v["errors"]) for k, v in sorted(r.items())))' \
     "$WORK/load.json")
-  like "$summary" '^-:[1-9][0-9]*/0/0 Cookie:[1-9][0-9]*/0/0 X-Dev:[1-9][0-9]*/0/0 X-Dev:[1-9][0-9]*/0/0$' \
-    "under load, with and without each header: every answer 2xx, no connection error (ok/non-2xx/errors: $summary) # TODO issue 9: the routes of developers who join and leave get non-2xx answers under load since the node runs preStop hooks"
+  like "$summary" '^-:[1-9][0-9]*/0/[0-9]+ Cookie:[1-9][0-9]*/0/[0-9]+ X-Dev:[1-9][0-9]*/0/[0-9]+ X-Dev:[1-9][0-9]*/0/[0-9]+$' \
+    "under load, with and without each header: every answer 2xx (ok/non-2xx/errors: $summary)"
+  like "$summary" '^-:[0-9]+/[0-9]+/0 Cookie:[0-9]+/[0-9]+/0 X-Dev:[0-9]+/[0-9]+/0 X-Dev:[0-9]+/[0-9]+/0$' \
+    "under load, with and without each header: no connection error (ok/non-2xx/errors: $summary) # TODO issue 9: in 2 of about 12 runs under load every client's request stalled at once for its 10 s timeout (one error per client, every route, the moment a join's new pod took over); not diagnosed"
   leave alice; leave bob
 else
   ok "# SKIP joins and leaves under load: the sandbox node runs no preStop hook yet (tests/sandbox/k8s/kubelet.py)"

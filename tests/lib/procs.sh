@@ -34,3 +34,14 @@ on_exit() {
   trap 'exit 130' INT
   trap 'exit 143' TERM
 }
+
+# stop_all_on_exit DIR: on exit stop PIDS and every ngrok stand-in agent the
+# script started (tests/fake-ngrok writes their pids to FAKE_NGROK_PIDFILE,
+# DIR/agent.pids, exported), then remove DIR
+stop_all_on_exit() {
+  export FAKE_NGROK_PIDFILE=$1/agent.pids
+  : >"$FAKE_NGROK_PIDFILE"
+  STOP_ALL_DIR=$1
+  # shellcheck disable=SC2046  # one pid a line
+  on_exit 'stop_pids "${PIDS[@]}" $(cat "$FAKE_NGROK_PIDFILE" 2>/dev/null); rm -rf "$STOP_ALL_DIR"'
+}

@@ -30,7 +30,7 @@ is "$out" "" "no step is picked by matching its display title"
 first_code=$(grep -nvE '^\s*(--.*)?$' recipes/service-intercept.lua | head -1 | cut -d: -f2-)
 is "$first_code" "local STEPS = {" "the intercept recipe starts with its list of steps"
 steps=$(sed -n '/^local STEPS = {/,/^}/p' recipes/service-intercept.lua | grep -oE '^  "[a-z_]+"' | tr -d ' "')
-is "$(echo "$steps" | wc -l)" 10 "it lists ten steps"
+is "$(echo "$steps" | wc -l)" 11 "it lists eleven steps"
 for s in $steps; do
   check "step $s is a method of czctl.intercept.workflow" grep -q "^function Run:$s()" lua/czctl/intercept/workflow.lua
 done

@@ -4,13 +4,20 @@
 -- First line: {"url":..,"inspector":..,"pid":..,"upstream":{..}} or "error: MSG"
 -- (exit 1). Then per stdin line: "healthy" -> "healthy" | "unhealthy: WHY";
 -- "stop" -> stops (twice: stop is idempotent) and prints "stopped". EOF stops.
+-- TUNNEL_CA=FILE: the CA the provider names for the proxy (opts.ca).
 local tunnel = require "czctl.tunnel"
 local cjson = require "cjson"
 
 local name, port, timeout = arg[1], math.tointeger(tonumber(arg[2])), tonumber(arg[3])
 local host = arg[4] ~= "" and arg[4] or nil
+local ca
+if os.getenv("TUNNEL_CA") then
+  local f = assert(io.open(os.getenv("TUNNEL_CA"), "rb"))
+  ca = f:read("a")
+  f:close()
+end
 local handle, err = tunnel.start(name, {
-  local_port = port, timeout = timeout, host = host,
+  local_port = port, timeout = timeout, host = host, ca = ca,
   log = function(msg) io.stderr:write("log: ", msg, "\n") end,
 })
 if not handle then

@@ -16,10 +16,11 @@ local function render(overrides)
     session = "abc123",
   }
   for k, v in pairs(overrides or {}) do opts[k] = v end
-  local conf, warnings = proxy.render(opts)
+  local conf, warnings, files = proxy.render(opts)
   assert(conf, warnings)
-  return conf, warnings
+  return conf, warnings, files
 end
+local INCLUDE_LOCATION = "include /etc/czctl-session/tunnel-location.conf;"
 
 describe("proxy.from_flags", function()
   local cases = {
@@ -148,13 +149,13 @@ describe("proxy.render: the rule", function()
     assert.truthy(has(conf, "map $uri $czctl_rule_1"))
     assert.truthy(has(conf, [["~^\\/api\\/" 1;]]))
   end)
-  it("routes everything with all = true: no rule map, no `if`, no original upstream", function()
+  it("routes everything with all = true: no rule map, no `if`; the original only as the fallback", function()
     local conf = render{ rule = { all = true } }
     assert.falsy(has(conf, "$czctl_rule_1"))
     assert.falsy(has(conf, "if ("))
-    assert.falsy(has(conf, "upstream czctl_original_http"))
-    assert.truthy(has(conf, "        location / {\n            access_log /dev/stdout czctl buffer=64k flush=1s;\n" ..
-                            "            proxy_pass http://czctl_tunnel;\n        }"), conf)
+    assert.truthy(has(conf, "        location / {\n            access_log /dev/stdout czctl buffer=64k flush=1s;\n"), conf)
+    assert.truthy(has(conf:match("location / {(.-)\n        }") or "", INCLUDE_LOCATION), conf)
+    assert.truthy(has(conf, "location @czctl_fallback {\n            proxy_pass http://czctl_original_http;"), conf)
   end)
   it("composes every with a map over the concatenation of its parts", function()
     local conf = render{ rule = { every = { { header = { name = "X-A", equals = "1" } }, { path_prefix = "/a" } } } }
@@ -213,11 +214,14 @@ describe("proxy.render: the server blocks", function()
       "error_page 418 = @czctl_tunnel;\n" ..
       "            # (`=` compares the value exactly; the header's name matches in any case)\n" ..
       "            if ($http_x_c6o_intercept = \"yes\") {\n                return 418;\n            }" },
-    { "sends them into the tunnel", "location @czctl_tunnel {\n" ..
-      "            access_log /dev/stdout czctl buffer=64k flush=1s;\n            proxy_pass http://czctl_tunnel;\n        }" },
+    { "sends them into the tunnel, through the route's file", "            " .. INCLUDE_LOCATION .. "\n        }" },
+    { "includes the route's upstream in http", "    include /etc/czctl-session/tunnel-http.conf;" },
+    { "keeps the body of a tunnel request for the fallback", "            proxy_request_buffering on;" },
+    { "falls back to the original on a failure NGINX sees", "            error_page 502 504 = @czctl_fallback;" },
+    { "lets the tunnel location's error_page work behind error_page 418", "        recursive_error_pages on;" },
+    { "has the fallback location", "location @czctl_fallback {\n            proxy_pass http://czctl_original_http;\n        }" },
     { "sends the other requests of the intercepted port to the original", "proxy_pass http://czctl_original_http;" },
     { "reaches the original by ClusterIP", "server 10.0.0.7:80;" },
-    { "reaches a direct tunnel", "server 127.0.0.1:3000;" },
     { "has a health endpoint", "listen 8079;" },
     { "answers the probe itself", "return 200 \"ok\\n\";" },
     { "names the session", "session abc123" },
@@ -230,7 +234,8 @@ describe("proxy.render: the server blocks", function()
     assert.falsy(has(conf, "X-Czctl-Route"))
     local debug = render{ route_header = true }
     assert.truthy(has(debug, "add_header X-Czctl-Route original always;\n            proxy_pass http://czctl_original_http;"))
-    assert.truthy(has(debug, "add_header X-Czctl-Route intercept always;\n            proxy_pass http://czctl_tunnel;"))
+    assert.truthy(has(debug, "add_header X-Czctl-Route intercept always;"))
+    assert.truthy(has(debug, "add_header X-Czctl-Route fallback always;"))
   end)
   it("drops upstream keep-alive when upstream_keepalive = 0 (benchmark baseline)", function()
     assert.falsy(has(render{ upstream_keepalive = 0 }, "keepalive 64"))
@@ -333,57 +338,137 @@ describe("proxy.render: ports that are not intercepted (stream pass-through)", f
   end
 end)
 
-describe("proxy.render: an HTTPS tunnel (ngrok)", function()
+describe("proxy.render: the tunnel's route (in the session's Secret)", function()
   local up = { url = "https://ab12.ngrok-free.app", host_header = "ab12.ngrok-free.app",
-               extra_headers = { ["ngrok-skip-browser-warning"] = "1" } }
-  local conf = render{ tunnel_upstream = up }
-  it("sends SNI and checks the tunnel's name", function()
-    assert.truthy(has(conf, "proxy_ssl_server_name on;"))
-    assert.truthy(has(conf, "proxy_ssl_name ab12.ngrok-free.app;"))
-  end)
-  -- the tunnel location alone sets these; the server level (the original route) does not
-  local tunnel_loc = conf:match("location @czctl_tunnel {(.-)\n        }") or ""
+               extra_headers = { ["ngrok-skip-browser-warning"] = "1" },
+               secret_header = { name = "X-Czctl-Tunnel-Secret", value = string.rep("s3cret", 8) },
+               fallback_on = { header = "ngrok-error-code", values = { "ERR_NGROK_3200", "ERR_NGROK_8012" } } }
+  local conf, _, files = render{ tunnel_upstream = up }
+  local loc, http = files["tunnel-location.conf"] or "", files["tunnel-http.conf"] or ""
   local server_level = conf:match("listen 8080 reuseport;(.-)location /") or ""
-  it("sends the tunnel's Host on the intercept route only", function()
-    assert.truthy(has(tunnel_loc, 'proxy_set_header Host              "ab12.ngrok-free.app";'), conf)
-    assert.truthy(has(server_level, "proxy_set_header Host              $http_host;"), conf)
+  it("keeps the tunnel's URL and secret out of nginx.conf (the ConfigMap)", function()
+    assert.falsy(has(conf, "ab12.ngrok-free.app"))
+    assert.falsy(has(conf, up.secret_header.value))
   end)
-  it("keeps the original Host in X-Forwarded-Host, on the intercept route only", function()
-    assert.truthy(has(tunnel_loc, "proxy_set_header X-Forwarded-Host  $http_host;"))
-    assert.falsy(has(server_level, "X-Forwarded-Host"))
+  it("sends the secret header into the tunnel only", function()
+    assert.truthy(has(loc, 'proxy_set_header X-Czctl-Tunnel-Secret "' .. up.secret_header.value .. '";'), loc)
   end)
-  it("restates the headers of both routes in the tunnel location", function()
-    for _, h in ipairs{ "X-Forwarded-For   $proxy_add_x_forwarded_for;", "X-Forwarded-Proto $czctl_forwarded_proto;",
-                        "Upgrade           $http_upgrade;", "Connection        $czctl_connection;" } do
-      assert.truthy(has(tunnel_loc, "proxy_set_header " .. h), h)
+  it("verifies the tunnel's certificate against the image's CA bundle and its name, with SNI", function()
+    for _, line in ipairs{ "proxy_ssl_verify on;", "proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;",
+                           "proxy_ssl_name ab12.ngrok-free.app;", "proxy_ssl_server_name on;" } do
+      assert.truthy(has(http, line), line)
     end
   end)
-  it("adds ngrok-skip-browser-warning into the tunnel only", function()
-    assert.truthy(has(tunnel_loc, 'proxy_set_header ngrok-skip-browser-warning "1";'))
+  it("sends the tunnel's Host on the intercept route only, the original in X-Forwarded-Host", function()
+    assert.truthy(has(loc, 'proxy_set_header Host              "ab12.ngrok-free.app";'), loc)
+    assert.truthy(has(loc, "proxy_set_header X-Forwarded-Host  $http_host;"))
+    assert.truthy(has(server_level, "proxy_set_header Host              $http_host;"), conf)
+    assert.falsy(has(server_level, "X-Forwarded-Host"))
+  end)
+  it("restates the headers of both routes and adds ngrok-skip-browser-warning", function()
+    for _, h in ipairs{ "X-Forwarded-For   $proxy_add_x_forwarded_for;", "X-Forwarded-Proto $czctl_forwarded_proto;",
+                        "Upgrade           $http_upgrade;", "Connection        $czctl_connection;",
+                        'ngrok-skip-browser-warning "1";' } do
+      assert.truthy(has(loc, "proxy_set_header " .. h), h)
+    end
     assert.falsy(has(server_level, "ngrok-skip-browser-warning"))
   end)
-  it("resolves the tunnel's host name per request through the cluster DNS by default", function()
-    assert.truthy(has(conf, "resolver kube-dns.kube-system.svc.cluster.local valid=30s"))
-    assert.truthy(has(conf, 'map "" $czctl_tunnel_address {\n        default "ab12.ngrok-free.app:443";'))
-    assert.truthy(has(conf, "proxy_pass https://$czctl_tunnel_address;"))
-    assert.falsy(has(conf, "upstream czctl_tunnel"))
+  it("marks only the tunnel's own errors for the fallback, in an inner server", function()
+    assert.truthy(has(http, "map $upstream_http_ngrok_error_code $czctl_tunnel_abc123_fallback {"), http)
+    assert.truthy(has(http, [["~^(ERR\_NGROK\_3200|ERR\_NGROK\_8012)$" "@czctl_fallback";]]), http)
+    assert.truthy(has(http, "add_header X-Accel-Redirect $czctl_tunnel_abc123_fallback always;"))
+    assert.truthy(has(http, "proxy_ignore_headers X-Accel-Redirect;"))
+    -- on a Unix socket named by the route: routes of a shared proxy never share one
+    assert.truthy(has(http, "listen unix:/tmp/czctl-route-abc123.sock;"), http)
+    assert.truthy(has(http, "server unix:/tmp/czctl-route-abc123.sock;"), http)
+    assert.truthy(has(loc, "proxy_pass http://czctl_tunnel_abc123_inner;"))
   end)
-  it("uses a given resolver address", function()
-    local c = render{ tunnel_upstream = { url = up.url, resolver = "10.96.0.10" } }
-    assert.truthy(has(c, "resolver 10.96.0.10 valid=30s"))
+  it("resolves a host name per request on NGINX < 1.27.3 (no keep-alive to it)", function()
+    assert.truthy(has(http, "resolver kube-dns.kube-system.svc.cluster.local valid=30s"))
+    assert.truthy(has(http, 'map "" $czctl_tunnel_abc123_address {\n    default "ab12.ngrok-free.app:443";'))
+    assert.truthy(has(http, "proxy_pass https://$czctl_tunnel_abc123_address;"))
+  end)
+  it("keeps connections to a re-resolved name on NGINX >= 1.27.3 (the image)", function()
+    local _, _, f = render{ tunnel_upstream = up, nginx_version = "1.27.4" }
+    local h = f["tunnel-http.conf"]
+    -- the upstream's own resolver (an upstream directive since 1.27.3): one per route
+    assert.truthy(has(h, "upstream czctl_tunnel_abc123 {\n    zone czctl_tunnel_abc123 64k;\n" ..
+                         "    resolver kube-dns.kube-system.svc.cluster.local valid=30s ipv6=off;\n" ..
+                         "    server ab12.ngrok-free.app:443 resolve;\n    keepalive 64;"), h)
+    assert.truthy(has(h, "proxy_pass https://czctl_tunnel_abc123;"))
+  end)
+  it("uses a given resolver address, in the location that resolves (never twice in `http {}`)", function()
+    local _, _, f = render{ tunnel_upstream = { url = up.url, resolver = "10.96.0.10" } }
+    assert.truthy(has(f["tunnel-location.conf"], "resolver 10.96.0.10 valid=30s ipv6=off;\nproxy_pass https://$"))
+    assert.falsy(has(f["tunnel-http.conf"], "resolver 10.96.0.10"))
+    local _, _, g = render{ tunnel_upstream = { url = up.url, resolver = "10.96.0.10" }, nginx_version = "1.27.4" }
+    assert.truthy(has(g["tunnel-http.conf"], "    zone czctl_tunnel_abc123 64k;\n    resolver 10.96.0.10 valid=30s"))
   end)
   it("resolves once at start, with keep-alive, when resolver = false", function()
-    local c = render{ tunnel_upstream = { url = up.url, resolver = false } }
-    assert.truthy(has(c, "upstream czctl_tunnel {\n        server ab12.ngrok-free.app:443;\n        keepalive"))
-    assert.truthy(has(c, "proxy_pass https://czctl_tunnel;"))
-    assert.falsy(has(c, "\n    resolver "))
+    local _, _, f = render{ tunnel_upstream = { url = up.url, resolver = false } }
+    assert.truthy(has(f["tunnel-http.conf"], "upstream czctl_tunnel_abc123 {\n    server ab12.ngrok-free.app:443;\n    keepalive"))
+    assert.falsy(has(f["tunnel-http.conf"], "resolver "))
   end)
-  it("needs no resolver for an IP address tunnel", function()
-    local c = render{ tunnel_upstream = { url = "https://127.0.0.1:4443", host_header = "127.0.0.1:4443" } }
-    assert.falsy(has(c, "\n    resolver "))
-    assert.truthy(has(c, "server 127.0.0.1:4443;"))
-    assert.falsy(has(c, "proxy_ssl_name"), "no SNI for an address")
+  it("keeps connections to an address and checks its name without SNI", function()
+    local _, _, f = render{ tunnel_upstream = { url = "https://127.0.0.1:4443" } }
+    local h = f["tunnel-location.conf"]
+    assert.truthy(has(f["tunnel-http.conf"], "server 127.0.0.1:4443;\n    keepalive 64;"))
+    assert.truthy(has(h, "proxy_ssl_name 127.0.0.1;"))
+    assert.falsy(has(h, "proxy_ssl_server_name"), "no SNI for an address")
   end)
+  it("gives a landing the proxy's client certificate and trusts the session's CA (mutual TLS)", function()
+    local pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    local key = "-----BEGIN PRIVATE KEY-----\nBBBB\n-----END PRIVATE KEY-----\n"
+    local _, _, f = render{ tunnel_upstream = { url = "https://10.1.2.3:4443", keep_host = true,
+                                                tls = { ca = pem, client_cert = pem, client_key = key } } }
+    local h = f["tunnel-location.conf"]
+    for _, line in ipairs{ "proxy_ssl_certificate /etc/czctl-session/tunnel-client.crt;",
+                           "proxy_ssl_certificate_key /etc/czctl-session/tunnel-client.key;",
+                           "proxy_ssl_trusted_certificate /etc/czctl-session/tunnel-ca.crt;", "proxy_ssl_verify on;",
+                           "proxy_set_header Host              $http_host;" } do
+      assert.truthy(has(h, line), line)
+    end
+    assert.equal(key, f["tunnel-client.key"])
+    assert.equal(pem, f["tunnel-ca.crt"])
+  end)
+end)
+
+describe("proxy.route.parse_url: a tunnel URL from any provider", function()
+  local refused = {
+    { "https://a.example;\n        add_header X-Injected yes", "invalid host" },
+    { "https://a.example/;add_header", "has a path" },
+    { "https://a.example:99999", "invalid port" },
+    { "https://a.example:0", "invalid port" },
+    { "https://user@a.example", "invalid host" },
+    { "https://a..example", "invalid host" },
+    { "https://-a.example", "invalid host" },
+    { "https://300.1.1.1", "invalid host" },
+    { "https://a.example?x=1", "has a path" },
+    { "https://a b.example", "invalid host" },
+    { "ftp://a.example", "does not start with http:// or https://" },
+    { "https://a\"b.example", "invalid host" },
+  }
+  for _, c in ipairs(refused) do
+    it("refuses " .. c[1]:gsub("\n", "\\n"), function()
+      local u, err = proxy.route.parse_url(c[1])
+      assert.is_nil(u)
+      assert.truthy(has(err, c[2]), err)
+      assert.falsy(err:find("\n"), "one line")
+    end)
+  end
+  local accepted = {
+    { "https://ab12.ngrok-free.app", "ab12.ngrok-free.app", 443 },
+    { "https://ab12.ngrok-free.app/", "ab12.ngrok-free.app", 443 },
+    { "http://10.0.0.1:8080", "10.0.0.1", 8080 },
+    { "https://[fd00::1]:4443", "[fd00::1]", 4443 },
+  }
+  for _, c in ipairs(accepted) do
+    it("accepts " .. c[1], function()
+      local u = assert(proxy.route.parse_url(c[1]))
+      assert.equal(c[2], u.host)
+      assert.equal(c[3], u.port)
+    end)
+  end
 end)
 
 describe("proxy.describe, proxy.example_request and proxy.example_header", function()

@@ -4,7 +4,10 @@
 # through the "public" endpoint reaches the local server, the rendered proxy
 # sends intercepted requests into the tunnel with the tunnel's Host and
 # ngrok-skip-browser-warning, and every failure gives its one-line message and
-# leaves no agent running. Also the direct provider, and "not installed".
+# leaves no agent running. Only the proxy may use the tunnel: the agent's
+# traffic policy refuses a request without the session's secret, and the
+# proxy verifies the tunnel's certificate (a CA this test makes). Also the
+# direct provider (mutual TLS), and "not installed".
 # tests/run: alone
 set -u
 cd "$(dirname "$0")/../.." || exit 1
@@ -17,14 +20,10 @@ FAKE_DIR=$ROOT/tests/fake-ngrok
 T=$(mktemp -d /tmp/czctl-ngrok-test.XXXXXX)
 chmod 755 "$T"
 source tests/lib/procs.sh   # PIDS, wait_port, stop_pids, on_exit
-export FAKE_NGROK_PIDFILE=$T/agent.pids
-: >"$FAKE_NGROK_PIDFILE"
-cleanup() {
-  # shellcheck disable=SC2046  # one pid a line
-  stop_pids "${PIDS[@]}" $(cat "$FAKE_NGROK_PIDFILE" 2>/dev/null)
-  rm -rf "$T"
-}
-on_exit cleanup
+source tests/proxy/testca.sh  # test_ca, test_cert
+test_ca "$T" && test_cert "$T" edge 127.0.0.1 "IP:127.0.0.1" || { echo "Bail out! openssl cannot make the test CA"; exit 1; }
+export FAKE_NGROK_CERT=$T/edge.crt FAKE_NGROK_KEY=$T/edge.key TUNNEL_CA=$T/ca.crt
+stop_all_on_exit "$T"
 agents_alive() {  # how many stand-in agents started by this test still run
   local n=0 p
   for p in $(cat "$FAKE_NGROK_PIDFILE"); do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
@@ -45,7 +44,7 @@ wait_port 127.0.78.1 8000 && wait_port 127.0.0.1 38111 || { fail "test backends 
 # the provider must read the address from the agent's log, not assume 4040.
 python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", 4040)); s.listen(1); time.sleep(120)' 2>/dev/null & PIDS+=($!)
-sleep 0.2
+wait_port 127.0.0.1 4040 || fail "port 4040 is held for the test"
 
 coproc DRV { PATH="$FAKE_DIR:$PATH" exec "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 2>"$T/driver.err"; }
 # bash forgets DRV and DRV_PID as soon as the coprocess ends: keep copies
@@ -70,8 +69,23 @@ is "$(json upstream.host_header "$facts")" "${url#https://}" "the proxy sends th
 is "$(json upstream.extra_headers.ngrok-skip-browser-warning "$facts")" 1 "the proxy adds ngrok-skip-browser-warning"
 like "$(cat "$T/driver.err")" "ngrok tunnel $url -> localhost:38111" "the provider logs the tunnel through opts.log"
 
-got=$(curl -sSk --max-time 5 "$url/hello" | python3 -c 'import json,sys; print(json.load(sys.stdin)["backend"])' 2>/dev/null)
-is "$got" local "traffic sent to the public URL reaches the local server"
+stats() { curl -s --max-time 5 http://127.0.0.1:38111/__stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])'; }
+before=$(stats)
+is "$(curl -s --cacert "$T/ca.crt" --max-time 5 -o /dev/null -w '%{http_code}' "$url/hello")" 403 \
+  "a request to the public URL without the secret is refused by the agent (403)"
+is "$(curl -s --cacert "$T/ca.crt" --max-time 5 -o /dev/null -w '%{http_code}' -H 'X-Czctl-Tunnel-Secret: guess' \
+  -X POST -d x "$url/admin")" 403 "a POST with a wrong secret is refused too"
+is "$(stats)" "$((before + 1))" "neither reached the local server (only the /__stats request did)"
+secret=$(json upstream.secret_header.value "$facts")
+like "$secret" '^[a-z0-9]{48}$' "the session's secret is 48 random letters and digits, for the proxy alone"
+is "$(json upstream.secret_header.name "$facts")" X-Czctl-Tunnel-Secret "the proxy sends it as X-Czctl-Tunnel-Secret"
+check "the secret is in no argument of the agent" sh -c "! tr '\\0' ' ' </proc/$(json pid "$facts")/cmdline | grep -q '$secret'"
+check "nor in the driver's log nor the agent's log" sh -c "! grep -rq '$secret' '$T/driver.err' /tmp/tmp.* 2>/dev/null"
+pfile=$(tr '\0' '\n' </proc/"$(json pid "$facts")"/cmdline | sed -n '/^--traffic-policy-file$/{n;p}')
+check "the policy file is removed once the agent has read it" test ! -e "$pfile"
+got=$(curl -s --cacert "$T/ca.crt" --max-time 5 -H "X-Czctl-Tunnel-Secret: $secret" "$url/hello")
+is "$(json backend "$got")" local "with the secret a request reaches the local server"
+is "$(json headers.x-czctl-tunnel-secret "$got")" "" "the agent removes the secret before the app sees the request"
 
 # The rendered proxy, sending intercepted traffic into the tunnel.
 mkdir -p "$T/proxy"
@@ -79,6 +93,7 @@ python3 - "$facts" "$T/proxy" >"$T/proxy/spec.json" <<'EOF'
 import json, sys
 facts, d = json.loads(sys.argv[1]), sys.argv[2]
 print(json.dumps({"flags": {}, "session": "ngrok-test", "runtime_dir": d, "listen_address": "127.0.78.10",
+                  "route_dir": d,
                   "ports": [{"name": "http", "port": 80, "listen": 8080, "original": "127.0.78.1:8000", "intercept": True}],
                   "tunnel_upstream": facts["upstream"]}))
 EOF
@@ -93,6 +108,9 @@ is "$(json backend "$answer")" local "an intercepted request goes through the pr
 is "$(json headers.ngrok-skip-browser-warning "$answer")" 1 "requests into the tunnel carry ngrok-skip-browser-warning"
 is "$(json headers.x-forwarded-host "$answer")" shop.example.com "the original Host arrives in X-Forwarded-Host"
 is "$(json headers.host "$answer")" "${url#https://}" "the tunnel gets its own Host, so its edge can route the request"
+is "$(json headers.x-czctl-tunnel-secret "$answer")" "" "the proxy's secret is removed before the request reaches the app"
+check "the proxy's nginx.conf names neither the tunnel nor the secret" \
+  sh -c "! grep -q -e '${url#https://}' -e '$secret' '$T/proxy/nginx.conf'"
 answer=$(curl -sS --max-time 5 -H 'Host: shop.example.com' http://127.0.78.10:8080/p)
 is "$(json backend "$answer")" original "a request without the header still reaches the original"
 is "$(json headers.ngrok-skip-browser-warning "$answer")" "" "the original route gets no ngrok header"
@@ -148,7 +166,7 @@ fails no-authtoken 10 '^error: ngrok needs an authtoken: run "ngrok config add-a
   "no authtoken"
 fails exit-early 10 '^error: ngrok exited \(status 1\): failed to start tunnel: Your account is limited to 1 simultaneous ngrok agent sessions\. ERR_NGROK_108$' \
   "an agent that exits early reports its last log line"
-fails no-url 1.5 '^error: ngrok did not report a public URL within 1.5s \(last log line: client session established\)$' \
+fails no-url 1.5 '^error: ngrok did not report a public URL within 1\.5s \(last log line: [a-z ]+\)$' \
   "an agent that never reports a URL"
 
 out=$(PATH=/usr/bin:/bin "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 5 </dev/null 2>/dev/null)
@@ -161,10 +179,20 @@ is "$out" "error: ngrok is not installed: install it from https://ngrok.com/down
 coproc DRV { exec "$CZCTL" run tests/proxy/ngrok_driver.lua direct 38111 "" host.docker.internal 2>"$T/direct.err"; }
 out=""; read -r -t 20 out <&"${DRV[0]}"
 url=$(json url "$out"); lport=${url##*:}
-like "$url" '^http://host\.docker\.internal:[0-9]+$' "direct: the URL is the cluster's name for this machine and the landing's port"
+like "$url" '^https://host\.docker\.internal:[0-9]+$' "direct: the URL is the cluster's name for this machine and the landing's port"
 is "$(json pid "$out")$(json inspector "$out")" "" "direct: no agent process and no inspector (the landing runs in the session's holder)"
-got=$(curl -s --max-time 5 "http://127.0.0.1:$lport/hello" | python3 -c 'import json,sys; print(json.load(sys.stdin)["backend"])' 2>/dev/null)
-is "$got" local "direct: the landing forwards to the local port"
+for k in ca client_cert client_key; do json "upstream.tls.$k" "$out" >"$T/direct-$k.pem"; done
+chmod 600 "$T"/direct-*.pem
+mtls=(--cacert "$T/direct-ca.pem" --cert "$T/direct-client_cert.pem" --key "$T/direct-client_key.pem"
+      --resolve "host.docker.internal:$lport:127.0.0.1")
+got=$(curl -s --max-time 5 "${mtls[@]}" "https://host.docker.internal:$lport/hello" | python3 -c 'import json,sys; print(json.load(sys.stdin)["backend"])' 2>/dev/null)
+is "$got" local "direct: the landing forwards to the local port a peer with the proxy's certificate"
+curl -s --max-time 5 --cacert "$T/direct-ca.pem" --resolve "host.docker.internal:$lport:127.0.0.1" \
+  "https://host.docker.internal:$lport/hello" >/dev/null
+rc=$?
+check "direct: a TLS client without the proxy's certificate gets nothing (curl exit $rc)" test "$rc" -ne 0
+is "$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$lport/hello")" 000 \
+  "direct: plain HTTP gets nothing"
 echo stop >&"${DRV[1]}"; line=""; read -r -t 10 line <&"${DRV[0]}"
 is "$line" stopped "direct: stop (twice) answers"
 curl -s --max-time 2 "http://127.0.0.1:$lport/" >/dev/null; is "$?" 7 "direct: after stop the landing is closed"
@@ -172,7 +200,7 @@ exec {DRV[1]}>&-; wait "$DRV_PID" 2>/dev/null
 like "$(cat "$T/direct.err")" 'log: landing 127\.0\.0\.1:[0-9]+ -> 127\.0\.0\.1:38111' "direct: the landing is logged through opts.log"
 check "direct: no warning when something listens" sh -c "! grep -q warning '$T/direct.err'"
 out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38119 "" host.docker.internal </dev/null 2>"$T/direct.err" | head -1)
-like "$(json url "$out")" '^http://host\.docker\.internal:[0-9]+$' "direct: starts even when nothing listens yet"
+like "$(json url "$out")" '^https://host\.docker\.internal:[0-9]+$' "direct: starts even when nothing listens yet"
 like "$(cat "$T/direct.err")" 'warning: nothing listens on 127\.0\.0\.1:38119 yet' "direct: warns when nothing listens yet"
 out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38111 "" 127.0.0.1 </dev/null 2>/dev/null)
 is "$out" "error: --tunnel-host 127.0.0.1 is this machine's loopback, which pods cannot reach; give the address of this machine that the cluster reaches with --tunnel-host ADDRESS" \

@@ -36,6 +36,48 @@ function M.raise(err)
   error(setmetatable({ message = tostring(err) }, Failure), 0)
 end
 
+-- Where the proxy reads the sessions' route files (each tunnel's URL,
+-- secret and certificates): one directory per session, ROUTE_DIR/<id>,
+-- mounted from the session's route Secret.
+M.ROUTE_DIR = "/etc/czctl-session"
+M.SESSION_LABEL = "czctl.io/session"    -- on a session's route Secret: its id
+
+--- The name of a session's route Secret.
+---@param id string
+---@return string
+function M.route_secret_name(id)
+  return "czctl-route-" .. id
+end
+
+--- A session's route Secret: the files of its route into the tunnel
+--- (czctl.proxy.route), mounted into the Service's proxy at ROUTE_DIR/<id>.
+--- Only the proxy and the session's holder know what it holds (decisions
+--- section 2); the Service's annotation names the session, never these.
+---@param namespace string
+---@param service string the intercepted Service (its proxy mounts it)
+---@param id string
+---@param files table<string,string> name -> content, from proxy.route.files
+---@return table
+function M.route_secret(namespace, service, id, files)
+  local data = {}
+  for k, v in pairs(files) do data[k] = v end
+  return {
+    apiVersion = "v1", kind = "Secret", type = "Opaque",
+    metadata = { name = M.route_secret_name(id), namespace = namespace,
+                 labels = { [M.MANAGED_BY] = "czctl", ["czctl.io/service"] = service, [M.SESSION_LABEL] = id } },
+    stringData = data,
+  }
+end
+
+--- The NGINX version of a proxy image, from its tag ("nginx:1.27.4" ->
+--- "1.27.4"), or nil when the tag does not say (the configuration then
+--- keeps to what every supported NGINX accepts).
+---@param image string
+---@return string|nil
+function M.image_nginx_version(image)
+  return tostring(image or ""):match(":(%d+%.%d+%.%d+)[^:/]*$") or tostring(image or ""):match(":(%d+%.%d+)[^:/]*$")
+end
+
 --- The label selector string for a selector map (sorted, stable).
 ---@param selector table<string,string>
 ---@return string
@@ -238,7 +280,8 @@ function M.deployment(opts)
           automountServiceAccountToken = false,
           enableServiceLinks = false,
           terminationGracePeriodSeconds = 5,
-          securityContext = { runAsNonRoot = true, runAsUser = 101, runAsGroup = 101,
+          -- fsGroup: the Secret's files (0440) belong to NGINX's group.
+          securityContext = { runAsNonRoot = true, runAsUser = 101, runAsGroup = 101, fsGroup = 101,
                               seccompProfile = { type = "RuntimeDefault" } },
           containers = { {
             name = "proxy",

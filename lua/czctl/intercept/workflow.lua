@@ -62,6 +62,7 @@ M.COMMAND_GRACE = 5
 ---@field tunnel? string                 tunnel provider: "ngrok" (default), "direct", or yours
 ---@field tunnel_host? string            with direct: this machine's address the cluster reaches (default: detected)
 ---@field protocol? string               what the port speaks: "auto" (default: from appProtocol, name, number), "http", "h2c", "grpc", "tls", "tcp"
+---@field tunnel_ca? string              PEM of the CA the proxy trusts for the tunnel (default: the provider's, or the image's bundle)
 ---@field image? string                  the proxy image
 ---@field wait? boolean                  stay until a signal, then close the session
 ---@field command? string[]              run this command, and close the session when it exits (implies wait)
@@ -315,7 +316,7 @@ function Run:record_session()
     id = id, service = o.service, namespace = o.namespace, port = self.port, pod_port = self.pod_port,
     local_port = self.local_port, header = o.header, all = o.rule.all == true, rule = self.rule_text,
     kubeconfig = o.kubeconfig or os.getenv("KUBECONFIG"), context = o.context or info.context,
-    server = info.server, tunnel = { provider = o.tunnel }, tunnel_host = o.tunnel_host,
+    server = info.server, tunnel = { provider = o.tunnel }, tunnel_host = o.tunnel_host, tunnel_ca = o.tunnel_ca,
     owner = session.owner(), started = csys.time(),
     parent_pid = o.held_by or csys.getpid(), state = "starting", wait = (o.wait or o.held_by ~= nil),
   }
@@ -344,27 +345,71 @@ function Run:start_tunnel()
     if not facts then fail(terr) end
     return facts
   end)
+  -- A URL from any provider is checked before anything is built from it.
+  local checked, url_err = proxy.route.parse_url(tunnel.upstream and tunnel.upstream.url or tunnel.url)
+  if not checked then fail(string.format("tunnel provider %q: %s", o.tunnel, url_err)) end
   self.tunnel = tunnel
   s.tunnel = { provider = o.tunnel, url = tunnel.url, inspector = tunnel.inspector, pid = tunnel.pid,
                start = tunnel.start }
   session.save(s)
-  if o.tunnel == "direct" and not require("czctl.sys").listening("127.0.0.1", self.local_port, 0.5) then
-    self.out:warn("nothing listens on 127.0.0.1:%d yet; intercepted requests fail until your server runs there",
-                  self.local_port)
+  if not require("czctl.sys").listening("127.0.0.1", self.local_port, 0.5) then
+    self.out:warn("nothing listens on 127.0.0.1:%d yet; intercepted requests go to the in-cluster version "
+                  .. "until your server runs there", self.local_port)
+  end
+  if not (tunnel.upstream and (tunnel.upstream.secret_header or (tunnel.upstream.tls or {}).client_cert)) then
+    self.out:warn("tunnel provider %q gives no secret or client certificate: anyone who reaches %s reaches "
+                  .. "your local port", o.tunnel, tostring(tunnel.url))
   end
 end
 
+-- Whether a request's answer is known ("known": it succeeded, or the API
+-- server refused it) or was lost ("lost": a signal, a dropped connection),
+-- in which case the change may still land and its undo watches for it.
+local function answer_of(ok, err)
+  return (ok or type(err) ~= "table" or (type(err.code) == "number" and err.code >= 400)) and "known" or "lost"
+end
+
+--- Step: the session's route into its tunnel (URL, secret header, TLS
+--- certificates: czctl.proxy.route's files) in its own Secret, which the
+--- Service's proxy mounts at ROUTE_DIR/<id>; the Service's annotation and
+--- the proxy's configuration name the session only by id.
+function Run:create_route_secret()
+  local o = self.opts
+  local dir = intercept.ROUTE_DIR .. "/" .. self.id
+  local planned, err = proxy.route.plan(self.tunnel.upstream or { url = self.tunnel.url },
+                                        { id = self.id, dir = dir,
+                                          nginx_version = intercept.image_nginx_version(o.image) })
+  if not planned then fail("cannot render the tunnel's route: " .. tostring(err)) end
+  local secret = intercept.route_secret(o.namespace, o.service, self.id, proxy.route.files(planned))
+  local client, name, answer = self.client, secret.metadata.name, "waiting"
+  self.out:step("Create Secret " .. name .. " (the tunnel's route)", function()
+    self.ctx.undo:defer("delete Secret " .. name, function()
+      session.delete_object(client, o.namespace, "Secret", name)
+      if answer ~= "known" then
+        -- the create's answer was lost (a signal, a dropped connection): it may still land
+        local late = client:wait_for("Secret", name, function(x) return x ~= nil end, M.LATE_CREATE_GRACE,
+                                     { namespace = o.namespace })
+        if late and late.metadata then session.delete_object(client, o.namespace, "Secret", name) end
+      end
+    end)
+    local created, cerr = client:create(secret, { namespace = o.namespace })
+    answer = answer_of(created, cerr)
+    if not created then fail(cerr) end
+    return created
+  end)
+end
+
 --- Step: join the Service: one patch, guarded by its resourceVersion, adds
---- this session (rule, tunnel, owner) to the Service's czctl.io/sessions
---- annotation and counts up its routes-version. Two developers joining at
---- once are serialised by the API server; a rule that would take another
---- session's requests is refused.
+--- this session (rule, tunnel provider, owner: nothing secret) to the
+--- Service's czctl.io/sessions annotation and counts up its routes-version.
+--- Two developers joining at once are serialised by the API server; a rule
+--- that would take another session's requests is refused.
 function Run:join_service()
   local o, ns, name = self.opts, self.opts.namespace, self.opts.service
   local client = self.client
   local entry = {
     id = self.id, port = self.port, rule = o.rule, ruleText = self.rule_text, tunnel = o.tunnel,
-    upstream = self.tunnel.upstream, owner = self.session.owner, started = session.now_rfc3339(),
+    owner = self.session.owner, started = session.now_rfc3339(),
     protocol = self.mode ~= "http" and self.mode or nil,
   }
   local answer = "waiting"
@@ -381,8 +426,7 @@ function Run:join_service()
   end)
   self.svc = self.out:step(string.format("Join Service %s (routes shared with other sessions)", name), function()
     local patched, err = shared.join(client, ns, name, entry, self.svc)
-    answer = (patched or (type(err) ~= "table") or (type(err.code) == "number" and err.code >= 400)) and "known"
-             or "lost"
+    answer = answer_of(patched, err)
     if not patched then fail(err) end
     return patched
   end)
@@ -451,8 +495,7 @@ function Run:route_service()
   end)
   self.svc = self.out:step(string.format("Route Service %s through the proxy", name), function()
     local patched, err = shared.redirect(client, ns, name)
-    answer = (patched or (type(err) ~= "table") or (type(err.code) == "number" and err.code >= 400)) and "known"
-             or "lost"
+    answer = answer_of(patched, err)
     if not patched then fail(err) end
     return patched
   end)
@@ -895,6 +938,9 @@ local function intercept_flags()
       help = "what the port speaks (auto: from its appProtocol, name or port number; grpc is h2c)" },
     { name = "tunnelHost", type = "string",
       help = "with --tunnel direct: the address of this machine the cluster reaches (default: detected)" },
+    { name = "tunnelCa", type = "string",
+      help = "a PEM file: the CA the proxy trusts for the tunnel's certificate (default: $CZCTL_TUNNEL_CA, "
+             .. "else the proxy image's CA bundle)" },
     { name = "image", type = "string", default = intercept.DEFAULT_IMAGE, help = "the proxy image" },
     { name = "grace", type = "number", default = M.COMMAND_GRACE,
       help = "with -- CMD: seconds CMD has to exit after czctl passes it SIGINT/SIGTERM, then SIGKILL" },
@@ -940,10 +986,19 @@ function M.options_from_flags(ctx)
   local f = ctx.flags
   local rule, rule_err = proxy.from_flags{ header = f.header, all = f.all }
   if not rule then ctx.usage_error(rule_err) end
+  local ca_file, ca = f.tunnelCa or os.getenv("CZCTL_TUNNEL_CA"), nil
+  if ca_file and ca_file ~= "" then
+    local fh = io.open(ca_file, "rb")
+    ca = fh and fh:read("a")
+    if fh then fh:close() end
+    if not ca or not ca:find("-----BEGIN CERTIFICATE-----", 1, true) then
+      ctx.usage_error(string.format("--tunnel-ca %s: not a readable PEM certificate file", ca_file))
+    end
+  end
   return {
     service = ctx.args.service, namespace = f.namespace, remote_port = f.remotePort, local_port = f.localPort,
     rule = rule, header = not f.all and f.header or nil, tunnel = f.tunnel, tunnel_host = f.tunnelHost,
-    protocol = f.protocol,
+    protocol = f.protocol, tunnel_ca = ca,
     image = f.image, wait = f.wait, kubeconfig = f.kubeconfig, context = f.context,
     held_by = f.heldBy, session_id = f.sessionId, env_file = f.envFile,
   }

@@ -8,7 +8,8 @@
 --
 -- An intercepted port has a mode (czctl.proxy.protocol): "http" (HTTP/1.1,
 -- as below), "h2c" (the same server on an HTTP/2 listener, grpc_pass instead
--- of proxy_pass), or "tcp" (a stream server to the tunnel, in `stream {}`).
+-- of proxy_pass; the route's tunnel-grpc.conf, no request buffering), or
+-- "tcp" (a stream server including the route's tunnel-stream.conf).
 --
 -- The intercepted server's `location /` hands a matching request to the
 -- named location @czctl_tunnel (`if (CONDITION) { return 418; }` with
@@ -16,7 +17,20 @@
 -- kept) and proxies every other request to the original. The tunnel
 -- location has its own headers, TLS settings and access log, so the
 -- original route pays for no map but the rule's own.
+--
+-- The tunnel itself (URL, secret, certificates) is the route's
+-- (czctl.proxy.route): nginx.conf only includes the route's files, which
+-- render returns apart for a Secret (or, for a route whose files are
+-- mounted already, only names). The tunnel location buffers the request
+-- body and falls back to the original (@czctl_fallback) when the request
+-- did not reach the developer's app (decisions section 3).
+--
+-- Several sessions on one proxy (opts.routes): each route's rule is one
+-- variable, a map per intercepted port picks the first matching route's
+-- named location (@czctl_tunnel_<id>, "" for none) and `error_page 418 =
+-- $map` jumps there; each named location includes its own route's files.
 local rules = require "czctl.proxy.rules"
+local route = require "czctl.proxy.route"
 
 local M = {}
 
@@ -25,24 +39,13 @@ M.DEFAULT_HEALTH_PORT = 8079
 M.DEFAULT_KEEPALIVE = 64
 -- The cluster DNS Service under its conventional name (kubeadm, kind, minikube,
 -- k3s, GKE, EKS, AKS all keep it); used to resolve a tunnel's host name.
-M.DEFAULT_RESOLVER = "kube-dns.kube-system.svc.cluster.local"
+M.DEFAULT_RESOLVER = route.DEFAULT_RESOLVER
+-- A request body up to this size stays in memory while it waits for the
+-- tunnel's answer; larger ones go to a file in the pod's /tmp emptyDir.
+M.TUNNEL_BODY_BUFFER = "128k"
 
 local function fail(fmt, ...)
   return nil, string.format(fmt, ...)
-end
-
-local function parse_url(url)
-  local scheme, rest = tostring(url):match("^(https?)://(.+)$")
-  if not scheme then return fail("tunnel url %q must start with http:// or https://", tostring(url)) end
-  local hostport = rest:match("^([^/?#]+)")
-  if not hostport then return fail("tunnel url %q has no host", url) end
-  local host, port = hostport:match("^%[([%x:.]+)%]:?(%d*)$")
-  if host then host = "[" .. host .. "]" else host, port = hostport:match("^([^:]+):?(%d*)$") end
-  if not host or host == "" then return fail("tunnel url %q has no host", url) end
-  port = tonumber(port ~= "" and port or nil) or (scheme == "https" and 443 or 80)
-  if port < 1 or port > 65535 then return fail("tunnel url %q has an invalid port", url) end
-  return { scheme = scheme, host = host, port = port,
-           is_ip = host:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:sub(1, 1) == "[" }
 end
 
 local function check_port(p, what)
@@ -57,26 +60,13 @@ local function ident(s)
   return (tostring(s):lower():gsub("[^%w]+", "_"))
 end
 
--- A tunnel upstream ({url, host_header?, extra_headers?, resolver?}) checked;
--- returns the parsed URL.
-local function check_upstream(up)
-  if type(up) ~= "table" then return fail("proxy.render: tunnel_upstream is required when a port is intercepted") end
-  local tunnel, err = parse_url(up.url)
-  if not tunnel then return nil, err end
-  if up.host_header ~= nil and (type(up.host_header) ~= "string" or not up.host_header:find("^[%w.%-:%[%]]+$")) then
-    return fail("proxy.render: tunnel_upstream.host_header must be a host name")
-  end
-  for k, v in pairs(up.extra_headers or {}) do
-    local okh, eh = rules.check_header_name(k)
-    if not okh then return fail("proxy.render: extra header: %s", eh) end
-    if type(v) ~= "string" or rules.has_control(v) or v:find("$", 1, true) then
-      return fail("proxy.render: extra header %s: the value must be printable text without '$'", k)
-    end
-  end
-  if up.resolver ~= nil and up.resolver ~= false and not tostring(up.resolver):find("^[%w.:%[%]%- ]+$") then
-    return fail("proxy.render: tunnel_upstream.resolver must be one or more DNS server addresses, or false")
-  end
-  return tunnel
+-- The route of a session: planned from its tunnel upstream (its files are
+-- rendered here), or, with tunnel_files = "mounted", only referenced (its
+-- files were rendered apart, by the session, and are mounted at dir).
+local function tunnel_route(up, files_mode, o)
+  if files_mode == "mounted" then return route.ref(o.id, o.dir) end
+  if files_mode ~= nil then return fail("proxy.render: tunnel_files must be \"mounted\" or absent") end
+  return route.plan(up, o)
 end
 
 local plan_routes
@@ -128,8 +118,9 @@ end
 -- Check the options once and derive everything the emitters need (the plan
 -- `c`): ports with ids, the rule's condition and maps, the tunnel, flags.
 -- With opts.routes (several sessions on one proxy) a port is intercepted
--- when a route names it; one route is rendered exactly as opts.rule and
--- opts.tunnel_upstream would be, two or more by plan_routes.
+-- when a route names it, and each route's files live in route_dir/<id>;
+-- one route is rendered as opts.rule and opts.tunnel_upstream would be, two
+-- or more by plan_routes.
 local function plan(opts)
   if type(opts) ~= "table" then return fail("proxy.render needs a table") end
   if type(opts.ports) ~= "table" or #opts.ports == 0 then return fail("proxy.render: ports is empty") end
@@ -162,9 +153,13 @@ local function plan(opts)
     local rest = {}
     for k, v in pairs(opts) do rest[k] = v end
     rest.ports, rest.routes = copy, nil
+    rest.route_root = opts.route_dir or route.DEFAULT_DIR
     if #opts.routes == 1 then
       local r = opts.routes[1]
-      rest.rule, rest.tunnel_upstream, rest.session = r.rule, r.tunnel_upstream, r.id or opts.session
+      rest.rule, rest.tunnel_upstream, rest.tunnel_files = r.rule, r.tunnel_upstream, r.tunnel_files
+      rest.session = r.id or opts.session
+      rest.route_dir = rest.route_root .. "/" .. tostring(rest.session)
+      rest.files_prefix = tostring(rest.session) .. "/"
       return plan(rest)
     end
     multi = #opts.routes > 1 and opts.routes
@@ -228,51 +223,49 @@ local function plan(opts)
     any_intercept = any_intercept or p.intercept == true
   end
 
-  if multi then
-    return plan_routes(multi, { ports = ports, warnings = warnings, runtime_dir = runtime_dir,
-                                health_port = health_port, listen = listen, session = session,
-                                any_intercept = any_intercept, access_log = opts.access_log,
-                                route_header = opts.route_header == true,
-                                keepalive_time = math.tointeger(opts.keepalive_time) }, opts)
-  end
-  local up = opts.tunnel_upstream
-  local tunnel
-  if any_intercept then
-    local err
-    tunnel, err = check_upstream(up)
-    if not tunnel then return nil, err end
-  end
-
-  local expr, maps = rules.compile(rule)
   local keepalive = opts.upstream_keepalive
   if keepalive == nil then keepalive = M.DEFAULT_KEEPALIVE end
   keepalive = math.tointeger(keepalive)
   if not keepalive or keepalive < 0 then return fail("proxy.render: upstream_keepalive must be a count >= 0") end
+  if multi then
+    return plan_routes(multi, { ports = ports, warnings = warnings, runtime_dir = runtime_dir,
+                                health_port = health_port, listen = listen, session = session,
+                                any_intercept = any_intercept, access_log = opts.access_log,
+                                route_header = opts.route_header == true, keepalive = keepalive,
+                                keepalive_time = math.tointeger(opts.keepalive_time) }, opts)
+  end
+  local expr, maps = rules.compile(rule)
+  local tunnel
+  if any_intercept then
+    local err
+    tunnel, err = tunnel_route(opts.tunnel_upstream, opts.tunnel_files,
+                               { id = session, dir = opts.route_dir, runtime_dir = runtime_dir,
+                                 nginx_version = opts.nginx_version, keepalive = keepalive })
+    if not tunnel then return nil, err end
+  end
   local route_header = opts.route_header == true
 
   local intercepted, tcp_intercepted = split_intercepted(ports)
-  local extra = {}
-  for k, v in pairs(any_intercept and up.extra_headers or {}) do extra[#extra + 1] = { k, v } end
-  table.sort(extra, function(a, b) return a[1] < b[1] end)
   return {
     ports = ports, rule = rule, warnings = warnings, runtime_dir = runtime_dir, health_port = health_port,
-    listen = listen, session = session, any_intercept = any_intercept, up = up, tunnel = tunnel,
+    listen = listen, session = session, any_intercept = any_intercept, tunnel = tunnel,
     expr = expr, maps = maps, keepalive = keepalive, route_header = route_header,
     access_log = opts.access_log, intercepted = intercepted, tcp_intercepted = tcp_intercepted,
-    route_all = expr == "1", extra = extra,
-    keepalive_time = math.tointeger(opts.keepalive_time),
+    route_all = expr == "1",
+    keepalive_time = math.tointeger(opts.keepalive_time), files_prefix = opts.files_prefix or "",
   }
 end
 
 -- The plan for two or more routes (sessions) on one proxy. Each route's
 -- rule becomes one variable ("1" when it matches); per intercepted port a
--- map over those variables picks the first matching route ("" for none,
--- the original); maps keyed by the route give the tunnel's address, Host,
--- TLS name and extra headers, so one tunnel location serves every route
--- and the original route pays one map plus the rules, whatever the count.
+-- map over those variables gives the first matching route's named location
+-- ("" for none: the original). Everything about a route's tunnel is in its
+-- own files (route_dir/<id>), so the original route pays one map plus the
+-- rules, whatever the count, and nginx.conf names no tunnel.
 function plan_routes(routes, c, opts)
-  c.routes, c.route_by_port, c.extra_names = {}, {}, {}
-  local seen_id, extra_seen = {}, {}
+  c.routes, c.route_by_port = {}, {}
+  local seen_id, seen_ident = {}, {}
+  local root = opts.route_root or route.DEFAULT_DIR
   for i, r in ipairs(routes) do
     local what = string.format("routes[%d]", i)
     local id = r.id and tostring(r.id) or tostring(i)
@@ -284,45 +277,22 @@ function plan_routes(routes, c, opts)
     for _, x in ipairs(w) do c.warnings[#c.warnings + 1] = x end
     local key = "r" .. i
     local var, maps = rules.compile_variable(r.rule, key)
-    local tunnel, err = check_upstream(r.tunnel_upstream)
+    local tunnel, err = tunnel_route(r.tunnel_upstream, r.tunnel_files,
+                                     { id = id, dir = root .. "/" .. id, runtime_dir = c.runtime_dir,
+                                       nginx_version = opts.nginx_version, keepalive = c.keepalive })
     if not tunnel then return fail("%s: %s", what, err) end
-    local up = r.tunnel_upstream
-    local route = { id = id, key = key, rule = r.rule, var = var, maps = maps, tunnel = tunnel, up = up,
-                    port = math.tointeger(r.port), mode = r.mode or "http" }
-    route.host_header = up.host_header
-    if tunnel.scheme == "https" and not route.host_header and not tunnel.is_ip then route.host_header = tunnel.host end
-    route.ssl_name = tunnel.scheme == "https" and not tunnel.is_ip and tunnel.host or nil
-    local resolver = up.resolver
-    if resolver == nil then resolver = M.DEFAULT_RESOLVER end
-    route.runtime_resolve = (not tunnel.is_ip) and resolver ~= false
-    if route.runtime_resolve then c.resolver = c.resolver or resolver end
-    local hostport = tunnel.host .. ":" .. tunnel.port
-    local scheme = upstream_scheme(route.mode, tunnel.scheme)
-    if route.runtime_resolve then
-      -- not an upstream's name: NGINX resolves it per request
-      route.target = scheme .. "://" .. hostport
-    else
-      route.upstream = "czctl_tunnel_" .. key
-      route.target = scheme .. "://" .. route.upstream
-    end
-    route.hostport = hostport
-    route.extra = {}
-    for k, v in pairs(up.extra_headers or {}) do
-      route.extra[k:lower()] = v
-      if not extra_seen[k:lower()] then extra_seen[k:lower()] = true; c.extra_names[#c.extra_names + 1] = k:lower() end
-    end
-    c.routes[i] = route
-    local list = c.route_by_port[route.port] or {}
-    list[#list + 1] = route
-    c.route_by_port[route.port] = list
+    if seen_ident[tunnel.id] then return fail("%s: id %s names the same route as %s", what, id, seen_ident[tunnel.id]) end
+    seen_ident[tunnel.id] = id
+    local entry = { id = id, key = key, rule = r.rule, var = var, maps = maps, tunnel = tunnel,
+                    port = math.tointeger(r.port), mode = r.mode or "http", location = "@czctl_tunnel_" .. tunnel.id,
+                    files_prefix = id .. "/" }
+    c.routes[i] = entry
+    local list = c.route_by_port[entry.port] or {}
+    list[#list + 1] = entry
+    c.route_by_port[entry.port] = list
   end
-  table.sort(c.extra_names)
   c.intercepted, c.tcp_intercepted = split_intercepted(c.ports)
-  local keepalive = opts.upstream_keepalive
-  if keepalive == nil then keepalive = M.DEFAULT_KEEPALIVE end
-  c.keepalive = math.tointeger(keepalive)
-  if not c.keepalive or c.keepalive < 0 then return fail("proxy.render: upstream_keepalive must be a count >= 0") end
-  c.route_all, c.maps, c.extra = false, {}, {}
+  c.route_all, c.maps = false, {}
   return c
 end
 
@@ -343,14 +313,14 @@ local function emit_globals(add, c)
   if c.routes then
     add("# Routes, first match wins (a request matching none goes to the original):")
     for _, r in ipairs(c.routes) do
-      add("#   %s session %s, port %d: %s -> %s", r.key, r.id, r.port, short(r.rule), r.up.url)
+      add("#   %s session %s, port %d: %s -> its tunnel (%s)", r.key, r.id, r.port, short(r.rule), r.tunnel.dir)
     end
   else
     add("# Routing rule: %s", short(c.rule))
   end
   for _, p in ipairs(c.ports) do
     add("#   port %-8s proxy :%d%s -> %s%s", p.name, p.listen, p.protocol == "TCP" and "" or "/" .. p.protocol,
-      p.intercept and "rule ? tunnel : " or "", p.original)
+      p.intercept and "rule ? tunnel (else, or when it fails) : " or "", p.original)
   end
   add("")
   add("# Runs as a non-root user: no `user` directive, pid and temp files in %s.", c.runtime_dir)
@@ -422,8 +392,8 @@ local function emit_http_settings(add, c)
 
 end
 
--- The maps of several routes: each rule's, then per port the route that
--- matches first, then the tunnel parameters by route.
+-- The maps of several routes: each rule's, then per port the named location
+-- of the route that matches first.
 local function emit_route_maps(add, c)
   local function block(m) for line in (m .. "\n"):gmatch("(.-)\n") do add("    %s", line) end end
   add("    # ---- Routing rules, one variable per route: \"1\" when its rule matches.")
@@ -438,46 +408,12 @@ local function emit_route_maps(add, c)
     local list = c.route_by_port[p.port] or {}
     local vars = {}
     for i, r in ipairs(list) do vars[i] = r.var end
-    add("    # Port %s: the first route whose rule matches (regular expressions in a", p.name)
-    add("    # map are tried in order), or \"\" for the original.")
+    add("    # Port %s: the named location of the first route whose rule matches", p.name)
+    add("    # (regular expressions in a map are tried in order), or \"\" for the original.")
     add("    map %s $czctl_route_%s {", rules.nginx_quote(table.concat(vars, ":") .. ":"), p.id)
     add("        default \"\";")
     for i, r in ipairs(list) do
-      add("        %s %s;", rules.nginx_quote("~^" .. string.rep(":", i - 1) .. "1"), r.key)
-    end
-    add("    }")
-  end
-  add("")
-  add("    # The tunnel of each route.")
-  add("    map $czctl_route $czctl_tunnel_target {")
-  add("        default \"\";")
-  for _, r in ipairs(c.routes) do add("        %s %s;", r.key, rules.nginx_quote(r.target)) end
-  add("    }")
-  add("    # Host sent into the tunnel: the tunnel's own name when it routes by Host")
-  add("    # (the original Host then travels in X-Forwarded-Host).")
-  add("    map $czctl_route $czctl_tunnel_host {")
-  add("        default $http_host;")
-  for _, r in ipairs(c.routes) do
-    if r.host_header then add("        %s %s;", r.key, rules.nginx_quote(r.host_header)) end
-  end
-  add("    }")
-  add("    map $czctl_route $czctl_tunnel_forwarded_host {")
-  add("        default $http_x_forwarded_host;")
-  for _, r in ipairs(c.routes) do
-    if r.host_header then add("        %s $http_host;", r.key) end
-  end
-  add("    }")
-  add("    map $czctl_route $czctl_tunnel_ssl_name {")
-  add("        default $proxy_host;")
-  for _, r in ipairs(c.routes) do
-    if r.ssl_name then add("        %s %s;", r.key, rules.nginx_quote(r.ssl_name)) end
-  end
-  add("    }")
-  for _, name in ipairs(c.extra_names) do
-    add("    map $czctl_route $czctl_extra_%s {", ident(name))
-    add("        default \"\";")
-    for _, r in ipairs(c.routes) do
-      if r.extra[name] then add("        %s %s;", r.key, rules.nginx_quote(r.extra[name])) end
+      add("        %s %s;", rules.nginx_quote("~^" .. string.rep(":", i - 1) .. "1"), r.location)
     end
     add("    }")
   end
@@ -499,93 +435,27 @@ local function emit_rule_maps(add, c)
 
 end
 
--- The upstreams: the originals of the intercepted ports and the tunnel (by
--- address, or by name resolved per request). Sets c.tunnel_target,
--- c.tunnel_host_header and c.ssl_name for the servers.
+-- The upstreams: the originals of the intercepted ports (also the fallback
+-- of the tunnel route) and the route's own file.
 local function emit_upstreams(add, c)
-  -- Upstream groups.
   add("    # ---- Upstreams. `keepalive` keeps idle connections open in the worker so")
   add("    # requests do not pay a TCP (or TLS) handshake each.")
-  local function keepalive_lines()
-    if c.keepalive > 0 then
-      add("        keepalive %d;", c.keepalive)
-      add("        keepalive_requests 10000;")
-      add("        keepalive_timeout 60s;")
-    end
+  for _, p in ipairs(c.intercepted) do
+    add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
+    add("    upstream czctl_original_%s {", p.id)
+    add("        server %s;", p.original)
+    route.keepalive_lines(add, c.keepalive, "        ")
+    add("    }")
   end
   if c.routes then
-    for _, p in ipairs(c.intercepted) do
-      add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
-      add("    upstream czctl_original_%s {", p.id)
-      add("        server %s;", p.original)
-      keepalive_lines()
-      add("    }")
-    end
-    if c.resolver then
-      add("    # Tunnels named by host are resolved per request (proxy_pass takes the")
-      add("    # address from a variable), so failing DNS cannot stop the proxy.")
-      add("    resolver %s valid=30s ipv6=off;", c.resolver)
-    end
     for _, r in ipairs(c.routes) do
-      if r.upstream then
-        add("    # %s: the tunnel of session %s, %s", r.key, r.id, r.up.url)
-        add("    upstream %s {", r.upstream)
-        add("        server %s;", r.hostport)
-        keepalive_lines()
-        add("    }")
-      end
+      add("    # %s: the tunnel of session %s (upstream, TLS, secret), from its Secret.", r.key, r.id)
+      add("    include %s;", r.tunnel.http_include)
     end
-    add("")
-    return
-  end
-  if not c.route_all then
-    for _, p in ipairs(c.intercepted) do
-      add("    # The in-cluster version of port %s (the copy Service, by ClusterIP).", p.name)
-      add("    upstream czctl_original_%s {", p.id)
-      add("        server %s;", p.original)
-      keepalive_lines()
-      add("    }")
-    end
-  end
-  if #c.intercepted > 0 then
-    -- A host name in a static `upstream` is resolved when NGINX loads its
-    -- configuration; if DNS is slow or fails, NGINX does not start at all. So
-    -- names are resolved per request through `resolver` (default: the cluster
-    -- DNS Service by its conventional name), unless resolver = false.
-    local resolver = c.up.resolver
-    if resolver == nil then resolver = M.DEFAULT_RESOLVER end
-    local runtime_resolve = (not c.tunnel.is_ip) and resolver ~= false
-    local hostport = c.tunnel.host .. ":" .. c.tunnel.port
-    c.tunnel_host_header = c.up.host_header
-    if c.tunnel.scheme == "https" and not c.tunnel_host_header and not c.tunnel.is_ip then
-      -- ngrok (and most tunnel edges) route by Host: send the tunnel's name.
-      c.tunnel_host_header = c.tunnel.host
-    end
-    c.ssl_name = c.tunnel.scheme == "https" and not c.tunnel.is_ip and c.tunnel.host or nil
-    if runtime_resolve then
-      add("    # The tunnel: %s", c.up.url)
-      add("    # Its name is resolved at request time (through the resolver below), so a")
-      add("    # slow or failing DNS lookup cannot stop the proxy from starting.")
-      add("    # (No upstream keep-alive on this hop: NGINX cannot pool connections")
-      add("    # to a name resolved per request.)")
-      add("    resolver %s valid=30s ipv6=off;", resolver)
-      add("    # A variable in proxy_pass is what makes NGINX resolve at request time.")
-      add("    map \"\" $czctl_tunnel_address {")
-      add("        default %s;", rules.nginx_quote(hostport))
-      add("    }")
-      c.tunnel_target = "$czctl_tunnel_address"
-    else
-      add("    # The tunnel: %s", c.up.url)
-      if not c.tunnel.is_ip then
-        add("    # Resolved once when NGINX starts (resolver = false): keeps connections")
-        add("    # to the tunnel alive, but NGINX will not start while DNS fails.")
-      end
-      add("    upstream czctl_tunnel {")
-      add("        server %s;", hostport)
-      keepalive_lines()
-      add("    }")
-      c.tunnel_target = "czctl_tunnel"
-    end
+  elseif c.any_intercept then
+    add("    # The tunnel of session %s: its upstream, TLS and secret, from the", c.session)
+    add("    # session's Secret (mounted at %s).", c.tunnel.dir)
+    add("    include %s;", c.tunnel.http_include)
   end
   add("")
 
@@ -630,48 +500,51 @@ local function emit_intercepted_servers(add, c)
     add("%sproxy_set_header Connection        $czctl_connection;", indent)
   end
 
-  -- The body of the location that sends a request into the tunnel. With
-  -- several routes its target, Host, TLS name and extra headers come from
-  -- the maps keyed by the matching route.
-  local function tunnel_location(indent, p)
+  -- The body of the location that sends a request into a tunnel.
+  local function tunnel_location(indent, tunnel, session, p)
     if c.access_log ~= false then
       add("%saccess_log /dev/stdout czctl buffer=64k flush=1s;", indent)
     end
-    if c.routes then
-      request_headers(indent, "$czctl_tunnel_host")
-      add("%sproxy_set_header X-Forwarded-Host  $czctl_tunnel_forwarded_host;", indent)
-      for _, name in ipairs(c.extra_names) do
-        add("%sproxy_set_header %-17s $czctl_extra_%s;", indent, name, ident(name))
-      end
-      add("%s%s on;", indent, directive(p, "ssl_server_name"))
-      add("%s%s $czctl_tunnel_ssl_name;", indent, directive(p, "ssl_name"))
-      if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
-      add("%s%s $czctl_tunnel_target;", indent, directive(p, "pass"))
-      return
+    if p.mode == "h2c" then
+      add("%s# Fail open where NGINX can tell: a call whose connection to the tunnel", indent)
+      add("%s# fails (refused, timed out) goes to the in-cluster version. The body is", indent)
+      add("%s# not kept (client and bidirectional streams would wait for their end),", indent)
+      add("%s# so a call is never replayed once the tunnel took it.", indent)
+    else
+      add("%s# Fail open: the body is kept (in memory up to %s, then in /tmp) so a", indent, M.TUNNEL_BODY_BUFFER)
+      add("%s# request that did not reach the developer's app (refused, reset, timed", indent)
+      add("%s# out, the tunnel's own error) goes to the in-cluster version instead.", indent)
+      add("%s# Every answer of the app passes unchanged (no proxy_intercept_errors).", indent)
+      add("%sproxy_request_buffering on;", indent)
+      add("%sclient_body_buffer_size %s;", indent, M.TUNNEL_BODY_BUFFER)
     end
-    if c.tunnel_host_header or #c.extra > 0 then
-      if c.tunnel_host_header then
-        add("%s# The tunnel routes by Host and gets its own; the original Host travels", indent)
-        add("%s# in X-Forwarded-Host.", indent)
-      else
-        add("%s# The headers of both routes, and those only the tunnel gets.", indent)
-      end
-      request_headers(indent, c.tunnel_host_header and rules.nginx_quote(c.tunnel_host_header) or "$http_host")
-      if c.tunnel_host_header then add("%sproxy_set_header X-Forwarded-Host  $http_host;", indent) end
-      for _, h in ipairs(c.extra) do
-        add("%sproxy_set_header %-17s %s;", indent, h[1], rules.nginx_quote(h[2]))
-      end
-    end
-    if c.ssl_name then
-      add("%s# TLS to the tunnel: SNI and certificate name are the tunnel's host.", indent)
-      add("%s%s on;", indent, directive(p, "ssl_server_name"))
-      add("%s%s %s;", indent, directive(p, "ssl_name"), c.ssl_name)
-    end
+    add("%serror_page 502 504 = @czctl_fallback;", indent)
     if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
-    add("%s%s %s://%s;", indent, directive(p, "pass"), upstream_scheme(p.mode, c.tunnel.scheme), c.tunnel_target)
+    add("%s# The route of session %s: headers, secret, TLS and upstream.", indent, session)
+    add("%sinclude %s;", indent, p.mode == "h2c" and tunnel.grpc_include or tunnel.location_include)
   end
 
-  local underscores = c.rule and rules.uses_underscore_header(c.rule)
+  -- The original's pass of a port (grpc:// for h2c).
+  local function original_pass(indent, p)
+    add("%s%s %s://czctl_original_%s;", indent, directive(p, "pass"), upstream_scheme(p.mode, "http"), p.id)
+  end
+
+  -- `location /` of an intercepted port: a request whose condition holds
+  -- goes to the named location `target` (error_page 418), the rest to the original.
+  local function dispatch(p, comment, target, condition, note)
+    add("        location / {")
+    for _, line in ipairs(comment) do add("            # %s", line) end
+    add("            error_page 418 = %s;", target)
+    if note then add("            # %s", note) end
+    add("            if (%s) {", condition)
+    add("                return 418;")
+    add("            }")
+    if c.route_header then add("            add_header X-Czctl-Route original always;") end
+    original_pass("            ", p)
+    add("        }")
+  end
+
+  local underscores = (not c.routes) and rules.uses_underscore_header(c.rule)
   for _, r in ipairs(c.routes or {}) do underscores = underscores or rules.uses_underscore_header(r.rule) end
   -- Only intercepted ports are HTTP servers; the others are in `stream {}` below.
   for _, p in ipairs(c.intercepted) do
@@ -694,41 +567,49 @@ local function emit_intercepted_servers(add, c)
     add("        # one, HTTP/1.0 only, is forwarded without one), where it came from,")
     add("        # and a WebSocket upgrade when one is asked for.")
     request_headers("        ", "$http_host")
-    add("        # Never replay a request to the other route: a retry could run it twice.")
+    add("        # Never replay a request to the other route: a retry could run it twice")
+    add("        # (the fallback below takes only requests that never reached the app).")
     add("        %s off;", directive(p, "next_upstream"))
+    add("        # The tunnel location is reached through error_page 418; its own")
+    add("        # error_page (the fallback) needs this.")
+    add("        recursive_error_pages on;")
     h2c_settings(add, p)
     add("")
-    if c.route_all then
+    if c.routes then
+      dispatch(p, { "A request matching a route's rule is handed to that route's named",
+                    "location with its method, headers and unread body (the 418 is never",
+                    "sent: error_page takes the location from the port's map)." },
+               "$czctl_route_" .. p.id, "$czctl_route_" .. p.id)
+      for _, r in ipairs(c.route_by_port[p.port] or {}) do
+        add("")
+        add("        # %s: into the tunnel of session %s, one access-log line per request.", r.key, r.id)
+        add("        location %s {", r.location)
+        tunnel_location("            ", r.tunnel, r.id, p)
+        add("        }")
+      end
+    elseif c.route_all then
       add("        location / {")
-      tunnel_location("            ", p)
+      tunnel_location("            ", c.tunnel, c.session, p)
       add("        }")
     else
-      add("        location / {")
-      add("            # A request matching the rule is handed to @czctl_tunnel with its")
-      add("            # method, headers and unread body; the 418 is never sent. (`return`")
-      add("            # is the one directive always safe inside `if`; the tunnel's own")
-      add("            # headers, TLS and log live there, so this route pays only the rule.)")
-      add("            error_page 418 = @czctl_tunnel;")
-      local condition = c.expr
-      if c.routes then
-        add("            # the first route whose rule matches (\"\" for none), for the tunnel's maps")
-        add("            set $czctl_route $czctl_route_%s;", p.id)
-        condition = "$czctl_route"
-      elseif #c.maps == 0 then
-        add("            # (`=` compares the value exactly; the header's name matches in any case)")
-      end
-      add("            if (%s) {", condition)
-      add("                return 418;")
-      add("            }")
-      if c.route_header then add("            add_header X-Czctl-Route original always;") end
-      add("            %s %s://czctl_original_%s;", directive(p, "pass"), upstream_scheme(p.mode, "http"), p.id)
-      add("        }")
+      dispatch(p, { "A request matching the rule is handed to @czctl_tunnel with its",
+                    "method, headers and unread body; the 418 is never sent. (`return`",
+                    "is the one directive always safe inside `if`; the tunnel's own",
+                    "headers, TLS and log live there, so this route pays only the rule.)" },
+               "@czctl_tunnel", c.expr,
+               #c.maps == 0 and "(`=` compares the value exactly; the header's name matches in any case)" or nil)
       add("")
       add("        # The intercept route: into the tunnel, one access-log line per request.")
       add("        location @czctl_tunnel {")
-      tunnel_location("            ", p)
+      tunnel_location("            ", c.tunnel, c.session, p)
       add("        }")
     end
+    add("")
+    add("        # A request the tunnel could not deliver: the in-cluster version answers.")
+    add("        location @czctl_fallback {")
+    if c.route_header then add("            add_header X-Czctl-Route fallback always;") end
+    original_pass("            ", p)
+    add("        }")
     add("    }")
     add("")
   end
@@ -756,25 +637,25 @@ end
 -- A port intercepted at TCP level (--all on TLS or a protocol that is not
 -- HTTP): every connection goes to the tunnel, bytes untouched, so a TLS
 -- session runs end to end between the client and the developer's server.
--- A connection the tunnel refuses (the holder and its landing are gone) goes
--- to the original instead (`backup`: decisions section 3, fail open); one it
--- accepted is never replayed.
+-- The server includes the route's tunnel-stream.conf (czctl.proxy.route):
+-- the tunnel's address and, for a TLS landing, `proxy_ssl on` with the
+-- proxy's client certificate (mutual TLS). No fail-open at this level: the
+-- stream module's proxy_ssl applies to every server of an upstream, so the
+-- original cannot be a plain `backup`; a connection the tunnel refuses is
+-- closed (one it accepted was never replayed anyway).
 local function stream_intercept_server(add, c, p)
   local route = c.routes and (c.route_by_port[p.port] or {})[1]
   local tunnel = route and route.tunnel or c.tunnel
   add("    # Port %s (Service port %s): intercepted at TCP level; every connection goes", p.name,
     tostring(p.port or "?"))
-  add("    # to the tunnel%s, bytes untouched.", route and (" of session " .. route.id) or "")
-  add("    upstream czctl_tcp_%s {", p.id)
-  add("        server %s:%d;", tunnel.host, tunnel.port)
-  add("        # A connection the tunnel refuses goes to the in-cluster version.")
-  add("        server %s backup;", p.original)
-  add("    }")
+  add("    # to the tunnel of session %s, bytes untouched. No fail-open here: the", route and route.id or c.session)
+  add("    # tunnel's TLS (proxy_ssl) would apply to an original listed as backup too.")
   add("    server {")
   add("        listen %s reuseport;", c.listen(p.listen))
   if c.access_log ~= false then add("        access_log /dev/stdout czctl_tcp buffer=64k flush=1s;") end
   add("        proxy_timeout 3600s;")
-  add("        proxy_pass czctl_tcp_%s;", p.id)
+  add("        # The route: TLS to the tunnel and its address, from the session's Secret.")
+  add("        include %s;", tunnel.stream_include)
   add("    }")
 end
 
@@ -832,17 +713,32 @@ end
 local EMITTERS = { emit_globals, emit_http_settings, emit_rule_maps, emit_upstreams, emit_intercepted_servers,
                    emit_health_server, emit_stream }
 
---- Render the complete nginx.conf of the intercept proxy.
+--- Render the complete nginx.conf of the intercept proxy, and the files of
+--- the tunnel routes it includes (for Secrets mounted at opts.route_dir;
+--- with opts.routes, each route's under route_dir/<id>).
 ---@param opts table  see docs/lua-api.md, "czctl.proxy"
 ---@return string|nil conf
 ---@return string[]|string warnings_or_error
+---@return table<string,string>|nil files the routes' files, name -> content (with opts.routes, "<id>/name");
+---        none for a route without a tunnel or whose files are mounted already
 function M.render(opts)
   local c, err = plan(opts)
   if not c then return nil, err end
+  local files = {}
+  local function collect(t, prefix)
+    if t and t.up then
+      for name, content in pairs(route.files(t)) do files[prefix .. name] = content end
+    end
+  end
+  if c.routes then
+    for _, r in ipairs(c.routes) do collect(r.tunnel, r.files_prefix) end
+  else
+    collect(c.tunnel, c.files_prefix)
+  end
   local out = {}
   local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
   for _, emit in ipairs(EMITTERS) do emit(add, c) end
-  return table.concat(out, "\n") .. "\n", c.warnings
+  return table.concat(out, "\n") .. "\n", c.warnings, files
 end
 
 return M

@@ -67,10 +67,11 @@ end
 local function noop_step(_, fn) return fn() end
 
 --- The heartbeats of sessions (their Leases czctl-<id>, renewed by each
---- session's holder): id -> {renewed = seconds ago, expired = boolean}.
+--- session's holder): id -> {renewed = seconds ago, expired = boolean,
+--- tunnel_down_since = the holder's time its tunnel went down, or nil}.
 ---@param client table
 ---@param scope {namespace?: string, all_namespaces?: boolean}
----@return table<string, {renewed: number|nil, expired: boolean}>
+---@return table<string, {renewed: number|nil, expired: boolean, tunnel_down_since: string|nil}>
 function M.heartbeats(client, scope)
   local list = client:list("Lease", { namespace = scope.namespace, all_namespaces = scope.all_namespaces,
                                       labelSelector = intercept.MANAGED_BY .. "=czctl" })
@@ -80,7 +81,10 @@ function M.heartbeats(client, scope)
     local spec = l.spec or {}
     local age = records.age_seconds(spec.renewTime)
     if id then
-      beats[id] = { renewed = age, expired = age == nil or age > (spec.leaseDurationSeconds or 30) }
+      local a = l.metadata.annotations
+      local down = type(a) == "table" and a["czctl.io/tunnel-down-since"] or nil
+      beats[id] = { renewed = age, expired = age == nil or age > (spec.leaseDurationSeconds or 30),
+                    tunnel_down_since = type(down) == "string" and down or nil }
     end
   end
   return beats
@@ -122,6 +126,12 @@ function M.leave(client, target, step)
       local _, werr = shared.wait_rollout(client, ns, name, r.version, 120, true)
       if werr then intercept.raise(werr) end
       shared.collect_secrets(client, ns, name)
+    end)
+  end
+  if not (result.gone or result.last or unused) then
+    -- no pod mounts it any more (the rollout above drained the old ones)
+    step("Delete the session's route Secret " .. intercept.route_secret_name(target.id), function()
+      M.delete_object(client, ns, "Secret", intercept.route_secret_name(target.id))
     end)
   end
   return result

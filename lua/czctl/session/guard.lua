@@ -30,6 +30,14 @@ M.FIGHT_LIMIT = 3
 M.FIGHT_WINDOW = 60
 M.ENDED_REASON = "InterceptEnded"  -- the Event a holder leaves when it ends a Service's sessions
 M.REASSERTED_REASON = "InterceptReasserted"  -- ... when it routes the Service through the proxy again
+M.CLOSED_ELSEWHERE = "the Service no longer carries this session (closed elsewhere)"
+-- The longest a holder keeps its tunnel for the proxy pods that still route
+-- to its session after it left (their grace period, and some slack).
+M.DRAIN_SECONDS = shared.GRACE_SECONDS + 15
+M.DRAIN_POLL_SECONDS = 0.5 -- (a pod list each time, from every holder that drains)
+-- After a change is seen, the next look comes this soon: another holder's
+-- Event follows its patch by one request.
+M.RECHECK_SECONDS = 1
 
 -- A Warning Event on the Service, as the holder's message to every other
 -- holder (and to `kubectl describe`). Returns the Event, or nil.
@@ -43,30 +51,43 @@ local function tell(client, namespace, name, reason, message)
   }, { namespace = namespace })
 end
 
+-- The age (seconds) of an Event stamped at `since` (epoch seconds) or
+-- later: Events have whole seconds; the ages compared with it are taken a
+-- moment later (half a second of slack).
+local function max_age(since)
+  return since and (sys.time() - math.floor(since) + 0.5) or nil
+end
+
 -- The czctl Events on a Service (reason in `reasons`) this guard has not
--- seen yet; the first call only marks what is there as seen.
-local function unseen_events(client, namespace, name, st, reasons)
+-- seen yet, of those since `since` (the session's start, epoch seconds;
+-- Events have whole seconds): what happened before the session is no news
+-- to it, what happened before its guard started (a revert right after the
+-- join) is.
+local function unseen_events(client, namespace, name, st, reasons, since)
   local list = client:list("Event", { namespace = namespace, fieldSelector = "involvedObject.name=" .. name })
   local fresh = {}
+  local limit = max_age(since) or 0
   for _, e in ipairs(list and list.items or {}) do
     local key = e.metadata and e.metadata.name
     if key and reasons[e.reason] and (e.involvedObject or {}).name == name and not st.seen[key] then
       st.seen[key] = true
-      if st.seen_once then fresh[#fresh + 1] = e end
+      local age = require("czctl.session.records").age_seconds(e.lastTimestamp)
+      if age and age <= limit then fresh[#fresh + 1] = e end
     end
   end
-  st.seen_once = true
   return fresh
 end
 
 -- Why the sessions of a Service were ended by a holder in the last minute
--- (its InterceptEnded Event), or nil.
-local function recent_end(client, namespace, name)
+-- and since `since` (epoch seconds; Events have whole seconds), if they
+-- were: its InterceptEnded Event's message, or nil.
+local function recent_end(client, namespace, name, since)
   local list = client:list("Event", { namespace = namespace, fieldSelector = "involvedObject.name=" .. name })
   local best, best_age
+  local limit = math.min(60, max_age(since) or 60)
   for _, e in ipairs(list and list.items or {}) do
     local age = require("czctl.session.records").age_seconds(e.lastTimestamp)
-    if e.reason == M.ENDED_REASON and (e.involvedObject or {}).name == name and age and age < 60
+    if e.reason == M.ENDED_REASON and (e.involvedObject or {}).name == name and age and age <= limit
        and (not best_age or age < best_age) then
       best, best_age = e.message, age
     end
@@ -95,7 +116,10 @@ function M.micro_time()
   return os.date("!%Y-%m-%dT%H:%M:%S", whole) .. string.format(".%06dZ", math.floor((t - whole) * 1e6))
 end
 
---- Renew the session's heartbeat Lease; create it when `create` (the
+M.TUNNEL_DOWN = "czctl.io/tunnel-down-since"  -- on the Lease: since when nothing accepts on the local port
+
+--- Renew the session's heartbeat Lease, with since when the tunnel is down
+--- (the keeper's .tunnel.json), or without; create it when `create` (the
 --- guard's first renewal). Later, a missing Lease was deleted by a
 --- `session close`: creating it again would leave it behind the close.
 --- A close can also come between the guard's start and the creation: so,
@@ -110,12 +134,16 @@ end
 function M.renew(client, s, create)
   local kube = require "czctl.kube"
   local name = "czctl-" .. s.id
-  local patched, err = client:patch("Lease", name, { spec = { renewTime = M.micro_time() } },
-                                    { namespace = s.namespace, type = "merge" })
+  local down = (require("czctl.session.keeper").tunnel_status(s.id) or {}).down_since
+  local patch = { metadata = { annotations = { [M.TUNNEL_DOWN] = down or require("cjson").null } },
+                  spec = { renewTime = M.micro_time() } }
+  local patched, err = client:patch("Lease", name, patch, { namespace = s.namespace, type = "merge" })
   if patched then return true end
   if not kube.not_found(err) or not create then return nil, err end
   local _ <close> = sys.shield()
-  local created, cerr = client:create(M.lease(s), { namespace = s.namespace })
+  local lease = M.lease(s)
+  if down then lease.metadata.annotations = { [M.TUNNEL_DOWN] = down } end
+  local created, cerr = client:create(lease, { namespace = s.namespace })
   if not (created or kube.already_exists(cerr)) then return nil, cerr end
   local svc, gerr = client:get("Service", s.service, { namespace = s.namespace })
   local ok, state = pcall(shared.state, svc or {})
@@ -160,22 +188,25 @@ end
 --- One look at the session's Service and proxy, acting on what is wrong.
 --- Returns nil while the session goes on, or "closed" (no longer on the
 --- Service: closed elsewhere, or ended by another holder) / "ended" (this
---- guard ended it), with a message.
+--- guard ended it), with a message and the czctl state of the Service
+--- then (nil when it is gone).
 ---@param client table
 ---@param s table the local session record
 ---@param st table this guard's memory {fights = {times}, stale_version?}
 ---@param log fun(fmt: string, ...)
 ---@return string|nil outcome
 ---@return string|nil message
+---@return czctl.session.SharedState|nil state
 function M.check(client, s, st, log)
   local kube = require "czctl.kube"
   local ns, name = s.namespace, s.service
-  local svc, err = client:get("Service", name, { namespace = ns })
-  if not svc then
+  local function gone(err)
     if not kube.not_found(err) then log("warning: cannot read Service %s: %s", name, tostring(err)); return nil end
     shared.delete_proxy(client, ns, name)
     return "ended", string.format("Service %s/%s was deleted", ns, name)
   end
+  local svc, err = client:get("Service", name, { namespace = ns })
+  if not svc then return gone(err) end
   -- A warning told once, whichever holder saw it first (the same drift
   -- gives every holder the same message).
   local function say(message)
@@ -185,17 +216,18 @@ function M.check(client, s, st, log)
     log("warning: %s", message)
   end
   -- what other holders did to this Service (re-assertions), told here too
-  for _, e in ipairs(unseen_events(client, ns, name, st, { [M.REASSERTED_REASON] = true })) do
+  for _, e in ipairs(unseen_events(client, ns, name, st, { [M.REASSERTED_REASON] = true },
+                                   tonumber(s.started))) do
     say(tostring(e.message))
   end
-  local state = shared.state(svc)
-  if not shared.find(state, s.id) then
+  local function closed(state)
     -- No session left and the Service its own again (a `kubectl replace`
     -- of the manifest drops czctl's annotations too): the proxy goes.
     if #state.sessions == 0 and not state.redirected then shared.delete_proxy(client, ns, name) end
-    return "closed", recent_end(client, ns, name)
-      or "the Service no longer carries this session (closed elsewhere)"
+    return "closed", recent_end(client, ns, name, tonumber(s.started)) or M.CLOSED_ELSEWHERE, state
   end
+  local state = shared.state(svc)
+  if not shared.find(state, s.id) then return closed(state) end
   local d, derr = client:get("Deployment", shared.names(name).deployment, { namespace = ns })
   local missing
   if not d then
@@ -207,10 +239,17 @@ function M.check(client, s, st, log)
     missing = "the proxy Deployment " .. shared.names(name).deployment .. " was scaled to 0"
   end
   if missing then
+    -- Another holder that ended the Service's sessions restored it before
+    -- deleting the proxy: read after the proxy, the Service says so (and
+    -- that holder's Event says why), unless the proxy went some other way.
+    svc, err = client:get("Service", name, { namespace = ns })
+    if not svc then return gone(err) end
+    state = shared.state(svc)
+    if not shared.find(state, s.id) then return closed(state) end
     local why = missing .. "; Service " .. name .. " was restored and its sessions ended"
     log("warning: %s; restoring Service %s and ending its sessions", missing, name)
     for _, w in ipairs(M.end_all(client, ns, name, why)) do log("warning: %s", w) end
-    return "ended", why
+    return "ended", why, nil
   end
   local drifted, why = shared.drift(svc)
   if drifted then
@@ -223,7 +262,7 @@ function M.check(client, s, st, log)
         .. "czctl restored it and ended its sessions", name, #recent + 1, M.FIGHT_WINDOW, why)
       log("warning: Service %s was reverted again (%s); giving up", name, why)
       for _, w in ipairs(M.end_all(client, ns, name, reason)) do log("warning: %s", w) end
-      return "ended", reason
+      return "ended", reason, nil
     end
     -- every revert seen counts, whichever holder re-asserts first
     st.fights[#st.fights + 1] = now
@@ -273,7 +312,7 @@ function M.run(client, s, log)
   local st = { fights = {}, seen = {}, told = {} }
   local next_renewal = 0
   local lease_made = false
-  local rv
+  local rv, recheck
   local keeper = require "czctl.session.keeper"
   while true do
     if signal.pending() then return "signal" end
@@ -287,18 +326,52 @@ function M.run(client, s, log)
       end
       next_renewal = sys.now() + M.RENEW_SECONDS
     end
-    local outcome, message = M.check(client, s, st, log)
-    if outcome then return outcome, message end
-    -- Until the next change of the Service's Endpoints, or the next renewal.
+    local outcome, message, state = M.check(client, s, st, log)
+    if outcome then
+      if signal.pending() then return "signal" end
+      M.drain(client, s, state, message, log)
+      return outcome, message
+    end
+    -- Until the next change of the Service's Endpoints, or the next renewal;
+    -- once more soon after a change (another holder's Event follows it).
+    local changed = false
     local _, werr = client:watch("Endpoints", {
       namespace = s.namespace, fieldSelector = "metadata.name=" .. s.service, resourceVersion = rv,
-      timeout = math.max(0.5, math.min(M.KEEPER_CHECK_SECONDS, next_renewal - sys.now())), relist = true,
+      timeout = math.max(0.5, math.min(recheck and M.RECHECK_SECONDS or M.KEEPER_CHECK_SECONDS,
+                                       next_renewal - sys.now())), relist = true,
     }, function(_, obj)
       if type(obj) == "table" and type(obj.metadata) == "table" then rv = obj.metadata.resourceVersion end
+      changed = true
       return true
     end)
+    recheck = changed
     if werr and require("czctl.kube").interrupted(werr) then return "signal" end
   end
+end
+
+--- A session that left its Service (or whose sessions were ended) may
+--- still be routed to by proxy pods that run an older configuration while
+--- they drain (preStop, keepalive_time, in-flight requests): its holder
+--- keeps the tunnel (returns) only once they are gone, or after
+--- DRAIN_SECONDS.
+---@param client table
+---@param s table the local session record
+---@param state czctl.session.SharedState|nil the Service's czctl state without the session (nil: none)
+---@param message string|nil why the session ended
+---@param log fun(fmt: string, ...)
+function M.drain(client, s, state, message, log)
+  local ns, name = s.namespace, s.service
+  local old = shared.pods_routing_before(client, ns, name, state or { sessions = {}, version = 0 })
+  if not old or next(old) == nil then return end
+  if message and message ~= M.CLOSED_ELSEWHERE then
+    -- told now: the holder (and a --wait terminal) ends once they are gone
+    log("warning: the session ends: %s", message)
+  end
+  log("keeping the tunnel until the proxy pods that still route to this session are gone")
+  shared.wait_pods(client, ns, name, function(pods)
+    for pod in pairs(old) do if pods[pod] then return false end end
+    return true
+  end, M.DRAIN_SECONDS, M.DRAIN_POLL_SECONDS)
 end
 
 return M

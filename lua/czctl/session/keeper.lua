@@ -13,13 +13,9 @@ local M = {}
 
 local read_json = records.read_json
 
---- When a process started, in clock ticks since boot (field 22 of
---- /proc/PID/stat), as a string; nil when there is no such process. A PID is
---- reused, a start time with it is not: a process is recorded with both, so
---- nothing signals a process that is not the one czctl started.
----@param pid integer|nil
----@return string|nil
-function M.process_start(pid)
+-- The state (field 3 of /proc/PID/stat: R, S, Z, ...) and start time
+-- (field 22, clock ticks since boot) of a process, or nil.
+local function stat(pid)
   pid = math.tointeger(pid) -- numbers read back from JSON are floats
   if not pid or pid <= 0 then return nil end
   local data = sys.read_file("/proc/" .. pid .. "/stat")
@@ -27,24 +23,38 @@ function M.process_start(pid)
   -- the command name (field 2) may hold spaces and ")": fields start after the last ")"
   local rest = data:match("^%d+ %(.*%) (.*)$")
   if not rest then return nil end
-  local i = 3
+  local i, state = 3, nil
   for field in rest:gmatch("%S+") do
-    if i == 22 then return field end
+    if i == 3 then state = field end
+    if i == 22 then return state, field end
     i = i + 1
   end
   return nil
 end
 
---- Whether `pid` is still the process recorded with start time `start`.
---- Without a recorded start time nothing can tell, so the answer is no:
---- czctl never signals a process it cannot identify.
+--- When a process started, in clock ticks since boot (field 22 of
+--- /proc/PID/stat), as a string; nil when there is no such process. A PID is
+--- reused, a start time with it is not: a process is recorded with both, so
+--- nothing signals a process that is not the one czctl started.
+---@param pid integer|nil
+---@return string|nil
+function M.process_start(pid)
+  local _, start = stat(pid)
+  return start
+end
+
+--- Whether `pid` is still the process recorded with start time `start`,
+--- and still running (a zombie has exited: its parent, init for a detached
+--- keeper, has only not reaped it yet). Without a recorded start time
+--- nothing can tell, so the answer is no: czctl never signals a process it
+--- cannot identify.
 ---@param pid integer|nil
 ---@param start string|nil
 ---@return boolean
 function M.same_process(pid, start)
-  pid = math.tointeger(pid)
-  if not pid or start == nil then return false end
-  return M.process_start(pid) == start
+  if not math.tointeger(pid) or start == nil then return false end
+  local state, now = stat(pid)
+  return now == start and state ~= "Z"
 end
 
 --- The tunnel provider module for a name ("ngrok", "direct", or a user's).

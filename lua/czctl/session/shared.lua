@@ -2,7 +2,10 @@
 -- intercepts it (docs/decisions.md, section 1). The Service is the source
 -- of truth: its annotations hold what czctl replaced (the original selector
 -- and target ports), the sessions with their rules, owners and tunnels, and
--- a routes-version counted up by every join and leave. Every change of them
+-- a routes-version counted up by every join and leave. What opens a tunnel
+-- (its URL, secret, certificates) is never there: each session keeps it in
+-- its own route Secret (czctl-route-<id>), which the proxy pod mounts at
+-- /etc/czctl-session/<id> and the configuration includes by id. Every change of them
 -- is one merge patch guarded by the Service's resourceVersion, retried on
 -- conflict, so two developers joining at once are serialised by the API
 -- server. The proxy's configuration is a pure function of that state,
@@ -33,6 +36,9 @@ M.KEEPALIVE_TIME = 3
 -- every node and every connection has been asked to close (keepalive_time).
 M.PRESTOP_SECONDS = 5
 M.GRACE_SECONDS = 15
+-- The longest the last session out waits for the endpoints controller to
+-- take the proxy's pods off the restored Service before deleting them.
+M.UNROUTE_TIMEOUT = 10
 
 local function port_key(p)
   return tostring(math.tointeger(p.port)) .. "/" .. tostring(is_null(p.protocol) and "TCP" or p.protocol)
@@ -107,7 +113,7 @@ local function decode(svc, key)
 end
 
 ---@class czctl.session.SharedState
----@field sessions table[]   {id, port, rule, ruleText, tunnel, upstream, owner, started}, in join order
+---@field sessions table[]   {id, port, rule, ruleText, tunnel, owner, started}, in join order
 ---@field original table|nil {selector, ports, targets} what czctl replaced, once redirected
 ---@field version integer    routes-version
 ---@field redirected boolean whether the selector points at the proxy
@@ -216,7 +222,7 @@ end
 ---@param client table
 ---@param namespace string
 ---@param name string the Service
----@param entry table {id, port, rule, ruleText, tunnel, upstream, owner, started}
+---@param entry table {id, port, rule, ruleText, tunnel, owner, started} (nothing secret: Service readers see it)
 ---@param svc? table the Service as last read
 ---@return table|nil svc after the patch
 ---@return any err
@@ -433,13 +439,14 @@ local function content_hash(s)
 end
 M.content_hash = content_hash
 
---- The routes of a state, for czctl.proxy.render.
+--- The routes of a state, for czctl.proxy.render: each by its id, its
+--- files mounted from its route Secret.
 ---@param state czctl.session.SharedState
 ---@return table[]
 function M.routes(state)
   local routes = {}
   for i, s in ipairs(state.sessions) do
-    routes[i] = { id = s.id, port = s.port, rule = s.rule, tunnel_upstream = s.upstream, mode = s.protocol }
+    routes[i] = { id = s.id, port = s.port, rule = s.rule, tunnel_files = "mounted", mode = s.protocol }
   end
   return routes
 end
@@ -454,7 +461,8 @@ function M.render(svc, state, original_ip)
   local base = (state.original and state.original.ports) or svc.spec.ports
   local ports = intercept.proxy_ports({ spec = { ports = base } }, 0, original_ip)
   return proxy.render{ ports = ports, routes = M.routes(state), session = svc.metadata.name,
-                       health_port = intercept.HEALTH_PORT, keepalive_time = M.KEEPALIVE_TIME }
+                       health_port = intercept.HEALTH_PORT, keepalive_time = M.KEEPALIVE_TIME,
+                       route_dir = intercept.ROUTE_DIR }
 end
 
 --- The immutable Secret holding a configuration, named by its hash.
@@ -471,15 +479,54 @@ function M.config_secret(namespace, service, conf)
   }
 end
 
+-- The volumes and mounts of the sessions' route Secrets: one per session,
+-- read-only at ROUTE_DIR/<id>, its files 0440 for NGINX's group (fsGroup).
+local function route_volumes(sessions)
+  local volumes, mounts = {}, {}
+  for i, id in ipairs(sessions) do
+    volumes[i] = { name = "route-" .. id, secret = { secretName = intercept.route_secret_name(id),
+                                                     defaultMode = tonumber("440", 8) } }
+    mounts[i] = { name = "route-" .. id, mountPath = intercept.ROUTE_DIR .. "/" .. id, readOnly = true }
+  end
+  return volumes, mounts
+end
+
+-- A pod template's volumes and its first container's mounts with the route
+-- volumes of `sessions` in place of any it had (others' edits are kept).
+local function with_routes(spec, sessions)
+  local volumes, mounts = route_volumes(sessions)
+  local function keep(list, extra)
+    local out = {}
+    for _, v in ipairs(is_null(list) and {} or list or {}) do
+      if not tostring(v.name):find("^route%-") then out[#out + 1] = v end
+    end
+    for _, v in ipairs(extra) do out[#out + 1] = v end
+    return setmetatable(out, util.array_mt)
+  end
+  spec.volumes = keep(spec.volumes, volumes)
+  local c = spec.containers[1]
+  c.volumeMounts = keep(c.volumeMounts, mounts)
+  return spec
+end
+
+-- The ids of a state's sessions.
+local function session_ids(state)
+  local ids = {}
+  for i, s in ipairs(state.sessions) do ids[i] = s.id end
+  return ids
+end
+
 --- The proxy Deployment of a Service: one NGINX pod (restricted Pod
---- Security Standard), changed by rolling update one pod at a time.
----@param opts {namespace: string, service: string, image: string, ports: table[], secret: string, version: integer}
+--- Security Standard), changed by rolling update one pod at a time. It
+--- mounts the configuration Secret and each session's route Secret.
+---@param opts {namespace: string, service: string, image: string, ports: table[], secret: string, version: integer, sessions?: string[]}
 ---@return table
 function M.deployment(opts)
   local labels = M.labels(opts.service)
   local d = intercept.deployment{ namespace = opts.namespace, name = M.names(opts.service).deployment,
                                   labels = labels, selector = opts.service, image = opts.image, ports = opts.ports,
                                   config = { name = "config", secret = { secretName = opts.secret } } }
+  with_routes(d.spec.template.spec, opts.sessions or {})
   d.metadata.annotations = { [M.VERSION] = tostring(opts.version) }
   d.spec.revisionHistoryLimit = 1
   d.spec.strategy = { type = "RollingUpdate", rollingUpdate = { maxSurge = 1, maxUnavailable = 0 } }
@@ -540,7 +587,8 @@ function M.reconcile(client, namespace, name, opts)
     local proxy_ports = intercept.proxy_ports({ spec = { ports = base } }, 0, copy.spec.clusterIP)
     if not d then
       local obj = M.deployment{ namespace = namespace, service = name, image = opts.image, ports = proxy_ports,
-                                secret = secret.metadata.name, version = state.version }
+                                secret = secret.metadata.name, version = state.version,
+                                sessions = session_ids(state) }
       if opts.deployment_hook then obj = opts.deployment_hook(obj) or obj end
       local created, cerr2 = create(obj)
       if created then return { version = state.version, deployment = created, changed = true, svc = svc, state = state } end
@@ -549,15 +597,19 @@ function M.reconcile(client, namespace, name, opts)
     elseif deployment_version(d) >= state.version then
       return { version = deployment_version(d), deployment = d, changed = false, svc = svc, state = state }
     else
-      local volumes = util.deep_copy(d.spec.template.spec.volumes)
-      for _, v in ipairs(volumes) do
+      local spec = with_routes({ volumes = util.deep_copy(d.spec.template.spec.volumes),
+                                 containers = util.deep_copy(d.spec.template.spec.containers) },
+                               session_ids(state))
+      for _, v in ipairs(spec.volumes) do
         if v.name == "config" then v.configMap = nil; v.secret = { secretName = secret.metadata.name } end
       end
+      -- (a merge patch replaces lists whole: the containers go with their mounts)
       local patch = {
         metadata = { resourceVersion = d.metadata.resourceVersion,
                      annotations = { [M.VERSION] = tostring(state.version) } },
         spec = { template = { metadata = { annotations = { [M.VERSION] = tostring(state.version) } },
-                              spec = { volumes = setmetatable(volumes, util.array_mt) } } },
+                              spec = { volumes = spec.volumes, containers = setmetatable(spec.containers,
+                                                                                          util.array_mt) } } },
       }
       local patched, perr = client:patch("Deployment", names.deployment, patch,
                                          { namespace = namespace, type = "merge" })
@@ -661,19 +713,62 @@ function M.wait_rollout(client, namespace, name, version, timeout, drain)
   })
   if not d or not drain or d.gone then return d, err end
   -- the old pods' drain: wait until none older than `version` is left
-  while sys.now() < deadline do
-    local pods, perr = proxy_pods(client, namespace, name)
-    if not pods then return nil, perr end
-    local old = false
-    for _, p in pairs(pods) do old = old or p.version < version end
-    if not old then return d end
-    local _, why = sys.sleep(0.1)
-    if why == "interrupted" then return nil, "interrupted" end
-  end
+  local _, perr = M.wait_pods(client, namespace, name, function(pods)
+    for _, p in pairs(pods) do if p.version < version then return false end end
+    return true
+  end, deadline - sys.now())
+  if perr then return nil, perr end
   return d
 end
 
---- Delete the Secrets of a Service's proxy that no pod and no template uses.
+--- Wait until `done(pods)` holds for the proxy pods of a Service (name ->
+--- {version, terminating}), or `timeout` passes (then false, no error).
+--- Polled every `interval` seconds (default 0.1; the session's permissions
+--- have no watch on pods).
+---@param client table
+---@param namespace string
+---@param name string
+---@param done fun(pods: table<string, {version: integer, terminating: boolean}>): boolean
+---@param timeout number
+---@param interval? number
+---@return boolean|nil done
+---@return any err
+function M.wait_pods(client, namespace, name, done, timeout, interval)
+  local sys = require "czctl.core.sys"
+  local deadline = sys.now() + timeout
+  while true do
+    local pods, perr = proxy_pods(client, namespace, name)
+    if not pods then return nil, perr end
+    if done(pods) then return true end
+    if sys.now() >= deadline then return false end
+    local _, why = sys.sleep(interval or 0.1)
+    if why == "interrupted" then return nil, "interrupted" end
+  end
+end
+
+--- The proxy pods that may still route to a session that is no longer on
+--- the Service (whose state is `state`): those rendered before its
+--- routes-version, or every one when no session is left (the proxy goes).
+--- A holder keeps its tunnel until they are gone, so the requests they
+--- still route to it are answered.
+---@param client table
+---@param namespace string
+---@param name string
+---@param state czctl.session.SharedState
+---@return table<string, boolean>|nil names
+---@return any err
+function M.pods_routing_before(client, namespace, name, state)
+  local pods, err = proxy_pods(client, namespace, name)
+  if not pods then return nil, err end
+  local old = {}
+  for pod, p in pairs(pods) do
+    if #state.sessions == 0 or p.version < state.version then old[pod] = true end
+  end
+  return old
+end
+
+--- Delete the configuration Secrets of a Service's proxy that no pod and no
+--- template uses (the sessions' route Secrets are each session's to delete).
 ---@param client table
 ---@param namespace string
 ---@param name string
@@ -691,13 +786,49 @@ function M.collect_secrets(client, namespace, name)
   local list = client:list("Secret", { namespace = namespace,
                                        labelSelector = M.SERVICE_LABEL .. "=" .. name .. "," .. intercept.MANAGED_BY
                                          .. "=czctl" })
+  local prefix = M.names(name).secret_prefix
   for _, s in ipairs(list and list.items or {}) do
-    if not used[s.metadata.name] then intercept.delete_if_present(client, "Secret", s.metadata.name, namespace) end
+    if not used[s.metadata.name] and s.metadata.name:sub(1, #prefix) == prefix then
+      intercept.delete_if_present(client, "Secret", s.metadata.name, namespace)
+    end
   end
 end
 
---- Delete a Service's proxy: the Deployment (foreground, waited for), the
---- copy Service, the Secrets. Missing objects are fine.
+--- Wait, by watch, until the Endpoints of a Service that no longer selects
+--- the proxy list none of the proxy's pods (the endpoints controller has
+--- seen the restored selector): from then on new connections are sent to
+--- the Service's own pods, once the data path follows (the proxy pods'
+--- preStop hook covers that lag). Returns at once (true) for a Service
+--- that is gone or still points at the proxy; gives up after `timeout`
+--- (false).
+---@param client table
+---@param namespace string
+---@param name string
+---@param timeout number
+---@return boolean
+function M.wait_unrouted(client, namespace, name, timeout)
+  local svc = client:get("Service", name, { namespace = namespace })
+  if not svc or M.state(svc).redirected or is_null(svc.spec.selector) then return true end
+  local pods = proxy_pods(client, namespace, name)
+  if not pods or next(pods) == nil then return true end
+  local ep = client:wait_for("Endpoints", name, function(o)
+    for _, subset in ipairs((o == nil or is_null(o.subsets)) and {} or o.subsets) do
+      for _, key in ipairs { "addresses", "notReadyAddresses" } do
+        for _, a in ipairs(is_null(subset[key]) and {} or subset[key]) do
+          local ref = a.targetRef
+          if not is_null(ref) and ref.kind == "Pod" and pods[ref.name] then return false end
+        end
+      end
+    end
+    return true
+  end, timeout, { namespace = namespace })
+  return ep ~= nil
+end
+
+--- Delete a Service's proxy: once the Service's Endpoints no longer list
+--- its pods (wait_unrouted), the Deployment (foreground, waited for: its
+--- pods drain first), the copy Service, the Secrets. Missing objects are
+--- fine.
 ---@param client table
 ---@param namespace string
 ---@param name string
@@ -707,12 +838,13 @@ function M.delete_proxy(client, namespace, name, step)
   local names = M.names(name)
   local cluster = require "czctl.session.cluster"
   step("Delete proxy Deployment " .. names.deployment, function()
+    M.wait_unrouted(client, namespace, name, M.UNROUTE_TIMEOUT)
     cluster.delete_object(client, namespace, "Deployment", names.deployment)
   end)
   step("Delete Service " .. names.service, function()
     cluster.delete_object(client, namespace, "Service", names.service)
   end)
-  step("Delete the proxy's configuration Secrets and the sessions' heartbeats", function()
+  step("Delete the proxy's configuration Secrets, the sessions' route Secrets and heartbeats", function()
     for _, kind in ipairs({ "Secret", "Lease" }) do
       local list, err = client:list(kind, { namespace = namespace, labelSelector = M.SERVICE_LABEL .. "=" .. name
                                               .. "," .. intercept.MANAGED_BY .. "=czctl" })

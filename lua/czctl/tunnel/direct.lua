@@ -6,6 +6,13 @@
 -- port on 127.0.0.1, where the app keeps listening. The landing lives in the
 -- session's holder process (the keeper), so this provider needs a process.
 --
+-- Only the session's proxy gets in (docs/decisions.md section 2): each start
+-- makes a CA for the session, a certificate for the landing (naming the
+-- address the proxy dials) and one for the proxy; the landing speaks TLS and
+-- admits only a peer showing the proxy's certificate. The CA's key is never
+-- kept; the proxy's certificate and key leave this module only in
+-- handle.upstream.tls, for the proxy's Secret.
+--
 -- The address is found, when not given, from the cluster's Nodes: the
 -- address this machine sends from towards a Node's InternalIP, when that
 -- Node is on a network of this machine (kind's and minikube's docker network,
@@ -140,14 +147,24 @@ function M.start(opts)
   local log = opts.log or function() end
   local plan, perr = M.landing_for(host)
   if not plan then return nil, perr end
+  local pki, perr2 = landing.session_pki{ server_name = host }
+  if not pki then return nil, "direct tunnel: " .. tostring(perr2) end
   local l, lerr = landing.open{ host = plan.listen, port = 0, target_host = M.APP_HOST, target_port = port,
-                                allow = plan.allow, deny = plan.deny }
+                                allow = plan.allow, deny = plan.deny,
+                                tls = { cert = pki.server_cert, key = pki.server_key, client_ca = pki.ca_cert } }
   if not l then return nil, "direct tunnel: cannot listen: " .. tostring(lerr) end
   local _, landing_port = l:address()
-  local url = string.format("http://%s:%d", host, landing_port)
-  local handle = setmetatable({ url = url, upstream = { url = url }, inspector = nil, pid = nil,
+  local url = string.format("https://%s:%d", host, landing_port)
+  local upstream = {
+    url = url,
+    -- the app gets the request's own Host: the landing forwards bytes
+    keep_host = true,
+    tls = { ca = pki.ca_cert, name = host, client_cert = pki.client_cert, client_key = pki.client_key },
+  }
+  local handle = setmetatable({ url = url, upstream = upstream, inspector = nil, pid = nil,
                                 local_port = port, landing = l }, Handle)
-  log(string.format("%s (admits %s)", tostring(l), table.concat(plan.allow, ", ")))
+  log(string.format("%s (admits %s, with the session's client certificate)", tostring(l),
+                    table.concat(plan.allow, ", ")))
   if not net.probe(M.APP_HOST, port, 0.5) then
     log(string.format("warning: nothing listens on %s:%d yet; intercepted requests fail until it does",
                       M.APP_HOST, port))

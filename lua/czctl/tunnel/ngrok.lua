@@ -7,6 +7,15 @@
 -- (GET http://WEB_ADDR/api/tunnels), and turns the agent's failures into one
 -- line a user can act on. It never reads or prints the authtoken: ngrok finds
 -- it in its own configuration.
+--
+-- Only the session's proxy may use the tunnel (docs/decisions.md section 2):
+-- each start makes a secret, and the agent gets a traffic policy (a 0600
+-- file, `--traffic-policy-file`, removed once the agent has read it) that
+-- denies every request without the secret header and removes the header
+-- before the request goes to the local port. The secret is in no argument,
+-- log line or output; it leaves this module only in handle.upstream, for
+-- the proxy's Secret. ngrok's own errors that mean "the request never
+-- reached the app" are named in handle.upstream.fallback_on.
 local cproc = require "czctl.core.proc"
 local net = require "czctl.core.net"
 local sys = require "czctl.core.sys"
@@ -25,6 +34,28 @@ M.cannot_carry = {
   h2c = "ngrok needs `--app-protocol=http2` for HTTP/2 upstreams, which czctl does not set up yet",
   tcp = "ngrok carries TCP only on its `ngrok tcp` endpoints, which czctl does not set up",
 }
+-- The request header that carries the session's secret (lower-case in the
+-- policy: ngrok's req.headers has lower-case names).
+M.SECRET_HEADER = "X-Czctl-Tunnel-Secret"
+-- ngrok's errors after which the request has not reached the app: the
+-- endpoint is offline (the agent is gone), the agent cannot reach the local port.
+M.FALLBACK_ERRORS = { "ERR_NGROK_3200", "ERR_NGROK_8012" }
+
+--- The traffic policy that admits only requests carrying the secret and
+--- strips it before they reach the app (JSON, which ngrok reads as YAML).
+---@param secret string letters and digits
+---@return string
+function M.policy(secret)
+  assert(type(secret) == "string" and secret:find("^[%w]+$"), "the secret must be letters and digits")
+  local name = M.SECRET_HEADER:lower()
+  return cjson.encode({ on_http_request = {
+    { name = "czctl: only the session's proxy",
+      expressions = { string.format("!('%s' in req.headers) || req.headers['%s'][0] != '%s'", name, name, secret) },
+      actions = { { type = "deny", config = { status_code = 403 } } } },
+    { name = "czctl: the secret never reaches the app",
+      actions = { { type = "remove-headers", config = { headers = { name } } } } },
+  } })
+end
 
 -- "exited (status 1)", or for an exit code 128+N (killed by signal N, as
 -- process waits report it) "exited because it was killed (SIGKILL)".
@@ -173,10 +204,12 @@ end
 
 --- Start an ngrok tunnel to the local port.
 ---@param opts {local_port: integer, host?: string, log?: fun(msg: string), command?: string,
----             args?: string[], timeout?: number, log_file?: string, env_extra?: table}
+---             args?: string[], timeout?: number, log_file?: string, env_extra?: table, ca?: string}
 --- host: local address ngrok forwards to (default: ngrok's own, localhost);
 --- command: the ngrok executable (default "ngrok" on PATH); args: extra
---- arguments, e.g. { "--url", "https://me.ngrok.app" }.
+--- arguments, e.g. { "--url", "https://me.ngrok.app" }; ca: the PEM of the
+--- CA the proxy trusts for the tunnel's certificate (default: the proxy
+--- image's CA bundle, which ngrok's public certificates chain to).
 ---@return table|nil handle
 ---@return string|nil err one line
 function M.start(opts)
@@ -190,8 +223,20 @@ function M.start(opts)
   local path = (opts.env_extra and opts.env_extra.PATH) or sys.getenv("PATH")
   if not find_on_path(command, path) then return nil, M.NOT_INSTALLED end
 
+  if opts.ca ~= nil and (type(opts.ca) ~= "string" or not opts.ca:find("-----BEGIN CERTIFICATE-----", 1, true)) then
+    return nil, "ngrok tunnel: ca must be the PEM text of a CA certificate"
+  end
   local target = opts.host and (opts.host .. ":" .. port) or tostring(port)
-  local argv = { command, "http", target, "--log", "stdout", "--log-format", "json" }
+  -- The policy file: 0600 (os.tmpname is mkstemp's), gone once the agent read it.
+  local secret = sys.random_id(48)
+  local policy_file = os.tmpname()
+  local okw, werr = sys.write_file(policy_file, M.policy(secret), tonumber("600", 8))
+  if not okw then
+    os.remove(policy_file)
+    return nil, "ngrok tunnel: cannot write its traffic policy: " .. tostring(werr)
+  end
+  local argv = { command, "http", target, "--log", "stdout", "--log-format", "json",
+                 "--traffic-policy-file", policy_file }
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   local log_file, owns_log = opts.log_file, false
   if not log_file then log_file, owns_log = os.tmpname(), true end
@@ -199,6 +244,7 @@ function M.start(opts)
   local p, err = cproc.spawn{ argv = argv, env_extra = opts.env_extra, stdin = "null",
                               stdout = { file = log_file }, stderr = "stdout" }
   if not p then
+    os.remove(policy_file)
     if owns_log then os.remove(log_file) end
     if tostring(err):find("not found", 1, true) then return nil, M.NOT_INSTALLED end
     return nil, "ngrok could not start: " .. one_line(err)
@@ -240,8 +286,20 @@ function M.start(opts)
     end
   end
   local function give_up(msg)
+    os.remove(policy_file)
     handle:stop()
     return nil, msg
+  end
+  -- -l on the agent's own port (its inspector and API) would send the
+  -- intercepted requests to the agent, not to the app.
+  local function own_port()
+    local whost, wport = tostring(handle.web_addr or ""):match("^(.*):(%d+)$")
+    if tonumber(wport) ~= port then return nil end
+    if whost ~= "127.0.0.1" and whost ~= "localhost" and whost ~= "0.0.0.0" and whost ~= (opts.host or "") then
+      return nil
+    end
+    return string.format("local port %d is the ngrok agent's own port (its inspector and API at %s): intercepted "
+      .. "requests would reach the agent, not your app; give your app's port with -l", port, handle.web_addr)
   end
 
   local timeout = opts.timeout or M.DEFAULT_TIMEOUT
@@ -249,6 +307,8 @@ function M.start(opts)
   local next_api_poll = started + 0.5
   while true do
     consume()
+    if failure then return give_up(failure) end
+    failure = own_port()
     if failure then return give_up(failure) end
     if handle.url then break end
     local code = p:wait(0)
@@ -274,6 +334,9 @@ function M.start(opts)
     if why == "interrupted" then return give_up("interrupted") end
   end
 
+  os.remove(policy_file)   -- the agent has read it: the secret stays in memory only
+  failure = own_port()
+  if failure then return give_up(failure) end
   if not handle.url:find("^https?://") then
     return give_up("ngrok reported an unexpected URL: " .. handle.url)
   end
@@ -285,6 +348,10 @@ function M.start(opts)
     host_header = authority,
     -- Skips the free plan's browser interstitial (ERR_NGROK_6024).
     extra_headers = { ["ngrok-skip-browser-warning"] = "1" },
+    -- What the agent's traffic policy requires (see M.policy).
+    secret_header = { name = M.SECRET_HEADER, value = secret },
+    fallback_on = { header = "ngrok-error-code", values = M.FALLBACK_ERRORS },
+    tls = (opts.ca and handle.url:find("^https://")) and { ca = opts.ca } or nil,
   }
   if handle.web_addr then
     local whost, wport = handle.web_addr:match("^(.*):(%d+)$")

@@ -48,6 +48,13 @@ sandbox_up() {
   fi
   FAKE_NGROK_EDGE_ADDR=$(host_gateway)
   export FAKE_NGROK_EDGE_ADDR
+  # The proxy verifies the tunnel's certificate: the stand-in's edge shows one
+  # for its address from a CA this test makes, which czctl is told to trust.
+  # shellcheck source=../../proxy/testca.sh
+  source "$E2E_ROOT/tests/proxy/testca.sh"
+  test_ca "$WORK" && test_cert "$WORK" edge "$FAKE_NGROK_EDGE_ADDR" "IP:$FAKE_NGROK_EDGE_ADDR" ||
+    { fail "the test CA is made"; exit 1; }
+  export FAKE_NGROK_CERT=$WORK/edge.crt FAKE_NGROK_KEY=$WORK/edge.key CZCTL_TUNNEL_CA=$WORK/ca.crt
 }
 
 # demo_cluster: the starting point of the fault-injection tests: a sandbox

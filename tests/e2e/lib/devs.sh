@@ -1,6 +1,20 @@
 # Developers on one Service, for the shared-clusters tests (test_shared.sh,
-# test_shared_holder.sh): source after common.sh, with IP, LPORT (developer ->
-# local port) and svc_before set.
+# test_shared_holder.sh, test_shared_orders*.sh): source after common.sh,
+# then call devs_cluster.
+
+# devs_cluster: a sandbox with the demo app, its snapshot ($WORK/before.json),
+# the demo Service's state (svc_before) and ClusterIP (IP), and a local
+# server per developer (LPORT: developer -> local port).
+devs_cluster() {
+  sandbox_up
+  deploy "$E2E_ROOT/examples/demo-app.yaml" demo || { fail "demo app deploys"; exit 1; }
+  snapshot "$WORK/before.json"
+  svc_before=$(service_state demo)
+  IP=$(cluster_ip demo)
+  declare -gA LPORT
+  local d
+  for d in alice bob carol dave; do LPORT[$d]=$(local_server "$d"); done
+}
 
 # Conditions for wait_for_cmd (evaluated at each try).
 no_files() { [ -z "$(ls -A "$1" 2>/dev/null)" ]; }

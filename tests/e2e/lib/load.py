@@ -2,7 +2,8 @@
 """Keep-alive HTTP load against one URL, one header set per client thread,
 until a stop file appears or a time limit passes (both bounded). Prints one
 JSON object: per header set, the requests answered 2xx, other statuses,
-connection errors, and which backend ("pod" of the echo app) answered.
+connection errors, which backend ("pod" of the echo app) answered, and the
+first failures with their wall-clock time.
 
     load.py URL STOPFILE SECONDS [HEADER ...]   (HEADER "Name: value", or "-" for none)
 
@@ -23,8 +24,16 @@ header_sets = sys.argv[4:] or ["-"]
 clients = int(os.environ.get("CLIENTS", "3"))
 u = urllib.parse.urlsplit(url)
 deadline = time.monotonic() + seconds
-results = {h: {"ok": 0, "status": {}, "errors": 0, "error_kinds": {}, "pods": {}} for h in header_sets}
+results = {h: {"ok": 0, "status": {}, "errors": 0, "error_kinds": {}, "pods": {}, "failures": []}
+           for h in header_sets}
 lock = threading.Lock()
+
+
+def note(r, what):
+    """Keep the first failures with their wall-clock time, to place them
+    against the joins and leaves (the caller holds the lock)."""
+    if len(r["failures"]) < 20:
+        r["failures"].append([round(time.time(), 3), what])
 
 
 def run(header):
@@ -51,6 +60,7 @@ def run(header):
                     r["pods"][pod] = r["pods"].get(pod, 0) + 1
                 else:
                     r["status"][str(resp.status)] = r["status"].get(str(resp.status), 0) + 1
+                    note(r, str(resp.status))
             if resp.will_close:
                 conn.close()
                 conn = None
@@ -59,6 +69,7 @@ def run(header):
                 r["errors"] += 1
                 kind = type(e).__name__
                 r["error_kinds"][kind] = r["error_kinds"].get(kind, 0) + 1
+                note(r, kind)
             if conn is not None:
                 conn.close()
             conn = None

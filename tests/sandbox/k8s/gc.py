@@ -4,7 +4,9 @@ Runs in one thread, woken by store events (debounced). Each pass:
 - background: a dependent whose every ownerReference names a uid that no longer
   exists is deleted (Background); dangling refs among live owners are removed;
 - foreground: an owner with deletionTimestamp + finalizer foregroundDeletion gets
-  its dependents deleted (Foreground); when none is left the finalizer is removed;
+  its dependents deleted (Foreground when they have dependents themselves, else
+  Background: pods terminate gracefully); when no dependent with
+  blockOwnerDeletion is left the finalizer is removed;
 - orphan: an owner with finalizer orphan gets its uid removed from its dependents'
   ownerReferences, then the finalizer is removed;
 - namespaces being deleted have their content deleted, then the namespace goes.
@@ -94,7 +96,12 @@ class GarbageCollector:
                 blocking = False
                 for dr, dns, dname, dm, ref in mine:
                     if not dm.get("deletionTimestamp"):
-                        changed |= self._delete(dr, dns, dname, "Foreground")
+                        # as the real collector (attemptToDeleteItem): Foreground
+                        # for a dependent that has dependents of its own, else
+                        # Background, so a pod is deleted gracefully (preStop, grace
+                        # period) and stays, blocking its owner, until the kubelet
+                        # removes it
+                        changed |= self._delete(dr, dns, dname, "Foreground" if deps.get(dm["uid"]) else "Background")
                     if ref.get("blockOwnerDeletion"):
                         blocking = True
                 if not blocking:

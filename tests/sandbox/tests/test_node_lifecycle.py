@@ -122,6 +122,26 @@ class LifecycleTest(unittest.TestCase):
             return not rs and not SB.pods(prefix="doomed-") and not [p for p in pids if nl.alive(p)]
         SB.wait_for(gone, timeout=20, what="replicasets, pods and processes gone")
 
+    def test_foreground_deletion_waits_for_the_pods_graceful_termination(self):
+        "kubectl delete --cascade=foreground: the pod runs its preStop hook, the Deployment stays until it is gone"
+        SB.apply(nl.deployment("fg-slow", "sandbox/echo", container={
+            "lifecycle": {"preStop": {"sleep": {"seconds": 2}}}}))
+        SB.wait_available("fg-slow")
+        SB.kubectl("delete", "deployment", "fg-slow", "--cascade=foreground", "--wait=false")
+        path = "/apis/apps/v1/namespaces/default/deployments/fg-slow"
+        seen = set()
+
+        def deployment_gone():
+            d = SB.api.get(path, missing=None)
+            pods = SB.pods(prefix="fg-slow-")
+            terminating = bool(pods) and all("deletionTimestamp" in p["metadata"] for p in pods)
+            seen.add((d is not None, bool(pods), terminating))
+            return d is None
+        SB.wait_for(deployment_gone, timeout=20, what="the Deployment gone")
+        self.assertIn((True, True, True), seen, "the pod was seen terminating (its preStop hook) under its Deployment")
+        self.assertNotIn((False, True, True), seen, "the Deployment never went before its pod")
+        self.assertEqual(SB.pods(prefix="fg-slow-"), [])
+
     def test_unknown_image_stays_pending_with_image_pull_back_off(self):
         SB.apply(nl.deployment("ghost", "example.invalid/ghost:v1"))
         SB.wait_for(lambda: (container_status("ghost-") or {}).get("state", {}).get("waiting", {})
