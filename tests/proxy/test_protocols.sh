@@ -2,8 +2,8 @@
 # Issue 12 on the real nginx: a rendered proxy intercepts HTTP/2 and gRPC by
 # header (gRPC metadata), every kind of gRPC call with its status, trailers
 # and deadline on both routes; h2c clients on both routes; a TLS port
-# intercepted at TCP level (--all) carries the TLS session end to end, and
-# falls back to the original when the tunnel refuses.
+# intercepted at TCP level (--all) carries the TLS session end to end (the
+# route's tunnel-stream.conf), and a connection the tunnel refuses is closed.
 #
 # Topology (127.0.91.0/24, nothing else uses it):
 #   gRPC  original 127.0.91.1:7000   local (acme) 127.0.91.2:7000   local (beta) 127.0.91.3:7000
@@ -146,7 +146,8 @@ subject() { openssl s_client -connect "$1" -servername example.test </dev/null 2
 like "$(subject 127.0.91.10:8082)" "CN ?= ?local" "--all on a TLS port: the client sees the local server's certificate (TLS end to end)"
 is "$(curl -sS -k --max-time 5 https://127.0.91.10:8082/ 2>&1)" local-tls "--all on a TLS port: HTTPS requests reach the local server"
 stop_pids "$LOCAL_TLS"
-like "$(subject 127.0.91.10:8082)" "CN ?= ?original" "--all on a TLS port: when the tunnel refuses, the connection goes to the original"
+is "$(subject 127.0.91.10:8082)" "" \
+  "--all on a TLS port: when the tunnel refuses, the connection is closed (no backup original: stream TLS to a landing would apply to it too)"
 like "$(grep -c 'route=intercept' "$T/multi/access.log")" "^[1-9]" "TCP-level intercepts are logged with route=intercept"
 
 done_testing

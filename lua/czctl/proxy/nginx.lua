@@ -644,11 +644,11 @@ end
 -- original cannot be a plain `backup`; a connection the tunnel refuses is
 -- closed (one it accepted was never replayed anyway).
 local function stream_intercept_server(add, c, p)
-  local route = c.routes and (c.route_by_port[p.port] or {})[1]
-  local tunnel = route and route.tunnel or c.tunnel
+  local r = c.routes and (c.route_by_port[p.port] or {})[1]
+  local tunnel = r and r.tunnel or c.tunnel
   add("    # Port %s (Service port %s): intercepted at TCP level; every connection goes", p.name,
     tostring(p.port or "?"))
-  add("    # to the tunnel of session %s, bytes untouched. No fail-open here: the", route and route.id or c.session)
+  add("    # to the tunnel of session %s, bytes untouched. No fail-open here: the", r and r.id or c.session)
   add("    # tunnel's TLS (proxy_ssl) would apply to an original listed as backup too.")
   add("    server {")
   add("        listen %s reuseport;", c.listen(p.listen))
