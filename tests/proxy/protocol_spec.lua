@@ -122,53 +122,48 @@ describe("the modes rendered", function()
     for k, v in pairs(extra or {}) do opts[k] = v end
     return proxy.render(opts)
   end
+  -- has(text, lines...): every line is in the text, as it is
+  local function has(text, ...)
+    for _, line in ipairs({ ... }) do assert.truthy(text:find(line, 1, true), line) end
+  end
+  -- the route's files for a mode, into a TLS landing with a client certificate
+  local function landing_files(mode)
+    local pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+    local _, _, files = render(mode, { all = true }, { tunnel_upstream = { url = "https://10.0.0.9:3000",
+      tls = { ca = pem, name = "10.0.0.9", client_cert = pem, client_key = pem } } })
+    return files
+  end
   it("h2c: an HTTP/2 listener, grpc_pass on both routes, the route's grpc file, no body buffering", function()
     local conf, _, files = render("h2c", { header = { name = "x-tenant", equals = "acme" } })
-    assert.truthy(conf)
-    assert.truthy(conf:find("listen 8080 reuseport http2;", 1, true), "listen 8080 reuseport http2;")
-    assert.truthy(conf:find("grpc_pass grpc://czctl_original_p;", 1, true), "grpc_pass grpc://czctl_original_p;")
-    assert.truthy(conf:find("include /etc/czctl-session/tunnel-grpc.conf;", 1, true), "include /etc/czctl-session/tunnel-grpc.conf;")
-    assert.truthy(conf:find("grpc_next_upstream off;", 1, true), "grpc_next_upstream off;")
-    assert.truthy(conf:find("error_page 502 504 = @czctl_fallback;", 1, true), "error_page 502 504 = @czctl_fallback;")
+    has(conf, "listen 8080 reuseport http2;", "grpc_pass grpc://czctl_original_p;",
+        "include /etc/czctl-session/tunnel-grpc.conf;", "grpc_next_upstream off;",
+        "error_page 502 504 = @czctl_fallback;")
     assert.is_nil(conf:find("proxy_pass", 1, true))
     assert.is_nil(conf:find("proxy_request_buffering on", 1, true))
-    assert.truthy(files["tunnel-grpc.conf"]:find("grpc_pass grpc://czctl_tunnel_s1;", 1, true), "grpc_pass grpc://czctl_tunnel_s1;")
+    has(files["tunnel-grpc.conf"], "grpc_pass grpc://czctl_tunnel_s1;")
   end)
   it("h2c to a TLS landing: grpcs:// with the client certificate, verified", function()
-    local pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
-    local _, _, files = render("h2c", { all = true }, { tunnel_upstream = { url = "https://10.0.0.9:3000",
-      tls = { ca = pem, name = "10.0.0.9", client_cert = pem, client_key = pem } } })
-    local g = files["tunnel-grpc.conf"]
-    for _, line in ipairs({ "grpc_pass grpcs://czctl_tunnel_s1;", "grpc_ssl_verify on;",
-                            "grpc_ssl_trusted_certificate /etc/czctl-session/tunnel-ca.crt;",
-                            "grpc_ssl_name 10.0.0.9;", "grpc_ssl_certificate /etc/czctl-session/tunnel-client.crt;",
-                            "grpc_ssl_certificate_key /etc/czctl-session/tunnel-client.key;" }) do
-      assert.truthy(g:find(line, 1, true), line)
-    end
+    local g = landing_files("h2c")["tunnel-grpc.conf"]
+    has(g, "grpc_pass grpcs://czctl_tunnel_s1;", "grpc_ssl_verify on;",
+        "grpc_ssl_trusted_certificate /etc/czctl-session/tunnel-ca.crt;", "grpc_ssl_name 10.0.0.9;",
+        "grpc_ssl_certificate /etc/czctl-session/tunnel-client.crt;",
+        "grpc_ssl_certificate_key /etc/czctl-session/tunnel-client.key;")
     assert.is_nil(g:find("proxy_pass", 1, true))
     assert.is_nil(g:find("proxy_ssl", 1, true))
   end)
   it("tcp: a stream server including the route's stream file, no HTTP server", function()
     local conf, _, files = render("tcp", { all = true })
-    assert.truthy(conf)
-    assert.truthy(conf:find("include /etc/czctl-session/tunnel-stream.conf;", 1, true), "include /etc/czctl-session/tunnel-stream.conf;")
+    has(conf, "include /etc/czctl-session/tunnel-stream.conf;")
     assert.is_nil(conf:find("10.0.0.9", 1, true))   -- nginx.conf names no tunnel
     assert.is_nil(conf:find("listen 8080 reuseport;\n        # The rule", 1, true))
     assert.is_nil(conf:find("czctl_original_p", 1, true))
-    assert.truthy(files["tunnel-stream.conf"]:find("proxy_pass 10.0.0.9:3000;", 1, true), "proxy_pass 10.0.0.9:3000;")
+    has(files["tunnel-stream.conf"], "proxy_pass 10.0.0.9:3000;")
     assert.is_nil(files["tunnel-stream.conf"]:find("proxy_ssl", 1, true))
   end)
   it("tcp to a TLS landing: proxy_ssl on with the client certificate", function()
-    local pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
-    local _, _, files = render("tcp", { all = true }, { tunnel_upstream = { url = "https://10.0.0.9:3000",
-      tls = { ca = pem, name = "10.0.0.9", client_cert = pem, client_key = pem } } })
-    local st = files["tunnel-stream.conf"]
-    for _, line in ipairs({ "proxy_ssl on;", "proxy_ssl_verify on;", "proxy_ssl_name 10.0.0.9;",
-                            "proxy_ssl_certificate /etc/czctl-session/tunnel-client.crt;",
-                            "proxy_ssl_certificate_key /etc/czctl-session/tunnel-client.key;",
-                            "proxy_pass 10.0.0.9:3000;" }) do
-      assert.truthy(st:find(line, 1, true), line)
-    end
+    has(landing_files("tcp")["tunnel-stream.conf"], "proxy_ssl on;", "proxy_ssl_verify on;",
+        "proxy_ssl_name 10.0.0.9;", "proxy_ssl_certificate /etc/czctl-session/tunnel-client.crt;",
+        "proxy_ssl_certificate_key /etc/czctl-session/tunnel-client.key;", "proxy_pass 10.0.0.9:3000;")
   end)
   it("tcp needs a rule that takes everything", function()
     local conf, err = render("tcp", { header = { name = "x-a", equals = "b" } })
