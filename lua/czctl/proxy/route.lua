@@ -10,6 +10,9 @@
 --   route.files(r)        -> { [name] = content }   (the Secret's data)
 --   r.http_include        the file nginx.conf includes in `http {}`
 --   r.location_include    the file the tunnel location includes
+--   r.grpc_include        the same for an h2c port (grpc_pass, grpc_ssl_*)
+--   r.stream_include      the file a TCP-level (`--all`, mode tcp) stream
+--                         server includes: proxy_ssl_* and proxy_pass
 --   route.ref(id, dir)    the same two names, for a route whose files were
 --                         rendered apart (the shared proxy's configuration
 --                         knows a session by its id alone)
@@ -113,7 +116,8 @@ function M.ref(id, dir)
     return fail("proxy.render: the route directory %q has characters NGINX would misread", dir)
   end
   return { id = id, dir = dir, http_include = dir .. "/tunnel-http.conf",
-           location_include = dir .. "/tunnel-location.conf" }
+           location_include = dir .. "/tunnel-location.conf", grpc_include = dir .. "/tunnel-grpc.conf",
+           stream_include = dir .. "/tunnel-stream.conf" }
 end
 
 --- Whether an nginx version string ("1.27.4") is at least `min` ({1,27,3}).
@@ -223,6 +227,8 @@ function M.plan(up, opts)
     inner_listen = fb and ("unix:" .. runtime_dir .. "/czctl-route-" .. id .. ".sock") or nil,
     http_include = ref.http_include,
     location_include = ref.location_include,
+    grpc_include = ref.grpc_include,
+    stream_include = ref.stream_include,
   }
   -- How the tunnel's address is found: an address as it is; a name through
   -- `resolve` in the upstream where NGINX has it (keep-alive and address
@@ -240,41 +246,50 @@ end
 
 -- The request headers of the tunnel hop (the server level's, restated:
 -- proxy_set_header replaces the inherited list), plus the tunnel's own.
-local function request_headers(add, r, indent)
+-- (module "grpc": HTTP/2 has no Upgrade or Connection; grpc_pass sends the
+-- request's Host unless the tunnel has its own.)
+local function request_headers(add, r, indent, module)
   local q = rules.nginx_quote
-  add("%sproxy_set_header Host              %s;", indent, r.host_header and q(r.host_header) or "$http_host")
-  add("%sproxy_set_header X-Forwarded-For   $proxy_add_x_forwarded_for;", indent)
-  add("%sproxy_set_header X-Forwarded-Proto $czctl_forwarded_proto;", indent)
-  add("%sproxy_set_header Upgrade           $http_upgrade;", indent)
-  add("%sproxy_set_header Connection        $czctl_connection;", indent)
-  if r.host_header then add("%sproxy_set_header X-Forwarded-Host  $http_host;", indent) end
-  for _, h in ipairs(r.extra) do add("%sproxy_set_header %-17s %s;", indent, h[1], q(h[2])) end
+  module = module or "proxy"
+  local function set(name, value) add("%s%s_set_header %-17s %s;", indent, module, name, value) end
+  if module == "proxy" or r.host_header then set("Host", r.host_header and q(r.host_header) or "$http_host") end
+  set("X-Forwarded-For", "$proxy_add_x_forwarded_for")
+  set("X-Forwarded-Proto", "$czctl_forwarded_proto")
+  if module == "proxy" then
+    set("Upgrade", "$http_upgrade")
+    set("Connection", "$czctl_connection")
+  end
+  if r.host_header then set("X-Forwarded-Host", "$http_host") end
+  for _, h in ipairs(r.extra) do set(h[1], q(h[2])) end
   if r.secret then
     add("%s# The session's secret: the tunnel refuses requests without it and", indent)
     add("%s# removes it before they reach the developer's app.", indent)
-    add("%sproxy_set_header %s %s;", indent, r.secret.name, q(r.secret.value))
+    set(r.secret.name, q(r.secret.value))
   end
 end
 
--- proxy_ssl_* for the hop to the tunnel: verified, named, resumed.
-local function tls_lines(add, r, indent)
+-- proxy_ssl_* (or grpc_ssl_*) for the hop to the tunnel: verified, named,
+-- resumed. The stream module's proxy_ssl_* have the same names and meaning,
+-- and need `proxy_ssl on` (module "stream").
+local function tls_lines(add, r, indent, module)
   if r.url.scheme ~= "https" then return end
+  local d = (module == "grpc" and "grpc" or "proxy") .. "_ssl"
   local name = r.tls.name or r.url.host
   add("%s# TLS to the tunnel: its certificate must chain to %s and name %s.", indent,
       r.tls.ca and "the tunnel's CA" or "the image's CA bundle", name)
-  add("%sproxy_ssl_verify on;", indent)
-  add("%sproxy_ssl_verify_depth %d;", indent, r.tls.ca and 2 or 4)
-  add("%sproxy_ssl_trusted_certificate %s;", indent, r.tls.ca and (r.dir .. "/tunnel-ca.crt") or M.IMAGE_CA_BUNDLE)
-  add("%sproxy_ssl_name %s;", indent, name)
-  if not is_ipv4(name) then add("%sproxy_ssl_server_name on;", indent) end
+  if module == "stream" then add("%sproxy_ssl on;", indent) end
+  add("%s%s_verify on;", indent, d)
+  add("%s%s_verify_depth %d;", indent, d, r.tls.ca and 2 or 4)
+  add("%s%s_trusted_certificate %s;", indent, d, r.tls.ca and (r.dir .. "/tunnel-ca.crt") or M.IMAGE_CA_BUNDLE)
+  add("%s%s_name %s;", indent, d, name)
+  if not is_ipv4(name) then add("%s%s_server_name on;", indent, d) end
   if r.tls.client_cert then
     add("%s# Mutual TLS: the landing admits only this certificate's holder.", indent)
-    add("%sproxy_ssl_certificate %s/tunnel-client.crt;", indent, r.dir)
-    add("%sproxy_ssl_certificate_key %s/tunnel-client.key;", indent, r.dir)
+    add("%s%s_certificate %s/tunnel-client.crt;", indent, d, r.dir)
+    add("%s%s_certificate_key %s/tunnel-client.key;", indent, d, r.dir)
   end
-  add("%sproxy_ssl_session_reuse on;", indent)
+  add("%s%s_session_reuse on;", indent, d)
 end
-
 --- The lines of an `upstream` block that keep idle connections open (none for 0).
 ---@param add fun(fmt: string, ...)
 ---@param keepalive integer idle connections per worker
@@ -387,6 +402,37 @@ local function location_file(r)
   return table.concat(out, "\n") .. "\n"
 end
 
+-- tunnel-grpc.conf: the same for an h2c port (czctl.proxy.protocol): gRPC
+-- and HTTP/2 through grpc_pass, grpc:// or grpcs:// with grpc_ssl_* (mutual
+-- TLS to a landing). Straight to the tunnel: the inner server that marks a
+-- provider's error responses speaks HTTP/1.1 only (and the providers that
+-- have one, ngrok, do not carry h2c).
+local function grpc_file(r)
+  local out = {}
+  local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
+  add("# czctl route %s: into the tunnel, HTTP/2 (gRPC).", r.id)
+  request_headers(add, r, "", "grpc")
+  add("grpc_connect_timeout %ds;", M.CONNECT_TIMEOUT)
+  tls_lines(add, r, "", "grpc")
+  if r.resolver_line then add("%s", r.resolver_line) end
+  add("grpc_pass %s;", (r.url.scheme == "https" and "grpcs" or "grpc") .. r.target:match("^https?(://.*)$"))
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- tunnel-stream.conf: the body of a TCP-level stream server (mode tcp): every
+-- connection to the tunnel, bytes untouched, TLS to it where it has TLS. By
+-- address (a name is resolved when NGINX loads the configuration: the
+-- stream module has no per-request address here).
+local function stream_file(r)
+  local out = {}
+  local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
+  add("# czctl route %s: every connection into the tunnel.", r.id)
+  add("proxy_connect_timeout %ds;", M.CONNECT_TIMEOUT)
+  tls_lines(add, r, "", "stream")
+  add("proxy_pass %s;", r.url.authority)
+  return table.concat(out, "\n") .. "\n"
+end
+
 --- The route's files: name -> content (the Secret's data, mounted at r.dir).
 ---@param r table from M.plan
 ---@return table<string, string>
@@ -394,6 +440,8 @@ function M.files(r)
   local files = {}
   files["tunnel-http.conf"] = http_file(r)   -- sets r.target first
   files["tunnel-location.conf"] = location_file(r)
+  files["tunnel-grpc.conf"] = grpc_file(r)
+  files["tunnel-stream.conf"] = stream_file(r)
   if r.tls.ca then files["tunnel-ca.crt"] = r.tls.ca end
   if r.tls.client_cert then
     files["tunnel-client.crt"] = r.tls.client_cert

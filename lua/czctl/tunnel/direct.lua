@@ -31,6 +31,9 @@ M.DOCKER_DESKTOP_HOST = "host.docker.internal"
 M.NEEDS_HOST = "give the address of this machine that the cluster reaches with --tunnel-host ADDRESS"
 -- The landing is in-process: the session needs a holder (a keeper, or --wait).
 M.needs_process = true
+-- The landing moves bytes (splice), whatever they are: HTTP/1.1, HTTP/2
+-- (h2c, gRPC) and whole TCP connections (czctl.proxy.protocol).
+M.carries = { "http", "h2c", "tcp" }
 
 local function ipv4(s)
   local a, b, c, d = tostring(s):match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
