@@ -213,7 +213,7 @@ def wait_for(fn, timeout):
 class Lane:
     def __init__(self, cl, i, work):
         self.cl, self.ns = cl, "faults-%d" % i
-        self.port = str(47000 + i)
+        self.port = str(27000 + i)  # below the ephemeral range, so no client socket holds it
         self.work = work
         self.n = 0
 

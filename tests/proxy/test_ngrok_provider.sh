@@ -36,8 +36,8 @@ print("" if v is None else v)' "$1" "$2"
 }
 
 python3 tests/proxy/backend.py original 127.0.78.1:8000 >/dev/null 2>&1 & PIDS+=($!)
-python3 tests/proxy/backend.py local 127.0.0.1:38111 >/dev/null 2>&1 & PIDS+=($!)
-wait_port 127.0.78.1 8000 && wait_port 127.0.0.1 38111 || { fail "test backends start"; done_testing; exit 1; }
+python3 tests/proxy/backend.py local 127.0.0.1:28111 >/dev/null 2>&1 & PIDS+=($!)
+wait_port 127.0.78.1 8000 && wait_port 127.0.0.1 28111 || { fail "test backends start"; done_testing; exit 1; }
 
 # ---------------------------------------------------------------- the happy path
 # Keep 4040 busy so the agent moves its web service, as the real one does:
@@ -46,7 +46,7 @@ python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKE
 s.bind(("127.0.0.1", 4040)); s.listen(1); time.sleep(120)' 2>/dev/null & PIDS+=($!)
 wait_port 127.0.0.1 4040 || fail "port 4040 is held for the test"
 
-coproc DRV { PATH="$FAKE_DIR:$PATH" exec "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 2>"$T/driver.err"; }
+coproc DRV { PATH="$FAKE_DIR:$PATH" exec "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 28111 10 2>"$T/driver.err"; }
 # bash forgets DRV and DRV_PID as soon as the coprocess ends: keep copies
 drv_out=${DRV[0]} drv_in=${DRV[1]} dpid=$DRV_PID
 PIDS+=($dpid)
@@ -67,9 +67,9 @@ check "the handle names the agent's pid, which is running" kill -0 "${pid:-0}"
 is "$(json upstream.url "$facts")" "$url" "the proxy upstream is the public URL"
 is "$(json upstream.host_header "$facts")" "${url#https://}" "the proxy sends the tunnel's own Host (ngrok routes by Host)"
 is "$(json upstream.extra_headers.ngrok-skip-browser-warning "$facts")" 1 "the proxy adds ngrok-skip-browser-warning"
-like "$(cat "$T/driver.err")" "ngrok tunnel $url -> localhost:38111" "the provider logs the tunnel through opts.log"
+like "$(cat "$T/driver.err")" "ngrok tunnel $url -> localhost:28111" "the provider logs the tunnel through opts.log"
 
-stats() { curl -s --max-time 5 http://127.0.0.1:38111/__stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])'; }
+stats() { curl -s --max-time 5 http://127.0.0.1:28111/__stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])'; }
 before=$(stats)
 is "$(curl -s --cacert "$T/ca.crt" --max-time 5 -o /dev/null -w '%{http_code}' "$url/hello")" 403 \
   "a request to the public URL without the secret is refused by the agent (403)"
@@ -129,7 +129,7 @@ exec {drv_in}>&-
 wait "$dpid" 2>/dev/null
 
 # stop() of a running agent: TERM, reaped.
-coproc DRV { PATH="$FAKE_DIR:$PATH" exec "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 2>/dev/null; }
+coproc DRV { PATH="$FAKE_DIR:$PATH" exec "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 28111 10 2>/dev/null; }
 drv_out=${DRV[0]} drv_in=${DRV[1]} dpid=$DRV_PID
 PIDS+=($dpid)
 read -r -t 15 facts <&"$drv_out" || facts=""
@@ -144,9 +144,9 @@ exec {drv_in}>&-
 wait "$dpid" 2>/dev/null
 
 # ---------------------------------------------------------------- other ways to learn the URL
-out=$(FAKE_NGROK_MODE=api-only PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 </dev/null 2>/dev/null | head -1)
+out=$(FAKE_NGROK_MODE=api-only PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 28111 10 </dev/null 2>/dev/null | head -1)
 like "$(json url "$out")" '^https://127\.0\.0\.1:' "the URL is learned from /api/tunnels when the log does not carry it"
-out=$(FAKE_NGROK_MODE=slow FAKE_NGROK_DELAY=1.5 PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 10 </dev/null 2>/dev/null | head -1)
+out=$(FAKE_NGROK_MODE=slow FAKE_NGROK_DELAY=1.5 PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 28111 10 </dev/null 2>/dev/null | head -1)
 like "$(json url "$out")" '^https://127\.0\.0\.1:' "a slow agent is waited for"
 sleep 0.2
 is "$(agents_alive)" 0 "no agent is left running after the handles are stopped"
@@ -155,7 +155,7 @@ is "$(agents_alive)" 0 "no agent is left running after the handles are stopped"
 fails() {  # MODE TIMEOUT WANT_REGEX NAME
   local out rc
   : >"$FAKE_NGROK_PIDFILE.before"
-  out=$(FAKE_NGROK_MODE=$1 PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 "$2" </dev/null 2>/dev/null)
+  out=$(FAKE_NGROK_MODE=$1 PATH="$FAKE_DIR:$PATH" "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 28111 "$2" </dev/null 2>/dev/null)
   rc=$?
   is "$rc" 1 "$4: the start fails"
   like "$out" "$3" "$4: one clear line"
@@ -169,14 +169,14 @@ fails exit-early 10 '^error: ngrok exited \(status 1\): failed to start tunnel: 
 fails no-url 1.5 '^error: ngrok did not report a public URL within 1\.5s \(last log line: [a-z ]+\)$' \
   "an agent that never reports a URL"
 
-out=$(PATH=/usr/bin:/bin "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 38111 5 </dev/null 2>/dev/null)
+out=$(PATH=/usr/bin:/bin "$CZCTL" run tests/proxy/ngrok_driver.lua ngrok 28111 5 </dev/null 2>/dev/null)
 is "$out" "error: ngrok is not installed: install it from https://ngrok.com/download (or use --tunnel direct)" \
   "ngrok not installed: how to install it, or use the direct tunnel"
 
 # ---------------------------------------------------------------- direct, and the registry
 # Docker Desktop's name lands on this machine's loopback: portable, so the
 # landing is tested here; the detected host is tested on the sandbox (tests/e2e).
-coproc DRV { exec "$CZCTL" run tests/proxy/ngrok_driver.lua direct 38111 "" host.docker.internal 2>"$T/direct.err"; }
+coproc DRV { exec "$CZCTL" run tests/proxy/ngrok_driver.lua direct 28111 "" host.docker.internal 2>"$T/direct.err"; }
 out=""; read -r -t 20 out <&"${DRV[0]}"
 url=$(json url "$out"); lport=${url##*:}
 like "$url" '^https://host\.docker\.internal:[0-9]+$' "direct: the URL is the cluster's name for this machine and the landing's port"
@@ -197,17 +197,17 @@ echo stop >&"${DRV[1]}"; line=""; read -r -t 10 line <&"${DRV[0]}"
 is "$line" stopped "direct: stop (twice) answers"
 curl -s --max-time 2 "http://127.0.0.1:$lport/" >/dev/null; is "$?" 7 "direct: after stop the landing is closed"
 exec {DRV[1]}>&-; wait "$DRV_PID" 2>/dev/null
-like "$(cat "$T/direct.err")" 'log: landing 127\.0\.0\.1:[0-9]+ -> 127\.0\.0\.1:38111' "direct: the landing is logged through opts.log"
+like "$(cat "$T/direct.err")" 'log: landing 127\.0\.0\.1:[0-9]+ -> 127\.0\.0\.1:28111' "direct: the landing is logged through opts.log"
 check "direct: no warning when something listens" sh -c "! grep -q warning '$T/direct.err'"
-out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38119 "" host.docker.internal </dev/null 2>"$T/direct.err" | head -1)
+out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 28119 "" host.docker.internal </dev/null 2>"$T/direct.err" | head -1)
 like "$(json url "$out")" '^https://host\.docker\.internal:[0-9]+$' "direct: starts even when nothing listens yet"
-like "$(cat "$T/direct.err")" 'warning: nothing listens on 127\.0\.0\.1:38119 yet' "direct: warns when nothing listens yet"
-out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38111 "" 127.0.0.1 </dev/null 2>/dev/null)
+like "$(cat "$T/direct.err")" 'warning: nothing listens on 127\.0\.0\.1:28119 yet' "direct: warns when nothing listens yet"
+out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 28111 "" 127.0.0.1 </dev/null 2>/dev/null)
 is "$out" "error: --tunnel-host 127.0.0.1 is this machine's loopback, which pods cannot reach; give the address of this machine that the cluster reaches with --tunnel-host ADDRESS" \
   "direct: the loopback is refused, with what to give instead"
-out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 38111 "" 192.0.2.254 </dev/null 2>/dev/null)
+out=$("$CZCTL" run tests/proxy/ngrok_driver.lua direct 28111 "" 192.0.2.254 </dev/null 2>/dev/null)
 like "$out" "^error: --tunnel-host 192\.0\.2\.254 is not an address of this machine" "direct: an address of another machine is refused"
-out=$("$CZCTL" run tests/proxy/ngrok_driver.lua nosuch 38111 </dev/null 2>/dev/null)
+out=$("$CZCTL" run tests/proxy/ngrok_driver.lua nosuch 28111 </dev/null 2>/dev/null)
 like "$out" '^error: unknown tunnel provider "nosuch" \(built in: ngrok, direct' "an unknown provider is named with the built-in ones"
 
 # A user's provider on package.path (here: the script's directory).
@@ -222,7 +222,7 @@ end
 return M
 EOF
 cp tests/proxy/ngrok_driver.lua "$T/user/driver.lua"
-out=$("$CZCTL" run "$T/user/driver.lua" mine 38111 </dev/null 2>/dev/null | head -1)
-is "$(json url "$out")" "http://127.0.0.1:38111" "a user's provider module on package.path is found by name"
+out=$("$CZCTL" run "$T/user/driver.lua" mine 28111 </dev/null 2>/dev/null | head -1)
+is "$(json url "$out")" "http://127.0.0.1:28111" "a user's provider module on package.path is found by name"
 
 done_testing

@@ -34,7 +34,7 @@ upstream_of() {  # FACTS -> the provider's upstream, as JSON
   python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["upstream"]))' "$1"
 }
 
-ORIGINAL=127.0.93.2:8000 APP=38931 DOWN=38939   # nothing ever listens on DOWN
+ORIGINAL=127.0.93.2:8000 APP=28931 DOWN=28939   # below the ephemeral range (32768-60999); nothing ever listens on DOWN
 python3 tests/proxy/backend.py original "$ORIGINAL" >/dev/null 2>&1 & PIDS+=($!)
 python3 tests/proxy/backend.py local "127.0.0.1:$APP" >/dev/null 2>&1 & PIDS+=($!)
 wait_port 127.0.93.2 8000 && wait_port 127.0.0.1 "$APP" || { echo "Bail out! backends"; exit 1; }

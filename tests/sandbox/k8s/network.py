@@ -44,6 +44,8 @@ CLUSTER_DOMAIN = "cluster.local"
 HOST_LINK_POOL = ipaddress.ip_network("10.250.0.0/16")
 HOST_GATEWAY_NAME = "host.sandbox.internal"
 BRIDGE = "cbr0"
+# fixed, derived from BRIDGE_IP as CNI's bridge plugin does (0a:58 + the IPv4 bytes)
+BRIDGE_MAC = bytes([0x0a, 0x58]) + ipaddress.ip_address(BRIDGE_IP).packed
 ID_PREFIX = "czsb-"
 STATE = "/run/czctl-sandbox"
 ROUTE_TYPES = ("unicast", "local", "broadcast", "multicast", "unreachable", "blackhole", "prohibit", "throw",
@@ -429,7 +431,7 @@ class Network:
             nl.set_link("eth0", no_ipv6_ll=True)
             nl.add_addr("eth0", self.node_ip, prefix)
             nl.set_link("eth0", up=True)
-            nl.add_bridge(BRIDGE)
+            nl.add_bridge(BRIDGE, BRIDGE_MAC)
             nl.add_addr(BRIDGE, BRIDGE_IP, POD_CIDR.prefixlen)
             nl.set_link(BRIDGE, up=True)
             nl.add_local_route(str(SERVICE_CIDR))

@@ -24,7 +24,7 @@ RTM_NEWROUTE, RTM_DELROUTE = 24, 25
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 IFF_UP = 0x1
-IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_AF_SPEC, IFLA_NET_NS_FD = 3, 10, 18, 26, 28
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_AF_SPEC, IFLA_NET_NS_FD = 1, 3, 10, 18, 26, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFLA_INET6_ADDR_GEN_MODE = 8
@@ -96,9 +96,14 @@ class Rtnl:
     def index(name):
         return socket.if_nametoindex(name)
 
-    def add_bridge(self, name):
+    def add_bridge(self, name, mac):
+        """A bridge whose MAC address is `mac` (6 bytes). Without one set, Linux
+        gives a bridge the lowest MAC of its ports, so it changes whenever a pod's
+        veth comes or goes, and every neighbour's cached gateway address goes
+        stale (kubernetes/kubernetes#30783; CNI's bridge plugin sets it)."""
         self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
-                      _ifinfo() + _attr(IFLA_IFNAME, name) + _attr(IFLA_LINKINFO, _attr(IFLA_INFO_KIND, "bridge")))
+                      _ifinfo() + _attr(IFLA_IFNAME, name) + _attr(IFLA_ADDRESS, mac)
+                      + _attr(IFLA_LINKINFO, _attr(IFLA_INFO_KIND, "bridge")))
 
     def add_veth(self, name, peer, peer_netns_fd=None):
         """A veth pair: `name` here, `peer` here or in the namespace of peer_netns_fd."""

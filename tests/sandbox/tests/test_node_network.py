@@ -198,6 +198,32 @@ class Isolation(unittest.TestCase):
         self.assertEqual(SB.pods(prefix="echo-")[0]["status"]["hostIP"], SB.net["nodeIP"])
 
 
+class Bridge(unittest.TestCase):
+    """The pods' gateway keeps its MAC address while pods come and go."""
+
+    def test_a_port_with_a_lower_mac_joining_and_leaving_the_bridge_changes_nothing(self):
+        ns = os.path.basename(SB.net["clusterNetns"])
+
+        def ip(*args):
+            return subprocess.run(["ip", "-n", ns] + list(args), capture_output=True, text=True, check=True).stdout
+
+        def bridge_mac():
+            return re.search(r"link/ether (\S+)", ip("link", "show", network.BRIDGE)).group(1)
+
+        before = bridge_mac()
+        self.assertEqual(before, "0a:58:0a:f4:00:01", "set from the bridge IP, as CNI's bridge plugin does")
+        # a pod's veth with the lowest MAC there can be; Linux would make it the bridge's
+        ip("link", "add", "vlowmac", "address", "02:00:00:00:00:01", "type", "veth", "peer", "name", "vlowmacp")
+        try:
+            ip("link", "set", "vlowmac", "master", network.BRIDGE, "up")
+            joined = bridge_mac()
+        finally:
+            ip("link", "del", "vlowmac")
+        self.assertEqual((joined, bridge_mac()), (before, before))
+        code, _ = curl("http://%s/" % SB.cluster_ip("echo"))
+        self.assertEqual(code, "200", "the cluster network answers at once afterwards")
+
+
 class DNS(unittest.TestCase):
     """Acceptance 2."""
 
