@@ -126,44 +126,96 @@ describe("the modes rendered", function()
   local function has(text, ...)
     for _, line in ipairs({ ... }) do assert.truthy(text:find(line, 1, true), line) end
   end
-  -- the route's files for a mode, into a TLS landing with a client certificate
-  local function landing_files(mode)
-    local pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
-    local _, _, files = render(mode, { all = true }, { tunnel_upstream = { url = "https://10.0.0.9:3000",
-      tls = { ca = pem, name = "10.0.0.9", client_cert = pem, client_key = pem } } })
-    return files
+  -- the route's files for a mode, into a TLS landing with a client
+  -- certificate (and a stand-in certificate unless without_standin)
+  local pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+  local function landing_files(mode, without_standin)
+    local tls = { ca = pem, name = "10.0.0.9", client_cert = pem, client_key = pem }
+    if not without_standin then tls.fallback_cert, tls.fallback_key = pem, pem end
+    local conf, err, files = render(mode, { all = true }, { tunnel_upstream = { url = "https://10.0.0.9:3000",
+      tls = tls } })
+    return files, conf, err
   end
   it("h2c: an HTTP/2 listener, grpc_pass on both routes, the route's grpc file, no body buffering", function()
     local conf, _, files = render("h2c", { header = { name = "x-tenant", equals = "acme" } })
     has(conf, "listen 8080 reuseport http2;", "grpc_pass grpc://czctl_original_p;",
-        "include /etc/czctl-session/tunnel-grpc.conf;", "grpc_next_upstream off;",
-        "error_page 502 504 = @czctl_fallback;")
+        "include /etc/czctl-session/tunnel-grpc.conf;", "grpc_next_upstream off;")
     assert.is_nil(conf:find("proxy_pass", 1, true))
     assert.is_nil(conf:find("proxy_request_buffering on", 1, true))
-    has(files["tunnel-grpc.conf"], "grpc_pass grpc://czctl_tunnel_s1;")
+    has(files["tunnel-grpc.conf"], "grpc_pass grpc://czctl_tunnel_s1_grpc;")
   end)
-  it("h2c to a TLS landing: grpcs:// with the client certificate, verified", function()
-    local g = landing_files("h2c")["tunnel-grpc.conf"]
-    has(g, "grpc_pass grpcs://czctl_tunnel_s1;", "grpc_ssl_verify on;",
+  it("h2c fails open inside the route's upstream: the original's stand-in is its backup", function()
+    local conf, _, files = render("h2c", { header = { name = "x-tenant", equals = "acme" } })
+    -- a call that was not sent moves to the backup with its body (an error_page could not resend it)
+    has(files["tunnel-grpc.conf"], "grpc_next_upstream error timeout;")
+    assert.is_nil(conf:find("@czctl_fallback", 1, true))
+    has(files["tunnel-http.conf"], "upstream czctl_tunnel_s1_grpc {\n    server 10.0.0.9:3000;\n",
+        "    server unix:/tmp/czctl-route-s1-grpc.sock backup;\n")
+    has(files["tunnel-grpc-standin.conf"], "listen unix:/tmp/czctl-route-s1-grpc.sock http2;")
+    has(conf, "server {\n        include /etc/czctl-session/tunnel-grpc-standin.conf;",
+        "location / {\n            grpc_pass grpc://czctl_original_p;")
+  end)
+  it("h2c to a TLS landing: grpcs:// with the client certificate, verified; the stand-in speaks its TLS", function()
+    local files = landing_files("h2c")
+    local g = files["tunnel-grpc.conf"]
+    has(g, "grpc_pass grpcs://czctl_tunnel_s1_grpc;", "grpc_ssl_verify on;",
         "grpc_ssl_trusted_certificate /etc/czctl-session/tunnel-ca.crt;", "grpc_ssl_name 10.0.0.9;",
         "grpc_ssl_certificate /etc/czctl-session/tunnel-client.crt;",
         "grpc_ssl_certificate_key /etc/czctl-session/tunnel-client.key;")
     assert.is_nil(g:find("proxy_pass", 1, true))
     assert.is_nil(g:find("proxy_ssl", 1, true))
+    has(files["tunnel-grpc-standin.conf"], "listen unix:/tmp/czctl-route-s1-grpc.sock ssl http2;",
+        "ssl_certificate /etc/czctl-session/tunnel-standin.crt;",
+        "ssl_certificate_key /etc/czctl-session/tunnel-standin.key;")
+    assert.equal(pem, files["tunnel-standin.crt"])
   end)
   it("tcp: a stream server including the route's stream file, no HTTP server", function()
     local conf, _, files = render("tcp", { all = true })
-    has(conf, "include /etc/czctl-session/tunnel-stream.conf;")
+    has(conf, "include /etc/czctl-session/tunnel-stream.conf;", "include /etc/czctl-session/tunnel-tcp.conf;")
     assert.is_nil(conf:find("10.0.0.9", 1, true))   -- nginx.conf names no tunnel
     assert.is_nil(conf:find("listen 8080 reuseport;\n        # The rule", 1, true))
     assert.is_nil(conf:find("czctl_original_p", 1, true))
-    has(files["tunnel-stream.conf"], "proxy_pass 10.0.0.9:3000;")
+    has(files["tunnel-stream.conf"], "proxy_pass czctl_tunnel_s1_tcp;")
     assert.is_nil(files["tunnel-stream.conf"]:find("proxy_ssl", 1, true))
   end)
-  it("tcp to a TLS landing: proxy_ssl on with the client certificate", function()
-    has(landing_files("tcp")["tunnel-stream.conf"], "proxy_ssl on;", "proxy_ssl_verify on;",
+  it("tcp fails open: the tunnel's upstream has the original's stand-in as backup", function()
+    local conf, _, files = render("tcp", { all = true })
+    has(files["tunnel-tcp.conf"], "upstream czctl_tunnel_s1_tcp {\n    server 10.0.0.9:3000;\n",
+        "    server unix:/tmp/czctl-route-s1-tcp.sock backup;\n")
+    has(files["tunnel-stream-standin.conf"], "listen unix:/tmp/czctl-route-s1-tcp.sock;")
+    has(conf, "server {\n        include /etc/czctl-session/tunnel-stream-standin.conf;",
+        "proxy_pass 10.96.0.7:443;")
+  end)
+  it("tcp to a TLS landing: proxy_ssl on with the client certificate; the stand-in speaks its TLS", function()
+    local files = landing_files("tcp")
+    has(files["tunnel-stream.conf"], "proxy_ssl on;", "proxy_ssl_verify on;",
         "proxy_ssl_name 10.0.0.9;", "proxy_ssl_certificate /etc/czctl-session/tunnel-client.crt;",
-        "proxy_ssl_certificate_key /etc/czctl-session/tunnel-client.key;", "proxy_pass 10.0.0.9:3000;")
+        "proxy_ssl_certificate_key /etc/czctl-session/tunnel-client.key;", "proxy_pass czctl_tunnel_s1_tcp;")
+    has(files["tunnel-stream-standin.conf"], "listen unix:/tmp/czctl-route-s1-tcp.sock ssl;",
+        "ssl_certificate /etc/czctl-session/tunnel-standin.crt;")
+  end)
+  for _, mode in ipairs({ "tcp", "h2c" }) do
+    it(mode .. " to a TLS tunnel without a stand-in certificate is refused (it could not fail open)", function()
+      local files, conf, err = landing_files(mode, true)
+      assert.is_nil(files)
+      assert.is_nil(conf)
+      assert.matches("route to a TLS tunnel needs tunnel_upstream.tls.fallback_cert and fallback_key", err)
+    end)
+  end
+  it("h2c to a tunnel by name on NGINX before 1.27.3 is refused (no upstream to fall back in)", function()
+    local conf, err = render("h2c", { all = true }, { tunnel_upstream = { url = "http://tunnel.example:80" },
+                                                      nginx_version = "1.22.1" })
+    assert.is_nil(conf)
+    assert.matches("HTTP/2 route to a tunnel by name %(tunnel.example%) needs NGINX 1.27.3", err)
+    assert.truthy(render("h2c", { all = true }, { tunnel_upstream = { url = "http://tunnel.example:80" },
+                                                  nginx_version = "1.27.4" }))
+  end)
+  it("one session intercepts at most one port as h2c or tcp (each has the session's one stand-in)", function()
+    local conf, err = proxy.render{ session = "s", rule = { all = true }, tunnel_upstream = { url = "http://10.0.0.9:1" },
+      ports = { { name = "a", port = 1, listen = 8080, original = "10.96.0.7:1", intercept = true, mode = "tcp" },
+                { name = "b", port = 2, listen = 8081, original = "10.96.0.7:2", intercept = true, mode = "h2c" } } }
+    assert.is_nil(conf)
+    assert.matches("one session intercepts at most one port as h2c or tcp", err)
   end)
   it("tcp needs a rule that takes everything", function()
     local conf, err = render("tcp", { header = { name = "x-a", equals = "b" } })

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Issue 12 on the real nginx: a rendered proxy intercepts HTTP/2 and gRPC by
 # header (gRPC metadata), every kind of gRPC call with its status, trailers
-# and deadline on both routes; h2c clients on both routes; a TLS port
-# intercepted at TCP level (--all) carries the TLS session end to end (the
-# route's tunnel-stream.conf), and a connection the tunnel refuses is closed.
+# and deadline on both routes; h2c clients on both routes; gRPC calls fall
+# back to the original when the tunnel is gone; a TLS port intercepted at
+# TCP level (--all) through a direct tunnel's landing (mutual TLS) carries
+# the TLS session end to end, and new connections reach the original once
+# the landing is gone (the route's stand-in, czctl.proxy.route).
 #
 # Topology (127.0.91.0/24, nothing else uses it):
 #   gRPC  original 127.0.91.1:7000   local (acme) 127.0.91.2:7000   local (beta) 127.0.91.3:7000
 #   h2c   original 127.0.91.1:8000   local 127.0.91.2:8000 (NGINX, HTTP/2 with prior knowledge)
-#   TLS   original 127.0.91.1:7443   local 127.0.91.2:7443 (certificates CN=original, CN=local)
+#   TLS   original 127.0.91.1:7443   local 127.0.91.2:7443 (certificates CN=original, CN=local),
+#         behind a landing on 127.0.91.20 (tests/proxy/landing_driver.lua, as --tunnel direct)
 #   proxy multi 127.0.91.10 (:8080 grpc, :8081 h2c, :8082 TLS), single 127.0.91.11 (:8080 grpc)
 # The full gRPC checks run on the several-sessions proxy; the one-session
 # rendering gets them on the sandbox (tests/e2e/test_protocols.sh).
@@ -54,6 +57,7 @@ EOF
 }
 grpc_server original 127.0.91.1:7000
 grpc_server acme 127.0.91.2:7000
+ACME=$!
 grpc_server beta 127.0.91.3:7000
 h2c_server original 127.0.91.1 8000
 h2c_server local 127.0.91.2 8000
@@ -66,12 +70,23 @@ PIDS+=($!); LOCAL_TLS=$!
 for a in 127.0.91.1:7000 127.0.91.2:7000 127.0.91.3:7000 127.0.91.1:8000 127.0.91.2:8000 127.0.91.1:7443 127.0.91.2:7443; do
   wait_port "${a%:*}" "${a##*:}" || { fail "test server $a starts"; exit 1; }
 done
+# the TLS port's local server behind a landing, as the direct tunnel runs it
+coproc LANDING { exec "$CZCTL" run tests/proxy/landing_driver.lua 127.0.91.20 7443 127.0.91.2 2>>"$T/landing.err"; }
+LAND_IN=${LANDING[1]}
+PIDS+=("$LANDING_PID")
+FACTS=""; read -r -t 20 FACTS <&"${LANDING[0]}"
+LANDING_UPSTREAM=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["upstream"]))' "$FACTS") ||
+  { fail "the landing starts"; sed 's/^/#   /' "$T/landing.err"; exit 1; }
 
 # proxy NAME ADDR SPEC_JSON: render with czctl, nginx -t, start, wait for the health port
+# (@DIR@, @ADDR@ and @LANDING@, the landing's tunnel upstream, are filled in)
 proxy() {
   local name=$1 addr=$2 dir="$T/$1"
   mkdir -p "$dir"
-  printf '%s' "$3" | sed "s|@DIR@|$dir|; s|@ADDR@|$addr|" >"$dir/spec.json"
+  python3 -c 'import sys
+s = sys.argv[1]
+for k, v in (("@DIR@", sys.argv[2]), ("@ADDR@", sys.argv[3]), ("@LANDING@", sys.argv[4])): s = s.replace(k, v)
+print(s)' "$3" "$dir" "$addr" "$LANDING_UPSTREAM" >"$dir/spec.json"
   "$CZCTL" run tests/proxy/render.lua "$dir/spec.json" >"$dir/nginx.conf" 2>"$dir/render.err" ||
     { fail "renders the $name config"; sed 's/^/#   /' "$dir/render.err"; return 1; }
   start_rendered "$dir" "$addr" "nginx $nginx_version accepts the $name config (h2c listener, grpc_pass, stream)"
@@ -89,8 +104,7 @@ proxy multi 127.0.91.10 '{"session": "multi", "runtime_dir": "@DIR@", "listen_ad
      "tunnel_upstream": {"url": "http://127.0.91.3:7000"}},
     {"id": "web", "port": 8000, "mode": "h2c", "rule": {"header": {"name": "x-dev", "equals": "me"}},
      "tunnel_upstream": {"url": "http://127.0.91.2:8000"}},
-    {"id": "tls", "port": 443, "mode": "tcp", "rule": {"all": true},
-     "tunnel_upstream": {"url": "http://127.0.91.2:7443"}} ] }'
+    {"id": "tls", "port": 443, "mode": "tcp", "rule": {"all": true}, "tunnel_upstream": @LANDING@} ] }'
 # One session: the single-route rendering (tests/e2e/test_protocols.sh runs it on the sandbox).
 proxy single 127.0.91.11 '{"session": "single", "runtime_dir": "@DIR@", "listen_address": "@ADDR@",
   "flags": {"header": "x-tenant:acme"},
@@ -143,11 +157,27 @@ else
 fi
 
 subject() { openssl s_client -connect "$1" -servername example.test </dev/null 2>/dev/null | openssl x509 -noout -subject 2>/dev/null; }
-like "$(subject 127.0.91.10:8082)" "CN ?= ?local" "--all on a TLS port: the client sees the local server's certificate (TLS end to end)"
+like "$(subject 127.0.91.10:8082)" "CN ?= ?local" \
+  "--all on a TLS port: the client sees the local server's certificate (TLS end to end, through the landing's mutual TLS)"
 is "$(curl -sS -k --max-time 5 https://127.0.91.10:8082/ 2>&1)" local-tls "--all on a TLS port: HTTPS requests reach the local server"
+like "$(grep -c 'route=intercept' "$T/multi/access.log")" "^[1-9]" "TCP-level intercepts are logged with route=intercept"
 stop_pids "$LOCAL_TLS"
 is "$(subject 127.0.91.10:8082)" "" \
-  "--all on a TLS port: when the tunnel refuses, the connection is closed (no backup original: stream TLS to a landing would apply to it too)"
-like "$(grep -c 'route=intercept' "$T/multi/access.log")" "^[1-9]" "TCP-level intercepts are logged with route=intercept"
+  "--all on a TLS port: while the landing runs with nothing behind it, a connection is closed (it dials the app after the TLS handshake)"
+exec {LAND_IN}>&-; wait "$LANDING_PID" 2>/dev/null
+like "$(subject 127.0.91.10:8082)" "CN ?= ?original" \
+  "--all on a TLS port: once the landing is gone, a new connection reaches the original (the original's certificate)"
+is "$(curl -sS -k --max-time 5 https://127.0.91.10:8082/ 2>&1)" original-tls \
+  "--all on a TLS port: once the landing is gone, HTTPS requests reach the original"
+
+# ---- h2c fail-open: the tunnel is gone (nothing listens at its address)
+stop_pids "$ACME"
+is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 x-tenant=acme 2>&1)" '{"original": 5}' \
+  "tunnel gone: gRPC calls with the metadata are answered by the original"
+is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 2>&1)" '{"original": 5}' \
+  "tunnel gone: gRPC calls without the metadata are answered by the original"
+check "tunnel gone, metadata x-tenant: acme, several sessions" 127.0.91.10:8080 original x-tenant=acme
+is "$(python3 "$GRPC" unary 127.0.91.10:8080 5 x-tenant=beta-7)" '{"beta": 5}' \
+  "tunnel gone: another session's calls still reach its own server"
 
 done_testing

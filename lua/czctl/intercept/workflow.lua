@@ -377,7 +377,7 @@ function Run:create_route_secret()
   local o = self.opts
   local dir = intercept.ROUTE_DIR .. "/" .. self.id
   local planned, err = proxy.route.plan(self.tunnel.upstream or { url = self.tunnel.url },
-                                        { id = self.id, dir = dir,
+                                        { id = self.id, dir = dir, mode = self.mode,
                                           nginx_version = intercept.image_nginx_version(o.image) })
   if not planned then fail("cannot render the tunnel's route: " .. tostring(err)) end
   local secret = intercept.route_secret(o.namespace, o.service, self.id, proxy.route.files(planned))

@@ -237,10 +237,22 @@ local function plan(opts)
   local expr, maps = rules.compile(rule)
   local tunnel
   if any_intercept then
-    local err
+    local err, mode
+    local count = { http = 0, h2c = 0, tcp = 0 }
+    for _, p in ipairs(ports) do
+      if p.intercept then
+        count[p.mode] = count[p.mode] + 1
+        if p.mode ~= "http" then mode = p.mode end
+      end
+    end
+    if count.h2c + count.tcp > 1 then
+      -- each has the session's one stand-in socket (czctl.proxy.route)
+      return fail("proxy.render: one session intercepts at most one port as h2c or tcp; use one route per port "
+                  .. "(opts.routes)")
+    end
     tunnel, err = tunnel_route(opts.tunnel_upstream, opts.tunnel_files,
                                { id = session, dir = opts.route_dir, runtime_dir = runtime_dir,
-                                 nginx_version = opts.nginx_version, keepalive = keepalive })
+                                 nginx_version = opts.nginx_version, keepalive = keepalive, mode = mode })
     if not tunnel then return nil, err end
   end
   local route_header = opts.route_header == true
@@ -279,7 +291,8 @@ function plan_routes(routes, c, opts)
     local var, maps = rules.compile_variable(r.rule, key)
     local tunnel, err = tunnel_route(r.tunnel_upstream, r.tunnel_files,
                                      { id = id, dir = root .. "/" .. id, runtime_dir = c.runtime_dir,
-                                       nginx_version = opts.nginx_version, keepalive = c.keepalive })
+                                       nginx_version = opts.nginx_version, keepalive = c.keepalive,
+                                       mode = r.mode })
     if not tunnel then return fail("%s: %s", what, err) end
     if seen_ident[tunnel.id] then return fail("%s: id %s names the same route as %s", what, id, seen_ident[tunnel.id]) end
     seen_ident[tunnel.id] = id
@@ -507,9 +520,10 @@ local function emit_intercepted_servers(add, c)
     end
     if p.mode == "h2c" then
       add("%s# Fail open where NGINX can tell: a call whose connection to the tunnel", indent)
-      add("%s# fails (refused, timed out) goes to the in-cluster version. The body is", indent)
-      add("%s# not kept (client and bidirectional streams would wait for their end),", indent)
-      add("%s# so a call is never replayed once the tunnel took it.", indent)
+      add("%s# fails (refused, timed out, TLS) goes to the in-cluster version through", indent)
+      add("%s# the route's upstream, whose backup is the original's stand-in (below).", indent)
+      add("%s# The body is not kept (client and bidirectional streams would wait for", indent)
+      add("%s# their end), so a call is never replayed once the tunnel took it.", indent)
     else
       add("%s# Fail open: the body is kept (in memory up to %s, then in /tmp) so a", indent, M.TUNNEL_BODY_BUFFER)
       add("%s# request that did not reach the developer's app (refused, reset, timed", indent)
@@ -517,8 +531,8 @@ local function emit_intercepted_servers(add, c)
       add("%s# Every answer of the app passes unchanged (no proxy_intercept_errors).", indent)
       add("%sproxy_request_buffering on;", indent)
       add("%sclient_body_buffer_size %s;", indent, M.TUNNEL_BODY_BUFFER)
+      add("%serror_page 502 504 = @czctl_fallback;", indent)
     end
-    add("%serror_page 502 504 = @czctl_fallback;", indent)
     if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
     add("%s# The route of session %s: headers, secret, TLS and upstream.", indent, session)
     add("%sinclude %s;", indent, p.mode == "h2c" and tunnel.grpc_include or tunnel.location_include)
@@ -604,14 +618,34 @@ local function emit_intercepted_servers(add, c)
       tunnel_location("            ", c.tunnel, c.session, p)
       add("        }")
     end
-    add("")
-    add("        # A request the tunnel could not deliver: the in-cluster version answers.")
-    add("        location @czctl_fallback {")
-    if c.route_header then add("            add_header X-Czctl-Route fallback always;") end
-    original_pass("            ", p)
-    add("        }")
+    if p.mode ~= "h2c" then
+      add("")
+      add("        # A request the tunnel could not deliver: the in-cluster version answers.")
+      add("        location @czctl_fallback {")
+      if c.route_header then add("            add_header X-Czctl-Route fallback always;") end
+      original_pass("            ", p)
+      add("        }")
+    end
     add("    }")
     add("")
+    if p.mode == "h2c" then
+      for _, r in ipairs(c.routes and c.route_by_port[p.port] or { { tunnel = c.tunnel, id = c.session } }) do
+        add("    # The original's stand-in for the tunnel of session %s (port %s): the backup", r.id, p.name)
+        add("    # of the route's upstream, for a call that never reached the tunnel. Its")
+        add("    # listen line and TLS (the tunnel's, which grpc_ssl speaks to the whole")
+        add("    # upstream) are in the session's Secret.")
+        add("    server {")
+        add("        include %s;", r.tunnel.grpc_standin_include)
+        add("        access_log off;")
+        add("        grpc_read_timeout 3600s;")
+        add("        grpc_send_timeout 3600s;")
+        add("        location / {")
+        original_pass("            ", p)
+        add("        }")
+        add("    }")
+        add("")
+      end
+    end
   end
 end
 
@@ -637,25 +671,37 @@ end
 -- A port intercepted at TCP level (--all on TLS or a protocol that is not
 -- HTTP): every connection goes to the tunnel, bytes untouched, so a TLS
 -- session runs end to end between the client and the developer's server.
--- The server includes the route's tunnel-stream.conf (czctl.proxy.route):
--- the tunnel's address and, for a TLS landing, `proxy_ssl on` with the
--- proxy's client certificate (mutual TLS). No fail-open at this level: the
--- stream module's proxy_ssl applies to every server of an upstream, so the
--- original cannot be a plain `backup`; a connection the tunnel refuses is
--- closed (one it accepted was never replayed anyway).
+-- Two servers per port, from the route's files (czctl.proxy.route): the
+-- port's server sends each connection to the route's upstream (the tunnel,
+-- with its TLS where it has TLS: `proxy_ssl on` and the proxy's client
+-- certificate for a landing), whose backup is the second server, the
+-- original's stand-in on a Unix socket: it answers the tunnel's TLS and
+-- passes the bytes to the original. NGINX's stream proxy_ssl applies to
+-- every server of an upstream, hence the stand-in: a connection whose
+-- connect or TLS handshake to the tunnel fails reaches the original (fail
+-- open, decisions section 3); one the tunnel accepted is never replayed.
 local function stream_intercept_server(add, c, p)
   local r = c.routes and (c.route_by_port[p.port] or {})[1]
   local tunnel = r and r.tunnel or c.tunnel
   add("    # Port %s (Service port %s): intercepted at TCP level; every connection goes", p.name,
     tostring(p.port or "?"))
-  add("    # to the tunnel of session %s, bytes untouched. No fail-open here: the", r and r.id or c.session)
-  add("    # tunnel's TLS (proxy_ssl) would apply to an original listed as backup too.")
+  add("    # to the tunnel of session %s, bytes untouched, or to the original when the", r and r.id or c.session)
+  add("    # tunnel cannot be reached. The route's upstream (tunnel, stand-in as backup):")
+  add("    include %s;", tunnel.tcp_include)
   add("    server {")
   add("        listen %s reuseport;", c.listen(p.listen))
   if c.access_log ~= false then add("        access_log /dev/stdout czctl_tcp buffer=64k flush=1s;") end
   add("        proxy_timeout 3600s;")
-  add("        # The route: TLS to the tunnel and its address, from the session's Secret.")
+  add("        # The route: TLS to the tunnel and its upstream, from the session's Secret.")
   add("        include %s;", tunnel.stream_include)
+  add("    }")
+  add("    # The original's stand-in for the tunnel of port %s: its listen line and TLS", p.name)
+  add("    # from the session's Secret, then the bytes to the original.")
+  add("    server {")
+  add("        include %s;", tunnel.stream_standin_include)
+  if c.access_log ~= false then add("        access_log /dev/stdout czctl_stream buffer=64k flush=1s;") end
+  add("        proxy_timeout 3600s;")
+  add("        proxy_pass %s;", p.original)
   add("    }")
 end
 

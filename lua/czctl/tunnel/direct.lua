@@ -11,7 +11,10 @@
 -- address the proxy dials) and one for the proxy; the landing speaks TLS and
 -- admits only a peer showing the proxy's certificate. The CA's key is never
 -- kept; the proxy's certificate and key leave this module only in
--- handle.upstream.tls, for the proxy's Secret.
+-- handle.upstream.tls, for the proxy's Secret, with a second certificate
+-- for the landing's name (fallback_cert): the proxy's stand-in that passes
+-- a TCP-level intercept's connections to the original when the landing
+-- cannot be reached (czctl.proxy.route).
 --
 -- The address is found, when not given, from the cluster's Nodes: the
 -- address this machine sends from towards a Node's InternalIP, when that
@@ -159,7 +162,8 @@ function M.start(opts)
     url = url,
     -- the app gets the request's own Host: the landing forwards bytes
     keep_host = true,
-    tls = { ca = pki.ca_cert, name = host, client_cert = pki.client_cert, client_key = pki.client_key },
+    tls = { ca = pki.ca_cert, name = host, client_cert = pki.client_cert, client_key = pki.client_key,
+            fallback_cert = pki.fallback_cert, fallback_key = pki.fallback_key },
   }
   local handle = setmetatable({ url = url, upstream = upstream, inspector = nil, pid = nil,
                                 local_port = port, landing = l }, Handle)
