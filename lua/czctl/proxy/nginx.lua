@@ -9,7 +9,9 @@
 -- An intercepted port has a mode (czctl.proxy.protocol): "http" (HTTP/1.1,
 -- as below), "h2c" (the same server on an HTTP/2 listener, grpc_pass instead
 -- of proxy_pass; the route's tunnel-grpc.conf, no request buffering), or
--- "tcp" (a stream server including the route's tunnel-stream.conf).
+-- "tcp" (a stream server including the route's tunnel-stream.conf). Both
+-- fail open through the original's stand-in, a server on a Unix socket
+-- that is the backup of the route's upstream (czctl.proxy.route).
 --
 -- The intercepted server's `location /` hands a matching request to the
 -- named location @czctl_tunnel (`if (CONDITION) { return 418; }` with
@@ -679,7 +681,7 @@ end
 -- passes the bytes to the original. NGINX's stream proxy_ssl applies to
 -- every server of an upstream, hence the stand-in: a connection whose
 -- connect or TLS handshake to the tunnel fails reaches the original (fail
--- open, decisions section 3); one the tunnel accepted is never replayed.
+-- open, decisions section 7); one the tunnel accepted is never replayed.
 local function stream_intercept_server(add, c, p)
   local r = c.routes and (c.route_by_port[p.port] or {})[1]
   local tunnel = r and r.tunnel or c.tunnel

@@ -483,7 +483,7 @@ end
 
 -- The files of a TCP-level route (mode tcp): every connection goes to the
 -- tunnel, bytes untouched, and to the original when the tunnel cannot be
--- reached (decisions section 3): the upstream's backup is the original's
+-- reached (decisions section 7): the upstream's backup is the original's
 -- stand-in (standin_file). A connection or TLS handshake that fails counts
 -- as the tunnel's failure, and NGINX moves the connection to the backup;
 -- once bytes flow, nothing is replayed.
