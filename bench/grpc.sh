@@ -29,6 +29,9 @@ NGINX=${NGINX:-/usr/sbin/nginx}
 case "$ROUNDS$N" in *[!0-9]*) echo "bench/grpc.sh: ROUNDS and BENCH_REQUESTS must be whole numbers" >&2; exit 2 ;; esac
 command -v h2load >/dev/null || { echo "bench/grpc.sh: h2load is not installed (scripts/deps --bench)" >&2; exit 1; }
 [ -x "$CZCTL" ] || { echo "bench/grpc.sh: build czctl first (make)" >&2; exit 1; }
+# Debian's python3, which has python3-grpcio (scripts/deps), not a version
+# manager's shim earlier on the PATH (as tests/run does)
+python3() { if [ -x /usr/bin/python3 ]; then /usr/bin/python3 "$@"; else command python3 "$@"; fi; }
 NICE_NOTE="normal priority"
 renice -n -10 -p $$ >/dev/null 2>&1 && NICE_NOTE="nice -10 (all bench processes)"
 

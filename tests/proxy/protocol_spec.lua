@@ -149,7 +149,8 @@ describe("the modes rendered", function()
     -- a call that was not sent moves to the backup with its body (an error_page could not resend it)
     has(files["tunnel-grpc.conf"], "grpc_next_upstream error timeout;")
     assert.is_nil(conf:find("@czctl_fallback", 1, true))
-    has(files["tunnel-http.conf"], "upstream czctl_tunnel_s1_grpc {\n    server 10.0.0.9:3000;\n",
+    -- never marked down: one failed call must not send the next ones to the original
+    has(files["tunnel-http.conf"], "upstream czctl_tunnel_s1_grpc {\n", "    server 10.0.0.9:3000 max_fails=0;\n",
         "    server unix:/tmp/czctl-route-s1-grpc.sock backup;\n")
     has(files["tunnel-grpc-standin.conf"], "listen unix:/tmp/czctl-route-s1-grpc.sock http2;")
     has(conf, "server {\n        include /etc/czctl-session/tunnel-grpc-standin.conf;",
@@ -180,7 +181,7 @@ describe("the modes rendered", function()
   end)
   it("tcp fails open: the tunnel's upstream has the original's stand-in as backup", function()
     local conf, _, files = render("tcp", { all = true })
-    has(files["tunnel-tcp.conf"], "upstream czctl_tunnel_s1_tcp {\n    server 10.0.0.9:3000;\n",
+    has(files["tunnel-tcp.conf"], "upstream czctl_tunnel_s1_tcp {\n", "    server 10.0.0.9:3000 max_fails=0;\n",
         "    server unix:/tmp/czctl-route-s1-tcp.sock backup;\n")
     has(files["tunnel-stream-standin.conf"], "listen unix:/tmp/czctl-route-s1-tcp.sock;")
     has(conf, "server {\n        include /etc/czctl-session/tunnel-stream-standin.conf;",

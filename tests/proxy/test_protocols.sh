@@ -172,12 +172,17 @@ is "$(curl -sS -k --max-time 5 https://127.0.91.10:8082/ 2>&1)" original-tls \
 
 # ---- h2c fail-open: the tunnel is gone (nothing listens at its address)
 stop_pids "$ACME"
-is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 x-tenant=acme 2>&1)" '{"original": 5}' \
-  "tunnel gone: gRPC calls with the metadata are answered by the original"
-is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 2>&1)" '{"original": 5}' \
-  "tunnel gone: gRPC calls without the metadata are answered by the original"
 check "tunnel gone, metadata x-tenant: acme, several sessions" 127.0.91.10:8080 original x-tenant=acme
 is "$(python3 "$GRPC" unary 127.0.91.10:8080 5 x-tenant=beta-7)" '{"beta": 5}' \
   "tunnel gone: another session's calls still reach its own server"
+is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 2>&1)" '{"original": 5}' \
+  "tunnel gone: gRPC calls without the metadata are answered by the original"
+is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 x-tenant=acme 2>&1)" '{"original": 5}' \
+  "tunnel gone: gRPC calls with the metadata are answered by the original"
+# within NGINX's fail_timeout (10 s) of those failures
+grpc_server acme 127.0.91.2:7000
+wait_port 127.0.91.2 7000
+is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 x-tenant=acme 2>&1)" '{"acme": 5}' \
+  "tunnel back: the next calls with the metadata reach the local server at once (the failures did not mark it down)"
 
 done_testing

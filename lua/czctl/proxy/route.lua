@@ -345,10 +345,14 @@ local function upstream_block(add, name, server, r, zone, backup)
     -- in the upstream, not in `http {}`: every route of a shared proxy has its own
     add("    resolver %s valid=30s ipv6=off;", r.resolver)
   end
-  add("    server %s;", server)
   if backup then
+    add("    # never marked down: each call tries the tunnel first (a failure that took")
+    add("    # the tunnel out for fail_timeout would send its calls to the original)")
+    add("    server %s max_fails=0;", server)
     add("    # the original's stand-in (see the proxy's nginx.conf), when the tunnel cannot be reached")
     add("    server %s backup;", backup)
+  else
+    add("    server %s;", server)
   end
   M.keepalive_lines(add, r.keepalive, "    ")
   add("}")
@@ -496,7 +500,8 @@ local function tcp_file(r)
   local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
   add("# czctl route %s: the tunnel %s, and the original when it cannot be reached.", r.id, r.up.url)
   add("upstream %s_tcp {", r.upstream)
-  add("    server %s;", r.url.authority)
+  add("    # never marked down: each connection tries the tunnel first")
+  add("    server %s max_fails=0;", r.url.authority)
   add("    # the original's stand-in (see the proxy's nginx.conf), when the tunnel cannot be reached")
   add("    server %s backup;", r.stream_standin)
   add("}")
