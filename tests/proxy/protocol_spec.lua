@@ -144,17 +144,28 @@ describe("the modes rendered", function()
     assert.is_nil(conf:find("proxy_request_buffering on", 1, true))
     has(files["tunnel-grpc.conf"], "grpc_pass grpc://czctl_tunnel_s1_grpc;")
   end)
-  it("h2c fails open inside the route's upstream: the original's stand-in is its backup", function()
+  -- both fail open inside the route's upstream: the original's stand-in is
+  -- its backup, and the tunnel is never marked down (one failed call or
+  -- connection must not send the next ones to the original)
+  for _, c in ipairs({
+    { mode = "h2c", upstream_file = "tunnel-http.conf", kind = "grpc", listen = " http2",
+      original = "location / {\n            grpc_pass grpc://czctl_original_p;" },
+    { mode = "tcp", upstream_file = "tunnel-tcp.conf", kind = "tcp", listen = "", original = "proxy_pass 10.96.0.7:443;" },
+  }) do
+    it(c.mode .. " fails open: the tunnel's upstream has the original's stand-in as backup", function()
+      local conf, _, files = render(c.mode, { all = true })
+      has(files[c.upstream_file], "upstream czctl_tunnel_s1_" .. c.kind .. " {\n",
+          "    server 10.0.0.9:3000 max_fails=0;\n", "    server unix:/tmp/czctl-route-s1-" .. c.kind .. ".sock backup;\n")
+      local standin = c.mode == "h2c" and "tunnel-grpc-standin.conf" or "tunnel-stream-standin.conf"
+      has(files[standin], "listen unix:/tmp/czctl-route-s1-" .. c.kind .. ".sock" .. c.listen .. ";")
+      has(conf, "server {\n        include /etc/czctl-session/" .. standin .. ";", c.original)
+    end)
+  end
+  it("h2c: a call that was not sent moves to the backup with its body (no error_page, which could not resend it)",
+     function()
     local conf, _, files = render("h2c", { header = { name = "x-tenant", equals = "acme" } })
-    -- a call that was not sent moves to the backup with its body (an error_page could not resend it)
     has(files["tunnel-grpc.conf"], "grpc_next_upstream error timeout;")
     assert.is_nil(conf:find("@czctl_fallback", 1, true))
-    -- never marked down: one failed call must not send the next ones to the original
-    has(files["tunnel-http.conf"], "upstream czctl_tunnel_s1_grpc {\n", "    server 10.0.0.9:3000 max_fails=0;\n",
-        "    server unix:/tmp/czctl-route-s1-grpc.sock backup;\n")
-    has(files["tunnel-grpc-standin.conf"], "listen unix:/tmp/czctl-route-s1-grpc.sock http2;")
-    has(conf, "server {\n        include /etc/czctl-session/tunnel-grpc-standin.conf;",
-        "location / {\n            grpc_pass grpc://czctl_original_p;")
   end)
   it("h2c to a TLS landing: grpcs:// with the client certificate, verified; the stand-in speaks its TLS", function()
     local files = landing_files("h2c")
@@ -178,14 +189,6 @@ describe("the modes rendered", function()
     assert.is_nil(conf:find("czctl_original_p", 1, true))
     has(files["tunnel-stream.conf"], "proxy_pass czctl_tunnel_s1_tcp;")
     assert.is_nil(files["tunnel-stream.conf"]:find("proxy_ssl", 1, true))
-  end)
-  it("tcp fails open: the tunnel's upstream has the original's stand-in as backup", function()
-    local conf, _, files = render("tcp", { all = true })
-    has(files["tunnel-tcp.conf"], "upstream czctl_tunnel_s1_tcp {\n", "    server 10.0.0.9:3000 max_fails=0;\n",
-        "    server unix:/tmp/czctl-route-s1-tcp.sock backup;\n")
-    has(files["tunnel-stream-standin.conf"], "listen unix:/tmp/czctl-route-s1-tcp.sock;")
-    has(conf, "server {\n        include /etc/czctl-session/tunnel-stream-standin.conf;",
-        "proxy_pass 10.96.0.7:443;")
   end)
   it("tcp to a TLS landing: proxy_ssl on with the client certificate; the stand-in speaks its TLS", function()
     local files = landing_files("tcp")

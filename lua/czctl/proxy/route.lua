@@ -358,10 +358,16 @@ local function upstream_block(add, name, server, r, zone, backup)
   add("}")
 end
 
--- tunnel-http.conf: the tunnel's upstream (and the inner server), in `http {}`.
-local function http_file(r)
+-- A route file being written: add(fmt, ...) appends a line, text() is the file.
+local function file_writer()
   local out = {}
   local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
+  return add, function() return table.concat(out, "\n") .. "\n" end
+end
+
+-- tunnel-http.conf: the tunnel's upstream (and the inner server), in `http {}`.
+local function http_file(r)
+  local add, text = file_writer()
   local t = r.url
   add("# czctl route %s: the tunnel %s (in a Secret: the proxy's configuration names no tunnel).", r.id, r.up.url)
   local target
@@ -431,14 +437,13 @@ local function http_file(r)
     add("    }")
     add("}")
   end
-  return table.concat(out, "\n") .. "\n"
+  return text()
 end
 
 -- tunnel-location.conf: the body of the tunnel location after the fail-open
 -- settings nginx.conf gives it.
 local function location_file(r)
-  local out = {}
-  local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
+  local add, text = file_writer()
   add("# czctl route %s: into the tunnel.", r.id)
   request_headers(add, r, "")
   add("proxy_connect_timeout %ds;", M.CONNECT_TIMEOUT)
@@ -450,7 +455,7 @@ local function location_file(r)
     if r.resolver_line then add("%s", r.resolver_line) end
     add("proxy_pass %s;", r.target)
   end
-  return table.concat(out, "\n") .. "\n"
+  return text()
 end
 
 -- tunnel-grpc.conf: the same for an h2c port (czctl.proxy.protocol): gRPC
@@ -463,8 +468,7 @@ end
 -- non_idempotent is not set), and then with its body intact, which an
 -- error_page to another location could not do with a body it streams.
 local function grpc_file(r)
-  local out = {}
-  local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
+  local add, text = file_writer()
   add("# czctl route %s: into the tunnel, HTTP/2 (gRPC).", r.id)
   request_headers(add, r, "", "grpc")
   add("grpc_connect_timeout %ds;", M.CONNECT_TIMEOUT)
@@ -474,7 +478,7 @@ local function grpc_file(r)
     tls_lines(add, r, "", "grpc")
     add("%s", r.resolver_line)
     add("grpc_pass %s%s;", scheme, r.target:match("^https?(://.*)$"))
-    return table.concat(out, "\n") .. "\n"
+    return text()
   end
   if r.standin then
     add("# A call the tunnel did not take (it could not be reached) goes to the original's stand-in.")
@@ -482,7 +486,7 @@ local function grpc_file(r)
   end
   tls_lines(add, r, "", "grpc")
   add("grpc_pass %s://%s_grpc;", scheme, r.upstream)
-  return table.concat(out, "\n") .. "\n"
+  return text()
 end
 
 -- The files of a TCP-level route (mode tcp): every connection goes to the
@@ -496,8 +500,7 @@ end
 -- is resolved when NGINX loads the configuration: the stream module has no
 -- per-connection address here).
 local function tcp_file(r)
-  local out = {}
-  local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
+  local add, text = file_writer()
   add("# czctl route %s: the tunnel %s, and the original when it cannot be reached.", r.id, r.up.url)
   add("upstream %s_tcp {", r.upstream)
   add("    # never marked down: each connection tries the tunnel first")
@@ -505,19 +508,18 @@ local function tcp_file(r)
   add("    # the original's stand-in (see the proxy's nginx.conf), when the tunnel cannot be reached")
   add("    server %s backup;", r.stream_standin)
   add("}")
-  return table.concat(out, "\n") .. "\n"
+  return text()
 end
 
 -- tunnel-stream.conf: the body of the TCP-level stream server: TLS to the
 -- tunnel where it has TLS, to the route's upstream.
 local function stream_file(r)
-  local out = {}
-  local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
+  local add, text = file_writer()
   add("# czctl route %s: every connection into the tunnel, or to the original when it cannot be reached.", r.id)
   add("proxy_connect_timeout %ds;", M.CONNECT_TIMEOUT)
   tls_lines(add, r, "", "stream")
   add("proxy_pass %s_tcp;", r.upstream)
-  return table.concat(out, "\n") .. "\n"
+  return text()
 end
 
 -- tunnel-stream-standin.conf and tunnel-grpc-standin.conf: the first lines
@@ -528,8 +530,7 @@ end
 -- the tunnel's TLS: a certificate for the tunnel's name from the tunnel's
 -- CA (tls.fallback_cert; the direct tunnel's session CA signs one).
 local function standin_file(r, module)
-  local out = {}
-  local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
+  local add, text = file_writer()
   add("# czctl route %s: the original's stand-in for the tunnel (on a Unix socket: nothing outside", r.id)
   add("# the pod reaches it).")
   local tls = r.url.scheme == "https"
@@ -544,7 +545,7 @@ local function standin_file(r, module)
     add("# The session's secret is the tunnel's alone.")
     add("grpc_set_header %s \"\";", r.secret.name)
   end
-  return table.concat(out, "\n") .. "\n"
+  return text()
 end
 
 --- The route's files: name -> content (the Secret's data, mounted at r.dir).
