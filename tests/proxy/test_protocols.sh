@@ -12,7 +12,8 @@
 #   h2c   original 127.0.91.1:8000   local 127.0.91.2:8000 (NGINX, HTTP/2 with prior knowledge)
 #   TLS   original 127.0.91.1:7443   local 127.0.91.2:7443 (certificates CN=original, CN=local),
 #         behind a landing on 127.0.91.20 (tests/proxy/landing_driver.lua, as --tunnel direct)
-#   proxy multi 127.0.91.10 (:8080 grpc, :8081 h2c, :8082 TLS), single 127.0.91.11 (:8080 grpc)
+#   proxy multi 127.0.91.10 (:8080 grpc, :8081 h2c, :8082 TLS), single 127.0.91.11 (:8080 grpc,
+#         its tunnel a landing on 127.0.91.21 in front of the acme server: mutual TLS, grpcs://)
 # The full gRPC checks run on the several-sessions proxy; the one-session
 # rendering gets them on the sandbox (tests/e2e/test_protocols.sh).
 set -u
@@ -70,23 +71,36 @@ PIDS+=($!); LOCAL_TLS=$!
 for a in 127.0.91.1:7000 127.0.91.2:7000 127.0.91.3:7000 127.0.91.1:8000 127.0.91.2:8000 127.0.91.1:7443 127.0.91.2:7443; do
   wait_port "${a%:*}" "${a##*:}" || { fail "test server $a starts"; exit 1; }
 done
-# the TLS port's local server behind a landing, as the direct tunnel runs it
-coproc LANDING { exec "$CZCTL" run tests/proxy/landing_driver.lua 127.0.91.20 7443 127.0.91.2 2>>"$T/landing.err"; }
-LAND_IN=${LANDING[1]}
-PIDS+=("$LANDING_PID")
-FACTS=""; read -r -t 20 FACTS <&"${LANDING[0]}"
-LANDING_UPSTREAM=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["upstream"]))' "$FACTS") ||
-  { fail "the landing starts"; sed 's/^/#   /' "$T/landing.err"; exit 1; }
+# landing NAME HOST TARGET_HOST:PORT: a landing as the direct tunnel runs it
+# (its input a FIFO this script holds open); its tunnel upstream (JSON) in
+# UPSTREAM_<NAME>, its pid in LAND_PID_<NAME>
+landing() {
+  local facts="" fd pid i
+  mkfifo "$T/$1.in"
+  "$CZCTL" run tests/proxy/landing_driver.lua "$2" "${3##*:}" "${3%:*}" <"$T/$1.in" >"$T/$1.out" 2>"$T/$1.err" &
+  pid=$!; PIDS+=("$pid")
+  exec {fd}>"$T/$1.in"
+  for i in $(seq 200); do facts=$(head -1 "$T/$1.out"); [ -n "$facts" ] && break; sleep 0.05; done
+  printf -v "UPSTREAM_$1" '%s' "$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["upstream"]))' \
+    "$facts")" || { fail "the landing $1 starts"; sed 's/^/#   /' "$T/$1.err"; exit 1; }
+  printf -v "LAND_PID_$1" '%s' "$pid"
+}
+landing_gone() {  # NAME: the landing ends (its holder is gone)
+  local pid="LAND_PID_$1"
+  stop_pids "${!pid}"
+}
+landing tls 127.0.91.20 127.0.91.2:7443
+landing acme 127.0.91.21 127.0.91.2:7000
 
 # proxy NAME ADDR SPEC_JSON: render with czctl, nginx -t, start, wait for the health port
-# (@DIR@, @ADDR@ and @LANDING@, the landing's tunnel upstream, are filled in)
+# (@DIR@, @ADDR@, and @LANDING_TLS@ and @LANDING_ACME@, the landings' tunnel upstreams, are filled in)
 proxy() {
   local name=$1 addr=$2 dir="$T/$1"
   mkdir -p "$dir"
   python3 -c 'import sys
 s = sys.argv[1]
-for k, v in (("@DIR@", sys.argv[2]), ("@ADDR@", sys.argv[3]), ("@LANDING@", sys.argv[4])): s = s.replace(k, v)
-print(s)' "$3" "$dir" "$addr" "$LANDING_UPSTREAM" >"$dir/spec.json"
+for k, v in zip(("@DIR@", "@ADDR@", "@LANDING_TLS@", "@LANDING_ACME@"), sys.argv[2:]): s = s.replace(k, v)
+print(s)' "$3" "$dir" "$addr" "$UPSTREAM_tls" "$UPSTREAM_acme" >"$dir/spec.json"
   "$CZCTL" run tests/proxy/render.lua "$dir/spec.json" >"$dir/nginx.conf" 2>"$dir/render.err" ||
     { fail "renders the $name config"; sed 's/^/#   /' "$dir/render.err"; return 1; }
   start_rendered "$dir" "$addr" "nginx $nginx_version accepts the $name config (h2c listener, grpc_pass, stream)"
@@ -104,13 +118,13 @@ proxy multi 127.0.91.10 '{"session": "multi", "runtime_dir": "@DIR@", "listen_ad
      "tunnel_upstream": {"url": "http://127.0.91.3:7000"}},
     {"id": "web", "port": 8000, "mode": "h2c", "rule": {"header": {"name": "x-dev", "equals": "me"}},
      "tunnel_upstream": {"url": "http://127.0.91.2:8000"}},
-    {"id": "tls", "port": 443, "mode": "tcp", "rule": {"all": true}, "tunnel_upstream": @LANDING@} ] }'
+    {"id": "tls", "port": 443, "mode": "tcp", "rule": {"all": true}, "tunnel_upstream": @LANDING_TLS@} ] }'
 # One session: the single-route rendering (tests/e2e/test_protocols.sh runs it on the sandbox).
 proxy single 127.0.91.11 '{"session": "single", "runtime_dir": "@DIR@", "listen_address": "@ADDR@",
   "flags": {"header": "x-tenant:acme"},
   "ports": [ {"name": "grpc", "port": 50051, "listen": 8080, "original": "127.0.91.1:7000", "intercept": true,
               "mode": "h2c"} ],
-  "tunnel_upstream": {"url": "http://127.0.91.2:7000"}}'
+  "tunnel_upstream": @LANDING_ACME@}'
 
 # check NAME ADDR:PORT WANT_SERVER [KEY=VALUE...]: every kind of call, answered by WANT_SERVER
 check() {
@@ -164,7 +178,7 @@ like "$(grep -c 'route=intercept' "$T/multi/access.log")" "^[1-9]" "TCP-level in
 stop_pids "$LOCAL_TLS"
 is "$(subject 127.0.91.10:8082)" "" \
   "--all on a TLS port: while the landing runs with nothing behind it, a connection is closed (it dials the app after the TLS handshake)"
-exec {LAND_IN}>&-; wait "$LANDING_PID" 2>/dev/null
+landing_gone tls
 like "$(subject 127.0.91.10:8082)" "CN ?= ?original" \
   "--all on a TLS port: once the landing is gone, a new connection reaches the original (the original's certificate)"
 is "$(curl -sS -k --max-time 5 https://127.0.91.10:8082/ 2>&1)" original-tls \
@@ -172,17 +186,22 @@ is "$(curl -sS -k --max-time 5 https://127.0.91.10:8082/ 2>&1)" original-tls \
 
 # ---- h2c fail-open: the tunnel is gone (nothing listens at its address)
 stop_pids "$ACME"
+like "$(python3 "$GRPC" unary 127.0.91.11:8080 1 x-tenant=acme 2>&1)" "StatusCode.UNAVAILABLE" \
+  "landing up, nothing behind it: a call with the metadata fails UNAVAILABLE (the landing took it; never replayed)"
+landing_gone acme
+check "tunnel gone, metadata x-tenant: acme (through a TLS landing's stand-in)" 127.0.91.11:8080 original \
+  x-tenant=acme
+is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 2>&1)" '{"original": 5}' \
+  "tunnel gone: gRPC calls without the metadata are answered by the original"
 check "tunnel gone, metadata x-tenant: acme, several sessions" 127.0.91.10:8080 original x-tenant=acme
 is "$(python3 "$GRPC" unary 127.0.91.10:8080 5 x-tenant=beta-7)" '{"beta": 5}' \
   "tunnel gone: another session's calls still reach its own server"
-is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 2>&1)" '{"original": 5}' \
-  "tunnel gone: gRPC calls without the metadata are answered by the original"
-is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 x-tenant=acme 2>&1)" '{"original": 5}' \
-  "tunnel gone: gRPC calls with the metadata are answered by the original"
+is "$(python3 "$GRPC" unary 127.0.91.10:8080 5 x-tenant=acme 2>&1)" '{"original": 5}' \
+  "tunnel gone, several sessions: gRPC calls with the metadata are answered by the original"
 # within NGINX's fail_timeout (10 s) of those failures
 grpc_server acme 127.0.91.2:7000
 wait_port 127.0.91.2 7000
-is "$(python3 "$GRPC" unary 127.0.91.11:8080 5 x-tenant=acme 2>&1)" '{"acme": 5}' \
+is "$(python3 "$GRPC" unary 127.0.91.10:8080 5 x-tenant=acme 2>&1)" '{"acme": 5}' \
   "tunnel back: the next calls with the metadata reach the local server at once (the failures did not mark it down)"
 
 done_testing
