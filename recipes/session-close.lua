@@ -151,10 +151,24 @@ When the cluster of SESSION is gone, --forget discards its local record.]],
       seen[key] = true
       targets[#targets + 1] = t
     end
+    local warned = {}
     local function discover(c, opts)
       local found, err = session.discover(c, opts)
       if not found then fail(err) end
-      return found
+      -- A Service whose annotations cannot be read is left as it is: an
+      -- error when the session looked for may be on it, else said once.
+      local readable, unreadable = {}, {}
+      for _, s in ipairs(found) do
+        if s.unreadable then unreadable[#unreadable + 1] = s else readable[#readable + 1] = s end
+      end
+      if opts.id and #readable == 0 and unreadable[1] then fail(unreadable[1].unreadable) end
+      for _, s in ipairs(unreadable) do
+        if not warned[s.unreadable] then
+          warned[s.unreadable] = true
+          out:warn("%s", s.unreadable)
+        end
+      end
+      return readable
     end
     local function from_cluster(s, c)
       return { id = s.id, namespace = s.namespace, service = s.service, service_object = s.service_object,

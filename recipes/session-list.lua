@@ -11,6 +11,10 @@
 --                  down-since): requests then go to the in-cluster version
 --   holder gone    no process holds the session any more: its heartbeat
 --                  Lease czctl-<id> expired (or, yours, no local process)
+--   unreadable     the Service's czctl annotations were edited by hand and
+--                  cannot be read: one row for the Service, with a warning
+--                  saying how to repair it; the other Services' sessions
+--                  are listed as usual
 -- The namespace as kubectl takes it: -n, else the kubeconfig context's,
 -- else default; -A for all. A list never writes anything.
 local session = require "czctl.session"
@@ -54,7 +58,11 @@ return {
     local sessions = setmetatable({}, util.array_mt)
     local seen = {}
     for _, s in ipairs(found) do
-      if not s.orphan then
+      if s.unreadable then
+        out:warn("%s", s.unreadable)
+        sessions[#sessions + 1] = { kind = "Session", id = s.id, namespace = s.namespace, service = s.service,
+                                    state = "unreadable", stateDetail = s.unreadable, started = s.started }
+      elseif not s.orphan then
         local e = s.entry
         local mine = session.load(s.id)
         if mine and not session.same_cluster(mine, server) then mine = nil end
@@ -104,7 +112,7 @@ return {
       for i, s in ipairs(r.items) do
         rows[i] = { s.id, s.namespace, s.service or "?", s.port and tostring(math.tointeger(s.port)) or "-",
                     s.all and "(all)" or s.rule or "-",
-                    shared.owner_text(s.owner) .. (s.mine and " (you)" or ""),
+                    s.state == "unreadable" and "-" or (shared.owner_text(s.owner) .. (s.mine and " (you)" or "")),
                     (s.state or "?") .. (s.tunnelDownSince and (" since " .. (s.tunnelDownSince:match("T(.*)$")
                                                                                 or s.tunnelDownSince)) or ""),
                     session.format_age(session.age_seconds(s.started)) }

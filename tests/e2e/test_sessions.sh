@@ -255,22 +255,6 @@ is "$(service_state demo)" "$svc_before" "the Service is restored after the tunn
 is "$rc" 0 "the demo runs to the end with stdout on a file"
 like "$(cat "$WORK/demo.out")" "^== Start a sandbox" "its headings are there"
 is "$(grep -c $'\033' "$WORK/demo.out")" 0 "the demo writes no ANSI escapes to a file"
-python3 - "$E2E_ROOT/scripts/demo" >"$WORK/demo.tty" 2>&1 <<'PY'
-import os, pty, sys
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[1], [sys.argv[1]])
-data = b""
-while True:
-    try:
-        chunk = os.read(fd, 65536)
-    except OSError:
-        break
-    if not chunk:
-        break
-    data += chunk
-os.waitpid(pid, 0)
-sys.stdout.buffer.write(data)
-PY
+python3 "$E2E_LIB/on_tty.py" "$E2E_ROOT/scripts/demo" >"$WORK/demo.tty" 2>&1
 is "$(grep -c $'\033\\[1m== Start a sandbox' "$WORK/demo.tty")" 1 "on a terminal the headings are bold"
 done_testing

@@ -26,6 +26,18 @@ like "$out" "No session of yours to close in namespace default\\. Others': $aid 
 out=$(bob service intercept demo -c 2>&1); rc=$?
 is "$rc" 0 "bob's intercept -c exits 0"
 like "$(alice session list)" "$aid .*alice@[^ ]+ \\(you\\) +active" "alice's session survives bob's bare close and -c"
+# a Service whose czctl annotation was edited by hand hides no one else's session
+kubectl create service clusterip mangled --tcp=80 >/dev/null &&
+  kubectl annotate service mangled czctl.io/sessions='not json' >/dev/null
+out=$(alice session list 2>"$WORK/list.err"); rc=$?
+is "$rc" 0 "session list exits 0 with one unreadable Service in the namespace"
+like "$out" "$aid .*alice@[^ ]+ \\(you\\) +active" "... lists the other sessions as usual"
+like "$out" "- +default +mangled +- +- +- +unreadable" "... and shows the unreadable Service as such"
+like "$(cat "$WORK/list.err")" "warning: Service default/mangled: its czctl.io/sessions annotation is not .*kubectl edit service mangled" \
+  "... with a warning saying how to repair it"
+out=$(bob session close 2>&1); rc=$?
+is "$rc" 0 "a bare close still works beside it"
+kubectl delete service mangled >/dev/null
 out=$(bob session close "$aid" 2>&1); rc=$?
 is "$rc" 1 "bob closing alice's session by id alone exits 1"
 like "$out" "session $aid belongs to alice@[^ ]+, not to you; to close it anyway: czctl session close $aid -n default --force" \
@@ -48,29 +60,8 @@ like "$out" "--all would close 2 session\\(s\\) in namespace default \\(1 of oth
   "it lists what it would close and asks for --yes"
 is "$(bob session list -o json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')" 2 \
   "nothing was closed"
-python3 - "$CZCTL" "$WORK" >"$WORK/all-tty.out" 2>&1 <<'PY'
-import os, pty, sys
-pid, fd = pty.fork()
-if pid == 0:
-    os.environ.update(USER="bob", XDG_STATE_HOME=sys.argv[2] + "/state-bob")
-    os.execv(sys.argv[1], [sys.argv[1], "session", "close", "--all"])
-data = b""
-answered = False
-while True:
-    try:
-        chunk = os.read(fd, 65536)
-    except OSError:
-        break
-    if not chunk:
-        break
-    data += chunk
-    if not answered and b"[y/N]" in data:
-        os.write(fd, b"y\n")
-        answered = True
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(data.decode(errors="replace"))
-print("exit", os.waitstatus_to_exitcode(status))
-PY
+USER=bob XDG_STATE_HOME="$WORK/state-bob" python3 "$E2E_LIB/on_tty.py" --answer '[y/N]=y' \
+  "$CZCTL" session close --all >"$WORK/all-tty.out" 2>&1
 like "$(cat "$WORK/all-tty.out")" "This closes 2 session" "--all on a terminal lists what it will close"
 like "$(cat "$WORK/all-tty.out")" "Close them\\? \\[y/N\\]" "and asks"
 like "$(tail -1 "$WORK/all-tty.out")" "^exit 0" "answered y, it closes them and exits 0"

@@ -89,10 +89,11 @@ check "the request returned within a second of the signal (${ms} ms)" [ "$ms" -l
 # them with kubectl's own message, before any request.
 while IFS='|' read -r name ns; do
   want=$(kubectl --kubeconfig "$KC" get service "$name" -n "$ns" 2>&1 | sed 's/^error: //')
-  before=$(wc -l < "$D/sb/audit.jsonl")
+  # (counted by the command's User-Agent: an earlier, stalled request is logged when it completes)
+  before=$(grep -c 'czctl/[^"]* service-intercept"' "$D/sb/audit.jsonl")
   out=$("$CZCTL" service intercept "$name" -n "$ns" --kubeconfig "$KC" 2>&1); rc=$?
   is "$rc $out" "1 czctl: error: $want" "service intercept '$name' -n '$ns': refused as kubectl refuses it ($want)"
-  is "$(wc -l < "$D/sb/audit.jsonl")" "$before" "... and no request reached the API server"
+  is "$(grep -c 'czctl/[^"]* service-intercept"' "$D/sb/audit.jsonl")" "$before" "... and no request reached the API server"
 done <<'NAMES'
 ..|..
 web|..
@@ -102,6 +103,14 @@ a%b|default
 x|a/b
 x|a%b
 NAMES
+# (the count above sees the command's requests: a valid name does reach the API server)
+before=$(grep -c 'czctl/[^"]* service-intercept"' "$D/sb/audit.jsonl")
+"$CZCTL" service intercept nosuch --kubeconfig "$KC" >/dev/null 2>&1
+for _ in $(seq 50); do   # (a line is written once its answer is sent)
+  [ "$(grep -c 'czctl/[^"]* service-intercept"' "$D/sb/audit.jsonl")" -gt "$before" ] && break; sleep 0.1
+done
+check "... while a valid name's requests are counted" \
+  test "$(grep -c 'czctl/[^"]* service-intercept"' "$D/sb/audit.jsonl")" -gt "$before"
 
 check "verbose mode logs each request (method, URL, status)" grep -qE '^kube: GET https://127\.0\.0\.1:[0-9]+/api/v1/namespaces/default/configmaps/[^ ]+ -> 200' "$D/err"
 leaks=0

@@ -305,7 +305,7 @@ local function kube_names(kind, words)
   if kind == "sessions" then
     local sessions = require("czctl.session").discover(client, { namespace = namespace,
                                                                    all_namespaces = namespace == nil })
-    for _, s in ipairs(sessions or {}) do names[#names + 1] = s.id end
+    for _, s in ipairs(sessions or {}) do if s.id ~= "-" then names[#names + 1] = s.id end end
   else
     local resource = kind == "services" and "Service" or "Namespace"
     local list = client:list(resource, { namespace = resource == "Service" and (namespace or client.namespace) or nil })

@@ -14,10 +14,13 @@ local M = {}
 --- Sessions found in the cluster: the entries of the intercepted Services'
 --- annotations (czctl.io/sessions), each with its owner, and proxies left
 --- without any session (a crash or a failed delete between steps) as
---- {orphan = true}. Three LISTs (one with opts.id).
+--- {orphan = true}. A Service whose czctl annotations cannot be read
+--- (edited by hand) hides no one else's sessions: it is one entry
+--- {unreadable = message}, with opts.id too (the session may be on it).
+--- Three LISTs (one with opts.id).
 ---@param client table
 ---@param opts {namespace?: string, all_namespaces?: boolean, id?: string}
----@return table[]|nil sessions {id, namespace, service, entry, owner, service_object, started, orphan?}
+---@return table[]|nil sessions {id, namespace, service, entry, owner, service_object, started, orphan?, unreadable?}
 ---@return any err
 function M.discover(client, opts)
   local scope = { namespace = opts.namespace, all_namespaces = opts.all_namespaces }
@@ -25,7 +28,14 @@ function M.discover(client, opts)
   if not services then return nil, err end
   local sessions, with_sessions = {}, {}
   for _, svc in ipairs(services.items or {}) do
-    local state = shared.state(svc)
+    local ok, state = pcall(shared.state, svc)
+    if not ok then
+      with_sessions[svc.metadata.namespace .. "/" .. svc.metadata.name] = true  -- its proxy is not an orphan
+      sessions[#sessions + 1] = { id = "-", namespace = svc.metadata.namespace, service = svc.metadata.name,
+                                  unreadable = tostring(state), service_object = svc,
+                                  started = svc.metadata.creationTimestamp }
+      state = { sessions = {} }
+    end
     for _, e in ipairs(state.sessions) do
       if not opts.id or e.id == opts.id then
         sessions[#sessions + 1] = { id = e.id, namespace = svc.metadata.namespace, service = svc.metadata.name,

@@ -258,9 +258,11 @@ function M.check(client, s, st, log)
     for _, t in ipairs(st.fights) do if now - t < M.FIGHT_WINDOW then recent[#recent + 1] = t end end
     st.fights = recent
     if #recent >= M.FIGHT_LIMIT then
-      local reason = string.format("a controller keeps reverting Service %s (%d times within %ds, last: %s); "
-        .. "czctl restored it and ended its sessions", name, #recent + 1, M.FIGHT_WINDOW, why)
-      log("warning: Service %s was reverted again (%s); giving up", name, why)
+      local kept = string.format("a controller keeps reverting Service %s (%d times within %ds, last: %s)",
+                                 name, #recent + 1, M.FIGHT_WINDOW, why)
+      -- told before the restore: deleting the proxy waits for its pods to drain
+      log("warning: %s; giving up: restoring it and ending its sessions", kept)
+      local reason = kept .. "; czctl restored it and ended its sessions"
       for _, w in ipairs(M.end_all(client, ns, name, reason)) do log("warning: %s", w) end
       return "ended", reason, nil
     end
