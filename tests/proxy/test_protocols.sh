@@ -176,8 +176,12 @@ like "$(subject 127.0.91.10:8082)" "CN ?= ?local" \
 is "$(curl -sS -k --max-time 5 https://127.0.91.10:8082/ 2>&1)" local-tls "--all on a TLS port: HTTPS requests reach the local server"
 like "$(grep -c 'route=intercept' "$T/multi/access.log")" "^[1-9]" "TCP-level intercepts are logged with route=intercept"
 stop_pids "$LOCAL_TLS"
-is "$(subject 127.0.91.10:8082)" "" \
-  "--all on a TLS port: while the landing runs with nothing behind it, a connection is closed (it dials the app after the TLS handshake)"
+# While the landing runs with nothing behind it, it resets a connection once
+# its TLS handshake is done (it dials the app only then): whether NGINX still
+# counts that as the tunnel's connect failure (the original answers) or the
+# connection had been handed on (it is closed) is a race; it never hangs.
+like "$(subject 127.0.91.10:8082)" "^(|subject ?= ?CN ?= ?original)$" \
+  "--all on a TLS port: landing up, nothing behind it: a connection is closed or reaches the original, at once"
 landing_gone tls
 like "$(subject 127.0.91.10:8082)" "CN ?= ?original" \
   "--all on a TLS port: once the landing is gone, a new connection reaches the original (the original's certificate)"
@@ -186,8 +190,9 @@ is "$(curl -sS -k --max-time 5 https://127.0.91.10:8082/ 2>&1)" original-tls \
 
 # ---- h2c fail-open: the tunnel is gone (nothing listens at its address)
 stop_pids "$ACME"
-like "$(python3 "$GRPC" unary 127.0.91.11:8080 1 x-tenant=acme 2>&1)" "StatusCode.UNAVAILABLE" \
-  "landing up, nothing behind it: a call with the metadata fails UNAVAILABLE (the landing took it; never replayed)"
+# (the same race: a call NGINX had sent is not replayed and fails UNAVAILABLE)
+like "$(python3 "$GRPC" unary 127.0.91.11:8080 1 x-tenant=acme 2>&1)" '(StatusCode.UNAVAILABLE|^\{"original": 1\}$)' \
+  "landing up, nothing behind it: a call with the metadata fails UNAVAILABLE or is answered by the original, at once"
 landing_gone acme
 check "tunnel gone, metadata x-tenant: acme (through a TLS landing's stand-in)" 127.0.91.11:8080 original \
   x-tenant=acme
