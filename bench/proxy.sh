@@ -42,22 +42,7 @@ cleanup() {
   rm -rf "$T"
 }
 on_exit cleanup
-declare -A MASTER
-run_nginx() {  # DIR
-  "$NGINX" -t -q -p "$1" -c "$1/nginx.conf" -e "$1/test.err" || { cat "$1/test.err" >&2; exit 1; }
-  "$NGINX" -p "$1" -c "$1/nginx.conf" -e stderr -g 'daemon off;' >/dev/null 2>"$1/error.log" &
-  PIDS+=($!)
-  MASTER[$(basename "$1")]=$!
-}
-# CPU time (clock ticks) used so far by an nginx master and its workers
-cpu_ticks() {
-  local t=0 p
-  for p in "$1" $(pgrep -P "$1"); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$t"
-}
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
+source bench/lib/measure.sh   # run_nginx, MASTER, cpu_ticks, TICK_US, median, ratio, goal
 
 source bench/lib/proxy-configs.sh
 # a/a': the two apps; c/d/e: the rendered czctl proxy (as shipped), and
@@ -115,7 +100,6 @@ wrk_p50_ms() {  # CONFIG: median latency in ms at one connection
     /^ +50%/ { v=$2; u=v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
                if (u=="us") v=v/1000; else if (u=="s") v=v*1000; printf "%.4f\n", v }'
 }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 # warm-up (connection pools, page cache)
 for c in "${CONFIGS[@]}"; do wrk -t1 -c8 -d1s ${c/czctl-intercept/} "${URL[$c]}" >/dev/null 2>&1; done
@@ -155,9 +139,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 med_rps() { printf '%s\n' ${RPS[$1]} | median; }
 med_cpu() { printf '%s\n' ${CPU[$1]} | median; }
 med_lat() { printf '%s\n' ${LAT[$1]} | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 diffms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
-goal() { awk -v v="$1" -v g="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >= g : v <= g; print ok ? "met" : "NOT met" }'; }
 
 med3() { printf '%s\n' $1 | median | awk '{printf "%.3f", $1}'; }
 r_min=$(med3 "$R_MIN"); r_min_i=$(med3 "$R_MIN_I"); r_nok=$(med3 "$R_NOK")

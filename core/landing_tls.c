@@ -28,8 +28,8 @@
 /* Everything one session_pki call allocates, freed in one place (never
  * longjmp past it: Lua is only called once it is all freed or pushed). */
 struct pki {
-    EVP_PKEY *ca_key, *server_key, *client_key;
-    X509 *ca, *server, *client;
+    EVP_PKEY *ca_key, *server_key, *client_key, *fallback_key;
+    X509 *ca, *server, *client, *fallback;
 };
 
 static void pki_free(struct pki *p)
@@ -37,9 +37,11 @@ static void pki_free(struct pki *p)
     EVP_PKEY_free(p->ca_key);
     EVP_PKEY_free(p->server_key);
     EVP_PKEY_free(p->client_key);
+    EVP_PKEY_free(p->fallback_key);
     X509_free(p->ca);
     X509_free(p->server);
     X509_free(p->client);
+    X509_free(p->fallback);
 }
 
 static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
@@ -126,29 +128,38 @@ int landing_session_pki(lua_State *L)
     p.ca_key = EVP_EC_gen("P-256");
     p.server_key = EVP_EC_gen("P-256");
     p.client_key = EVP_EC_gen("P-256");
-    if (p.ca_key && p.server_key && p.client_key) {
+    p.fallback_key = EVP_EC_gen("P-256");
+    if (p.ca_key && p.server_key && p.client_key && p.fallback_key) {
         p.ca = make_cert(p.ca_key, "czctl session CA", NULL, p.ca_key, days, ca_exts);
         if (p.ca) {
             p.server = make_cert(p.server_key, server_name, p.ca, p.ca_key, days, server_exts);
             p.client = make_cert(p.client_key, "czctl proxy", p.ca, p.ca_key, days, client_exts);
+            /* the proxy's own stand-in for the landing (the original behind a
+             * TCP-level route's TLS hop): same names, its own key (NGINX
+             * checks an address against the CN, X509_check_host) */
+            p.fallback = make_cert(p.fallback_key, server_name, p.ca, p.ca_key, days, server_exts);
         }
     }
-    char *pems[5] = {0};
-    static const char *const names[5] = {"ca_cert", "server_cert", "server_key", "client_cert", "client_key"};
-    int ok = p.ca && p.server && p.client;
+    enum { NPEMS = 7 };
+    char *pems[NPEMS] = {0};
+    static const char *const names[NPEMS] = {"ca_cert",     "server_cert",   "server_key",  "client_cert",
+                                             "client_key",  "fallback_cert", "fallback_key"};
+    int ok = p.ca && p.server && p.client && p.fallback;
     if (ok) {
         pems[0] = pem_of(p.ca, NULL);
         pems[1] = pem_of(p.server, NULL);
         pems[2] = pem_of(NULL, p.server_key);
         pems[3] = pem_of(p.client, NULL);
         pems[4] = pem_of(NULL, p.client_key);
-        for (int i = 0; i < 5; i++)
+        pems[5] = pem_of(p.fallback, NULL);
+        pems[6] = pem_of(NULL, p.fallback_key);
+        for (int i = 0; i < NPEMS; i++)
             ok = ok && pems[i];
     }
     pki_free(&p);
     ERR_clear_error();
     if (!ok) {
-        for (int i = 0; i < 5; i++)
+        for (int i = 0; i < NPEMS; i++)
             if (pems[i]) {
                 OPENSSL_cleanse(pems[i], strlen(pems[i]));
                 free(pems[i]);
@@ -161,14 +172,14 @@ int landing_session_pki(lua_State *L)
      * raises on memory errors, after which the leak is the least concern,
      * but free first anyway by pushing into a table built up front. */
     if (!lua_checkstack(L, 8)) {
-        for (int i = 0; i < 5; i++) {
+        for (int i = 0; i < NPEMS; i++) {
             OPENSSL_cleanse(pems[i], strlen(pems[i]));
             free(pems[i]);
         }
         return luaL_error(L, "not enough memory");
     }
-    lua_createtable(L, 0, 5);
-    for (int i = 0; i < 5; i++) {
+    lua_createtable(L, 0, NPEMS);
+    for (int i = 0; i < NPEMS; i++) {
         lua_pushstring(L, pems[i]);
         OPENSSL_cleanse(pems[i], strlen(pems[i]));
         free(pems[i]);

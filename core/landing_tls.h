@@ -10,9 +10,12 @@
 #include <openssl/ssl.h>
 
 /* landing.session_pki{ server_name = IP-or-DNS-name, days = 30 } -> {
- *   ca_cert =, server_cert =, server_key =, client_cert =, client_key = } (PEM)
+ *   ca_cert =, server_cert =, server_key =, client_cert =, client_key =,
+ *   fallback_cert =, fallback_key = } (PEM)
  * A fresh CA per call signs one server certificate (subjectAltName
- * server_name) and one client certificate; the CA's key is thrown away, so
+ * server_name), one client certificate, and a second server certificate for
+ * the same name (the proxy's stand-in for the landing on a TCP-level route's
+ * fallback, docs/decisions.md section 3); the CA's key is thrown away, so
  * nothing else can ever be signed by it. Raises on bad arguments; nil, msg
  * when OpenSSL fails. */
 int landing_session_pki(lua_State *L);

@@ -117,6 +117,10 @@ describe("conflict: rules that would take the same requests", function()
     local why = shared.conflict({ sessions = { entry("a", { all = true }, "alice") } }, entry("b", header("X", "1")))
     assert.match("routes every request %(%-%-all%)", why)
   end)
+  it("refuses another protocol on the same port (h2c next to HTTP/1.1)", function()
+    local e = entry("b", header("X-Dev", "bob"), "bob"); e.protocol = "h2c"
+    assert.match("intercepts it as http, not h2c", shared.conflict(held, e))
+  end)
   it("lets rules on another port of the Service be", function()
     local e = entry("b", header("X-Dev", "alice")); e.port = 9090
     assert.is_nil(shared.conflict(held, e))

@@ -48,12 +48,7 @@ python3 tests/proxy/rawbackend.py udp original-udp 127.0.77.1:9053 >"$T/backend-
 PIDS+=($!)
 wait_port 127.0.77.1 9443; wait_port 127.0.77.1 9025
 
-# Debian's nginx has the stream module as a dynamic module (libnginx-mod-stream);
-# the official images have it built in.
-NGINX_G=""
-if "$NGINX" -V 2>&1 | grep -q -- '--with-stream=dynamic'; then
-  NGINX_G="load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
-fi
+source tests/lib/nginx.sh   # NGINX_G, start_rendered
 
 N=0
 # proxy NAME RULE_JSON_FIELDS [EXTRA_JSON_FIELDS]: render with czctl, nginx -t,
@@ -77,14 +72,8 @@ EOF
   if ! "$CZCTL" run tests/proxy/render.lua "$dir/spec.json" >"$dir/nginx.conf" 2>"$dir/render.err"; then
     fail "renders the $name config"; sed 's/^/#   /' "$dir/render.err"; return 1
   fi
-  if "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/test.err" ${NGINX_G:+-g "$NGINX_G"} 2>>"$dir/test.err"; then
-    ok "nginx -t accepts the $name config"
-  else
-    fail "nginx -t accepts the $name config"; sed 's/^/#   /' "$dir/test.err"; return 1
-  fi
-  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e stderr -g "daemon off; $NGINX_G" >"$dir/access.log" 2>"$dir/error.log" &
-  PIDS+=($!)
-  wait_port "$addr" 8079 && wait_port "$addr" 8080 || { fail "$name proxy starts"; cat "$dir/error.log"; return 1; }
+  start_rendered "$dir" "$addr" "nginx -t accepts the $name config" || return 1
+  wait_port "$addr" 8080 || { fail "$name proxy starts"; cat "$dir/error.log"; return 1; }
   printf -v "ADDR_$name" '%s' "$addr"
 }
 

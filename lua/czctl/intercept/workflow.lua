@@ -17,6 +17,7 @@ local intercept = require "czctl.intercept"
 local session = require "czctl.session"
 local shared = require "czctl.session.shared"
 local proxy = require "czctl.proxy"
+local protocol = require "czctl.proxy.protocol"
 local signal = require "czctl.signal"
 local util = require "czctl.util"
 local csys = require "czctl.core.sys"
@@ -61,6 +62,7 @@ M.COMMAND_GRACE = 5
 ---@field tunnel? string                 tunnel provider: "ngrok" (default), "direct", "kube", or yours
 ---@field tunnel_host? string            with direct: this machine's address the cluster reaches (default: detected)
 ---@field relay_image? string            with kube: the relay's image (default: czctl.tunnel.kube.DEFAULT_IMAGE)
+---@field protocol? string               what the port speaks: "auto" (default: from appProtocol, name, number), "http", "h2c", "grpc", "tls", "tcp"
 ---@field tunnel_ca? string              PEM of the CA the proxy trusts for the tunnel (default: the provider's, or the image's bundle)
 ---@field image? string                  the proxy image
 ---@field wait? boolean                  stay until a signal, then close the session
@@ -82,6 +84,8 @@ M.COMMAND_GRACE = 5
 ---@field namespace string
 ---@field port integer          the intercepted Service port
 ---@field podPort integer|nil
+---@field protocol string      how the port is intercepted: "http", "h2c" (HTTP/2, gRPC) or "tcp" (every connection)
+---@field protocolAssumed boolean|nil  true when the port declares no protocol and HTTP/1.1 is assumed
 ---@field localPort integer
 ---@field all boolean
 ---@field rule string           the routing rule, as text ("X-C6O-INTERCEPT: yes", "all requests")
@@ -213,10 +217,11 @@ function Run:resolve_service()
   local svc, index = self.out:step(string.format("Resolve Service %s/%s", ns, name), function()
     local svc, err = intercept.get_service(self.client, ns, name)
     if not svc then fail(err) end
-    local why = intercept.not_interceptable(svc)
+    local why = intercept.not_interceptable(svc) or protocol.not_interceptable(svc)
     if why then fail(why) end
     local index, port_err = intercept.choose_port(svc, o.remote_port)
     if not index then self.ctx.usage_error(port_err) end
+    self:check_protocol(svc.spec.ports[index], name)
     return svc, index
   end)
   self.svc, self.port_index = svc, index
@@ -233,7 +238,8 @@ function Run:resolve_service()
       self:existing_session(s)
     end
   end
-  local conflict = shared.conflict(state, { id = o.session_id or "-", port = self.port, rule = o.rule, service = name })
+  local conflict = shared.conflict(state, { id = o.session_id or "-", port = self.port, rule = o.rule, service = name,
+                                            protocol = self.mode })
   if conflict then fail(conflict) end
   local target_port = service_port
   for _, p in ipairs(original.spec.ports) do
@@ -243,6 +249,13 @@ function Run:resolve_service()
   end
   local pod_port, warning = intercept.resolve_target_port(self.client, original, target_port)
   if warning then self.out:warn("%s", warning) end
+  -- the original route's endpoints: the Service's own, or the copy's once it is routed
+  local endpoints = self.client:list("Endpoints", { namespace = ns, fieldSelector = "metadata.name="
+    .. (state.redirected and shared.names(name).service or name) })
+  if endpoints and not warning then
+    local none = protocol.no_ready_endpoint(endpoints.items[1], service_port, name)
+    if none then self.out:warn("%s", none) end
+  end
   local manager = intercept.managed_by(svc)
   if manager then
     self.out:warn("Service %s looks managed by %s, which may revert czctl's change while the session runs", name,
@@ -256,6 +269,24 @@ function Run:resolve_service()
     if not host then fail(host_err) end
     o.tunnel_host = host
   end
+end
+
+--- What the port speaks (--protocol, appProtocol, name, number) and how it
+--- is intercepted (run.mode: "http", "h2c" or "tcp"). A rule that needs
+--- headers on a port that is TLS or not HTTP is refused, offering --all;
+--- a mode the tunnel cannot carry is refused with the reason. Nothing has
+--- changed yet.
+---@param port table the Service port
+---@param service string
+function Run:check_protocol(port, service)
+  local o = self.opts
+  local spoken, err = protocol.detect(port, o.protocol)
+  if not spoken then self.ctx.usage_error(err) end
+  local mode, merr = protocol.mode(spoken, o.rule.all == true, port, service)
+  if not mode then fail(merr) end
+  local ok, terr = protocol.check_tunnel(mode, o.tunnel, self.provider)
+  if not ok then fail(terr) end
+  self.mode, self.spoken = mode, spoken
 end
 
 -- A session of this machine's holds the port with the same rule: with the
@@ -411,7 +442,7 @@ function Run:create_route_secret()
   local o = self.opts
   local dir = intercept.ROUTE_DIR .. "/" .. self.id
   local planned, err = proxy.route.plan(self.tunnel.upstream or { url = self.tunnel.url },
-                                        { id = self.id, dir = dir,
+                                        { id = self.id, dir = dir, mode = self.mode,
                                           nginx_version = intercept.image_nginx_version(o.image) })
   if not planned then fail("cannot render the tunnel's route: " .. tostring(err)) end
   local secret = intercept.route_secret(o.namespace, o.service, self.id, proxy.route.files(planned))
@@ -444,6 +475,7 @@ function Run:join_service()
   local entry = {
     id = self.id, port = self.port, rule = o.rule, ruleText = self.rule_text, tunnel = o.tunnel,
     owner = self.session.owner, started = session.now_rfc3339(),
+    protocol = self.mode ~= "http" and self.mode or nil,
   }
   local answer = "waiting"
   self.ctx.undo:defer("take the route off Service " .. name, function()
@@ -559,8 +591,9 @@ end
 --- be met by fixed headers and a path.
 local function curl_example(facts, rule)
   local example = proxy.example_request(rule)
-  if not example then return nil end
+  if not example or facts.protocol == "tcp" then return nil end
   local parts = { "curl" }
+  if facts.protocol == "h2c" then parts[#parts + 1] = "--http2-prior-knowledge" end
   for _, h in ipairs(example.headers) do parts[#parts + 1] = "-H " .. util.shell_quote(h) end
   parts[#parts + 1] = util.shell_quote(string.format("http://%s.%s.svc.cluster.local:%d%s", facts.service,
                                                      facts.namespace, facts.port, example.path))
@@ -575,6 +608,7 @@ function Run:result()
   local facts = {
     status = "intercepting", id = self.id, service = o.service, namespace = ns, port = self.port,
     podPort = self.pod_port, localPort = self.local_port, all = o.rule.all == true, rule = self.rule_text,
+    protocol = self.mode, protocolAssumed = (self.spoken and not self.spoken.declared) or nil,
     header = (not o.rule.all) and proxy.example_header(o.rule) or nil,
     tunnel = o.tunnel, tunnelUrl = t.url, inspector = t.inspector, clusterIP = self.svc.spec.clusterIP,
     proxy = self.names, wait = self.session.wait == true, closeCommand = session.close_command(self.id, ns),
@@ -623,7 +657,12 @@ function M.render(r)
   if r.status == "existing" then lines[#lines + 1] = "This machine already intercepts this Service:" end
   add("Session", r.id)
   add("Service", string.format("%s/%s port %d -> localhost:%d", r.namespace, r.service, r.port, r.localPort))
-  add("Route", r.all and "all requests" or r.header and ("requests with header " .. r.header) or r.rule)
+  add("Route", r.protocol == "tcp" and "every connection, bytes untouched (TCP level)"
+               or r.all and "all requests" or r.header and ("requests with header " .. r.header) or r.rule)
+  if r.protocol == "h2c" then add("Protocol", "HTTP/2 (h2c, gRPC): the header is gRPC metadata too") end
+  if r.protocolAssumed then
+    add("Protocol", "HTTP/1.1, assumed: the port declares none (say otherwise with --protocol h2c|tls|tcp)")
+  end
   add("Tunnel", r.tunnelUrl and (r.tunnelUrl .. " (" .. r.tunnel .. ")"))
   add("Inspector", r.inspector)
   add("Try", r.curl and (r.curl .. "   # from inside the cluster"))
@@ -968,6 +1007,8 @@ local function intercept_flags()
     { name = "wait", short = "w", type = "boolean", help = "stay until SIGINT/SIGTERM, then clean up" },
     { name = "tunnel", type = "string", default = "ngrok", complete = "tunnels",
       help = "tunnel provider: ngrok, direct, kube, or czctl/tunnel/NAME.lua on package.path" },
+    { name = "protocol", type = "string", default = "auto", choices = protocol.CHOICES,
+      help = "what the port speaks (auto: from its appProtocol, name or port number; grpc is h2c)" },
     { name = "tunnelHost", type = "string",
       help = "with --tunnel direct: the address of this machine the cluster reaches (default: detected)" },
     { name = "relayImage", type = "string",
@@ -1033,7 +1074,7 @@ function M.options_from_flags(ctx)
     service = ctx.args.service, namespace = f.namespace, remote_port = f.remotePort, local_port = f.localPort,
     rule = rule, header = not f.all and f.header or nil, tunnel = f.tunnel, tunnel_host = f.tunnelHost,
     relay_image = f.relayImage,
-    tunnel_ca = ca,
+    protocol = f.protocol, tunnel_ca = ca,
     image = f.image, wait = f.wait, kubeconfig = f.kubeconfig, context = f.context,
     held_by = f.heldBy, session_id = f.sessionId, env_file = f.envFile,
   }

@@ -6,6 +6,13 @@
 -- the rule's maps, the upstreams, the intercepted servers, the health
 -- server, the stream pass-through. Pure functions: no I/O.
 --
+-- An intercepted port has a mode (czctl.proxy.protocol): "http" (HTTP/1.1,
+-- as below), "h2c" (the same server on an HTTP/2 listener, grpc_pass instead
+-- of proxy_pass; the route's tunnel-grpc.conf, no request buffering), or
+-- "tcp" (a stream server including the route's tunnel-stream.conf). Both
+-- fail open through the original's stand-in, a server on a Unix socket
+-- that is the backup of the route's upstream (czctl.proxy.route).
+--
 -- The intercepted server's `location /` hands a matching request to the
 -- named location @czctl_tunnel (`if (CONDITION) { return 418; }` with
 -- `error_page 418 = @czctl_tunnel`: method, headers and unread body are
@@ -66,6 +73,50 @@ end
 
 local plan_routes
 
+-- How an intercepted port is served (czctl.proxy.protocol decides it): an
+-- HTTP/1.1 server ("http"), an HTTP/2 server with grpc_pass to both routes
+-- ("h2c"), or a stream server that sends every connection to the tunnel,
+-- bytes untouched ("tcp", which needs a rule that routes everything).
+local MODES = { http = true, h2c = true, tcp = true }
+
+local function check_mode(p, what, routes)
+  if not MODES[p.mode] then return fail("%s: mode must be http, h2c or tcp, got %s", what, tostring(p.mode)) end
+  if p.mode == "tcp" and p.intercept then
+    for _, r in ipairs(routes) do
+      if (r.port == nil or math.tointeger(r.port) == p.port) and not (type(r.rule) == "table" and r.rule.all) then
+        return fail("%s: a port intercepted at TCP level (mode tcp) takes every connection: its rule must be "
+                    .. "{ all = true }", what)
+      end
+    end
+  end
+  return true
+end
+
+-- The scheme of a tunnel target for a mode: grpc_pass takes grpc:// and
+-- grpcs:// where proxy_pass takes http:// and https://.
+local function upstream_scheme(mode, scheme)
+  if mode == "h2c" then return scheme == "https" and "grpcs" or "grpc" end
+  return scheme
+end
+
+-- A proxy module directive for a port's mode: "proxy_pass" or "grpc_pass",
+-- "proxy_ssl_name" or "grpc_ssl_name", ... (the two modules' directives
+-- have the same names and meanings for what the proxy uses).
+local function directive(p, name)
+  return (p.mode == "h2c" and "grpc_" or "proxy_") .. name
+end
+
+-- The intercepted ports served over HTTP (http, h2c), and those at TCP level.
+local function split_intercepted(ports)
+  local http, tcp = {}, {}
+  for _, p in ipairs(ports) do
+    if p.intercept then
+      if p.mode == "tcp" then tcp[#tcp + 1] = p else http[#http + 1] = p end
+    end
+  end
+  return http, tcp
+end
+
 -- Check the options once and derive everything the emitters need (the plan
 -- `c`): ports with ids, the rule's condition and maps, the tunnel, flags.
 -- With opts.routes (several sessions on one proxy) a port is intercepted
@@ -81,13 +132,20 @@ local function plan(opts)
     local routed = {}
     for i, r in ipairs(opts.routes) do
       if type(r) ~= "table" then return fail("proxy.render: routes[%d] must be a table", i) end
-      routed[math.tointeger(r.port) or -1] = true
+      local port, mode = math.tointeger(r.port) or -1, r.mode or "http"
+      if routed[port] and routed[port] ~= mode then
+        return fail("proxy.render: routes[%d]: port %s is intercepted as %s by another route, not %s", i,
+                    tostring(r.port), routed[port], mode)
+      end
+      routed[port] = mode
     end
     local copy = {}
     for i, p in ipairs(opts.ports) do
       copy[i] = {}
       for k, v in pairs(p) do copy[i][k] = v end
-      copy[i].intercept = routed[math.tointeger(p.port) or -2] == true
+      local mode = routed[math.tointeger(p.port) or -2]
+      copy[i].intercept = mode ~= nil
+      copy[i].mode = mode or p.mode
     end
     for i, r in ipairs(opts.routes) do
       local found = false
@@ -138,8 +196,10 @@ local function plan(opts)
     if rules.has_control(name) then return fail("%s: name has control characters", what) end
     -- Numbers from JSON arrive as floats: keep integral ones as integers.
     p = { name = name, port = math.tointeger(p.port) or p.port, listen = math.tointeger(p.listen) or p.listen,
-          original = p.original, intercept = p.intercept, protocol = p.protocol or "TCP" }
+          original = p.original, intercept = p.intercept, protocol = p.protocol or "TCP", mode = p.mode or "http" }
     ports[i] = p
+    local okm, merr = check_mode(p, what, multi or { { rule = rule } })
+    if not okm then return nil, merr end
     if p.protocol ~= "TCP" and p.protocol ~= "UDP" then
       return fail("%s: protocol %s cannot pass through the proxy (NGINX proxies TCP and UDP only)",
                   what, tostring(p.protocol))
@@ -179,21 +239,33 @@ local function plan(opts)
   local expr, maps = rules.compile(rule)
   local tunnel
   if any_intercept then
-    local err
+    local err, mode
+    local count = { http = 0, h2c = 0, tcp = 0 }
+    for _, p in ipairs(ports) do
+      if p.intercept then
+        count[p.mode] = count[p.mode] + 1
+        if p.mode ~= "http" then mode = p.mode end
+      end
+    end
+    if count.h2c + count.tcp > 1 then
+      -- each has the session's one stand-in socket (czctl.proxy.route)
+      return fail("proxy.render: one session intercepts at most one port as h2c or tcp; use one route per port "
+                  .. "(opts.routes)")
+    end
     tunnel, err = tunnel_route(opts.tunnel_upstream, opts.tunnel_files,
                                { id = session, dir = opts.route_dir, runtime_dir = runtime_dir,
-                                 nginx_version = opts.nginx_version, keepalive = keepalive })
+                                 nginx_version = opts.nginx_version, keepalive = keepalive, mode = mode })
     if not tunnel then return nil, err end
   end
   local route_header = opts.route_header == true
 
-  local intercepted = {}
-  for _, p in ipairs(ports) do if p.intercept then intercepted[#intercepted + 1] = p end end
+  local intercepted, tcp_intercepted = split_intercepted(ports)
   return {
     ports = ports, rule = rule, warnings = warnings, runtime_dir = runtime_dir, health_port = health_port,
     listen = listen, session = session, any_intercept = any_intercept, tunnel = tunnel,
     expr = expr, maps = maps, keepalive = keepalive, route_header = route_header,
-    access_log = opts.access_log, intercepted = intercepted, route_all = expr == "1",
+    access_log = opts.access_log, intercepted = intercepted, tcp_intercepted = tcp_intercepted,
+    route_all = expr == "1",
     keepalive_time = math.tointeger(opts.keepalive_time), files_prefix = opts.files_prefix or "",
   }
 end
@@ -221,20 +293,20 @@ function plan_routes(routes, c, opts)
     local var, maps = rules.compile_variable(r.rule, key)
     local tunnel, err = tunnel_route(r.tunnel_upstream, r.tunnel_files,
                                      { id = id, dir = root .. "/" .. id, runtime_dir = c.runtime_dir,
-                                       nginx_version = opts.nginx_version, keepalive = c.keepalive })
+                                       nginx_version = opts.nginx_version, keepalive = c.keepalive,
+                                       mode = r.mode })
     if not tunnel then return fail("%s: %s", what, err) end
     if seen_ident[tunnel.id] then return fail("%s: id %s names the same route as %s", what, id, seen_ident[tunnel.id]) end
     seen_ident[tunnel.id] = id
     local entry = { id = id, key = key, rule = r.rule, var = var, maps = maps, tunnel = tunnel,
-                    port = math.tointeger(r.port), location = "@czctl_tunnel_" .. tunnel.id,
+                    port = math.tointeger(r.port), mode = r.mode or "http", location = "@czctl_tunnel_" .. tunnel.id,
                     files_prefix = id .. "/" }
     c.routes[i] = entry
     local list = c.route_by_port[entry.port] or {}
     list[#list + 1] = entry
     c.route_by_port[entry.port] = list
   end
-  c.intercepted = {}
-  for _, p in ipairs(c.ports) do if p.intercept then c.intercepted[#c.intercepted + 1] = p end end
+  c.intercepted, c.tcp_intercepted = split_intercepted(c.ports)
   c.route_all, c.maps = false, {}
   return c
 end
@@ -404,6 +476,32 @@ local function emit_upstreams(add, c)
 
 end
 
+-- The listen directive's parameters for an intercepted port. An h2c port
+-- gets `http2`, the one spelling both NGINX 1.22 (the tests) and 1.25.1+
+-- (the proxy image is 1.27) accept on a cleartext listener: 1.22 then
+-- speaks only HTTP/2 with prior knowledge on it; from 1.25.1 the listener
+-- reads the first bytes and serves the HTTP/2 preface as HTTP/2 and
+-- anything else as HTTP/1.x, so the port's HTTP/1.1 clients keep working
+-- (src/http/ngx_http_request.c, ngx_http_wait_request_handler: the test is
+-- `h2scf->enable || hc->addr_conf->http2`). 1.25.1+ logs that the listen
+-- parameter is deprecated in favour of `http2 on;`, which 1.22 rejects.
+local function listen_parameters(c, p)
+  return c.listen(p.listen) .. " reuseport" .. (p.mode == "h2c" and " http2" or "")
+end
+
+-- An h2c server's settings: gRPC calls stream for as long as they last
+-- (server, client and bidirectional streams; a deadline is the client's,
+-- carried in grpc-timeout to the server), so the upstream timeouts are
+-- those of idle WebSocket connections, not NGINX's 60 s.
+local function h2c_settings(add, p)
+  if p.mode ~= "h2c" then return end
+  add("        # gRPC and HTTP/2 to both routes (grpc_pass speaks HTTP/2 upstream);")
+  add("        # streams stay open as long as the call does.")
+  add("        grpc_read_timeout 3600s;")
+  add("        grpc_send_timeout 3600s;")
+  add("        grpc_connect_timeout 10s;")
+end
+
 -- One server per intercepted port: the rule hands matching requests to the
 -- tunnel location, all others go to the original.
 local function emit_intercepted_servers(add, c)
@@ -418,20 +516,33 @@ local function emit_intercepted_servers(add, c)
   end
 
   -- The body of the location that sends a request into a tunnel.
-  local function tunnel_location(indent, tunnel, session)
+  local function tunnel_location(indent, tunnel, session, p)
     if c.access_log ~= false then
       add("%saccess_log /dev/stdout czctl buffer=64k flush=1s;", indent)
     end
-    add("%s# Fail open: the body is kept (in memory up to %s, then in /tmp) so a", indent, M.TUNNEL_BODY_BUFFER)
-    add("%s# request that did not reach the developer's app (refused, reset, timed", indent)
-    add("%s# out, the tunnel's own error) goes to the in-cluster version instead.", indent)
-    add("%s# Every answer of the app passes unchanged (no proxy_intercept_errors).", indent)
-    add("%sproxy_request_buffering on;", indent)
-    add("%sclient_body_buffer_size %s;", indent, M.TUNNEL_BODY_BUFFER)
-    add("%serror_page 502 504 = @czctl_fallback;", indent)
+    if p.mode == "h2c" then
+      add("%s# Fail open where NGINX can tell: a call whose connection to the tunnel", indent)
+      add("%s# fails (refused, timed out, TLS) goes to the in-cluster version through", indent)
+      add("%s# the route's upstream, whose backup is the original's stand-in (below).", indent)
+      add("%s# The body is not kept (client and bidirectional streams would wait for", indent)
+      add("%s# their end), so a call is never replayed once the tunnel took it.", indent)
+    else
+      add("%s# Fail open: the body is kept (in memory up to %s, then in /tmp) so a", indent, M.TUNNEL_BODY_BUFFER)
+      add("%s# request that did not reach the developer's app (refused, reset, timed", indent)
+      add("%s# out, the tunnel's own error) goes to the in-cluster version instead.", indent)
+      add("%s# Every answer of the app passes unchanged (no proxy_intercept_errors).", indent)
+      add("%sproxy_request_buffering on;", indent)
+      add("%sclient_body_buffer_size %s;", indent, M.TUNNEL_BODY_BUFFER)
+      add("%serror_page 502 504 = @czctl_fallback;", indent)
+    end
     if c.route_header then add("%sadd_header X-Czctl-Route intercept always;", indent) end
     add("%s# The route of session %s: headers, secret, TLS and upstream.", indent, session)
-    add("%sinclude %s;", indent, tunnel.location_include)
+    add("%sinclude %s;", indent, p.mode == "h2c" and tunnel.grpc_include or tunnel.location_include)
+  end
+
+  -- The original's pass of a port (grpc:// for h2c).
+  local function original_pass(indent, p)
+    add("%s%s %s://czctl_original_%s;", indent, directive(p, "pass"), upstream_scheme(p.mode, "http"), p.id)
   end
 
   -- `location /` of an intercepted port: a request whose condition holds
@@ -445,7 +556,7 @@ local function emit_intercepted_servers(add, c)
     add("                return 418;")
     add("            }")
     if c.route_header then add("            add_header X-Czctl-Route original always;") end
-    add("            proxy_pass http://czctl_original_%s;", p.id)
+    original_pass("            ", p)
     add("        }")
   end
 
@@ -463,7 +574,7 @@ local function emit_intercepted_servers(add, c)
                   or "Requests matching the rule go\n    # to the tunnel, all others to the original.")
     end
     add("    server {")
-    add("        listen %s reuseport;", c.listen(p.listen))
+    add("        listen %s;", listen_parameters(c, p))
     if underscores then
       add("        # The rule names a header with '_', which NGINX drops unless told not to.")
       add("        underscores_in_headers on;")
@@ -474,10 +585,11 @@ local function emit_intercepted_servers(add, c)
     request_headers("        ", "$http_host")
     add("        # Never replay a request to the other route: a retry could run it twice")
     add("        # (the fallback below takes only requests that never reached the app).")
-    add("        proxy_next_upstream off;")
+    add("        %s off;", directive(p, "next_upstream"))
     add("        # The tunnel location is reached through error_page 418; its own")
     add("        # error_page (the fallback) needs this.")
     add("        recursive_error_pages on;")
+    h2c_settings(add, p)
     add("")
     if c.routes then
       dispatch(p, { "A request matching a route's rule is handed to that route's named",
@@ -488,12 +600,12 @@ local function emit_intercepted_servers(add, c)
         add("")
         add("        # %s: into the tunnel of session %s, one access-log line per request.", r.key, r.id)
         add("        location %s {", r.location)
-        tunnel_location("            ", r.tunnel, r.id)
+        tunnel_location("            ", r.tunnel, r.id, p)
         add("        }")
       end
     elseif c.route_all then
       add("        location / {")
-      tunnel_location("            ", c.tunnel, c.session)
+      tunnel_location("            ", c.tunnel, c.session, p)
       add("        }")
     else
       dispatch(p, { "A request matching the rule is handed to @czctl_tunnel with its",
@@ -505,17 +617,37 @@ local function emit_intercepted_servers(add, c)
       add("")
       add("        # The intercept route: into the tunnel, one access-log line per request.")
       add("        location @czctl_tunnel {")
-      tunnel_location("            ", c.tunnel, c.session)
+      tunnel_location("            ", c.tunnel, c.session, p)
       add("        }")
     end
-    add("")
-    add("        # A request the tunnel could not deliver: the in-cluster version answers.")
-    add("        location @czctl_fallback {")
-    if c.route_header then add("            add_header X-Czctl-Route fallback always;") end
-    add("            proxy_pass http://czctl_original_%s;", p.id)
-    add("        }")
+    if p.mode ~= "h2c" then
+      add("")
+      add("        # A request the tunnel could not deliver: the in-cluster version answers.")
+      add("        location @czctl_fallback {")
+      if c.route_header then add("            add_header X-Czctl-Route fallback always;") end
+      original_pass("            ", p)
+      add("        }")
+    end
     add("    }")
     add("")
+    if p.mode == "h2c" then
+      for _, r in ipairs(c.routes and c.route_by_port[p.port] or { { tunnel = c.tunnel, id = c.session } }) do
+        add("    # The original's stand-in for the tunnel of session %s (port %s): the backup", r.id, p.name)
+        add("    # of the route's upstream, for a call that never reached the tunnel. Its")
+        add("    # listen line and TLS (the tunnel's, which grpc_ssl speaks to the whole")
+        add("    # upstream) are in the session's Secret.")
+        add("    server {")
+        add("        include %s;", r.tunnel.grpc_standin_include)
+        add("        access_log off;")
+        add("        grpc_read_timeout 3600s;")
+        add("        grpc_send_timeout 3600s;")
+        add("        location / {")
+        original_pass("            ", p)
+        add("        }")
+        add("    }")
+        add("")
+      end
+    end
   end
 end
 
@@ -538,6 +670,43 @@ local function emit_health_server(add, c)
 
 end
 
+-- A port intercepted at TCP level (--all on TLS or a protocol that is not
+-- HTTP): every connection goes to the tunnel, bytes untouched, so a TLS
+-- session runs end to end between the client and the developer's server.
+-- Two servers per port, from the route's files (czctl.proxy.route): the
+-- port's server sends each connection to the route's upstream (the tunnel,
+-- with its TLS where it has TLS: `proxy_ssl on` and the proxy's client
+-- certificate for a landing), whose backup is the second server, the
+-- original's stand-in on a Unix socket: it answers the tunnel's TLS and
+-- passes the bytes to the original. NGINX's stream proxy_ssl applies to
+-- every server of an upstream, hence the stand-in: a connection whose
+-- connect or TLS handshake to the tunnel fails reaches the original (fail
+-- open, decisions section 7); one the tunnel accepted is never replayed.
+local function stream_intercept_server(add, c, p)
+  local r = c.routes and (c.route_by_port[p.port] or {})[1]
+  local tunnel = r and r.tunnel or c.tunnel
+  add("    # Port %s (Service port %s): intercepted at TCP level; every connection goes", p.name,
+    tostring(p.port or "?"))
+  add("    # to the tunnel of session %s, bytes untouched, or to the original when the", r and r.id or c.session)
+  add("    # tunnel cannot be reached. The route's upstream (tunnel, stand-in as backup):")
+  add("    include %s;", tunnel.tcp_include)
+  add("    server {")
+  add("        listen %s reuseport;", c.listen(p.listen))
+  if c.access_log ~= false then add("        access_log /dev/stdout czctl_tcp buffer=64k flush=1s;") end
+  add("        proxy_timeout 3600s;")
+  add("        # The route: TLS to the tunnel and its upstream, from the session's Secret.")
+  add("        include %s;", tunnel.stream_include)
+  add("    }")
+  add("    # The original's stand-in for the tunnel of port %s: its listen line and TLS", p.name)
+  add("    # from the session's Secret, then the bytes to the original.")
+  add("    server {")
+  add("        include %s;", tunnel.stream_standin_include)
+  if c.access_log ~= false then add("        access_log /dev/stdout czctl_stream buffer=64k flush=1s;") end
+  add("        proxy_timeout 3600s;")
+  add("        proxy_pass %s;", p.original)
+  add("    }")
+end
+
 -- Every other port: a byte-level pass-through (TLS, gRPC, databases, UDP
 -- keep working; NGINX never parses them).
 local function emit_stream(add, c)
@@ -545,7 +714,7 @@ local function emit_stream(add, c)
   -- keep working; NGINX never parses them).
   local passthrough = {}
   for _, p in ipairs(c.ports) do if not p.intercept then passthrough[#passthrough + 1] = p end end
-  if #passthrough > 0 then
+  if #passthrough + #c.tcp_intercepted > 0 then
     add("")
     add("# ---- Ports that are not intercepted pass straight through, byte for byte")
     add("# (TLS, gRPC, databases, UDP...): NGINX forwards the connection or the")
@@ -555,6 +724,11 @@ local function emit_stream(add, c)
     add("    log_format czctl_stream '$remote_addr [$time_iso8601] $protocol :$server_port $status '")
     add("                            'route=original upstream=$upstream_addr '")
     add("                            'bytes_in=$bytes_received bytes_out=$bytes_sent session_time=$session_time';")
+    if #c.tcp_intercepted > 0 then
+      add("    log_format czctl_tcp '$remote_addr [$time_iso8601] $protocol :$server_port $status '")
+      add("                         'route=intercept upstream=$upstream_addr '")
+      add("                         'bytes_in=$bytes_received bytes_out=$bytes_sent session_time=$session_time';")
+    end
     if c.access_log == false then
       add("    access_log off;")
     else
@@ -563,6 +737,7 @@ local function emit_stream(add, c)
     add("    tcp_nodelay on;")
     add("    proxy_connect_timeout 10s;")
     add("")
+    for _, p in ipairs(c.tcp_intercepted) do stream_intercept_server(add, c, p) end
     for _, p in ipairs(passthrough) do
       add("    # Port %s (Service port %s/%s): not intercepted.", p.name, tostring(p.port or "?"), p.protocol)
       add("    server {")

@@ -10,7 +10,17 @@
 --   route.files(r)        -> { [name] = content }   (the Secret's data)
 --   r.http_include        the file nginx.conf includes in `http {}`
 --   r.location_include    the file the tunnel location includes
---   route.ref(id, dir)    the same two names, for a route whose files were
+--   r.grpc_include        the same for an h2c port (grpc_pass, grpc_ssl_*)
+--   r.stream_include      the file a TCP-level (`--all`, mode tcp) stream
+--                         server includes: proxy_ssl_* and proxy_pass
+--   r.tcp_include         the file nginx.conf includes in `stream {}` for
+--                         such a route: its upstream, the tunnel first and
+--                         the original's stand-in (below) as backup
+--   r.stream_standin_include, r.grpc_standin_include
+--                         the first lines of the stand-in's stream or
+--                         HTTP/2 server (listen on a Unix socket, TLS as the
+--                         tunnel), to which nginx.conf adds the original
+--   route.ref(id, dir)    the same names, for a route whose files were
 --                         rendered apart (the shared proxy's configuration
 --                         knows a session by its id alone)
 --
@@ -113,7 +123,10 @@ function M.ref(id, dir)
     return fail("proxy.render: the route directory %q has characters NGINX would misread", dir)
   end
   return { id = id, dir = dir, http_include = dir .. "/tunnel-http.conf",
-           location_include = dir .. "/tunnel-location.conf" }
+           location_include = dir .. "/tunnel-location.conf", grpc_include = dir .. "/tunnel-grpc.conf",
+           stream_include = dir .. "/tunnel-stream.conf", tcp_include = dir .. "/tunnel-tcp.conf",
+           stream_standin_include = dir .. "/tunnel-stream-standin.conf",
+           grpc_standin_include = dir .. "/tunnel-grpc-standin.conf" }
 end
 
 --- Whether an nginx version string ("1.27.4") is at least `min` ({1,27,3}).
@@ -140,7 +153,9 @@ end
 
 --- Check a tunnel upstream (a provider's handle.upstream) and plan the route.
 ---@param up table {url, host_header?, extra_headers?, resolver?, tls?, secret_header?, fallback_on?}
----@param opts {id: string, dir?: string, runtime_dir?: string, nginx_version?: string, keepalive?: integer}
+---@param opts {id: string, dir?: string, runtime_dir?: string, nginx_version?: string, keepalive?: integer, mode?: string}
+--- (mode "tcp": the route serves a TCP-level intercept, which over a TLS
+--- tunnel needs tls.fallback_cert and fallback_key)
 --- (the inner server, when there is one, listens on a Unix socket named by
 --- the id in runtime_dir: nothing outside the pod reaches it, and routes of
 --- several sessions never compete for a port)
@@ -173,12 +188,23 @@ function M.plan(up, opts)
   end
   local tls = up.tls or {}
   if type(tls) ~= "table" then return fail("proxy.render: tunnel_upstream.tls must be a table") end
-  for _, k in ipairs({ "ca", "client_cert", "client_key" }) do
+  for _, k in ipairs({ "ca", "client_cert", "client_key", "fallback_cert", "fallback_key" }) do
     local ok, perr = check_pem(tls[k], k)
     if not ok then return nil, perr end
   end
   if (tls.client_cert == nil) ~= (tls.client_key == nil) then
     return fail("proxy.render: tunnel_upstream.tls needs both client_cert and client_key, or neither")
+  end
+  if (tls.fallback_cert == nil) ~= (tls.fallback_key == nil) then
+    return fail("proxy.render: tunnel_upstream.tls needs both fallback_cert and fallback_key, or neither")
+  end
+  -- A TCP-level or HTTP/2 route speaks the tunnel's TLS to its whole
+  -- upstream (NGINX's proxy_ssl, grpc_ssl), the original's stand-in
+  -- included: that stand-in needs a certificate the proxy accepts as the tunnel's.
+  if (opts.mode == "tcp" or opts.mode == "h2c") and t.scheme == "https" and not tls.fallback_cert then
+    return fail("proxy.render: a %s route to a TLS tunnel needs tunnel_upstream.tls.fallback_cert and "
+                .. "fallback_key (a certificate for the tunnel's name that the proxy trusts), or it could not "
+                .. "fall back to the original", opts.mode == "tcp" and "TCP-level" or "HTTP/2")
   end
   if tls.name ~= nil and not (type(tls.name) == "string" and (is_ipv4(tls.name) or is_dns_name(tls.name))) then
     return fail("proxy.render: tunnel_upstream.tls.name must be a host name or an IPv4 address")
@@ -223,6 +249,17 @@ function M.plan(up, opts)
     inner_listen = fb and ("unix:" .. runtime_dir .. "/czctl-route-" .. id .. ".sock") or nil,
     http_include = ref.http_include,
     location_include = ref.location_include,
+    grpc_include = ref.grpc_include,
+    stream_include = ref.stream_include,
+    tcp_include = ref.tcp_include,
+    stream_standin_include = ref.stream_standin_include,
+    grpc_standin_include = ref.grpc_standin_include,
+    -- the original's stand-ins (see standin_file), where the proxy can speak
+    -- the tunnel's TLS to one: always for a plain tunnel, with a stand-in
+    -- certificate for a TLS one
+    standin = t.scheme ~= "https" or tls.fallback_cert ~= nil,
+    stream_standin = "unix:" .. runtime_dir .. "/czctl-route-" .. id .. "-tcp.sock",
+    grpc_standin = "unix:" .. runtime_dir .. "/czctl-route-" .. id .. "-grpc.sock",
   }
   -- How the tunnel's address is found: an address as it is; a name through
   -- `resolve` in the upstream where NGINX has it (keep-alive and address
@@ -234,47 +271,61 @@ function M.plan(up, opts)
     r.addressing = "resolve"
   else
     r.addressing = "per-request"
+    if opts.mode == "h2c" then
+      return fail("proxy.render: an HTTP/2 route to a tunnel by name (%s) needs NGINX %d.%d.%d or later in the "
+                  .. "proxy image, which re-resolves a name in an upstream (the fallback to the original needs "
+                  .. "one); use a newer image or a tunnel address", t.host, table.unpack(M.RESOLVE_SINCE))
+    end
   end
   return r
 end
 
 -- The request headers of the tunnel hop (the server level's, restated:
 -- proxy_set_header replaces the inherited list), plus the tunnel's own.
-local function request_headers(add, r, indent)
+-- (module "grpc": HTTP/2 has no Upgrade or Connection; grpc_pass sends the
+-- request's Host unless the tunnel has its own.)
+local function request_headers(add, r, indent, module)
   local q = rules.nginx_quote
-  add("%sproxy_set_header Host              %s;", indent, r.host_header and q(r.host_header) or "$http_host")
-  add("%sproxy_set_header X-Forwarded-For   $proxy_add_x_forwarded_for;", indent)
-  add("%sproxy_set_header X-Forwarded-Proto $czctl_forwarded_proto;", indent)
-  add("%sproxy_set_header Upgrade           $http_upgrade;", indent)
-  add("%sproxy_set_header Connection        $czctl_connection;", indent)
-  if r.host_header then add("%sproxy_set_header X-Forwarded-Host  $http_host;", indent) end
-  for _, h in ipairs(r.extra) do add("%sproxy_set_header %-17s %s;", indent, h[1], q(h[2])) end
+  module = module or "proxy"
+  local function set(name, value) add("%s%s_set_header %-17s %s;", indent, module, name, value) end
+  if module == "proxy" or r.host_header then set("Host", r.host_header and q(r.host_header) or "$http_host") end
+  set("X-Forwarded-For", "$proxy_add_x_forwarded_for")
+  set("X-Forwarded-Proto", "$czctl_forwarded_proto")
+  if module == "proxy" then
+    set("Upgrade", "$http_upgrade")
+    set("Connection", "$czctl_connection")
+  end
+  if r.host_header then set("X-Forwarded-Host", "$http_host") end
+  for _, h in ipairs(r.extra) do set(h[1], q(h[2])) end
   if r.secret then
     add("%s# The session's secret: the tunnel refuses requests without it and", indent)
     add("%s# removes it before they reach the developer's app.", indent)
-    add("%sproxy_set_header %s %s;", indent, r.secret.name, q(r.secret.value))
+    set(r.secret.name, q(r.secret.value))
   end
 end
 
--- proxy_ssl_* for the hop to the tunnel: verified, named, resumed.
-local function tls_lines(add, r, indent)
+-- proxy_ssl_* (or grpc_ssl_*) for the hop to the tunnel: verified, named,
+-- resumed. The stream module's proxy_ssl_* have the same names and meaning,
+-- and need `proxy_ssl on` (module "stream").
+local function tls_lines(add, r, indent, module)
   if r.url.scheme ~= "https" then return end
+  local d = (module == "grpc" and "grpc" or "proxy") .. "_ssl"
   local name = r.tls.name or r.url.host
   add("%s# TLS to the tunnel: its certificate must chain to %s and name %s.", indent,
       r.tls.ca and "the tunnel's CA" or "the image's CA bundle", name)
-  add("%sproxy_ssl_verify on;", indent)
-  add("%sproxy_ssl_verify_depth %d;", indent, r.tls.ca and 2 or 4)
-  add("%sproxy_ssl_trusted_certificate %s;", indent, r.tls.ca and (r.dir .. "/tunnel-ca.crt") or M.IMAGE_CA_BUNDLE)
-  add("%sproxy_ssl_name %s;", indent, name)
-  if not is_ipv4(name) then add("%sproxy_ssl_server_name on;", indent) end
+  if module == "stream" then add("%sproxy_ssl on;", indent) end
+  add("%s%s_verify on;", indent, d)
+  add("%s%s_verify_depth %d;", indent, d, r.tls.ca and 2 or 4)
+  add("%s%s_trusted_certificate %s;", indent, d, r.tls.ca and (r.dir .. "/tunnel-ca.crt") or M.IMAGE_CA_BUNDLE)
+  add("%s%s_name %s;", indent, d, name)
+  if not is_ipv4(name) then add("%s%s_server_name on;", indent, d) end
   if r.tls.client_cert then
     add("%s# Mutual TLS: the landing admits only this certificate's holder.", indent)
-    add("%sproxy_ssl_certificate %s/tunnel-client.crt;", indent, r.dir)
-    add("%sproxy_ssl_certificate_key %s/tunnel-client.key;", indent, r.dir)
+    add("%s%s_certificate %s/tunnel-client.crt;", indent, d, r.dir)
+    add("%s%s_certificate_key %s/tunnel-client.key;", indent, d, r.dir)
   end
-  add("%sproxy_ssl_session_reuse on;", indent)
+  add("%s%s_session_reuse on;", indent, d)
 end
-
 --- The lines of an `upstream` block that keep idle connections open (none for 0).
 ---@param add fun(fmt: string, ...)
 ---@param keepalive integer idle connections per worker
@@ -287,22 +338,36 @@ function M.keepalive_lines(add, keepalive, indent)
   end
 end
 
-local function upstream_block(add, name, server, r, zone)
+local function upstream_block(add, name, server, r, zone, backup)
   add("upstream %s {", name)
   if zone then
     add("    zone %s 64k;", name)
     -- in the upstream, not in `http {}`: every route of a shared proxy has its own
     add("    resolver %s valid=30s ipv6=off;", r.resolver)
   end
-  add("    server %s;", server)
+  if backup then
+    add("    # never marked down: each call tries the tunnel first (a failure that took")
+    add("    # the tunnel out for fail_timeout would send its calls to the original)")
+    add("    server %s max_fails=0;", server)
+    add("    # the original's stand-in (see the proxy's nginx.conf), when the tunnel cannot be reached")
+    add("    server %s backup;", backup)
+  else
+    add("    server %s;", server)
+  end
   M.keepalive_lines(add, r.keepalive, "    ")
   add("}")
 end
 
--- tunnel-http.conf: the tunnel's upstream (and the inner server), in `http {}`.
-local function http_file(r)
+-- A route file being written: add(fmt, ...) appends a line, text() is the file.
+local function file_writer()
   local out = {}
   local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
+  return add, function() return table.concat(out, "\n") .. "\n" end
+end
+
+-- tunnel-http.conf: the tunnel's upstream (and the inner server), in `http {}`.
+local function http_file(r)
+  local add, text = file_writer()
   local t = r.url
   add("# czctl route %s: the tunnel %s (in a Secret: the proxy's configuration names no tunnel).", r.id, r.up.url)
   local target
@@ -323,6 +388,13 @@ local function http_file(r)
     target = t.scheme .. "://$" .. r.upstream .. "_address"
   end
   r.target = target
+  if r.addressing ~= "per-request" then
+    add("")
+    add("# HTTP/2 (an h2c port's tunnel-grpc.conf): the tunnel, and the original's stand-in")
+    add("# for a call that never reached it (connect or TLS handshake failed).")
+    upstream_block(add, r.upstream .. "_grpc", t.authority .. (r.addressing == "resolve" and " resolve" or ""), r,
+                   r.addressing == "resolve", r.standin and r.grpc_standin)
+  end
   -- a `resolver` in each location that resolves per request (one in `http {}`
   -- would be duplicated by a second route of a shared proxy)
   r.resolver_line = r.addressing == "per-request" and string.format("resolver %s valid=30s ipv6=off;", r.resolver)
@@ -365,14 +437,13 @@ local function http_file(r)
     add("    }")
     add("}")
   end
-  return table.concat(out, "\n") .. "\n"
+  return text()
 end
 
 -- tunnel-location.conf: the body of the tunnel location after the fail-open
 -- settings nginx.conf gives it.
 local function location_file(r)
-  local out = {}
-  local function add(s, ...) out[#out + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
+  local add, text = file_writer()
   add("# czctl route %s: into the tunnel.", r.id)
   request_headers(add, r, "")
   add("proxy_connect_timeout %ds;", M.CONNECT_TIMEOUT)
@@ -384,7 +455,97 @@ local function location_file(r)
     if r.resolver_line then add("%s", r.resolver_line) end
     add("proxy_pass %s;", r.target)
   end
-  return table.concat(out, "\n") .. "\n"
+  return text()
+end
+
+-- tunnel-grpc.conf: the same for an h2c port (czctl.proxy.protocol): gRPC
+-- and HTTP/2 through grpc_pass, grpc:// or grpcs:// with grpc_ssl_* (mutual
+-- TLS to a landing). Straight to the tunnel: the inner server that marks a
+-- provider's error responses speaks HTTP/1.1 only (and the providers that
+-- have one, ngrok, do not carry h2c). Fail open inside the upstream (the
+-- original's stand-in is its backup): NGINX sends a call to the next server
+-- only while the call was not sent (a POST once sent is never retried:
+-- non_idempotent is not set), and then with its body intact, which an
+-- error_page to another location could not do with a body it streams.
+local function grpc_file(r)
+  local add, text = file_writer()
+  add("# czctl route %s: into the tunnel, HTTP/2 (gRPC).", r.id)
+  request_headers(add, r, "", "grpc")
+  add("grpc_connect_timeout %ds;", M.CONNECT_TIMEOUT)
+  local scheme = r.url.scheme == "https" and "grpcs" or "grpc"
+  if r.addressing == "per-request" then
+    -- no upstream, so no backup: plan refuses an h2c route here
+    tls_lines(add, r, "", "grpc")
+    add("%s", r.resolver_line)
+    add("grpc_pass %s%s;", scheme, r.target:match("^https?(://.*)$"))
+    return text()
+  end
+  if r.standin then
+    add("# A call the tunnel did not take (it could not be reached) goes to the original's stand-in.")
+    add("grpc_next_upstream error timeout;")
+  end
+  tls_lines(add, r, "", "grpc")
+  add("grpc_pass %s://%s_grpc;", scheme, r.upstream)
+  return text()
+end
+
+-- The files of a TCP-level route (mode tcp): every connection goes to the
+-- tunnel, bytes untouched, and to the original when the tunnel cannot be
+-- reached (decisions section 7): the upstream's backup is the original's
+-- stand-in (standin_file). A connection or TLS handshake that fails counts
+-- as the tunnel's failure, and NGINX moves the connection to the backup;
+-- once bytes flow, nothing is replayed.
+
+-- tunnel-tcp.conf, in `stream {}`: the route's upstream. By address (a name
+-- is resolved when NGINX loads the configuration: the stream module has no
+-- per-connection address here).
+local function tcp_file(r)
+  local add, text = file_writer()
+  add("# czctl route %s: the tunnel %s, and the original when it cannot be reached.", r.id, r.up.url)
+  add("upstream %s_tcp {", r.upstream)
+  add("    # never marked down: each connection tries the tunnel first")
+  add("    server %s max_fails=0;", r.url.authority)
+  add("    # the original's stand-in (see the proxy's nginx.conf), when the tunnel cannot be reached")
+  add("    server %s backup;", r.stream_standin)
+  add("}")
+  return text()
+end
+
+-- tunnel-stream.conf: the body of the TCP-level stream server: TLS to the
+-- tunnel where it has TLS, to the route's upstream.
+local function stream_file(r)
+  local add, text = file_writer()
+  add("# czctl route %s: every connection into the tunnel, or to the original when it cannot be reached.", r.id)
+  add("proxy_connect_timeout %ds;", M.CONNECT_TIMEOUT)
+  tls_lines(add, r, "", "stream")
+  add("proxy_pass %s_tcp;", r.upstream)
+  return text()
+end
+
+-- tunnel-stream-standin.conf and tunnel-grpc-standin.conf: the first lines
+-- of the original's stand-in for the tunnel, a server of the proxy (stream,
+-- or HTTP/2) on a Unix socket to which nginx.conf adds the port's original.
+-- NGINX's proxy_ssl and grpc_ssl apply to every server of an upstream, so
+-- the original can be the tunnel's backup only behind a server that speaks
+-- the tunnel's TLS: a certificate for the tunnel's name from the tunnel's
+-- CA (tls.fallback_cert; the direct tunnel's session CA signs one).
+local function standin_file(r, module)
+  local add, text = file_writer()
+  add("# czctl route %s: the original's stand-in for the tunnel (on a Unix socket: nothing outside", r.id)
+  add("# the pod reaches it).")
+  local tls = r.url.scheme == "https"
+  if tls then add("# It answers the tunnel's TLS with a certificate for the same name from the tunnel's CA.") end
+  add("listen %s%s%s;", module == "grpc" and r.grpc_standin or r.stream_standin, tls and " ssl" or "",
+      module == "grpc" and " http2" or "")
+  if tls then
+    add("ssl_certificate %s/tunnel-standin.crt;", r.dir)
+    add("ssl_certificate_key %s/tunnel-standin.key;", r.dir)
+  end
+  if module == "grpc" and r.secret then
+    add("# The session's secret is the tunnel's alone.")
+    add("grpc_set_header %s \"\";", r.secret.name)
+  end
+  return text()
 end
 
 --- The route's files: name -> content (the Secret's data, mounted at r.dir).
@@ -394,6 +555,19 @@ function M.files(r)
   local files = {}
   files["tunnel-http.conf"] = http_file(r)   -- sets r.target first
   files["tunnel-location.conf"] = location_file(r)
+  files["tunnel-grpc.conf"] = grpc_file(r)
+  -- a TLS tunnel without a stand-in certificate serves no TCP-level route
+  -- (plan refuses one): its files would have no way back to the original
+  if r.standin then
+    files["tunnel-stream.conf"] = stream_file(r)
+    files["tunnel-tcp.conf"] = tcp_file(r)
+    files["tunnel-stream-standin.conf"] = standin_file(r, "stream")
+    files["tunnel-grpc-standin.conf"] = standin_file(r, "grpc")
+  end
+  if r.tls.fallback_cert then
+    files["tunnel-standin.crt"] = r.tls.fallback_cert
+    files["tunnel-standin.key"] = r.tls.fallback_key
+  end
   if r.tls.ca then files["tunnel-ca.crt"] = r.tls.ca end
   if r.tls.client_cert then
     files["tunnel-client.crt"] = r.tls.client_cert

@@ -191,7 +191,10 @@ function M.conflict(state, entry)
   for _, s in ipairs(state.sessions) do
     if s.id ~= entry.id and s.port == entry.port then
       local why
-      if s.rule and s.rule.all then
+      if (s.protocol or "http") ~= (entry.protocol or "http") then
+        why = string.format("intercepts it as %s, not %s (one proxy server per port)", s.protocol or "http",
+                            entry.protocol or "http")
+      elseif s.rule and s.rule.all then
         why = "routes every request (--all)"
       elseif entry.rule and entry.rule.all then
         why = "holds it with " .. tostring(s.ruleText) .. ", so --all would take its requests"
@@ -443,7 +446,7 @@ M.content_hash = content_hash
 function M.routes(state)
   local routes = {}
   for i, s in ipairs(state.sessions) do
-    routes[i] = { id = s.id, port = s.port, rule = s.rule, tunnel_files = "mounted" }
+    routes[i] = { id = s.id, port = s.port, rule = s.rule, tunnel_files = "mounted", mode = s.protocol }
   end
   return routes
 end

@@ -11,7 +11,10 @@
 -- address the proxy dials) and one for the proxy; the landing speaks TLS and
 -- admits only a peer showing the proxy's certificate. The CA's key is never
 -- kept; the proxy's certificate and key leave this module only in
--- handle.upstream.tls, for the proxy's Secret.
+-- handle.upstream.tls, for the proxy's Secret, with a second certificate
+-- for the landing's name (fallback_cert): the proxy's stand-in that passes
+-- a TCP-level intercept's connections to the original when the landing
+-- cannot be reached (czctl.proxy.route).
 --
 -- The address is found, when not given, from the cluster's Nodes: the
 -- address this machine sends from towards a Node's InternalIP, when that
@@ -31,6 +34,9 @@ M.DOCKER_DESKTOP_HOST = "host.docker.internal"
 M.NEEDS_HOST = "give the address of this machine that the cluster reaches with --tunnel-host ADDRESS"
 -- The landing is in-process: the session needs a holder (a keeper, or --wait).
 M.needs_process = true
+-- The landing moves bytes (splice), whatever they are: HTTP/1.1, HTTP/2
+-- (h2c, gRPC) and whole TCP connections (czctl.proxy.protocol).
+M.carries = { "http", "h2c", "tcp" }
 
 local function ipv4(s)
   local a, b, c, d = tostring(s):match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
@@ -156,7 +162,8 @@ function M.start(opts)
     url = url,
     -- the app gets the request's own Host: the landing forwards bytes
     keep_host = true,
-    tls = { ca = pki.ca_cert, name = host, client_cert = pki.client_cert, client_key = pki.client_key },
+    tls = { ca = pki.ca_cert, name = host, client_cert = pki.client_cert, client_key = pki.client_key,
+            fallback_cert = pki.fallback_cert, fallback_key = pki.fallback_key },
   }
   local handle = setmetatable({ url = url, upstream = upstream, inspector = nil, pid = nil,
                                 local_port = port, landing = l }, Handle)

@@ -17,6 +17,11 @@
 --   handle:stop()     idempotent
 --   handle:healthy()  true | nil, why
 --
+-- and, optionally, what it carries (czctl.proxy.protocol.check_tunnel):
+--   provider.carries       list of "http" (HTTP/1.1), "h2c" (HTTP/2, gRPC),
+--                          "tcp" (whole connections); default { "http" }
+--   provider.cannot_carry  { [mode] = "why not" } for the refusal message
+--
 -- This module only finds and checks providers; it starts nothing itself.
 local M = {}
 

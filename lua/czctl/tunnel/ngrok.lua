@@ -27,6 +27,14 @@ M.DEFAULT_TIMEOUT = 20
 M.NOT_INSTALLED = "ngrok is not installed: install it from https://ngrok.com/download, or use --tunnel kube "
   .. "(through the Kubernetes API: no account, nothing public) or --tunnel direct"
 M.NO_AUTHTOKEN = 'ngrok needs an authtoken: run "ngrok config add-authtoken <TOKEN>" (ERR_NGROK_4018)'
+-- What this tunnel carries (czctl.proxy.protocol): HTTP/1.1 only. ngrok
+-- documents gRPC through `ngrok http --app-protocol=http2` (HTTP/2 to the
+-- upstream) and raw TCP through `ngrok tcp` endpoints; czctl starts neither.
+M.carries = { "http" }
+M.cannot_carry = {
+  h2c = "ngrok needs `--app-protocol=http2` for HTTP/2 upstreams, which czctl does not set up yet",
+  tcp = "ngrok carries TCP only on its `ngrok tcp` endpoints, which czctl does not set up",
+}
 -- The request header that carries the session's secret (lower-case in the
 -- policy: ngrok's req.headers has lower-case names).
 M.SECRET_HEADER = "X-Czctl-Tunnel-Secret"
