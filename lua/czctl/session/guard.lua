@@ -269,6 +269,10 @@ function M.check(client, s, st, log)
     end
     -- every revert seen counts, whichever holder re-asserts first
     st.fights[#st.fights + 1] = now
+    -- A revert soon after this re-assertion may leave the Endpoints as they
+    -- are now (the endpoints controller coalesces the two changes): no event
+    -- would wake this guard, so it looks again soon.
+    st.recheck = true
     local patched, perr, untouched = shared.redirect(client, ns, name, svc)
     local message = string.format("Service %s was changed: %s (a kubectl apply, a GitOps sync or a hand edit?); "
                                   .. "czctl routed it through the proxy again", name, why)
@@ -336,11 +340,13 @@ function M.run(client, s, log)
       return outcome, message
     end
     -- Until the next change of the Service's Endpoints, or the next renewal;
-    -- once more soon after a change (another holder's Event follows it).
-    local changed = false
+    -- once more soon after a change (another holder's Event follows it) or
+    -- a re-assertion.
+    local changed, soon = false, recheck or st.recheck
+    st.recheck = nil
     local _, werr = client:watch("Endpoints", {
       namespace = s.namespace, fieldSelector = "metadata.name=" .. s.service, resourceVersion = rv,
-      timeout = math.max(0.5, math.min(recheck and M.RECHECK_SECONDS or M.KEEPER_CHECK_SECONDS,
+      timeout = math.max(0.5, math.min(soon and M.RECHECK_SECONDS or M.KEEPER_CHECK_SECONDS,
                                        next_renewal - sys.now())), relist = true,
     }, function(_, obj)
       if type(obj) == "table" and type(obj.metadata) == "table" then rv = obj.metadata.resourceVersion end
