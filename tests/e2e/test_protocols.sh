@@ -47,8 +47,8 @@ like "$(in_cluster python3 "$GRPC" unary grpc-headless.default.svc.cluster.local
   "the headless Service's clients still reach its pod through the cluster DNS"
 refused "the gRPC port through ngrok" "the ngrok tunnel cannot carry HTTP/2 \(h2c, gRPC\).*--app-protocol=http2.*use --tunnel direct" \
   "$CZCTL" service intercept grpc -r grpc -l "$GPORT" --tunnel ngrok
-refused "the gRPC port through the kube tunnel" "the kube tunnel cannot carry HTTP/2 \(h2c, gRPC\): HTTP/2 through the kube tunnel's relay is not tested yet; use --tunnel direct" \
-  "$CZCTL" service intercept grpc -r grpc -l "$GPORT" --tunnel kube
+refused "--all on the TLS port through the kube tunnel" "the kube tunnel cannot carry raw TCP connections: TCP-level routes through the kube tunnel's relay are not tested yet; use --tunnel direct" \
+  "$CZCTL" service intercept grpc -r https --all -l "$TPORT" --tunnel kube
 refused "--protocol tcp with a header" "speaks a protocol that is not HTTP \(--protocol tcp\).*--all" \
   "$CZCTL" service intercept grpc -r grpc -l "$GPORT" --tunnel direct --protocol tcp
 snapshot "$WORK/now.json"
@@ -83,6 +83,15 @@ is "$(in_cluster python3 "$GRPC" unary "$SVC:50051" 3 x-tenant=acme 2>&1 | sed '
   "after close, calls with the metadata reach the pod"
 snapshot "$WORK/now.json"
 same_snapshot "$WORK/before.json" "$WORK/now.json" "after close the cluster equals its start"
+
+# ---- gRPC through the kube tunnel (the relay and port-forward carry HTTP/2)
+"$CZCTL" service intercept grpc -r grpc -x x-tenant:acme -l "$GPORT" --tunnel kube -q 2>"$WORK/err"
+is "$?" 0 "the gRPC port is intercepted through the kube tunnel"; sed 's/^/# /' "$WORK/err"
+grpc_check "kube tunnel: calls with x-tenant: acme reach the local server" laptop x-tenant=acme
+grpc_check "kube tunnel: calls without the metadata reach the pod" 'grpc-[a-z0-9-]+'
+"$CZCTL" session close -q; is "$?" 0 "the kube tunnel's session closes"
+snapshot "$WORK/now.json"
+same_snapshot "$WORK/before.json" "$WORK/now.json" "after that close the cluster equals its start"
 
 # ---- --all on the TLS port: every connection, bytes untouched
 subject() { in_cluster sh -c "openssl s_client -connect $SVC:443 </dev/null 2>/dev/null | openssl x509 -noout -subject" 2>&1; }
