@@ -79,6 +79,7 @@ done
 # After the Service patch there is no further request: kill a --wait session
 # while it waits (the direct tunnel, so no tunnel process is left behind).
 for mode in file nofile; do
+  : >"$WORK/wait.out"   # (the wait below must not find a previous run's result)
   "$CZCTL" service intercept demo -l "$PORT" --tunnel direct --wait >"$WORK/wait.out" 2>&1 &
   pid=$!
   if wait_for_cmd 60 grep -q '^Session' "$WORK/wait.out"; then

@@ -40,6 +40,7 @@ same_snapshot "$WORK/before.json" "$WORK/after.json" "after the ngrok session th
 # --- --wait with ngrok: SIGTERM ends it (exit 0); the agent dying ends it (exit 1) ---
 ngrok_wait() {
   : >"$FAKE_NGROK_PIDFILE"
+  : >"$WORK/wait.out"; : >"$WORK/wait.err"   # (the wait below must not find an earlier session's lines)
   PATH="$FAKE:$PATH" "$CZCTL" service intercept demo -l "$PORT" --wait >"$WORK/wait.out" 2>"$WORK/wait.err" &
   WAIT_PID=$!
   wait_for_cmd 60 grep -q '^Session' "$WORK/wait.out"

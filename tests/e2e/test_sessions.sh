@@ -235,6 +235,7 @@ check "session close removes the agent's log" test ! -e "$XDG_STATE_HOME/czctl/s
 is "$(ls -A "$XDG_STATE_HOME/czctl/sessions")" "" "no file of the session is left"
 
 # --- --wait: the agent killed by SIGKILL is reported once, as killed -----------------
+: >"$WORK/wait.out"; : >"$WORK/wait.err"   # (the wait below must not find an earlier session's lines)
 PATH="$FAKE:$PATH" "$CZCTL" service intercept demo -l "$PORT" --wait >"$WORK/wait.out" 2>"$WORK/wait.err" &
 wpid=$!
 E2E_PIDS+=($wpid)

@@ -19,6 +19,7 @@ print(json.dumps(json.load(sys.stdin)["spec"]["selector"], sort_keys=True, separ
 }
 routed() { [ "$(route "X-Dev: alice")" = alice ] && [ "$(route -)" = pods ]; }
 join alice
+: >"$WORK/bob.out"; : >"$WORK/bob.err"   # (the wait below must not find an earlier session's lines)
 dev bob service intercept demo -x X-Dev:bob -l "${LPORT[bob]}" --tunnel direct --wait >"$WORK/bob.out" 2>"$WORK/bob.err" &
 bpid=$!
 E2E_PIDS+=($bpid)
@@ -54,6 +55,7 @@ is "$(czctl_leftovers)" "" "nothing of the proxy is left"
 
 # the proxy Deployment deleted: the Service is restored, the sessions end
 join alice
+: >"$WORK/bob.out"; : >"$WORK/bob.err"   # (the wait below must not find an earlier session's lines)
 dev bob service intercept demo -x X-Dev:bob -l "${LPORT[bob]}" --tunnel direct --wait >"$WORK/bob.out" 2>"$WORK/bob.err" &
 bpid=$!
 E2E_PIDS+=($bpid)

@@ -110,6 +110,7 @@ double_interrupt "SIGTERM then SIGINT during the Service copy's undo" TERM 143 \
 # once the Nth step has finished (as a user presses Ctrl-C twice).
 for n in 3 5 6; do
   name="two SIGINTs 20 ms apart after step $n"
+  : >"$WORK/dbl.out"; : >"$WORK/dbl.err"   # (the wait below must not count the previous run's steps)
   setsid "$CZCTL" service intercept demo -l "$PORT" --tunnel direct >"$WORK/dbl.out" 2>"$WORK/dbl.err" &
   pid=$!
   wait_for_cmd 30 sh -c "[ \$(grep -c '^✓' '$WORK/dbl.err') -ge $n ]"
@@ -139,6 +140,9 @@ wait_double() {
     faults "[{\"name\":\"$urule\",\"method\":\"DELETE\",\"path\":\"^$APPS/deployments/czctl-proxy-\",\"action\":\"stall\",\"seconds\":1,\"times\":1}]"
     wait_for_cmd 10 fault_loaded "$urule"
   fi
+  # (emptied first: the background job opens them later, and the wait below
+  # must not find the previous call's "Stop" line)
+  : >"$WORK/dw.out"; : >"$WORK/dw.err"
   setsid "$CZCTL" service intercept demo -l "$PORT" --tunnel direct --wait >"$WORK/dw.out" 2>"$WORK/dw.err" &
   local pid=$!
   # the setup child prints the result just before it exits: a signal before
