@@ -91,7 +91,9 @@ snapshot "$WORK/after3.json"
 same_snapshot "$WORK/before.json" "$WORK/after3.json" "after the multi-port session the cluster equals the snapshot"
 # --- routed when the command returns ------------------------------------------
 # The command waits until the Service's Endpoints list only the proxy, so the
-# very first request with the header after it returns is already routed.
+# very first request with the header after it returns is already routed (the
+# sandbox's default timing programs its service proxy at once; a real
+# kube-proxy follows a moment later, as the README says).
 firsts=""
 eps_before=$(audit_count GET '^/api/v1/namespaces/default/endpoints$')
 for i in $(seq 10); do
