@@ -9,12 +9,7 @@
 # proxy verifies the tunnel's certificate (a CA this test makes). Also the
 # direct provider (mutual TLS), and "not installed".
 # tests/run: alone
-set -u
-cd "$(dirname "$0")/../.." || exit 1
-ROOT=$(pwd)
-source tests/lib/tap.sh
-CZCTL=${CZCTL:-$ROOT/czctl}
-NGINX=${NGINX:-/usr/sbin/nginx}
+source "$(dirname "$0")/lib.sh"
 FAKE_DIR=$ROOT/tests/fake-ngrok
 
 T=$(mktemp -d /tmp/czctl-ngrok-test.XXXXXX)

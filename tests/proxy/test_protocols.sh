@@ -16,12 +16,7 @@
 #         its tunnel a landing on 127.0.91.21 in front of the acme server: mutual TLS, grpcs://)
 # The full gRPC checks run on the several-sessions proxy; the one-session
 # rendering gets them on the sandbox (tests/e2e/test_protocols.sh).
-set -u
-cd "$(dirname "$0")/../.." || exit 1
-ROOT=$(pwd)
-source tests/lib/tap.sh
-CZCTL=${CZCTL:-$ROOT/czctl}
-NGINX=${NGINX:-/usr/sbin/nginx}
+source "$(dirname "$0")/lib.sh"
 GRPC=tests/lib/grpc_app.py
 
 T=$(mktemp -d /tmp/czctl-proto-test.XXXXXX)

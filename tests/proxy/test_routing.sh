@@ -10,12 +10,7 @@
 #   not HTTP          127.0.77.1:9443 HTTPS, :9025 TCP (server speaks first), :9053 UDP
 #   proxy N           127.0.77.(10+N):8080 intercepted, :8081 pass-through (HTTP),
 #                     :8082 HTTPS, :8083 TCP, :8084 UDP pass-through, :8079 health
-set -u
-cd "$(dirname "$0")/../.." || exit 1
-ROOT=$(pwd)
-source tests/lib/tap.sh
-CZCTL=${CZCTL:-$ROOT/czctl}
-NGINX=${NGINX:-/usr/sbin/nginx}
+source "$(dirname "$0")/lib.sh"
 
 T=$(mktemp -d /tmp/czctl-proxy-test.XXXXXX)
 chmod 755 "$T"   # nginx workers (nobody) write temp files below it

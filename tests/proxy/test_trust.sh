@@ -14,14 +14,9 @@
 # The direct tunnel's landing runs with its session's certificates
 # (tests/proxy/landing_driver.lua); ngrok is the stand-in (tests/fake-ngrok).
 # Every address is on 127.0.93.0/24.
-set -u
-cd "$(dirname "$0")/../.." || exit 1
-ROOT=$(pwd)
-source tests/lib/tap.sh
+source "$(dirname "$0")/lib.sh"
 source tests/lib/procs.sh
 source tests/proxy/testca.sh
-CZCTL=${CZCTL:-$ROOT/czctl}
-NGINX=${NGINX:-/usr/sbin/nginx}
 T=$(mktemp -d /tmp/czctl-trust-test.XXXXXX)
 chmod 755 "$T"
 stop_all_on_exit "$T"
